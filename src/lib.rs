@@ -1,0 +1,16 @@
+//! k8s-snap: snapshot every resource of a Kubernetes cluster into a git mirror, push it to an
+//! object store, and restore it create-only onto any cluster.
+//!
+//! The data flow is `cluster → tree → git → store → plan → cluster`; see `ARCHITECTURE.md` at
+//! the repository root for the map of modules and the invariants they keep.
+
+pub mod cli;
+pub mod cluster;
+pub mod controller;
+pub mod discovery;
+pub mod mirror;
+pub mod restore;
+pub mod snapshot;
+pub mod store;
+pub mod tree;
+pub mod watch;

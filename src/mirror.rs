@@ -1,0 +1,1 @@
+//! The local git mirror (bare repository). The only module that imports `git2`.

@@ -1,0 +1,2 @@
+//! Restore: preference filter, rules, plan (diff tree vs live) and create-only apply.
+//! Not implemented yet.

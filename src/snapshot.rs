@@ -1,0 +1,1 @@
+//! Taking a snapshot: discovery → consistent paginated lists → canonical tree → mirror commit.

@@ -1,0 +1,1 @@
+//! The snapshot tree format v1: content paths, canonical object form and canonical YAML.

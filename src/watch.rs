@@ -1,0 +1,1 @@
+//! File drops: a watched directory of restore requests. Not implemented yet.
