@@ -1,1 +1,3 @@
+//! An in-process emulator of the Kubernetes API server, for tests, benchmarks and demos.
 
+pub mod fixtures;

@@ -1,1 +1,0 @@
-//! The snapshot tree format v1: content paths, canonical object form and canonical YAML.

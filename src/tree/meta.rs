@@ -1,0 +1,74 @@
+//! The metadata files under `.k8s-snap/` in every snapshot tree.
+
+use serde::{Deserialize, Serialize};
+
+/// Directory in the tree that holds the metadata files.
+pub const META_DIR: &str = ".k8s-snap";
+/// File path (in the tree) of [`SnapshotMeta`].
+pub const SNAPSHOT_META_FILE: &str = ".k8s-snap/snapshot.yaml";
+/// File path (in the tree) of the list of [`ResourceEntry`].
+pub const RESOURCES_FILE: &str = ".k8s-snap/resources.yaml";
+/// The tree format this code writes and understands.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How consistent the lists of a snapshot are with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Every list was read at the snapshot's resourceVersion (`resourceVersionMatch=Exact`).
+    Exact,
+    /// The server did not support exact lists; lists were read one after another.
+    BestEffort,
+}
+
+/// An object that was seen but deliberately not written, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedEntry {
+    /// Content path (`/api/v1/namespaces/x/secrets/y`).
+    pub path: String,
+    /// Why it was not written (e.g. `token-secret`).
+    pub reason: String,
+}
+
+/// `.k8s-snap/snapshot.yaml`: what a snapshot is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotMeta {
+    pub format_version: u32,
+    pub name: String,
+    pub cluster_name: String,
+    /// The resourceVersion every list was read at.
+    pub resource_version: String,
+    /// When the snapshot was taken (RFC 3339, second precision).
+    pub timestamp: jiff::Timestamp,
+    /// `gitVersion` of the server (`/version`).
+    pub server_version: String,
+    pub consistency: Consistency,
+    /// Number of object files in the tree (metadata files not counted).
+    pub number_of_contents: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_until: Option<jiff::Timestamp>,
+    /// `k8s-snap <version>` that wrote the tree.
+    pub tool_version: String,
+    #[serde(default)]
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// One entry of `.k8s-snap/resources.yaml`: a resource the snapshot listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceEntry {
+    /// API group, `""` for the core group.
+    pub group: String,
+    pub version: String,
+    /// Plural resource name (`configmaps`).
+    pub resource: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub verbs: Vec<String>,
+    pub has_status_subresource: bool,
+    /// Objects of this resource written to the tree.
+    pub count: u64,
+}
