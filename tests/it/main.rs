@@ -1,1 +1,3 @@
+mod mirror;
+
 fn main() {}

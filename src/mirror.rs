@@ -1,1 +1,0 @@
-//! The local git mirror (bare repository). The only module that imports `git2`.

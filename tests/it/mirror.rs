@@ -1,0 +1,669 @@
+//! Integration tests of the local git mirror against real bare repositories in temp dirs,
+//! cross-checked with the plain `git` CLI (config sandboxed from the developer's own).
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use k8s_snap::mirror::{ChangeKind, CommitId, Mirror, MirrorError, WrittenSnapshot};
+use k8s_snap::tree::meta::{Consistency, SNAPSHOT_META_FILE, SnapshotMeta};
+use tempfile::TempDir;
+
+/// Points libgit2's system/global/XDG config search paths at an empty temp dir, once.
+fn sandbox_git_config() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let dir = TempDir::new().expect("temp dir").keep();
+        for level in [
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::XDG,
+        ] {
+            // SAFETY: called once, before any repository is opened by these tests' helpers.
+            unsafe { git2::opts::set_search_path(level, &dir).expect("set search path") };
+        }
+    });
+}
+
+struct Fixture {
+    tmp: TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        sandbox_git_config();
+        Fixture {
+            tmp: TempDir::new().expect("temp dir"),
+        }
+    }
+    fn git_dir(&self) -> std::path::PathBuf {
+        self.tmp.path().join("mirror.git")
+    }
+    fn mirror(&self) -> Mirror {
+        Mirror::open_or_init(&self.git_dir()).expect("open mirror")
+    }
+    /// Runs the `git` CLI on the mirror with a sandboxed config; returns (success, stdout).
+    fn git(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("git")
+            .arg(format!("--git-dir={}", self.git_dir().display()))
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("HOME", self.tmp.path())
+            .env_remove("GIT_DIR")
+            .output()
+            .expect("run git");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+    fn git_ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.git(args);
+        assert!(ok, "git {args:?} failed: {out}");
+        out
+    }
+}
+
+fn meta(name: &str, cluster: &str, ts: i64, rv: &str) -> SnapshotMeta {
+    SnapshotMeta {
+        format_version: 1,
+        name: name.into(),
+        cluster_name: cluster.into(),
+        resource_version: rv.into(),
+        timestamp: jiff::Timestamp::from_second(ts).expect("timestamp"),
+        server_version: "v1.32.0".into(),
+        consistency: Consistency::Exact,
+        number_of_contents: 0,
+        ttl: None,
+        available_until: None,
+        tool_version: "k8s-snap test".into(),
+        skipped: vec![],
+    }
+}
+
+fn write(
+    m: &Mirror,
+    name: &str,
+    cluster: &str,
+    ts: i64,
+    files: &[(&str, &str)],
+) -> WrittenSnapshot {
+    let mut meta = meta(name, cluster, ts, "100");
+    meta.number_of_contents = files.len() as u64;
+    let mut w = m.writer(name, cluster).expect("writer");
+    for (p, c) in files {
+        w.add(p, c.as_bytes()).expect("add");
+    }
+    let yaml = serde_saphyr::to_string(&meta).expect("meta yaml");
+    w.add(SNAPSHOT_META_FILE, yaml.as_bytes())
+        .expect("add meta");
+    w.finish(&meta).expect("finish")
+}
+
+const CM_A: &str = "api/v1/namespaces/default/configmaps/a.yaml";
+const CM_B: &str = "api/v1/namespaces/default/configmaps/b.yaml";
+const NS: &str = "api/v1/namespaces/default.yaml";
+const DEPLOY: &str = "apis/apps/v1/namespaces/default/deployments/web.yaml";
+
+#[test]
+fn write_and_read_back() {
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    assert!(m.snapshots().unwrap().is_empty());
+    let files = [
+        (CM_A, "a: 1\n"),
+        (CM_B, "b: 2\n"),
+        (NS, "ns\n"),
+        (DEPLOY, "web\n"),
+    ];
+    let w = write(&m, "snap-1", "prod", 1_700_000_000, &files);
+
+    let info = m.snapshot("snap-1").unwrap().expect("snapshot exists");
+    assert_eq!(info.commit, w.commit);
+    assert_eq!(info.meta.cluster_name, "prod");
+    assert_eq!(info.meta.number_of_contents, 4);
+    assert_eq!(m.tree_id(&w.commit).unwrap(), w.tree);
+    assert_eq!(w.files, 5);
+    assert!(m.snapshot("nope").unwrap().is_none());
+
+    for (p, c) in files {
+        assert_eq!(
+            m.read_file(&w.commit, p).unwrap().as_deref(),
+            Some(c.as_bytes())
+        );
+    }
+    assert_eq!(m.read_file(&w.commit, "api/v1/missing.yaml").unwrap(), None);
+    assert!(matches!(
+        m.read_file(&w.commit, "api/v1").unwrap_err(),
+        MirrorError::NotAFile { .. }
+    ));
+
+    assert_eq!(
+        m.list_files(&w.commit, "api/v1/namespaces/default")
+            .unwrap(),
+        vec![CM_A, CM_B]
+    );
+    let all = m.list_files(&w.commit, "").unwrap();
+    assert_eq!(all, vec![SNAPSHOT_META_FILE, NS, CM_A, CM_B, DEPLOY]);
+    assert!(m.list_files(&w.commit, "apis/none").unwrap().is_empty());
+
+    let mut seen = Vec::new();
+    m.walk_files(&w.commit, "api/", |p, c| {
+        seen.push((p.to_owned(), c.to_vec()));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.contains(&(CM_B.to_owned(), b"b: 2\n".to_vec())));
+    let mut count = 0;
+    m.walk_files(&w.commit, "", |_, _| {
+        count += 1;
+        if count == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(count, 2, "walk stops at Break");
+
+    // Reopen from disk: everything persisted.
+    drop(m);
+    let m = Mirror::open(&fx.git_dir()).unwrap();
+    assert_eq!(m.snapshots().unwrap().len(), 1);
+    assert_eq!(m.clusters().unwrap(), vec!["prod"]);
+}
+
+#[test]
+fn open_missing_or_not_a_repo_is_a_clear_error() {
+    let fx = Fixture::new();
+    let err = Mirror::open(&fx.git_dir()).unwrap_err();
+    assert!(matches!(err, MirrorError::NotARepository { .. }));
+    assert!(err.to_string().contains("mirror.git"), "{err}");
+    let junk = fx.tmp.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("file"), "x").unwrap();
+    assert!(Mirror::open(&junk).is_err());
+    assert!(
+        Mirror::open_or_init(&junk).is_err(),
+        "refuses to init into a non-empty dir"
+    );
+}
+
+#[test]
+fn commit_id_parses_and_serializes() {
+    let hex = "0123456789abcdef0123456789abcdef01234567";
+    let id: CommitId = hex.parse().unwrap();
+    assert_eq!(id.to_string(), hex);
+    assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{hex}\""));
+    let back: CommitId = serde_json::from_str(&format!("\"{hex}\"")).unwrap();
+    assert_eq!(back, id);
+    assert!("abc".parse::<CommitId>().is_err());
+    assert!(hex.to_uppercase().parse::<CommitId>().is_err());
+    assert!(serde_json::from_str::<CommitId>("\"zz\"").is_err());
+}
+
+#[test]
+fn refs_commit_shape_and_plain_git_browsing() {
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    let a = write(
+        &m,
+        "a",
+        "prod",
+        1_700_000_000,
+        &[(CM_A, "v: 1\n"), (CM_B, "b\n")],
+    );
+    let b = write(
+        &m,
+        "b",
+        "prod",
+        1_700_000_060,
+        &[(CM_A, "v: 2\n"), (NS, "ns\n")],
+    );
+    write(&m, "other", "dev", 1_700_000_030, &[(CM_A, "dev\n")]);
+
+    let refs = fx.git_ok(&["for-each-ref", "--format=%(refname) %(objectname)"]);
+    assert!(
+        refs.contains(&format!("refs/tags/snapshots/a {}", a.commit)),
+        "{refs}"
+    );
+    assert!(
+        refs.contains(&format!("refs/tags/snapshots/b {}", b.commit)),
+        "{refs}"
+    );
+    assert!(refs.contains("refs/heads/clusters/prod "), "{refs}");
+    assert!(refs.contains("refs/heads/clusters/dev "), "{refs}");
+
+    // The snapshot commit: parentless, fixed author, time and message.
+    let raw = fx.git_ok(&["cat-file", "-p", a.commit.as_str()]);
+    assert!(!raw.contains("parent "), "{raw}");
+    assert!(
+        raw.contains("author k8s-snap <k8s-snap@localhost> 1700000000 +0000"),
+        "{raw}"
+    );
+    assert!(raw.contains("snapshot a of prod at rv 100"), "{raw}");
+
+    assert_eq!(
+        fx.git_ok(&["show", &format!("snapshots/a:{CM_A}")]),
+        "v: 1\n"
+    );
+    let stat = fx.git_ok(&["diff", "snapshots/a", "snapshots/b", "--stat"]);
+    assert!(stat.contains("configmaps/a.yaml"), "{stat}");
+    assert!(stat.contains("configmaps/b.yaml"), "{stat}");
+    assert!(stat.contains("namespaces/default.yaml"), "{stat}");
+    let log = fx.git_ok(&["log", "--format=%s", "clusters/prod"]);
+    assert_eq!(
+        log,
+        "snapshot b of prod at rv 100\nsnapshot a of prod at rv 100\n"
+    );
+    let log_p = fx.git_ok(&["log", "-p", "--format=%s", "clusters/prod", "--", CM_A]);
+    assert!(
+        log_p.contains("-v: 1") && log_p.contains("+v: 2"),
+        "{log_p}"
+    );
+    // Branch commits carry the snapshots' trees.
+    let tree = fx.git_ok(&["rev-parse", "clusters/prod^{tree}"]);
+    assert_eq!(tree.trim(), b.tree.as_str());
+    let fsck = fx.git_ok(&["fsck", "--strict", "--no-dangling"]);
+    assert!(
+        !fsck.contains("error") && !fsck.contains("warning"),
+        "{fsck}"
+    );
+}
+
+#[test]
+fn diff_between_snapshots() {
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    let a = write(
+        &m,
+        "a",
+        "prod",
+        10,
+        &[(CM_A, "v: 1\n"), (CM_B, "b\n"), (DEPLOY, "web\n")],
+    );
+    let b = write(
+        &m,
+        "b",
+        "prod",
+        20,
+        &[(CM_A, "v: 2\n"), (NS, "ns\n"), (DEPLOY, "web\n")],
+    );
+    let changes = m.diff(&a.commit, &b.commit, None).unwrap();
+    let summary: Vec<(&str, ChangeKind)> =
+        changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (SNAPSHOT_META_FILE, ChangeKind::Modified),
+            (NS, ChangeKind::Added),
+            (CM_A, ChangeKind::Modified),
+            (CM_B, ChangeKind::Removed),
+        ]
+    );
+    let cm_a = &changes[2];
+    assert_eq!(m.read_blob(cm_a.old.as_ref().unwrap()).unwrap(), b"v: 1\n");
+    assert_eq!(m.read_blob(cm_a.new.as_ref().unwrap()).unwrap(), b"v: 2\n");
+    assert!(changes[1].old.is_none() && changes[3].new.is_none());
+
+    let scoped = m
+        .diff(&a.commit, &b.commit, Some("api/v1/namespaces/default"))
+        .unwrap();
+    assert_eq!(
+        scoped.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(),
+        vec![CM_A, CM_B]
+    );
+    assert!(m.diff(&a.commit, &a.commit, None).unwrap().is_empty());
+    assert!(
+        m.diff(&a.commit, &b.commit, Some("apis"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn duplicate_snapshot_name_refused_with_nothing_written() {
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    let a = write(&m, "a", "prod", 10, &[(CM_A, "v\n")]);
+    let before = m.object_stats().unwrap();
+    let err = m.writer("a", "prod").err().expect("duplicate refused");
+    assert!(
+        matches!(err, MirrorError::SnapshotExists { ref name } if name == "a"),
+        "{err}"
+    );
+    assert_eq!(m.object_stats().unwrap(), before);
+    assert_eq!(m.snapshot("a").unwrap().unwrap().commit, a.commit);
+}
+
+#[test]
+fn bad_names_and_paths_rejected() {
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    for bad in ["", "A", "a/b", "-a", "a..b", "x.lock", "a_b"] {
+        assert!(
+            matches!(
+                m.writer(bad, "prod").err(),
+                Some(MirrorError::InvalidName { .. })
+            ),
+            "snapshot {bad:?}"
+        );
+        assert!(m.writer("ok", bad).is_err(), "cluster {bad:?}");
+    }
+    let before = m.object_stats().unwrap();
+    let mut w = m.writer("a", "prod").unwrap();
+    for bad in [
+        "",
+        "/abs/x.yaml",
+        "a//b.yaml",
+        "a/",
+        "../x",
+        "a/../b",
+        "a/./b",
+        ".git/config",
+        "a\0b",
+    ] {
+        let err = w.add(bad, b"x").unwrap_err();
+        assert!(
+            matches!(err, MirrorError::InvalidPath { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("{bad:?}")),
+            "error names the path: {err}"
+        );
+    }
+    assert_eq!(
+        m.object_stats().unwrap(),
+        before,
+        "nothing written for bad paths"
+    );
+    w.add(CM_A, b"x").unwrap();
+    assert!(matches!(
+        w.add(CM_A, b"y").unwrap_err(),
+        MirrorError::DuplicatePath { .. }
+    ));
+    assert!(matches!(
+        w.add("api/v1/namespaces/default", b"y").unwrap_err(),
+        MirrorError::PathConflict { .. }
+    ));
+    assert!(matches!(
+        w.add(&format!("{CM_A}/sub"), b"y").unwrap_err(),
+        MirrorError::PathConflict { .. }
+    ));
+    // Metadata that names another snapshot is refused, and no tag appears.
+    let other = meta("b", "prod", 1, "1");
+    assert!(matches!(
+        w.finish(&other).unwrap_err(),
+        MirrorError::BadMeta { .. }
+    ));
+    // Missing snapshot.yaml is refused too.
+    let mut w = m.writer("a", "prod").unwrap();
+    w.add(CM_A, b"x").unwrap();
+    assert!(matches!(
+        w.finish(&meta("a", "prod", 1, "1")).unwrap_err(),
+        MirrorError::BadMeta { .. }
+    ));
+    assert!(m.snapshots().unwrap().is_empty());
+}
+
+fn cat_file_exists(fx: &Fixture, id: &str) -> bool {
+    fx.git(&["cat-file", "-e", id]).0
+}
+
+fn blob_id(fx: &Fixture, rev_path: &str) -> String {
+    fx.git_ok(&["rev-parse", rev_path]).trim().to_owned()
+}
+
+#[test]
+fn delete_and_gc_remove_unique_objects_and_keep_shared_ones() {
+    let fx = Fixture::new();
+    let mut m = fx.mirror();
+    write(
+        &m,
+        "a",
+        "prod",
+        10,
+        &[(CM_A, "shared\n"), (CM_B, "only in a\n")],
+    );
+    let b = write(
+        &m,
+        "b",
+        "prod",
+        20,
+        &[(CM_A, "shared\n"), (DEPLOY, "only in b\n")],
+    );
+    let unique = blob_id(&fx, &format!("snapshots/a:{CM_B}"));
+    let shared = blob_id(&fx, &format!("snapshots/a:{CM_A}"));
+    let a_commit = blob_id(&fx, "snapshots/a");
+
+    assert!(matches!(
+        m.delete_snapshot("missing").unwrap_err(),
+        MirrorError::SnapshotNotFound { .. }
+    ));
+    m.delete_snapshot("a").unwrap();
+    assert!(m.snapshot("a").unwrap().is_none());
+    assert!(cat_file_exists(&fx, &unique), "still there before gc");
+    let stats = m.gc().unwrap();
+    assert!(
+        stats.after.total_objects() < stats.before.total_objects(),
+        "{stats:?}"
+    );
+    assert_eq!(stats.after.loose_objects, 0);
+    assert_eq!(stats.after.packs, 1);
+    assert!(
+        !cat_file_exists(&fx, &unique),
+        "unique blob of the deleted snapshot is gone"
+    );
+    assert!(
+        !cat_file_exists(&fx, &a_commit),
+        "deleted snapshot's commit is gone"
+    );
+    assert!(cat_file_exists(&fx, &shared), "shared blob kept");
+    assert_eq!(
+        m.read_file(&b.commit, DEPLOY).unwrap().unwrap(),
+        b"only in b\n"
+    );
+    let log = fx.git_ok(&["log", "--format=%s", "clusters/prod"]);
+    assert_eq!(log, "snapshot b of prod at rv 100\n");
+    fx.git_ok(&["fsck", "--strict"]);
+
+    // gc is idempotent (the same pack is kept, not deleted).
+    let again = m.gc().unwrap();
+    assert_eq!(again.after.total_objects(), stats.after.total_objects());
+    assert_eq!(again.after.packs, 1);
+    assert!(cat_file_exists(&fx, &shared));
+
+    // Deleting the last snapshot removes the branch; gc then leaves no object.
+    m.delete_snapshot("b").unwrap();
+    assert!(!fx.git(&["rev-parse", "--verify", "clusters/prod"]).0);
+    assert!(m.clusters().unwrap().is_empty());
+    let empty = m.gc().unwrap();
+    assert_eq!(empty.after.total_objects(), 0, "{empty:?}");
+}
+
+#[test]
+fn cluster_branch_is_deterministic() {
+    let files = [(CM_A, "x\n")];
+    let build = |order: &[(&str, i64)]| {
+        let fx = Fixture::new();
+        let m = fx.mirror();
+        for (name, ts) in order {
+            write(&m, name, "prod", *ts, &files);
+        }
+        let head = blob_id(&fx, "clusters/prod");
+        let subjects = fx.git_ok(&["log", "--format=%s %at", "clusters/prod"]);
+        m.rebuild_cluster_branch("prod").unwrap();
+        assert_eq!(blob_id(&fx, "clusters/prod"), head, "rebuild is idempotent");
+        (head, subjects, fx)
+    };
+    // Same set, different write order; "b" and "c" tie on timestamp (ordered by name).
+    let (h1, s1, _f1) = build(&[("a", 10), ("c", 20), ("b", 20), ("d", 5)]);
+    let (h2, s2, _f2) = build(&[("b", 20), ("d", 5), ("a", 10), ("c", 20)]);
+    assert_eq!(h1, h2);
+    assert_eq!(s1, s2);
+    assert_eq!(
+        s1,
+        "snapshot c of prod at rv 100 20\nsnapshot b of prod at rv 100 20\n\
+         snapshot a of prod at rv 100 10\nsnapshot d of prod at rv 100 5\n"
+    );
+    let (h3, _, _f3) = build(&[("a", 10), ("c", 20), ("b", 20)]);
+    assert_ne!(h1, h3);
+}
+
+#[test]
+fn dropped_writer_leaves_no_tag_and_gc_frees_its_blobs() {
+    let fx = Fixture::new();
+    let mut m = fx.mirror();
+    {
+        let mut w = m.writer("a", "prod").unwrap();
+        w.add(CM_A, b"abandoned\n").unwrap();
+    }
+    assert!(m.snapshots().unwrap().is_empty());
+    assert!(m.snapshot("a").unwrap().is_none());
+    let refs = fx.git_ok(&["for-each-ref"]);
+    assert!(refs.trim().is_empty(), "{refs}");
+    assert_eq!(m.object_stats().unwrap().loose_objects, 1);
+    m.gc().unwrap();
+    assert_eq!(m.object_stats().unwrap().total_objects(), 0);
+    // The name is free for a real snapshot.
+    write(&m, "a", "prod", 1, &[(CM_A, "x\n")]);
+}
+
+#[test]
+fn lock_serializes_writers() {
+    let fx = Fixture::new();
+    let m1 = fx.mirror();
+    let m2 = Mirror::open(&fx.git_dir())
+        .unwrap()
+        .with_lock_timeout(Duration::from_millis(200));
+    let w1 = m1.writer("a", "prod").unwrap();
+    let start = Instant::now();
+    let err = m2
+        .writer("b", "prod")
+        .err()
+        .expect("second writer must wait then fail");
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert!(matches!(err, MirrorError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("k8s-snap.lock"), "{err}");
+    drop(w1);
+    drop(m2.writer("b", "prod").expect("lock released on drop"));
+
+    // A waiting writer proceeds as soon as the holder releases.
+    let dir = fx.git_dir();
+    let held = m1.lock().unwrap();
+    let waiter = std::thread::spawn(move || {
+        let m = Mirror::open(&dir)
+            .unwrap()
+            .with_lock_timeout(Duration::from_secs(10));
+        let start = Instant::now();
+        let lock = m.lock().map(|_| ());
+        (lock, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(held);
+    let (res, waited) = waiter.join().unwrap();
+    res.expect("acquired after release");
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+}
+
+#[test]
+fn unchanged_second_snapshot_adds_only_commit_meta_and_path_trees() {
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    let mut files = Vec::new();
+    for ns in 0..5 {
+        for i in 0..20 {
+            files.push((
+                format!("api/v1/namespaces/ns{ns}/configmaps/cm{i}.yaml"),
+                format!("data: {ns}-{i}\n"),
+            ));
+        }
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let a = write(&m, "a", "prod", 10, &refs);
+    // 101 blobs + trees: root, api, v1, namespaces, 5 ns, 5 configmaps, .k8s-snap + commit.
+    assert_eq!(a.new_objects, 101 + 15 + 1);
+    let before = m.object_stats().unwrap();
+    let b = write(&m, "b", "prod", 20, &refs);
+    // New: the metadata blob, the `.k8s-snap` tree, the root tree and the commit.
+    assert_eq!(b.new_objects, 4, "{b:?}");
+    let after = m.object_stats().unwrap();
+    // ... plus one more commit on the cluster branch.
+    assert_eq!(after.total_objects() - before.total_objects(), 5);
+    assert_ne!(a.tree, b.tree);
+}
+
+/// `cargo test --release --test it mirror::bench -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark; run in release mode"]
+fn bench_50k_objects() {
+    let fx = Fixture::new();
+    let mut m = fx.mirror();
+    let body = "x".repeat(900);
+    let paths: Vec<String> = (0..50_000)
+        .map(|i| {
+            format!(
+                "api/v1/namespaces/ns{}/{}/obj-{i}.yaml",
+                i % 200,
+                [
+                    "configmaps",
+                    "secrets",
+                    "services",
+                    "pods",
+                    "serviceaccounts"
+                ][i % 5]
+            )
+        })
+        .collect();
+    let run = |m: &Mirror, name: &str, salt: &str| {
+        let start = Instant::now();
+        let meta = meta(name, "bench", 1_700_000_000, "1");
+        let mut w = m.writer(name, "bench").unwrap();
+        for (i, p) in paths.iter().enumerate() {
+            w.add(
+                p,
+                format!("name: obj-{i}\nsalt: {salt}\n{body}\n").as_bytes(),
+            )
+            .unwrap();
+        }
+        let add = start.elapsed();
+        w.add(
+            SNAPSHOT_META_FILE,
+            serde_saphyr::to_string(&meta).unwrap().as_bytes(),
+        )
+        .unwrap();
+        let written = w.finish(&meta).unwrap();
+        println!(
+            "{name}: add {:?}, total {:?}, new objects {}, new bytes {}",
+            add,
+            start.elapsed(),
+            written.new_objects,
+            written.new_bytes
+        );
+    };
+    run(&m, "first", "1");
+    run(&m, "unchanged", "1");
+    println!("stats {:?}", m.object_stats().unwrap());
+    let start = Instant::now();
+    let gc = m.gc().unwrap();
+    println!("gc {:?}: {:?}", start.elapsed(), gc.after);
+    let start = Instant::now();
+    let mut n = 0usize;
+    let commit = m.snapshot("first").unwrap().unwrap().commit;
+    m.walk_files(&commit, "", |_, c| {
+        n += c.len();
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    println!("walk_files (packed) {:?} ({n} bytes)", start.elapsed());
+    assert!(Path::new(&fx.git_dir()).exists());
+}
