@@ -10,10 +10,12 @@
 //! Layout of the submodules:
 //! - `names`: validation of snapshot/cluster names and tree paths;
 //! - `writer`: [`SnapshotWriter`], the streaming write of one snapshot;
+//! - `pack`: the temporary packfile the writer streams new objects into;
 //! - `maintain`: the writer lock, deletion, branch rebuild, gc and object statistics.
 
 mod maintain;
 mod names;
+mod pack;
 mod writer;
 
 use std::fmt;

@@ -11,6 +11,7 @@ use git2::{ObjectType, Odb, OdbLookupFlags, Oid};
 
 use super::maintain::MirrorLock;
 use super::names::{validate_name, validate_path};
+use super::pack::PackSink;
 use super::{CommitId, GitContext, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX, TreeId};
 use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
@@ -48,6 +49,7 @@ pub struct SnapshotWriter<'m> {
     mirror: &'m Mirror,
     odb: Odb<'m>,
     _lock: MirrorLock,
+    pack: PackSink,
     name: String,
     cluster: String,
     root: Dir,
@@ -81,10 +83,12 @@ impl Mirror {
                 self.git_dir.display()
             )
         })?;
+        let pack = PackSink::new(&self.git_dir)?;
         Ok(SnapshotWriter {
             mirror: self,
             odb,
             _lock: lock,
+            pack,
             name: name.to_owned(),
             cluster: cluster.to_owned(),
             root: Dir::default(),
@@ -165,7 +169,7 @@ impl SnapshotWriter<'_> {
                         },
                     });
                 }
-                let (oid, new) = write_object(&self.odb, ObjectType::Blob, bytes)?;
+                let (oid, new) = self.pack.write(&self.odb, ObjectType::Blob, bytes)?;
                 if new {
                     self.new_objects += 1;
                     self.new_bytes += bytes.len() as u64;
@@ -240,12 +244,18 @@ impl SnapshotWriter<'_> {
             meta.timestamp.as_second(),
             &commit_message(meta),
         );
-        let (commit, new) = write_object(&self.odb, ObjectType::Commit, &body)?;
+        let (commit, new) = self.pack.write(&self.odb, ObjectType::Commit, &body)?;
         if new {
             self.new_objects += 1;
             self.new_bytes += body.len() as u64;
         }
 
+        // All objects are durable in objects/pack before the tag can appear.
+        let pack = std::mem::replace(&mut self.pack, PackSink::new(&self.mirror.git_dir)?);
+        pack.commit(&self.odb)?;
+        self.odb
+            .refresh()
+            .ctx(|| "refreshing the object database after writing a pack".into())?;
         let refname = format!("{SNAPSHOT_TAG_PREFIX}{}", self.name);
         self.mirror
             .repo
@@ -302,7 +312,7 @@ impl SnapshotWriter<'_> {
             body.push(0);
             body.extend_from_slice(oid.as_bytes());
         }
-        let (oid, new) = write_object(&self.odb, ObjectType::Tree, &body)?;
+        let (oid, new) = self.pack.write(&self.odb, ObjectType::Tree, &body)?;
         if new {
             self.new_objects += 1;
             self.new_bytes += body.len() as u64;
