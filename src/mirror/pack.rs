@@ -94,14 +94,14 @@ impl PackSink {
 
     /// Streams the pack (header, entries, SHA-1 trailer) into the odb, which indexes it and
     /// installs it in `objects/pack`. A no-op when nothing was written.
-    pub(super) fn commit(self, odb: &Odb<'_>) -> Result<()> {
+    pub(super) fn commit(&mut self, odb: &Odb<'_>) -> Result<()> {
         if self.count == 0 {
             return Ok(());
         }
-        let mut file = self.file.into_inner().map_err(|e| MirrorError::Io {
-            context: "flushing the temporary pack file".into(),
-            source: e.into_error(),
+        io_ctx(self.file.flush(), || {
+            "flushing the temporary pack file".into()
         })?;
+        let file = self.file.get_mut();
         io_ctx(file.seek(SeekFrom::Start(0)), || {
             "rewinding the temporary pack file".into()
         })?;

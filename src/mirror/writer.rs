@@ -251,8 +251,7 @@ impl SnapshotWriter<'_> {
         }
 
         // All objects are durable in objects/pack before the tag can appear.
-        let pack = std::mem::replace(&mut self.pack, PackSink::new(&self.mirror.git_dir)?);
-        pack.commit(&self.odb)?;
+        self.pack.commit(&self.odb)?;
         self.odb
             .refresh()
             .ctx(|| "refreshing the object database after writing a pack".into())?;
