@@ -174,7 +174,7 @@ fn emit_scalar(out: &mut String, v: &Value, block_indent: usize, last: bool) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => push_number(out, n),
         Value::String(s) => {
             if plain_ok(s) {
                 out.push_str(s);
@@ -193,6 +193,32 @@ fn emit_scalar(out: &mut String, v: &Value, block_indent: usize, last: bool) {
 
 // ---------------------------------------------------------------------------------------------
 // Scalars
+
+/// Writes a number as serde_json prints it, except that a float always has a `.` in its
+/// mantissa and a sign in its exponent (`1e300` becomes `1.0e+300`), so that YAML 1.1
+/// resolvers read it as a float too.
+fn push_number(out: &mut String, n: &serde_json::Number) {
+    let s = n.to_string();
+    if !n.is_f64() {
+        out.push_str(&s);
+        return;
+    }
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s.as_str(), None),
+    };
+    out.push_str(mantissa);
+    if !mantissa.contains('.') {
+        out.push_str(".0");
+    }
+    if let Some(exp) = exponent {
+        out.push('e');
+        if !exp.starts_with(['+', '-']) {
+            out.push('+');
+        }
+        out.push_str(exp);
+    }
+}
 
 /// Characters that are always escaped in double quotes and never written raw anywhere:
 /// C0/C1 controls, DEL, the YAML 1.1 line separators, BOM and non-characters.
@@ -352,6 +378,22 @@ fn push_double_quoted(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_are_yaml_1_1_floats() {
+        let emit = |f: f64| {
+            let mut out = String::new();
+            push_number(&mut out, &serde_json::Number::from_f64(f).expect("finite"));
+            out
+        };
+        assert_eq!(emit(1.0), "1.0");
+        assert_eq!(emit(1e300), "1.0e+300");
+        assert_eq!(emit(-2.5e-8), "-2.5e-8");
+        assert_eq!(emit(1.5e300), "1.5e+300");
+        let mut out = String::new();
+        push_number(&mut out, &serde_json::Number::from(-7i64));
+        assert_eq!(out, "-7");
+    }
 
     #[test]
     fn plain_decisions() {

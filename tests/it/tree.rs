@@ -219,6 +219,7 @@ fn numbers_keep_their_type() {
         assert_laws(&v);
     }
     assert_eq!(emit(&json!({ "f": 1.0 })), "f: 1.0\n");
+    assert_eq!(emit(&json!({ "f": 1e300 })), "f: 1.0e+300\n");
 }
 
 #[test]
@@ -356,6 +357,7 @@ fn number() -> impl Strategy<Value = Value> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
         (-1000i32..1000).prop_map(|i| Value::from(f64::from(i) / 8.0)),
+        (-300i32..300, -9i32..9).prop_map(|(e, m)| Value::from(f64::from(m) * 10f64.powi(e))),
     ]
 }
 
@@ -814,4 +816,17 @@ fn golden_files_of_canonical_fixture_objects() {
         assert!(obj["metadata"].get("uid").is_none(), "{file}: uid kept");
         check_golden(file, &y);
     }
+}
+
+#[test]
+fn scale_fixture_is_cheap() {
+    let start = std::time::Instant::now();
+    let objs = scale::objects(50_000);
+    let elapsed = start.elapsed();
+    assert_eq!(objs.len(), 50_000);
+    let ns = objs.iter().filter(|o| o["kind"] == "Namespace").count();
+    assert_eq!(ns, 100);
+    // Generous bound for unoptimized builds on a loaded machine; release is far faster.
+    assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
+    eprintln!("scale::objects(50_000) took {elapsed:?}");
 }
