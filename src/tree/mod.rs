@@ -4,6 +4,35 @@
 //! Owns: every rule that decides which bytes a snapshot file holds. Pure code: no I/O, no
 //! network, no git. Must not touch: clusters (`discovery`, `snapshot`), git (`mirror`).
 
+pub mod canonical;
 pub mod meta;
+pub mod path;
+pub mod yaml;
 
+pub use canonical::{
+    SERVER_OWNED_METADATA, SERVICE_ACCOUNT_TOKEN_TYPE, canonicalize, is_token_secret,
+};
 pub use meta::{Consistency, ResourceEntry, SkippedEntry, SnapshotMeta};
+pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
+pub use yaml::{from_yaml, from_yaml_str, to_yaml, to_yaml_string};
+
+/// Errors of the tree format. Each names the input at fault; none quotes object contents
+/// (which may be secret).
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// A path segment (group, version, resource, namespace or name) is not allowed.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    /// A content path or tree file path is malformed.
+    #[error("invalid tree path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    /// A document is not valid YAML (or exceeds the parser's limits).
+    #[error("invalid YAML: {message}")]
+    Yaml { message: String },
+    /// A value could not be turned into JSON for emitting.
+    #[error("cannot serialize value to YAML: {message}")]
+    Serialize { message: String },
+    /// A parsed document does not have the expected shape.
+    #[error("YAML document does not match the expected type: {message}")]
+    Deserialize { message: String },
+}

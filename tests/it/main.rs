@@ -1,3 +1,4 @@
-mod mirror;
+//! The one integration-test binary of the root crate: a module per topic.
 
-fn main() {}
+mod mirror;
+mod tree;

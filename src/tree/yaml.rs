@@ -1,0 +1,465 @@
+//! Canonical YAML (DESIGN.md §3): a small hand-written emitter that decides every byte of a
+//! snapshot file, and a parser (serde-saphyr) for reading files back as untrusted input.
+//!
+//! Owns: key order, layout and scalar style. Must not touch: which fields an object has
+//! (see `canonical`).
+//!
+//! Layout rules:
+//! - the root mapping starts with `apiVersion`, `kind`, `metadata` (when present); every other
+//!   mapping key is sorted bytewise (the order is built here, never taken from
+//!   `serde_json::Map`, whose order depends on serde_json features);
+//! - block style, 2-space indent, sequences not indented under their key;
+//! - empty mappings `{}` and empty sequences `[]`; exactly one trailing newline, no `---`.
+//!
+//! Scalar rules:
+//! - strings are plain only when they read back as the same string in YAML 1.1 and 1.2
+//!   (conservative: a small alphabet, no indicator first, nothing number-, bool- or
+//!   null-like);
+//! - multi-line strings are literal blocks (`|`, `|-`, `|+`) when that round-trips without
+//!   doubt, otherwise double-quoted;
+//! - everything else is double-quoted with escapes for non-printable characters;
+//! - numbers exactly as serde_json prints them (floats keep a `.` or an exponent).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::TreeError;
+
+/// Keys that come first, in this order, in the root mapping.
+const TOP_LEVEL_FIRST: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
+/// Emits `v` as canonical YAML.
+pub fn to_yaml(v: &Value) -> Result<String, TreeError> {
+    let mut out = String::with_capacity(256);
+    match v {
+        Value::Object(m) if !m.is_empty() => emit_map(&mut out, m, 0, false, true, true),
+        Value::Array(a) if !a.is_empty() => emit_seq(&mut out, a, 0, false, true),
+        scalar => emit_scalar(&mut out, scalar, 2, true),
+    }
+    Ok(out)
+}
+
+/// Emits any serializable value as canonical YAML (through `serde_json::Value`).
+pub fn to_yaml_string<T: Serialize>(v: &T) -> Result<String, TreeError> {
+    let value = serde_json::to_value(v).map_err(|e| TreeError::Serialize {
+        message: e.to_string(),
+    })?;
+    to_yaml(&value)
+}
+
+/// Parses one YAML document into a JSON value. The input is untrusted: parsing is budgeted
+/// (serde-saphyr's default limits), duplicate keys are errors, and error messages do not quote
+/// the input (it may hold secret data).
+pub fn from_yaml(s: &str) -> Result<Value, TreeError> {
+    serde_saphyr::from_str_with_options::<Value>(s, parse_options()).map_err(|e| TreeError::Yaml {
+        message: e.to_string(),
+    })
+}
+
+/// Parses one YAML document into `T` (through `serde_json::Value`, so that it reads exactly
+/// what [`to_yaml_string`] writes).
+pub fn from_yaml_str<T: DeserializeOwned>(s: &str) -> Result<T, TreeError> {
+    let value = from_yaml(s)?;
+    serde_json::from_value(value).map_err(|e| TreeError::Deserialize {
+        message: e.to_string(),
+    })
+}
+
+fn parse_options() -> serde_saphyr::Options {
+    let mut opts = serde_saphyr::Options::default();
+    opts.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    opts.merge_keys = serde_saphyr::MergeKeyPolicy::AsOrdinary;
+    opts.with_snippet = false;
+    opts
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout
+
+fn push_indent(out: &mut String, indent: usize) {
+    out.extend(std::iter::repeat_n(' ', indent));
+}
+
+/// Keys of `m` in canonical order.
+fn ordered_keys(m: &Map<String, Value>, top: bool) -> Vec<&String> {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort_unstable_by(|a, b| {
+        let rank = |k: &str| {
+            if top {
+                TOP_LEVEL_FIRST
+                    .iter()
+                    .position(|f| *f == k)
+                    .unwrap_or(TOP_LEVEL_FIRST.len())
+            } else {
+                0
+            }
+        };
+        rank(a)
+            .cmp(&rank(b))
+            .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    });
+    keys
+}
+
+/// Emits a non-empty mapping whose keys sit at column `indent`. With `inline_first` the first
+/// key continues the current line (after `- `).
+fn emit_map(
+    out: &mut String,
+    m: &Map<String, Value>,
+    indent: usize,
+    inline_first: bool,
+    top: bool,
+    last: bool,
+) {
+    let keys = ordered_keys(m, top);
+    let n = keys.len();
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 || !inline_first {
+            push_indent(out, indent);
+        }
+        emit_key(out, k);
+        out.push(':');
+        let is_last = last && i + 1 == n;
+        match &m[k] {
+            Value::Object(child) if !child.is_empty() => {
+                out.push('\n');
+                emit_map(out, child, indent + 2, false, false, is_last);
+            }
+            Value::Array(items) if !items.is_empty() => {
+                out.push('\n');
+                emit_seq(out, items, indent, false, is_last);
+            }
+            scalar => {
+                out.push(' ');
+                emit_scalar(out, scalar, indent + 2, is_last);
+            }
+        }
+    }
+}
+
+/// Emits a non-empty sequence whose `- ` sit at column `indent`.
+fn emit_seq(out: &mut String, items: &[Value], indent: usize, inline_first: bool, last: bool) {
+    let n = items.len();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 || !inline_first {
+            push_indent(out, indent);
+        }
+        out.push_str("- ");
+        let is_last = last && i + 1 == n;
+        match item {
+            Value::Object(child) if !child.is_empty() => {
+                emit_map(out, child, indent + 2, true, false, is_last);
+            }
+            Value::Array(inner) if !inner.is_empty() => {
+                emit_seq(out, inner, indent + 2, true, is_last);
+            }
+            scalar => emit_scalar(out, scalar, indent + 2, is_last),
+        }
+    }
+}
+
+fn emit_key(out: &mut String, k: &str) {
+    if plain_ok(k) {
+        out.push_str(k);
+    } else {
+        push_double_quoted(out, k);
+    }
+}
+
+/// Emits a scalar (or an empty collection) and its line end. `block_indent` is the indentation
+/// of literal block content; `last` tells whether nothing follows in the document (then a
+/// keep-chomped block, which would end the file with blank lines, is not used).
+fn emit_scalar(out: &mut String, v: &Value, block_indent: usize, last: bool) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => push_number(out, n),
+        Value::String(s) => {
+            if plain_ok(s) {
+                out.push_str(s);
+            } else if let Some(chomp) = literal_chomping(s, last) {
+                push_literal(out, s, chomp, block_indent);
+                return; // the block ends with its own line end
+            } else {
+                push_double_quoted(out, s);
+            }
+        }
+        Value::Array(_) => out.push_str("[]"),
+        Value::Object(_) => out.push_str("{}"),
+    }
+    out.push('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalars
+
+/// Writes a number as serde_json prints it, except that a float always has a `.` in its
+/// mantissa and a sign in its exponent (`1e300` becomes `1.0e+300`), so that YAML 1.1
+/// resolvers read it as a float too.
+fn push_number(out: &mut String, n: &serde_json::Number) {
+    let s = n.to_string();
+    if !n.is_f64() {
+        out.push_str(&s);
+        return;
+    }
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s.as_str(), None),
+    };
+    out.push_str(mantissa);
+    if !mantissa.contains('.') {
+        out.push_str(".0");
+    }
+    if let Some(exp) = exponent {
+        out.push('e');
+        if !exp.starts_with(['+', '-']) {
+            out.push('+');
+        }
+        out.push_str(exp);
+    }
+}
+
+/// Characters that are always escaped in double quotes and never written raw anywhere:
+/// C0/C1 controls, DEL, the YAML 1.1 line separators, BOM and non-characters.
+fn is_special_char(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}'
+        | '\u{fffe}' | '\u{ffff}')
+}
+
+/// Whether `s` can be written as a plain scalar and read back as the same string by YAML 1.1
+/// and 1.2 parsers. Deliberately conservative.
+fn plain_ok(s: &str) -> bool {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    let first_ok = match first {
+        c if c.is_ascii_alphanumeric() || c == '/' || c == '_' => true,
+        '-' => {
+            // `-x` and `--x` are fine; `-`, `- x`, `---x`, `-1`, `-.5` are not.
+            let rest = s.trim_start_matches('-');
+            s.len() - rest.len() <= 2 && rest.starts_with(|c: char| c.is_ascii_alphabetic())
+        }
+        c => !c.is_ascii() && c.is_alphanumeric(),
+    };
+    if !first_ok {
+        return false;
+    }
+    let body_ok = s.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || " -_./:=+@%~^$()<>!?*&|;'\"\\`#,".contains(c)
+            || (!c.is_ascii() && c.is_alphanumeric())
+    });
+    if !body_ok || s.ends_with(' ') || s.ends_with(':') || s.contains(": ") || s.contains(" #") {
+        return false;
+    }
+    !is_reserved_word(s) && !looks_numeric(s)
+}
+
+/// Null, bool (YAML 1.1 and 1.2 spellings) and non-finite float words, in any case.
+fn is_reserved_word(s: &str) -> bool {
+    if s.len() > 9 {
+        return false;
+    }
+    let lower = s.to_ascii_lowercase();
+    let unsigned = lower.trim_start_matches(['-', '+']);
+    matches!(
+        lower.as_str(),
+        "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
+    ) || matches!(unsigned, "inf" | "infinity" | "nan")
+}
+
+/// Whether `s` could be read as a number or timestamp by some YAML 1.1 or 1.2 resolver
+/// (ints in any base, floats, sexagesimal numbers, dates). Over-approximates, except for
+/// dotted digit groups such as IP addresses (`10.96.0.1`), which no resolver reads as a number.
+fn looks_numeric(s: &str) -> bool {
+    let t = s.trim_start_matches(['-', '+']);
+    let starts_numeric = t.starts_with(|c: char| c.is_ascii_digit())
+        || (t.starts_with('.') && t[1..].starts_with(|c: char| c.is_ascii_digit()));
+    if !starts_numeric {
+        return false;
+    }
+    let dotted_groups = t.split('.').count() >= 3
+        && t.split('.')
+            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()));
+    if dotted_groups {
+        return false;
+    }
+    if t.chars()
+        .all(|c| c.is_ascii_hexdigit() || "xXoO_.:+-".contains(c))
+    {
+        return true;
+    }
+    // YAML 1.1 timestamps: `2001-12-14t21:59:43.10-05:00`, `2001-12-14 21:59:43.10 -5`.
+    let b = t.as_bytes();
+    b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+}
+
+/// The chomping indicator for writing `s` as a literal block, or `None` when a literal block
+/// is not used (single line, special characters, leading or trailing whitespace on a line,
+/// empty first line, or trailing blank lines at the end of the document).
+fn literal_chomping(s: &str, last: bool) -> Option<&'static str> {
+    if !s.contains('\n')
+        || s.chars()
+            .any(|c| c != '\n' && c != '\t' && is_special_char(c))
+    {
+        return None;
+    }
+    if s.starts_with([' ', '\t', '\n']) {
+        return None;
+    }
+    let core = s.trim_end_matches('\n');
+    let trailing = s.len() - core.len();
+    if core.split('\n').any(|l| l.ends_with([' ', '\t'])) {
+        return None;
+    }
+    match trailing {
+        0 => Some("|-"),
+        1 => Some("|"),
+        _ if last => None,
+        _ => Some("|+"),
+    }
+}
+
+fn push_literal(out: &mut String, s: &str, chomp: &str, indent: usize) {
+    out.push_str(chomp);
+    out.push('\n');
+    let core = s.trim_end_matches('\n');
+    for line in core.split('\n') {
+        if !line.is_empty() {
+            push_indent(out, indent);
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    // Keep chomping: the blank lines after the last line are content.
+    let trailing = s.len() - core.len();
+    for _ in 1..trailing {
+        out.push('\n');
+    }
+}
+
+fn push_double_quoted(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            '\u{1b}' => out.push_str("\\e"),
+            '\u{85}' => out.push_str("\\N"),
+            '\u{2028}' => out.push_str("\\L"),
+            '\u{2029}' => out.push_str("\\P"),
+            c if is_special_char(c) => {
+                let cp = u32::from(c);
+                // Writing to a String cannot fail.
+                let _ = if cp <= 0xff {
+                    write!(out, "\\x{cp:02X}")
+                } else {
+                    write!(out, "\\u{cp:04X}")
+                };
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_yaml_1_1_floats() {
+        let emit = |f: f64| {
+            let mut out = String::new();
+            push_number(&mut out, &serde_json::Number::from_f64(f).expect("finite"));
+            out
+        };
+        assert_eq!(emit(1.0), "1.0");
+        assert_eq!(emit(1e300), "1.0e+300");
+        assert_eq!(emit(-2.5e-8), "-2.5e-8");
+        assert_eq!(emit(1.5e300), "1.5e+300");
+        let mut out = String::new();
+        push_number(&mut out, &serde_json::Number::from(-7i64));
+        assert_eq!(out, "-7");
+    }
+
+    #[test]
+    fn plain_decisions() {
+        for s in [
+            "abc",
+            "app.kubernetes.io/name",
+            "10.96.0.1",
+            "100Mi",
+            "500m",
+            "30s",
+            "--port=8080",
+            "-v",
+            "nginx:1.25",
+            "http://x:80/y",
+            "a b",
+        ] {
+            assert!(plain_ok(s), "{s} should be plain");
+        }
+        for s in [
+            "",
+            "on",
+            "Yes",
+            "y",
+            "NULL",
+            "~",
+            "0777",
+            "1e3",
+            "1.0",
+            "0x1F",
+            "2001-01-01",
+            " a",
+            "a ",
+            "a: b",
+            "a #b",
+            "-",
+            "- a",
+            "---x",
+            "-1",
+            ".5",
+            "inf",
+            "-.inf",
+            "NaN",
+            "1:20",
+            "a:",
+            "<<",
+            "=",
+            "@x",
+            "*x",
+            "&x",
+            "!x",
+            "|x",
+            ">x",
+            "%x",
+            "'x",
+            "\"x",
+            "[x",
+            "{x",
+            "#x",
+            "?x",
+            ":x",
+            ",x",
+            ".inf",
+            "1_000",
+            "+1",
+        ] {
+            assert!(!plain_ok(s), "{s:?} should be quoted");
+        }
+    }
+}
