@@ -19,9 +19,8 @@ async fn raw_get(url: &str) -> std::io::Result<String> {
     let path = format!(
         "/{}",
         url.trim_start_matches("http://")
-            .splitn(2, '/')
-            .nth(1)
-            .unwrap_or("")
+            .split_once('/')
+            .map_or("", |x| x.1)
     );
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
