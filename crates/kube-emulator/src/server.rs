@@ -462,6 +462,7 @@ async fn resource(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/merge-patch+json")
                 .to_string();
+            let existed = sh.lock().store.get(&def.key(), &ns, name).is_some();
             let out = match sub {
                 Some("scale") => write(sh, |st| {
                     let cur = st
@@ -483,11 +484,7 @@ async fn resource(
                 }
                 Some(_) => return Err(method_not_allowed()),
             };
-            let code = if out["metadata"]["resourceVersion"].is_null() && !opts.dry_run {
-                201
-            } else {
-                200
-            };
+            let code = if existed { 200 } else { 201 };
             Ok(json_value(code, &out))
         }
         (Method::DELETE, Some(name), None) => {

@@ -170,3 +170,96 @@ async fn kubectl_creates_applies_and_waits() {
     assert!(!gone.ok && gone.stderr.contains("not found"));
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_watch_sees_new_objects() {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipping: {KUBECTL} is absent");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, kc) = serve(dir.path()).await;
+    let mut child = tokio::process::Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["get", "configmaps", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    ok(&kc, &["create", "configmap", "watched"]).await;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.contains("configmap/watched") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found.ok(),
+        Some(true),
+        "kubectl get -w printed the new object"
+    );
+    let _ = child.kill().await;
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_binary_prints_its_address_and_serves() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc.yaml");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-emulator"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--fixture",
+            "empty",
+            "--write-kubeconfig",
+        ])
+        .arg(&kc)
+        .args(["--fault", "path=/api/v1/secrets,status=403"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .strip_prefix("listening on ")
+        .expect("the documented first line");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
+        "{line}"
+    );
+    let yaml = std::fs::read_to_string(&kc).unwrap();
+    assert!(yaml.contains(url));
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let ns = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(ns.items.len(), 4);
+    let e = kube::Api::<k8s_openapi::api::core::v1::Secret>::all(client)
+        .list(&Default::default())
+        .await;
+    assert!(e.is_err(), "the --fault rule is active");
+    let _ = child.kill().await;
+}
