@@ -143,6 +143,7 @@ fn sub(name: &str, kind: &str) -> Subresource {
         "binding" => ("Binding", None, None, &["create"]),
         "eviction" => ("Eviction", Some("policy"), Some("v1"), &["create"]),
         "ephemeralcontainers" => (kind, None, None, &["get", "patch", "update"]),
+        "approval" => (kind, None, None, &["get", "patch", "update"]),
         "token" => (
             "TokenRequest",
             Some("authentication.k8s.io"),
@@ -324,25 +325,42 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
         group: "authentication.k8s.io",
         version: "v1",
     };
-    v.push(with_verbs(
-        authn.r("tokenreviews", "TokenReview", false, &[], &[], &[]),
-        &["create"],
-    ));
+    v.extend([
+        with_verbs(
+            authn.r(
+                "selfsubjectreviews",
+                "SelfSubjectReview",
+                false,
+                &[],
+                &[],
+                &[],
+            ),
+            &["create"],
+        ),
+        with_verbs(
+            authn.r("tokenreviews", "TokenReview", false, &[], &[], &[]),
+            &["create"],
+        ),
+    ]);
     let authz = B {
         group: "authorization.k8s.io",
         version: "v1",
     };
-    v.push(with_verbs(
-        authz.r(
-            "selfsubjectaccessreviews",
-            "SelfSubjectAccessReview",
-            false,
-            &[],
-            &[],
-            &[],
+    for (plural, kind, namespaced) in [
+        (
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
         ),
-        &["create"],
-    ));
+        ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+        ("selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
+        ("subjectaccessreviews", "SubjectAccessReview", false),
+    ] {
+        v.push(with_verbs(
+            authz.r(plural, kind, namespaced, &[], &[], &[]),
+            &["create"],
+        ));
+    }
     let autoscaling = B {
         group: "autoscaling",
         version: "v2",
@@ -460,6 +478,88 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
         version: "v1",
     };
     v.push(disc.r("endpointslices", "EndpointSlice", true, &[], &[], &[]));
+    let flow = B {
+        group: "flowcontrol.apiserver.k8s.io",
+        version: "v1",
+    };
+    v.extend([
+        flow.r("flowschemas", "FlowSchema", false, &[], &[], &["status"]),
+        flow.r(
+            "prioritylevelconfigurations",
+            "PriorityLevelConfiguration",
+            false,
+            &[],
+            &[],
+            &["status"],
+        ),
+    ]);
+    let node = B {
+        group: "node.k8s.io",
+        version: "v1",
+    };
+    v.push(node.r("runtimeclasses", "RuntimeClass", false, &[], &[], &[]));
+    let certs = B {
+        group: "certificates.k8s.io",
+        version: "v1",
+    };
+    v.push(certs.r(
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        false,
+        &["csr"],
+        &[],
+        &["approval", "status"],
+    ));
+    let adm = B {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+    };
+    v.extend([
+        adm.r(
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+            false,
+            &[],
+            &["api-extensions"],
+            &[],
+        ),
+        adm.r(
+            "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicy",
+            false,
+            &[],
+            &["api-extensions"],
+            &["status"],
+        ),
+        adm.r(
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+            false,
+            &[],
+            &["api-extensions"],
+            &[],
+        ),
+        adm.r(
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+            false,
+            &[],
+            &["api-extensions"],
+            &[],
+        ),
+    ]);
+    let apireg = B {
+        group: "apiregistration.k8s.io",
+        version: "v1",
+    };
+    v.push(apireg.r(
+        "apiservices",
+        "APIService",
+        false,
+        &[],
+        &["api-extensions"],
+        &["status"],
+    ));
     v
 }
 
@@ -479,6 +579,11 @@ const BUILTIN_GROUPS: &[&str] = &[
     "scheduling.k8s.io",
     "coordination.k8s.io",
     "discovery.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "node.k8s.io",
+    "certificates.k8s.io",
+    "admissionregistration.k8s.io",
+    "apiregistration.k8s.io",
 ];
 
 /// Whether a group is built in (not from a CRD).

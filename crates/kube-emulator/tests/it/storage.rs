@@ -427,3 +427,63 @@ async fn namespace_deletion_terminates_then_removes() {
     assert!(left.items.is_empty());
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn deletecollection_scale_and_create_only_resources() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    for (n, l) in [
+        ("x1", json!({"group": "x"})),
+        ("x2", json!({"group": "x"})),
+        ("y", json!({})),
+    ] {
+        api.create(&PostParams::default(), &cm(n, l)).await.unwrap();
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("group=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| o.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["kube-root-ca.crt", "y"]);
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})).unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    let scale = deps.get_scale("d").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(1));
+    deps.patch_scale(
+        "d",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deps.get("d").await.unwrap().spec.replicas, Some(4));
+    // create-only review resources answer without storing
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("authorization.k8s.io", "v1", "SelfSubjectAccessReview"),
+        "selfsubjectaccessreviews",
+    );
+    let reviews: Api<kube::api::DynamicObject> = Api::all_with(c.clone(), &ar);
+    let review: kube::api::DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "metadata": {}, "spec": {"resourceAttributes": {"verb": "list", "resource": "pods"}}}),
+    )
+    .unwrap();
+    let answered = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    assert_eq!(answered.data["status"]["allowed"], true);
+    emu.shutdown().await;
+}
