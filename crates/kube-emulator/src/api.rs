@@ -405,13 +405,21 @@ impl State {
         if m.get("creationTimestamp").is_none_or(Value::is_null) {
             m.insert("creationTimestamp".into(), json!(now()));
         }
-        if body.get("spec").is_some() || !def.group.is_empty() && !is_builtin_group(&def.group) {
-            meta(&mut body).insert("generation".into(), json!(1));
+        let keep = |m: &Map<String, Value>, f: &str| {
+            opts.keep_identity && m.get(f).is_some_and(|v| !v.is_null())
+        };
+        let wants_generation =
+            body.get("spec").is_some() || !def.group.is_empty() && !is_builtin_group(&def.group);
+        let m = meta(&mut body);
+        if wants_generation && !keep(m, "generation") {
+            m.insert("generation".into(), json!(1));
         }
-        meta(&mut body).insert(
-            "managedFields".into(),
-            managed_fields(opts, &def.api_version()),
-        );
+        if !keep(m, "managedFields") {
+            m.insert(
+                "managedFields".into(),
+                managed_fields(opts, &def.api_version()),
+            );
+        }
         if def.has_status()
             && let Some(o) = body.as_object_mut()
         {
@@ -1147,9 +1155,15 @@ impl State {
             keep_identity: true,
             ..Default::default()
         };
-        let is_ns = group.is_empty() && kind == "Namespace";
-        if is_ns && self.store.get(&def.key(), "", &name).is_some() {
-            return Ok(());
+        // A fixture object replaces one the server made itself (default ServiceAccounts,
+        // kube-root-ca.crt, base namespaces) so fixtures may list complete namespaces.
+        let seed_ns = if def.namespaced { ns.as_str() } else { "" };
+        if let Some(existing) = self.store.get(&def.key(), seed_ns, &name) {
+            if group.is_empty() && kind == "Service" {
+                self.release_service(seed_ns, &name);
+            }
+            self.store
+                .delete(&def.key(), seed_ns, &name, existing.value());
         }
         let created = self
             .create(&def, &ns, obj, &opts)

@@ -437,7 +437,9 @@ async fn seeded_fixtures_keep_identity_register_crds_and_bind_volumes() {
     let objects = vec![
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "shop", "uid": "11111111-1111-4111-8111-111111111111", "creationTimestamp": "2023-05-01T00:00:00Z"}, "spec": {}}),
         crd_json("example.com", false),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "uid": "33333333-3333-4333-8333-333333333333"}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "shop", "uid": "44444444-4444-4444-8444-444444444444"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "uid": "55555555-5555-4555-8555-555555555555"}}),
         json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "claimRef": {"namespace": "shop", "name": "c"}, "nfs": {"server": "s", "path": "/"}}}),
         json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "shop"}, "spec": {"volumeName": "pv", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "shop"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}, "status": {"replicas": 1}}),
@@ -463,6 +465,24 @@ async fn seeded_fixtures_keep_identity_register_crds_and_bind_volumes() {
     assert_eq!(
         w.metadata.creation_timestamp.unwrap().0.to_string(),
         "2023-05-01T00:00:00Z"
+    );
+    let sa = Api::<ServiceAccount>::namespaced(c.clone(), "shop")
+        .get("default")
+        .await
+        .unwrap();
+    assert_eq!(
+        sa.metadata.uid.as_deref(),
+        Some("44444444-4444-4444-8444-444444444444"),
+        "fixture objects replace server-made ones"
+    );
+    let nss = Api::<Namespace>::all(c.clone());
+    assert_eq!(
+        nss.get("default").await.unwrap().metadata.uid.as_deref(),
+        Some("55555555-5555-4555-8555-555555555555")
+    );
+    assert_eq!(
+        nss.list(&ListParams::default()).await.unwrap().items.len(),
+        5
     );
     let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), "shop")
         .get("c")
