@@ -837,6 +837,68 @@ impl Catalog {
         });
     }
 
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`) of the core
+    /// group (`core = true`, for `/api`) or of all named groups (for `/apis`).
+    pub fn aggregated(&self, core: bool) -> Value {
+        let groups: Vec<(String, Vec<String>)> = if core {
+            vec![(String::new(), vec!["v1".to_string()])]
+        } else {
+            self.groups()
+        };
+        let items: Vec<Value> = groups
+            .iter()
+            .map(|(g, vs)| {
+                let versions: Vec<Value> = vs
+                    .iter()
+                    .map(|v| {
+                        let resources: Vec<Value> = self
+                            .resources
+                            .iter()
+                            .filter(|r| r.group == *g && r.version == *v)
+                            .map(|r| {
+                                let subs: Vec<Value> = r
+                                    .subresources
+                                    .iter()
+                                    .map(|s| {
+                                        json!({
+                                            "subresource": s.name,
+                                            "responseKind": {
+                                                "group": s.group.clone().unwrap_or_else(|| r.group.clone()),
+                                                "version": s.version.clone().unwrap_or_else(|| r.version.clone()),
+                                                "kind": s.kind,
+                                            },
+                                            "verbs": s.verbs,
+                                        })
+                                    })
+                                    .collect();
+                                let mut e = json!({
+                                    "resource": r.plural,
+                                    "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                                    "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                    "singularResource": r.singular,
+                                    "verbs": r.verbs,
+                                });
+                                if !r.short_names.is_empty() {
+                                    e["shortNames"] = json!(r.short_names);
+                                }
+                                if !r.categories.is_empty() {
+                                    e["categories"] = json!(r.categories);
+                                }
+                                if !subs.is_empty() {
+                                    e["subresources"] = json!(subs);
+                                }
+                                e
+                            })
+                            .collect();
+                        json!({"version": v, "resources": resources, "freshness": "Current"})
+                    })
+                    .collect();
+                json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions})
+            })
+            .collect();
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    }
+
     /// `/openapi/v3`: one path per group version (enough for kubectl's field validation probe).
     pub fn openapi_v3_root(&self) -> Value {
         let mut paths = serde_json::Map::new();

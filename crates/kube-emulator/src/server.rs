@@ -81,6 +81,7 @@ fn reason_for(code: u16) -> &'static str {
 async fn handle(AxState(sh): AxState<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    tracing::debug!(%method, %path, "request");
     let decision = sh.faults.decide(method.as_str(), &path);
     if let Some(d) = decision.latency {
         tokio::time::sleep(d).await;
@@ -152,6 +153,17 @@ async fn route(
         ["healthz" | "livez" | "readyz"] if get => {
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
         }
+        ["api" | "apis"] if get && wants_aggregated(headers) => {
+            let v = sh.lock().catalog.aggregated(segs[0] == "api");
+            let mut r = json_value(200, &v);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                ),
+            );
+            Ok(r)
+        }
         ["api"] if get => Ok(json_value(
             200,
             &sh.lock().catalog.api_versions(&sh.server_addr),
@@ -197,6 +209,24 @@ async fn route(
         }
         _ => Err(not_found_path()),
     }
+}
+
+/// Whether the client accepts aggregated discovery v2 (kubectl and `kube` ask for it).
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.replace(' ', "");
+            t.contains("g=apidiscovery.k8s.io")
+                && t.contains("v=v2;")
+                && t.contains("as=APIGroupDiscoveryList")
+                || t.starts_with(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                )
+        })
 }
 
 fn version() -> Value {

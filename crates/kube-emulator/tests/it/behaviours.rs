@@ -498,3 +498,39 @@ async fn seeded_fixtures_keep_identity_register_crds_and_bind_volumes() {
     assert!("bogus".parse::<Fixture>().is_err());
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn aggregated_discovery_matches_legacy_discovery() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let legacy = Discovery::new(c.clone()).run().await.unwrap();
+    let aggregated = Discovery::new(c.clone()).run_aggregated().await.unwrap();
+    let summary = |d: &Discovery| {
+        let mut v: Vec<String> = d
+            .groups()
+            .flat_map(|g| {
+                g.recommended_resources().into_iter().map(|(r, caps)| {
+                    format!(
+                        "{}/{} {} {:?} {:?} subs={}",
+                        r.group,
+                        r.version,
+                        r.plural,
+                        caps.scope,
+                        caps.operations,
+                        caps.subresources.len()
+                    )
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let a = summary(&aggregated);
+    assert!(
+        a.iter()
+            .any(|s| s.starts_with("apps/v1 deployments Namespaced")),
+        "{a:?}"
+    );
+    assert_eq!(a, summary(&legacy));
+    emu.shutdown().await;
+}
