@@ -365,14 +365,20 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
         group: "autoscaling",
         version: "v2",
     };
-    v.push(autoscaling.r(
-        "horizontalpodautoscalers",
-        "HorizontalPodAutoscaler",
-        true,
-        &["hpa"],
-        all,
-        &["status"],
-    ));
+    let autoscaling_v1 = B {
+        group: "autoscaling",
+        version: "v1",
+    };
+    for b in [autoscaling, autoscaling_v1] {
+        v.push(b.r(
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            true,
+            &["hpa"],
+            all,
+            &["status"],
+        ));
+    }
     let batch = B {
         group: "batch",
         version: "v1",
