@@ -1,0 +1,867 @@
+//! The HTTP layer: routing of Kubernetes API paths, auth, fault injection, list pages,
+//! watch streams and the JSON/`Status` encoding of answers.
+//!
+//! Owns no semantics of its own beyond HTTP: writes go through `api::State`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::api::{After, ApiError, State, WriteOpts, qualified};
+use crate::catalog::{ResourceDef, is_builtin_group};
+use crate::faults::Faults;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{EventType, ObjKey};
+
+/// State shared by all requests of one emulator.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub faults: Faults,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub token: Option<String>,
+    pub crd_delay: Duration,
+    pub server_addr: String,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+fn json_bytes(code: u16, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn json_value(code: u16, v: &Value) -> Response {
+    json_bytes(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_value(self.code, &self.body())
+    }
+}
+
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        410 => "Expired",
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "Unknown",
+    }
+}
+
+async fn handle(AxState(sh): AxState<Arc<Shared>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    tracing::debug!(%method, %path, "request");
+    let decision = sh.faults.decide(method.as_str(), &path);
+    if let Some(d) = decision.latency {
+        tokio::time::sleep(d).await;
+    }
+    if decision.drop {
+        // Abort this connection's task: hyper closes the socket without an answer.
+        std::panic::resume_unwind(Box::new("kube-emulator fault: drop connection"));
+    }
+    if let Some((code, retry_after)) = decision.status {
+        let mut e = ApiError::new(code, reason_for(code), "injected fault");
+        if let Some(s) = retry_after {
+            e.details = Some(json!({"retryAfterSeconds": s}));
+        }
+        let mut r = e.into_response();
+        if let Some(s) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    if let Some(token) = &sh.token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| t.trim() == token);
+        if !ok {
+            return ApiError::new(401, "Unauthorized", "Unauthorized").into_response();
+        }
+    }
+    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let body = match axum::body::to_bytes(req.into_body(), 256 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request(format!("reading the request body: {e}")).into_response();
+        }
+    };
+    match route(&sh, &method, &path, &query, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn not_found_path() -> ApiError {
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
+async fn route(
+    sh: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get = method == Method::GET;
+    match segs.as_slice() {
+        ["version"] if get => Ok(json_value(200, &version())),
+        ["healthz" | "livez" | "readyz"] if get => {
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
+        }
+        ["api" | "apis"] if get && wants_aggregated(headers) => {
+            let v = sh.lock().catalog.aggregated(segs[0] == "api");
+            let mut r = json_value(200, &v);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                ),
+            );
+            Ok(r)
+        }
+        ["api"] if get => Ok(json_value(
+            200,
+            &sh.lock().catalog.api_versions(&sh.server_addr),
+        )),
+        ["apis"] if get => Ok(json_value(200, &sh.lock().catalog.api_group_list())),
+        ["openapi", "v2"] if get => Ok(json_value(200, &openapi_v2())),
+        ["openapi", "v3"] if get => Ok(json_value(200, &sh.lock().catalog.openapi_v3_root())),
+        ["openapi", "v3", "api", v] if get => sh
+            .lock()
+            .catalog
+            .openapi_v3_group("", v)
+            .map(|d| json_value(200, &d))
+            .ok_or_else(not_found_path),
+        ["openapi", "v3", "apis", g, v] if get => sh
+            .lock()
+            .catalog
+            .openapi_v3_group(g, v)
+            .map(|d| json_value(200, &d))
+            .ok_or_else(not_found_path),
+        ["api", "v1"] if get => sh
+            .lock()
+            .catalog
+            .resource_list("", "v1")
+            .map(|d| json_value(200, &d))
+            .ok_or_else(not_found_path),
+        ["apis", g] if get => sh
+            .lock()
+            .catalog
+            .api_group(g)
+            .map(|d| json_value(200, &d))
+            .ok_or_else(not_found_path),
+        ["apis", g, v] if get => sh
+            .lock()
+            .catalog
+            .resource_list(g, v)
+            .map(|d| json_value(200, &d))
+            .ok_or_else(not_found_path),
+        ["api", "v1", rest @ ..] if !rest.is_empty() => {
+            resource(sh, method, "", "v1", rest, q, headers, body).await
+        }
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => {
+            resource(sh, method, g, v, rest, q, headers, body).await
+        }
+        _ => Err(not_found_path()),
+    }
+}
+
+/// Whether the client accepts aggregated discovery v2 (kubectl and `kube` ask for it).
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.replace(' ', "");
+            t.contains("g=apidiscovery.k8s.io")
+                && t.contains("v=v2;")
+                && t.contains("as=APIGroupDiscoveryList")
+                || t.starts_with(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                )
+        })
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0",
+        "gitCommit": "70d3cc986aa8221cd1dfb1121852688902d3bf53", "gitTreeState": "clean",
+        "buildDate": "2024-12-11T17:59:15Z", "goVersion": "go1.23.3", "compiler": "gc",
+        "platform": "linux/amd64", "emulator": "kube-emulator"
+    })
+}
+
+fn openapi_v2() -> Value {
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": {}, "definitions": {}})
+}
+
+/// A parsed resource URL.
+struct Target {
+    def: ResourceDef,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(
+    sh: &Shared,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Target, ApiError> {
+    let ns_form = rest.len() >= 3
+        && rest[0] == "namespaces"
+        && !(group.is_empty() && rest.len() == 3 && (rest[2] == "status" || rest[2] == "finalize"));
+    let (ns, rest) = if ns_form {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    if rest.len() > 3 {
+        return Err(not_found_path());
+    }
+    let def = sh
+        .lock()
+        .catalog
+        .find(group, version, rest[0])
+        .cloned()
+        .ok_or_else(not_found_path)?;
+    if ns.is_some() && !def.namespaced {
+        return Err(not_found_path());
+    }
+    let name = rest.get(1).map(|s| (*s).to_string());
+    if def.namespaced && ns.is_none() && name.is_some() {
+        return Err(not_found_path());
+    }
+    let sub = rest.get(2).map(|s| (*s).to_string());
+    if let Some(s) = &sub
+        && !def.subresources.iter().any(|x| x.name == *s)
+    {
+        return Err(not_found_path());
+    }
+    Ok(Target { def, ns, name, sub })
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+    )
+}
+
+fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> WriteOpts {
+    let manager = q.get("fieldManager").cloned().unwrap_or_else(|| {
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .unwrap_or("unknown")
+            .to_string()
+    });
+    WriteOpts {
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        manager,
+        operation: "Update",
+        keep_identity: false,
+    }
+}
+
+fn parse_json(def: &ResourceDef, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return crate::protobuf::decode(body).map_err(|e| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("decoding the protobuf body for {}: {e}", qualified(def)),
+            )
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request for {} could not be decoded: {e}",
+            qualified(def)
+        ))
+    })
+}
+
+/// Run queued follow-ups (CRD establishment, namespace cleanup) in the background.
+pub(crate) fn run_after(sh: &Arc<Shared>, afters: Vec<After>) {
+    for a in afters {
+        let sh = sh.clone();
+        match a {
+            After::EstablishCrd(name) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(sh.crd_delay).await;
+                    let more = {
+                        let mut st = sh.lock();
+                        st.establish_crd(&name);
+                        std::mem::take(&mut st.after)
+                    };
+                    run_after(&sh, more);
+                });
+            }
+            After::FinishNamespace(name) => {
+                tokio::spawn(async move {
+                    for _ in 0..2400 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let (done, more) = {
+                            let mut st = sh.lock();
+                            let done = st.finish_namespace(&name);
+                            let more: Vec<After> = std::mem::take(&mut st.after)
+                                .into_iter()
+                                .filter(|a| !matches!(a, After::FinishNamespace(n) if *n == name))
+                                .collect();
+                            (done, more)
+                        };
+                        run_after(&sh, more);
+                        if done {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Run a write under the lock and schedule its follow-ups.
+fn write<T>(sh: &Arc<Shared>, f: impl FnOnce(&mut State) -> T) -> T {
+    let (out, afters) = {
+        let mut st = sh.lock();
+        let out = f(&mut st);
+        (out, std::mem::take(&mut st.after))
+    };
+    // A namespace deletion queues FinishNamespace at most once per request.
+    let mut seen: Vec<String> = Vec::new();
+    let afters = afters
+        .into_iter()
+        .filter(|a| match a {
+            After::FinishNamespace(n) => {
+                if seen.contains(n) {
+                    false
+                } else {
+                    seen.push(n.clone());
+                    true
+                }
+            }
+            After::EstablishCrd(_) => true,
+        })
+        .collect();
+    run_after(sh, afters);
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource(
+    sh: &Arc<Shared>,
+    method: &Method,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let t = parse_target(sh, group, version, rest)?;
+    let def = &t.def;
+    let ns = t.ns.clone().unwrap_or_default();
+    let opts = write_opts(q, headers);
+    let verb_ok = |v: &str| {
+        if def.has_verb(v) {
+            Ok(())
+        } else {
+            Err(method_not_allowed())
+        }
+    };
+    match (method.clone(), &t.name, t.sub.as_deref()) {
+        (Method::GET, None, _) => {
+            let watch = q.get("watch").is_some_and(|w| w == "1" || w == "true");
+            if watch {
+                verb_ok("watch")?;
+                return watch_stream(sh, def, t.ns.as_deref(), q);
+            }
+            verb_ok("list")?;
+            list(sh, def, t.ns.as_deref(), q)
+        }
+        (Method::GET, Some(name), sub) => {
+            verb_ok("get")?;
+            let obj = sh
+                .lock()
+                .store
+                .get(&def.key(), &ns, name)
+                .ok_or_else(|| ApiError::not_found(def, name))?;
+            match sub {
+                None | Some("status") => Ok(json_bytes(200, obj.bytes.to_vec())),
+                Some("scale") => Ok(json_value(200, &scale_of(&obj.value()))),
+                Some("log") => Ok(
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response()
+                ),
+                Some(_) => Err(method_not_allowed()),
+            }
+        }
+        (Method::POST, None, None) => {
+            verb_ok("create")?;
+            if def.namespaced && t.ns.is_none() {
+                return Err(method_not_allowed());
+            }
+            let mut v = parse_json(def, headers, &body)?;
+            if def.verbs.len() == 1 {
+                // create-only review resources: answered, never stored
+                v["status"] = json!({"allowed": true, "authenticated": true});
+                return Ok(json_value(201, &v));
+            }
+            let out = write(sh, |st| st.create(def, &ns, v, &opts))?;
+            Ok(json_value(201, &out))
+        }
+        (Method::PUT, Some(name), sub) => {
+            verb_ok("update")?;
+            let v = parse_json(def, headers, &body)?;
+            let out = match sub {
+                Some("scale") => write(sh, |st| {
+                    let cur = st
+                        .store
+                        .get(&def.key(), &ns, name)
+                        .ok_or_else(|| ApiError::not_found(def, name))?
+                        .value();
+                    let mut n = cur.clone();
+                    n["spec"]["replicas"] = v["spec"]["replicas"].clone();
+                    st.update(def, &ns, name, n, None, &opts)
+                        .map(|o| scale_of(&o))
+                })?,
+                Some("status") | None => write(sh, |st| st.update(def, &ns, name, v, sub, &opts))?,
+                Some(_) => return Err(method_not_allowed()),
+            };
+            Ok(json_value(200, &out))
+        }
+        (Method::PATCH, Some(name), sub) => {
+            verb_ok("patch")?;
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/merge-patch+json")
+                .to_string();
+            let existed = sh.lock().store.get(&def.key(), &ns, name).is_some();
+            let out = match sub {
+                Some("scale") => write(sh, |st| {
+                    let cur = st
+                        .store
+                        .get(&def.key(), &ns, name)
+                        .ok_or_else(|| ApiError::not_found(def, name))?
+                        .value();
+                    let mut sc = scale_of(&cur);
+                    let p: Value = serde_json::from_slice(&body)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                    json_patch::merge(&mut sc, &p);
+                    let mut n = cur;
+                    n["spec"]["replicas"] = sc["spec"]["replicas"].clone();
+                    st.update(def, &ns, name, n, None, &opts)
+                        .map(|o| scale_of(&o))
+                })?,
+                Some("status") | None => {
+                    write(sh, |st| st.patch(def, &ns, name, &ct, &body, sub, &opts))?
+                }
+                Some(_) => return Err(method_not_allowed()),
+            };
+            let code = if existed { 200 } else { 201 };
+            Ok(json_value(code, &out))
+        }
+        (Method::DELETE, Some(name), None) => {
+            verb_ok("delete")?;
+            let mut opts = opts;
+            if let Ok(d) = serde_json::from_slice::<Value>(&body)
+                && d["dryRun"][0] == "All"
+            {
+                opts.dry_run = true;
+            }
+            let out = write(sh, |st| st.delete(def, &ns, name, &opts))?;
+            Ok(json_value(200, &out))
+        }
+        (Method::DELETE, None, None) => {
+            verb_ok("deletecollection")?;
+            let labels = LabelSelector::parse(q.get("labelSelector").map_or("", |s| s))
+                .map_err(ApiError::bad_request)?;
+            let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", |s| s))
+                .map_err(ApiError::bad_request)?;
+            let (items, rv) = write(sh, |st| {
+                let rv = st.store.rv;
+                let current = st.store.current(&def.key(), t.ns.as_deref());
+                let mut items = Vec::new();
+                for ((ons, oname), o) in current {
+                    if !labels.matches(&o.labels) {
+                        continue;
+                    }
+                    let v = o.value();
+                    if !fields.matches(&ons, &oname, Some(&v)) {
+                        continue;
+                    }
+                    if let Ok(d) = st.delete(def, &ons, &oname, &opts) {
+                        items.push(d);
+                    }
+                }
+                (items, rv)
+            });
+            Ok(json_value(
+                200,
+                &json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+            ))
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+fn scale_of(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0)}
+    })
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: u64,
+    start: ObjKey,
+}
+
+fn encode_continue(rv: u64, key: ObjKey) -> String {
+    let t = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: key,
+    };
+    base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&t).unwrap_or_default())
+}
+
+fn decode_continue(s: &str) -> Result<ContinueToken, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(s)
+        .map_err(|_| bad())?;
+    serde_json::from_slice(&raw).map_err(|_| bad())
+}
+
+fn parse_rv(s: &str) -> Result<u64, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
+}
+
+fn too_large(rv: u64) -> ApiError {
+    ApiError::new(
+        504,
+        "Timeout",
+        format!("Too large resource version: {rv}, current: (emulator)"),
+    )
+}
+
+fn list(
+    sh: &Arc<Shared>,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", |s| s))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", |s| s))
+        .map_err(ApiError::bad_request)?;
+    let limit: usize = match q.get("limit").filter(|s| !s.is_empty()) {
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?,
+        None => 0,
+    };
+    let page = {
+        let st = sh.lock();
+        let current = st.store.rv;
+        let compacted = st.store.compacted;
+        let (at, start) = if let Some(c) = q.get("continue").filter(|s| !s.is_empty()) {
+            let tok = decode_continue(c)?;
+            if tok.rv < compacted {
+                return Err(ApiError::new(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ));
+            }
+            (tok.rv, Some(tok.start))
+        } else {
+            let rv = q.get("resourceVersion").map_or("", String::as_str);
+            let m = q.get("resourceVersionMatch").map_or("", String::as_str);
+            match (rv, m) {
+                ("", "") => (current, None),
+                ("", _) => {
+                    return Err(ApiError::bad_request(
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    ));
+                }
+                (r, "Exact") | (r, "") if r != "0" && (m == "Exact" || limit > 0) => {
+                    let r = parse_rv(r)?;
+                    if r < compacted {
+                        return Err(ApiError::gone(r, compacted));
+                    }
+                    if r > current {
+                        return Err(too_large(r));
+                    }
+                    (r, None)
+                }
+                (r, "NotOlderThan" | "") => {
+                    let r = parse_rv(r)?;
+                    if r > current {
+                        return Err(too_large(r));
+                    }
+                    (current, None)
+                }
+                (_, other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "resourceVersionMatch: Unsupported value: {other:?}"
+                    )));
+                }
+            }
+        };
+        let page = st
+            .store
+            .list_page(&def.key(), ns, at, start.as_ref(), limit, &labels, &fields);
+        (page, at)
+    };
+    let (page, at) = page;
+    let typed = !is_builtin_group(&def.group);
+    let mut out =
+        Vec::with_capacity(page.items.iter().map(|o| o.bytes.len() + 1).sum::<usize>() + 256);
+    out.extend_from_slice(b"{\"kind\":");
+    let _ = serde_json::to_writer(&mut out, &format!("{}List", def.kind));
+    out.extend_from_slice(b",\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut out, &def.api_version());
+    out.extend_from_slice(b",\"metadata\":{\"resourceVersion\":");
+    let _ = serde_json::to_writer(&mut out, &at.to_string());
+    if let Some(next) = page.next {
+        out.extend_from_slice(b",\"continue\":");
+        let _ = serde_json::to_writer(&mut out, &encode_continue(at, next));
+    }
+    out.extend_from_slice(b"},\"items\":[");
+    for (i, o) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        o.write_item(&mut out, typed);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(json_bytes(200, out))
+}
+
+fn event_line(etype: &str, obj: &[u8]) -> Bytes {
+    let mut l = Vec::with_capacity(obj.len() + 32);
+    l.extend_from_slice(b"{\"type\":\"");
+    l.extend_from_slice(etype.as_bytes());
+    l.extend_from_slice(b"\",\"object\":");
+    l.extend_from_slice(obj);
+    l.extend_from_slice(b"}\n");
+    Bytes::from(l)
+}
+
+fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
+    let mut o = json!({"kind": def.kind, "apiVersion": def.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()}});
+    if initial_end {
+        o["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    event_line("BOOKMARK", &serde_json::to_vec(&o).unwrap_or_default())
+}
+
+fn watch_stream(
+    sh: &Arc<Shared>,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", |s| s))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", |s| s))
+        .map_err(ApiError::bad_request)?;
+    let bookmarks = q
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true" || v == "1");
+    let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let rv_param = q.get("resourceVersion").cloned().unwrap_or_default();
+    let matches = {
+        let labels = labels.clone();
+        let fields = fields.clone();
+        let ns = ns.map(str::to_string);
+        move |ens: &str, ename: &str, obj: &crate::store::Stored| {
+            if ns.as_deref().is_some_and(|n| n != ens) {
+                return false;
+            }
+            if !labels.matches(&obj.labels) {
+                return false;
+            }
+            if fields.is_empty() {
+                return true;
+            }
+            let body = fields.needs_body().then(|| obj.value());
+            fields.matches(ens, ename, body.as_ref())
+        }
+    };
+    let mut initial: Vec<Bytes> = Vec::new();
+    let (mut rx, start_rv) = {
+        let st = sh.lock();
+        let rx = st.store.events.subscribe();
+        let current = st.store.rv;
+        if rv_param.is_empty() || rv_param == "0" || send_initial {
+            for ((ens, ename), o) in st.store.current(&def.key(), ns) {
+                if matches(&ens, &ename, &o) {
+                    initial.push(event_line("ADDED", &o.bytes));
+                }
+            }
+            if send_initial {
+                initial.push(bookmark(def, current, true));
+            }
+            (rx, current)
+        } else {
+            let r = parse_rv(&rv_param)?;
+            if r < st.store.compacted {
+                let e = ApiError::gone(r, st.store.compacted);
+                let line = event_line("ERROR", &serde_json::to_vec(&e.body()).unwrap_or_default());
+                return Ok(stream_response(futures::stream::iter(vec![Ok::<
+                    _,
+                    Infallible,
+                >(
+                    line
+                )])));
+            }
+            let key = def.key();
+            for e in st.store.events_after(r) {
+                if e.res == key && matches(&e.ns, &e.name, &e.obj) {
+                    initial.push(event_line(e.etype.as_str(), &e.obj.bytes));
+                }
+            }
+            (rx, current)
+        }
+    };
+    let (tx, out_rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let key = def.key();
+    let def = def.clone();
+    let mut shutdown = sh.shutdown.clone();
+    tokio::spawn(async move {
+        for l in initial {
+            if tx.send(Ok(l)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_rv = start_rv;
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shutdown.changed() => break,
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(Ok(bookmark(&def, last_rv, false))).await.is_err() {
+                        return;
+                    }
+                }
+                ev = rx.recv() => {
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(_) => break,
+                    };
+                    if ev.rv <= start_rv {
+                        continue;
+                    }
+                    last_rv = ev.rv;
+                    if ev.res != key || !matches(&ev.ns, &ev.name, &ev.obj) {
+                        continue;
+                    }
+                    let t = match ev.etype {
+                        EventType::Added => "ADDED",
+                        EventType::Modified => "MODIFIED",
+                        EventType::Deleted => "DELETED",
+                    };
+                    if tx.send(Ok(event_line(t, &ev.obj.bytes))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(stream_response(
+        tokio_stream::wrappers::ReceiverStream::new(out_rx),
+    ))
+}
+
+fn stream_response<S>(s: S) -> Response
+where
+    S: futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    let mut r = Response::new(Body::from_stream(s));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}

@@ -1,0 +1,536 @@
+//! Cluster behaviours restores rely on, discovery, auth and fixture seeding.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::discovery::{Discovery, Scope, verbs};
+use kube_emulator::{Emulator, Fixture};
+use serde_json::json;
+
+use crate::{api_err, eventually, start};
+
+fn crd_json(group: &str, status: bool) -> serde_json::Value {
+    let mut v = json!({"name": "v1", "served": true, "storage": true,
+        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+    if status {
+        v["subresources"] = json!({"status": {}});
+    }
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("widgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "versions": [v]}})
+}
+
+fn widget_api(c: &kube::Client, group: &str) -> Api<DynamicObject> {
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", "Widget"), "widgets");
+    Api::namespaced_with(c.clone(), "default", &ar)
+}
+
+fn widget(group: &str, name: &str) -> DynamicObject {
+    serde_json::from_value(
+        json!({"apiVersion": format!("{group}/v1"), "kind": "Widget",
+        "metadata": {"name": name}, "spec": {"size": 1}, "status": {"ok": true}}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn discovery_serves_builtin_groups_and_subresources() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let d = Discovery::new(c.clone()).run().await.unwrap();
+    let groups: Vec<String> = d.groups().map(|g| g.name().to_string()).collect();
+    for g in [
+        "",
+        "apps",
+        "batch",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "storage.k8s.io",
+        "apiextensions.k8s.io",
+        "policy",
+        "autoscaling",
+        "coordination.k8s.io",
+        "events.k8s.io",
+        "discovery.k8s.io",
+        "scheduling.k8s.io",
+    ] {
+        assert!(
+            groups.iter().any(|x| x == g),
+            "group {g:?} missing from {groups:?}"
+        );
+    }
+    let core = d.get("").unwrap();
+    let (pods, caps) = core
+        .recommended_resources()
+        .into_iter()
+        .find(|(r, _)| r.plural == "pods")
+        .unwrap();
+    assert_eq!(pods.kind, "Pod");
+    assert_eq!(caps.scope, Scope::Namespaced);
+    assert!(caps.supports_operation(verbs::WATCH));
+    assert!(caps.subresources.iter().any(|(s, _)| s.plural == "status"));
+    assert!(caps.subresources.iter().any(|(s, _)| s.plural == "log"));
+    let (_, cs) = core
+        .recommended_resources()
+        .into_iter()
+        .find(|(r, _)| r.plural == "componentstatuses")
+        .unwrap();
+    assert!(!cs.supports_operation(verbs::CREATE));
+    let raw: serde_json::Value = c.request(http_get("/api/v1")).await.unwrap();
+    let pods = raw["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .unwrap();
+    assert_eq!(pods["categories"], json!(["all"]));
+    assert_eq!(pods["shortNames"], json!(["po"]));
+    let apis: serde_json::Value = c.request(http_get("/apis")).await.unwrap();
+    let auto = apis["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "autoscaling")
+        .unwrap();
+    assert_eq!(auto["preferredVersion"]["version"], "v2");
+    let version = c.apiserver_version().await.unwrap();
+    assert_eq!(version.minor, "32");
+    emu.shutdown().await;
+}
+
+fn http_get(path: &str) -> axum::http::Request<Vec<u8>> {
+    axum::http::Request::builder()
+        .uri(path)
+        .body(Vec::new())
+        .expect("valid request")
+}
+
+#[tokio::test]
+async fn new_namespaces_get_a_default_service_account_and_legacy_token_secrets() {
+    let emu = Emulator::builder()
+        .legacy_token_secrets(true)
+        .start()
+        .await
+        .unwrap();
+    let c = emu.client().await;
+    let ns: Namespace = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
+    )
+    .unwrap();
+    Api::<Namespace>::all(c.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "app");
+    let sa = sas.get("default").await.unwrap();
+    let secret_name = sa.secrets.unwrap()[0].name.clone().unwrap();
+    let secret = Api::<Secret>::namespaced(c.clone(), "app")
+        .get(&secret_name)
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/service-account-token")
+    );
+    assert_eq!(
+        secret.metadata.annotations.unwrap()["kubernetes.io/service-account.uid"],
+        sa.metadata.uid.unwrap()
+    );
+    emu.shutdown().await;
+    // the default mode creates no token secrets
+    let emu = start().await;
+    let c = emu.client().await;
+    Api::<Namespace>::all(c.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    assert!(
+        Api::<ServiceAccount>::namespaced(c.clone(), "app")
+            .get("default")
+            .await
+            .is_ok()
+    );
+    assert!(
+        Api::<Secret>::namespaced(c.clone(), "app")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    emu.shutdown().await;
+}
+
+fn svc(name: &str, spec: serde_json::Value) -> Service {
+    serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_node_ports_with_conflicts() {
+    let a = Emulator::builder()
+        .service_cidr("10.96.0.0/16")
+        .start()
+        .await
+        .unwrap();
+    let b = Emulator::builder()
+        .service_cidr("10.100.0.0/24")
+        .start()
+        .await
+        .unwrap();
+    let ca = a.client().await;
+    let api: Api<Service> = Api::namespaced(ca.clone(), "default");
+    let kubernetes = api.get("kubernetes").await.unwrap();
+    assert_eq!(
+        kubernetes.spec.unwrap().cluster_ip.as_deref(),
+        Some("10.96.0.1")
+    );
+    let s1 = api
+        .create(
+            &PostParams::default(),
+            &svc("s1", json!({"ports": [{"port": 80}]})),
+        )
+        .await
+        .unwrap();
+    let spec = s1.spec.unwrap();
+    let ip = spec.cluster_ip.clone().unwrap();
+    assert!(ip.starts_with("10.96."));
+    assert_eq!(spec.cluster_ips, Some(vec![ip.clone()]));
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(80))
+    );
+    let e = api_err(
+        api.create(
+            &PostParams::default(),
+            &svc("s2", json!({"clusterIP": ip, "ports": [{"port": 80}]})),
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message.contains("provided IP is already allocated"),
+        "{}",
+        e.message
+    );
+    let h = api
+        .create(
+            &PostParams::default(),
+            &svc(
+                "headless",
+                json!({"clusterIP": "None", "ports": [{"port": 80}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    let np = api
+        .create(
+            &PostParams::default(),
+            &svc(
+                "np",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(np.spec.unwrap().ports.unwrap()[0].node_port, Some(30080));
+    let e = api_err(
+        api.create(
+            &PostParams::default(),
+            &svc(
+                "np2",
+                json!({"type": "NodePort", "ports": [{"port": 81, "nodePort": 30080}]}),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message.contains("provided port is already allocated"),
+        "{}",
+        e.message
+    );
+    let auto = api
+        .create(
+            &PostParams::default(),
+            &svc(
+                "lb",
+                json!({"type": "LoadBalancer", "ports": [{"port": 80}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(
+        auto.spec.unwrap().ports.unwrap()[0]
+            .node_port
+            .is_some_and(|p| (30000..=32767).contains(&p))
+    );
+    // deleting releases the IP
+    api.delete("s1", &Default::default()).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &svc("s3", json!({"clusterIP": ip, "ports": [{"port": 80}]})),
+    )
+    .await
+    .unwrap();
+    // the other emulator allocates from its own range
+    let sb = Api::<Service>::namespaced(b.client().await, "default")
+        .create(
+            &PostParams::default(),
+            &svc("s1", json!({"ports": [{"port": 80}]})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        sb.spec
+            .unwrap()
+            .cluster_ip
+            .unwrap()
+            .starts_with("10.100.0.")
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn crds_are_established_after_the_delay_and_serve_their_resources() {
+    let emu = Emulator::builder()
+        .crd_establish_delay(Duration::from_millis(400))
+        .start()
+        .await
+        .unwrap();
+    let c = emu.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    let crd: CustomResourceDefinition =
+        serde_json::from_value(crd_json("example.com", true)).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let widgets = widget_api(&c, "example.com");
+    let e = api_err(
+        widgets
+            .create(&PostParams::default(), &widget("example.com", "w"))
+            .await,
+    );
+    assert_eq!(e.code, 404, "not served before Established");
+    eventually("Established", || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds.get("widgets.example.com").await.unwrap();
+            crd.status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        }
+    })
+    .await;
+    let w = widgets
+        .create(&PostParams::default(), &widget("example.com", "w"))
+        .await
+        .unwrap();
+    assert!(
+        w.data.get("status").is_none(),
+        "status dropped: status is a subresource"
+    );
+    let d = Discovery::new(c.clone()).run().await.unwrap();
+    assert!(d.groups().any(|g| g.name() == "example.com"));
+    let s = widgets
+        .patch_status(
+            "w",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"status": {"ok": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.data["status"]["ok"], true);
+    let list = widgets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    // deleting the CRD removes its resources
+    crds.delete("widgets.example.com", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        api_err(widgets.list(&ListParams::default()).await).code,
+        404
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn pre_bound_pv_and_pvc_become_bound() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let pvs: Api<PersistentVolume> = Api::all(c.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "default");
+    let pv: PersistentVolume = serde_json::from_value(json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv1"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "nfs",
+            "nfs": {"server": "nfs", "path": "/x"}, "claimRef": {"namespace": "default", "name": "data"}}})).unwrap();
+    let made = pvs.create(&PostParams::default(), &pv).await.unwrap();
+    assert_eq!(made.status.unwrap().phase.as_deref(), Some("Available"));
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "nfs", "volumeName": "pv1", "resources": {"requests": {"storage": "1Gi"}}}})).unwrap();
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    let pvc = pvcs.get("data").await.unwrap();
+    assert_eq!(pvc.status.unwrap().phase.as_deref(), Some("Bound"));
+    let pv = pvs.get("pv1").await.unwrap();
+    assert_eq!(pv.status.unwrap().phase.as_deref(), Some("Bound"));
+    assert_eq!(pv.spec.unwrap().claim_ref.unwrap().uid, pvc.metadata.uid);
+    // an unmatched claim stays Pending
+    let lone: PersistentVolumeClaim = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lone"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .unwrap();
+    let lone = pvcs.create(&PostParams::default(), &lone).await.unwrap();
+    assert_eq!(lone.status.unwrap().phase.as_deref(), Some("Pending"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn bearer_token_is_required_when_set() {
+    let emu = Emulator::builder().token("s3cret").start().await.unwrap();
+    let good = emu.client().await;
+    assert!(
+        Api::<Namespace>::all(good)
+            .list(&ListParams::default())
+            .await
+            .is_ok()
+    );
+    let mut cfg = emu.kube_config();
+    cfg.auth_info.token = None;
+    let anon = kube::Client::try_from(cfg).unwrap();
+    let e = api_err(
+        Api::<Namespace>::all(anon)
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"));
+    let mut cfg = emu.kube_config();
+    cfg.auth_info.token = Some("wrong".into());
+    let wrong = kube::Client::try_from(cfg).unwrap();
+    assert_eq!(
+        api_err(
+            Api::<Namespace>::all(wrong)
+                .list(&ListParams::default())
+                .await
+        )
+        .code,
+        401
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn seeded_fixtures_keep_identity_register_crds_and_bind_volumes() {
+    let objects = vec![
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "shop", "uid": "11111111-1111-4111-8111-111111111111", "creationTimestamp": "2023-05-01T00:00:00Z"}, "spec": {}}),
+        crd_json("example.com", false),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "uid": "33333333-3333-4333-8333-333333333333"}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "shop", "uid": "44444444-4444-4444-8444-444444444444"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "uid": "55555555-5555-4555-8555-555555555555"}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "claimRef": {"namespace": "shop", "name": "c"}, "nfs": {"server": "s", "path": "/"}}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "shop"}, "spec": {"volumeName": "pv", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "shop"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}, "status": {"replicas": 1}}),
+    ];
+    let emu = Emulator::builder()
+        .fixture(Fixture::Objects(objects))
+        .start()
+        .await
+        .unwrap();
+    let c = emu.client().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let w = Api::<DynamicObject>::namespaced_with(c.clone(), "shop", &ar)
+        .get("w")
+        .await
+        .unwrap();
+    assert_eq!(
+        w.metadata.uid.as_deref(),
+        Some("11111111-1111-4111-8111-111111111111")
+    );
+    assert_eq!(
+        w.metadata.creation_timestamp.unwrap().0.to_string(),
+        "2023-05-01T00:00:00Z"
+    );
+    let sa = Api::<ServiceAccount>::namespaced(c.clone(), "shop")
+        .get("default")
+        .await
+        .unwrap();
+    assert_eq!(
+        sa.metadata.uid.as_deref(),
+        Some("44444444-4444-4444-8444-444444444444"),
+        "fixture objects replace server-made ones"
+    );
+    let nss = Api::<Namespace>::all(c.clone());
+    assert_eq!(
+        nss.get("default").await.unwrap().metadata.uid.as_deref(),
+        Some("55555555-5555-4555-8555-555555555555")
+    );
+    assert_eq!(
+        nss.list(&ListParams::default()).await.unwrap().items.len(),
+        5
+    );
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), "shop")
+        .get("c")
+        .await
+        .unwrap();
+    assert_eq!(pvc.status.unwrap().phase.as_deref(), Some("Bound"));
+    let d = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.clone(), "shop")
+        .get("d")
+        .await
+        .unwrap();
+    assert_eq!(d.status.unwrap().replicas, Some(1), "fixture status kept");
+    assert!("scale:10".parse::<Fixture>().is_ok());
+    assert!("bogus".parse::<Fixture>().is_err());
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn aggregated_discovery_matches_legacy_discovery() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let legacy = Discovery::new(c.clone()).run().await.unwrap();
+    let aggregated = Discovery::new(c.clone()).run_aggregated().await.unwrap();
+    let summary = |d: &Discovery| {
+        let mut v: Vec<String> = d
+            .groups()
+            .flat_map(|g| {
+                g.recommended_resources().into_iter().map(|(r, caps)| {
+                    format!(
+                        "{}/{} {} {:?} {:?} subs={}",
+                        r.group,
+                        r.version,
+                        r.plural,
+                        caps.scope,
+                        caps.operations,
+                        caps.subresources.len()
+                    )
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let a = summary(&aggregated);
+    assert!(
+        a.iter()
+            .any(|s| s.starts_with("apps/v1 deployments Namespaced")),
+        "{a:?}"
+    );
+    assert_eq!(a, summary(&legacy));
+    emu.shutdown().await;
+}
