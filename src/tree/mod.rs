@@ -5,6 +5,7 @@
 //! network, no git. Must not touch: clusters (`discovery`, `snapshot`), git (`mirror`).
 
 pub mod canonical;
+pub mod diff;
 pub mod meta;
 pub mod path;
 pub mod yaml;
@@ -12,6 +13,7 @@ pub mod yaml;
 pub use canonical::{
     SERVER_OWNED_METADATA, SERVICE_ACCOUNT_TOKEN_TYPE, canonicalize, is_token_secret,
 };
+pub use diff::unified_diff;
 pub use meta::{Consistency, ResourceEntry, SkippedEntry, SnapshotMeta};
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
 pub use yaml::{from_yaml, from_yaml_str, to_yaml, to_yaml_string};
