@@ -1,1 +1,694 @@
 //! Taking a snapshot: discovery → consistent paginated lists → canonical tree → mirror commit.
+//!
+//! Owns: the read protocol of DESIGN.md §2 (one resourceVersion R for every list,
+//! `resourceVersionMatch=Exact`, pages of 500, bounded parallelism, restart on 410, best-effort
+//! fallback), streaming objects page by page into the mirror's writer, and the `.k8s-snap/`
+//! metadata of the snapshot.
+//!
+//! Must not touch: the source cluster beyond GET requests (snapshots need only read RBAC), git
+//! internals (goes through `mirror`), the byte format (goes through `tree`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc};
+use tracing::Instrument;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::discovery::{self, ApiResourceInfo, DiscoveryError, Versions};
+use crate::mirror::{CommitId, Mirror, MirrorError};
+use crate::tree::{
+    self, Consistency, ContentPath, ResourceEntry, SkippedEntry, SnapshotMeta, TreeError,
+};
+
+/// How many times a snapshot starts over with a fresh resourceVersion after a 410 Gone.
+const MAX_RV_RESTARTS: usize = 3;
+/// Objects in flight between the listers and the git writer.
+const WRITE_QUEUE: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("invalid snapshot name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("snapshot {0:?} already exists")]
+    AlreadyExists(String),
+    #[error(transparent)]
+    Discovery(Box<DiscoveryError>),
+    #[error("listing {resource}: {source}")]
+    List {
+        resource: String,
+        #[source]
+        source: Box<ClusterError>,
+    },
+    #[error("reading the snapshot's resourceVersion: {0}")]
+    ResourceVersion(#[source] Box<ClusterError>),
+    #[error(
+        "resourceVersion {rv} kept expiring (410 Gone) after {attempts} attempts; the cluster compacts faster than it can be listed"
+    )]
+    Expired { rv: String, attempts: usize },
+    #[error("{what}: {source}")]
+    Tree {
+        what: String,
+        #[source]
+        source: TreeError,
+    },
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("the mirror writer stopped unexpectedly")]
+    WriterGone,
+    #[error("invalid option: {0}")]
+    Options(String),
+}
+
+impl SnapshotError {
+    /// The cluster error behind this one, if any.
+    pub fn cluster_error(&self) -> Option<&ClusterError> {
+        match self {
+            SnapshotError::Discovery(d) => Some(d.cluster_error()),
+            SnapshotError::List { source, .. } | SnapshotError::ResourceVersion(source) => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
+
+/// What to snapshot and how.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub name: String,
+    /// Defaults to the kubeconfig context's cluster name.
+    pub cluster_name: Option<String>,
+    /// Kept as given (`720h`) in the metadata; sets `availableUntil` when that is not given.
+    pub ttl: Option<String>,
+    pub available_until: Option<jiff::Timestamp>,
+    /// Resources listed at once.
+    pub threads: usize,
+    /// Objects per LIST page.
+    pub page_size: u32,
+}
+
+impl SnapshotOptions {
+    pub fn new(name: impl Into<String>) -> Self {
+        SnapshotOptions {
+            name: name.into(),
+            cluster_name: None,
+            ttl: None,
+            available_until: None,
+            threads: 8,
+            page_size: 500,
+        }
+    }
+}
+
+/// Progress callbacks (the CLI draws a bar from them). All methods have no-op defaults.
+pub trait Observer: Send + Sync {
+    fn started(&self, _resources: usize) {}
+    fn objects_written(&self, _n: u64) {}
+    fn resource_done(&self, _resource: &ApiResourceInfo, _count: u64) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoProgress;
+impl Observer for NoProgress {}
+
+/// The result of a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSummary {
+    pub name: String,
+    pub cluster_name: String,
+    pub commit: String,
+    pub snapshot_resource_version: String,
+    pub snapshot_timestamp: jiff::Timestamp,
+    pub number_of_contents: u64,
+    pub resources: usize,
+    pub skipped: usize,
+    pub consistency: Consistency,
+    pub new_objects: u64,
+    pub new_bytes: u64,
+    pub duration_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_until: Option<jiff::Timestamp>,
+}
+
+/// Takes a snapshot of `cluster` into the mirror at `git_dir`.
+pub async fn take_snapshot(
+    cluster: &Cluster,
+    git_dir: PathBuf,
+    opts: &SnapshotOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<SnapshotSummary> {
+    let span = tracing::info_span!("snapshot", name = %opts.name, server = %cluster.server());
+    async move {
+        let started = Instant::now();
+        crate::mirror::validate_name("snapshot", &opts.name).map_err(|e| SnapshotError::InvalidName {
+            name: opts.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let cluster_name = opts
+            .cluster_name
+            .clone()
+            .or_else(|| cluster.cluster_name().map(str::to_string))
+            .unwrap_or_else(|| "default".to_string());
+        crate::mirror::validate_name("cluster", &cluster_name).map_err(|e| SnapshotError::Options(format!("cluster name {cluster_name:?}: {e}")))?;
+        if opts.threads == 0 || opts.page_size == 0 {
+            return Err(SnapshotError::Options("--threads and the page size must be at least 1".into()));
+        }
+        let ttl = opts
+            .ttl
+            .as_deref()
+            .map(|t| parse_duration(t).map_err(SnapshotError::Options))
+            .transpose()?;
+        {
+            let dir = git_dir.clone();
+            let name = opts.name.clone();
+            let exists = tokio::task::spawn_blocking(move || -> Result<bool> {
+                match Mirror::open(&dir) {
+                    Ok(m) => Ok(m.snapshot(&name)?.is_some()),
+                    Err(_) => Ok(false),
+                }
+            })
+            .await
+            .map_err(|_| SnapshotError::WriterGone)??;
+            if exists {
+                return Err(SnapshotError::AlreadyExists(opts.name.clone()));
+            }
+        }
+
+        let discovered = discovery::discover(cluster, Versions::Preferred, opts.threads)
+            .await
+            .map_err(|e| SnapshotError::Discovery(Box::new(e)))?;
+        let resources: Vec<ApiResourceInfo> = discovered.snapshotted().cloned().collect();
+        observer.started(resources.len());
+        tracing::info!(resources = resources.len(), server_version = %discovered.server_version, "discovered");
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let rv = current_resource_version(cluster).await?;
+            let timestamp = now_seconds();
+            let available_until = match (opts.available_until, ttl) {
+                (Some(t), _) => Some(t),
+                (None, Some(d)) => Some(timestamp + d),
+                (None, None) => None,
+            };
+            let base = MetaBase {
+                name: opts.name.clone(),
+                cluster_name: cluster_name.clone(),
+                resource_version: rv.clone(),
+                timestamp,
+                server_version: discovered.server_version.clone(),
+                ttl: opts.ttl.clone(),
+                available_until,
+            };
+            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, observer.clone()).await {
+                Err(AttemptError::Expired) if attempt < MAX_RV_RESTARTS => {
+                    tracing::warn!(rv = %rv, "resourceVersion expired while listing; starting over");
+                    continue;
+                }
+                Err(AttemptError::Expired) => return Err(SnapshotError::Expired { rv, attempts: attempt }),
+                Err(AttemptError::Failed(e)) => return Err(e),
+                Ok(done) => {
+                    return Ok(SnapshotSummary {
+                        name: opts.name.clone(),
+                        cluster_name,
+                        commit: done.commit.to_string(),
+                        snapshot_resource_version: rv,
+                        snapshot_timestamp: timestamp,
+                        number_of_contents: done.number_of_contents,
+                        resources: resources.len(),
+                        skipped: done.skipped,
+                        consistency: done.consistency,
+                        new_objects: done.new_objects,
+                        new_bytes: done.new_bytes,
+                        duration_seconds: started.elapsed().as_secs_f64(),
+                        available_until,
+                    });
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct MetaBase {
+    name: String,
+    cluster_name: String,
+    resource_version: String,
+    timestamp: jiff::Timestamp,
+    server_version: String,
+    ttl: Option<String>,
+    available_until: Option<jiff::Timestamp>,
+}
+
+struct AttemptDone {
+    commit: CommitId,
+    number_of_contents: u64,
+    skipped: usize,
+    consistency: Consistency,
+    new_objects: u64,
+    new_bytes: u64,
+}
+
+enum AttemptError {
+    Expired,
+    Failed(SnapshotError),
+}
+
+impl<E: Into<SnapshotError>> From<E> for AttemptError {
+    fn from(e: E) -> Self {
+        AttemptError::Failed(e.into())
+    }
+}
+
+enum WriteMsg {
+    Add(String, Vec<u8>),
+    Finish(Box<SnapshotMeta>),
+}
+
+/// Shared state of one attempt's listers.
+struct ListState {
+    tx: mpsc::Sender<WriteMsg>,
+    rv: String,
+    page_size: u32,
+    best_effort: AtomicBool,
+    skipped: Mutex<Vec<SkippedEntry>>,
+    observer: Arc<dyn Observer>,
+}
+
+async fn attempt_snapshot(
+    cluster: &Cluster,
+    git_dir: &std::path::Path,
+    opts: &SnapshotOptions,
+    resources: &[ApiResourceInfo],
+    base: MetaBase,
+    observer: Arc<dyn Observer>,
+) -> Result<AttemptDone, AttemptError> {
+    let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
+    let dir = git_dir.to_path_buf();
+    let name = opts.name.clone();
+    let cluster_name = base.cluster_name.clone();
+    // The git writer owns the repository on a blocking thread; listers stream files to it.
+    // `writer` takes the mirror lock (held until finish or drop) and refuses an existing name.
+    let writer =
+        tokio::task::spawn_blocking(move || -> Result<Option<crate::mirror::WrittenSnapshot>> {
+            let mirror = Mirror::open_or_init(&dir)?;
+            let mut w = mirror.writer(&name, &cluster_name)?;
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    WriteMsg::Add(path, bytes) => w.add(&path, &bytes)?,
+                    WriteMsg::Finish(meta) => return Ok(Some(w.finish(&meta)?)),
+                }
+            }
+            Ok(None)
+        });
+
+    let state = Arc::new(ListState {
+        tx,
+        rv: base.resource_version.clone(),
+        page_size: opts.page_size,
+        best_effort: AtomicBool::new(false),
+        skipped: Mutex::new(Vec::new()),
+        observer,
+    });
+
+    // Kinds served by more than one group are listed one after another in discovery order, so
+    // an object seen twice (same uid) is written once, under the first group.
+    let mut kind_count = std::collections::HashMap::<&str, usize>::new();
+    for r in resources {
+        *kind_count.entry(r.kind.as_str()).or_default() += 1;
+    }
+    let (shared, single): (Vec<&ApiResourceInfo>, Vec<&ApiResourceInfo>) = resources
+        .iter()
+        .partition(|r| kind_count[r.kind.as_str()] > 1);
+    let mut jobs: Vec<Vec<&ApiResourceInfo>> = single.into_iter().map(|r| vec![r]).collect();
+    if !shared.is_empty() {
+        jobs.insert(0, shared);
+    }
+
+    let results: Vec<Result<Vec<(ApiResourceInfo, u64)>, AttemptError>> = stream::iter(jobs)
+        .map(|job| {
+            let state = state.clone();
+            async move {
+                let mut seen = (job.len() > 1).then(HashSet::new);
+                let mut counts = Vec::new();
+                for r in job {
+                    let n = list_resource(cluster, r, &state, seen.as_mut()).await?;
+                    state.observer.resource_done(r, n);
+                    counts.push((r.clone(), n));
+                }
+                Ok(counts)
+            }
+        })
+        .buffer_unordered(opts.threads)
+        .collect()
+        .await;
+
+    let mut counts = Vec::new();
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(c) => counts.extend(c),
+            Err(AttemptError::Expired) => {
+                if first_error.is_none() {
+                    first_error = Some(AttemptError::Expired)
+                }
+            }
+            Err(e) => {
+                first_error = Some(e);
+                break;
+            }
+        }
+    }
+    let state = Arc::into_inner(state).ok_or(SnapshotError::WriterGone)?;
+    if let Some(e) = first_error {
+        drop(state); // closes the channel: the writer stops without a tag
+        let _ = writer.await;
+        return Err(e);
+    }
+
+    counts.sort_by(|(a, _), (b, _)| {
+        (a.group.as_str(), a.version.as_str(), a.resource.as_str()).cmp(&(
+            b.group.as_str(),
+            b.version.as_str(),
+            b.resource.as_str(),
+        ))
+    });
+    let number_of_contents: u64 = counts.iter().map(|(_, n)| n).sum();
+    let entries: Vec<ResourceEntry> = counts
+        .iter()
+        .map(|(r, n)| ResourceEntry {
+            group: r.group.clone(),
+            version: r.version.clone(),
+            resource: r.resource.clone(),
+            kind: r.kind.clone(),
+            namespaced: r.namespaced,
+            verbs: r.verbs.clone(),
+            has_status_subresource: r.has_status_subresource,
+            count: *n,
+        })
+        .collect();
+    let mut skipped = state.skipped.into_inner();
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    let consistency = if state.best_effort.load(Ordering::Relaxed) {
+        Consistency::BestEffort
+    } else {
+        Consistency::Exact
+    };
+    let meta = SnapshotMeta {
+        format_version: tree::meta::FORMAT_VERSION,
+        name: base.name,
+        cluster_name: base.cluster_name,
+        resource_version: base.resource_version,
+        timestamp: base.timestamp,
+        server_version: base.server_version,
+        consistency,
+        number_of_contents,
+        ttl: base.ttl,
+        available_until: base.available_until,
+        tool_version: format!("k8s-snap {}", env!("CARGO_PKG_VERSION")),
+        skipped,
+    };
+    let skipped_count = meta.skipped.len();
+    let meta_yaml = tree::to_yaml_string(&meta).map_err(|source| SnapshotError::Tree {
+        what: tree::meta::SNAPSHOT_META_FILE.into(),
+        source,
+    })?;
+    let resources_yaml = tree::to_yaml_string(&entries).map_err(|source| SnapshotError::Tree {
+        what: tree::meta::RESOURCES_FILE.into(),
+        source,
+    })?;
+    let tx = state.tx;
+    for (path, text) in [
+        (tree::meta::RESOURCES_FILE, resources_yaml),
+        (tree::meta::SNAPSHOT_META_FILE, meta_yaml),
+    ] {
+        if tx
+            .send(WriteMsg::Add(path.to_string(), text.into_bytes()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = tx.send(WriteMsg::Finish(Box::new(meta))).await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|_| SnapshotError::WriterGone)??
+        .ok_or(SnapshotError::WriterGone)?;
+    Ok(AttemptDone {
+        commit: written.commit,
+        number_of_contents,
+        skipped: skipped_count,
+        consistency,
+        new_objects: written.new_objects,
+        new_bytes: written.new_bytes,
+    })
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMeta {
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: Option<String>,
+    #[serde(rename = "continue", default)]
+    continue_: Option<String>,
+}
+
+/// Lists one resource page by page at the attempt's resourceVersion and streams its objects to
+/// the writer. Returns the number of object files written.
+async fn list_resource(
+    cluster: &Cluster,
+    r: &ApiResourceInfo,
+    state: &ListState,
+    mut seen: Option<&mut HashSet<String>>,
+) -> Result<u64, AttemptError> {
+    let what = format!("{} ({})", r.resource, r.api_version());
+    let collection = r.collection_path(None);
+    let mut exact = !state.best_effort.load(Ordering::Relaxed);
+    let mut token: Option<String> = None;
+    let mut count = 0u64;
+    loop {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", &state.page_size.to_string());
+        match &token {
+            Some(t) => {
+                query.append_pair("continue", t);
+            }
+            None if exact => {
+                query.append_pair("resourceVersion", &state.rv);
+                query.append_pair("resourceVersionMatch", "Exact");
+            }
+            None => {}
+        }
+        let path = format!("{collection}?{}", query.finish());
+        let bytes = match cluster
+            .request_bytes(http::Method::GET, &path, None, None)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.code() == Some(410) => return Err(AttemptError::Expired),
+            Err(e)
+                if token.is_none()
+                    && exact
+                    && e.code() == Some(400)
+                    && e.to_string().contains("resourceVersionMatch") =>
+            {
+                tracing::warn!(resource = %what, "server does not support resourceVersionMatch=Exact; listing best-effort");
+                state.best_effort.store(true, Ordering::Relaxed);
+                exact = false;
+                continue;
+            }
+            Err(source) => {
+                return Err(SnapshotError::List {
+                    resource: what,
+                    source: Box::new(source),
+                }
+                .into());
+            }
+        };
+        let page: ListPage = cluster
+            .decode("GET", &collection, &bytes)
+            .map_err(|source| SnapshotError::List {
+                resource: what.clone(),
+                source: Box::new(source),
+            })?;
+        drop(bytes);
+        if token.is_none()
+            && exact
+            && page.metadata.resource_version.as_deref() != Some(state.rv.as_str())
+        {
+            // An old server ignores resourceVersionMatch and answers from its cache.
+            state.best_effort.store(true, Ordering::Relaxed);
+        }
+        let mut written = 0u64;
+        for mut obj in page.items {
+            if let Some(path) = prepare_object(r, &mut obj, state, seen.as_deref_mut()).await? {
+                let yaml = tree::to_yaml(&obj).map_err(|source| SnapshotError::Tree {
+                    what: path.as_str().to_string(),
+                    source,
+                })?;
+                state
+                    .tx
+                    .send(WriteMsg::Add(path.file_path(), yaml.into_bytes()))
+                    .await
+                    .map_err(|_| SnapshotError::WriterGone)?;
+                written += 1;
+            }
+        }
+        count += written;
+        state.observer.objects_written(written);
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    Ok(count)
+}
+
+/// Turns a listed item into its canonical form; `None` when it is not written (recorded as
+/// skipped where that is a decision, silently for a duplicate seen under another group).
+async fn prepare_object(
+    r: &ApiResourceInfo,
+    obj: &mut serde_json::Value,
+    state: &ListState,
+    seen: Option<&mut HashSet<String>>,
+) -> Result<Option<ContentPath>, AttemptError> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(SnapshotError::Options(format!(
+            "{}: a list item is not an object",
+            r.resource
+        ))
+        .into());
+    };
+    // Items of typed lists carry no apiVersion/kind.
+    map.insert("apiVersion".into(), r.api_version().into());
+    map.insert("kind".into(), r.kind.clone().into());
+    let meta = map.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let namespace = if r.namespaced {
+        meta.and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    } else {
+        None
+    };
+    let uid = meta
+        .and_then(|m| m.get("uid"))
+        .and_then(|u| u.as_str())
+        .map(str::to_string);
+    let path = match ContentPath::new(
+        &r.group,
+        &r.version,
+        &r.resource,
+        namespace.as_deref(),
+        &name,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(resource = %r.resource, error = %e, "object with an unusable name skipped");
+            state.skipped.lock().await.push(SkippedEntry {
+                path: format!(
+                    "{}/{}",
+                    r.collection_path(namespace.as_deref()),
+                    name.escape_debug()
+                ),
+                reason: "invalid-name".into(),
+            });
+            return Ok(None);
+        }
+    };
+    if let (Some(seen), Some(uid)) = (seen, uid)
+        && !seen.insert(uid)
+    {
+        return Ok(None);
+    }
+    if tree::is_token_secret(obj) {
+        state.skipped.lock().await.push(SkippedEntry {
+            path: path.as_str().to_string(),
+            reason: "token-secret".into(),
+        });
+        return Ok(None);
+    }
+    tree::canonicalize(obj, r.has_status_subresource);
+    Ok(Some(path))
+}
+
+/// The resourceVersion the whole snapshot is read at: that of a one-item namespace list.
+async fn current_resource_version(cluster: &Cluster) -> Result<String> {
+    #[derive(Deserialize)]
+    struct Page {
+        metadata: ListMeta,
+    }
+    let page: Page = cluster
+        .get_json("/api/v1/namespaces?limit=1")
+        .await
+        .map_err(|e| SnapshotError::ResourceVersion(Box::new(e)))?;
+    page.metadata
+        .resource_version
+        .filter(|rv| !rv.is_empty())
+        .ok_or_else(|| {
+            SnapshotError::ResourceVersion(Box::new(ClusterError::Decode {
+                server: cluster.server().to_string(),
+                method: "GET".into(),
+                path: "/api/v1/namespaces".into(),
+                message: "the list has no metadata.resourceVersion".into(),
+            }))
+        })
+}
+
+fn now_seconds() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// Parses a Go-style or humane duration: `720h`, `168h0m0s`, `90m`, `1h30m`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 720h, 168h0m0s, 90m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("720h").unwrap(),
+            Duration::from_secs(720 * 3600)
+        );
+        assert_eq!(
+            parse_duration("168h0m0s").unwrap(),
+            Duration::from_secs(168 * 3600)
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
