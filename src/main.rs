@@ -1,1 +1,48 @@
-fn main() {}
+//! The `k8s-snap` binary: parses the command line, runs it, maps errors to exit codes.
+
+use std::io::Write;
+
+use clap::Parser;
+use k8s_snap::cli::{self, Cli, exit};
+
+fn main() {
+    let cli = Cli::parse();
+    cli::init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(exit::FAILURE);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let code = match runtime.block_on(cli::run(cli, &mut out)) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => exit::OK,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("error: {e:#}");
+            exit::FAILURE
+        }
+    };
+    if let Err(e) = out.flush()
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: writing output: {e}");
+        std::process::exit(exit::FAILURE);
+    }
+    drop(out);
+    drop(runtime);
+    std::process::exit(code);
+}
+
+/// `k8s-snap list | head -1` is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

@@ -1,0 +1,339 @@
+//! `list`, `show`, `diff`, `delete` and `gc`: reading and pruning the local mirror.
+
+use std::io::Write;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde::Serialize;
+
+use super::GlobalArgs;
+use super::output::{self, Format};
+use crate::mirror::{ChangeKind, Mirror, SnapshotInfo};
+use crate::tree::{self, ContentPath};
+
+/// Opens the mirror, or `None` when the data dir has none yet.
+fn open_mirror(global: &GlobalArgs) -> anyhow::Result<Option<Mirror>> {
+    let dir = global.mirror_dir()?;
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Mirror::open(&dir)?))
+}
+
+fn require_snapshot(mirror: Option<&Mirror>, name: &str) -> anyhow::Result<SnapshotInfo> {
+    let found = match mirror {
+        Some(m) => m.snapshot(name)?,
+        None => None,
+    };
+    found.ok_or_else(|| anyhow::anyhow!("snapshot {name:?} not found (see `k8s-snap list`)"))
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only snapshots of this cluster.
+    #[arg(long = "cluster", value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+/// One row of `list -o json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListItem {
+    name: String,
+    cluster_name: String,
+    snapshot_timestamp: jiff::Timestamp,
+    snapshot_resource_version: String,
+    number_of_contents: u64,
+    available_until: Option<jiff::Timestamp>,
+    commit: String,
+}
+
+pub fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let mirror = open_mirror(global)?;
+    let snapshots = match &mirror {
+        Some(m) => m.snapshots()?,
+        None => Vec::new(),
+    };
+    let items: Vec<ListItem> = snapshots
+        .into_iter()
+        .filter(|s| {
+            args.cluster
+                .as_deref()
+                .is_none_or(|c| c == s.meta.cluster_name)
+        })
+        .map(|s| ListItem {
+            name: s.name,
+            cluster_name: s.meta.cluster_name,
+            snapshot_timestamp: s.meta.timestamp,
+            snapshot_resource_version: s.meta.resource_version,
+            number_of_contents: s.meta.number_of_contents,
+            available_until: s.meta.available_until,
+            commit: s.commit.to_string(),
+        })
+        .collect();
+    match global.output {
+        Format::Table => {
+            if items.is_empty() {
+                writeln!(out, "No snapshots found.")?;
+                return Ok(super::exit::OK);
+            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.cluster_name.clone(),
+                        i.snapshot_timestamp.to_string(),
+                        i.snapshot_resource_version.clone(),
+                        i.number_of_contents.to_string(),
+                        output::time_or_none(i.available_until),
+                    ]
+                })
+                .collect();
+            output::write_table(
+                out,
+                &[
+                    "NAME",
+                    "CLUSTER",
+                    "TIMESTAMP",
+                    "RV",
+                    "OBJECTS",
+                    "AVAILABLE-UNTIL",
+                ],
+                &rows,
+            )?;
+        }
+        format => output::write_data(out, format, &items)?,
+    }
+    Ok(super::exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Snapshot name.
+    pub name: String,
+    /// A content path (`/api/v1/namespaces/x/configmaps/y`) or a prefix of one (`/apis/apps`).
+    pub path: Option<String>,
+}
+
+pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let mirror = open_mirror(global)?;
+    let snap = require_snapshot(mirror.as_ref(), &args.name)?;
+    let mirror = mirror.context("mirror vanished")?;
+    let prefix = args.path.as_deref().unwrap_or("/").trim_end_matches('/');
+    let object = match ContentPath::parse(prefix) {
+        Ok(path) if !prefix.is_empty() => mirror
+            .read_file(&snap.commit, &path.file_path())?
+            .map(|bytes| (path, bytes)),
+        _ => None,
+    };
+    if let Some((path, bytes)) = object {
+        let text = String::from_utf8(bytes).with_context(|| format!("{path}: not UTF-8"))?;
+        match global.output {
+            Format::Table | Format::Yaml => out.write_all(text.as_bytes())?,
+            Format::Json => {
+                let value = tree::from_yaml(&text)
+                    .with_context(|| format!("{path} in snapshot {}", args.name))?;
+                output::write_data(out, Format::Json, &value)?;
+            }
+        }
+        return Ok(super::exit::OK);
+    }
+    // A prefix: the contents under it, as content paths.
+    let dir = prefix.trim_start_matches('/');
+    let contents: Vec<String> = mirror
+        .list_files(&snap.commit, dir)?
+        .into_iter()
+        .filter(|f| tree::is_object_file(f))
+        .filter_map(|f| ContentPath::from_file_path(&f).ok())
+        .map(|p| p.as_str().to_string())
+        .filter(|p| prefix.is_empty() || p == prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    if contents.is_empty() && !prefix.is_empty() {
+        bail!(
+            "{prefix}: no such object or prefix in snapshot {}",
+            args.name
+        );
+    }
+    match global.output {
+        Format::Table => {
+            for c in &contents {
+                writeln!(out, "{c}")?;
+            }
+        }
+        format => output::write_data(out, format, &contents)?,
+    }
+    Ok(super::exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot.
+    pub a: String,
+    /// The newer snapshot.
+    pub b: String,
+    /// Only a summary line per object.
+    #[arg(long)]
+    pub stat: bool,
+    /// Only objects under this content path prefix (e.g. /api/v1/namespaces/shop).
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DiffItem {
+    path: String,
+    change: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<String>,
+}
+
+pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let mirror = open_mirror(global)?;
+    let a = require_snapshot(mirror.as_ref(), &args.a)?;
+    let b = require_snapshot(mirror.as_ref(), &args.b)?;
+    let mirror = mirror.context("mirror vanished")?;
+    let prefix = args
+        .path
+        .as_deref()
+        .map(|p| p.trim_matches('/').to_string());
+    let changes = mirror.diff(&a.commit, &b.commit, prefix.as_deref())?;
+    let mut items = Vec::new();
+    for c in changes
+        .into_iter()
+        .filter(|c| tree::is_object_file(&c.path))
+    {
+        let path = ContentPath::from_file_path(&c.path)
+            .map(|p| p.as_str().to_string())
+            .unwrap_or(c.path.clone());
+        let change = match c.kind {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Modified => "changed",
+        };
+        let diff = if args.stat {
+            None
+        } else {
+            let old = c
+                .old
+                .as_ref()
+                .map(|id| mirror.read_blob(id))
+                .transpose()?
+                .unwrap_or_default();
+            let new = c
+                .new
+                .as_ref()
+                .map(|id| mirror.read_blob(id))
+                .transpose()?
+                .unwrap_or_default();
+            Some(tree::unified_diff(
+                &String::from_utf8_lossy(&old),
+                &String::from_utf8_lossy(&new),
+                &format!("{}/{path}", args.a),
+                &format!("{}/{path}", args.b),
+            ))
+        };
+        items.push(DiffItem { path, change, diff });
+    }
+    match global.output {
+        Format::Table => {
+            for i in &items {
+                match (&i.diff, i.change) {
+                    (Some(d), "changed") => write!(out, "{d}")?,
+                    _ => writeln!(out, "{:<8} {}", i.change, i.path)?,
+                }
+            }
+            let count = |k| items.iter().filter(|i| i.change == k).count();
+            writeln!(
+                out,
+                "{} added, {} removed, {} changed",
+                count("added"),
+                count("removed"),
+                count("changed")
+            )?;
+        }
+        format => output::write_data(out, format, &items)?,
+    }
+    Ok(super::exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Snapshot name.
+    pub name: String,
+}
+
+pub fn delete(global: &GlobalArgs, args: DeleteArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let mirror = open_mirror(global)?;
+    require_snapshot(mirror.as_ref(), &args.name)?;
+    let mirror = mirror.context("mirror vanished")?;
+    mirror.delete_snapshot(&args.name)?;
+    match global.output {
+        Format::Table => writeln!(
+            out,
+            "snapshot {} deleted (run `k8s-snap gc` to free its data)",
+            args.name
+        )?,
+        format => output::write_data(out, format, &serde_json::json!({"deleted": args.name}))?,
+    }
+    Ok(super::exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GcReport {
+    expired: Vec<String>,
+    objects_before: u64,
+    objects_after: u64,
+    bytes_before: u64,
+    bytes_after: u64,
+}
+
+pub fn gc(global: &GlobalArgs, _args: GcArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let Some(mut mirror) = open_mirror(global)? else {
+        writeln!(
+            out,
+            "nothing to collect: no mirror in {}",
+            global.data_dir()?.display()
+        )?;
+        return Ok(super::exit::OK);
+    };
+    let now = jiff::Timestamp::now();
+    let mut expired = Vec::new();
+    for s in mirror.snapshots()? {
+        if s.meta.available_until.is_some_and(|t| t <= now) {
+            mirror.delete_snapshot(&s.name)?;
+            expired.push(s.name);
+        }
+    }
+    let before = mirror.object_stats()?;
+    mirror.gc()?;
+    let after = mirror.object_stats()?;
+    let report = GcReport {
+        expired,
+        objects_before: before.total_objects(),
+        objects_after: after.total_objects(),
+        bytes_before: before.total_bytes(),
+        bytes_after: after.total_bytes(),
+    };
+    match global.output {
+        Format::Table => {
+            for e in &report.expired {
+                writeln!(out, "expired snapshot {e} deleted")?;
+            }
+            writeln!(
+                out,
+                "git objects: {} -> {} ({} -> {})",
+                report.objects_before,
+                report.objects_after,
+                output::bytes(report.bytes_before),
+                output::bytes(report.bytes_after)
+            )?;
+        }
+        format => output::write_data(out, format, &report)?,
+    }
+    Ok(super::exit::OK)
+}

@@ -1,0 +1,152 @@
+//! The command line: flag parsing, validated options, output formats (`-o table|json|yaml`),
+//! progress and exit codes.
+//!
+//! Owns: everything a person or script sees. It is the only module that prints; the others
+//! return values. Commands write to an `out: &mut dyn Write` so that every output is testable.
+//! Must not touch: git, HTTP or the tree format directly — it calls `snapshot`, `mirror`,
+//! `tree` and friends.
+
+mod browse;
+pub mod output;
+mod snapshot;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use output::Format;
+
+/// Exit codes (documented in `docs/cli.md`).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The command failed (cluster, store, mirror or input error).
+    pub const FAILURE: i32 = 1;
+    /// Invalid command line (clap's own code), or, with `--exit-code`, "there are changes".
+    pub const USAGE_OR_CHANGES: i32 = 2;
+}
+
+/// Snapshot every resource of a Kubernetes cluster into git, and restore it safely.
+#[derive(Debug, Parser)]
+#[command(
+    name = "k8s-snap",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Where the git mirror (and the default store) live.
+    #[arg(long, global = true, env = "K8S_SNAP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// More logging (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors; no progress bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+impl GlobalArgs {
+    /// The data directory: flag, `$K8S_SNAP_DATA_DIR`, `$XDG_DATA_HOME/k8s-snap`,
+    /// `~/.local/share/k8s-snap`.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return Ok(PathBuf::from(x).join("k8s-snap"));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("cannot find a data directory: set --data-dir or K8S_SNAP_DATA_DIR")
+            })?;
+        Ok(PathBuf::from(home).join(".local/share/k8s-snap"))
+    }
+
+    /// The bare git mirror inside the data directory.
+    pub fn mirror_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(self.data_dir()?.join("mirror.git"))
+    }
+
+    pub fn connect_options(&self) -> crate::cluster::ConnectOptions {
+        crate::cluster::ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            kubeconfig_text: None,
+            context: self.context.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a snapshot of the cluster into the local git mirror.
+    Snapshot(snapshot::SnapshotArgs),
+    /// List snapshots.
+    #[command(visible_alias = "ls")]
+    List(browse::ListArgs),
+    /// Show a snapshot's contents, or one object's YAML.
+    Show(browse::ShowArgs),
+    /// Compare two snapshots: added, removed and changed objects.
+    Diff(browse::DiffArgs),
+    /// Delete a snapshot.
+    #[command(visible_alias = "rm")]
+    Delete(browse::DeleteArgs),
+    /// Remove expired snapshots and unreachable git objects.
+    Gc(browse::GcArgs),
+}
+
+/// What a command asks `main` to exit with (errors are returned as `Err`).
+pub type ExitCode = i32;
+
+/// Runs a parsed command line, writing results to `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Snapshot(args) => snapshot::run(&cli.global, args, out).await,
+        Command::List(args) => browse::list(&cli.global, args, out),
+        Command::Show(args) => browse::show(&cli.global, args, out),
+        Command::Diff(args) => browse::diff(&cli.global, args, out),
+        Command::Delete(args) => browse::delete(&cli.global, args, out),
+        Command::Gc(args) => browse::gc(&cli.global, args, out),
+    }
+}
+
+/// Sets up `tracing` to stderr from `-v/-q` (or `RUST_LOG`).
+pub fn init_logging(global: &GlobalArgs) {
+    let default = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info,k8s_snap=info",
+            2 => "info,k8s_snap=debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,137 @@
+//! `k8s-snap snapshot`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::GlobalArgs;
+use super::output::{self, Format};
+use crate::cluster::Cluster;
+use crate::snapshot::{self, Observer, SnapshotOptions};
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Snapshot name (lower-case letters, digits, '-' and '.'; unique in the mirror).
+    pub name: String,
+    /// Cluster name recorded with the snapshot (default: the kubeconfig context's cluster).
+    #[arg(long = "cluster", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Keep the snapshot this long (e.g. 720h); `gc` removes it afterwards.
+    #[arg(long, value_name = "DURATION", conflicts_with = "available_until")]
+    pub ttl: Option<String>,
+    /// Keep the snapshot until this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub available_until: Option<jiff::Timestamp>,
+    /// Resources listed in parallel.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+}
+
+pub async fn run(
+    global: &GlobalArgs,
+    args: SnapshotArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let git_dir = global.mirror_dir()?;
+    // Refuse a bad name before touching the kubeconfig or the cluster.
+    crate::mirror::validate_name("snapshot", &args.name)
+        .map_err(|e| anyhow::anyhow!("invalid snapshot name {:?}: {e}", args.name))?;
+    let cluster = Cluster::connect(&global.connect_options()).await?;
+    let opts = SnapshotOptions {
+        name: args.name.clone(),
+        cluster_name: args.cluster,
+        ttl: args.ttl,
+        available_until: args.available_until,
+        threads: usize::from(args.threads),
+        page_size: 500,
+    };
+    let show_progress = !global.quiet && std::io::stderr().is_terminal();
+    let bar = Arc::new(ProgressBar::new(show_progress));
+    let result = snapshot::take_snapshot(&cluster, git_dir, &opts, bar.clone()).await;
+    bar.finish();
+    let summary =
+        result.with_context(|| format!("snapshot {:?} failed; nothing was tagged", args.name))?;
+    match global.output {
+        Format::Table => {
+            writeln!(
+                out,
+                "snapshot {} of {} at rv {}: {} objects from {} resources ({} skipped), {} new git objects ({}), {:.1}s",
+                summary.name,
+                summary.cluster_name,
+                summary.snapshot_resource_version,
+                summary.number_of_contents,
+                summary.resources,
+                summary.skipped,
+                summary.new_objects,
+                output::bytes(summary.new_bytes),
+                summary.duration_seconds
+            )?;
+            writeln!(
+                out,
+                "commit {}  tag snapshots/{}",
+                summary.commit, summary.name
+            )?;
+        }
+        format => output::write_data(out, format, &summary)?,
+    }
+    Ok(super::exit::OK)
+}
+
+/// An indicatif bar on stderr when it is a terminal; nothing otherwise.
+struct ProgressBar {
+    bar: Option<indicatif::ProgressBar>,
+    objects: std::sync::atomic::AtomicU64,
+}
+
+impl ProgressBar {
+    fn new(visible: bool) -> Self {
+        let bar = visible.then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} resources, {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message("0 objects");
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        ProgressBar {
+            bar,
+            objects: Default::default(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for ProgressBar {
+    fn started(&self, resources: usize) {
+        if let Some(b) = &self.bar {
+            b.set_length(resources as u64);
+        }
+    }
+
+    fn objects_written(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            let total = self
+                .objects
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
+                + n;
+            b.set_message(format!("{total} objects"));
+        }
+    }
+
+    fn resource_done(&self, _resource: &crate::discovery::ApiResourceInfo, _count: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+}
