@@ -1,4 +1,7 @@
-//! The one integration-test binary of the root crate: a module per topic.
+//! The one integration-test binary of k8s-snap: a module per topic.
 
 mod mirror;
+mod snapshot;
+mod snapshot_faults;
+mod support;
 mod tree;
