@@ -1,0 +1,234 @@
+//! Benchmark: a snapshot vs a raw paginated LIST of the same objects.
+//!
+//! `cargo run --release --example bench_snapshot -- --objects 50000 [--threads 8]`
+//!
+//! The emulator (fixture `scale:N`) runs in this process; the raw list and the snapshots run in
+//! child processes (this binary re-executed) so that each one's peak RSS is its own. Prints both
+//! times, their ratio, the snapshot's peak RSS and the git objects an unchanged second snapshot
+//! adds. The last line is `snapshot/list ratio: X.XX`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use k8s_snap::cluster::{Cluster, ConnectOptions};
+use k8s_snap::discovery::{self, Versions};
+use k8s_snap::snapshot::{self, NoProgress, SnapshotOptions};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ChildReport {
+    seconds: f64,
+    objects: u64,
+    peak_rss_bytes: u64,
+    new_objects: u64,
+    new_bytes: u64,
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(mode) = arg(&args, "--child") {
+        let kubeconfig = PathBuf::from(arg(&args, "--kubeconfig").context("--kubeconfig")?);
+        let threads: usize = arg(&args, "--threads")
+            .unwrap_or_else(|| "8".into())
+            .parse()?;
+        let report = rt.block_on(child(
+            &mode,
+            &kubeconfig,
+            threads,
+            arg(&args, "--data-dir"),
+            arg(&args, "--name"),
+        ))?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let objects: usize = arg(&args, "--objects")
+        .unwrap_or_else(|| "50000".into())
+        .parse()?;
+    let threads: usize = arg(&args, "--threads")
+        .unwrap_or_else(|| "8".into())
+        .parse()?;
+    rt.block_on(parent(objects, threads))
+}
+
+async fn parent(objects: usize, threads: usize) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let started = Instant::now();
+    let emulator = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Scale(objects))
+        .start()
+        .await?;
+    println!(
+        "emulator scale:{objects} ready in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    let kubeconfig = tmp.path().join("kubeconfig");
+    emulator.write_kubeconfig(&kubeconfig, "bench")?;
+    let data_dir = tmp.path().join("data");
+
+    let run_child = |mode: &str, name: Option<&str>| -> anyhow::Result<ChildReport> {
+        let exe = std::env::current_exe()?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["--child", mode, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--threads", &threads.to_string(), "--data-dir"])
+            .arg(&data_dir);
+        if let Some(n) = name {
+            cmd.args(["--name", n]);
+        }
+        let out = tokio::task::block_in_place(|| cmd.output())?;
+        if !out.status.success() {
+            bail!(
+                "child {mode} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        Ok(serde_json::from_str(
+            line.trim().lines().last().unwrap_or_default(),
+        )?)
+    };
+
+    let raw = run_child("raw", None)?;
+    println!(
+        "raw paginated LIST: {} objects in {:.3}s ({:.0} objects/s), peak RSS {:.1} MiB",
+        raw.objects,
+        raw.seconds,
+        raw.objects as f64 / raw.seconds,
+        mib(raw.peak_rss_bytes)
+    );
+    let first = run_child("snapshot", Some("bench-1"))?;
+    println!(
+        "snapshot:           {} objects in {:.3}s ({:.0} objects/s), peak RSS {:.1} MiB, {} new git objects ({:.1} MiB)",
+        first.objects,
+        first.seconds,
+        first.objects as f64 / first.seconds,
+        mib(first.peak_rss_bytes),
+        first.new_objects,
+        mib(first.new_bytes)
+    );
+    let second = run_child("snapshot", Some("bench-2"))?;
+    println!(
+        "unchanged 2nd snapshot: {:.3}s, adds {} git objects ({} bytes): the commit, the metadata blobs and the trees on their paths",
+        second.seconds, second.new_objects, second.new_bytes
+    );
+    println!(
+        "peak RSS of the snapshot: {:.1} MiB (target <= 256 MiB)",
+        mib(first.peak_rss_bytes.max(second.peak_rss_bytes))
+    );
+    emulator.shutdown().await;
+    println!("snapshot/list ratio: {:.2}", first.seconds / raw.seconds);
+    Ok(())
+}
+
+async fn child(
+    mode: &str,
+    kubeconfig: &Path,
+    threads: usize,
+    data_dir: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<ChildReport> {
+    let cluster = Cluster::connect(&ConnectOptions {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        ..Default::default()
+    })
+    .await?;
+    let started = Instant::now();
+    match mode {
+        "raw" => {
+            let found = discovery::discover(&cluster, Versions::Preferred, threads).await?;
+            let resources: Vec<_> = found.snapshotted().cloned().collect();
+            let counts: Vec<u64> = stream::iter(resources)
+                .map(|r| {
+                    let cluster = cluster.clone();
+                    async move { raw_list(&cluster, &r.collection_path(None)).await }
+                })
+                .buffer_unordered(threads)
+                .try_collect()
+                .await?;
+            Ok(ChildReport {
+                seconds: started.elapsed().as_secs_f64(),
+                objects: counts.iter().sum(),
+                peak_rss_bytes: peak_rss(),
+                new_objects: 0,
+                new_bytes: 0,
+            })
+        }
+        "snapshot" => {
+            let git_dir = PathBuf::from(data_dir.context("--data-dir")?).join("mirror.git");
+            let mut opts = SnapshotOptions::new(name.context("--name")?);
+            opts.threads = threads;
+            let s = snapshot::take_snapshot(&cluster, git_dir, &opts, Arc::new(NoProgress)).await?;
+            Ok(ChildReport {
+                seconds: started.elapsed().as_secs_f64(),
+                objects: s.number_of_contents,
+                peak_rss_bytes: peak_rss(),
+                new_objects: s.new_objects,
+                new_bytes: s.new_bytes,
+            })
+        }
+        other => bail!("unknown child mode {other}"),
+    }
+}
+
+/// A paginated LIST (limit 500) parsed into JSON values and dropped: the baseline.
+async fn raw_list(cluster: &Cluster, collection: &str) -> anyhow::Result<u64> {
+    #[derive(Deserialize)]
+    struct Page {
+        metadata: Meta,
+        #[serde(default)]
+        items: Vec<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(rename = "continue", default)]
+        cont: Option<String>,
+    }
+    let mut token: Option<String> = None;
+    let mut n = 0u64;
+    loop {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("limit", "500");
+        if let Some(t) = &token {
+            q.append_pair("continue", t);
+        }
+        let path = format!("{collection}?{}", q.finish());
+        let bytes = cluster
+            .request_bytes(http::Method::GET, &path, None, None)
+            .await?;
+        let page: Page = serde_json::from_slice(&bytes)?;
+        n += page.items.len() as u64;
+        match page.metadata.cont {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(n),
+        }
+    }
+}
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}

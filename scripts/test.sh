@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine, installing what it needs.
+#   bash scripts/test.sh
+# Needs: the Rust toolchain (cargo), python3 with pip (for moto's S3 server), kubectl (optional:
+# the kubectl compatibility tests are skipped with a message when it is absent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# moto's S3-compatible server, a real process the store tests start on a loopback port.
+if ! python3 -c 'import moto.server, flask' >/dev/null 2>&1; then
+  echo "== installing moto[server] (S3-compatible test server) =="
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+
+echo "== cargo test (workspace) =="
+cargo test --workspace --locked --all-targets --no-fail-fast
