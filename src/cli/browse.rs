@@ -229,8 +229,8 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
             Some(tree::unified_diff(
                 &String::from_utf8_lossy(&old),
                 &String::from_utf8_lossy(&new),
-                &format!("{}/{path}", args.a),
-                &format!("{}/{path}", args.b),
+                &format!("{}{path}", args.a),
+                &format!("{}{path}", args.b),
             ))
         };
         items.push(DiffItem { path, change, diff });

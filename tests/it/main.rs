@@ -1,5 +1,6 @@
 //! The one integration-test binary of k8s-snap: a module per topic.
 
+mod cli;
 mod mirror;
 mod snapshot;
 mod snapshot_faults;
