@@ -6,3 +6,4 @@ mod snapshot;
 mod snapshot_faults;
 mod support;
 mod tree;
+mod watch_loop;

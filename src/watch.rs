@@ -1,1 +1,0 @@
-//! File drops: a watched directory of restore requests. Not implemented yet.

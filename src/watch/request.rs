@@ -1,0 +1,291 @@
+//! Restore request files: parsing and validation of a dropped `Restore` manifest (the CRD's
+//! schema), with its preference inline or by name from `<dir>/preferences/`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::restore::preference::{API_VERSION, Preference, RestorePreferenceSpec};
+
+/// Why a request file cannot be run. The message names the file and the field at fault and
+/// never quotes a kubeconfig.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: malformed: {message}")]
+    Malformed { file: PathBuf, message: String },
+    #[error("{file}: field {field}: {message}")]
+    Field {
+        file: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Preference { file: PathBuf, message: String },
+}
+
+/// The `spec` of a dropped `Restore` (the CRD's fields, plus `preference` inline).
+#[derive(Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestSpec {
+    backup_name: String,
+    #[serde(default)]
+    cluster_name: Option<String>,
+    #[serde(default)]
+    kubeconfig: Option<String>,
+    #[serde(default)]
+    restore_preference_name: Option<String>,
+    #[serde(default)]
+    preference: Option<RestorePreferenceSpec>,
+    // Accepted for compatibility with Restore CRs; a file-drop result has no lifetime.
+    #[serde(default)]
+    #[allow(dead_code)]
+    ttl: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    available_until: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestDocument {
+    api_version: String,
+    kind: String,
+    spec: RequestSpec,
+}
+
+/// A validated restore request, ready to run.
+#[derive(Clone)]
+pub struct RestoreRequest {
+    /// The request's name: the file stem (`restore-a.yaml` → `restore-a`).
+    pub name: String,
+    /// The snapshot to restore.
+    pub backup_name: String,
+    /// The cluster the snapshot was taken of, when the request names it.
+    pub cluster_name: Option<String>,
+    /// An inline kubeconfig of the target; `None` = the watcher's own target.
+    pub kubeconfig: Option<String>,
+    /// The preference, inline or by name; `None` = restore everything restorable.
+    pub preference: Option<Preference>,
+}
+
+impl std::fmt::Debug for RestoreRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreRequest")
+            .field("name", &self.name)
+            .field("backup_name", &self.backup_name)
+            .field("cluster_name", &self.cluster_name)
+            .field(
+                "kubeconfig",
+                &self.kubeconfig.as_ref().map(|_| "<redacted>"),
+            )
+            .field("preference", &self.preference.as_ref().map(|p| &p.name))
+            .finish()
+    }
+}
+
+impl RestoreRequest {
+    /// A key naming the target cluster: requests with the same key run one at a time.
+    pub fn target_key(&self) -> String {
+        use sha2::Digest;
+        match &self.kubeconfig {
+            Some(k) => hex::encode(&sha2::Sha256::digest(k.as_bytes())[..8]),
+            None => "default".to_string(),
+        }
+    }
+}
+
+/// Reads and validates the request in `file`, resolving a named preference in `preferences`.
+pub fn load(file: &Path, preferences: &Path) -> Result<RestoreRequest, RequestError> {
+    let text = std::fs::read_to_string(file).map_err(|source| RequestError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse(&text, file, preferences)
+}
+
+/// Validates the text of a request read from `file`.
+pub fn parse(text: &str, file: &Path, preferences: &Path) -> Result<RestoreRequest, RequestError> {
+    let malformed = |message: String| RequestError::Malformed {
+        file: file.to_path_buf(),
+        message,
+    };
+    let field = |field: &str, message: String| RequestError::Field {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        message,
+    };
+    if text.trim().is_empty() {
+        return Err(malformed("the file is empty".into()));
+    }
+    // JSON is YAML; one parser for both. Its messages carry positions, not contents.
+    let value = crate::tree::from_yaml(text).map_err(|e| malformed(e.to_string()))?;
+    let doc: RequestDocument = serde_path_to_error::deserialize(value)
+        .map_err(|e| field(&e.path().to_string(), redact(&e.inner().to_string())))?;
+    if doc.api_version != API_VERSION {
+        return Err(field(
+            "apiVersion",
+            format!("expected {API_VERSION}, got {:?}", doc.api_version),
+        ));
+    }
+    if doc.kind != "Restore" {
+        return Err(field(
+            "kind",
+            format!("expected Restore, got {:?}", doc.kind),
+        ));
+    }
+    let spec = doc.spec;
+    crate::mirror::validate_name("snapshot", &spec.backup_name)
+        .map_err(|e| field("spec.backupName", e.to_string()))?;
+    if let Some(k) = &spec.kubeconfig
+        && k.trim().is_empty()
+    {
+        return Err(field("spec.kubeconfig", "empty".into()));
+    }
+    let origin = file.display().to_string();
+    let preference = match (&spec.restore_preference_name, spec.preference) {
+        (Some(_), Some(_)) => {
+            return Err(field(
+                "spec",
+                "restorePreferenceName and preference are exclusive".into(),
+            ));
+        }
+        (Some(name), None) => Some(load_named_preference(name, file, preferences)?),
+        (None, Some(inline)) => Some(
+            Preference::from_spec(None, inline, &format!("{origin}: spec.preference")).map_err(
+                |e| RequestError::Preference {
+                    file: file.to_path_buf(),
+                    message: e.to_string(),
+                },
+            )?,
+        ),
+        (None, None) => None,
+    };
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(RestoreRequest {
+        name,
+        backup_name: spec.backup_name,
+        cluster_name: spec.cluster_name,
+        kubeconfig: spec.kubeconfig,
+        preference,
+    })
+}
+
+/// serde messages may quote an unexpected string value (`invalid type: string "…"`); keep
+/// only the part before it. Field names are in backticks and stay.
+fn redact(message: &str) -> String {
+    match message.find('"') {
+        Some(i) if i > 0 => format!("{}…", &message[..i]),
+        _ => message.to_string(),
+    }
+}
+
+fn load_named_preference(
+    name: &str,
+    file: &Path,
+    preferences: &Path,
+) -> Result<Preference, RequestError> {
+    let err = |message: String| RequestError::Field {
+        file: file.to_path_buf(),
+        field: "spec.restorePreferenceName".into(),
+        message,
+    };
+    crate::tree::validate_name(name).map_err(|e| err(e.to_string()))?;
+    for ext in ["yaml", "yml", "json"] {
+        let path = preferences.join(format!("{name}.{ext}"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                return Preference::from_yaml(&text, &path.display().to_string()).map_err(|e| {
+                    RequestError::Preference {
+                        file: file.to_path_buf(),
+                        message: e.to_string(),
+                    }
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(format!("{}: {e}", path.display()))),
+        }
+    }
+    Err(err(format!(
+        "no preference {name:?} in {} (expected {name}.yaml)",
+        preferences.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<RestoreRequest, RequestError> {
+        parse(text, Path::new("/drop/r1.yaml"), Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn a_minimal_request_parses() {
+        let r = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nmetadata:\n  name: x\nspec:\n  backupName: s1\n",
+        )
+        .unwrap();
+        assert_eq!(r.name, "r1");
+        assert_eq!(r.backup_name, "s1");
+        assert!(r.preference.is_none());
+        assert_eq!(r.target_key(), "default");
+    }
+
+    #[test]
+    fn json_and_inline_preferences_parse() {
+        let r = parse_str(
+            r#"{"apiVersion":"clustersnapshot.rywt.io/v1alpha1","kind":"Restore","spec":{"backupName":"s1","preference":{"excludeNamespaces":["kube-system"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.preference.unwrap().spec.exclude_namespaces,
+            vec!["kube-system".to_string()]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e =
+            parse_str("apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec: {}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("backupName"), "{e}");
+        let e = parse_str("apiVersion: v1\nkind: Restore\nspec:\n  backupName: s1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("apiVersion"), "{e}");
+        let e = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: ../x\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("spec.backupName"), "{e}");
+        let e = parse_str("spec: [\n").unwrap_err().to_string();
+        assert!(e.contains("malformed") && e.contains("r1.yaml"), "{e}");
+        let e = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n  restorePreferenceName: missing\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no preference \"missing\""), "{e}");
+    }
+
+    #[test]
+    fn kubeconfigs_are_not_shown_in_debug() {
+        let r = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n  kubeconfig: 'token: hunter2'\n",
+        )
+        .unwrap();
+        assert!(!format!("{r:?}").contains("hunter2"));
+        assert_ne!(r.target_key(), "default");
+    }
+}
