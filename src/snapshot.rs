@@ -61,6 +61,8 @@ pub enum SnapshotError {
     Mirror(#[from] MirrorError),
     #[error("the mirror writer stopped unexpectedly")]
     WriterGone,
+    #[error("a listing task failed: {0}")]
+    Task(String),
     #[error("invalid option: {0}")]
     Options(String),
 }
@@ -330,23 +332,34 @@ async fn attempt_snapshot(
     let (shared, single): (Vec<&ApiResourceInfo>, Vec<&ApiResourceInfo>) = resources
         .iter()
         .partition(|r| kind_count[r.kind.as_str()] > 1);
-    let mut jobs: Vec<Vec<&ApiResourceInfo>> = single.into_iter().map(|r| vec![r]).collect();
+    let mut jobs: Vec<Vec<ApiResourceInfo>> = single.into_iter().map(|r| vec![r.clone()]).collect();
     if !shared.is_empty() {
-        jobs.insert(0, shared);
+        jobs.insert(0, shared.into_iter().cloned().collect());
     }
 
+    // Each job is its own task, so decoding, canonicalising and emitting YAML use every core
+    // while the git writer hashes on its blocking thread; at most `threads` run at once.
     let results: Vec<Result<Vec<(ApiResourceInfo, u64)>, AttemptError>> = stream::iter(jobs)
         .map(|job| {
             let state = state.clone();
-            async move {
-                let mut seen = (job.len() > 1).then(HashSet::new);
-                let mut counts = Vec::new();
-                for r in job {
-                    let n = list_resource(cluster, r, &state, seen.as_mut()).await?;
-                    state.observer.resource_done(r, n);
-                    counts.push((r.clone(), n));
+            let cluster = cluster.clone();
+            let task = tokio::spawn(
+                async move {
+                    let mut seen = (job.len() > 1).then(HashSet::new);
+                    let mut counts = Vec::new();
+                    for r in job {
+                        let n = list_resource(&cluster, &r, &state, seen.as_mut()).await?;
+                        state.observer.resource_done(&r, n);
+                        counts.push((r, n));
+                    }
+                    Ok(counts)
                 }
-                Ok(counts)
+                .in_current_span(),
+            );
+            async move {
+                task.await.unwrap_or_else(|e| {
+                    Err(AttemptError::Failed(SnapshotError::Task(e.to_string())))
+                })
             }
         })
         .buffer_unordered(opts.threads)
@@ -369,12 +382,18 @@ async fn attempt_snapshot(
             }
         }
     }
-    let state = Arc::into_inner(state).ok_or(SnapshotError::WriterGone)?;
     if let Some(e) = first_error {
         drop(state); // closes the channel: the writer stops without a tag
-        let _ = writer.await;
+        let writer_result = writer.await;
+        // Listers see only a closed channel when the writer failed: report its error.
+        if let (AttemptError::Failed(SnapshotError::WriterGone), Ok(Err(writer_error))) =
+            (&e, writer_result)
+        {
+            return Err(AttemptError::Failed(writer_error));
+        }
         return Err(e);
     }
+    let state = Arc::into_inner(state).ok_or(SnapshotError::WriterGone)?;
 
     counts.sort_by(|(a, _), (b, _)| {
         (a.group.as_str(), a.version.as_str(), a.resource.as_str()).cmp(&(
@@ -486,19 +505,21 @@ async fn list_resource(
     let mut token: Option<String> = None;
     let mut count = 0u64;
     loop {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        query.append_pair("limit", &state.page_size.to_string());
-        match &token {
-            Some(t) => {
-                query.append_pair("continue", t);
+        let path = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("limit", &state.page_size.to_string());
+            match &token {
+                Some(t) => {
+                    query.append_pair("continue", t);
+                }
+                None if exact => {
+                    query.append_pair("resourceVersion", &state.rv);
+                    query.append_pair("resourceVersionMatch", "Exact");
+                }
+                None => {}
             }
-            None if exact => {
-                query.append_pair("resourceVersion", &state.rv);
-                query.append_pair("resourceVersionMatch", "Exact");
-            }
-            None => {}
-        }
-        let path = format!("{collection}?{}", query.finish());
+            format!("{collection}?{}", query.finish())
+        };
         let bytes = match cluster
             .request_bytes(http::Method::GET, &path, None, None)
             .await

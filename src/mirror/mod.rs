@@ -243,24 +243,48 @@ impl Mirror {
         if git_dir.join("HEAD").exists() || git_dir.join("objects").exists() {
             return Self::open(git_dir);
         }
-        io_ctx(std::fs::create_dir_all(git_dir), || {
-            format!("creating mirror directory {}", git_dir.display())
-        })?;
-        let is_empty = io_ctx(std::fs::read_dir(git_dir), || {
-            format!("reading mirror directory {}", git_dir.display())
-        })?
-        .next()
-        .is_none();
-        if !is_empty {
-            return Err(MirrorError::NotARepository {
-                path: git_dir.to_owned(),
-                reason: "the directory exists, is not empty and is not a git repository".into(),
-            });
+        if git_dir.exists() {
+            let is_empty = io_ctx(std::fs::read_dir(git_dir), || {
+                format!("reading mirror directory {}", git_dir.display())
+            })?
+            .next()
+            .is_none();
+            if !is_empty {
+                return Err(MirrorError::NotARepository {
+                    path: git_dir.to_owned(),
+                    reason: "the directory exists, is not empty and is not a git repository".into(),
+                });
+            }
         }
-        let repo = Repository::init_bare(git_dir)
+        // Initialise beside the target and rename into place, so processes racing to create
+        // the mirror never see (or make) a half-initialised repository: one rename wins, the
+        // others open the winner's.
+        let parent = git_dir.parent().unwrap_or(Path::new("."));
+        io_ctx(std::fs::create_dir_all(parent), || {
+            format!("creating mirror directory {}", parent.display())
+        })?;
+        let staging = io_ctx(
+            tempfile::Builder::new()
+                .prefix(".mirror-init-")
+                .tempdir_in(parent),
+            || format!("creating a temporary directory in {}", parent.display()),
+        )?;
+        let repo_dir = staging.path().join("mirror.git");
+        Repository::init_bare(&repo_dir)
             .ctx(|| format!("initializing bare mirror at {}", git_dir.display()))?;
-        tracing::info!(git_dir = %git_dir.display(), "initialized git mirror");
-        Ok(Self::from_repo(repo, git_dir))
+        // An empty directory left by an earlier run is replaced (rename onto an empty dir
+        // succeeds on Unix); a non-empty one means another process won.
+        match std::fs::rename(&repo_dir, git_dir) {
+            Ok(()) => tracing::info!(git_dir = %git_dir.display(), "initialized git mirror"),
+            Err(_) if git_dir.join("HEAD").exists() => {}
+            Err(e) => {
+                return Err(MirrorError::Io {
+                    context: format!("creating mirror {}", git_dir.display()),
+                    source: e,
+                });
+            }
+        }
+        Self::open(git_dir)
     }
 
     /// Opens an existing bare repository; a clear error if it is missing or not a repository.

@@ -112,7 +112,7 @@ impl Mirror {
 /// Writes `bytes` as an object of `kind` unless the odb already has it.
 /// Returns the id and whether it was new.
 pub(super) fn write_object(odb: &Odb<'_>, kind: ObjectType, bytes: &[u8]) -> Result<(Oid, bool)> {
-    let oid = Oid::hash_object(kind, bytes).ctx(|| format!("hashing a {kind} object"))?;
+    let oid = super::pack::object_id(kind, bytes)?;
     if odb.exists_ext(oid, OdbLookupFlags::NO_REFRESH) {
         return Ok((oid, false));
     }
@@ -251,7 +251,7 @@ impl SnapshotWriter<'_> {
         }
 
         // All objects are durable in objects/pack before the tag can appear.
-        self.pack.commit(&self.odb)?;
+        self.pack.commit()?;
         self.odb
             .refresh()
             .ctx(|| "refreshing the object database after writing a pack".into())?;

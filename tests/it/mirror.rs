@@ -274,6 +274,24 @@ fn refs_commit_shape_and_plain_git_browsing() {
         !fsck.contains("error") && !fsck.contains("warning"),
         "{fsck}"
     );
+    // The packs and the indexes the writer made itself are what git expects.
+    let packs: Vec<_> = std::fs::read_dir(fx.git_dir().join("objects/pack"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .collect();
+    assert!(!packs.is_empty());
+    for idx in packs {
+        let out = fx.git_ok(&["verify-pack", "-v", idx.to_str().unwrap()]);
+        assert!(out.contains(" blob "), "{out}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(fx.git_dir().join("objects/pack"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
