@@ -14,3 +14,4 @@ pub mod snapshot;
 pub mod store;
 pub mod tree;
 pub mod watch;
+
