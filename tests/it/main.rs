@@ -5,3 +5,5 @@ mod snapshot;
 mod snapshot_faults;
 mod support;
 mod tree;
+mod controller;
+mod controller_deploy;
