@@ -14,4 +14,3 @@ pub mod snapshot;
 pub mod store;
 pub mod tree;
 pub mod watch;
-

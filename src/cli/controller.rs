@@ -41,8 +41,12 @@ pub struct ControllerArgs {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub validate_file_info: bool,
     /// Longest time (minutes) to retry a failing snapshot (the original's spelling).
-    #[arg(long = "maxretryelaspsedminutes", visible_alias = "maxretryelapsedminutes",
-          default_value_t = 5, value_name = "MINUTES")]
+    #[arg(
+        long = "maxretryelaspsedminutes",
+        visible_alias = "maxretryelapsedminutes",
+        default_value_t = 5,
+        value_name = "MINUTES"
+    )]
     pub max_retry_minutes: u64,
     /// Longest time (seconds) to retry a failing snapshot; wins over the minutes flag.
     #[arg(long = "maxretryelapsedsec", value_name = "SECONDS")]

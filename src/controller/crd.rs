@@ -8,6 +8,9 @@
 //! RestoreStatus}` as the single source of truth for those shapes.
 //! Must not touch: the cluster, the mirror, the store.
 
+// Several `printcolumn(type_ = ..)` items are not duplicates (clippy misreads the derive).
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -64,8 +67,16 @@ impl SecretKeyRef {
     derive = "PartialEq",
     derive = "Default",
     doc = "A snapshot of every resource of a cluster, kept in the controller's mirror and object store.",
-    printcolumn(name = "ClusterName", type_ = "string", json_path = ".spec.clusterName"),
-    printcolumn(name = "BackupDate", type_ = "string", json_path = ".status.snapshotTimestamp"),
+    printcolumn(
+        name = "ClusterName",
+        type_ = "string",
+        json_path = ".spec.clusterName"
+    ),
+    printcolumn(
+        name = "BackupDate",
+        type_ = "string",
+        json_path = ".status.snapshotTimestamp"
+    ),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase")
 )]
 #[serde(rename_all = "camelCase")]
@@ -134,12 +145,28 @@ pub struct SnapshotStatus {
     doc = "A create-only restore of a snapshot onto a cluster.",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
     printcolumn(name = "Snapshot", type_ = "string", json_path = ".spec.backupName"),
-    printcolumn(name = "Timestamp", type_ = "string", json_path = ".status.restoreTimestamp"),
-    printcolumn(name = "RV", type_ = "string", json_path = ".status.restoreResourceVersion"),
-    printcolumn(name = "Excluded", type_ = "integer", json_path = ".status.numExcluded"),
+    printcolumn(
+        name = "Timestamp",
+        type_ = "string",
+        json_path = ".status.restoreTimestamp"
+    ),
+    printcolumn(
+        name = "RV",
+        type_ = "string",
+        json_path = ".status.restoreResourceVersion"
+    ),
+    printcolumn(
+        name = "Excluded",
+        type_ = "integer",
+        json_path = ".status.numExcluded"
+    ),
     printcolumn(name = "Created", type_ = "integer", json_path = ".status.numCreated"),
     printcolumn(name = "Updated", type_ = "integer", json_path = ".status.numUpdated"),
-    printcolumn(name = "Exist", type_ = "integer", json_path = ".status.numAlreadyExisted"),
+    printcolumn(
+        name = "Exist",
+        type_ = "integer",
+        json_path = ".status.numAlreadyExisted"
+    ),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.numFailed"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase")
 )]
@@ -201,7 +228,9 @@ pub struct RestorePreferenceCrSpec {
 }
 
 /// Where snapshots are stored (the original `ObjectstoreConfig`).
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "clustersnapshot.rywt.io",
     version = "v1alpha1",
@@ -256,11 +285,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             else {
                 continue;
             };
-            if let Some(spec) = schema
-                .properties
-                .as_mut()
-                .and_then(|p| p.get_mut("spec"))
-            {
+            if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
                 spec.x_kubernetes_preserve_unknown_fields = Some(true);
                 spec.additional_properties = None;
             }
@@ -354,13 +379,26 @@ mod tests {
     fn crds_keep_unknown_spec_fields_and_declare_status() {
         for crd in crds() {
             let v = &crd.spec.versions[0];
-            let schema = v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+            let schema = v
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap();
             let spec = &schema.properties.as_ref().unwrap()["spec"];
             assert_eq!(spec.x_kubernetes_preserve_unknown_fields, Some(true));
             assert_eq!(crd.spec.scope, "Namespaced");
         }
         let snap = Snapshot::crd();
-        assert!(snap.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+        assert!(
+            snap.spec.versions[0]
+                .subresources
+                .as_ref()
+                .unwrap()
+                .status
+                .is_some()
+        );
         let cols: Vec<String> = snap.spec.versions[0]
             .additional_printer_columns
             .as_ref()

@@ -144,7 +144,11 @@ impl LeaderElector {
     async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
         let now = jiff::Timestamp::now();
         let seconds = i32::try_from(self.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
-        let existing = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))?;
+        let existing = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?;
         let Some(mut lease) = existing else {
             let lease = Lease {
                 metadata: ObjectMeta {

@@ -163,7 +163,9 @@ pub async fn management_config(opts: &ControllerOptions) -> Result<kube::Config,
             })?;
             kube::Config::from_custom_kubeconfig(kc, &kc_opts)
                 .await
-                .map_err(|e| ControllerError::Config(format!("kubeconfig {}: {e}", path.display())))?
+                .map_err(|e| {
+                    ControllerError::Config(format!("kubeconfig {}: {e}", path.display()))
+                })?
         }
         None => kube::Config::infer()
             .await
@@ -240,7 +242,9 @@ pub async fn run(
                 e,
             )
         })?;
-    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let ctx = Arc::new(Context {
         client: client.clone(),

@@ -42,6 +42,33 @@ pub fn reconcile(
 
 async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
+    // kube's finalizer adds itself with a JSON patch whose `test` of an absent
+    // `/metadata/finalizers` the emulator rejects (a real API server accepts it): add ours
+    // with an optimistic merge patch first; kube's helper then only removes it on deletion.
+    let mut obj = obj;
+    if obj.metadata.deletion_timestamp.is_none()
+        && !obj
+            .finalizers()
+            .iter()
+            .any(|f| f == crd::SNAPSHOT_FINALIZER)
+    {
+        let mut finalizers = obj.finalizers().to_vec();
+        finalizers.push(crd::SNAPSHOT_FINALIZER.to_string());
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": obj.resource_version(),
+                "finalizers": finalizers,
+            }
+        });
+        let name = obj.name_any();
+        let updated = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| {
+                ControllerError::kube(format!("adding the finalizer to snapshot {name}"), e)
+            })?;
+        obj = Arc::new(updated);
+    }
     let inner = api.clone();
     let handle = move |event: Event<Snapshot>| -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
         match event {
@@ -50,8 +77,8 @@ async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action
         }
     };
     finalizer::finalizer(&api, crd::SNAPSHOT_FINALIZER, obj, handle)
-    .await
-    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+        .await
+        .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
 /// Retries API failures with a growing delay (the CR's status holds run failures).
@@ -217,7 +244,9 @@ async fn expire(
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
-                return Err(ControllerError::kube(format!("deleting expired snapshot {name}"), e).into());
+                return Err(
+                    ControllerError::kube(format!("deleting expired snapshot {name}"), e).into(),
+                );
             }
         }
         return Ok(Action::await_change());
@@ -264,11 +293,31 @@ async fn run(
                 );
             }
             status.contents = contents;
-            let msg = format!("{} objects at resourceVersion {}", s.number_of_contents, s.snapshot_resource_version);
-            set_condition(&mut status.conditions, condition::SUCCEEDED, true, "Completed", &msg, generation);
-            set_condition(&mut status.conditions, condition::READY, true, "Completed", &msg, generation);
-            ctx.metrics
-                .snapshot_finished(true, started.elapsed().as_secs_f64(), s.number_of_contents);
+            let msg = format!(
+                "{} objects at resourceVersion {}",
+                s.number_of_contents, s.snapshot_resource_version
+            );
+            set_condition(
+                &mut status.conditions,
+                condition::SUCCEEDED,
+                true,
+                "Completed",
+                &msg,
+                generation,
+            );
+            set_condition(
+                &mut status.conditions,
+                condition::READY,
+                true,
+                "Completed",
+                &msg,
+                generation,
+            );
+            ctx.metrics.snapshot_finished(
+                true,
+                started.elapsed().as_secs_f64(),
+                s.number_of_contents,
+            );
             tracing::info!(snapshot = %name, objects = s.number_of_contents, "snapshot completed");
         }
         Err(reason) => {
@@ -306,9 +355,13 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
 
 async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, (String, bool)> {
     let spec = &obj.spec;
-    let cluster = target::cluster(ctx, spec.kubeconfig.as_deref(), spec.kubeconfig_secret_ref.as_ref())
-        .await
-        .map_err(|e| (e.to_string(), e.is_transient()))?;
+    let cluster = target::cluster(
+        ctx,
+        spec.kubeconfig.as_deref(),
+        spec.kubeconfig_secret_ref.as_ref(),
+    )
+    .await
+    .map_err(|e| (e.to_string(), e.is_transient()))?;
     let store = match spec.objectstore_config.as_deref().filter(|s| !s.is_empty()) {
         Some(c) => Some(
             target::store(ctx, c)
@@ -387,13 +440,15 @@ pub async fn store_jobs(ctx: Arc<Context>) {
                                 continue;
                             }
                         };
-                        if first && ctx.options.restore_snapshots
+                        if first
+                            && ctx.options.restore_snapshots
                             && let Err(e) = work::stored_snapshots(&target).await
                         {
                             tracing::warn!(config = %name, "restoresnapshots skipped: {e}");
                         }
                         if ctx.options.housekeep_store
-                            && let Err(e) = work::housekeep_store(&target, ctx.options.validate_file_info).await
+                            && let Err(e) =
+                                work::housekeep_store(&target, ctx.options.validate_file_info).await
                         {
                             tracing::warn!(config = %name, "housekeepstore skipped: {e}");
                         }

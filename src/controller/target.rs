@@ -8,9 +8,9 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
+use super::Context;
 use super::crd::{ObjectstoreConfig, SecretKeyRef};
 use super::work::StoreTarget;
-use super::Context;
 use crate::cluster::{Cluster, ConnectOptions};
 
 /// Why a target could not be resolved; messages never hold credentials.
@@ -29,7 +29,13 @@ pub enum TargetError {
 
 impl TargetError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, TargetError::Api { transient: true, .. })
+        matches!(
+            self,
+            TargetError::Api {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -152,10 +158,14 @@ mod tests {
 
     #[test]
     fn redacts_credentials() {
-        let kc = "users:\n- name: u\n  user:\n    token: s3cr3t-token\n    password: \"hunter22\"\n";
+        let kc =
+            "users:\n- name: u\n  user:\n    token: s3cr3t-token\n    password: \"hunter22\"\n";
         let msg = "bad: token s3cr3t-token and hunter22 for https://x";
         let r = redact(msg, kc);
-        assert!(!r.contains("s3cr3t-token") && !r.contains("hunter22"), "{r}");
+        assert!(
+            !r.contains("s3cr3t-token") && !r.contains("hunter22"),
+            "{r}"
+        );
         assert!(r.contains("https://x"));
     }
 }

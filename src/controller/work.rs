@@ -126,10 +126,13 @@ pub async fn has_local_snapshot(git_dir: &Path, name: &str) -> Result<bool, Work
     let dir = git_dir.to_path_buf();
     let name = name.to_string();
     blocking(move || match Mirror::open(&dir) {
-        Ok(m) => m.snapshot(&name).map(|s| s.is_some()).map_err(|e| WorkError::Mirror {
-            path: dir.clone(),
-            message: e.to_string(),
-        }),
+        Ok(m) => m
+            .snapshot(&name)
+            .map(|s| s.is_some())
+            .map_err(|e| WorkError::Mirror {
+                path: dir.clone(),
+                message: e.to_string(),
+            }),
         Err(_) => Ok(false),
     })
     .await
@@ -218,7 +221,9 @@ pub struct RestoreJob<'a> {
 /// SEAM (issue 6): plan and apply a restore; returns the status in the original shape
 /// (lists uncapped; the reconciler caps them).
 pub async fn run_restore(_job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
-    Err(WorkError::NotIntegrated("restore engine not integrated yet"))
+    Err(WorkError::NotIntegrated(
+        "restore engine not integrated yet",
+    ))
 }
 
 /// SEAM (issue 5, `--restoresnapshots`): the snapshots listed in a store's manifest, to
@@ -247,4 +252,3 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| WorkError::Join(e.to_string()))?
 }
-

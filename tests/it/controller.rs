@@ -1,12 +1,10 @@
 //! The CRD-driven controller end to end: CRDs applied with the real kubectl to a management
-//! emulator, the `k8s-snap controller` binary run as real processes against it, Snapshot and
+//! emulator, the controller run in-process from `k8s-snap controller` flags against it, Snapshot and
 //! Restore resources driven through their lifecycle, and a standby replica taking over.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -33,7 +31,10 @@ fn deploy_crd_yaml_matches_the_generated_crds() {
         generated == on_disk,
         "deploy/crd.yaml is out of date with the Rust CRD types; regenerate it with\n    cargo run -q -- crd > deploy/crd.yaml"
     );
-    assert_eq!(generated.matches("kind: CustomResourceDefinition").count(), 4);
+    assert_eq!(
+        generated.matches("kind: CustomResourceDefinition").count(),
+        4
+    );
 }
 
 /// The management cluster: an emulator without a token (kubectl sends no credentials over
@@ -76,18 +77,22 @@ impl Management {
             "objectstoreconfigs",
         ] {
             let full = format!("{name}.clustersnapshot.rywt.io");
-            wait_for(Duration::from_secs(10), &format!("{full} Established"), || {
-                let crds = crds.clone();
-                let full = full.clone();
-                async move {
-                    let crd = crds.get(&full).await.ok()?;
-                    crd.status?
-                        .conditions?
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                        .then_some(())
-                }
-            })
+            wait_for(
+                Duration::from_secs(10),
+                &format!("{full} Established"),
+                || {
+                    let crds = crds.clone();
+                    let full = full.clone();
+                    async move {
+                        let crd = crds.get(&full).await.ok()?;
+                        crd.status?
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                            .then_some(())
+                    }
+                },
+            )
             .await;
         }
         let namespaces: Api<Namespace> = Api::all(client);
@@ -134,78 +139,75 @@ impl Management {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Starts `k8s-snap controller` with short lease and retry times.
-    fn controller(&self, identity: &str) -> ControllerProcess {
+    /// Starts the controller in-process, from the same flags `k8s-snap controller` takes,
+    /// with short lease and retry times. (In-process, not the binary: parallel worktrees share
+    /// one target directory, so the binary on disk may belong to another branch.)
+    async fn controller(&self, identity: &str) -> ControllerTask {
+        use clap::Parser;
         let data = self.dir.path().join(format!("data-{identity}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_k8s-snap"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "controller",
-                "--namespace",
-                NS,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--lease-duration",
-                "2s",
-                "--maxretryelapsedsec",
-                "3",
-                "--housekeepstore=false",
-                "--restoresnapshots=false",
-                "--identity",
-                identity,
-            ])
-            .env("RUST_LOG", "info")
-            .env_remove("KUBECONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("k8s-snap controller starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.strip_prefix("metrics listening on http://") {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a.parse().expect("a socket address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "controller did not start; log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
+        let cli = k8s_snap::cli::Cli::try_parse_from([
+            "k8s-snap",
+            "--kubeconfig",
+            self.kubeconfig.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "controller",
+            "--namespace",
+            NS,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--lease-duration",
+            "2s",
+            "--maxretryelapsedsec",
+            "3",
+            "--housekeepstore=false",
+            "--restoresnapshots",
+            "false",
+            "--identity",
+            identity,
+        ])
+        .expect("controller flags parse");
+        let k8s_snap::cli::Command::Controller(args) = cli.command else {
+            panic!("not the controller command");
         };
-        ControllerProcess {
-            child,
-            metrics: addr,
-            log,
+        let opts = k8s_snap::cli::controller::options(&cli.global, args).unwrap();
+        assert!(!opts.restore_snapshots && !opts.housekeep_store);
+        assert_eq!(opts.max_retry_elapsed, Duration::from_secs(3));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let handle = tokio::spawn(k8s_snap::controller::run(
+            opts,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+        ));
+        let metrics = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+            .await
+            .expect("controller starts")
+            .expect("controller reports its address");
+        ControllerTask {
+            handle,
+            metrics,
+            _stop: stop_tx,
+            data,
         }
     }
 }
 
-struct ControllerProcess {
-    child: Child,
+struct ControllerTask {
+    handle: tokio::task::JoinHandle<Result<(), k8s_snap::controller::ControllerError>>,
     metrics: SocketAddr,
-    log: Arc<Mutex<String>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    data: PathBuf,
 }
 
-impl ControllerProcess {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+impl ControllerTask {
+    /// Stops the controller abruptly, as a crashed process would (the Lease is not released).
+    fn kill(&self) {
+        self.handle.abort();
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
@@ -228,10 +230,9 @@ impl ControllerProcess {
     }
 }
 
-impl Drop for ControllerProcess {
+impl Drop for ControllerTask {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.handle.abort();
     }
 }
 
@@ -278,9 +279,22 @@ async fn snapshot_and_restore_lifecycle() {
         .start()
         .await
         .unwrap();
-    let ctl = mgmt.controller("solo");
     let snaps = mgmt.snapshots().await;
     let pp = PostParams::default();
+    // A snapshot a controller was taking when it died.
+    snaps
+        .create(&pp, &snapshot("orphaned", SnapshotSpec::default()))
+        .await
+        .unwrap();
+    snaps
+        .patch_status(
+            "orphaned",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "InProgress"}})),
+        )
+        .await
+        .unwrap();
+    let ctl = mgmt.controller("solo").await;
 
     // A Snapshot of source A through an inline kubeconfig.
     let kubeconfig = source.kubeconfig_yaml("cluster-a");
@@ -331,7 +345,7 @@ async fn snapshot_and_restore_lifecycle() {
 
     let done = phase_of(&snaps, "cluster-a-001", &["Completed", "Failed"]).await;
     let st = done.status.clone().unwrap();
-    assert_eq!(st.phase, "Completed", "reason: {} log:\n{}", st.reason, ctl.log());
+    assert_eq!(st.phase, "Completed", "reason: {}", st.reason);
     assert!(st.number_of_contents > 0);
     assert_eq!(
         st.contents.as_ref().map(Vec::len),
@@ -343,8 +357,15 @@ async fn snapshot_and_restore_lifecycle() {
     assert!(st.snapshot_timestamp.is_some());
     let until = st.available_until.clone().unwrap().0;
     let expected = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(720);
-    assert!((expected.as_second() - until.as_second()).abs() < 120, "{until}");
-    assert!(st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert!(
+        (expected.as_second() - until.as_second()).abs() < 120,
+        "{until}"
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
     assert!(
         done.metadata
             .finalizers
@@ -353,22 +374,65 @@ async fn snapshot_and_restore_lifecycle() {
             .any(|f| f == "clustersnapshot.rywt.io/snapshot-data")
     );
 
+    let git_dir = ctl.data.join("mirror.git");
+    assert!(
+        k8s_snap::controller::work::has_local_snapshot(&git_dir, "cluster-a-001")
+            .await
+            .unwrap()
+    );
+    let orphaned = phase_of(&snaps, "orphaned", &["Completed", "Failed"]).await;
+    assert_eq!(
+        orphaned.status.unwrap().reason,
+        "Controller stopped while taking the snapshot"
+    );
+
     let bad = phase_of(&snaps, "bad-token", &["Completed", "Failed"]).await;
     let bst = bad.status.unwrap();
     assert_eq!(bst.phase, "Failed");
-    assert!(bst.reason.contains("401") || bst.reason.contains("Unauthorized"), "{}", bst.reason);
-    assert!(!bst.reason.contains("wrong-token"), "credential in status: {}", bst.reason);
+    assert!(
+        bst.reason.contains("401") || bst.reason.contains("Unauthorized"),
+        "{}",
+        bst.reason
+    );
+    assert!(
+        !bst.reason.contains("wrong-token"),
+        "credential in status: {}",
+        bst.reason
+    );
     // No retry storm: the status stays put.
-    let rv = snaps.get("bad-token").await.unwrap().metadata.resource_version;
+    let rv = snaps
+        .get("bad-token")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(snaps.get("bad-token").await.unwrap().metadata.resource_version, rv);
+    assert_eq!(
+        snaps
+            .get("bad-token")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        rv
+    );
 
     let past = phase_of(&snaps, "in-the-past", &["Completed", "Failed"]).await;
-    assert_eq!(past.status.unwrap().reason, "AvailableUntil is set as past.");
+    assert_eq!(
+        past.status.unwrap().reason,
+        "AvailableUntil is set as past."
+    );
 
     // Everything the controller wrote is credential-free.
     let all = serde_json::to_string(&snaps.list(&Default::default()).await.unwrap().items).unwrap();
-    let statuses: Vec<_> = snaps.list(&Default::default()).await.unwrap().items.into_iter().map(|s| s.status).collect();
+    let statuses: Vec<_> = snaps
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.status)
+        .collect();
     let statuses = serde_json::to_string(&statuses).unwrap();
     assert!(!statuses.contains("source-secret-token") && !statuses.contains("wrong-token"));
     assert!(all.contains("cluster-a-001"));
@@ -402,14 +466,20 @@ async fn snapshot_and_restore_lifecycle() {
             wait_for(Duration::from_secs(20), name, || async {
                 let r = restores.get(name).await.ok()?;
                 let s = r.status?;
-                (s.restore.phase == "Failed" || s.restore.phase == "Completed")
-                    .then_some((s.restore.phase, s.restore.reason, s.restore.preserve_until))
+                (s.restore.phase == "Failed" || s.restore.phase == "Completed").then_some((
+                    s.restore.phase,
+                    s.restore.reason,
+                    s.restore.preserve_until,
+                ))
             })
             .await
         }
     };
     let (p, reason, _) = reason_of("r-missing").await;
-    assert_eq!((p.as_str(), reason.as_str()), ("Failed", "Snapshot file not found"));
+    assert_eq!(
+        (p.as_str(), reason.as_str()),
+        ("Failed", "Snapshot file not found")
+    );
     let (_, reason, _) = reason_of("r-failed-snap").await;
     assert_eq!(reason, "Snapshot data is not in status 'Completed'");
     let (p, reason, preserve) = reason_of("r-ok").await;
@@ -442,31 +512,41 @@ async fn snapshot_and_restore_lifecycle() {
     .await;
 
     // Deleting a snapshot removes it from the controller's mirror.
-    snaps.delete("cluster-a-001", &DeleteParams::default()).await.unwrap();
+    snaps
+        .delete("cluster-a-001", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_for(Duration::from_secs(15), "cluster-a-001 deleted", || async {
         matches!(snaps.get_opt("cluster-a-001").await, Ok(None)).then_some(())
     })
     .await;
-    let list = Command::new(env!("CARGO_BIN_EXE_k8s-snap"))
-        .arg("--data-dir")
-        .arg(mgmt.dir.path().join("data-solo"))
-        .args(["list", "-o", "json"])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(!listed.contains("cluster-a-001") && !listed.contains("short-lived"), "{listed}");
+    for gone in ["cluster-a-001", "short-lived"] {
+        assert!(
+            !k8s_snap::controller::work::has_local_snapshot(&git_dir, gone)
+                .await
+                .unwrap(),
+            "{gone} still in the mirror"
+        );
+    }
 
     // Probes and metrics.
     assert_eq!(ctl.get("/healthz").await.0, 200);
     assert_eq!(ctl.get("/readyz").await.0, 200);
     let (code, metrics) = ctl.get("/metrics").await;
     assert_eq!(code, 200);
-    assert!(metrics.contains("k8s_snap_snapshots_total{result=\"completed\"} 2"), "{metrics}");
-    assert!(metrics.contains("k8s_snap_snapshots_total{result=\"failed\"} 1"), "{metrics}");
-    assert!(metrics.contains("k8s_snap_restores_total{result=\"failed\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("k8s_snap_snapshots_total{result=\"completed\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("k8s_snap_snapshots_total{result=\"failed\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("k8s_snap_restores_total{result=\"failed\"} 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("k8s_snap_leader 1"), "{metrics}");
-    let log = ctl.log();
-    assert!(!log.contains("source-secret-token") && !log.contains("wrong-token"), "credential in log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,19 +566,18 @@ async fn standby_replica_takes_over() {
             .flatten()
             .and_then(|l| l.spec?.holder_identity)
     };
-    let mut first = mgmt.controller("first");
+    let first = mgmt.controller("first").await;
     wait_for(Duration::from_secs(10), "first leads", || async {
         (holder().await.as_deref() == Some("first")).then_some(())
     })
     .await;
-    let second = mgmt.controller("second");
+    let second = mgmt.controller("second").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(holder().await.as_deref(), Some("first"));
     assert!(second.get("/metrics").await.1.contains("k8s_snap_leader 0"));
 
     // The leader dies without releasing the lease.
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
+    first.kill();
     let snaps = mgmt.snapshots().await;
     snaps
         .create(
@@ -515,6 +594,6 @@ async fn standby_replica_takes_over() {
         .await
         .unwrap();
     let s = phase_of(&snaps, "after-failover", &["Completed", "Failed"]).await;
-    assert_eq!(s.status.unwrap().phase, "Completed", "log:\n{}", second.log());
+    assert_eq!(s.status.unwrap().phase, "Completed");
     assert_eq!(holder().await.as_deref(), Some("second"));
 }

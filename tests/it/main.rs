@@ -1,9 +1,9 @@
 //! The one integration-test binary of k8s-snap: a module per topic.
 
+mod controller;
+mod controller_deploy;
 mod mirror;
 mod snapshot;
 mod snapshot_faults;
 mod support;
 mod tree;
-mod controller;
-mod controller_deploy;
