@@ -597,3 +597,100 @@ async fn standby_replica_takes_over() {
     assert_eq!(s.status.unwrap().phase, "Completed");
     assert_eq!(holder().await.as_deref(), Some("second"));
 }
+
+/// The original project's manifests (with a field this version does not know) and the deploy/
+/// samples apply with kubectl and read back through the typed API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_manifests_apply_with_kubectl() {
+    let mgmt = Management::start().await;
+    let original = mgmt.dir.path().join("original.yaml");
+    std::fs::write(
+        &original,
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Snapshot\nmetadata:\n  name: cluster01-001\n  namespace: k8s-snap\nspec:\n  clusterName: cluster01\n  kubeconfig: |\n    apiVersion: v1\n    kind: Config\n  ttl: 720h\n  availableUntil: 2020-07-01T02:03:04Z\n  someFutureField: kept\n---\napiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nmetadata:\n  name: cluster02-cluster01-001-001\n  namespace: k8s-snap\nspec:\n  clusterName: cluster02\n  backupName: cluster01-001\n  restorePreferenceName: exclude-kube-system\n  ttl: 168h\n  availableUntil: 2020-07-01T01:02:03Z\n---\napiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: RestorePreference\nmetadata:\n  name: original-pref\n  namespace: k8s-snap\nspec:\n  excludeNamespaces: [kube-system]\n  restoreOptions: [overwriteExisting]\n",
+    )
+    .unwrap();
+    for f in [
+        original.to_str().unwrap().to_string(),
+        repo_file("deploy/cloud-credential.yaml")
+            .display()
+            .to_string(),
+        repo_file("deploy/objectstore-config.yaml")
+            .display()
+            .to_string(),
+        repo_file("deploy/preference.yaml").display().to_string(),
+        repo_file("deploy/samples").display().to_string(),
+    ] {
+        mgmt.kubectl(&["apply", "-f", &f]);
+    }
+    let client = mgmt.emu.client().await;
+    let s = mgmt.snapshots().await.get("cluster01-001").await.unwrap();
+    assert_eq!(s.spec.cluster_name, "cluster01");
+    assert_eq!(s.spec.ttl.as_deref(), Some("720h"));
+    let r = mgmt
+        .restores()
+        .await
+        .get("cluster02-cluster01-001-001")
+        .await
+        .unwrap();
+    assert_eq!(r.spec.backup_name, "cluster01-001");
+    let prefs: Api<k8s_snap::controller::RestorePreference> = Api::namespaced(client.clone(), NS);
+    assert_eq!(
+        prefs
+            .get("original-pref")
+            .await
+            .unwrap()
+            .spec
+            .preference
+            .exclude_namespaces,
+        ["kube-system"]
+    );
+    assert!(
+        !prefs
+            .get("exclude-kube-system")
+            .await
+            .unwrap()
+            .spec
+            .preference
+            .restore_app_api_pathes
+            .is_empty()
+    );
+    let stores: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client.clone(), NS);
+    let cfg = stores.get("k8s-snap-ap-northeast-1").await.unwrap();
+    assert_eq!(cfg.spec.cloud_credential_secret, "k8s-snap-ap-northeast-1");
+    let listed = mgmt.kubectl(&["get", "snapshots,restores", "-n", NS]);
+    assert!(
+        listed.contains("cluster01-001") && listed.contains("self-001"),
+        "{listed}"
+    );
+    // The stored CRD carries the original printer columns (the emulator itself prints
+    // NAME/AGE only; a real API server prints these).
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let cols = |crd: CustomResourceDefinition| -> Vec<String> {
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.name.to_uppercase())
+            .collect()
+    };
+    assert_eq!(
+        cols(crds.get("snapshots.clustersnapshot.rywt.io").await.unwrap()),
+        ["CLUSTERNAME", "BACKUPDATE", "STATUS"]
+    );
+    assert_eq!(
+        cols(crds.get("restores.clustersnapshot.rywt.io").await.unwrap()),
+        [
+            "CLUSTER",
+            "SNAPSHOT",
+            "TIMESTAMP",
+            "RV",
+            "EXCLUDED",
+            "CREATED",
+            "UPDATED",
+            "EXIST",
+            "FAILED",
+            "STATUS"
+        ]
+    );
+}
