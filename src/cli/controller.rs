@@ -144,3 +144,128 @@ pub fn crd(out: &mut dyn Write) -> anyhow::Result<i32> {
     out.write_all(controller::crds_yaml()?.as_bytes())?;
     Ok(super::exit::OK)
 }
+
+/// The original controller's flag names, which Go also accepts with one dash.
+const GO_FLAGS: &[&str] = &[
+    "kubeconfig",
+    "master",
+    "namespace",
+    "backupthreads",
+    "snapshotthreads",
+    "restorethreads",
+    "housekeepstore",
+    "restoresnapshots",
+    "validatefileinfo",
+    "maxretryelaspsedminutes",
+    "maxretryelapsedsec",
+    "createbucket",
+    "insecure",
+];
+
+/// Rewrites Go-style single-dash long flags of the original controller (`-namespace=x`,
+/// `-backupthreads 3`) to `--` when the command is `controller`; other arguments unchanged.
+pub fn go_style_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if !args.iter().skip(1).any(|a| a == "controller") {
+        return args;
+    }
+    args.into_iter()
+        .map(|a| {
+            let Some(s) = a.to_str() else { return a };
+            let Some(rest) = s.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
+                return a;
+            };
+            let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+            if GO_FLAGS.contains(&name) {
+                format!("-{s}").into()
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> ControllerOptions {
+        let argv = go_style_args(args.iter().map(std::ffi::OsString::from));
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Controller(c) = cli.command else {
+            panic!("not controller")
+        };
+        options(&cli.global, c).unwrap()
+    }
+
+    #[test]
+    fn original_flags_and_defaults() {
+        let o = parse(&["k8s-snap", "--data-dir", "/d", "controller"]);
+        assert_eq!(o.namespace, "k8s-snap");
+        assert_eq!((o.snapshot_threads, o.restore_threads), (5, 2));
+        assert!(o.housekeep_store && o.restore_snapshots && o.validate_file_info);
+        assert_eq!(o.max_retry_elapsed, Duration::from_secs(300));
+        assert!(o.leader_election && !o.create_bucket && !o.insecure);
+        assert_eq!(o.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(o.git_dir(), PathBuf::from("/d/mirror.git"));
+
+        let o = parse(&[
+            "k8s-snap",
+            "--data-dir=/d",
+            "controller",
+            "-namespace=backup",
+            "-snapshotthreads",
+            "3",
+            "--restorethreads=1",
+            "-housekeepstore=false",
+            "--restoresnapshots",
+            "false",
+            "--maxretryelaspsedminutes=2",
+            "-createbucket",
+            "--master=https://10.0.0.1:6443",
+        ]);
+        assert_eq!(o.namespace, "backup");
+        assert_eq!((o.snapshot_threads, o.restore_threads), (3, 1));
+        assert!(!o.housekeep_store && !o.restore_snapshots && o.create_bucket);
+        assert_eq!(o.max_retry_elapsed, Duration::from_secs(120));
+        assert_eq!(o.master.as_deref(), Some("https://10.0.0.1:6443"));
+        let o = parse(&[
+            "k8s-snap",
+            "--data-dir=/d",
+            "controller",
+            "--maxretryelaspsedminutes=2",
+            "--maxretryelapsedsec=7",
+        ]);
+        assert_eq!(o.max_retry_elapsed, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn single_dash_rewrite_only_touches_controller_flags() {
+        let v = go_style_args(
+            ["k8s-snap", "-v", "controller", "-namespace=x", "-o", "json"]
+                .iter()
+                .map(std::ffi::OsString::from),
+        );
+        assert_eq!(
+            v,
+            [
+                "k8s-snap",
+                "-v",
+                "controller",
+                "--namespace=x",
+                "-o",
+                "json"
+            ]
+        );
+        let v = go_style_args(
+            ["k8s-snap", "list", "-namespace=x"]
+                .iter()
+                .map(std::ffi::OsString::from),
+        );
+        assert_eq!(v[2], "-namespace=x");
+    }
+}

@@ -105,24 +105,34 @@ pub struct SnapshotSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotStatus {
+    /// `""`, `InQueue`, `InProgress`, `Completed` or `Failed`.
     #[serde(default)]
     pub phase: String,
+    /// Why the snapshot failed (empty otherwise).
     #[serde(default)]
     pub reason: String,
+    /// Name of the snapshotted cluster.
     #[serde(default)]
     pub cluster_name: String,
+    /// The spec's ttl as given.
     #[serde(default)]
     pub ttl: String,
+    /// The Snapshot and its data are deleted at this time.
     pub available_until: Option<Time>,
-    /// Content paths, at most [`STATUS_LIST_MAX`] (see the `Truncated` condition).
+    /// Content paths, at most 1,000 (see the `Truncated` condition); `k8s-snap show` lists all.
     pub contents: Option<Vec<String>>,
+    /// Number of objects in the snapshot (exact, even when `contents` is cut).
     #[serde(default)]
     pub number_of_contents: u64,
+    /// The resourceVersion every object of the snapshot was read at.
     #[serde(default)]
     pub snapshot_resource_version: String,
+    /// When the snapshot was taken (the time of its resourceVersion).
     pub snapshot_timestamp: Option<Time>,
+    /// Bytes pushed to the object store.
     #[serde(default)]
     pub stored_file_size: u64,
+    /// When the snapshot was pushed to the object store.
     pub stored_timestamp: Option<Time>,
     /// The snapshot's git commit in the mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,7 +220,7 @@ pub struct RestoreCrStatus {
 }
 
 /// Spec of the RestorePreference custom resource: exactly
-/// [`RestorePreferenceSpec`]'s fields; unknown fields of users' manifests are ignored.
+/// `crate::restore::RestorePreferenceSpec`; unknown fields of users' manifests are ignored.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "clustersnapshot.rywt.io",
