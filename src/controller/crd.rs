@@ -209,14 +209,46 @@ pub struct RestoreSpec {
 }
 
 /// Status of a Restore: the original shape (`crate::restore::RestoreStatus`) plus
-/// `conditions`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// `conditions`. Reads partial statuses too (missing fields take their defaults), so one odd
+/// object never breaks the controller's watch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreCrStatus {
     #[serde(flatten)]
     pub restore: RestoreStatus,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl<'de> Deserialize<'de> for RestoreCrStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let given = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut merged = match serde_json::to_value(RestoreStatus::default()) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let mut conditions = serde_json::Value::Null;
+        for (k, v) in given {
+            if k == "conditions" {
+                conditions = v;
+            } else if !v.is_null() {
+                merged.insert(k, v);
+            }
+        }
+        let restore = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| D::Error::custom(format!("restore status: {e}")))?;
+        let conditions = if conditions.is_null() {
+            Vec::new()
+        } else {
+            serde_json::from_value(conditions)
+                .map_err(|e| D::Error::custom(format!("restore status conditions: {e}")))?
+        };
+        Ok(RestoreCrStatus {
+            restore,
+            conditions,
+        })
+    }
 }
 
 /// Spec of the RestorePreference custom resource: exactly
@@ -426,6 +458,19 @@ mod tests {
         assert!(v["created"].is_null());
         assert_eq!(v["numCreated"], 0);
         assert!(v.get("conditions").is_none());
+    }
+
+    #[test]
+    fn partial_restore_status_reads() {
+        let s: RestoreCrStatus =
+            serde_json::from_value(serde_json::json!({"phase": "InProgress", "numCreated": 3}))
+                .unwrap();
+        assert_eq!(s.restore.phase, "InProgress");
+        assert_eq!(s.restore.num_created, 3);
+        assert!(s.conditions.is_empty());
+        let back: RestoreCrStatus =
+            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

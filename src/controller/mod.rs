@@ -167,9 +167,14 @@ pub async fn management_config(opts: &ControllerOptions) -> Result<kube::Config,
                     ControllerError::Config(format!("kubeconfig {}: {e}", path.display()))
                 })?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ControllerError::Config(e.to_string()))?,
+        None => match kube::Config::infer().await {
+            Ok(c) => c,
+            // `--master` alone (the original allowed it): an unauthenticated client.
+            Err(_) if opts.master.is_some() => {
+                kube::Config::new(http::Uri::from_static("http://localhost"))
+            }
+            Err(e) => return Err(ControllerError::Config(e.to_string())),
+        },
     };
     if let Some(master) = &opts.master {
         config.cluster_url = master

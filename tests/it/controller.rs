@@ -294,6 +294,24 @@ async fn snapshot_and_restore_lifecycle() {
         )
         .await
         .unwrap();
+    let restores = mgmt.restores().await;
+    let mut r = Restore::new(
+        "r-orphaned",
+        RestoreSpec {
+            backup_name: "whatever".into(),
+            ..Default::default()
+        },
+    );
+    r.metadata.namespace = Some(NS.into());
+    restores.create(&pp, &r).await.unwrap();
+    restores
+        .patch_status(
+            "r-orphaned",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "InProgress"}})),
+        )
+        .await
+        .unwrap();
     let ctl = mgmt.controller("solo").await;
 
     // A Snapshot of source A through an inline kubeconfig.
@@ -443,7 +461,6 @@ async fn snapshot_and_restore_lifecycle() {
 
     // Restores: a missing snapshot, a not-completed one, and one the (not yet integrated)
     // engine must refuse rather than pretend.
-    let restores = mgmt.restores().await;
     for (name, backup) in [
         ("r-missing", "no-such-snapshot"),
         ("r-failed-snap", "bad-token"),
@@ -475,6 +492,11 @@ async fn snapshot_and_restore_lifecycle() {
             .await
         }
     };
+    let (p, reason, _) = reason_of("r-orphaned").await;
+    assert_eq!(
+        (p.as_str(), reason.as_str()),
+        ("Failed", "Controller stopped while restoring the snapshot")
+    );
     let (p, reason, _) = reason_of("r-missing").await;
     assert_eq!(
         (p.as_str(), reason.as_str()),
@@ -543,7 +565,7 @@ async fn snapshot_and_restore_lifecycle() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("k8s_snap_restores_total{result=\"failed\"} 3"),
+        metrics.contains("k8s_snap_restores_total{result=\"failed\"} 4"),
         "{metrics}"
     );
     assert!(metrics.contains("k8s_snap_leader 1"), "{metrics}");
