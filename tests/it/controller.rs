@@ -191,7 +191,7 @@ impl Management {
         ControllerTask {
             handle,
             metrics,
-            _stop: stop_tx,
+            stop: Some(stop_tx),
             data,
         }
     }
@@ -200,11 +200,22 @@ impl Management {
 struct ControllerTask {
     handle: tokio::task::JoinHandle<Result<(), k8s_snap::controller::ControllerError>>,
     metrics: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     data: PathBuf,
 }
 
 impl ControllerTask {
+    /// Stops the controller as SIGTERM does and returns its result.
+    async fn stop(mut self) -> Result<(), k8s_snap::controller::ControllerError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.handle)
+            .await
+            .expect("controller stops")
+            .expect("controller task not aborted")
+    }
+
     /// Stops the controller abruptly, as a crashed process would (the Lease is not released).
     fn kill(&self) {
         self.handle.abort();
@@ -441,6 +452,63 @@ async fn snapshot_and_restore_lifecycle() {
         "AvailableUntil is set as past."
     );
 
+    // A snapshot naming an ObjectstoreConfig: missing config, then the (not yet integrated)
+    // push refuses rather than pretends; the credential never reaches the status.
+    let client = mgmt.emu.client().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let mut secret = k8s_openapi::api::core::v1::Secret::default();
+    secret.metadata.name = Some("store-cred".into());
+    secret.string_data = Some(
+        [
+            ("accesskey", "AKIDSECRETACCESS"),
+            ("secretkey", "SECRETSECRETKEY"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    secrets.create(&pp, &secret).await.unwrap();
+    let stores: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client, NS);
+    let mut cfg = k8s_snap::controller::ObjectstoreConfig::new(
+        "store",
+        k8s_snap::controller::ObjectstoreConfigSpec {
+            region: "us-east-1".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            bucket: "b".into(),
+            cloud_credential_secret: "store-cred".into(),
+            ..Default::default()
+        },
+    );
+    cfg.metadata.namespace = Some(NS.into());
+    stores.create(&pp, &cfg).await.unwrap();
+    for (name, store) in [("to-missing-store", "nope"), ("to-store", "store")] {
+        snaps
+            .create(
+                &pp,
+                &snapshot(
+                    name,
+                    SnapshotSpec {
+                        cluster_name: "cluster-a".into(),
+                        kubeconfig: Some(kubeconfig.clone()),
+                        objectstore_config: Some(store.into()),
+                        ..Default::default()
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let missing = phase_of(&snaps, "to-missing-store", &["Completed", "Failed"]).await;
+    assert_eq!(
+        missing.status.unwrap().reason,
+        "ObjectstoreConfig k8s-snap/nope not found"
+    );
+    let pushed = phase_of(&snaps, "to-store", &["Completed", "Failed"]).await;
+    assert_eq!(
+        pushed.status.unwrap().reason,
+        "object store push not integrated yet"
+    );
+
     // Everything the controller wrote is credential-free.
     let all = serde_json::to_string(&snaps.list(&Default::default()).await.unwrap().items).unwrap();
     let statuses: Vec<_> = snaps
@@ -452,7 +520,14 @@ async fn snapshot_and_restore_lifecycle() {
         .map(|s| s.status)
         .collect();
     let statuses = serde_json::to_string(&statuses).unwrap();
-    assert!(!statuses.contains("source-secret-token") && !statuses.contains("wrong-token"));
+    for secret in [
+        "source-secret-token",
+        "wrong-token",
+        "AKIDSECRETACCESS",
+        "SECRETSECRETKEY",
+    ] {
+        assert!(!statuses.contains(secret), "{secret} in a status");
+    }
     assert!(all.contains("cluster-a-001"));
 
     // kubectl lists them (the emulator prints NAME/AGE only: no server-side tables).
@@ -561,7 +636,7 @@ async fn snapshot_and_restore_lifecycle() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("k8s_snap_snapshots_total{result=\"failed\"} 2"),
+        metrics.contains("k8s_snap_snapshots_total{result=\"failed\"} 4"),
         "{metrics}"
     );
     assert!(
@@ -598,9 +673,30 @@ async fn standby_replica_takes_over() {
     assert_eq!(holder().await.as_deref(), Some("first"));
     assert!(second.get("/metrics").await.1.contains("k8s_snap_leader 0"));
 
-    // The leader dies without releasing the lease.
-    first.kill();
+    // The leader dies without releasing the lease, in the middle of a (slow) snapshot.
+    let slow = Emulator::builder()
+        .fixture(Fixture::Empty)
+        .fault("latency=300ms,times=40".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
     let snaps = mgmt.snapshots().await;
+    snaps
+        .create(
+            &PostParams::default(),
+            &snapshot(
+                "interrupted",
+                SnapshotSpec {
+                    cluster_name: "slow".into(),
+                    kubeconfig: Some(slow.kubeconfig_yaml("slow")),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    phase_of(&snaps, "interrupted", &["InProgress"]).await;
+    first.kill();
     snaps
         .create(
             &PostParams::default(),
@@ -618,6 +714,14 @@ async fn standby_replica_takes_over() {
     let s = phase_of(&snaps, "after-failover", &["Completed", "Failed"]).await;
     assert_eq!(s.status.unwrap().phase, "Completed");
     assert_eq!(holder().await.as_deref(), Some("second"));
+    let interrupted = phase_of(&snaps, "interrupted", &["Completed", "Failed"]).await;
+    assert_eq!(
+        interrupted.status.unwrap().reason,
+        "Controller stopped while taking the snapshot"
+    );
+    // A clean stop releases the Lease at once.
+    second.stop().await.unwrap();
+    assert_eq!(holder().await, None);
 }
 
 /// The original project's manifests (with a field this version does not know) and the deploy/
