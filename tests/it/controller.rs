@@ -540,12 +540,14 @@ async fn snapshot_and_restore_lifecycle() {
         ("r-missing", "no-such-snapshot"),
         ("r-failed-snap", "bad-token"),
         ("r-ok", "cluster-a-001"),
+        ("r-short", "cluster-a-001"),
     ] {
         let mut r = Restore::new(
             name,
             RestoreSpec {
                 cluster_name: "cluster-b".into(),
                 backup_name: backup.into(),
+                ttl: (name == "r-short").then(|| "2s".to_string()),
                 ..Default::default()
             },
         );
@@ -579,6 +581,8 @@ async fn snapshot_and_restore_lifecycle() {
     );
     let (_, reason, _) = reason_of("r-failed-snap").await;
     assert_eq!(reason, "Snapshot data is not in status 'Completed'");
+    let (_, _, preserve_short) = reason_of("r-short").await;
+    assert!(preserve_short.is_some());
     let (p, reason, preserve) = reason_of("r-ok").await;
     assert_eq!(p, "Failed");
     assert_eq!(reason, "restore engine not integrated yet");
@@ -605,6 +609,11 @@ async fn snapshot_and_restore_lifecycle() {
             Ok(None) => Some(()),
             _ => None,
         }
+    })
+    .await;
+
+    wait_for(Duration::from_secs(15), "r-short deleted", || async {
+        matches!(restores.get_opt("r-short").await, Ok(None)).then_some(())
     })
     .await;
 
@@ -640,7 +649,7 @@ async fn snapshot_and_restore_lifecycle() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("k8s_snap_restores_total{result=\"failed\"} 4"),
+        metrics.contains("k8s_snap_restores_total{result=\"failed\"} 5"),
         "{metrics}"
     );
     assert!(metrics.contains("k8s_snap_leader 1"), "{metrics}");
@@ -649,8 +658,9 @@ async fn snapshot_and_restore_lifecycle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_replica_takes_over() {
     let mgmt = Management::start().await;
+    // Over 1,000 objects: the status list is cut, the count is not.
     let source = Emulator::builder()
-        .fixture(Fixture::Empty)
+        .fixture(Fixture::Scale(1100))
         .start()
         .await
         .unwrap();
@@ -712,7 +722,17 @@ async fn standby_replica_takes_over() {
         .await
         .unwrap();
     let s = phase_of(&snaps, "after-failover", &["Completed", "Failed"]).await;
-    assert_eq!(s.status.unwrap().phase, "Completed");
+    let st = s.status.unwrap();
+    assert_eq!(st.phase, "Completed");
+    assert!(st.number_of_contents > 1100, "{}", st.number_of_contents);
+    assert_eq!(st.contents.map(|c| c.len()), Some(1000));
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Truncated" && c.status == "True"),
+        "{:?}",
+        st.conditions
+    );
     assert_eq!(holder().await.as_deref(), Some("second"));
     let interrupted = phase_of(&snaps, "interrupted", &["Completed", "Failed"]).await;
     assert_eq!(
