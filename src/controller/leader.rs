@@ -31,13 +31,16 @@ pub enum LeaderError {
 }
 
 /// One replica's view of the Lease.
-#[derive(Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
     namespace: String,
     name: String,
     identity: String,
     lease_duration: Duration,
+    /// The other holder's last record (holder, renewTime) and when *we* first saw it: expiry
+    /// is judged on our own clock (as client-go does), so clock skew between replicas does
+    /// not matter.
+    observed: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl LeaderElector {
@@ -54,6 +57,7 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             lease_duration,
+            observed: std::sync::Mutex::new(None),
         }
     }
 
@@ -174,11 +178,28 @@ impl LeaderElector {
         let spec = lease.spec.get_or_insert_with(Default::default);
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let holder_free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(t)), Some(d)) => {
-                now.as_millisecond() > t.as_millisecond() + i64::from(d) * 1000
+        let expired = {
+            let record = format!(
+                "{:?}/{:?}",
+                spec.holder_identity,
+                spec.renew_time.as_ref().map(|t| t.0)
+            );
+            let held_for = Duration::from_secs(
+                spec.lease_duration_seconds
+                    .and_then(|d| u64::try_from(d).ok())
+                    .unwrap_or(self.lease_duration.as_secs()),
+            );
+            let mut observed = self
+                .observed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match observed.as_ref() {
+                Some((r, at)) if *r == record => at.elapsed() > held_for,
+                _ => {
+                    *observed = Some((record, tokio::time::Instant::now()));
+                    false
+                }
             }
-            _ => true,
         };
         if !ours && !holder_free && !expired {
             return Ok(false);
