@@ -11,7 +11,8 @@ use k8s_snap::cli::{self, Cli, exit};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = Cli::parse();
+    // Go-style `-namespace=x` flags of the original controller are accepted too.
+    let cli = Cli::parse_from(cli::controller::go_style_args(std::env::args_os()));
     cli::init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,7 @@
 //! `tree` and friends.
 
 mod browse;
+pub mod controller;
 pub mod output;
 mod snapshot;
 
@@ -113,6 +114,11 @@ pub enum Command {
     Delete(browse::DeleteArgs),
     /// Remove expired snapshots and unreachable git objects.
     Gc(browse::GcArgs),
+    /// Print the CustomResourceDefinitions (Snapshot, Restore, RestorePreference,
+    /// ObjectstoreConfig) as YAML.
+    Crd,
+    /// Run the CRD-driven controller (Snapshot and Restore resources).
+    Controller(controller::ControllerArgs),
 }
 
 /// What a command asks `main` to exit with (errors are returned as `Err`).
@@ -127,6 +133,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => browse::diff(&cli.global, args, out),
         Command::Delete(args) => browse::delete(&cli.global, args, out),
         Command::Gc(args) => browse::gc(&cli.global, args, out),
+        Command::Crd => controller::crd(out),
+        Command::Controller(args) => controller::run(&cli.global, args).await,
     }
 }
 

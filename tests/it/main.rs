@@ -1,6 +1,8 @@
 //! The one integration-test binary of k8s-snap: a module per topic.
 
 mod cli;
+mod controller;
+mod controller_deploy;
 mod mirror;
 mod snapshot;
 mod snapshot_faults;

@@ -1,0 +1,171 @@
+//! Prometheus metrics and the `/healthz`, `/readyz`, `/metrics` HTTP endpoints.
+//!
+//! Owns: metric names and the probe semantics (`/healthz`: the process serves; `/readyz`: the
+//! management cluster answered and, on the leader, the controllers run; a standby replica is
+//! ready too, so rolling updates are not blocked by the Lease).
+//! Must not touch: CRs or the mirror.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of a finished run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub snapshots: Family<ResultLabel, Counter>,
+    pub restores: Family<ResultLabel, Counter>,
+    pub snapshot_duration: Histogram,
+    pub restore_duration: Histogram,
+    pub snapshot_objects: Counter,
+    pub restore_objects: Counter,
+    pub leader: Gauge,
+    pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("k8s_snap");
+        let snapshots = Family::<ResultLabel, Counter>::default();
+        let restores = Family::<ResultLabel, Counter>::default();
+        let snapshot_duration = Histogram::new(exponential_buckets(0.1, 2.0, 14));
+        let restore_duration = Histogram::new(exponential_buckets(0.1, 2.0, 14));
+        let snapshot_objects = Counter::default();
+        let restore_objects = Counter::default();
+        let leader = Gauge::default();
+        registry.register(
+            "snapshots",
+            "Snapshot runs finished, by result (completed, failed)",
+            snapshots.clone(),
+        );
+        registry.register(
+            "restores",
+            "Restore runs finished, by result (completed, failed)",
+            restores.clone(),
+        );
+        registry.register(
+            "snapshot_duration_seconds",
+            "Duration of snapshot runs",
+            snapshot_duration.clone(),
+        );
+        registry.register(
+            "restore_duration_seconds",
+            "Duration of restore runs",
+            restore_duration.clone(),
+        );
+        registry.register(
+            "snapshot_objects",
+            "Objects written by completed snapshots",
+            snapshot_objects.clone(),
+        );
+        registry.register(
+            "restore_objects",
+            "Objects created or updated by completed restores",
+            restore_objects.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            snapshots,
+            restores,
+            snapshot_duration,
+            restore_duration,
+            snapshot_objects,
+            restore_objects,
+            leader,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a finished snapshot.
+    pub fn snapshot_finished(&self, ok: bool, seconds: f64, objects: u64) {
+        self.snapshots.get_or_create(&result(ok)).inc();
+        self.snapshot_duration.observe(seconds);
+        self.snapshot_objects.inc_by(objects);
+    }
+
+    /// Counts a finished restore.
+    pub fn restore_finished(&self, ok: bool, seconds: f64, objects: u64) {
+        self.restores.get_or_create(&result(ok)).inc();
+        self.restore_duration.observe(seconds);
+        self.restore_objects.inc_by(objects);
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("encoding metrics failed");
+        }
+        out
+    }
+}
+
+fn result(ok: bool) -> ResultLabel {
+    ResultLabel {
+        result: if ok { "completed" } else { "failed" }.into(),
+    }
+}
+
+/// Serves the probes and metrics on `listener` until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics);
+    axum::serve(listener, app).await
+}
+
+/// Binds the metrics address (`0.0.0.0:8080`; port 0 picks one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn metrics_text(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+}

@@ -1,0 +1,463 @@
+//! The Snapshot reconciler: `""` → `InQueue` → `InProgress` → `Completed`/`Failed`, TTL
+//! expiry (the CR is deleted at `availableUntil`), a finalizer that removes the snapshot's
+//! data, and the store jobs (`--restoresnapshots`, `--housekeepstore`).
+//!
+//! Owns: Snapshot status transitions and messages. Must not touch: the store (through
+//! `work` only), Restore CRs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition};
+use super::work::{self, StoreTarget, WorkError};
+use super::{Context, ControllerError, SNAPSHOT_TTL, messages, target};
+use crate::restore::status::phase;
+use crate::snapshot::SnapshotOptions;
+
+/// Errors of one reconcile (the CR's own failures become status, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error("finalizer: {0}")]
+    Finalizer(Box<finalizer::Error<ReconcileError>>),
+    #[error("cleaning up snapshot {name}: {message}")]
+    Cleanup { name: String, message: String },
+}
+
+/// Reconciles one Snapshot.
+pub fn reconcile(
+    obj: Arc<Snapshot>,
+    ctx: Arc<Context>,
+) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
+    Box::pin(reconcile_inner(obj, ctx))
+}
+
+async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
+    // kube's finalizer adds itself with a JSON patch whose `test` of an absent
+    // `/metadata/finalizers` the emulator rejects (a real API server accepts it): add ours
+    // with an optimistic merge patch first; kube's helper then only removes it on deletion.
+    let mut obj = obj;
+    if obj.metadata.deletion_timestamp.is_none()
+        && !obj
+            .finalizers()
+            .iter()
+            .any(|f| f == crd::SNAPSHOT_FINALIZER)
+    {
+        let mut finalizers = obj.finalizers().to_vec();
+        finalizers.push(crd::SNAPSHOT_FINALIZER.to_string());
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": obj.resource_version(),
+                "finalizers": finalizers,
+            }
+        });
+        let name = obj.name_any();
+        let updated = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| {
+                ControllerError::kube(format!("adding the finalizer to snapshot {name}"), e)
+            })?;
+        obj = Arc::new(updated);
+    }
+    let inner = api.clone();
+    let handle = move |event: Event<Snapshot>| -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
+        match event {
+            Event::Apply(s) => Box::pin(apply(inner, s, ctx)),
+            Event::Cleanup(s) => Box::pin(cleanup(s, ctx)),
+        }
+    };
+    finalizer::finalizer(&api, crd::SNAPSHOT_FINALIZER, obj, handle)
+        .await
+        .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+}
+
+/// Retries API failures with a growing delay (the CR's status holds run failures).
+pub fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(snapshot = %obj.name_any(), "reconcile failed: {err}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// `availableUntil` of a spec: the spec's time, else now + ttl (default 720h).
+pub fn available_until(
+    spec_until: Option<&Time>,
+    ttl: Option<&str>,
+    default_ttl: Duration,
+    now: jiff::Timestamp,
+) -> Result<jiff::Timestamp, String> {
+    if let Some(t) = spec_until {
+        return Ok(t.0);
+    }
+    let ttl = match ttl.filter(|t| !t.trim().is_empty()) {
+        Some(t) => crate::snapshot::parse_duration(t).map_err(|e| format!("spec.ttl: {e}"))?,
+        None => default_ttl,
+    };
+    let span = jiff::SignedDuration::try_from(ttl).map_err(|e| format!("spec.ttl: {e}"))?;
+    now.checked_add(span).map_err(|e| format!("spec.ttl: {e}"))
+}
+
+/// Requeue delay until `until` (at least a second, at most an hour: clocks drift).
+pub fn until(t: jiff::Timestamp) -> Duration {
+    let left = t.duration_since(jiff::Timestamp::now());
+    let secs = left.as_secs_f64().clamp(1.0, 3600.0);
+    Duration::from_secs_f64(secs)
+}
+
+fn now_seconds() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+async fn patch_status(
+    api: &Api<Snapshot>,
+    name: &str,
+    status: &SnapshotStatus,
+) -> Result<(), ReconcileError> {
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|e| ControllerError::kube(format!("updating the status of snapshot {name}"), e))?;
+    Ok(())
+}
+
+fn fail(status: &mut SnapshotStatus, reason: &str, generation: Option<i64>) {
+    status.phase = phase::FAILED.into();
+    status.reason = reason.to_string();
+    set_condition(
+        &mut status.conditions,
+        condition::SUCCEEDED,
+        false,
+        "Failed",
+        reason,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        condition::READY,
+        false,
+        "Failed",
+        reason,
+        generation,
+    );
+}
+
+async fn apply(
+    api: Api<Snapshot>,
+    cached: Arc<Snapshot>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let api = &api;
+    let ctx = &*ctx;
+    let name = cached.name_any();
+    // The cache may lag behind our own status writes: decide on a fresh read.
+    let Some(obj) = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| ControllerError::kube(format!("reading snapshot {name}"), e))?
+    else {
+        return Ok(Action::await_change());
+    };
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let generation = obj.metadata.generation;
+    let mut status = obj.status.clone().unwrap_or_default();
+    match status.phase.as_str() {
+        phase::NEW => {
+            let now = now_seconds();
+            status.cluster_name = obj.spec.cluster_name.clone();
+            status.ttl = obj.spec.ttl.clone().unwrap_or_default();
+            match available_until(
+                obj.spec.available_until.as_ref(),
+                obj.spec.ttl.as_deref(),
+                SNAPSHOT_TTL,
+                now,
+            ) {
+                Err(reason) => fail(&mut status, &reason, generation),
+                Ok(t) if t <= now => fail(&mut status, messages::AVAILABLE_UNTIL_PAST, generation),
+                Ok(t) => {
+                    status.available_until = Some(Time(t));
+                    status.phase = phase::IN_QUEUE.into();
+                    set_condition(
+                        &mut status.conditions,
+                        condition::READY,
+                        false,
+                        "InQueue",
+                        "waiting for a snapshot worker",
+                        generation,
+                    );
+                }
+            }
+            patch_status(api, &name, &status).await?;
+            Ok(Action::requeue(Duration::from_millis(10)))
+        }
+        phase::IN_QUEUE => {
+            status.phase = phase::IN_PROGRESS.into();
+            set_condition(
+                &mut status.conditions,
+                condition::READY,
+                false,
+                "InProgress",
+                "taking the snapshot",
+                generation,
+            );
+            patch_status(api, &name, &status).await?;
+            run(api, &obj, status, ctx).await
+        }
+        phase::IN_PROGRESS => {
+            // Nobody runs it (this controller would still be inside `run`): the controller
+            // that started it stopped.
+            tracing::warn!(snapshot = %name, "found InProgress from a stopped controller");
+            fail(&mut status, messages::STOPPED_WHILE_SNAPSHOT, generation);
+            ctx.metrics.snapshot_finished(false, 0.0, 0);
+            patch_status(api, &name, &status).await?;
+            expire(api, &name, &status).await
+        }
+        _ => expire(api, &name, &status).await,
+    }
+}
+
+/// Deletes an expired CR (its finalizer removes the data), or requeues at expiry.
+async fn expire(
+    api: &Api<Snapshot>,
+    name: &str,
+    status: &SnapshotStatus,
+) -> Result<Action, ReconcileError> {
+    let Some(t) = status.available_until.as_ref().map(|t| t.0) else {
+        return Ok(Action::await_change());
+    };
+    if t <= jiff::Timestamp::now() {
+        tracing::info!(snapshot = %name, "availableUntil passed; deleting");
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(
+                    ControllerError::kube(format!("deleting expired snapshot {name}"), e).into(),
+                );
+            }
+        }
+        return Ok(Action::await_change());
+    }
+    Ok(Action::requeue(until(t)))
+}
+
+async fn run(
+    api: &Api<Snapshot>,
+    obj: &Snapshot,
+    mut status: SnapshotStatus,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let name = obj.name_any();
+    let generation = obj.metadata.generation;
+    let started = Instant::now();
+    match take(obj, ctx).await {
+        Ok(outcome) => {
+            let s = &outcome.summary;
+            status.phase = phase::COMPLETED.into();
+            status.reason = String::new();
+            status.cluster_name = s.cluster_name.clone();
+            status.number_of_contents = s.number_of_contents;
+            status.snapshot_resource_version = s.snapshot_resource_version.clone();
+            status.snapshot_timestamp = Some(Time(s.snapshot_timestamp));
+            status.commit = Some(s.commit.clone());
+            if let Some(p) = &outcome.pushed {
+                status.stored_file_size = p.stored_bytes;
+                status.stored_timestamp = Some(Time(p.stored_at));
+            }
+            let mut contents = Some(outcome.contents);
+            let total = contents.as_ref().map_or(0, Vec::len);
+            if crd::cap_list(&mut contents) {
+                set_condition(
+                    &mut status.conditions,
+                    condition::TRUNCATED,
+                    true,
+                    "ListTruncated",
+                    &format!(
+                        "contents lists {} of {total} paths; `k8s-snap show {name}` lists all",
+                        crd::STATUS_LIST_MAX
+                    ),
+                    generation,
+                );
+            }
+            status.contents = contents;
+            let msg = format!(
+                "{} objects at resourceVersion {}",
+                s.number_of_contents, s.snapshot_resource_version
+            );
+            set_condition(
+                &mut status.conditions,
+                condition::SUCCEEDED,
+                true,
+                "Completed",
+                &msg,
+                generation,
+            );
+            set_condition(
+                &mut status.conditions,
+                condition::READY,
+                true,
+                "Completed",
+                &msg,
+                generation,
+            );
+            ctx.metrics.snapshot_finished(
+                true,
+                started.elapsed().as_secs_f64(),
+                s.number_of_contents,
+            );
+            tracing::info!(snapshot = %name, objects = s.number_of_contents, "snapshot completed");
+        }
+        Err(reason) => {
+            tracing::warn!(snapshot = %name, "snapshot failed: {reason}");
+            fail(&mut status, &reason, generation);
+            ctx.metrics
+                .snapshot_finished(false, started.elapsed().as_secs_f64(), 0);
+        }
+    }
+    patch_status(api, &name, &status).await?;
+    expire(api, &name, &status).await
+}
+
+/// Resolves the targets and takes the snapshot, retrying transient failures with exponential
+/// backoff for at most `--maxretryelaspsedminutes`. The error is the status reason.
+async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, String> {
+    let name = obj.name_any();
+    let deadline = Instant::now() + ctx.options.max_retry_elapsed;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = attempt(obj, ctx).await;
+        match attempt {
+            Ok(o) => return Ok(o),
+            Err((reason, retryable)) => {
+                if !retryable || Instant::now() + delay >= deadline {
+                    return Err(reason);
+                }
+                tracing::info!(snapshot = %name, "retrying in {delay:?}: {reason}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, (String, bool)> {
+    let spec = &obj.spec;
+    let cluster = target::cluster(
+        ctx,
+        spec.kubeconfig.as_deref(),
+        spec.kubeconfig_secret_ref.as_ref(),
+    )
+    .await
+    .map_err(|e| (e.to_string(), e.is_transient()))?;
+    let store = match spec.objectstore_config.as_deref().filter(|s| !s.is_empty()) {
+        Some(c) => Some(
+            target::store(ctx, c)
+                .await
+                .map_err(|e| (e.to_string(), e.is_transient()))?,
+        ),
+        None => None,
+    };
+    let mut opts = SnapshotOptions::new(obj.name_any());
+    opts.cluster_name = Some(spec.cluster_name.clone()).filter(|c| !c.is_empty());
+    opts.available_until = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.available_until.as_ref())
+        .map(|t| t.0);
+    opts.ttl = None;
+    opts.threads = 4;
+    let redact = |e: WorkError| {
+        let msg = e.to_string();
+        let msg = match spec.kubeconfig.as_deref() {
+            Some(kc) => target::redact(&msg, kc),
+            None => msg,
+        };
+        (msg, e.is_retryable())
+    };
+    work::take_and_push_snapshot(&cluster, &ctx.options.git_dir(), &opts, store.as_ref())
+        .await
+        .map_err(redact)
+}
+
+async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let ctx = &*ctx;
+    let name = obj.name_any();
+    let pushed = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.stored_timestamp.is_some());
+    let store: Option<StoreTarget> = match obj.spec.objectstore_config.as_deref() {
+        Some(c) if pushed && !c.is_empty() => match target::store(ctx, c).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return Err(ReconcileError::Cleanup {
+                    name,
+                    message: e.to_string(),
+                });
+            }
+        },
+        _ => None,
+    };
+    work::delete_snapshot_data(&ctx.options.git_dir(), &name, store.as_ref())
+        .await
+        .map_err(|e| ReconcileError::Cleanup {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+    tracing::info!(snapshot = %name, "snapshot data removed");
+    Ok(Action::await_change())
+}
+
+/// `--restoresnapshots` once at start and `--housekeepstore` every 300 s, over every
+/// ObjectstoreConfig of the namespace. Never returns.
+pub async fn store_jobs(ctx: Arc<Context>) {
+    let api: Api<crd::ObjectstoreConfig> =
+        Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
+    let mut first = true;
+    loop {
+        if ctx.options.restore_snapshots && first || ctx.options.housekeep_store {
+            match api.list(&Default::default()).await {
+                Ok(list) => {
+                    for cfg in list {
+                        let name = cfg.name_any();
+                        let target = match target::store(&ctx, &name).await {
+                            Ok(t) => t,
+                            Err(e) => {
+                                tracing::warn!("store jobs: {e}");
+                                continue;
+                            }
+                        };
+                        if first
+                            && ctx.options.restore_snapshots
+                            && let Err(e) = work::stored_snapshots(&target).await
+                        {
+                            tracing::warn!(config = %name, "restoresnapshots skipped: {e}");
+                        }
+                        if ctx.options.housekeep_store
+                            && let Err(e) =
+                                work::housekeep_store(&target, ctx.options.validate_file_info).await
+                        {
+                            tracing::warn!(config = %name, "housekeepstore skipped: {e}");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("store jobs: listing ObjectstoreConfigs: {e}"),
+            }
+        }
+        first = false;
+        tokio::time::sleep(super::HOUSEKEEP_INTERVAL).await;
+    }
+}

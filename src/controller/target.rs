@@ -1,0 +1,171 @@
+//! Resolving what a CR points at: the target cluster (`spec.kubeconfig`,
+//! `spec.kubeconfigSecretRef`, or the controller's own cluster) and the object store
+//! (`spec.objectstoreConfig` + its credential Secret).
+//!
+//! Owns: reading those Secrets and keeping their contents out of every message it returns
+//! ([`redact`]). Must not touch: CR status.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::Context;
+use super::crd::{ObjectstoreConfig, SecretKeyRef};
+use super::work::StoreTarget;
+use crate::cluster::{Cluster, ConnectOptions};
+
+/// Why a target could not be resolved; messages never hold credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {message}")]
+    Api {
+        what: String,
+        message: String,
+        /// Whether retrying may help (API unreachable, 5xx).
+        transient: bool,
+    },
+}
+
+impl TargetError {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Api {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+fn api_error(what: String, e: kube::Error) -> TargetError {
+    let transient = match &e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        _ => true,
+    };
+    TargetError::Api {
+        what,
+        message: e.to_string(),
+        transient,
+    }
+}
+
+/// The cluster a CR targets. `kubeconfig` wins over `secret_ref`; neither means our own.
+pub async fn cluster(
+    ctx: &Context,
+    kubeconfig: Option<&str>,
+    secret_ref: Option<&SecretKeyRef>,
+) -> Result<Cluster, TargetError> {
+    let text = match (kubeconfig.filter(|k| !k.trim().is_empty()), secret_ref) {
+        (Some(k), _) => Some(k.to_string()),
+        (None, Some(r)) => Some(read_secret_key(ctx, &r.name, r.key()).await?),
+        (None, None) => None,
+    };
+    match text {
+        Some(text) => {
+            let opts = ConnectOptions {
+                kubeconfig_text: Some(text.clone()),
+                ..Default::default()
+            };
+            Cluster::connect(&opts)
+                .await
+                .map_err(|e| TargetError::Invalid(redact(&e.to_string(), &text)))
+        }
+        None => Cluster::from_config(ctx.own_config.clone(), None)
+            .map_err(|e| TargetError::Invalid(e.to_string())),
+    }
+}
+
+/// The store an ObjectstoreConfig names, with its credentials.
+pub async fn store(ctx: &Context, config_name: &str) -> Result<StoreTarget, TargetError> {
+    let ns = &ctx.options.namespace;
+    let api: Api<ObjectstoreConfig> = Api::namespaced(ctx.client.clone(), ns);
+    let what = format!("ObjectstoreConfig {ns}/{config_name}");
+    let config = api
+        .get_opt(config_name)
+        .await
+        .map_err(|e| api_error(what.clone(), e))?
+        .ok_or_else(|| TargetError::Invalid(format!("{what} not found")))?;
+    let secret = &config.spec.cloud_credential_secret;
+    if secret.is_empty() {
+        return Err(TargetError::Invalid(format!(
+            "{what}: spec.cloudCredentialSecret is empty"
+        )));
+    }
+    let access_key = read_secret_key(ctx, secret, "accesskey").await?;
+    let secret_key = read_secret_key(ctx, secret, "secretkey").await?;
+    Ok(StoreTarget {
+        config_name: format!("{ns}/{config_name}"),
+        insecure: ctx.options.insecure || config.spec.insecure.unwrap_or(false),
+        create_bucket: ctx.options.create_bucket,
+        spec: config.spec,
+        access_key,
+        secret_key,
+    })
+}
+
+/// One key of a Secret in the controller's namespace, as UTF-8 text.
+async fn read_secret_key(ctx: &Context, name: &str, key: &str) -> Result<String, TargetError> {
+    let ns = &ctx.options.namespace;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let what = format!("Secret {ns}/{name}");
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error(what.clone(), e))?
+        .ok_or_else(|| TargetError::Invalid(format!("{what} not found")))?;
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(v.0.clone())
+            .map_err(|_| TargetError::Invalid(format!("{what}: key {key:?} is not UTF-8 text")));
+    }
+    if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Ok(v.clone());
+    }
+    Err(TargetError::Invalid(format!("{what}: no key {key:?}")))
+}
+
+/// Credential-bearing kubeconfig keys whose values must never be echoed.
+const SENSITIVE_KEYS: &[&str] = &[
+    "token",
+    "password",
+    "client-key-data",
+    "client-certificate-data",
+    "certificate-authority-data",
+    "id-token",
+    "refresh-token",
+    "access-token",
+];
+
+/// Removes every credential value of `kubeconfig` from `message`.
+pub fn redact(message: &str, kubeconfig: &str) -> String {
+    let mut out = message.to_string();
+    for line in kubeconfig.lines() {
+        let Some((key, value)) = line.trim().trim_start_matches("- ").split_once(':') else {
+            continue;
+        };
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        if SENSITIVE_KEYS.contains(&key.trim()) && value.len() >= 4 {
+            out = out.replace(value, "<redacted>");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        let kc =
+            "users:\n- name: u\n  user:\n    token: s3cr3t-token\n    password: \"hunter22\"\n";
+        let msg = "bad: token s3cr3t-token and hunter22 for https://x";
+        let r = redact(msg, kc);
+        assert!(
+            !r.contains("s3cr3t-token") && !r.contains("hunter22"),
+            "{r}"
+        );
+        assert!(r.contains("https://x"));
+    }
+}
