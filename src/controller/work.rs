@@ -90,25 +90,9 @@ pub async fn take_and_push_snapshot(
     opts: &SnapshotOptions,
     store: Option<&StoreTarget>,
 ) -> Result<SnapshotOutcome, WorkError> {
-    // `take_snapshot`'s future is not `Send` (a higher-ranked closure inside), and the
-    // kube-runtime controller needs `Send` reconcilers: run it on a blocking thread of this
-    // runtime. It keeps running to its end (or failure) if the reconcile is dropped.
-    let summary = {
-        let handle = tokio::runtime::Handle::current();
-        let cluster = cluster.clone();
-        let dir = git_dir.to_path_buf();
-        let opts = opts.clone();
-        tokio::task::spawn_blocking(move || {
-            handle.block_on(crate::snapshot::take_snapshot(
-                &cluster,
-                dir,
-                &opts,
-                Arc::new(NoProgress),
-            ))
-        })
-        .await
-        .map_err(|e| WorkError::Join(e.to_string()))??
-    };
+    let summary =
+        crate::snapshot::take_snapshot(cluster, git_dir.to_path_buf(), opts, Arc::new(NoProgress))
+            .await?;
     let contents = snapshot_contents(git_dir, &summary.name).await?;
     let pushed = match store {
         None => None,
