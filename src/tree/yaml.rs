@@ -247,28 +247,71 @@ fn plain_ok(s: &str) -> bool {
     if !first_ok {
         return false;
     }
-    let body_ok = s.chars().all(|c| {
-        c.is_ascii_alphanumeric()
-            || " -_./:=+@%~^$()<>!?*&|;'\"\\`#,".contains(c)
-            || (!c.is_ascii() && c.is_alphanumeric())
-    });
-    if !body_ok || s.ends_with(' ') || s.ends_with(':') || s.contains(": ") || s.contains(" #") {
-        return false;
+    // One pass over the bytes: ASCII through a table, non-ASCII must be alphanumeric; `: `,
+    // ` #` and a trailing space or colon are refused.
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii() {
+            if !PLAIN_BODY[usize::from(b)] {
+                return false;
+            }
+            let next = bytes.get(i + 1).copied();
+            if (b == b':' && matches!(next, Some(b' ') | None))
+                || (b == b' ' && matches!(next, Some(b'#') | None))
+            {
+                return false;
+            }
+            i += 1;
+        } else {
+            // Decode one non-ASCII character (s is valid UTF-8).
+            let width = match b {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                _ => 4,
+            };
+            let c = s[i..i + width].chars().next().unwrap_or('\0');
+            if !c.is_alphanumeric() {
+                return false;
+            }
+            i += width;
+        }
     }
     !is_reserved_word(s) && !looks_numeric(s)
 }
+
+/// ASCII bytes allowed in the body of a plain scalar: alphanumerics and
+/// `` -_./:=+@%~^$()<>!?*&|;'"\`#,``.
+static PLAIN_BODY: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric();
+        c += 1;
+    }
+    let extra = b" -_./:=+@%~^$()<>!?*&|;'\"\\`#,";
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
 
 /// Null, bool (YAML 1.1 and 1.2 spellings) and non-finite float words, in any case.
 fn is_reserved_word(s: &str) -> bool {
     if s.len() > 9 {
         return false;
     }
-    let lower = s.to_ascii_lowercase();
-    let unsigned = lower.trim_start_matches(['-', '+']);
-    matches!(
-        lower.as_str(),
-        "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
-    ) || matches!(unsigned, "inf" | "infinity" | "nan")
+    let unsigned = s.trim_start_matches(['-', '+']);
+    ["null", "true", "false", "yes", "no", "on", "off", "y", "n"]
+        .iter()
+        .any(|w| s.eq_ignore_ascii_case(w))
+        || ["inf", "infinity", "nan"]
+            .iter()
+            .any(|w| unsigned.eq_ignore_ascii_case(w))
 }
 
 /// Whether `s` could be read as a number or timestamp by some YAML 1.1 or 1.2 resolver
@@ -378,6 +421,76 @@ fn push_double_quoted(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The straightforward formulation `plain_ok` is an optimisation of.
+    fn plain_ok_reference(s: &str) -> bool {
+        let Some(first) = s.chars().next() else {
+            return false;
+        };
+        let first_ok = match first {
+            c if c.is_ascii_alphanumeric() || c == '/' || c == '_' => true,
+            '-' => {
+                let rest = s.trim_start_matches('-');
+                s.len() - rest.len() <= 2 && rest.starts_with(|c: char| c.is_ascii_alphabetic())
+            }
+            c => !c.is_ascii() && c.is_alphanumeric(),
+        };
+        let body_ok = s.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || " -_./:=+@%~^$()<>!?*&|;'\"\\`#,".contains(c)
+                || (!c.is_ascii() && c.is_alphanumeric())
+        });
+        let lower = s.to_ascii_lowercase();
+        let unsigned = lower.trim_start_matches(['-', '+']);
+        let reserved = s.len() <= 9
+            && (matches!(
+                lower.as_str(),
+                "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
+            ) || matches!(unsigned, "inf" | "infinity" | "nan"));
+        first_ok
+            && body_ok
+            && !s.ends_with(' ')
+            && !s.ends_with(':')
+            && !s.contains(": ")
+            && !s.contains(" #")
+            && !reserved
+            && !looks_numeric(s)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_ok_matches_its_reference(s in "[a-zA-Z0-9 :#_./\\-+\"'@é€\u{2028}\t\n{}\\[\\],&*!|>%]{0,12}") {
+            proptest::prop_assert_eq!(plain_ok(&s), plain_ok_reference(&s), "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn plain_ok_examples() {
+        for s in [
+            "a",
+            "a:b",
+            "http://x",
+            "-x",
+            "ä",
+            "a b",
+            "No",
+            "NaN",
+            "-Inf",
+            "on",
+            "ON",
+            "10.96.0.1",
+            "a: b",
+            "a #b",
+            "a ",
+            "a:",
+            "",
+            "1",
+            "null",
+            "0x1f",
+        ] {
+            assert_eq!(plain_ok(s), plain_ok_reference(s), "{s:?}");
+        }
+    }
 
     #[test]
     fn floats_are_yaml_1_1_floats() {
