@@ -3,5 +3,7 @@
 mod mirror;
 mod snapshot;
 mod snapshot_faults;
+mod store;
+mod store_support;
 mod support;
 mod tree;
