@@ -130,9 +130,89 @@ impl Mirror {
         Ok(())
     }
 
+    /// Installs a downloaded pack with its downloaded index into `objects/pack` without
+    /// re-indexing (fast path of a pull). The index is checked structurally first: version 2,
+    /// its own SHA-1 trailer, the pack checksum it records equal to the pack's trailer, and the
+    /// object count equal to the pack header's. Object contents stay protected by libgit2's
+    /// hash verification on every read; [`Mirror::index_pack`] is the full check.
+    pub fn install_pack(&self, pack: &[u8], idx: &[u8]) -> Result<()> {
+        use sha1::{Digest, Sha1};
+        let bad = |reason: &str| MirrorError::Io {
+            context: "installing a downloaded pack".into(),
+            source: std::io::Error::other(reason.to_owned()),
+        };
+        if pack.len() < 32 || &pack[..4] != b"PACK" {
+            return Err(bad("not a git pack"));
+        }
+        let count = u32::from_be_bytes([pack[8], pack[9], pack[10], pack[11]]);
+        // The caller checked the pack's sha256 against the manifest; its SHA-1 trailer is
+        // what the index must record.
+        let pack_sum = &pack[pack.len() - 20..];
+        let min_len = 8 + 256 * 4 + 40;
+        if idx.len() < min_len || idx[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
+            return Err(bad("the index is not a version 2 pack index"));
+        }
+        if Sha1::digest(&idx[..idx.len() - 20]).as_slice() != &idx[idx.len() - 20..] {
+            return Err(bad("the index's SHA-1 trailer does not match its content"));
+        }
+        if &idx[idx.len() - 40..idx.len() - 20] != pack_sum {
+            return Err(bad("the index belongs to another pack"));
+        }
+        let n = u32::from_be_bytes([idx[1028], idx[1029], idx[1030], idx[1031]]);
+        if n != count {
+            return Err(bad("the index and the pack disagree on the object count"));
+        }
+        let expected_len = 8 + 256 * 4 + (n as usize) * (20 + 4 + 4) + 40;
+        if idx.len() < expected_len {
+            return Err(bad("the index is truncated"));
+        }
+        let pack_dir = self.git_dir.join("objects").join("pack");
+        io_ctx(std::fs::create_dir_all(&pack_dir), || {
+            format!("creating {}", pack_dir.display())
+        })?;
+        let base = format!("pack-{}", hex_lower(pack_sum));
+        // The .pack first, the .idx last: libgit2 finds packs by their index.
+        for (ext, bytes) in [("pack", pack), ("idx", idx)] {
+            let path = pack_dir.join(format!("{base}.{ext}"));
+            if path.exists() {
+                continue;
+            }
+            let mut tmp = io_ctx(tempfile::NamedTempFile::new_in(&pack_dir), || {
+                format!("creating a temp file in {}", pack_dir.display())
+            })?;
+            io_ctx(tmp.write_all(bytes), || {
+                format!("writing {}", path.display())
+            })?;
+            io_ctx(tmp.persist(&path).map_err(|e| e.error), || {
+                format!("installing {}", path.display())
+            })?;
+        }
+        let odb = self
+            .repo
+            .odb()
+            .ctx(|| "opening the object database".into())?;
+        odb.refresh()
+            .ctx(|| "refreshing the object database after installing a pack".into())?;
+        Ok(())
+    }
+
     /// Whether the commit and every tree and blob of its tree are in the mirror. Never fails
     /// because of a missing object (that is `Ok(false)`); fails on unreadable or corrupt ones.
     pub fn commit_is_complete(&self, commit: &CommitId) -> Result<bool> {
+        self.scan(commit, false, &mut HashSet::new())
+    }
+
+    /// One walk of the commit's tree: completeness, and (if `check_paths`) the validity of
+    /// every path, returned as the error.
+    ///
+    /// `verified` holds objects already known present (and, for trees, complete and valid);
+    /// it is extended only when the whole scan succeeds.
+    fn scan(
+        &self,
+        commit: &CommitId,
+        check_paths: bool,
+        verified: &mut HashSet<Oid>,
+    ) -> Result<bool> {
         let odb = self
             .repo
             .odb()
@@ -145,11 +225,14 @@ impl Mirror {
             .find_commit(commit.oid())
             .ctx(|| format!("reading commit {commit}"))?;
         let mut seen: HashSet<Oid> = HashSet::new();
-        let mut stack = vec![c.tree_id()];
+        let known = |id: &Oid, seen: &mut HashSet<Oid>| verified.contains(id) || !seen.insert(*id);
+        // A path is valid when each of its segments is, so a tree is checked once whatever its
+        // path.
+        let mut stack: Vec<Oid> = Vec::new();
+        if !known(&c.tree_id(), &mut seen) {
+            stack.push(c.tree_id());
+        }
         while let Some(tree_id) = stack.pop() {
-            if !seen.insert(tree_id) {
-                continue;
-            }
             if !odb.exists(tree_id) {
                 return Ok(false);
             }
@@ -158,10 +241,24 @@ impl Mirror {
                 .find_tree(tree_id)
                 .ctx(|| format!("reading tree {tree_id} of commit {commit}"))?;
             for entry in tree.iter() {
+                if check_paths {
+                    let name = String::from_utf8_lossy(entry.name_bytes());
+                    if name.contains('/') {
+                        return Err(MirrorError::InvalidPath {
+                            path: name.into_owned(),
+                            reason: "a tree entry name contains '/'".into(),
+                        });
+                    }
+                    super::validate_path(&name)?;
+                }
                 match entry.kind() {
-                    Some(ObjectType::Tree) => stack.push(entry.id()),
+                    Some(ObjectType::Tree) => {
+                        if !known(&entry.id(), &mut seen) {
+                            stack.push(entry.id());
+                        }
+                    }
                     Some(ObjectType::Blob) => {
-                        if seen.insert(entry.id()) && !odb.exists(entry.id()) {
+                        if !known(&entry.id(), &mut seen) && !odb.exists(entry.id()) {
                             return Ok(false);
                         }
                     }
@@ -169,6 +266,7 @@ impl Mirror {
                 }
             }
         }
+        verified.extend(seen);
         Ok(true)
     }
 
@@ -178,32 +276,68 @@ impl Mirror {
     /// valid cluster. An existing tag with the same commit is a no-op (`Ok(false)`); with
     /// another commit it is [`MirrorError::SnapshotExists`].
     pub fn create_snapshot_tag(&self, name: &str, commit: &CommitId) -> Result<bool> {
+        self.create_snapshot_tags(&[(name.to_owned(), commit.clone())])
+            .pop()
+            .expect("one result per snapshot")
+    }
+
+    /// [`Mirror::create_snapshot_tag`] for many snapshots at once (objects shared between
+    /// them are checked once, each cluster branch is rebuilt once). One result per snapshot.
+    pub fn create_snapshot_tags(&self, items: &[(String, CommitId)]) -> Vec<Result<bool>> {
+        let _lock = match self.lock() {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = e.to_string();
+                return items
+                    .iter()
+                    .map(|_| {
+                        Err(MirrorError::Io {
+                            context: "locking the mirror".into(),
+                            source: std::io::Error::other(msg.clone()),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let mut verified = HashSet::new();
+        let mut clusters = std::collections::BTreeSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for (name, commit) in items {
+            let r = self.tag_one_locked(name, commit, &mut verified);
+            if let Ok(Some(cluster)) = &r {
+                clusters.insert(cluster.clone());
+            }
+            out.push(r.map(|c| c.is_some()));
+        }
+        for cluster in clusters {
+            if let Err(e) = self.rebuild_cluster_branch_locked(&cluster) {
+                tracing::warn!(%cluster, "rebuilding the cluster branch failed: {e}");
+            }
+        }
+        out
+    }
+
+    /// Tags one snapshot under the lock; the cluster name when a tag was created.
+    fn tag_one_locked(
+        &self,
+        name: &str,
+        commit: &CommitId,
+        verified: &mut HashSet<Oid>,
+    ) -> Result<Option<String>> {
         validate_name("snapshot", name)?;
-        let _lock = self.lock()?;
         if let Some(existing) = self.snapshot(name)? {
             if &existing.commit == commit {
-                return Ok(false);
+                return Ok(None);
             }
             return Err(MirrorError::SnapshotExists {
                 name: name.to_owned(),
             });
         }
-        if !self.commit_is_complete(commit)? {
+        // Complete, and every path one k8s-snap could have written.
+        if !self.scan(commit, true, verified)? {
             return Err(MirrorError::ObjectNotFound {
                 id: format!("{commit} (snapshot {name:?} is incomplete)"),
             });
-        }
-        // Every path must be one k8s-snap could have written.
-        let mut bad_path = None;
-        self.walk_paths(commit, &mut |p| {
-            if bad_path.is_none()
-                && let Err(e) = super::validate_path(p)
-            {
-                bad_path = Some(e);
-            }
-        })?;
-        if let Some(e) = bad_path {
-            return Err(e);
         }
         let bytes =
             self.read_file(commit, SNAPSHOT_META_FILE)?
@@ -233,33 +367,11 @@ impl Mirror {
                     source: super::GitError(e),
                 },
             })?;
-        self.rebuild_cluster_branch_locked(&meta.cluster_name)?;
         tracing::info!(snapshot = name, %commit, "snapshot tagged from the store");
-        Ok(true)
+        Ok(Some(meta.cluster_name))
     }
+}
 
-    /// Calls `f` with the path of every entry (files and directories) of the commit's tree.
-    fn walk_paths(&self, commit: &CommitId, f: &mut dyn FnMut(&str)) -> Result<()> {
-        let root = self.commit_tree(commit)?;
-        let mut stack: Vec<(Oid, String)> = vec![(root.id(), String::new())];
-        while let Some((id, base)) = stack.pop() {
-            let tree = self
-                .repo
-                .find_tree(id)
-                .ctx(|| format!("reading directory {base:?} of commit {commit}"))?;
-            for entry in tree.iter() {
-                let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
-                let path = if base.is_empty() {
-                    name
-                } else {
-                    format!("{base}/{name}")
-                };
-                f(&path);
-                if entry.kind() == Some(ObjectType::Tree) {
-                    stack.push((entry.id(), path));
-                }
-            }
-        }
-        Ok(())
-    }
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

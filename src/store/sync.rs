@@ -439,6 +439,7 @@ pub async fn pull(
     mirror: &Mirror,
     names: &[String],
 ) -> Result<PullReport> {
+    let started = std::time::Instant::now();
     let (manifest, _) = read_manifest(store).await?;
     let selected: Vec<(String, SnapshotEntry)> = if names.is_empty() {
         manifest.snapshots.clone().into_iter().collect()
@@ -480,13 +481,34 @@ pub async fn pull(
             wanted.extend(e.packs.iter().cloned());
         }
     }
+    tracing::debug!(elapsed = ?started.elapsed(), packs = wanted.len(), "pull: manifest read");
     let mut bad_packs: BTreeMap<String, String> = BTreeMap::new();
     for sha in &wanted {
-        match fetch_pack(store, &manifest, sha).await {
+        let (pack, idx) = futures::join!(
+            fetch_pack(store, &manifest, sha),
+            fetch_idx(store, &manifest, sha)
+        );
+        tracing::debug!(elapsed = ?started.elapsed(), pack = %sha, "pull: pack downloaded");
+        match pack {
             Ok(bytes) => {
                 report.packs_downloaded += 1;
                 report.bytes_downloaded += bytes.len() as u64;
-                if let Err(e) = mirror.index_pack(&bytes) {
+                // Fast path: install the store's index; if it is unusable, index ourselves.
+                let installed = match idx {
+                    Ok(idx) => {
+                        report.bytes_downloaded += idx.len() as u64;
+                        mirror.install_pack(&bytes, &idx).map_err(|e| {
+                            tracing::warn!(pack = %sha, "index from the store unusable ({e}); re-indexing");
+                        })
+                    }
+                    Err(reason) => {
+                        tracing::warn!(pack = %sha, "{reason}; re-indexing");
+                        Err(())
+                    }
+                };
+                if installed.is_err()
+                    && let Err(e) = mirror.index_pack(&bytes)
+                {
                     bad_packs.insert(sha.clone(), format!("pack {sha} cannot be indexed: {e}"));
                 }
             }
@@ -495,39 +517,28 @@ pub async fn pull(
             }
         }
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "pull: packs installed");
+    let mut ready = Vec::new();
     for (name, entry) in to_pull {
         let bad: Vec<&String> = entry
             .packs
             .iter()
             .filter_map(|p| bad_packs.get(p))
             .collect();
-        if !bad.is_empty() {
+        if bad.is_empty() {
+            ready.push((name, entry.commit));
+        } else {
             let reasons: Vec<&str> = bad.iter().map(|s| s.as_str()).collect();
             report.failed.insert(name, reasons.join("; "));
-            continue;
         }
-        match mirror.commit_is_complete(&entry.commit) {
-            Ok(true) => {}
-            Ok(false) => {
-                report.failed.insert(
-                    name,
-                    format!(
-                        "commit {} is incomplete after indexing packs {}",
-                        entry.commit,
-                        entry.packs.join(", ")
-                    ),
-                );
-                continue;
-            }
+    }
+    let results = mirror.create_snapshot_tags(&ready);
+    tracing::debug!(elapsed = ?started.elapsed(), "pull: snapshots checked and tagged");
+    for ((name, _), result) in ready.iter().zip(results) {
+        match result {
+            Ok(_) => report.pulled.push(name.clone()),
             Err(e) => {
-                report.failed.insert(name, e.to_string());
-                continue;
-            }
-        }
-        match mirror.create_snapshot_tag(&name, &entry.commit) {
-            Ok(_) => report.pulled.push(name),
-            Err(e) => {
-                report.failed.insert(name, e.to_string());
+                report.failed.insert(name.clone(), e.to_string());
             }
         }
     }
@@ -558,6 +569,29 @@ async fn fetch_pack(
     let actual = sha256_hex(&obj.bytes);
     if actual != sha {
         return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
+    }
+    Ok(obj.bytes)
+}
+
+/// Downloads a pack's index and checks its size against the manifest.
+async fn fetch_idx(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    sha: &str,
+) -> std::result::Result<Vec<u8>, String> {
+    let Some(entry) = manifest.packs.get(sha) else {
+        return Err(format!("pack {sha} is not listed in the manifest"));
+    };
+    let obj = store
+        .get(&idx_key(sha))
+        .await
+        .map_err(|e| format!("index of pack {sha}: {e}"))?;
+    if obj.bytes.len() as u64 != entry.idx_size {
+        return Err(format!(
+            "index of pack {sha} has {} bytes, the manifest says {}",
+            obj.bytes.len(),
+            entry.idx_size
+        ));
     }
     Ok(obj.bytes)
 }
