@@ -91,7 +91,7 @@ pub async fn run(
         } else {
             &mut sink
         };
-        super::store::push_and_report(global, store.as_ref(), &[args.name.clone()], target)
+        super::store::push_and_report(global, store.as_ref(), std::slice::from_ref(&args.name), target)
             .await
             .with_context(|| {
                 format!(

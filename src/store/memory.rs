@@ -9,10 +9,13 @@ use sha2::{Digest, Sha256};
 
 use super::{Etag, Object, ObjectMeta, ObjectStore, PutOutcome, Result, StoreError, check_key};
 
+/// Key → (bytes, modification time).
+type Objects = BTreeMap<String, (Vec<u8>, jiff::Timestamp)>;
+
 /// An in-memory store; clones share the same objects.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    objects: Arc<Mutex<BTreeMap<String, (Vec<u8>, jiff::Timestamp)>>>,
+    objects: Arc<Mutex<Objects>>,
 }
 
 impl MemoryStore {
@@ -20,7 +23,7 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn map(&self) -> MutexGuard<'_, BTreeMap<String, (Vec<u8>, jiff::Timestamp)>> {
+    fn map(&self) -> MutexGuard<'_, Objects> {
         // A panic while holding the lock cannot leave the map half-updated.
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }

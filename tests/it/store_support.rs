@@ -52,10 +52,10 @@ impl Moto {
         let moto = Moto { child, port };
         let start = Instant::now();
         loop {
-            if let Ok((status, _)) = moto.http("GET", "/", b"") {
-                if status < 500 {
-                    break;
-                }
+            if let Ok((status, _)) = moto.http("GET", "/", b"")
+                && status < 500
+            {
+                break;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
