@@ -109,14 +109,23 @@ async fn round_trip(backend: Backend) {
         .run(&a, kc, &["snapshot", "s2", "--cluster", "demo"])
         .ok();
     let m2 = manifest(remote.as_ref()).await;
-    let added: u64 = m2
+    let new_packs: Vec<_> = m2
         .packs
         .iter()
         .filter(|(sha, _)| !m1.packs.contains_key(*sha))
-        .map(|(_, p)| p.size + p.idx_size)
-        .sum();
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(new_packs.len(), 1);
+    let added_pack = new_packs[0].size;
+    let added = added_pack + new_packs[0].idx_size;
     assert!(
-        added * 100 < first_bytes * 5,
+        added_pack * 100 < first_pack.size * 5,
+        "second push added a {added_pack}-byte pack, the first was {}",
+        first_pack.size
+    );
+    // Counting the (fixed-overhead) index files too, still well below a full push.
+    assert!(
+        added * 100 < first_bytes * 10,
         "second push added {added} bytes, first was {first_bytes}"
     );
     assert!(m2.generation > m1.generation);
@@ -487,4 +496,76 @@ async fn local_cas_is_linearizable() {
     let map: BTreeMap<String, u32> =
         serde_json::from_slice(&store.get("k8s-snap/m").await.unwrap().bytes).unwrap();
     assert_eq!(map.len(), 40);
+}
+
+/// A corrupt index from the store is not trusted (the pack is re-indexed); a pack with one
+/// flipped byte fails its hash and the pull names the snapshot and pack; a deleted snapshot's
+/// packs wait in `pendingDelete` for the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_index_pack_and_grace_period() {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let store = TestStore::file();
+    let a = DataDir::new();
+    store
+        .run(&a, kc, &["snapshot", "s1", "--cluster", "demo"])
+        .ok();
+    let remote = store.open().await;
+    let m = manifest(remote.as_ref()).await;
+    let sha = m.snapshots["s1"].packs[0].clone();
+    let idx_key = k8s_snap::store::manifest::idx_key(&sha);
+    let idx = remote.get(&idx_key).await.unwrap();
+    let mut bad_idx = idx.bytes.clone();
+    bad_idx[1100] ^= 0xff;
+    remote
+        .put_if_match(&idx_key, bad_idx, Some(&idx.etag))
+        .await
+        .unwrap();
+    let b = DataDir::new();
+    store.run(&b, None, &["pull"]).ok();
+    assert_eq!(tree_id(&b, "s1"), tree_id(&a, "s1"));
+    b.git(&["fsck", "--strict"]).ok();
+
+    let key = pack_key(&sha);
+    let pack = remote.get(&key).await.unwrap();
+    let mut flipped = pack.bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    remote
+        .put_if_match(&key, flipped, Some(&pack.etag))
+        .await
+        .unwrap();
+    let c = DataDir::new();
+    let out = store.run(&c, None, &["pull", "s1"]).failed();
+    assert!(
+        out.stderr.contains("snapshot s1") && out.stderr.contains(&sha),
+        "{}",
+        out.stderr
+    );
+    c.git(&["rev-parse", "--verify", "snapshots/s1"]).failed();
+    store.run(&c, None, &["verify"]).ok(); // sizes still match
+    store.run(&c, None, &["verify", "--deep"]).failed();
+    remote
+        .put_if_match(&key, pack.bytes.clone(), None)
+        .await
+        .expect_err("the manifest-style create must not overwrite");
+
+    // Delete: with the default grace the pack is only pending; verify still passes.
+    let restore = remote.get(&key).await.unwrap();
+    remote
+        .put_if_match(&key, pack.bytes.clone(), Some(&restore.etag))
+        .await
+        .unwrap();
+    store.run(&a, None, &["delete", "s1"]).ok();
+    store.run(&a, None, &["gc"]).ok();
+    let m = manifest(remote.as_ref()).await;
+    assert!(m.snapshots.is_empty());
+    assert!(m.pending_delete.contains_key(&sha), "{m:?}");
+    assert!(remote.head(&key).await.is_ok());
+    store.run(&a, None, &["verify"]).ok();
+    store.run(&a, None, &["gc", "--grace", "0s"]).ok();
+    let m = manifest(remote.as_ref()).await;
+    assert!(m.packs.is_empty() && m.pending_delete.is_empty(), "{m:?}");
+    assert!(remote.list("k8s-snap/packs/").await.unwrap().is_empty());
+    assert_eq!(list_json(&store, &a).len(), 0);
 }
