@@ -810,3 +810,117 @@ fn is_named(m: &Manifest, key: &str) -> bool {
         .and_then(|f| f.strip_suffix(".pack").or_else(|| f.strip_suffix(".idx")))
         .is_some_and(|sha| is_pack_name(sha) && m.packs.contains_key(sha))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn entry(packs: &[&str], until: Option<jiff::Timestamp>) -> SnapshotEntry {
+        SnapshotEntry {
+            commit: "1".repeat(40).parse().expect("commit id"),
+            cluster: "prod".into(),
+            timestamp: jiff::Timestamp::UNIX_EPOCH,
+            resource_version: "1".into(),
+            number_of_contents: 1,
+            available_until: until,
+            packs: packs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn gc_expires_pends_and_deletes_after_grace() {
+        let store = MemoryStore::new();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let t0 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let hour = jiff::SignedDuration::from_hours(1);
+        let mut m = Manifest::default();
+        for sha in [&a, &b] {
+            m.packs.insert(
+                sha.clone(),
+                PackEntry {
+                    size: 1,
+                    idx_size: 1,
+                    objects: 1,
+                    created: t0,
+                },
+            );
+            store.overwrite(&pack_key(sha), vec![0]);
+            store.overwrite(&idx_key(sha), vec![0]);
+        }
+        m.snapshots.insert("keep".into(), entry(&[&a], None));
+        m.snapshots
+            .insert("old".into(), entry(&[&a, &b], Some(t0 - hour)));
+        store
+            .put_if_match(MANIFEST_KEY, m.to_bytes(), None)
+            .await
+            .unwrap();
+        // An orphan from a crashed push: young, then old.
+        let orphan = pack_key(&"c".repeat(64));
+        store.overwrite(&orphan, vec![1]);
+        store.set_modified(&orphan, t0);
+        let grace = Duration::from_secs(24 * 3600);
+
+        let r = gc(&store, GcOptions { grace, now: t0 }).await.unwrap();
+        assert_eq!(r.expired, vec!["old".to_string()]);
+        assert_eq!(r.pending, vec![b.clone()]);
+        assert!(r.deleted_packs.is_empty() && r.orphans.is_empty());
+        assert!(store.head(&pack_key(&b)).await.is_ok());
+        let (m, _) = read_manifest(&store).await.unwrap();
+        assert_eq!(m.pending_delete.get(&b), Some(&t0));
+        assert_eq!(m.generation, 1);
+
+        // Within the grace period nothing more happens.
+        let later = t0 + jiff::SignedDuration::from_hours(23);
+        let r = gc(&store, GcOptions { grace, now: later }).await.unwrap();
+        assert_eq!(r, GcReport::default());
+
+        // After it, the pack and the orphan go; the needed pack stays.
+        let after = t0 + jiff::SignedDuration::from_hours(25);
+        let r = gc(&store, GcOptions { grace, now: after }).await.unwrap();
+        assert_eq!(r.deleted_packs, vec![b.clone()]);
+        assert_eq!(r.orphans, vec![orphan.clone()]);
+        assert!(store.head(&pack_key(&b)).await.is_err());
+        assert!(store.head(&orphan).await.is_err());
+        assert!(store.head(&pack_key(&a)).await.is_ok());
+        let (m, _) = read_manifest(&store).await.unwrap();
+        assert_eq!(m.packs.keys().collect::<Vec<_>>(), vec![&a]);
+        assert!(m.pending_delete.is_empty());
+        let report = verify(&store, false).await.unwrap();
+        assert!(report.ok(), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_names_missing_and_truncated_packs() {
+        let store = MemoryStore::new();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut m = Manifest::default();
+        for sha in [&a, &b] {
+            m.packs.insert(
+                sha.clone(),
+                PackEntry {
+                    size: 4,
+                    idx_size: 2,
+                    objects: 1,
+                    created: jiff::Timestamp::UNIX_EPOCH,
+                },
+            );
+            store.overwrite(&idx_key(sha), vec![0; 2]);
+        }
+        store.overwrite(&pack_key(&a), vec![0; 3]);
+        m.snapshots.insert("s1".into(), entry(&[&a], None));
+        m.snapshots.insert("s2".into(), entry(&[&a, &b], None));
+        store
+            .put_if_match(MANIFEST_KEY, m.to_bytes(), None)
+            .await
+            .unwrap();
+        let r = verify(&store, false).await.unwrap();
+        assert_eq!(r.problems.len(), 2, "{r:?}");
+        let pa = r.problems.iter().find(|p| p.subject == a).unwrap();
+        assert_eq!(pa.snapshots, vec!["s1".to_string(), "s2".to_string()]);
+        assert!(pa.reason.contains("3 bytes"), "{}", pa.reason);
+        let pb = r.problems.iter().find(|p| p.subject == b).unwrap();
+        assert_eq!(pb.snapshots, vec!["s2".to_string()]);
+        assert!(pb.reason.contains("missing"), "{}", pb.reason);
+    }
+}
