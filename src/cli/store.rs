@@ -120,12 +120,13 @@ pub async fn pull(global: &GlobalArgs, args: PullArgs, out: &mut dyn Write) -> a
             }
             writeln!(
                 out,
-                "{} pulled, {} up to date, {} failed; {} packs ({}) downloaded from {}",
+                "{} pulled, {} up to date, {} failed; {} packs ({}) downloaded, {} already present, from {}",
                 report.pulled.len(),
                 report.up_to_date.len(),
                 report.failed.len(),
                 report.packs_downloaded,
                 output::bytes(report.bytes_downloaded),
+                report.packs_skipped,
                 store.describe()
             )?;
         }

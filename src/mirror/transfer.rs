@@ -196,6 +196,36 @@ impl Mirror {
         Ok(())
     }
 
+    /// How many of the objects a version-2 pack index lists are missing from the mirror
+    /// (`None` if the bytes are not a well-formed index). Lets a pull skip packs it has.
+    pub fn objects_missing_from_idx(&self, idx: &[u8]) -> Result<Option<u64>> {
+        use sha1::{Digest, Sha1};
+        if idx.len() < 8 + 256 * 4 + 40 || idx[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
+            return Ok(None);
+        }
+        if Sha1::digest(&idx[..idx.len() - 20]).as_slice() != &idx[idx.len() - 20..] {
+            return Ok(None);
+        }
+        let n = u32::from_be_bytes([idx[1028], idx[1029], idx[1030], idx[1031]]) as usize;
+        let start = 8 + 256 * 4;
+        if idx.len() < start + n * 20 + 40 {
+            return Ok(None);
+        }
+        let odb = self
+            .repo
+            .odb()
+            .ctx(|| "opening the object database".into())?;
+        let mut missing = 0u64;
+        for chunk in idx[start..start + n * 20].chunks_exact(20) {
+            let oid =
+                Oid::from_bytes(chunk).ctx(|| "reading an object id of a pack index".into())?;
+            if !odb.exists(oid) {
+                missing += 1;
+            }
+        }
+        Ok(Some(missing))
+    }
+
     /// Whether the commit and every tree and blob of its tree are in the mirror. Never fails
     /// because of a missing object (that is `Ok(false)`); fails on unreadable or corrupt ones.
     pub fn commit_is_complete(&self, commit: &CommitId) -> Result<bool> {

@@ -102,6 +102,8 @@ pub struct PullReport {
     /// Snapshots not tagged, with the reason (naming the pack at fault).
     pub failed: BTreeMap<String, String>,
     pub packs_downloaded: u64,
+    /// Packs whose objects the mirror already had (only their index was downloaded).
+    pub packs_skipped: u64,
     pub bytes_downloaded: u64,
 }
 
@@ -483,11 +485,28 @@ pub async fn pull(
     }
     tracing::debug!(elapsed = ?started.elapsed(), packs = wanted.len(), "pull: manifest read");
     let mut bad_packs: BTreeMap<String, String> = BTreeMap::new();
+    // Into a mirror without snapshots every pack is needed: fetch pack and index together.
+    let fresh = mirror.snapshots()?.is_empty();
     for sha in &wanted {
-        let (pack, idx) = futures::join!(
-            fetch_pack(store, &manifest, sha),
-            fetch_idx(store, &manifest, sha)
-        );
+        let (pack, idx) = if fresh {
+            let (pack, idx) = futures::join!(
+                fetch_pack(store, &manifest, sha),
+                fetch_idx(store, &manifest, sha)
+            );
+            (pack, idx)
+        } else {
+            // A pack whose objects the mirror already has (e.g. from an earlier pull) is
+            // skipped; its small index tells.
+            let idx = fetch_idx(store, &manifest, sha).await;
+            if let Ok(bytes) = &idx
+                && mirror.objects_missing_from_idx(bytes)? == Some(0)
+            {
+                report.bytes_downloaded += bytes.len() as u64;
+                report.packs_skipped += 1;
+                continue;
+            }
+            (fetch_pack(store, &manifest, sha).await, idx)
+        };
         tracing::debug!(elapsed = ?started.elapsed(), pack = %sha, "pull: pack downloaded");
         match pack {
             Ok(bytes) => {

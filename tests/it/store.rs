@@ -130,6 +130,14 @@ async fn round_trip(backend: Backend) {
     );
     assert!(m2.generation > m1.generation);
 
+    // An incremental pull downloads only the new pack.
+    let inc = store.run(&b, None, &["pull", "-o", "json"]).ok();
+    let inc: serde_json::Value = serde_json::from_str(&inc.stdout).unwrap();
+    assert_eq!(inc["pulled"], serde_json::json!(["s2"]));
+    assert_eq!(inc["packsDownloaded"], 1, "{inc}");
+    assert_eq!(inc["packsSkipped"], 1, "{inc}");
+    assert_eq!(tree_id(&b, "s2"), tree_id(&a, "s2"));
+
     // delete s1 + gc --grace 0s: a fresh pull has s2 and not s1; verify passes.
     store.run(&a, None, &["delete", "s1"]).ok();
     store.run(&a, None, &["gc", "--grace", "0s"]).ok();
