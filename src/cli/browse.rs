@@ -358,6 +358,17 @@ pub struct GcArgs {
     /// Collect only the local mirror, not the store.
     #[arg(long)]
     pub local_only: bool,
+    /// Repack the store when more than this fraction of the objects in the packs its
+    /// snapshots need is dead (0..1).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    pub repack_threshold: f64,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number between 0 and 1")),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -370,6 +381,8 @@ struct GcReport {
     bytes_after: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<crate::store::GcReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repack: Option<crate::store::RepackReport>,
 }
 
 pub async fn gc(global: &GlobalArgs, args: GcArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -390,7 +403,7 @@ pub async fn gc(global: &GlobalArgs, args: GcArgs, out: &mut dyn Write) -> anyho
     let store = if args.local_only {
         None
     } else {
-        Some(super::store::gc_store(global, args.grace).await?)
+        Some(super::store::gc_store(global, args.grace, args.repack_threshold).await?)
     };
     let report = GcReport {
         expired,
@@ -398,7 +411,8 @@ pub async fn gc(global: &GlobalArgs, args: GcArgs, out: &mut dyn Write) -> anyho
         objects_after: after.total_objects(),
         bytes_before: before.total_bytes(),
         bytes_after: after.total_bytes(),
-        store: store.as_ref().map(|(_, r)| r.clone()),
+        store: store.as_ref().map(|(_, _, r)| r.clone()),
+        repack: store.as_ref().and_then(|(_, r, _)| r.clone()),
     };
     match global.output {
         Format::Table => {
@@ -413,7 +427,17 @@ pub async fn gc(global: &GlobalArgs, args: GcArgs, out: &mut dyn Write) -> anyho
                 output::bytes(report.bytes_before),
                 output::bytes(report.bytes_after)
             )?;
-            if let Some((name, r)) = &store {
+            if let Some((name, repack, r)) = &store {
+                if let Some(p) = repack {
+                    writeln!(
+                        out,
+                        "{name}: repacked {} snapshots: {} objects in {} packs -> {} in one",
+                        p.snapshots.len(),
+                        p.objects_before,
+                        p.old_packs.len(),
+                        p.objects_after
+                    )?;
+                }
                 for e in &r.expired {
                     writeln!(out, "expired snapshot {e} removed from the store")?;
                 }

@@ -201,12 +201,22 @@ pub async fn verify(
     Ok(super::exit::OK)
 }
 
-/// Store side of `gc`.
+/// Store side of `gc`: repack mostly dead packs (when the mirror has the snapshots), then gc.
 pub async fn gc_store(
     global: &GlobalArgs,
     grace: Duration,
-) -> anyhow::Result<(String, sync::GcReport)> {
+    repack_threshold: f64,
+) -> anyhow::Result<(String, Option<sync::RepackReport>, sync::GcReport)> {
     let store = open_store(global).await?;
+    let mirror_dir = global.mirror_dir()?;
+    let repacked = if mirror_dir.exists() {
+        let mirror = Mirror::open(&mirror_dir)?;
+        sync::repack(store.as_ref(), &mirror, repack_threshold)
+            .await
+            .with_context(|| format!("repacking {} failed", store.describe()))?
+    } else {
+        None
+    };
     let report = sync::gc(
         store.as_ref(),
         sync::GcOptions {
@@ -216,5 +226,5 @@ pub async fn gc_store(
     )
     .await
     .with_context(|| format!("gc of {} failed", store.describe()))?;
-    Ok((store.describe(), report))
+    Ok((store.describe(), repacked, report))
 }

@@ -244,7 +244,8 @@ impl Mirror {
     /// Opens the bare repository at `git_dir`, creating it (and its parents) if missing.
     pub fn open_or_init(git_dir: &Path) -> Result<Mirror> {
         if git_dir.join("HEAD").exists() || git_dir.join("objects").exists() {
-            return Self::open(git_dir);
+            // A repository another process is still initializing may not open yet.
+            return Self::open(git_dir).or_else(|_| Self::open_when_initialized(git_dir));
         }
         io_ctx(std::fs::create_dir_all(git_dir), || {
             format!("creating mirror directory {}", git_dir.display())
@@ -255,15 +256,33 @@ impl Mirror {
         .next()
         .is_none();
         if !is_empty {
-            return Err(MirrorError::NotARepository {
-                path: git_dir.to_owned(),
-                reason: "the directory exists, is not empty and is not a git repository".into(),
-            });
+            // Another process may be initializing it right now: give it a moment.
+            return Self::open_when_initialized(git_dir);
         }
-        let repo = Repository::init_bare(git_dir)
-            .ctx(|| format!("initializing bare mirror at {}", git_dir.display()))?;
-        tracing::info!(git_dir = %git_dir.display(), "initialized git mirror");
-        Ok(Self::from_repo(repo, git_dir))
+        match Repository::init_bare(git_dir) {
+            Ok(repo) => {
+                tracing::info!(git_dir = %git_dir.display(), "initialized git mirror");
+                Ok(Self::from_repo(repo, git_dir))
+            }
+            Err(_) => Self::open_when_initialized(git_dir),
+        }
+    }
+
+    /// Opens a repository another process is initializing, polling for up to two seconds.
+    fn open_when_initialized(git_dir: &Path) -> Result<Mirror> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Ok(repo) = Repository::open_bare(git_dir) {
+                return Ok(Self::from_repo(repo, git_dir));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(MirrorError::NotARepository {
+                    path: git_dir.to_owned(),
+                    reason: "the directory exists, is not empty and is not a git repository".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Opens an existing bare repository; a clear error if it is missing or not a repository.

@@ -107,6 +107,23 @@ impl Mirror {
         }))
     }
 
+    /// How many objects [`Mirror::build_pack`] would pack for `include` (nothing hidden),
+    /// without compressing anything.
+    pub fn count_objects(&self, include: &[CommitId]) -> Result<u64> {
+        let mut walk = self.repo.revwalk().ctx(|| "creating a revwalk".into())?;
+        for c in include {
+            walk.push(c.oid())
+                .ctx(|| format!("walking commit {c} to count its objects"))?;
+        }
+        let mut pb = self
+            .repo
+            .packbuilder()
+            .ctx(|| "creating a pack builder".into())?;
+        pb.insert_walk(&mut walk)
+            .ctx(|| "collecting the objects to count".into())?;
+        Ok(pb.object_count() as u64)
+    }
+
     /// Indexes the bytes of a downloaded pack into the object database (libgit2's indexer
     /// checks every object's encoding and the trailer checksum; a truncated or corrupted pack
     /// is an error and nothing is installed).

@@ -23,8 +23,8 @@ pub use manifest::{Manifest, PackEntry, SnapshotEntry};
 pub use memory::MemoryStore;
 pub use s3::{S3Options, S3Store, Secret};
 pub use sync::{
-    DeleteReport, GcOptions, GcReport, PullReport, PushReport, StoreSnapshot, VerifyProblem,
-    VerifyReport,
+    DeleteReport, GcOptions, GcReport, PullReport, PushReport, RepackReport, StoreSnapshot,
+    VerifyProblem, VerifyReport,
 };
 pub use url::StoreUrl;
 

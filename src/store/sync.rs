@@ -433,6 +433,100 @@ async fn push_once(
     Ok(report)
 }
 
+/// What [`repack`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepackReport {
+    /// Snapshots now served by the new pack alone.
+    pub snapshots: Vec<String>,
+    /// The packs they needed before.
+    pub old_packs: Vec<String>,
+    pub new_pack: Option<String>,
+    /// Objects in the old packs and in the new one.
+    pub objects_before: u64,
+    pub objects_after: u64,
+}
+
+/// Repacks when the packs the store's snapshots need are mostly dead: if the live objects of
+/// the store snapshots present in the mirror are fewer than `(1 - threshold)` of the objects
+/// in the packs those snapshots list, uploads one new pack of exactly their objects and
+/// points them at it (CAS). The old packs then become unneeded and [`gc`] removes them after
+/// the grace period. `Ok(None)` when nothing was worth repacking.
+pub async fn repack(
+    store: &dyn ObjectStore,
+    mirror: &Mirror,
+    threshold: f64,
+) -> Result<Option<RepackReport>> {
+    let (manifest, _) = read_manifest(store).await?;
+    let mut set: Vec<(String, CommitId)> = Vec::new();
+    let mut old: BTreeSet<String> = BTreeSet::new();
+    for (name, e) in &manifest.snapshots {
+        if mirror.has_commit(&e.commit)? && mirror.commit_is_complete(&e.commit)? {
+            set.push((name.clone(), e.commit.clone()));
+            old.extend(e.packs.iter().cloned());
+        }
+    }
+    if old.is_empty() {
+        return Ok(None);
+    }
+    let objects_before: u64 = old
+        .iter()
+        .filter_map(|p| manifest.packs.get(p))
+        .map(|p| p.objects)
+        .sum();
+    let commits: Vec<CommitId> = set.iter().map(|(_, c)| c.clone()).collect();
+    let live = mirror.count_objects(&commits)?;
+    if set.is_empty() || (live as f64) > (1.0 - threshold) * objects_before as f64 {
+        return Ok(None);
+    }
+    let Some(pack) = mirror.build_pack(&commits, &[])? else {
+        return Ok(None);
+    };
+    let sha = sha256_hex(&pack.pack);
+    let entry = PackEntry {
+        size: pack.pack.len() as u64,
+        idx_size: pack.idx.len() as u64,
+        objects: pack.objects,
+        created: jiff::Timestamp::now(),
+    };
+    store.put_if_absent(&idx_key(&sha), pack.idx).await?;
+    store.put_if_absent(&pack_key(&sha), pack.pack).await?;
+    let mut moved = Vec::new();
+    update_manifest(store, |m| {
+        let mut changed = false;
+        if !m.packs.contains_key(&sha) {
+            m.packs.insert(sha.clone(), entry.clone());
+            changed = true;
+        }
+        changed |= m.pending_delete.remove(&sha).is_some();
+        let mut now_moved = Vec::new();
+        for (name, commit) in &set {
+            if let Some(e) = m.snapshots.get_mut(name)
+                && &e.commit == commit
+            {
+                if e.packs != [sha.clone()] {
+                    e.packs = vec![sha.clone()];
+                    changed = true;
+                }
+                now_moved.push(name.clone());
+            }
+        }
+        if changed || moved.is_empty() {
+            moved = now_moved;
+        }
+        Ok(changed)
+    })
+    .await?;
+    tracing::info!(pack = %sha, snapshots = moved.len(), live, objects_before, "store repacked");
+    Ok(Some(RepackReport {
+        snapshots: moved,
+        old_packs: old.into_iter().filter(|p| p != &sha).collect(),
+        new_pack: Some(sha),
+        objects_before,
+        objects_after: entry.objects,
+    }))
+}
+
 /// Pulls store snapshots (`names`, or all when empty) into the mirror: downloads and checks the
 /// packs they need, indexes them, and tags each snapshot whose commit is complete. Failures are
 /// per snapshot, in [`PullReport::failed`]; nothing incomplete is ever tagged.

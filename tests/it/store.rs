@@ -577,3 +577,98 @@ async fn corrupt_index_pack_and_grace_period() {
     assert!(remote.list("k8s-snap/packs/").await.unwrap().is_empty());
     assert_eq!(list_json(&store, &a).len(), 0);
 }
+
+/// Deleting a snapshot whose objects a newer one no longer uses leaves mostly dead packs;
+/// `gc` repacks the survivors into one pack (above the threshold) and frees the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_repacks_mostly_dead_packs() {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let ns = cluster.namespace("it-repack").await;
+    let big = |i: usize, v: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("cm-{i}"), "namespace": ns},
+            "data": {"payload": format!("{v}-{i}-").repeat(200)}
+        })
+    };
+    for i in 0..40 {
+        cluster
+            .post(
+                &format!("/api/v1/namespaces/{ns}/configmaps"),
+                &big(i, "one"),
+            )
+            .await;
+    }
+    let store = TestStore::file();
+    let a = DataDir::new();
+    store
+        .run(&a, kc, &["snapshot", "s1", "--cluster", "demo"])
+        .ok();
+    for i in 0..40 {
+        cluster
+            .merge_patch(
+                &format!("/api/v1/namespaces/{ns}/configmaps/cm-{i}"),
+                &big(i, "two"),
+            )
+            .await;
+    }
+    store
+        .run(&a, kc, &["snapshot", "s2", "--cluster", "demo"])
+        .ok();
+    let remote = store.open().await;
+    let before = manifest(remote.as_ref()).await;
+    let old_packs = before.snapshots["s2"].packs.clone();
+    assert_eq!(old_packs.len(), 2, "{before:?}");
+    store.run(&a, None, &["delete", "s1"]).ok();
+    // Below the default threshold: the packs stay.
+    let out = store
+        .run(&a, None, &["gc", "--grace", "0s", "-o", "json"])
+        .ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(report.get("repack").is_none(), "{report}");
+    assert_eq!(
+        manifest(remote.as_ref()).await.snapshots["s2"].packs,
+        old_packs
+    );
+    // With a low threshold: one new pack, the old ones deleted.
+    let out = store
+        .run(
+            &a,
+            None,
+            &[
+                "gc",
+                "--grace",
+                "0s",
+                "--repack-threshold",
+                "0.05",
+                "-o",
+                "json",
+            ],
+        )
+        .ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        report["repack"]["snapshots"],
+        serde_json::json!(["s2"]),
+        "{report}"
+    );
+    let after = manifest(remote.as_ref()).await;
+    let new_packs = &after.snapshots["s2"].packs;
+    assert_eq!(new_packs.len(), 1);
+    assert!(!old_packs.contains(&new_packs[0]));
+    assert_eq!(after.packs.len(), 1);
+    for p in &old_packs {
+        assert!(remote.head(&pack_key(p)).await.is_err(), "{p} still stored");
+    }
+    assert!(
+        after.packs[&new_packs[0]].objects < before.packs.values().map(|p| p.objects).sum::<u64>()
+    );
+    let fresh = DataDir::new();
+    store.run(&fresh, None, &["pull"]).ok();
+    assert_eq!(tree_id(&fresh, "s2"), tree_id(&a, "s2"));
+    store.run(&fresh, None, &["verify", "--deep"]).ok();
+    store
+        .run(&a, None, &["gc", "--repack-threshold", "2"])
+        .failed();
+}
