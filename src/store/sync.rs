@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures::{StreamExt, stream};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -25,6 +26,9 @@ use crate::mirror::{CommitId, Mirror, MirrorError};
 /// Env var naming a failpoint (tests only): `push-after-packs` makes a push fail after
 /// uploading its packs and before writing the manifest, like a killed process.
 pub const FAILPOINT_ENV: &str = "K8S_SNAP_FAILPOINT";
+
+/// Packs (or indexes) downloaded at once by a pull.
+const FETCH_PARALLELISM: usize = 4;
 
 /// How many times a manifest compare-and-swap is retried after losing a race.
 const CAS_ATTEMPTS: u32 = 30;
@@ -581,17 +585,17 @@ pub async fn pull(
     let mut bad_packs: BTreeMap<String, String> = BTreeMap::new();
     // Into a mirror without snapshots every pack is needed: fetch pack and index together.
     let fresh = mirror.snapshots()?.is_empty();
-    for sha in &wanted {
-        let (pack, idx) = if fresh {
-            let (pack, idx) = futures::join!(
-                fetch_pack(store, &manifest, sha),
-                fetch_idx(store, &manifest, sha)
-            );
-            (pack, idx)
-        } else {
-            // A pack whose objects the mirror already has (e.g. from an earlier pull) is
-            // skipped; its small index tells.
-            let idx = fetch_idx(store, &manifest, sha).await;
+    let manifest_ref = &manifest;
+    // Stage 1 (a mirror with snapshots): fetch the small indexes and skip packs whose objects
+    // the mirror already has (e.g. from an earlier pull).
+    let mut indexes: BTreeMap<String, std::result::Result<Vec<u8>, String>> = BTreeMap::new();
+    if !fresh {
+        let fetched: Vec<_> = stream::iter(wanted.iter())
+            .map(|sha| async move { (sha.clone(), fetch_idx(store, manifest_ref, sha).await) })
+            .buffered(FETCH_PARALLELISM)
+            .collect()
+            .await;
+        for (sha, idx) in fetched {
             if let Ok(bytes) = &idx
                 && mirror.objects_missing_from_idx(bytes)? == Some(0)
             {
@@ -599,8 +603,30 @@ pub async fn pull(
                 report.packs_skipped += 1;
                 continue;
             }
-            (fetch_pack(store, &manifest, sha).await, idx)
-        };
+            indexes.insert(sha, idx);
+        }
+    }
+    let needed: Vec<String> = if fresh {
+        wanted.iter().cloned().collect()
+    } else {
+        indexes.keys().cloned().collect()
+    };
+    // Stage 2: download packs (and indexes not fetched yet) a few at a time, install in order.
+    let indexes_ref = &indexes;
+    let mut downloads = stream::iter(needed)
+        .map(|sha| async move {
+            let (pack, idx) = match indexes_ref.get(&sha) {
+                Some(idx) => (fetch_pack(store, manifest_ref, &sha).await, idx.clone()),
+                None => futures::join!(
+                    fetch_pack(store, manifest_ref, &sha),
+                    fetch_idx(store, manifest_ref, &sha)
+                ),
+            };
+            (sha, pack, idx)
+        })
+        .buffered(FETCH_PARALLELISM);
+    while let Some((sha, pack, idx)) = downloads.next().await {
+        let sha = &sha;
         tracing::debug!(elapsed = ?started.elapsed(), pack = %sha, "pull: pack downloaded");
         match pack {
             Ok(bytes) => {
