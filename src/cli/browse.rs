@@ -46,22 +46,38 @@ struct ListItem {
     number_of_contents: u64,
     available_until: Option<jiff::Timestamp>,
     commit: String,
+    /// `local`, `store` or `both`.
+    location: &'static str,
 }
 
-pub fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mirror = open_mirror(global)?;
     let snapshots = match &mirror {
         Some(m) => m.snapshots()?,
         None => Vec::new(),
     };
-    let items: Vec<ListItem> = snapshots
+    // The store's snapshots; an unreachable store is a warning, not a failure of `list`.
+    let remote = match super::store::open_store(global).await {
+        Ok(store) => match crate::store::sync::list(store.as_ref()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("cannot read the store {}: {e}", store.describe());
+                Vec::new()
+            }
+        },
+        Err(e) => {
+            tracing::warn!("cannot open the store: {e:#}");
+            Vec::new()
+        }
+    };
+    let mut items: Vec<ListItem> = snapshots
         .into_iter()
-        .filter(|s| {
-            args.cluster
-                .as_deref()
-                .is_none_or(|c| c == s.meta.cluster_name)
-        })
         .map(|s| ListItem {
+            location: if remote.iter().any(|r| r.name == s.name) {
+                "both"
+            } else {
+                "local"
+            },
             name: s.name,
             cluster_name: s.meta.cluster_name,
             snapshot_timestamp: s.meta.timestamp,
@@ -71,6 +87,27 @@ pub fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow:
             commit: s.commit.to_string(),
         })
         .collect();
+    for r in remote {
+        if items.iter().any(|i| i.name == r.name) {
+            continue;
+        }
+        items.push(ListItem {
+            name: r.name,
+            cluster_name: r.entry.cluster,
+            snapshot_timestamp: r.entry.timestamp,
+            snapshot_resource_version: r.entry.resource_version,
+            number_of_contents: r.entry.number_of_contents,
+            available_until: r.entry.available_until,
+            commit: r.entry.commit.to_string(),
+            location: "store",
+        });
+    }
+    items.retain(|i| args.cluster.as_deref().is_none_or(|c| c == i.cluster_name));
+    items.sort_by(|a, b| {
+        a.snapshot_timestamp
+            .cmp(&b.snapshot_timestamp)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     match global.output {
         Format::Table => {
             if items.is_empty() {
@@ -87,6 +124,7 @@ pub fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow:
                         i.snapshot_resource_version.clone(),
                         i.number_of_contents.to_string(),
                         output::time_or_none(i.available_until),
+                        i.location.to_string(),
                     ]
                 })
                 .collect();
@@ -99,6 +137,7 @@ pub fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow:
                     "RV",
                     "OBJECTS",
                     "AVAILABLE-UNTIL",
+                    "LOCATION",
                 ],
                 &rows,
             )?;
@@ -261,26 +300,76 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
 pub struct DeleteArgs {
     /// Snapshot name.
     pub name: String,
+    /// Delete only from the local mirror, not from the store.
+    #[arg(long)]
+    pub local_only: bool,
 }
 
-pub fn delete(global: &GlobalArgs, args: DeleteArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub async fn delete(
+    global: &GlobalArgs,
+    args: DeleteArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    crate::mirror::validate_name("snapshot", &args.name)?;
     let mirror = open_mirror(global)?;
-    require_snapshot(mirror.as_ref(), &args.name)?;
-    let mirror = mirror.context("mirror vanished")?;
-    mirror.delete_snapshot(&args.name)?;
+    let mut local = false;
+    if let Some(m) = &mirror
+        && m.snapshot(&args.name)?.is_some()
+    {
+        m.delete_snapshot(&args.name)?;
+        local = true;
+    }
+    let mut in_store = false;
+    if !args.local_only {
+        let store = super::store::open_store(global).await?;
+        let report = crate::store::sync::delete(store.as_ref(), std::slice::from_ref(&args.name))
+            .await
+            .with_context(|| format!("deleting {:?} from {}", args.name, store.describe()))?;
+        in_store = !report.deleted.is_empty();
+    }
+    if !local && !in_store {
+        bail!("snapshot {:?} not found (see `k8s-snap list`)", args.name);
+    }
+    let location = match (local, in_store) {
+        (true, true) => "the mirror and the store",
+        (true, false) => "the mirror",
+        _ => "the store",
+    };
     match global.output {
         Format::Table => writeln!(
             out,
-            "snapshot {} deleted (run `k8s-snap gc` to free its data)",
+            "snapshot {} deleted from {location} (run `k8s-snap gc` to free its data)",
             args.name
         )?,
-        format => output::write_data(out, format, &serde_json::json!({"deleted": args.name}))?,
+        format => output::write_data(
+            out,
+            format,
+            &serde_json::json!({"deleted": args.name, "local": local, "store": in_store}),
+        )?,
     }
     Ok(super::exit::OK)
 }
 
 #[derive(Debug, Args)]
-pub struct GcArgs {}
+pub struct GcArgs {
+    /// Keep unneeded store packs and orphan keys this long before deleting them (e.g. 24h, 0s).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Collect only the local mirror, not the store.
+    #[arg(long)]
+    pub local_only: bool,
+    /// Repack the store when more than this fraction of the objects in the packs its
+    /// snapshots need is dead (0..1).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    pub repack_threshold: f64,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number between 0 and 1")),
+    }
+}
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -290,34 +379,40 @@ struct GcReport {
     objects_after: u64,
     bytes_before: u64,
     bytes_after: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<crate::store::GcReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repack: Option<crate::store::RepackReport>,
 }
 
-pub fn gc(global: &GlobalArgs, _args: GcArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let Some(mut mirror) = open_mirror(global)? else {
-        writeln!(
-            out,
-            "nothing to collect: no mirror in {}",
-            global.data_dir()?.display()
-        )?;
-        return Ok(super::exit::OK);
-    };
+pub async fn gc(global: &GlobalArgs, args: GcArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let now = jiff::Timestamp::now();
     let mut expired = Vec::new();
-    for s in mirror.snapshots()? {
-        if s.meta.available_until.is_some_and(|t| t <= now) {
-            mirror.delete_snapshot(&s.name)?;
-            expired.push(s.name);
+    let (mut before, mut after) = Default::default();
+    if let Some(mut mirror) = open_mirror(global)? {
+        for s in mirror.snapshots()? {
+            if s.meta.available_until.is_some_and(|t| t <= now) {
+                mirror.delete_snapshot(&s.name)?;
+                expired.push(s.name);
+            }
         }
+        before = mirror.object_stats()?;
+        mirror.gc()?;
+        after = mirror.object_stats()?;
     }
-    let before = mirror.object_stats()?;
-    mirror.gc()?;
-    let after = mirror.object_stats()?;
+    let store = if args.local_only {
+        None
+    } else {
+        Some(super::store::gc_store(global, args.grace, args.repack_threshold).await?)
+    };
     let report = GcReport {
         expired,
         objects_before: before.total_objects(),
         objects_after: after.total_objects(),
         bytes_before: before.total_bytes(),
         bytes_after: after.total_bytes(),
+        store: store.as_ref().map(|(_, _, r)| r.clone()),
+        repack: store.as_ref().and_then(|(_, r, _)| r.clone()),
     };
     match global.output {
         Format::Table => {
@@ -332,6 +427,28 @@ pub fn gc(global: &GlobalArgs, _args: GcArgs, out: &mut dyn Write) -> anyhow::Re
                 output::bytes(report.bytes_before),
                 output::bytes(report.bytes_after)
             )?;
+            if let Some((name, repack, r)) = &store {
+                if let Some(p) = repack {
+                    writeln!(
+                        out,
+                        "{name}: repacked {} snapshots: {} objects in {} packs -> {} in one",
+                        p.snapshots.len(),
+                        p.objects_before,
+                        p.old_packs.len(),
+                        p.objects_after
+                    )?;
+                }
+                for e in &r.expired {
+                    writeln!(out, "expired snapshot {e} removed from the store")?;
+                }
+                writeln!(
+                    out,
+                    "{name}: {} packs newly unneeded, {} packs deleted, {} orphans deleted",
+                    r.pending.len(),
+                    r.deleted_packs.len(),
+                    r.orphans.len()
+                )?;
+            }
         }
         format => output::write_data(out, format, &report)?,
     }

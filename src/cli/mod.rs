@@ -10,6 +10,7 @@ mod browse;
 pub mod controller;
 pub mod output;
 mod snapshot;
+mod store;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,6 +65,39 @@ pub struct GlobalArgs {
     /// Only errors; no progress bar.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// The object store: a path, file:///abs/path or s3://bucket[/prefix] (default: <data-dir>/store).
+    #[arg(long, global = true, env = "K8S_SNAP_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// S3 endpoint URL (S3-compatible servers); plain http needs http:// or --insecure.
+    #[arg(long, global = true, env = "K8S_SNAP_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: the AWS environment/profile, else us-east-1).
+    #[arg(long, global = true, env = "K8S_SNAP_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style S3 addressing (endpoint/bucket/key), for most S3-compatible servers.
+    #[arg(long, global = true, env = "K8S_SNAP_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// Allow plain http to an S3 endpoint given without a scheme.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// S3 access key id (prefer the env var; default: the standard AWS credential chain).
+    #[arg(
+        long,
+        global = true,
+        env = "K8S_SNAP_S3_ACCESS_KEY_ID",
+        hide_env_values = true,
+        value_name = "ID"
+    )]
+    pub s3_access_key_id: Option<crate::store::Secret>,
+    /// S3 secret access key (prefer the env var; default: the standard AWS credential chain).
+    #[arg(
+        long,
+        global = true,
+        env = "K8S_SNAP_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub s3_secret_access_key: Option<crate::store::Secret>,
 }
 
 impl GlobalArgs {
@@ -112,8 +146,14 @@ pub enum Command {
     /// Delete a snapshot.
     #[command(visible_alias = "rm")]
     Delete(browse::DeleteArgs),
-    /// Remove expired snapshots and unreachable git objects.
+    /// Remove expired snapshots and unreachable git objects, locally and in the store.
     Gc(browse::GcArgs),
+    /// Push local snapshots to the store (only the objects it lacks).
+    Push(store::PushArgs),
+    /// Pull snapshots from the store into the local mirror.
+    Pull(store::PullArgs),
+    /// Check the store: every pack present with its size (--deep: re-hash and index).
+    Verify(store::VerifyArgs),
     /// Print the CustomResourceDefinitions (Snapshot, Restore, RestorePreference,
     /// ObjectstoreConfig) as YAML.
     Crd,
@@ -128,11 +168,14 @@ pub type ExitCode = i32;
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Snapshot(args) => snapshot::run(&cli.global, args, out).await,
-        Command::List(args) => browse::list(&cli.global, args, out),
+        Command::List(args) => browse::list(&cli.global, args, out).await,
         Command::Show(args) => browse::show(&cli.global, args, out),
         Command::Diff(args) => browse::diff(&cli.global, args, out),
-        Command::Delete(args) => browse::delete(&cli.global, args, out),
-        Command::Gc(args) => browse::gc(&cli.global, args, out),
+        Command::Delete(args) => browse::delete(&cli.global, args, out).await,
+        Command::Gc(args) => browse::gc(&cli.global, args, out).await,
+        Command::Push(args) => store::push(&cli.global, args, out).await,
+        Command::Pull(args) => store::pull(&cli.global, args, out).await,
+        Command::Verify(args) => store::verify(&cli.global, args, out).await,
         Command::Crd => controller::crd(out),
         Command::Controller(args) => controller::run(&cli.global, args).await,
     }

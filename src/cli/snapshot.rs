@@ -27,6 +27,9 @@ pub struct SnapshotArgs {
     /// Resources listed in parallel.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
+    /// Do not push the snapshot to the store when done.
+    #[arg(long)]
+    pub no_push: bool,
 }
 
 pub async fn run(
@@ -35,9 +38,14 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let git_dir = global.mirror_dir()?;
-    // Refuse a bad name before touching the kubeconfig or the cluster.
+    // Refuse a bad name or store URL before touching the kubeconfig or the cluster.
     crate::mirror::validate_name("snapshot", &args.name)
         .map_err(|e| anyhow::anyhow!("invalid snapshot name {:?}: {e}", args.name))?;
+    let store = if args.no_push {
+        None
+    } else {
+        Some(super::store::open_store(global).await?)
+    };
     let cluster = Cluster::connect(&global.connect_options()).await?;
     let opts = SnapshotOptions {
         name: args.name.clone(),
@@ -75,6 +83,22 @@ pub async fn run(
             )?;
         }
         format => output::write_data(out, format, &summary)?,
+    }
+    if let Some(store) = store {
+        let mut sink = std::io::sink();
+        let target: &mut dyn Write = if global.output == Format::Table {
+            out
+        } else {
+            &mut sink
+        };
+        super::store::push_and_report(global, store.as_ref(), std::slice::from_ref(&args.name), target)
+            .await
+            .with_context(|| {
+                format!(
+                    "snapshot {:?} is in the local mirror but was not pushed; retry with `k8s-snap push {}`",
+                    args.name, args.name
+                )
+            })?;
     }
     Ok(super::exit::OK)
 }

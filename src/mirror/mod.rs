@@ -11,11 +11,13 @@
 //! - `names`: validation of snapshot/cluster names and tree paths;
 //! - `writer`: [`SnapshotWriter`], the streaming write of one snapshot;
 //! - `pack`: the temporary packfile the writer streams new objects into;
-//! - `maintain`: the writer lock, deletion, branch rebuild, gc and object statistics.
+//! - `maintain`: the writer lock, deletion, branch rebuild, gc and object statistics;
+//! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots.
 
 mod maintain;
 mod names;
 mod pack;
+mod transfer;
 mod writer;
 
 use std::fmt;
@@ -30,6 +32,7 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
 pub use maintain::{GcStats, MirrorLock, ObjectStats};
 pub use names::{MAX_NAME_LEN, validate_name, validate_path};
+pub use transfer::PackData;
 pub use writer::{SnapshotWriter, WrittenSnapshot};
 
 /// Prefix of the snapshot tags.

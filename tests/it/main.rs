@@ -6,6 +6,8 @@ mod controller_deploy;
 mod mirror;
 mod snapshot;
 mod snapshot_faults;
+mod store;
+mod store_support;
 mod support;
 mod tree;
 mod watch_loop;

@@ -1,0 +1,239 @@
+//! Benchmark: pushing and pulling snapshots through the object store.
+//!
+//! `cargo run --release --example bench_store -- --objects 50000 [--store moto|dir]`
+//!
+//! Runs the emulator (fixture `scale:N`) in this process and, by default, a real moto S3 server
+//! process on loopback (`--store dir` uses a local directory store instead). Measures:
+//! 1. the first push: bytes (pack + idx) and time;
+//! 2. a push after re-snapshotting with 1% of the objects changed, as % of the first push;
+//! 3. a pull into an empty data dir vs a raw download (GET) of the same pack bytes.
+//!
+//! The last line is exactly `incremental push: X.XX% of full`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_snap::cluster::{Cluster, ConnectOptions};
+use k8s_snap::mirror::Mirror;
+use k8s_snap::snapshot::{self, NoProgress, SnapshotOptions};
+use k8s_snap::store::manifest::{idx_key, pack_key};
+use k8s_snap::store::{LocalDirStore, ObjectStore, S3Options, S3Store, Secret, sync};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// moto's server, killed on drop.
+struct Moto(Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> anyhow::Result<Moto> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting python3 -m moto.server")?;
+    let moto = Moto(child, port);
+    let started = Instant::now();
+    loop {
+        if http_put_bucket(port, "bench").is_ok() {
+            return Ok(moto);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("moto did not start on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_put_bucket(port: u16, bucket: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    if buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.1 409") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("bucket not created"))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let objects: usize = arg(&args, "--objects")
+        .unwrap_or_else(|| "50000".into())
+        .parse()?;
+    let backend = arg(&args, "--store").unwrap_or_else(|| "moto".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(objects, &backend))
+}
+
+async fn take(cluster: &Cluster, data: &Path, name: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let opts = SnapshotOptions::new(name);
+    snapshot::take_snapshot(
+        cluster,
+        data.join("mirror.git"),
+        &opts,
+        Arc::new(NoProgress),
+    )
+    .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn run(objects: usize, backend: &str) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let emulator = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Scale(objects))
+        .start()
+        .await?;
+    let kubeconfig = tmp.path().join("kubeconfig");
+    emulator.write_kubeconfig(&kubeconfig, "bench")?;
+    let cluster = Cluster::connect(&ConnectOptions {
+        kubeconfig: Some(kubeconfig.clone()),
+        ..Default::default()
+    })
+    .await?;
+
+    let (_moto, store): (Option<Moto>, Box<dyn ObjectStore>) = match backend {
+        "moto" => {
+            let moto = tokio::task::spawn_blocking(start_moto).await??;
+            let opts = S3Options {
+                endpoint: Some(format!("http://127.0.0.1:{}", moto.1)),
+                region: Some("us-east-1".into()),
+                path_style: true,
+                insecure: false,
+                access_key_id: Some(Secret::new("bench")),
+                secret_access_key: Some(Secret::new("bench")),
+            };
+            let s = S3Store::connect("bench", "team", &opts).await?;
+            (Some(moto), Box::new(s))
+        }
+        "dir" => (None, Box::new(LocalDirStore::new(tmp.path().join("store")))),
+        other => bail!("--store {other}: expected moto or dir"),
+    };
+    println!("store: {}", store.describe());
+
+    // 1. First snapshot and push.
+    let a = tmp.path().join("a");
+    let t = take(&cluster, &a, "bench-1").await?;
+    println!("snapshot bench-1 of scale:{objects}: {t:.2}s");
+    let mirror = Mirror::open(&a.join("mirror.git"))?;
+    let started = Instant::now();
+    let first = sync::push(store.as_ref(), &mirror, &[]).await?;
+    let first_secs = started.elapsed().as_secs_f64();
+    let first_bytes = first.pack_bytes + first.idx_bytes;
+    println!(
+        "first push: {} objects, {} bytes (pack {} + idx {}) in {first_secs:.2}s",
+        first.objects, first_bytes, first.pack_bytes, first.idx_bytes
+    );
+
+    // 2. Change 1% of the objects (ConfigMaps spread over all namespaces), re-snapshot, push.
+    let namespaces = (objects / 500).clamp(1, objects.max(1)).min(objects);
+    let target = (objects / 100).max(1);
+    let step = ((objects - namespaces) / target / 20).max(1) * 20;
+    let mut changed = 0usize;
+    for j in 0..target {
+        let i = j * step;
+        if i >= objects - namespaces {
+            break;
+        }
+        let path = format!(
+            "/api/v1/namespaces/scale-{:04}/configmaps/obj-{i:06}",
+            i % namespaces
+        );
+        let body = serde_json::json!({"data": {"index": format!("changed-{i}")}});
+        cluster
+            .request_bytes(
+                http::Method::PATCH,
+                &path,
+                Some(serde_json::to_vec(&body)?),
+                Some("application/merge-patch+json"),
+            )
+            .await
+            .with_context(|| format!("PATCH {path}"))?;
+        changed += 1;
+    }
+    let t = take(&cluster, &a, "bench-2").await?;
+    println!("changed {changed} objects; snapshot bench-2: {t:.2}s");
+    let mirror = Mirror::open(&a.join("mirror.git"))?;
+    let started = Instant::now();
+    let second = sync::push(store.as_ref(), &mirror, &[]).await?;
+    let second_secs = started.elapsed().as_secs_f64();
+    let second_bytes = second.pack_bytes + second.idx_bytes;
+    println!(
+        "incremental push: {} objects, {} bytes (pack {} + idx {}) in {second_secs:.2}s",
+        second.objects, second_bytes, second.pack_bytes, second.idx_bytes
+    );
+
+    // 3. Pull into an empty data dir vs a raw download (GET) of the same pack and idx bytes.
+    //    The raw download runs before and after the pull (the faster one counts), so that
+    //    neither side profits from a warmer server.
+    let (manifest, _) = sync::read_manifest(store.as_ref()).await?;
+    let raw = || async {
+        let started = Instant::now();
+        let mut bytes = 0u64;
+        for sha in manifest.needed_packs() {
+            bytes += store.get(&pack_key(&sha)).await?.bytes.len() as u64;
+            bytes += store.get(&idx_key(&sha)).await?.bytes.len() as u64;
+        }
+        anyhow::Ok((bytes, started.elapsed().as_secs_f64()))
+    };
+    let (raw_bytes, raw_before) = raw().await?;
+    let b = tmp.path().join("b");
+    let fresh = Mirror::open_or_init(&b.join("mirror.git"))?;
+    let started = Instant::now();
+    let pulled = sync::pull(store.as_ref(), &fresh, &[]).await?;
+    let pull_secs = started.elapsed().as_secs_f64();
+    if !pulled.failed.is_empty() || pulled.pulled.len() != 2 {
+        bail!("pull failed: {:?}", pulled.failed);
+    }
+    let (_, raw_after) = raw().await?;
+    let raw_secs = raw_before.min(raw_after);
+    println!(
+        "pull of 2 snapshots into an empty data dir: {} bytes in {pull_secs:.3}s; raw download of the same {raw_bytes} bytes: {raw_secs:.3}s; pull/raw ratio {:.2}",
+        pulled.bytes_downloaded,
+        pull_secs / raw_secs
+    );
+    emulator.shutdown().await;
+    println!(
+        "incremental push: {:.2}% of full",
+        second_bytes as f64 * 100.0 / first_bytes as f64
+    );
+    Ok(())
+}
