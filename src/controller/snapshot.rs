@@ -20,6 +20,7 @@ use super::work::{self, StoreTarget, WorkError};
 use super::{Context, ControllerError, SNAPSHOT_TTL, messages, target};
 use crate::restore::status::phase;
 use crate::snapshot::SnapshotOptions;
+use crate::store::sync::StoreSnapshot;
 
 /// Errors of one reconcile (the CR's own failures become status, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +175,10 @@ async fn apply(
     }
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
+    if status.phase == phase::NEW && obj.annotations().contains_key(RESTORED_FROM_STORE) {
+        // Recreated from the store: its status is being written by the store job.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     match status.phase.as_str() {
         phase::NEW => {
             let now = now_seconds();
@@ -421,6 +426,10 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
     Ok(Action::await_change())
 }
 
+/// Annotation on Snapshot CRs recreated from a store manifest: their status comes from the
+/// store, so the reconciler must not take a new snapshot for them.
+pub const RESTORED_FROM_STORE: &str = "clustersnapshot.rywt.io/restored-from-store";
+
 /// `--restoresnapshots` once at start and `--housekeepstore` every 300 s, over every
 /// ObjectstoreConfig of the namespace. Never returns.
 pub async fn store_jobs(ctx: Arc<Context>) {
@@ -440,17 +449,29 @@ pub async fn store_jobs(ctx: Arc<Context>) {
                                 continue;
                             }
                         };
-                        if first
-                            && ctx.options.restore_snapshots
-                            && let Err(e) = work::stored_snapshots(&target).await
-                        {
-                            tracing::warn!(config = %name, "restoresnapshots skipped: {e}");
+                        if first && ctx.options.restore_snapshots {
+                            match work::stored_snapshots(&target).await {
+                                Ok(stored) => restore_snapshot_crs(&ctx, &name, stored).await,
+                                Err(e) => {
+                                    tracing::warn!(config = %name, "restoresnapshots: {e}")
+                                }
+                            }
                         }
-                        if ctx.options.housekeep_store
-                            && let Err(e) =
-                                work::housekeep_store(&target, ctx.options.validate_file_info).await
-                        {
-                            tracing::warn!(config = %name, "housekeepstore skipped: {e}");
+                        if ctx.options.housekeep_store {
+                            match work::housekeep_store(&target, ctx.options.validate_file_info)
+                                .await
+                            {
+                                Ok(h) => {
+                                    for p in &h.problems {
+                                        tracing::warn!(config = %name, "store verify: {p}");
+                                    }
+                                    if !h.expired.is_empty() {
+                                        tracing::info!(config = %name, expired = ?h.expired, "store gc removed expired snapshots");
+                                    }
+                                    fail_vanished(&ctx, &name, &h.stored).await;
+                                }
+                                Err(e) => tracing::warn!(config = %name, "housekeepstore: {e}"),
+                            }
                         }
                     }
                 }
@@ -459,5 +480,110 @@ pub async fn store_jobs(ctx: Arc<Context>) {
         }
         first = false;
         tokio::time::sleep(super::HOUSEKEEP_INTERVAL).await;
+    }
+}
+
+/// Creates a Completed Snapshot CR for every snapshot of the store that has none (a new
+/// controller, or a namespace rebuilt after a disaster), as the original did.
+async fn restore_snapshot_crs(ctx: &Context, config: &str, stored: Vec<StoreSnapshot>) {
+    let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
+    let existing: std::collections::HashSet<String> = match api.list(&Default::default()).await {
+        Ok(l) => l.into_iter().map(|s| s.name_any()).collect(),
+        Err(e) => {
+            tracing::warn!("restoresnapshots: listing snapshots: {e}");
+            return;
+        }
+    };
+    let now = jiff::Timestamp::now();
+    for s in stored {
+        if existing.contains(&s.name) || s.entry.available_until.is_some_and(|t| t <= now) {
+            continue;
+        }
+        let mut cr = Snapshot::new(
+            &s.name,
+            crd::SnapshotSpec {
+                cluster_name: s.entry.cluster.clone(),
+                available_until: s.entry.available_until.map(Time),
+                objectstore_config: Some(config.to_string()),
+                ..Default::default()
+            },
+        );
+        cr.metadata.annotations = Some(
+            [(RESTORED_FROM_STORE.to_string(), "true".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        match api.create(&Default::default(), &cr).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => {
+                tracing::warn!(snapshot = %s.name, "restoresnapshots: creating the CR: {e}");
+                continue;
+            }
+        }
+        let mut status = SnapshotStatus {
+            phase: phase::COMPLETED.into(),
+            cluster_name: s.entry.cluster.clone(),
+            available_until: s.entry.available_until.map(Time),
+            number_of_contents: s.entry.number_of_contents,
+            snapshot_resource_version: s.entry.resource_version.clone(),
+            snapshot_timestamp: Some(Time(s.entry.timestamp)),
+            stored_timestamp: Some(Time(now)),
+            commit: Some(s.entry.commit.to_string()),
+            ..Default::default()
+        };
+        let msg = format!("recreated from the object store ({config})");
+        for c in [condition::SUCCEEDED, condition::READY] {
+            set_condition(
+                &mut status.conditions,
+                c,
+                true,
+                "RestoredFromStore",
+                &msg,
+                Some(1),
+            );
+        }
+        match patch_status(&api, &s.name, &status).await {
+            Ok(()) => {
+                tracing::info!(snapshot = %s.name, "recreated the Snapshot resource from the store")
+            }
+            Err(e) => tracing::warn!(snapshot = %s.name, "restoresnapshots: {e}"),
+        }
+    }
+}
+
+/// Fails the Completed Snapshot CRs of `config` whose data is no longer in the store.
+async fn fail_vanished(ctx: &Context, config: &str, stored: &std::collections::BTreeSet<String>) {
+    let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
+    let list = match api.list(&Default::default()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("housekeepstore: listing snapshots: {e}");
+            return;
+        }
+    };
+    for cr in list {
+        let name = cr.name_any();
+        let Some(mut status) = cr.status.clone() else {
+            continue;
+        };
+        let pushed_here = cr.spec.objectstore_config.as_deref() == Some(config)
+            && status.stored_timestamp.is_some();
+        if status.phase != phase::COMPLETED
+            || !pushed_here
+            || stored.contains(&name)
+            || cr.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        tracing::warn!(snapshot = %name, "its data vanished from the store");
+        fail(
+            &mut status,
+            messages::SNAPSHOT_FILE_NOT_FOUND,
+            cr.metadata.generation,
+        );
+        if let Err(e) = patch_status(&api, &name, &status).await {
+            tracing::warn!(snapshot = %name, "housekeepstore: {e}");
+        }
     }
 }

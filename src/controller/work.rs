@@ -2,18 +2,21 @@
 //! mirror) and push it, delete a snapshot's data, run a restore, and the store-wide jobs
 //! (`restoresnapshots`, `housekeepstore`).
 //!
-//! Owns: the seams between the controller and the store (issue 5) / restore engine (issue 6).
-//! Every seam that is not integrated yet returns [`WorkError::NotIntegrated`]; none pretends
-//! success. The lead replaces those bodies when merging the store and restore branches.
+//! Owns: the calls from the controller into the store and the restore engine, and the
+//! mapping of an ObjectstoreConfig to an S3 store.
 //! Must not touch: CR status (the reconcilers write it), the store or restore internals.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeSet;
+
 use crate::cluster::Cluster;
 use crate::mirror::Mirror;
 use crate::restore::RestoreStatus;
 use crate::snapshot::{NoProgress, SnapshotError, SnapshotOptions, SnapshotSummary};
+use crate::store::sync::{self, StoreSnapshot};
+use crate::store::{S3Options, S3Store, Secret};
 use crate::tree::ContentPath;
 
 use super::crd::{ObjectstoreConfigSpec, RestorePreferenceCrSpec, RestoreSpec};
@@ -29,6 +32,12 @@ pub enum WorkError {
     NotIntegrated(&'static str),
     #[error("worker task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    Sync(#[from] crate::store::sync::SyncError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl WorkError {
@@ -174,22 +183,101 @@ pub async fn delete_snapshot_data(
     .await
 }
 
-/// SEAM (issue 5): push the snapshot `name` from the mirror to the store.
-pub async fn push_snapshot(
-    _git_dir: &Path,
-    _name: &str,
-    _target: &StoreTarget,
-) -> Result<Pushed, WorkError> {
-    Err(WorkError::NotIntegrated(
-        "object store push not integrated yet",
-    ))
+/// Opens the S3 store an ObjectstoreConfig names (creating the bucket with `--createbucket`).
+pub async fn open_store(target: &StoreTarget) -> Result<S3Store, WorkError> {
+    let spec = &target.spec;
+    if spec.bucket.trim().is_empty() {
+        return Err(WorkError::Invalid(format!(
+            "ObjectstoreConfig {}: spec.bucket is empty",
+            target.config_name
+        )));
+    }
+    let endpoint = spec.endpoint.trim();
+    let opts = S3Options {
+        endpoint: Some(endpoint.to_string()).filter(|e| !e.is_empty()),
+        region: Some(spec.region.trim().to_string()).filter(|r| !r.is_empty()),
+        // S3-compatible servers (MinIO, Ceph, moto) want path-style; AWS virtual-hosted.
+        path_style: spec
+            .path_style
+            .unwrap_or(!endpoint.is_empty() && !endpoint.contains("amazonaws.com")),
+        insecure: target.insecure,
+        access_key_id: Some(Secret::new(target.access_key.clone())),
+        secret_access_key: Some(Secret::new(target.secret_key.clone())),
+    };
+    let store = S3Store::connect(
+        spec.bucket.trim(),
+        spec.prefix.as_deref().unwrap_or("").trim_matches('/'),
+        &opts,
+    )
+    .await?;
+    if target.create_bucket {
+        store.ensure_bucket().await?;
+    }
+    Ok(store)
 }
 
-/// SEAM (issue 5): remove the snapshot `name` from the store's manifest and its packs.
-pub async fn delete_from_store(_name: &str, _target: &StoreTarget) -> Result<(), WorkError> {
-    Err(WorkError::NotIntegrated(
-        "object store delete not integrated yet",
-    ))
+/// Runs `f` with the mirror at `git_dir` on a blocking thread (a `Mirror` is not `Sync`, so
+/// store operations on it cannot live in the reconcilers' `Send` futures).
+async fn on_mirror<T, F>(git_dir: &Path, f: F) -> Result<T, WorkError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Mirror, &tokio::runtime::Handle) -> Result<T, WorkError> + Send + 'static,
+{
+    let dir = git_dir.to_path_buf();
+    let handle = tokio::runtime::Handle::current();
+    blocking(move || {
+        let mirror = Mirror::open_or_init(&dir).map_err(|e| WorkError::Mirror {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        f(&mirror, &handle)
+    })
+    .await
+}
+
+/// Pushes the snapshot `name` from the mirror to the store (only the objects it lacks).
+pub async fn push_snapshot(
+    git_dir: &Path,
+    name: &str,
+    target: &StoreTarget,
+) -> Result<Pushed, WorkError> {
+    let store = open_store(target).await?;
+    let names = vec![name.to_string()];
+    let report = on_mirror(git_dir, move |mirror, rt| {
+        Ok(rt.block_on(sync::push(&store, mirror, &names))?)
+    })
+    .await?;
+    Ok(Pushed {
+        stored_bytes: report.pack_bytes + report.idx_bytes,
+        stored_at: jiff::Timestamp::now(),
+    })
+}
+
+/// Pulls the snapshot `name` from the store into the mirror (a replica that did not take it).
+pub async fn pull_snapshot(
+    git_dir: &Path,
+    name: &str,
+    target: &StoreTarget,
+) -> Result<(), WorkError> {
+    let store = open_store(target).await?;
+    let names = vec![name.to_string()];
+    let report = on_mirror(git_dir, move |mirror, rt| {
+        Ok(rt.block_on(sync::pull(&store, mirror, &names))?)
+    })
+    .await?;
+    match report.failed.into_iter().next() {
+        Some((snapshot, reason)) => Err(WorkError::Invalid(format!(
+            "pulling snapshot {snapshot} from the store: {reason}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Removes the snapshot `name` from the store's manifest (its packs go at the next gc).
+pub async fn delete_from_store(name: &str, target: &StoreTarget) -> Result<(), WorkError> {
+    let store = open_store(target).await?;
+    sync::delete(&store, &[name.to_string()]).await?;
+    Ok(())
 }
 
 /// Everything a restore needs, resolved by the reconciler (no credentials in `Debug`).
@@ -210,23 +298,58 @@ pub async fn run_restore(_job: RestoreJob<'_>) -> Result<RestoreStatus, WorkErro
     ))
 }
 
-/// SEAM (issue 5, `--restoresnapshots`): the snapshots listed in a store's manifest, to
-/// recreate missing Snapshot CRs on start.
-pub async fn stored_snapshots(_target: &StoreTarget) -> Result<Vec<String>, WorkError> {
-    Err(WorkError::NotIntegrated(
-        "restoring Snapshot resources from the store manifest is not integrated yet",
-    ))
+/// The snapshots listed in a store's manifest (`--restoresnapshots` recreates their CRs).
+pub async fn stored_snapshots(target: &StoreTarget) -> Result<Vec<StoreSnapshot>, WorkError> {
+    let store = open_store(target).await?;
+    Ok(sync::list(&store).await?)
 }
 
-/// SEAM (issue 5, `--housekeepstore`): verify and garbage-collect the store; returns the
-/// snapshot names whose data vanished (their CRs are failed with `Snapshot file not found`).
+/// What one `--housekeepstore` round found.
+#[derive(Debug, Clone, Default)]
+pub struct Housekeeping {
+    /// Snapshots the manifest lists after gc.
+    pub stored: BTreeSet<String>,
+    /// Problems `verify` found (pack or snapshot, and why).
+    pub problems: Vec<String>,
+    /// Snapshots gc removed because their `availableUntil` passed.
+    pub expired: Vec<String>,
+}
+
+/// Grace period of the controller's store gc: packs unneeded for this long, and orphans
+/// this old, are deleted (a concurrent push finishes well within it).
+pub const STORE_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `--housekeepstore`: verifies the store (sizes of every pack, with `validate_file_info`),
+/// garbage-collects it, and returns what it holds afterwards.
 pub async fn housekeep_store(
-    _target: &StoreTarget,
-    _validate_file_info: bool,
-) -> Result<Vec<String>, WorkError> {
-    Err(WorkError::NotIntegrated(
-        "store housekeeping is not integrated yet",
-    ))
+    target: &StoreTarget,
+    validate_file_info: bool,
+) -> Result<Housekeeping, WorkError> {
+    let store = open_store(target).await?;
+    let mut out = Housekeeping::default();
+    if validate_file_info {
+        let report = sync::verify(&store, false).await?;
+        out.problems = report
+            .problems
+            .iter()
+            .map(|p| format!("{}: {} (snapshots {:?})", p.subject, p.reason, p.snapshots))
+            .collect();
+    }
+    let gc = sync::gc(
+        &store,
+        sync::GcOptions {
+            grace: STORE_GC_GRACE,
+            now: jiff::Timestamp::now(),
+        },
+    )
+    .await?;
+    out.expired = gc.expired;
+    out.stored = sync::list(&store)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    Ok(out)
 }
 
 async fn blocking<T: Send + 'static>(

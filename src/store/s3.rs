@@ -151,6 +151,24 @@ impl S3Store {
         })
     }
 
+    /// Creates the bucket when it does not exist (`--createbucket`); true when created.
+    pub async fn ensure_bucket(&self) -> Result<bool> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(false),
+            Err(e) if e.raw_response().map(HasStatus::status) == Some(404) => {
+                self.client
+                    .create_bucket()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("CreateBucket", "", e))?;
+                tracing::info!(bucket = %self.bucket, "created the bucket");
+                Ok(true)
+            }
+            Err(e) => Err(self.err("HeadBucket", "", e)),
+        }
+    }
+
     fn full_key(&self, key: &str) -> Result<String> {
         check_key(&self.describe(), key)?;
         Ok(if self.prefix.is_empty() {

@@ -452,8 +452,8 @@ async fn snapshot_and_restore_lifecycle() {
         "AvailableUntil is set as past."
     );
 
-    // A snapshot naming an ObjectstoreConfig: missing config, then the (not yet integrated)
-    // push refuses rather than pretends; the credential never reaches the status.
+    // A snapshot naming an ObjectstoreConfig: a missing config, then an unreachable bucket;
+    // the credential never reaches the status.
     let client = mgmt.emu.client().await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
     let mut secret = k8s_openapi::api::core::v1::Secret::default();
@@ -503,11 +503,10 @@ async fn snapshot_and_restore_lifecycle() {
         missing.status.unwrap().reason,
         "ObjectstoreConfig k8s-snap/nope not found"
     );
+    // An unreachable bucket: Failed with a reason naming the store, without credentials.
     let pushed = phase_of(&snaps, "to-store", &["Completed", "Failed"]).await;
-    assert_eq!(
-        pushed.status.unwrap().reason,
-        "object store push not integrated yet"
-    );
+    let reason = pushed.status.unwrap().reason;
+    assert!(reason.contains("s3://b at http://127.0.0.1:9"), "{reason}");
 
     // Everything the controller wrote is credential-free.
     let all = serde_json::to_string(&snaps.list(&Default::default()).await.unwrap().items).unwrap();
