@@ -143,9 +143,20 @@ impl Management {
     /// with short lease and retry times. (In-process, not the binary: parallel worktrees share
     /// one target directory, so the binary on disk may belong to another branch.)
     async fn controller(&self, identity: &str) -> ControllerTask {
+        let ctl = self
+            .controller_with(
+                identity,
+                &["--housekeepstore=false", "--restoresnapshots", "false"],
+            )
+            .await;
+        ctl
+    }
+
+    /// The controller with extra flags after the common ones.
+    async fn controller_with(&self, identity: &str, extra: &[&str]) -> ControllerTask {
         use clap::Parser;
         let data = self.dir.path().join(format!("data-{identity}"));
-        let cli = k8s_snap::cli::Cli::try_parse_from([
+        let mut argv = vec![
             "k8s-snap",
             "--kubeconfig",
             self.kubeconfig.to_str().unwrap(),
@@ -160,18 +171,15 @@ impl Management {
             "2s",
             "--maxretryelapsedsec",
             "3",
-            "--housekeepstore=false",
-            "--restoresnapshots",
-            "false",
             "--identity",
             identity,
-        ])
-        .expect("controller flags parse");
+        ];
+        argv.extend_from_slice(extra);
+        let cli = k8s_snap::cli::Cli::try_parse_from(argv).expect("controller flags parse");
         let k8s_snap::cli::Command::Controller(args) = cli.command else {
             panic!("not the controller command");
         };
         let opts = k8s_snap::cli::controller::options(&cli.global, args).unwrap();
-        assert!(!opts.restore_snapshots && !opts.housekeep_store);
         assert_eq!(opts.max_retry_elapsed, Duration::from_secs(3));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
@@ -838,4 +846,132 @@ async fn original_manifests_apply_with_kubectl() {
             "STATUS"
         ]
     );
+}
+
+const STORE_KEY_ID: &str = "AKIDCONTROLLERTEST01";
+const STORE_SECRET: &str = "controller-store-secret-0123456789";
+
+/// The credential Secret and an ObjectstoreConfig `s3` pointing at moto's bucket `ctl`.
+async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
+    let client = mgmt.emu.client().await;
+    let pp = PostParams::default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let mut secret = k8s_openapi::api::core::v1::Secret::default();
+    secret.metadata.name = Some("s3-cred".into());
+    secret.string_data = Some(
+        [("accesskey", STORE_KEY_ID), ("secretkey", STORE_SECRET)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    secrets.create(&pp, &secret).await.unwrap();
+    let configs: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client, NS);
+    let mut cfg = k8s_snap::controller::ObjectstoreConfig::new(
+        "s3",
+        k8s_snap::controller::ObjectstoreConfigSpec {
+            region: "us-east-1".into(),
+            endpoint: moto.endpoint(),
+            bucket: "ctl".into(),
+            cloud_credential_secret: "s3-cred".into(),
+            prefix: Some("team".into()),
+            ..Default::default()
+        },
+    );
+    cfg.metadata.namespace = Some(NS.into());
+    configs.create(&pp, &cfg).await.unwrap();
+}
+
+/// The snapshots moto's store lists, read with the store API.
+async fn stored(moto: &crate::store_support::Moto) -> Vec<k8s_snap::store::sync::StoreSnapshot> {
+    let store = k8s_snap::store::S3Store::connect(
+        "ctl",
+        "team",
+        &k8s_snap::store::S3Options {
+            endpoint: Some(moto.endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            insecure: false,
+            access_key_id: Some(k8s_snap::store::Secret::new(STORE_KEY_ID)),
+            secret_access_key: Some(k8s_snap::store::Secret::new(STORE_SECRET)),
+        },
+    )
+    .await
+    .unwrap();
+    k8s_snap::store::sync::list(&store).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_go_to_the_object_store_and_come_back() {
+    let moto = crate::store_support::Moto::start();
+    moto.create_bucket("ctl");
+    let mgmt = Management::start().await;
+    let source = Emulator::builder()
+        .fixture(Fixture::Realistic)
+        .token("store-test-source-token")
+        .start()
+        .await
+        .unwrap();
+    store_config(&mgmt, &moto).await;
+    let ctl = mgmt.controller("one").await;
+    let snaps = mgmt.snapshots().await;
+    snaps
+        .create(
+            &PostParams::default(),
+            &snapshot(
+                "nightly-1",
+                SnapshotSpec {
+                    cluster_name: "cluster-a".into(),
+                    kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
+                    objectstore_config: Some("s3".into()),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let done = phase_of(&snaps, "nightly-1", &["Completed", "Failed"]).await;
+    let st = done.status.unwrap();
+    assert_eq!(st.phase, "Completed", "reason: {}", st.reason);
+    assert!(st.stored_timestamp.is_some());
+    assert!(st.stored_file_size > 0);
+    let in_store = stored(&moto).await;
+    assert_eq!(in_store.len(), 1);
+    assert_eq!(in_store[0].name, "nightly-1");
+    assert_eq!(in_store[0].entry.number_of_contents, st.number_of_contents);
+    assert_eq!(in_store[0].entry.cluster, "cluster-a");
+    ctl.stop().await.unwrap();
+
+    // A management cluster rebuilt from scratch: `--restoresnapshots` recreates the CR from
+    // the store's manifest, Completed with the same counts.
+    let mgmt2 = Management::start().await;
+    store_config(&mgmt2, &moto).await;
+    let ctl2 = mgmt2
+        .controller_with("two", &["--housekeepstore=false"])
+        .await;
+    let snaps2 = mgmt2.snapshots().await;
+    let back = phase_of(&snaps2, "nightly-1", &["Completed", "Failed"]).await;
+    let bst = back.status.clone().unwrap();
+    assert_eq!(bst.phase, "Completed", "reason: {}", bst.reason);
+    assert_eq!(bst.number_of_contents, st.number_of_contents);
+    assert_eq!(bst.snapshot_resource_version, st.snapshot_resource_version);
+    assert_eq!(back.spec.objectstore_config.as_deref(), Some("s3"));
+
+    // Deleting the Snapshot removes it from the store's manifest.
+    snaps2
+        .delete("nightly-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(20), "nightly-1 deleted", || async {
+        matches!(snaps2.get_opt("nightly-1").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(stored(&moto).await.is_empty());
+
+    // No credential in any status or spec the controller wrote.
+    for api in [&snaps, &snaps2] {
+        let all =
+            serde_json::to_string(&api.list(&Default::default()).await.unwrap().items).unwrap();
+        assert!(!all.contains(STORE_SECRET) && !all.contains(STORE_KEY_ID));
+    }
+    ctl2.stop().await.unwrap();
 }
