@@ -143,13 +143,11 @@ impl Management {
     /// with short lease and retry times. (In-process, not the binary: parallel worktrees share
     /// one target directory, so the binary on disk may belong to another branch.)
     async fn controller(&self, identity: &str) -> ControllerTask {
-        let ctl = self
-            .controller_with(
-                identity,
-                &["--housekeepstore=false", "--restoresnapshots", "false"],
-            )
-            .await;
-        ctl
+        self.controller_with(
+            identity,
+            &["--housekeepstore=false", "--restoresnapshots", "false"],
+        )
+        .await
     }
 
     /// The controller with extra flags after the common ones.
