@@ -1,0 +1,416 @@
+//! The restore plan: for each snapshot object, what a restore would do on the target
+//! (DESIGN.md §6.4). Pure code: the live state is given.
+//!
+//! Owns: the actions and their JSON shape, the comparison of a tree object with its live
+//! counterpart (live pruned to the tree object's keys, so server defaults, status and
+//! allocated fields are not differences), Secret masking in diffs. Must not touch: the
+//! network, git.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::preference::{Preference, matches_any};
+use super::rules::{Selection, SnapshotObject, Stage};
+
+/// What a restore does with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Missing on the target: POST.
+    Create,
+    /// Present and identical: nothing to do.
+    Exists,
+    /// Present and different: left alone (create-only).
+    Differs,
+    /// Present, different, and under `overwriteApiPathes`: PUT.
+    Update,
+    /// Left out by a rule (`reason` holds the original reason string).
+    Excluded,
+    /// Left out by the preference.
+    PreferenceExcluded,
+    /// The target does not serve this kind.
+    Unsupported,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Exists => "exists",
+            Action::Differs => "differs",
+            Action::Update => "update",
+            Action::Excluded => "excluded",
+            Action::PreferenceExcluded => "preference-excluded",
+            Action::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One row of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanItem {
+    pub path: String,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// The apply stage (restored objects only).
+    #[serde(skip)]
+    pub stage: Option<Stage>,
+    /// The body to POST/PUT (`create` and `update` only).
+    #[serde(skip)]
+    pub body: Option<Value>,
+    /// The live object's resourceVersion (`update` only).
+    #[serde(skip)]
+    pub live_resource_version: Option<String>,
+}
+
+/// Counts of a plan (JSON names as in issue 6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub num_snapshot_contents: u64,
+    pub num_preference_excluded: u64,
+    pub num_excluded: u64,
+    pub to_create: u64,
+    pub already_existed: u64,
+    pub differs: u64,
+    pub to_update: u64,
+    pub unsupported: u64,
+}
+
+/// A restore plan: the summary and one item per snapshot object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub summary: PlanSummary,
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    /// Whether applying this plan would create or update anything (`--exit-code`).
+    pub fn has_changes(&self) -> bool {
+        self.summary.to_create > 0 || self.summary.to_update > 0
+    }
+}
+
+/// Whether the target serves the resource of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Served now; whether it has a `/status` subresource.
+    Yes { has_status_subresource: bool },
+    /// Served once a CRD restored by the same restore is established.
+    AfterCrd,
+    /// Not served.
+    No,
+}
+
+/// Options of planning.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Compute unified diffs for `differs`/`update` items.
+    pub diff: bool,
+    /// Show Secret values in diffs.
+    pub show_secrets: bool,
+}
+
+/// Builds the plan from the rules' selections, what the target serves, and the live objects of
+/// the paths concerned (keyed by content path, canonicalised).
+pub fn build_plan(
+    objects: &[SnapshotObject],
+    selections: Vec<Selection>,
+    served: &dyn Fn(&SnapshotObject) -> Served,
+    live: &HashMap<String, Value>,
+    pref: &Preference,
+    opts: &PlanOptions,
+) -> Plan {
+    let mut summary = PlanSummary {
+        num_snapshot_contents: objects.len() as u64,
+        ..Default::default()
+    };
+    let mut items = Vec::with_capacity(objects.len());
+    for (o, selection) in objects.iter().zip(selections) {
+        let path = o.path.as_str().to_string();
+        let mut item = PlanItem {
+            path,
+            action: Action::Create,
+            reason: None,
+            diff: None,
+            stage: None,
+            body: None,
+            live_resource_version: None,
+        };
+        match selection {
+            Selection::PreferenceExcluded => {
+                item.action = Action::PreferenceExcluded;
+                summary.num_preference_excluded += 1;
+            }
+            Selection::Excluded(r) => {
+                item.action = Action::Excluded;
+                item.reason = Some(r.to_string());
+                summary.num_excluded += 1;
+            }
+            Selection::Restore { stage, object } => {
+                item.stage = Some(stage);
+                match served(o) {
+                    Served::No => {
+                        item.action = Action::Unsupported;
+                        item.reason = Some(unsupported_reason(o));
+                        summary.unsupported += 1;
+                    }
+                    Served::AfterCrd => {
+                        item.action = Action::Create;
+                        item.reason = Some("served once its CRD is established".into());
+                        item.body = Some(object);
+                        summary.to_create += 1;
+                    }
+                    Served::Yes { .. } => match live.get(o.path.as_str()) {
+                        None => {
+                            item.action = Action::Create;
+                            item.body = Some(object);
+                            summary.to_create += 1;
+                        }
+                        Some(live_obj) => {
+                            let pruned = prune_to(live_obj, &object);
+                            if pruned == object {
+                                item.action = Action::Exists;
+                                summary.already_existed += 1;
+                            } else {
+                                if opts.diff {
+                                    item.diff = Some(object_diff(
+                                        &object,
+                                        &pruned,
+                                        item.path.as_str(),
+                                        opts.show_secrets,
+                                    ));
+                                }
+                                if matches_any(&pref.spec.overwrite_api_pathes, &item.path) {
+                                    item.action = Action::Update;
+                                    item.live_resource_version = live_obj
+                                        .pointer("/metadata/resourceVersion")
+                                        .and_then(Value::as_str)
+                                        .map(str::to_string);
+                                    item.body = Some(object);
+                                    summary.to_update += 1;
+                                } else {
+                                    item.action = Action::Differs;
+                                    summary.differs += 1;
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        items.push(item);
+    }
+    Plan { summary, items }
+}
+
+/// The message for a kind the target does not serve.
+pub fn unsupported_reason(o: &SnapshotObject) -> String {
+    format!(
+        "the target does not serve {} {}",
+        o.path.api_version(),
+        o.path.resource()
+    )
+}
+
+/// `live` restricted to the keys `tree` has, recursively for maps; arrays of the same length
+/// are pruned element by element (server defaults inside containers, ports...). Server-owned
+/// metadata (resourceVersion, uid...) never appears in a tree object, so it is dropped too.
+pub fn prune_to(live: &Value, tree: &Value) -> Value {
+    match (live, tree) {
+        (Value::Object(l), Value::Object(t)) => Value::Object(
+            t.keys()
+                .filter_map(|k| Some((k.clone(), prune_to(l.get(k)?, &t[k]))))
+                .collect(),
+        ),
+        (Value::Array(l), Value::Array(t)) if l.len() == t.len() => {
+            Value::Array(l.iter().zip(t).map(|(lv, tv)| prune_to(lv, tv)).collect())
+        }
+        _ => live.clone(),
+    }
+}
+
+fn is_secret(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("Secret")
+}
+
+/// Masks the values of Secret `data`/`stringData`: equal values show as `***`, values that
+/// differ as `*** (snapshot)` / `*** (live)`, so a diff shows which keys changed, never values.
+fn mask_secret(tree: &mut Value, live: &mut Value) {
+    for field in ["data", "stringData"] {
+        let tree_map = tree.get(field).and_then(Value::as_object).cloned();
+        let live_map = live.get(field).and_then(Value::as_object).cloned();
+        if let Some(t) = tree.get_mut(field).and_then(Value::as_object_mut) {
+            for (k, v) in t.iter_mut() {
+                let same = live_map.as_ref().and_then(|m| m.get(k)) == Some(v);
+                *v = Value::String(if same { "***" } else { "*** (snapshot)" }.into());
+            }
+        }
+        if let Some(l) = live.get_mut(field).and_then(Value::as_object_mut) {
+            for (k, v) in l.iter_mut() {
+                let same = tree_map.as_ref().and_then(|m| m.get(k)) == Some(v);
+                *v = Value::String(if same { "***" } else { "*** (live)" }.into());
+            }
+        }
+    }
+}
+
+/// Unified diff of the tree object (`-`) against the pruned live object (`+`), both as
+/// canonical YAML.
+pub fn object_diff(tree: &Value, live_pruned: &Value, path: &str, show_secrets: bool) -> String {
+    let mut t = tree.clone();
+    let mut l = live_pruned.clone();
+    if !show_secrets && (is_secret(&t) || is_secret(&l)) {
+        mask_secret(&mut t, &mut l);
+    }
+    let ty = crate::tree::to_yaml(&t).unwrap_or_default();
+    let ly = crate::tree::to_yaml(&l).unwrap_or_default();
+    crate::tree::unified_diff(&ty, &ly, &format!("snapshot{path}"), &format!("live{path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::rules::{RuleOptions, select};
+    use crate::tree::ContentPath;
+    use serde_json::json;
+
+    fn obj(path: &str, object: Value) -> SnapshotObject {
+        SnapshotObject {
+            path: ContentPath::parse(path).unwrap(),
+            object,
+        }
+    }
+
+    #[test]
+    fn live_only_fields_are_not_differences() {
+        let tree = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}]}});
+        let live = json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "1"}},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}, "status": {}});
+        assert_eq!(prune_to(&live, &tree), tree);
+        let changed = json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"ports": [{"port": 80}]}});
+        assert_ne!(prune_to(&changed, &tree), tree);
+        // A key missing live is a difference.
+        let missing = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}});
+        assert_ne!(prune_to(&missing, &tree), tree);
+    }
+
+    #[test]
+    fn actions_and_summary() {
+        let cm = |name: &str, v: &str| {
+            obj(
+                &format!("/api/v1/namespaces/a/configmaps/{name}"),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "a"}, "data": {"k": v}}),
+            )
+        };
+        let objects = vec![
+            cm("new", "1"),
+            cm("same", "1"),
+            cm("changed", "1"),
+            cm("overwrite", "1"),
+            obj(
+                "/apis/example.com/v1/namespaces/a/widgets/w",
+                json!({"kind": "Widget"}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/pods/p",
+                json!({"kind": "Pod", "metadata": {"ownerReferences": [{}]}}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/secrets/s",
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"pw": "c2VjcmV0", "same": "eA=="}}),
+            ),
+        ];
+        let pref = Preference::from_spec(
+            None,
+            crate::restore::RestorePreferenceSpec {
+                overwrite_api_pathes: vec!["/api/v1,overwrite".into()],
+                ..Default::default()
+            },
+            "t",
+        )
+        .unwrap();
+        let sel = select(&objects, &pref, &RuleOptions::default());
+        let mut live = HashMap::new();
+        let with_rv = |o: &SnapshotObject, v: &str| {
+            let mut l = o.object.clone();
+            l["data"]["k"] = json!(v);
+            l["metadata"]["resourceVersion"] = json!("42");
+            l
+        };
+        live.insert(objects[1].path.to_string(), with_rv(&objects[1], "1"));
+        live.insert(objects[2].path.to_string(), with_rv(&objects[2], "2"));
+        live.insert(objects[3].path.to_string(), with_rv(&objects[3], "2"));
+        let mut s = objects[6].object.clone();
+        s["data"]["pw"] = json!("b3RoZXI=");
+        live.insert(objects[6].path.to_string(), s);
+        let served = |o: &SnapshotObject| {
+            if o.path.group() == "example.com" {
+                Served::No
+            } else {
+                Served::Yes {
+                    has_status_subresource: false,
+                }
+            }
+        };
+        let plan = build_plan(
+            &objects,
+            sel,
+            &served,
+            &live,
+            &pref,
+            &PlanOptions {
+                diff: true,
+                show_secrets: false,
+            },
+        );
+        let actions: Vec<&str> = plan.items.iter().map(|i| i.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "create",
+                "exists",
+                "differs",
+                "update",
+                "unsupported",
+                "excluded",
+                "differs"
+            ]
+        );
+        assert_eq!(plan.items[3].live_resource_version.as_deref(), Some("42"));
+        let d = plan.items[2].diff.as_deref().unwrap();
+        assert!(d.contains("-  k: '1'") || d.contains("-  k: \"1\""), "{d}");
+        let secret_diff = plan.items[6].diff.as_deref().unwrap();
+        assert!(
+            !secret_diff.contains("c2VjcmV0") && !secret_diff.contains("b3RoZXI="),
+            "{secret_diff}"
+        );
+        assert!(secret_diff.contains("*** (live)"), "{secret_diff}");
+        assert_eq!(
+            plan.summary,
+            PlanSummary {
+                num_snapshot_contents: 7,
+                num_preference_excluded: 0,
+                num_excluded: 1,
+                to_create: 1,
+                already_existed: 1,
+                differs: 2,
+                to_update: 1,
+                unsupported: 1
+            }
+        );
+        assert!(plan.has_changes());
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["items"][0],
+            json!({"path": "/api/v1/namespaces/a/configmaps/new", "action": "create"})
+        );
+        assert_eq!(json["summary"]["toCreate"], 1);
+        assert_eq!(json["items"][5]["reason"], "owner-ref");
+    }
+}
