@@ -8,6 +8,7 @@
 
 mod browse;
 pub mod output;
+mod restore;
 mod snapshot;
 
 use std::io::Write;
@@ -113,6 +114,10 @@ pub enum Command {
     Delete(browse::DeleteArgs),
     /// Remove expired snapshots and unreachable git objects.
     Gc(browse::GcArgs),
+    /// Show what restoring a snapshot onto the target cluster would do (read-only).
+    Plan(restore::PlanArgs),
+    /// Restore a snapshot onto the target cluster: create what is missing, never overwrite.
+    Restore(restore::RestoreArgs),
 }
 
 /// What a command asks `main` to exit with (errors are returned as `Err`).
@@ -127,6 +132,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => browse::diff(&cli.global, args, out),
         Command::Delete(args) => browse::delete(&cli.global, args, out),
         Command::Gc(args) => browse::gc(&cli.global, args, out),
+        Command::Plan(args) => restore::plan(&cli.global, args, out).await,
+        Command::Restore(args) => restore::run(&cli.global, args, out).await,
     }
 }
 

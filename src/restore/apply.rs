@@ -243,8 +243,8 @@ async fn wait_batch(
     opts: &ApplyOptions,
     what: &str,
     ready: &(dyn Fn(&Value) -> bool + Sync),
-    warnings: &mut Vec<String>,
-) {
+) -> Vec<String> {
+    let mut warnings = Vec::new();
     let waits: Vec<(usize, bool)> = stream::iter(
         indices
             .iter()
@@ -270,6 +270,7 @@ async fn wait_batch(
             warnings.push(w);
         }
     }
+    warnings
 }
 
 /// Applies a plan to the target in stage order and returns the Restore status (phase
@@ -303,57 +304,34 @@ pub async fn apply(cluster: &Cluster, plan: &Plan, opts: &ApplyOptions) -> Apply
                 write_batch(cluster, plan, pvs.clone(), opts.threads, &mut outcomes).await;
                 write_batch(cluster, plan, pvcs.clone(), opts.threads, &mut outcomes).await;
                 let bound = phase_is("Bound");
-                wait_batch(
-                    cluster,
-                    plan,
-                    &pvcs,
-                    &outcomes,
-                    opts,
-                    "Bound",
-                    &bound,
-                    &mut warnings,
-                )
-                .await;
-                wait_batch(
-                    cluster,
-                    plan,
-                    &pvs,
-                    &outcomes,
-                    opts,
-                    "Bound",
-                    &bound,
-                    &mut warnings,
-                )
-                .await;
+                warnings.extend(
+                    wait_batch(cluster, plan, &pvcs, &outcomes, opts, "Bound", &bound).await,
+                );
+                warnings.extend(
+                    wait_batch(cluster, plan, &pvs, &outcomes, opts, "Bound", &bound).await,
+                );
             }
             Stage::Crds => {
                 write_batch(cluster, plan, indices.clone(), opts.threads, &mut outcomes).await;
-                wait_batch(
-                    cluster,
-                    plan,
-                    &indices,
-                    &outcomes,
-                    opts,
-                    "Established",
-                    &crd_established,
-                    &mut warnings,
-                )
-                .await;
+                warnings.extend(
+                    wait_batch(
+                        cluster,
+                        plan,
+                        &indices,
+                        &outcomes,
+                        opts,
+                        "Established",
+                        &crd_established,
+                    )
+                    .await,
+                );
             }
             Stage::Namespaces => {
                 write_batch(cluster, plan, indices.clone(), opts.threads, &mut outcomes).await;
                 let active = phase_is("Active");
-                wait_batch(
-                    cluster,
-                    plan,
-                    &indices,
-                    &outcomes,
-                    opts,
-                    "Active",
-                    &active,
-                    &mut warnings,
-                )
-                .await;
+                warnings.extend(
+                    wait_batch(cluster, plan, &indices, &outcomes, opts, "Active", &active).await,
+                );
             }
             _ => write_batch(cluster, plan, indices, opts.threads, &mut outcomes).await,
         }

@@ -53,19 +53,19 @@ pub enum RestoreError {
         message: String,
     },
     #[error("target cluster: {0}")]
-    Discovery(#[from] DiscoveryError),
+    Discovery(Box<DiscoveryError>),
     #[error("target cluster: listing {collection}: {source}")]
     Live {
         collection: String,
         #[source]
-        source: ClusterError,
+        source: Box<ClusterError>,
     },
-    #[error("target cluster: server-side dry run of {path}: {source}")]
-    DryRun {
-        path: String,
-        #[source]
-        source: ClusterError,
-    },
+}
+
+impl From<DiscoveryError> for RestoreError {
+    fn from(e: DiscoveryError) -> Self {
+        RestoreError::Discovery(Box::new(e))
+    }
 }
 
 /// A snapshot's objects, read from the mirror.
@@ -286,7 +286,10 @@ async fn plan_with_discovery(
         .collect();
     let mut live = live::read_live(cluster, wanted, opts.threads.max(4))
         .await
-        .map_err(|(collection, source)| RestoreError::Live { collection, source })?;
+        .map_err(|(collection, source)| RestoreError::Live {
+            collection,
+            source: Box::new(source),
+        })?;
     for (path, obj) in live.iter_mut() {
         let has_status = ContentPath::parse(path)
             .ok()
@@ -301,54 +304,62 @@ async fn plan_with_discovery(
     };
     let mut plan = build_plan(objects, selections, &served, &live, pref, &plan_opts);
     if opts.server_dry_run {
-        server_dry_run(cluster, &mut plan, opts.threads).await?;
+        server_dry_run(cluster, &mut plan, opts.threads).await;
     }
     Ok(plan)
 }
 
 /// Validates each `create` with `dryRun=All`; a refusal is recorded as the item's reason.
-async fn server_dry_run(
-    cluster: &Cluster,
-    plan: &mut Plan,
-    threads: usize,
-) -> Result<(), RestoreError> {
+/// Objects in namespaces the restore itself creates are not validated (the namespace does
+/// not exist yet), nor custom resources of CRDs it creates.
+async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
     use futures::stream::{self, StreamExt};
-    let checks: Vec<(usize, Option<String>)> = stream::iter(
-        plan.items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.action == Action::Create && i.reason.is_none()),
-    )
-    .map(|(n, item)| async move {
-        let collection = item
-            .path
-            .rsplit_once('/')
-            .map_or(item.path.as_str(), |(c, _)| c);
-        let body = item
-            .body
-            .as_ref()
-            .and_then(|b| serde_json::to_vec(b).ok())
-            .unwrap_or_default();
-        let url = format!("{collection}?dryRun=All");
-        let r = cluster
-            .request_bytes(
-                http::Method::POST,
-                &url,
-                Some(body),
-                Some("application/json"),
-            )
-            .await;
-        (n, r.err().map(|e| format!("server dry run refused: {e}")))
-    })
-    .buffer_unordered(threads.max(1))
-    .collect()
-    .await;
+    // Objects in a namespace this restore creates cannot be validated before it exists.
+    let new_namespaces: HashSet<String> = plan
+        .items
+        .iter()
+        .filter(|i| i.action == Action::Create && i.stage == Some(Stage::Namespaces))
+        .filter_map(|i| {
+            i.path
+                .rsplit_once('/')
+                .map(|(_, n)| format!("/namespaces/{n}/"))
+        })
+        .collect();
+    let checks: Vec<(usize, Option<String>)> =
+        stream::iter(plan.items.iter().enumerate().filter(|(_, i)| {
+            i.action == Action::Create
+                && i.reason.is_none()
+                && !new_namespaces.iter().any(|ns| i.path.contains(ns.as_str()))
+        }))
+        .map(|(n, item)| async move {
+            let collection = item
+                .path
+                .rsplit_once('/')
+                .map_or(item.path.as_str(), |(c, _)| c);
+            let body = item
+                .body
+                .as_ref()
+                .and_then(|b| serde_json::to_vec(b).ok())
+                .unwrap_or_default();
+            let url = format!("{collection}?dryRun=All");
+            let r = cluster
+                .request_bytes(
+                    http::Method::POST,
+                    &url,
+                    Some(body),
+                    Some("application/json"),
+                )
+                .await;
+            (n, r.err().map(|e| format!("server dry run refused: {e}")))
+        })
+        .buffer_unordered(threads.max(1))
+        .collect()
+        .await;
     for (n, refusal) in checks {
         if let Some(r) = refusal {
             plan.items[n].reason = Some(r);
         }
     }
-    Ok(())
 }
 
 /// Applies a plan (see [`apply()`]) inside a `restore` tracing span.
