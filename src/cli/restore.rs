@@ -106,9 +106,10 @@ pub async fn plan(global: &GlobalArgs, args: PlanArgs, out: &mut dyn Write) -> a
         server_dry_run: args.server_dry_run,
         ..options(&args.common)
     };
-    let plan = restore::plan(&cluster, &snapshot, &pref, &opts)
+    let name = snapshot.name.clone();
+    let plan = restore::plan(&cluster, snapshot, &pref, &opts)
         .await
-        .with_context(|| format!("planning the restore of {:?}", snapshot.name))?;
+        .with_context(|| format!("planning the restore of {name:?}"))?;
     match global.output {
         Format::Table => write_plan_table(out, &plan)?,
         format => output::write_data(out, format, &plan)?,
@@ -166,16 +167,10 @@ pub async fn run(
         wait_timeout: std::time::Duration::from_secs(args.wait_timeout),
         ..options(&args.common)
     };
-    let plan = restore::plan(&cluster, &snapshot, &pref, &opts)
-        .await
-        .with_context(|| {
-            format!(
-                "restore of {:?}: planning failed; nothing was created",
-                snapshot.name
-            )
-        })?;
     let name = snapshot.name.clone();
-    drop(snapshot);
+    let plan = restore::plan(&cluster, snapshot, &pref, &opts)
+        .await
+        .with_context(|| format!("restore of {name:?}: planning failed; nothing was created"))?;
     let status = if args.dry_run {
         restore::dry_run_status(&plan)
     } else {

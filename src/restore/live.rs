@@ -4,14 +4,14 @@
 //! Owns: the LIST loop and the filtering of list items to the paths a plan needs. Must not
 //! write to the cluster.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 
+use super::plan::LiveObject;
 use crate::cluster::{Cluster, ClusterError};
 use crate::discovery::ApiResourceInfo;
-use crate::tree::ContentPath;
 
 /// Objects per LIST page.
 pub const PAGE_SIZE: u32 = 500;
@@ -30,14 +30,15 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
-/// Lists every resource of `wanted` (with the content paths needed from it), `concurrency`
-/// resources at a time, and returns the live objects at those paths, canonicalised.
+/// Lists every resource of `wanted` (with the tree objects wanted from it, by content path),
+/// `concurrency` resources at a time, and compares each live object found at one of those
+/// paths with its tree object as pages arrive: live objects are never all held at once.
 pub async fn read_live(
     cluster: &Cluster,
-    wanted: Vec<(ApiResourceInfo, HashSet<String>)>,
+    wanted: Vec<(ApiResourceInfo, HashMap<String, &Value>)>,
     concurrency: usize,
-) -> Result<HashMap<String, Value>, (String, ClusterError)> {
-    let maps: Vec<HashMap<String, Value>> = stream::iter(wanted)
+) -> Result<HashMap<String, LiveObject>, (String, ClusterError)> {
+    let maps: Vec<HashMap<String, LiveObject>> = stream::iter(wanted)
         .map(|(resource, paths)| async move {
             list_resource(cluster, &resource, &paths)
                 .await
@@ -56,8 +57,8 @@ pub async fn read_live(
 async fn list_resource(
     cluster: &Cluster,
     resource: &ApiResourceInfo,
-    paths: &HashSet<String>,
-) -> Result<HashMap<String, Value>, ClusterError> {
+    paths: &HashMap<String, &Value>,
+) -> Result<HashMap<String, LiveObject>, ClusterError> {
     let base = resource.collection_path(None);
     let mut out = HashMap::new();
     let mut token: Option<String> = None;
@@ -73,25 +74,29 @@ async fn list_resource(
             let namespace = item.pointer("/metadata/namespace").and_then(Value::as_str);
             let Some(name) = name else { continue };
             let ns = if resource.namespaced { namespace } else { None };
-            let Ok(path) = ContentPath::new(
-                &resource.group,
-                &resource.version,
-                &resource.resource,
-                ns,
-                name,
-            ) else {
+            let gv = resource.group_version_path();
+            let path = match ns {
+                Some(ns) => format!("{gv}/namespaces/{ns}/{}/{name}", resource.resource),
+                None => format!("{gv}/{}/{name}", resource.resource),
+            };
+            let Some(tree) = paths.get(&path) else {
                 continue;
             };
-            if paths.contains(path.as_str()) {
-                if let Some(map) = item.as_object_mut() {
-                    // List items of built-in kinds omit apiVersion/kind.
-                    map.entry("apiVersion")
-                        .or_insert_with(|| Value::String(resource.api_version()));
-                    map.entry("kind")
-                        .or_insert_with(|| Value::String(resource.kind.clone()));
-                }
-                out.insert(path.as_str().to_string(), item);
+            let resource_version = item
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            crate::tree::canonicalize(&mut item, resource.has_status_subresource);
+            if let Some(map) = item.as_object_mut() {
+                // List items of built-in kinds omit apiVersion/kind.
+                map.entry("apiVersion")
+                    .or_insert_with(|| Value::String(resource.api_version()));
+                map.entry("kind")
+                    .or_insert_with(|| Value::String(resource.kind.clone()));
             }
+            let mut compared = LiveObject::compare(&item, tree);
+            compared.resource_version = resource_version;
+            out.insert(path, compared);
         }
         match page.metadata.continue_token.filter(|t| !t.is_empty()) {
             Some(t) => token = Some(t),

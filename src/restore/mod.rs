@@ -25,7 +25,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 pub use apply::{ApplyOptions, ApplyReport, apply, dry_run_status};
-pub use plan::{Action, Plan, PlanItem, PlanOptions, PlanSummary, Served, build_plan};
+pub use plan::{Action, LiveObject, Plan, PlanItem, PlanOptions, PlanSummary, Served, build_plan};
 pub use preference::{Preference, PreferenceError, RestorePreferenceSpec};
 pub use rules::{RuleOptions, Selection, SnapshotObject, Stage, select};
 pub use status::RestoreStatus;
@@ -171,30 +171,23 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
 
 /// `(group, version, plural)` of the custom resources the restored CRDs will serve.
 fn crd_served_resources(
-    objects: &[SnapshotObject],
-    selections: &[Selection],
+    selected: &[(ContentPath, Selection)],
 ) -> HashSet<(String, String, String)> {
     let mut out = HashSet::new();
-    for (o, s) in objects.iter().zip(selections) {
-        if !matches!(
-            s,
-            Selection::Restore {
-                stage: Stage::Crds,
-                ..
-            }
-        ) {
+    for (_, s) in selected {
+        let Selection::Restore {
+            stage: Stage::Crds,
+            object,
+        } = s
+        else {
             continue;
-        }
-        let group = o.object.pointer("/spec/group").and_then(Value::as_str);
-        let plural = o
-            .object
-            .pointer("/spec/names/plural")
-            .and_then(Value::as_str);
+        };
+        let group = object.pointer("/spec/group").and_then(Value::as_str);
+        let plural = object.pointer("/spec/names/plural").and_then(Value::as_str);
         let (Some(group), Some(plural)) = (group, plural) else {
             continue;
         };
-        for v in o
-            .object
+        for v in object
             .pointer("/spec/versions")
             .and_then(Value::as_array)
             .into_iter()
@@ -208,12 +201,13 @@ fn crd_served_resources(
     out
 }
 
-/// Plans a restore of `snapshot` onto `cluster`: discovery, one LIST per resource concerned,
-/// then the pure planning of [`build_plan`]. Read-only (a server-side dry run, if asked,
-/// writes nothing either).
+/// Plans a restore of `snapshot` onto `cluster`: discovery, one LIST per resource concerned
+/// (compared page by page), then the pure planning of [`build_plan`]. Read-only (a server-side
+/// dry run, if asked, writes nothing either). Consumes the snapshot: the restored objects move
+/// into the plan as request bodies.
 pub async fn plan(
     cluster: &Cluster,
-    snapshot: &LoadedSnapshot,
+    snapshot: LoadedSnapshot,
     pref: &Preference,
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
@@ -229,16 +223,15 @@ pub async fn plan(
 async fn plan_with_discovery(
     cluster: &Cluster,
     discovered: &Discovered,
-    snapshot: &LoadedSnapshot,
+    snapshot: LoadedSnapshot,
     pref: &Preference,
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
     let rule_opts = RuleOptions {
         preserve_nodeports: opts.preserve_nodeports,
     };
-    let objects = &snapshot.objects;
-    let selections = select(objects, pref, &rule_opts);
-    let after_crd = crd_served_resources(objects, &selections);
+    let selected = select(snapshot.objects, pref, &rule_opts);
+    let after_crd = crd_served_resources(&selected);
     let index: HashMap<(&str, &str, &str), &ApiResourceInfo> = discovered
         .resources
         .iter()
@@ -250,14 +243,14 @@ async fn plan_with_discovery(
         })
         .collect();
     let lookup = |p: &ContentPath| index.get(&(p.group(), p.version(), p.resource())).copied();
-    let served = |o: &SnapshotObject| match lookup(&o.path) {
+    let served = |p: &ContentPath| match lookup(p) {
         Some(r) if r.supports("create") => Served::Yes {
             has_status_subresource: r.has_status_subresource,
         },
         _ if after_crd.contains(&(
-            o.path.group().to_string(),
-            o.path.version().to_string(),
-            o.path.resource().to_string(),
+            p.group().to_string(),
+            p.version().to_string(),
+            p.resource().to_string(),
         )) =>
         {
             Served::AfterCrd
@@ -265,44 +258,35 @@ async fn plan_with_discovery(
         _ => Served::No,
     };
 
-    // The live objects of every restorable path, one LIST per resource.
-    let mut wanted: BTreeMap<(String, String, String), (ApiResourceInfo, HashSet<String>)> =
-        BTreeMap::new();
-    for (o, s) in objects.iter().zip(&selections) {
-        if !matches!(s, Selection::Restore { .. }) {
-            continue;
+    // The live objects of every restorable path: one LIST per resource, compared as it comes.
+    let live = {
+        type Wanted<'a> = (ApiResourceInfo, HashMap<String, &'a Value>);
+        let mut wanted: BTreeMap<(&str, &str, &str), Wanted<'_>> = BTreeMap::new();
+        for (path, s) in &selected {
+            let Selection::Restore { object, .. } = s else {
+                continue;
+            };
+            if let Some(r) = lookup(path).filter(|r| r.supports("create") && r.supports("list")) {
+                wanted
+                    .entry((&r.group, &r.version, &r.resource))
+                    .or_insert_with(|| (r.clone(), HashMap::new()))
+                    .1
+                    .insert(path.as_str().to_string(), object);
+            }
         }
-        if let (Some(r), Served::Yes { .. }) = (lookup(&o.path), served(o)) {
-            wanted
-                .entry((r.group.clone(), r.version.clone(), r.resource.clone()))
-                .or_insert_with(|| (r.clone(), HashSet::new()))
-                .1
-                .insert(o.path.as_str().to_string());
-        }
-    }
-    let wanted: Vec<_> = wanted
-        .into_values()
-        .filter(|(r, _)| r.supports("list"))
-        .collect();
-    let mut live = live::read_live(cluster, wanted, opts.threads.max(4))
-        .await
-        .map_err(|(collection, source)| RestoreError::Live {
-            collection,
-            source: Box::new(source),
-        })?;
-    for (path, obj) in live.iter_mut() {
-        let has_status = ContentPath::parse(path)
-            .ok()
-            .and_then(|p| lookup(&p))
-            .is_some_and(|r| r.has_status_subresource);
-        crate::tree::canonicalize(obj, has_status);
-    }
+        live::read_live(cluster, wanted.into_values().collect(), opts.threads.max(4))
+            .await
+            .map_err(|(collection, source)| RestoreError::Live {
+                collection,
+                source: Box::new(source),
+            })?
+    };
 
     let plan_opts = PlanOptions {
         diff: opts.diff,
         show_secrets: opts.show_secrets,
     };
-    let mut plan = build_plan(objects, selections, &served, &live, pref, &plan_opts);
+    let mut plan = build_plan(selected, &served, &live, pref, &plan_opts);
     if opts.server_dry_run {
         server_dry_run(cluster, &mut plan, opts.threads).await;
     }
@@ -384,14 +368,15 @@ pub async fn apply_plan(
 /// before anything is written; once writing starts, per-object failures are in the status.
 pub async fn restore(
     cluster: &Cluster,
-    snapshot: &LoadedSnapshot,
+    snapshot: LoadedSnapshot,
     pref: &Preference,
     opts: &RestoreOptions,
 ) -> Result<(Plan, ApplyReport), RestoreError> {
+    let name = snapshot.name.clone();
     let plan = plan(cluster, snapshot, pref, opts).await?;
-    let report = apply_plan(cluster, &snapshot.name, &plan, opts).await;
+    let report = apply_plan(cluster, &name, &plan, opts).await;
     tracing::info!(
-        snapshot = %snapshot.name,
+        snapshot = %name,
         created = report.status.num_created,
         already_existed = report.status.num_already_existed,
         failed = report.status.num_failed,

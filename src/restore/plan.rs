@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::preference::{Preference, matches_any};
-use super::rules::{Selection, SnapshotObject, Stage};
+use super::rules::{Selection, Stage};
+use crate::tree::ContentPath;
 
 /// What a restore does with one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -116,25 +117,45 @@ pub struct PlanOptions {
     pub show_secrets: bool,
 }
 
-/// Builds the plan from the rules' selections, what the target serves, and the live objects of
-/// the paths concerned (keyed by content path, canonicalised).
+/// What a plan needs to know of one live object: whether it matches the tree object, its
+/// resourceVersion, and (only when it differs) the live object pruned to the tree's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveObject {
+    pub resource_version: Option<String>,
+    /// `None` when the live object matches the tree object.
+    pub differing: Option<Value>,
+}
+
+impl LiveObject {
+    /// Compares a canonicalised live object with the tree object it would be restored from.
+    pub fn compare(live: &Value, tree: &Value) -> LiveObject {
+        LiveObject {
+            resource_version: live
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            differing: (!covers(live, tree)).then(|| prune_to(live, tree)),
+        }
+    }
+}
+
+/// Builds the plan from the rules' selections (see [`super::rules::select`]), what the target
+/// serves, and the live objects of the paths concerned (keyed by content path).
 pub fn build_plan(
-    objects: &[SnapshotObject],
-    selections: Vec<Selection>,
-    served: &dyn Fn(&SnapshotObject) -> Served,
-    live: &HashMap<String, Value>,
+    selected: Vec<(ContentPath, Selection)>,
+    served: &dyn Fn(&ContentPath) -> Served,
+    live: &HashMap<String, LiveObject>,
     pref: &Preference,
     opts: &PlanOptions,
 ) -> Plan {
     let mut summary = PlanSummary {
-        num_snapshot_contents: objects.len() as u64,
+        num_snapshot_contents: selected.len() as u64,
         ..Default::default()
     };
-    let mut items = Vec::with_capacity(objects.len());
-    for (o, selection) in objects.iter().zip(selections) {
-        let path = o.path.as_str().to_string();
+    let mut items = Vec::with_capacity(selected.len());
+    for (path, selection) in selected {
         let mut item = PlanItem {
-            path,
+            path: path.as_str().to_string(),
             action: Action::Create,
             reason: None,
             diff: None,
@@ -154,10 +175,10 @@ pub fn build_plan(
             }
             Selection::Restore { stage, object } => {
                 item.stage = Some(stage);
-                match served(o) {
+                match served(&path) {
                     Served::No => {
                         item.action = Action::Unsupported;
-                        item.reason = Some(unsupported_reason(o));
+                        item.reason = Some(unsupported_reason(&path));
                         summary.unsupported += 1;
                     }
                     Served::AfterCrd => {
@@ -166,38 +187,38 @@ pub fn build_plan(
                         item.body = Some(object);
                         summary.to_create += 1;
                     }
-                    Served::Yes { .. } => match live.get(o.path.as_str()) {
+                    Served::Yes { .. } => match live.get(path.as_str()) {
                         None => {
                             item.action = Action::Create;
                             item.body = Some(object);
                             summary.to_create += 1;
                         }
-                        Some(live_obj) => {
-                            let pruned = prune_to(live_obj, &object);
-                            if pruned == object {
-                                item.action = Action::Exists;
-                                summary.already_existed += 1;
+                        Some(LiveObject {
+                            differing: None, ..
+                        }) => {
+                            item.action = Action::Exists;
+                            summary.already_existed += 1;
+                        }
+                        Some(LiveObject {
+                            resource_version,
+                            differing: Some(pruned),
+                        }) => {
+                            if opts.diff {
+                                item.diff = Some(object_diff(
+                                    &object,
+                                    pruned,
+                                    item.path.as_str(),
+                                    opts.show_secrets,
+                                ));
+                            }
+                            if matches_any(&pref.spec.overwrite_api_pathes, &item.path) {
+                                item.action = Action::Update;
+                                item.live_resource_version = resource_version.clone();
+                                item.body = Some(object);
+                                summary.to_update += 1;
                             } else {
-                                if opts.diff {
-                                    item.diff = Some(object_diff(
-                                        &object,
-                                        &pruned,
-                                        item.path.as_str(),
-                                        opts.show_secrets,
-                                    ));
-                                }
-                                if matches_any(&pref.spec.overwrite_api_pathes, &item.path) {
-                                    item.action = Action::Update;
-                                    item.live_resource_version = live_obj
-                                        .pointer("/metadata/resourceVersion")
-                                        .and_then(Value::as_str)
-                                        .map(str::to_string);
-                                    item.body = Some(object);
-                                    summary.to_update += 1;
-                                } else {
-                                    item.action = Action::Differs;
-                                    summary.differs += 1;
-                                }
+                                item.action = Action::Differs;
+                                summary.differs += 1;
                             }
                         }
                     },
@@ -210,12 +231,26 @@ pub fn build_plan(
 }
 
 /// The message for a kind the target does not serve.
-pub fn unsupported_reason(o: &SnapshotObject) -> String {
+pub fn unsupported_reason(path: &ContentPath) -> String {
     format!(
         "the target does not serve {} {}",
-        o.path.api_version(),
-        o.path.resource()
+        path.api_version(),
+        path.resource()
     )
+}
+
+/// Whether `live` has every key of `tree` with the same value, recursively for maps and for
+/// arrays of the same length (the allocation-free form of `prune_to(live, tree) == *tree`).
+pub fn covers(live: &Value, tree: &Value) -> bool {
+    match (live, tree) {
+        (Value::Object(l), Value::Object(t)) => t
+            .iter()
+            .all(|(k, tv)| l.get(k).is_some_and(|lv| covers(lv, tv))),
+        (Value::Array(l), Value::Array(t)) if l.len() == t.len() => {
+            l.iter().zip(t).all(|(lv, tv)| covers(lv, tv))
+        }
+        _ => live == tree,
+    }
 }
 
 /// `live` restricted to the keys `tree` has, recursively for maps; arrays of the same length
@@ -276,8 +311,7 @@ pub fn object_diff(tree: &Value, live_pruned: &Value, path: &str, show_secrets: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::rules::{RuleOptions, select};
-    use crate::tree::ContentPath;
+    use crate::restore::rules::{RuleOptions, SnapshotObject, select};
     use serde_json::json;
 
     fn obj(path: &str, object: Value) -> SnapshotObject {
@@ -293,11 +327,14 @@ mod tests {
         let live = json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "1"}},
             "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}, "status": {}});
         assert_eq!(prune_to(&live, &tree), tree);
+        assert!(covers(&live, &tree));
         let changed = json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"ports": [{"port": 80}]}});
         assert_ne!(prune_to(&changed, &tree), tree);
+        assert!(!covers(&changed, &tree));
         // A key missing live is a difference.
         let missing = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}});
         assert_ne!(prune_to(&missing, &tree), tree);
+        assert!(!covers(&missing, &tree));
     }
 
     #[test]
@@ -335,7 +372,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let sel = select(&objects, &pref, &RuleOptions::default());
+        let sel = select(objects.clone(), &pref, &RuleOptions::default());
         let mut live = HashMap::new();
         let with_rv = |o: &SnapshotObject, v: &str| {
             let mut l = o.object.clone();
@@ -349,8 +386,8 @@ mod tests {
         let mut s = objects[6].object.clone();
         s["data"]["pw"] = json!("b3RoZXI=");
         live.insert(objects[6].path.to_string(), s);
-        let served = |o: &SnapshotObject| {
-            if o.path.group() == "example.com" {
+        let served = |p: &ContentPath| {
+            if p.group() == "example.com" {
                 Served::No
             } else {
                 Served::Yes {
@@ -358,8 +395,22 @@ mod tests {
                 }
             }
         };
+        let tree_of = |p: &str| {
+            objects
+                .iter()
+                .find(|o| o.path.as_str() == p)
+                .unwrap()
+                .object
+                .clone()
+        };
+        let live: HashMap<String, LiveObject> = live
+            .into_iter()
+            .map(|(p, l): (String, Value)| {
+                let c = LiveObject::compare(&l, &tree_of(&p));
+                (p, c)
+            })
+            .collect();
         let plan = build_plan(
-            &objects,
             sel,
             &served,
             &live,

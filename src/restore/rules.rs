@@ -222,9 +222,14 @@ pub fn stage_of(path: &ContentPath, pref: &Preference) -> Stage {
 
 /// Decides every object of a snapshot: preference-excluded, excluded by a rule (with the
 /// original reason), or restored in a stage with cluster-specific fields removed. The result
-/// has one entry per input object, in the same order.
-pub fn select(objects: &[SnapshotObject], pref: &Preference, opts: &RuleOptions) -> Vec<Selection> {
-    let excluded_crs = excluded_crd_resources(objects, pref);
+/// has one entry per input object, in the same order. Consumes the objects: a restored one is
+/// moved into its selection, the others are dropped (memory stays at one copy of the tree).
+pub fn select(
+    objects: Vec<SnapshotObject>,
+    pref: &Preference,
+    opts: &RuleOptions,
+) -> Vec<(ContentPath, Selection)> {
+    let excluded_crs = excluded_crd_resources(&objects, pref);
     let pref_excluded: Vec<bool> = objects
         .iter()
         .map(|o| preference_excludes(o, pref, &excluded_crs))
@@ -311,54 +316,55 @@ pub fn select(objects: &[SnapshotObject], pref: &Preference, opts: &RuleOptions)
         pvc_decision.insert(i, decision);
     }
 
+    let decide = |i: usize, mut object: Value, path: &ContentPath| -> Selection {
+        if pref_excluded[i] {
+            return Selection::PreferenceExcluded;
+        }
+
+        if has_owner(&object) {
+            return Selection::Excluded(reason::OWNER_REF);
+        }
+        if is(path, "", "secrets") && crate::tree::is_token_secret(&object) {
+            return Selection::Excluded(reason::TOKEN_SECRET);
+        }
+        if is(path, RBAC_GROUP, "clusterroles") && !included_roles.contains(path.name()) {
+            return Selection::Excluded(reason::NOT_BINDED_TO_NS);
+        }
+        if is(path, RBAC_GROUP, "clusterrolebindings") && !included_bindings.contains(path.name()) {
+            return Selection::Excluded(reason::NOT_BINDED_TO_NS);
+        }
+        if is(path, "", "endpoints")
+            && let Some(ns) = path.namespace()
+            && services.contains(&(ns.to_string(), path.name().to_string()))
+        {
+            return Selection::Excluded(reason::SERVICE_EXISTS);
+        }
+        if let Some(Err(r)) = pvc_decision.get(&i) {
+            return Selection::Excluded(r);
+        }
+        if is(path, "", "persistentvolumes") {
+            match paired_pvs.get(&i) {
+                Some((ns, name)) => clean_pv(&mut object, ns, name),
+                None => return Selection::Excluded(reason::NOT_BOUNDED),
+            }
+        }
+        if is(path, "", "persistentvolumeclaims") {
+            clean_pvc(&mut object);
+        }
+        if is(path, "", "services") {
+            clean_service(&mut object, opts.preserve_nodeports);
+        }
+        Selection::Restore {
+            stage: stage_of(path, pref),
+            object,
+        }
+    };
     objects
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, o)| {
-            if pref_excluded[i] {
-                return Selection::PreferenceExcluded;
-            }
-            let path = &o.path;
-            if has_owner(&o.object) {
-                return Selection::Excluded(reason::OWNER_REF);
-            }
-            if is(path, "", "secrets") && crate::tree::is_token_secret(&o.object) {
-                return Selection::Excluded(reason::TOKEN_SECRET);
-            }
-            if is(path, RBAC_GROUP, "clusterroles") && !included_roles.contains(path.name()) {
-                return Selection::Excluded(reason::NOT_BINDED_TO_NS);
-            }
-            if is(path, RBAC_GROUP, "clusterrolebindings")
-                && !included_bindings.contains(path.name())
-            {
-                return Selection::Excluded(reason::NOT_BINDED_TO_NS);
-            }
-            if is(path, "", "endpoints")
-                && let Some(ns) = path.namespace()
-                && services.contains(&(ns.to_string(), path.name().to_string()))
-            {
-                return Selection::Excluded(reason::SERVICE_EXISTS);
-            }
-            if let Some(Err(r)) = pvc_decision.get(&i) {
-                return Selection::Excluded(r);
-            }
-            let mut object = o.object.clone();
-            if is(path, "", "persistentvolumes") {
-                match paired_pvs.get(&i) {
-                    Some((ns, name)) => clean_pv(&mut object, ns, name),
-                    None => return Selection::Excluded(reason::NOT_BOUNDED),
-                }
-            }
-            if is(path, "", "persistentvolumeclaims") {
-                clean_pvc(&mut object);
-            }
-            if is(path, "", "services") {
-                clean_service(&mut object, opts.preserve_nodeports);
-            }
-            Selection::Restore {
-                stage: stage_of(path, pref),
-                object,
-            }
+            let selection = decide(i, o.object, &o.path);
+            (o.path, selection)
         })
         .collect()
 }
@@ -479,9 +485,9 @@ mod tests {
     }
 
     fn reasons(objects: &[SnapshotObject], p: &Preference) -> Vec<String> {
-        select(objects, p, &RuleOptions::default())
+        select(objects.to_vec(), p, &RuleOptions::default())
             .iter()
-            .map(|s| match s {
+            .map(|(_, s)| match s {
                 Selection::PreferenceExcluded => "pref".to_string(),
                 Selection::Excluded(r) => r.to_string(),
                 Selection::Restore { stage, .. } => format!("{stage:?}"),
@@ -536,7 +542,8 @@ mod tests {
                 "Rest"
             ]
         );
-        let Selection::Restore { object, .. } = &select(&objects, &p, &RuleOptions::default())[3]
+        let Selection::Restore { object, .. } =
+            &select(objects.clone(), &p, &RuleOptions::default())[3].1
         else {
             panic!("service restored")
         };
@@ -678,7 +685,10 @@ mod tests {
                 "not-bounded"
             ]
         );
-        let sel = select(&objects, &p, &RuleOptions::default());
+        let sel: Vec<Selection> = select(objects.clone(), &p, &RuleOptions::default())
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         let Selection::Restore { object: claim, .. } = &sel[0] else {
             panic!()
         };
