@@ -141,7 +141,7 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
     let Some(body) = &item.body else {
         return Outcome::Failed(failed_entry(&item.path, "nothing to write"));
     };
-    let (method, url, body) = match item.action {
+    let serialized = match item.action {
         Action::Update => {
             let mut b = body.clone();
             if let (Some(meta), Some(rv)) = (
@@ -150,22 +150,25 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
             ) {
                 meta.insert("resourceVersion".into(), Value::String(rv.clone()));
             }
-            (http::Method::PUT, item.path.clone(), b)
+            serde_json::to_vec(&b)
         }
-        _ => {
-            let collection = item
-                .path
-                .rsplit_once('/')
-                .map_or(item.path.as_str(), |(c, _)| c);
-            (http::Method::POST, collection.to_string(), body.clone())
-        }
+        _ => serde_json::to_vec(body),
     };
-    let bytes = match serde_json::to_vec(&body) {
+    let bytes = match serialized {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(failed_entry(&item.path, &e.to_string())),
     };
+    let (method, url) = match item.action {
+        Action::Update => (http::Method::PUT, item.path.as_str()),
+        _ => (
+            http::Method::POST,
+            item.path
+                .rsplit_once('/')
+                .map_or(item.path.as_str(), |(c, _)| c),
+        ),
+    };
     match cluster
-        .request_bytes(method, &url, Some(bytes), Some("application/json"))
+        .request_bytes(method, url, Some(bytes), Some("application/json"))
         .await
     {
         Ok(_) if item.action == Action::Update => Outcome::Updated,
@@ -296,6 +299,7 @@ pub async fn apply(cluster: &Cluster, plan: &Plan, opts: &ApplyOptions) -> Apply
             continue;
         }
         tracing::info!(?stage, objects = indices.len(), "restoring stage");
+        let stage_started = Instant::now();
         match stage {
             Stage::Volumes => {
                 let (pvs, pvcs): (Vec<usize>, Vec<usize>) = indices
@@ -335,6 +339,7 @@ pub async fn apply(cluster: &Cluster, plan: &Plan, opts: &ApplyOptions) -> Apply
             }
             _ => write_batch(cluster, plan, indices, opts.threads, &mut outcomes).await,
         }
+        tracing::debug!(?stage, elapsed = ?stage_started.elapsed(), "stage done");
     }
     let mut status = status_from(plan, &outcomes);
     // The target's resourceVersion and time once everything is written (read-only).

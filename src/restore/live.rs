@@ -61,47 +61,60 @@ async fn list_resource(
 ) -> Result<HashMap<String, LiveObject>, ClusterError> {
     let base = resource.collection_path(None);
     let mut out = HashMap::new();
-    let mut token: Option<String> = None;
-    loop {
+    let mut key = resource.group_version_path();
+    let prefix_len = key.len();
+    let mut fetch = std::time::Duration::ZERO;
+    let mut process = std::time::Duration::ZERO;
+    // The next page is fetched (on another task) while this one is compared.
+    let fetch_page = |token: Option<&str>| {
         let mut url = format!("{base}?limit={PAGE_SIZE}");
-        if let Some(t) = &token {
+        if let Some(t) = token {
             url.push_str("&continue=");
             url.extend(form_urlencoded::byte_serialize(t.as_bytes()));
         }
-        let page: ListPage = cluster.get_json(&url).await?;
-        for mut item in page.items {
+        let cluster = cluster.clone();
+        tokio::spawn(async move { cluster.get_json::<ListPage>(&url).await })
+    };
+    let mut pending = fetch_page(None);
+    loop {
+        let t0 = std::time::Instant::now();
+        let page: ListPage = pending.await.map_err(|e| ClusterError::Unreachable {
+            server: cluster.server().to_string(),
+            message: format!("listing {base}: {e}"),
+        })??;
+        fetch += t0.elapsed();
+        let next = page
+            .metadata
+            .continue_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| fetch_page(Some(t)));
+        let t1 = std::time::Instant::now();
+        for item in page.items {
             let name = item.pointer("/metadata/name").and_then(Value::as_str);
             let namespace = item.pointer("/metadata/namespace").and_then(Value::as_str);
             let Some(name) = name else { continue };
-            let ns = if resource.namespaced { namespace } else { None };
-            let gv = resource.group_version_path();
-            let path = match ns {
-                Some(ns) => format!("{gv}/namespaces/{ns}/{}/{name}", resource.resource),
-                None => format!("{gv}/{}/{name}", resource.resource),
-            };
-            let Some(tree) = paths.get(&path) else {
+            key.truncate(prefix_len);
+            if let Some(ns) = namespace.filter(|_| resource.namespaced) {
+                key.push_str("/namespaces/");
+                key.push_str(ns);
+            }
+            key.push('/');
+            key.push_str(&resource.resource);
+            key.push('/');
+            key.push_str(name);
+            let Some(tree) = paths.get(key.as_str()) else {
                 continue;
             };
-            let resource_version = item
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            crate::tree::canonicalize(&mut item, resource.has_status_subresource);
-            if let Some(map) = item.as_object_mut() {
-                // List items of built-in kinds omit apiVersion/kind.
-                map.entry("apiVersion")
-                    .or_insert_with(|| Value::String(resource.api_version()));
-                map.entry("kind")
-                    .or_insert_with(|| Value::String(resource.kind.clone()));
-            }
-            let mut compared = LiveObject::compare(&item, tree);
-            compared.resource_version = resource_version;
-            out.insert(path, compared);
+            let compared = LiveObject::compare(item, tree, resource);
+            out.insert(key.clone(), compared);
         }
-        match page.metadata.continue_token.filter(|t| !t.is_empty()) {
-            Some(t) => token = Some(t),
+        process += t1.elapsed();
+        match next {
+            Some(n) => pending = n,
             None => break,
         }
     }
+    tracing::debug!(resource = %base, ?fetch, ?process, "listed");
     Ok(out)
 }

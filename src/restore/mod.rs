@@ -213,7 +213,9 @@ pub async fn plan(
 ) -> Result<Plan, RestoreError> {
     let span = tracing::info_span!("plan", snapshot = %snapshot.name, server = %cluster.server());
     async move {
+        let started = std::time::Instant::now();
         let discovered = discovery::discover(cluster, Versions::All, 8).await?;
+        tracing::debug!(elapsed = ?started.elapsed(), "discovery done");
         plan_with_discovery(cluster, &discovered, snapshot, pref, opts).await
     }
     .instrument(span)
@@ -230,7 +232,9 @@ async fn plan_with_discovery(
     let rule_opts = RuleOptions {
         preserve_nodeports: opts.preserve_nodeports,
     };
+    let started = std::time::Instant::now();
     let selected = select(snapshot.objects, pref, &rule_opts);
+    tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
     let after_crd = crd_served_resources(&selected);
     let index: HashMap<(&str, &str, &str), &ApiResourceInfo> = discovered
         .resources
@@ -282,11 +286,13 @@ async fn plan_with_discovery(
             })?
     };
 
+    tracing::debug!(elapsed = ?started.elapsed(), live = live.len(), "live objects compared");
     let plan_opts = PlanOptions {
         diff: opts.diff,
         show_secrets: opts.show_secrets,
     };
     let mut plan = build_plan(selected, &served, &live, pref, &plan_opts);
+    tracing::debug!(elapsed = ?started.elapsed(), "plan built");
     if opts.server_dry_run {
         server_dry_run(cluster, &mut plan, opts.threads).await;
     }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::preference::{Preference, matches_any};
 use super::rules::{Selection, Stage};
+use crate::discovery::ApiResourceInfo;
 use crate::tree::ContentPath;
 
 /// What a restore does with one object.
@@ -127,15 +128,44 @@ pub struct LiveObject {
 }
 
 impl LiveObject {
-    /// Compares a canonicalised live object with the tree object it would be restored from.
-    pub fn compare(live: &Value, tree: &Value) -> LiveObject {
-        LiveObject {
-            resource_version: live
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            differing: (!covers(live, tree)).then(|| prune_to(live, tree)),
+    /// Compares a live object (as listed or read) with the tree object it would be restored
+    /// from. Only the tree object's keys are compared, so server-owned metadata, status and
+    /// defaults never count; `apiVersion`/`kind`, which list items of built-in kinds omit, are
+    /// taken from `resource` when missing. The common case (equal) allocates nothing.
+    pub fn compare(live: Value, tree: &Value, resource: &ApiResourceInfo) -> LiveObject {
+        if covers_top(&live, tree) {
+            return LiveObject {
+                resource_version: None,
+                differing: None,
+            };
         }
+        let resource_version = live
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut live = live;
+        crate::tree::canonicalize(&mut live, resource.has_status_subresource);
+        if let Some(map) = live.as_object_mut() {
+            map.entry("apiVersion")
+                .or_insert_with(|| Value::String(resource.api_version()));
+            map.entry("kind")
+                .or_insert_with(|| Value::String(resource.kind.clone()));
+        }
+        LiveObject {
+            resource_version,
+            differing: Some(prune_to(&live, tree)),
+        }
+    }
+}
+
+/// [`covers`] at the top level, where a missing `apiVersion`/`kind` is not a difference.
+fn covers_top(live: &Value, tree: &Value) -> bool {
+    match (live, tree) {
+        (Value::Object(l), Value::Object(t)) => t.iter().all(|(k, tv)| match l.get(k) {
+            Some(lv) => covers(lv, tv),
+            None => k == "apiVersion" || k == "kind",
+        }),
+        _ => covers(live, tree),
     }
 }
 
@@ -406,7 +436,16 @@ mod tests {
         let live: HashMap<String, LiveObject> = live
             .into_iter()
             .map(|(p, l): (String, Value)| {
-                let c = LiveObject::compare(&l, &tree_of(&p));
+                let resource = ApiResourceInfo {
+                    group: String::new(),
+                    version: "v1".into(),
+                    resource: "configmaps".into(),
+                    kind: "ConfigMap".into(),
+                    namespaced: true,
+                    verbs: vec![],
+                    has_status_subresource: false,
+                };
+                let c = LiveObject::compare(l, &tree_of(&p), &resource);
                 (p, c)
             })
             .collect();

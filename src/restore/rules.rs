@@ -193,8 +193,8 @@ fn preference_excludes(
     false
 }
 
-/// The stage of an object that is restored.
-pub fn stage_of(path: &ContentPath, pref: &Preference) -> Stage {
+/// The stage of an object that is restored (`app_pathes` from [`Preference::app_pathes`]).
+pub fn stage_of(path: &ContentPath, app_pathes: &[String]) -> Stage {
     let (g, r) = (path.group(), path.resource());
     if g == CRD_GROUP && r == "customresourcedefinitions" {
         Stage::Crds
@@ -204,7 +204,7 @@ pub fn stage_of(path: &ContentPath, pref: &Preference) -> Stage {
         Stage::StorageClasses
     } else if g.is_empty() && (r == "persistentvolumes" || r == "persistentvolumeclaims") {
         Stage::Volumes
-    } else if matches_any(&pref.app_pathes(), path.as_str()) {
+    } else if matches_any(app_pathes, path.as_str()) {
         Stage::Apps
     } else if g.is_empty()
         && matches!(
@@ -230,6 +230,7 @@ pub fn select(
     opts: &RuleOptions,
 ) -> Vec<(ContentPath, Selection)> {
     let excluded_crs = excluded_crd_resources(&objects, pref);
+    let app_pathes = pref.app_pathes();
     let pref_excluded: Vec<bool> = objects
         .iter()
         .map(|o| preference_excludes(o, pref, &excluded_crs))
@@ -355,7 +356,7 @@ pub fn select(
             clean_service(&mut object, opts.preserve_nodeports);
         }
         Selection::Restore {
-            stage: stage_of(path, pref),
+            stage: stage_of(path, &app_pathes),
             object,
         }
     };
