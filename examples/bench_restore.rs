@@ -209,6 +209,7 @@ async fn parent(
             None => l,
         });
         let p = run_child("plan", &kc2, threads)?;
+
         plan = Some(match plan {
             Some(prev) => best(prev, p),
             None => p,

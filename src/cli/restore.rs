@@ -129,7 +129,7 @@ pub fn write_plan_table(out: &mut dyn Write, plan: &Plan) -> anyhow::Result<()> 
         .map(|i| {
             vec![
                 i.action.as_str().to_string(),
-                i.path.clone(),
+                i.path.to_string(),
                 i.reason.clone().unwrap_or_default(),
             ]
         })

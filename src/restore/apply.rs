@@ -60,12 +60,12 @@ fn static_outcome(item: &PlanItem) -> Option<Outcome> {
     match item.action {
         Action::Exists | Action::Differs => Some(Outcome::AlreadyExisted),
         Action::Excluded => Some(Outcome::Excluded(excluded_entry(
-            &item.path,
+            item.path.as_str(),
             item.reason.as_deref().unwrap_or_default(),
         ))),
         Action::PreferenceExcluded => Some(Outcome::Skipped),
         Action::Unsupported => Some(Outcome::Failed(failed_entry(
-            &item.path,
+            item.path.as_str(),
             item.reason
                 .as_deref()
                 .unwrap_or("kind not served by the target"),
@@ -102,13 +102,13 @@ fn status_from(plan: &Plan, outcomes: &[Outcome]) -> RestoreStatus {
     }
     for (item, outcome) in plan.items.iter().zip(outcomes) {
         match outcome {
-            Outcome::Created => push(&mut s.created, &mut s.num_created, item.path.clone()),
+            Outcome::Created => push(&mut s.created, &mut s.num_created, item.path.to_string()),
             Outcome::AlreadyExisted => push(
                 &mut s.already_existed,
                 &mut s.num_already_existed,
-                item.path.clone(),
+                item.path.to_string(),
             ),
-            Outcome::Updated => push(&mut s.updated, &mut s.num_updated, item.path.clone()),
+            Outcome::Updated => push(&mut s.updated, &mut s.num_updated, item.path.to_string()),
             Outcome::Excluded(e) => push(&mut s.excluded, &mut s.num_excluded, e.clone()),
             Outcome::Failed(e) => push(&mut s.failed, &mut s.num_failed, e.clone()),
             Outcome::Skipped => s.num_preference_excluded += 1,
@@ -139,7 +139,7 @@ fn failure_message(e: &ClusterError) -> String {
 /// POSTs (or PUTs, for `update`) one item.
 async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
     let Some(body) = &item.body else {
-        return Outcome::Failed(failed_entry(&item.path, "nothing to write"));
+        return Outcome::Failed(failed_entry(item.path.as_str(), "nothing to write"));
     };
     let serialized = match item.action {
         Action::Update => {
@@ -156,13 +156,14 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
     };
     let bytes = match serialized {
         Ok(b) => b,
-        Err(e) => return Outcome::Failed(failed_entry(&item.path, &e.to_string())),
+        Err(e) => return Outcome::Failed(failed_entry(item.path.as_str(), &e.to_string())),
     };
     let (method, url) = match item.action {
         Action::Update => (http::Method::PUT, item.path.as_str()),
         _ => (
             http::Method::POST,
             item.path
+                .as_str()
                 .rsplit_once('/')
                 .map_or(item.path.as_str(), |(c, _)| c),
         ),
@@ -178,7 +179,7 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
         }
         Err(e) => {
             tracing::warn!(path = %item.path, error = %failure_message(&e), "restore of an object failed");
-            Outcome::Failed(failed_entry(&item.path, &failure_message(&e)))
+            Outcome::Failed(failed_entry(item.path.as_str(), &failure_message(&e)))
         }
     }
 }
@@ -257,7 +258,7 @@ async fn wait_batch(
     .map(|i| async move {
         (
             i,
-            wait_for(cluster, &plan.items[i].path, opts, |v| ready(v)).await,
+            wait_for(cluster, plan.items[i].path.as_str(), opts, |v| ready(v)).await,
         )
     })
     .buffer_unordered(opts.threads.max(1) * 4)
@@ -304,7 +305,7 @@ pub async fn apply(cluster: &Cluster, plan: &Plan, opts: &ApplyOptions) -> Apply
             Stage::Volumes => {
                 let (pvs, pvcs): (Vec<usize>, Vec<usize>) = indices
                     .iter()
-                    .partition(|&&i| plan.items[i].path.starts_with("/api/v1/persistentvolumes/"));
+                    .partition(|&&i| plan.items[i].path.resource() == "persistentvolumes");
                 write_batch(cluster, plan, pvs.clone(), opts.threads, &mut outcomes).await;
                 write_batch(cluster, plan, pvcs.clone(), opts.threads, &mut outcomes).await;
                 let bound = phase_is("Bound");

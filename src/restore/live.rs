@@ -5,13 +5,16 @@
 //! write to the cluster.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::plan::LiveObject;
+use super::rules::Selection;
 use crate::cluster::{Cluster, ClusterError};
 use crate::discovery::ApiResourceInfo;
+use crate::tree::ContentPath;
 
 /// Objects per LIST page.
 pub const PAGE_SIZE: u32 = 500;
@@ -33,16 +36,35 @@ struct ListMeta {
 /// Lists every resource of `wanted` (with the tree objects wanted from it, by content path),
 /// `concurrency` resources at a time, and compares each live object found at one of those
 /// paths with its tree object as pages arrive: live objects are never all held at once.
+/// `wanted` maps content paths to indices into `selected`; each resource is listed and
+/// compared on its own task, so comparing uses every core.
 pub async fn read_live(
     cluster: &Cluster,
-    wanted: Vec<(ApiResourceInfo, HashMap<String, &Value>)>,
+    wanted: Vec<(ApiResourceInfo, HashMap<String, usize>)>,
+    selected: Arc<Vec<(ContentPath, Selection)>>,
     concurrency: usize,
 ) -> Result<HashMap<String, LiveObject>, (String, ClusterError)> {
     let maps: Vec<HashMap<String, LiveObject>> = stream::iter(wanted)
-        .map(|(resource, paths)| async move {
-            list_resource(cluster, &resource, &paths)
-                .await
-                .map_err(|e| (resource.collection_path(None), e))
+        .map(|(resource, paths)| {
+            let cluster = cluster.clone();
+            let selected = selected.clone();
+            let collection = resource.collection_path(None);
+            let task =
+                tokio::spawn(
+                    async move { list_resource(&cluster, &resource, &paths, &selected).await },
+                );
+            async move {
+                match task.await {
+                    Ok(r) => r.map_err(|e| (collection, e)),
+                    Err(e) => Err((
+                        collection.clone(),
+                        ClusterError::Unreachable {
+                            server: String::new(),
+                            message: format!("listing {collection}: {e}"),
+                        },
+                    )),
+                }
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
@@ -57,7 +79,8 @@ pub async fn read_live(
 async fn list_resource(
     cluster: &Cluster,
     resource: &ApiResourceInfo,
-    paths: &HashMap<String, &Value>,
+    paths: &HashMap<String, usize>,
+    selected: &[(ContentPath, Selection)],
 ) -> Result<HashMap<String, LiveObject>, ClusterError> {
     let base = resource.collection_path(None);
     let mut out = HashMap::new();
@@ -103,7 +126,9 @@ async fn list_resource(
             key.push_str(&resource.resource);
             key.push('/');
             key.push_str(name);
-            let Some(tree) = paths.get(key.as_str()) else {
+            let Some(Selection::Restore { object: tree, .. }) =
+                paths.get(key.as_str()).map(|&i| &selected[i].1)
+            else {
                 continue;
             };
             let compared = LiveObject::compare(item, tree, resource);

@@ -263,29 +263,36 @@ async fn plan_with_discovery(
     };
 
     // The live objects of every restorable path: one LIST per resource, compared as it comes.
+    let selected = std::sync::Arc::new(selected);
     let live = {
-        type Wanted<'a> = (ApiResourceInfo, HashMap<String, &'a Value>);
-        let mut wanted: BTreeMap<(&str, &str, &str), Wanted<'_>> = BTreeMap::new();
-        for (path, s) in &selected {
-            let Selection::Restore { object, .. } = s else {
+        type Wanted = (ApiResourceInfo, HashMap<String, usize>);
+        let mut wanted: BTreeMap<(&str, &str, &str), Wanted> = BTreeMap::new();
+        for (i, (path, s)) in selected.iter().enumerate() {
+            if !matches!(s, Selection::Restore { .. }) {
                 continue;
-            };
+            }
             if let Some(r) = lookup(path).filter(|r| r.supports("create") && r.supports("list")) {
                 wanted
                     .entry((&r.group, &r.version, &r.resource))
                     .or_insert_with(|| (r.clone(), HashMap::new()))
                     .1
-                    .insert(path.as_str().to_string(), object);
+                    .insert(path.as_str().to_string(), i);
             }
         }
-        live::read_live(cluster, wanted.into_values().collect(), opts.threads.max(4))
-            .await
-            .map_err(|(collection, source)| RestoreError::Live {
-                collection,
-                source: Box::new(source),
-            })?
+        live::read_live(
+            cluster,
+            wanted.into_values().collect(),
+            selected.clone(),
+            opts.threads.max(4),
+        )
+        .await
+        .map_err(|(collection, source)| RestoreError::Live {
+            collection,
+            source: Box::new(source),
+        })?
     };
-
+    // Every listing task has finished, so this is the only reference left.
+    let selected = std::sync::Arc::try_unwrap(selected).unwrap_or_else(|shared| (*shared).clone());
     tracing::debug!(elapsed = ?started.elapsed(), live = live.len(), "live objects compared");
     let plan_opts = PlanOptions {
         diff: opts.diff,
@@ -305,25 +312,25 @@ async fn plan_with_discovery(
 async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
     use futures::stream::{self, StreamExt};
     // Objects in a namespace this restore creates cannot be validated before it exists.
-    let new_namespaces: HashSet<String> = plan
+    let new_namespaces: HashSet<&str> = plan
         .items
         .iter()
         .filter(|i| i.action == Action::Create && i.stage == Some(Stage::Namespaces))
-        .filter_map(|i| {
-            i.path
-                .rsplit_once('/')
-                .map(|(_, n)| format!("/namespaces/{n}/"))
-        })
+        .map(|i| i.path.name())
         .collect();
     let checks: Vec<(usize, Option<String>)> =
         stream::iter(plan.items.iter().enumerate().filter(|(_, i)| {
             i.action == Action::Create
                 && i.reason.is_none()
-                && !new_namespaces.iter().any(|ns| i.path.contains(ns.as_str()))
+                && !i
+                    .path
+                    .namespace()
+                    .is_some_and(|ns| new_namespaces.contains(ns))
         }))
         .map(|(n, item)| async move {
             let collection = item
                 .path
+                .as_str()
                 .rsplit_once('/')
                 .map_or(item.path.as_str(), |(c, _)| c);
             let body = item

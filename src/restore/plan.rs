@@ -53,7 +53,7 @@ impl Action {
 /// One row of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanItem {
-    pub path: String,
+    pub path: ContentPath,
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -185,7 +185,7 @@ pub fn build_plan(
     let mut items = Vec::with_capacity(selected.len());
     for (path, selection) in selected {
         let mut item = PlanItem {
-            path: path.as_str().to_string(),
+            path,
             action: Action::Create,
             reason: None,
             diff: None,
@@ -205,10 +205,10 @@ pub fn build_plan(
             }
             Selection::Restore { stage, object } => {
                 item.stage = Some(stage);
-                match served(&path) {
+                match served(&item.path) {
                     Served::No => {
                         item.action = Action::Unsupported;
-                        item.reason = Some(unsupported_reason(&path));
+                        item.reason = Some(unsupported_reason(&item.path));
                         summary.unsupported += 1;
                     }
                     Served::AfterCrd => {
@@ -217,7 +217,7 @@ pub fn build_plan(
                         item.body = Some(object);
                         summary.to_create += 1;
                     }
-                    Served::Yes { .. } => match live.get(path.as_str()) {
+                    Served::Yes { .. } => match live.get(item.path.as_str()) {
                         None => {
                             item.action = Action::Create;
                             item.body = Some(object);
@@ -241,7 +241,7 @@ pub fn build_plan(
                                     opts.show_secrets,
                                 ));
                             }
-                            if matches_any(&pref.spec.overwrite_api_pathes, &item.path) {
+                            if matches_any(&pref.spec.overwrite_api_pathes, item.path.as_str()) {
                                 item.action = Action::Update;
                                 item.live_resource_version = resource_version.clone();
                                 item.body = Some(object);

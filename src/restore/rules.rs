@@ -167,7 +167,9 @@ fn preference_excludes(
     {
         return true;
     }
-    if excluded_crs.contains(&(path.group().to_string(), path.resource().to_string())) {
+    if !excluded_crs.is_empty()
+        && excluded_crs.contains(&(path.group().to_string(), path.resource().to_string()))
+    {
         return true;
     }
     if matches_any(&pref.spec.exclude_api_pathes, p) {
