@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use super::plan::LiveObject;
+use super::plan::{LiveObject, covers_json};
 use super::rules::Selection;
 use crate::cluster::{Cluster, ClusterError};
 use crate::discovery::ApiResourceInfo;
@@ -23,8 +23,23 @@ pub const PAGE_SIZE: u32 = 500;
 struct ListPage {
     #[serde(default)]
     metadata: ListMeta,
+    /// Items stay JSON text until compared (see [`super::plan::covers_json`]).
     #[serde(default)]
-    items: Vec<Value>,
+    items: Vec<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ItemMeta<'a> {
+    #[serde(borrow)]
+    metadata: ItemNames<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct ItemNames<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -33,11 +48,10 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
-/// Lists every resource of `wanted` (with the tree objects wanted from it, by content path),
+/// Lists every resource of `wanted` (content paths mapped to indices into `selected`),
 /// `concurrency` resources at a time, and compares each live object found at one of those
-/// paths with its tree object as pages arrive: live objects are never all held at once.
-/// `wanted` maps content paths to indices into `selected`; each resource is listed and
-/// compared on its own task, so comparing uses every core.
+/// paths with its tree object as pages arrive: the next page is fetched while the current one
+/// is compared on its own task, and live objects are never all held at once.
 pub async fn read_live(
     cluster: &Cluster,
     wanted: Vec<(ApiResourceInfo, HashMap<String, usize>)>,
@@ -46,25 +60,14 @@ pub async fn read_live(
 ) -> Result<HashMap<String, LiveObject>, (String, ClusterError)> {
     let maps: Vec<HashMap<String, LiveObject>> = stream::iter(wanted)
         .map(|(resource, paths)| {
-            let cluster = cluster.clone();
-            let selected = selected.clone();
             let collection = resource.collection_path(None);
-            let task =
-                tokio::spawn(
-                    async move { list_resource(&cluster, &resource, &paths, &selected).await },
-                );
-            async move {
-                match task.await {
-                    Ok(r) => r.map_err(|e| (collection, e)),
-                    Err(e) => Err((
-                        collection.clone(),
-                        ClusterError::Unreachable {
-                            server: String::new(),
-                            message: format!("listing {collection}: {e}"),
-                        },
-                    )),
-                }
-            }
+            let listing = list_resource(
+                cluster,
+                Arc::new(resource),
+                Arc::new(paths),
+                selected.clone(),
+            );
+            async move { listing.await.map_err(|e| (collection, e)) }
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
@@ -76,19 +79,20 @@ pub async fn read_live(
     Ok(out)
 }
 
+fn join_error(cluster: &Cluster, what: &str, e: tokio::task::JoinError) -> ClusterError {
+    ClusterError::Unreachable {
+        server: cluster.server().to_string(),
+        message: format!("{what}: {e}"),
+    }
+}
+
 async fn list_resource(
     cluster: &Cluster,
-    resource: &ApiResourceInfo,
-    paths: &HashMap<String, usize>,
-    selected: &[(ContentPath, Selection)],
+    resource: Arc<ApiResourceInfo>,
+    paths: Arc<HashMap<String, usize>>,
+    selected: Arc<Vec<(ContentPath, Selection)>>,
 ) -> Result<HashMap<String, LiveObject>, ClusterError> {
     let base = resource.collection_path(None);
-    let mut out = HashMap::new();
-    let mut key = resource.group_version_path();
-    let prefix_len = key.len();
-    let mut fetch = std::time::Duration::ZERO;
-    let mut process = std::time::Duration::ZERO;
-    // The next page is fetched (on another task) while this one is compared.
     let fetch_page = |token: Option<&str>| {
         let mut url = format!("{base}?limit={PAGE_SIZE}");
         if let Some(t) = token {
@@ -99,47 +103,90 @@ async fn list_resource(
         tokio::spawn(async move { cluster.get_json::<ListPage>(&url).await })
     };
     let mut pending = fetch_page(None);
+    let mut comparisons = Vec::new();
     loop {
-        let t0 = std::time::Instant::now();
-        let page: ListPage = pending.await.map_err(|e| ClusterError::Unreachable {
-            server: cluster.server().to_string(),
-            message: format!("listing {base}: {e}"),
-        })??;
-        fetch += t0.elapsed();
+        let page: ListPage = pending
+            .await
+            .map_err(|e| join_error(cluster, &format!("listing {base}"), e))??;
         let next = page
             .metadata
             .continue_token
             .as_deref()
             .filter(|t| !t.is_empty())
             .map(|t| fetch_page(Some(t)));
-        let t1 = std::time::Instant::now();
-        for item in page.items {
-            let name = item.pointer("/metadata/name").and_then(Value::as_str);
-            let namespace = item.pointer("/metadata/namespace").and_then(Value::as_str);
-            let Some(name) = name else { continue };
-            key.truncate(prefix_len);
-            if let Some(ns) = namespace.filter(|_| resource.namespaced) {
-                key.push_str("/namespaces/");
-                key.push_str(ns);
-            }
-            key.push('/');
-            key.push_str(&resource.resource);
-            key.push('/');
-            key.push_str(name);
-            let Some(Selection::Restore { object: tree, .. }) =
-                paths.get(key.as_str()).map(|&i| &selected[i].1)
-            else {
-                continue;
-            };
-            let compared = LiveObject::compare(item, tree, resource);
-            out.insert(key.clone(), compared);
-        }
-        process += t1.elapsed();
+        let (cluster, resource, paths, selected, base) = (
+            cluster.clone(),
+            resource.clone(),
+            paths.clone(),
+            selected.clone(),
+            base.clone(),
+        );
+        comparisons.push(tokio::spawn(async move {
+            compare_page(&cluster, &resource, &paths, &selected, &base, page.items)
+        }));
         match next {
             Some(n) => pending = n,
             None => break,
         }
     }
-    tracing::debug!(resource = %base, ?fetch, ?process, "listed");
+    let mut out = HashMap::new();
+    for c in comparisons {
+        out.extend(
+            c.await
+                .map_err(|e| join_error(cluster, &format!("comparing {base}"), e))??,
+        );
+    }
+    Ok(out)
+}
+
+fn compare_page(
+    cluster: &Cluster,
+    resource: &ApiResourceInfo,
+    paths: &HashMap<String, usize>,
+    selected: &[(ContentPath, Selection)],
+    base: &str,
+    items: Vec<Box<serde_json::value::RawValue>>,
+) -> Result<HashMap<String, LiveObject>, ClusterError> {
+    let mut out = HashMap::new();
+    let mut key = resource.group_version_path();
+    let prefix_len = key.len();
+    for item in items {
+        let Ok(meta) = serde_json::from_str::<ItemMeta<'_>>(item.get()) else {
+            continue;
+        };
+        let Some(name) = meta.metadata.name.as_deref() else {
+            continue;
+        };
+        key.truncate(prefix_len);
+        if let Some(ns) = meta
+            .metadata
+            .namespace
+            .as_deref()
+            .filter(|_| resource.namespaced)
+        {
+            key.push_str("/namespaces/");
+            key.push_str(ns);
+        }
+        key.push('/');
+        key.push_str(&resource.resource);
+        key.push('/');
+        key.push_str(name);
+        let Some(Selection::Restore { object: tree, .. }) =
+            paths.get(key.as_str()).map(|&i| &selected[i].1)
+        else {
+            continue;
+        };
+        let compared = match covers_json(item.get(), tree) {
+            Ok(true) => LiveObject {
+                resource_version: None,
+                differing: None,
+            },
+            _ => {
+                let v: Value = cluster.decode("GET", base, item.get().as_bytes())?;
+                LiveObject::compare(v, tree, resource)
+            }
+        };
+        out.insert(key.clone(), compared);
+    }
     Ok(out)
 }

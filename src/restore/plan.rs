@@ -169,6 +169,146 @@ fn covers_top(live: &Value, tree: &Value) -> bool {
     }
 }
 
+/// [`covers_top`] straight from JSON text: walks the live object's JSON against the tree
+/// object, materialising only the values the tree object has (everything else is skipped
+/// unparsed). This is what keeps a plan's comparison cheaper than parsing the LIST.
+pub fn covers_json(live_json: &str, tree: &Value) -> Result<bool, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(live_json);
+    serde::de::DeserializeSeed::deserialize(Covers { tree, top: true }, &mut de)
+}
+
+struct Covers<'t> {
+    tree: &'t Value,
+    top: bool,
+}
+
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Covers<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Covers<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        use serde::de::IgnoredAny;
+        let Value::Object(t) = self.tree else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(false);
+        };
+        let mut ok = true;
+        let mut matched = 0usize;
+        let (mut seen_api_version, mut seen_kind) = (false, false);
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match t.get(key.as_ref()) {
+                Some(tv) => {
+                    matched += 1;
+                    seen_api_version |= key == "apiVersion";
+                    seen_kind |= key == "kind";
+                    if ok {
+                        ok = map.next_value_seed(Covers {
+                            tree: tv,
+                            top: false,
+                        })?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        // List items of built-in kinds omit apiVersion/kind: not a difference at the top.
+        let allowed_missing = if self.top {
+            usize::from(t.contains_key("apiVersion") && !seen_api_version)
+                + usize::from(t.contains_key("kind") && !seen_kind)
+        } else {
+            0
+        };
+        Ok(ok && matched + allowed_missing == t.len())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        use serde::de::IgnoredAny;
+        let empty = Vec::new();
+        let (t, mut ok) = match self.tree {
+            Value::Array(t) => (t, true),
+            _ => (&empty, false),
+        };
+        let mut n = 0usize;
+        loop {
+            let more = match t.get(n).filter(|_| ok) {
+                Some(tv) => match seq.next_element_seed(Covers {
+                    tree: tv,
+                    top: false,
+                })? {
+                    Some(r) => {
+                        ok = r;
+                        true
+                    }
+                    None => false,
+                },
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                break;
+            }
+            n += 1;
+        }
+        Ok(ok && n == t.len())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+        Ok(self.tree == &Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
+        Ok(self.tree == &Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
+        Ok(self.tree == &Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<bool, E> {
+        Ok(self.tree == &Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        Ok(self.tree.as_str() == Some(v))
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(self.tree.is_null())
+    }
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(self.tree.is_null())
+    }
+}
+
 /// Builds the plan from the rules' selections (see [`super::rules::select`]), what the target
 /// serves, and the live objects of the paths concerned (keyed by content path).
 pub fn build_plan(
@@ -358,6 +498,29 @@ mod tests {
             "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}, "status": {}});
         assert_eq!(prune_to(&live, &tree), tree);
         assert!(covers(&live, &tree));
+        for (l, t) in [
+            (&live, &tree),
+            (&json!({"a": [1, 2]}), &json!({"a": [1, 2, 3]})),
+            (&json!({"a": [1, 2, 3]}), &json!({"a": [1, 2]})),
+            (&json!({"a": {"b": "x\"y"}}), &json!({"a": {"b": "x\"y"}})),
+            (&json!({"a": 1.5, "n": null}), &json!({"a": 1.5, "n": null})),
+            (&json!({"a": -1}), &json!({"a": 1})),
+            (&json!({"a": "s"}), &json!({"a": {"b": 1}})),
+            (
+                &json!({"metadata": {}}),
+                &json!({"apiVersion": "v1", "kind": "K", "metadata": {}}),
+            ),
+            (
+                &json!({"kind": "X", "metadata": {}}),
+                &json!({"kind": "K", "metadata": {}}),
+            ),
+        ] {
+            assert_eq!(
+                covers_json(&l.to_string(), t).unwrap(),
+                covers_top(l, t),
+                "{l} vs {t}"
+            );
+        }
         let changed = json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"ports": [{"port": 80}]}});
         assert_ne!(prune_to(&changed, &tree), tree);
         assert!(!covers(&changed, &tree));
