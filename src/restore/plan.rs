@@ -323,6 +323,8 @@ pub fn build_plan(
         ..Default::default()
     };
     let mut items = Vec::with_capacity(selected.len());
+    // Paths come sorted, so consecutive objects share their resource: ask once per run.
+    let mut last_served: Option<((String, String, String), Served)> = None;
     for (path, selection) in selected {
         let mut item = PlanItem {
             path,
@@ -345,7 +347,28 @@ pub fn build_plan(
             }
             Selection::Restore { stage, object } => {
                 item.stage = Some(stage);
-                match served(&item.path) {
+                let served_now = match &last_served {
+                    Some(((g, v, r), served_then))
+                        if g == item.path.group()
+                            && v == item.path.version()
+                            && r == item.path.resource() =>
+                    {
+                        *served_then
+                    }
+                    _ => {
+                        let s = served(&item.path);
+                        last_served = Some((
+                            (
+                                item.path.group().to_string(),
+                                item.path.version().to_string(),
+                                item.path.resource().to_string(),
+                            ),
+                            s,
+                        ));
+                        s
+                    }
+                };
+                match served_now {
                     Served::No => {
                         item.action = Action::Unsupported;
                         item.reason = Some(unsupported_reason(&item.path));

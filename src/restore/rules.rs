@@ -289,7 +289,7 @@ pub fn select(
         .filter(|(i, o)| !pref_excluded[*i] && is(&o.path, "", "persistentvolumes"))
         .map(|(i, o)| (o.path.name(), i))
         .collect();
-    let mut pvc_decision: HashMap<usize, Result<(), &'static str>> = HashMap::new();
+    let mut pvc_decision: Vec<Option<Result<(), &'static str>>> = vec![None; objects.len()];
     let mut paired_pvs: HashMap<usize, (String, String)> = HashMap::new();
     for (i, o) in objects.iter().enumerate() {
         if pref_excluded[i] || !is(&o.path, "", "persistentvolumeclaims") || has_owner(&o.object) {
@@ -316,7 +316,7 @@ pub fn select(
             paired_pvs.insert(pv, (ns, o.path.name().to_string()));
             Ok(())
         })();
-        pvc_decision.insert(i, decision);
+        pvc_decision[i] = Some(decision);
     }
 
     let decide = |i: usize, mut object: Value, path: &ContentPath| -> Selection {
@@ -342,7 +342,7 @@ pub fn select(
         {
             return Selection::Excluded(reason::SERVICE_EXISTS);
         }
-        if let Some(Err(r)) = pvc_decision.get(&i) {
+        if let Some(Err(r)) = pvc_decision[i] {
             return Selection::Excluded(r);
         }
         if is(path, "", "persistentvolumes") {
