@@ -1,5 +1,6 @@
-//! The README's quickstart: an emulated cluster, two snapshots around a change, and the plain
-//! git commands to browse them.
+//! The README's quickstart: an emulated cluster, two snapshots around a change, the plain
+//! git commands to browse them, then a restore of the second snapshot into a second (empty)
+//! emulated cluster, showing the plan first.
 //!
 //! `cargo run --release --example quickstart [DATA_DIR]` (default `target/quickstart`).
 
@@ -109,7 +110,106 @@ async fn main() -> anyhow::Result<()> {
         "  cargo run --release -- --data-dir {} show demo-2 /api/v1/namespaces/{namespace}/configmaps/{name}",
         data_dir.display()
     );
+    restore_into_second_cluster(&data_dir).await?;
     emulator.shutdown().await;
+    Ok(())
+}
+
+/// Plan, then restore, `demo-2` into an empty emulated cluster with its own service range,
+/// through the same command line a user types.
+async fn restore_into_second_cluster(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::Parser as _;
+    println!();
+    println!("== starting a second, empty emulated cluster (service range 10.200.0.0/16)");
+    let target = Emulator::builder()
+        .fixture(Fixture::Empty)
+        .service_cidr("10.200.0.0/16")
+        .start()
+        .await?;
+    let kubeconfig_b = data_dir.join("kubeconfig-b");
+    target.write_kubeconfig(&kubeconfig_b, "demo-b")?;
+    let preference = data_dir.join("preference.yaml");
+    std::fs::write(
+        &preference,
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1
+kind: RestorePreference
+metadata:
+  name: exclude-kube-system
+spec:
+  excludeNamespaces: [kube-system, kube-public, kube-node-lease]
+  excludeApiPathes:
+  - /api/v1/namespaces/default/services/kubernetes
+  - /api/v1/namespaces/default/endpoints/kubernetes
+  restoreNfsStorageClasses: [nfs]
+",
+    )?;
+    let run = |args: &[&str]| {
+        let mut argv = vec![
+            "k8s-snap".to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--kubeconfig".into(),
+            kubeconfig_b.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        k8s_snap::cli::Cli::try_parse_from(argv)
+    };
+    let pref = preference.display().to_string();
+    let mut stdout = std::io::stdout();
+    println!("== k8s-snap plan demo-2 --preference {pref}   (against the second cluster)");
+    k8s_snap::cli::run(
+        run(&["plan", "demo-2", "--preference", &pref])?,
+        &mut stdout,
+    )
+    .await?;
+    println!();
+    println!("== k8s-snap restore demo-2 --preference {pref}");
+    k8s_snap::cli::run(
+        run(&["restore", "demo-2", "--preference", &pref])?,
+        &mut stdout,
+    )
+    .await?;
+    println!();
+    println!("== k8s-snap restore demo-2 again: creates nothing");
+    k8s_snap::cli::run(
+        run(&["restore", "demo-2", "--preference", &pref])?,
+        &mut stdout,
+    )
+    .await?;
+    let cluster_b = Cluster::connect(&ConnectOptions {
+        kubeconfig: Some(kubeconfig_b.clone()),
+        ..Default::default()
+    })
+    .await?;
+    let services: serde_json::Value = cluster_b
+        .get_json("/api/v1/namespaces/shop/services")
+        .await?;
+    println!();
+    println!("Services on the second cluster got addresses from its own range:");
+    for s in services["items"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<10} {}",
+            s["metadata"]["name"].as_str().unwrap_or_default(),
+            s["spec"]["clusterIP"].as_str().unwrap_or_default()
+        );
+    }
+    let claims: serde_json::Value = cluster_b.get_json("/api/v1/persistentvolumeclaims").await?;
+    println!("NFS claims re-bound to their restored volumes:");
+    for c in claims["items"].as_array().into_iter().flatten() {
+        println!(
+            "  {}/{} -> {} ({})",
+            c["metadata"]["namespace"].as_str().unwrap_or_default(),
+            c["metadata"]["name"].as_str().unwrap_or_default(),
+            c["spec"]["volumeName"].as_str().unwrap_or_default(),
+            c["status"]["phase"].as_str().unwrap_or_default()
+        );
+    }
+    println!(
+        "Try: cargo run --release -- --data-dir {} --kubeconfig {} plan demo-2 --preference {pref} --diff",
+        data_dir.display(),
+        kubeconfig_b.display()
+    );
+    target.shutdown().await;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 mod browse;
 pub mod controller;
 pub mod output;
+mod restore;
 mod snapshot;
 mod store;
 
@@ -154,6 +155,10 @@ pub enum Command {
     Pull(store::PullArgs),
     /// Check the store: every pack present with its size (--deep: re-hash and index).
     Verify(store::VerifyArgs),
+    /// Show what restoring a snapshot onto the target cluster would do (read-only).
+    Plan(restore::PlanArgs),
+    /// Restore a snapshot onto the target cluster: create what is missing, never overwrite.
+    Restore(restore::RestoreArgs),
     /// Print the CustomResourceDefinitions (Snapshot, Restore, RestorePreference,
     /// ObjectstoreConfig) as YAML.
     Crd,
@@ -176,6 +181,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Push(args) => store::push(&cli.global, args, out).await,
         Command::Pull(args) => store::pull(&cli.global, args, out).await,
         Command::Verify(args) => store::verify(&cli.global, args, out).await,
+        Command::Plan(args) => restore::plan(&cli.global, args, out).await,
+        Command::Restore(args) => restore::run(&cli.global, args, out).await,
         Command::Crd => controller::crd(out),
         Command::Controller(args) => controller::run(&cli.global, args).await,
     }

@@ -513,6 +513,8 @@ async fn restore_snapshot_crs(ctx: &Context, config: &str, stored: Vec<StoreSnap
                 .into_iter()
                 .collect(),
         );
+        // Born with the finalizer: deleting it at once must still remove the store data.
+        cr.metadata.finalizers = Some(vec![crd::SNAPSHOT_FINALIZER.to_string()]);
         match api.create(&Default::default(), &cr).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => continue,

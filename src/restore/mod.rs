@@ -4,9 +4,396 @@
 //! Owns: which snapshot objects are restored, in what order and with which cluster-specific
 //! fields removed; the plan and the Restore status in the original project's shape.
 //! Must not touch: git (reads trees through `mirror`), the source cluster, the store.
+//!
+//! Entry points (shared by the CLI, the controller and the file-drop watcher):
+//! [`load_snapshot`] (the tree of a snapshot; the one place that will also pull from the
+//! store), [`plan`] (read-only), [`apply_plan`], and [`restore`] = plan + apply.
 
+pub mod apply;
+pub mod live;
+pub mod plan;
 pub mod preference;
+pub mod rules;
 pub mod status;
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::Instrument as _;
+
+pub use apply::{ApplyOptions, ApplyReport, apply, dry_run_status};
+pub use plan::{Action, LiveObject, Plan, PlanItem, PlanOptions, PlanSummary, Served, build_plan};
 pub use preference::{Preference, PreferenceError, RestorePreferenceSpec};
+pub use rules::{RuleOptions, Selection, SnapshotObject, Stage, select};
 pub use status::RestoreStatus;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::discovery::{self, ApiResourceInfo, Discovered, DiscoveryError, Versions};
+use crate::mirror::{Mirror, MirrorError};
+use crate::tree::ContentPath;
+
+/// Errors that stop a plan or a restore before anything is written.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot {name:?} not found in the mirror {}", git_dir.display())]
+    UnknownSnapshot { name: String, git_dir: PathBuf },
+    #[error("snapshot {name:?}: {source}")]
+    Mirror {
+        name: String,
+        #[source]
+        source: MirrorError,
+    },
+    #[error("snapshot {name:?}: file {file}: {message}")]
+    BadObject {
+        name: String,
+        file: String,
+        message: String,
+    },
+    #[error("target cluster: {0}")]
+    Discovery(Box<DiscoveryError>),
+    #[error("target cluster: listing {collection}: {source}")]
+    Live {
+        collection: String,
+        #[source]
+        source: Box<ClusterError>,
+    },
+}
+
+impl From<DiscoveryError> for RestoreError {
+    fn from(e: DiscoveryError) -> Self {
+        RestoreError::Discovery(Box::new(e))
+    }
+}
+
+/// A snapshot's objects, read from the mirror.
+#[derive(Debug, Clone)]
+pub struct LoadedSnapshot {
+    pub name: String,
+    pub commit: String,
+    pub objects: Vec<SnapshotObject>,
+}
+
+/// Everything a plan or restore can be told.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreOptions {
+    /// Writes (and LISTs) in flight at once within a stage (`--threads`, default 2).
+    pub threads: usize,
+    /// Keep Service nodePorts not named in last-applied (`--preserve-nodeports`).
+    pub preserve_nodeports: bool,
+    /// Compute diffs of `differs`/`update` items (`plan --diff`).
+    pub diff: bool,
+    /// Show Secret values in diffs (`--show-secrets`).
+    pub show_secrets: bool,
+    /// Validate every `create` with a server-side `dryRun=All` POST (`plan --server-dry-run`).
+    pub server_dry_run: bool,
+    /// How long to wait for CRDs, Namespaces and PV/PVC pairs.
+    pub wait_timeout: Duration,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            threads: 2,
+            preserve_nodeports: false,
+            diff: false,
+            show_secrets: false,
+            server_dry_run: false,
+            wait_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Reads a snapshot's objects from the local mirror at `git_dir`. Blocking (git); call it
+/// from `spawn_blocking` in async code. This is the one "load the snapshot tree" step: pulling
+/// from the store when the snapshot is only there belongs here.
+pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, RestoreError> {
+    let mirror_err = |source| RestoreError::Mirror {
+        name: name.to_string(),
+        source,
+    };
+    if !git_dir.exists() {
+        return Err(RestoreError::UnknownSnapshot {
+            name: name.to_string(),
+            git_dir: git_dir.to_path_buf(),
+        });
+    }
+    let mirror = Mirror::open(git_dir).map_err(mirror_err)?;
+    let info = mirror.snapshot(name).map_err(mirror_err)?.ok_or_else(|| {
+        RestoreError::UnknownSnapshot {
+            name: name.to_string(),
+            git_dir: git_dir.to_path_buf(),
+        }
+    })?;
+    let mut objects = Vec::new();
+    let mut failure = None;
+    for prefix in ["api", "apis"] {
+        mirror
+            .walk_files(&info.commit, prefix, |file, bytes| {
+                if !crate::tree::is_object_file(file) {
+                    return ControlFlow::Continue(());
+                }
+                let parsed = ContentPath::from_file_path(file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|path| {
+                        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+                        let object = crate::tree::from_yaml(text).map_err(|e| e.to_string())?;
+                        Ok(SnapshotObject { path, object })
+                    });
+                match parsed {
+                    Ok(o) => {
+                        objects.push(o);
+                        ControlFlow::Continue(())
+                    }
+                    Err(message) => {
+                        failure = Some(RestoreError::BadObject {
+                            name: name.to_string(),
+                            file: file.to_string(),
+                            message,
+                        });
+                        ControlFlow::Break(())
+                    }
+                }
+            })
+            .map_err(mirror_err)?;
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+    }
+    Ok(LoadedSnapshot {
+        name: name.to_string(),
+        commit: info.commit.to_string(),
+        objects,
+    })
+}
+
+/// `(group, version, plural)` of the custom resources the restored CRDs will serve.
+fn crd_served_resources(
+    selected: &[(ContentPath, Selection)],
+) -> HashSet<(String, String, String)> {
+    let mut out = HashSet::new();
+    for (_, s) in selected {
+        let Selection::Restore {
+            stage: Stage::Crds,
+            object,
+        } = s
+        else {
+            continue;
+        };
+        let group = object.pointer("/spec/group").and_then(Value::as_str);
+        let plural = object.pointer("/spec/names/plural").and_then(Value::as_str);
+        let (Some(group), Some(plural)) = (group, plural) else {
+            continue;
+        };
+        for v in object
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = v.get("name").and_then(Value::as_str) {
+                out.insert((group.to_string(), name.to_string(), plural.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Plans a restore of `snapshot` onto `cluster`: discovery, one LIST per resource concerned
+/// (compared page by page), then the pure planning of [`build_plan`]. Read-only (a server-side
+/// dry run, if asked, writes nothing either). Consumes the snapshot: the restored objects move
+/// into the plan as request bodies.
+pub async fn plan(
+    cluster: &Cluster,
+    snapshot: LoadedSnapshot,
+    pref: &Preference,
+    opts: &RestoreOptions,
+) -> Result<Plan, RestoreError> {
+    let span = tracing::info_span!("plan", snapshot = %snapshot.name, server = %cluster.server());
+    async move {
+        let started = std::time::Instant::now();
+        let discovered = discovery::discover(cluster, Versions::All, 8).await?;
+        tracing::debug!(elapsed = ?started.elapsed(), "discovery done");
+        plan_with_discovery(cluster, &discovered, snapshot, pref, opts).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn plan_with_discovery(
+    cluster: &Cluster,
+    discovered: &Discovered,
+    snapshot: LoadedSnapshot,
+    pref: &Preference,
+    opts: &RestoreOptions,
+) -> Result<Plan, RestoreError> {
+    let rule_opts = RuleOptions {
+        preserve_nodeports: opts.preserve_nodeports,
+    };
+    let started = std::time::Instant::now();
+    let selected = select(snapshot.objects, pref, &rule_opts);
+    tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
+    let after_crd = crd_served_resources(&selected);
+    let index: HashMap<(&str, &str, &str), &ApiResourceInfo> = discovered
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                (r.group.as_str(), r.version.as_str(), r.resource.as_str()),
+                r,
+            )
+        })
+        .collect();
+    let lookup = |p: &ContentPath| index.get(&(p.group(), p.version(), p.resource())).copied();
+    let served = |p: &ContentPath| match lookup(p) {
+        Some(r) if r.supports("create") => Served::Yes {
+            has_status_subresource: r.has_status_subresource,
+        },
+        _ if after_crd.contains(&(
+            p.group().to_string(),
+            p.version().to_string(),
+            p.resource().to_string(),
+        )) =>
+        {
+            Served::AfterCrd
+        }
+        _ => Served::No,
+    };
+
+    // The live objects of every restorable path: one LIST per resource, compared as it comes.
+    let selected = std::sync::Arc::new(selected);
+    let live = {
+        type Wanted = (ApiResourceInfo, HashMap<String, usize>);
+        let mut wanted: BTreeMap<(&str, &str, &str), Wanted> = BTreeMap::new();
+        for (i, (path, s)) in selected.iter().enumerate() {
+            if !matches!(s, Selection::Restore { .. }) {
+                continue;
+            }
+            if let Some(r) = lookup(path).filter(|r| r.supports("create") && r.supports("list")) {
+                wanted
+                    .entry((&r.group, &r.version, &r.resource))
+                    .or_insert_with(|| (r.clone(), HashMap::new()))
+                    .1
+                    .insert(path.as_str().to_string(), i);
+            }
+        }
+        live::read_live(
+            cluster,
+            wanted.into_values().collect(),
+            selected.clone(),
+            opts.threads.max(4),
+        )
+        .await
+        .map_err(|(collection, source)| RestoreError::Live {
+            collection,
+            source: Box::new(source),
+        })?
+    };
+    // Every listing task has finished, so this is the only reference left.
+    let selected = std::sync::Arc::try_unwrap(selected).unwrap_or_else(|shared| (*shared).clone());
+    tracing::debug!(elapsed = ?started.elapsed(), live = live.len(), "live objects compared");
+    let plan_opts = PlanOptions {
+        diff: opts.diff,
+        show_secrets: opts.show_secrets,
+    };
+    let mut plan = build_plan(selected, &served, &live, pref, &plan_opts);
+    tracing::debug!(elapsed = ?started.elapsed(), "plan built");
+    if opts.server_dry_run {
+        server_dry_run(cluster, &mut plan, opts.threads).await;
+    }
+    Ok(plan)
+}
+
+/// Validates each `create` with `dryRun=All`; a refusal is recorded as the item's reason.
+/// Objects in namespaces the restore itself creates are not validated (the namespace does
+/// not exist yet), nor custom resources of CRDs it creates.
+async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
+    use futures::stream::{self, StreamExt};
+    // Objects in a namespace this restore creates cannot be validated before it exists.
+    let new_namespaces: HashSet<&str> = plan
+        .items
+        .iter()
+        .filter(|i| i.action == Action::Create && i.stage == Some(Stage::Namespaces))
+        .map(|i| i.path.name())
+        .collect();
+    let checks: Vec<(usize, Option<String>)> =
+        stream::iter(plan.items.iter().enumerate().filter(|(_, i)| {
+            i.action == Action::Create
+                && i.reason.is_none()
+                && !i
+                    .path
+                    .namespace()
+                    .is_some_and(|ns| new_namespaces.contains(ns))
+        }))
+        .map(|(n, item)| async move {
+            let collection = item
+                .path
+                .as_str()
+                .rsplit_once('/')
+                .map_or(item.path.as_str(), |(c, _)| c);
+            let body = item
+                .body
+                .as_ref()
+                .and_then(|b| serde_json::to_vec(b).ok())
+                .unwrap_or_default();
+            let url = format!("{collection}?dryRun=All");
+            let r = cluster
+                .request_bytes(
+                    http::Method::POST,
+                    &url,
+                    Some(body),
+                    Some("application/json"),
+                )
+                .await;
+            (n, r.err().map(|e| format!("server dry run refused: {e}")))
+        })
+        .buffer_unordered(threads.max(1))
+        .collect()
+        .await;
+    for (n, refusal) in checks {
+        if let Some(r) = refusal {
+            plan.items[n].reason = Some(r);
+        }
+    }
+}
+
+/// Applies a plan (see [`apply()`]) inside a `restore` tracing span.
+pub async fn apply_plan(
+    cluster: &Cluster,
+    snapshot_name: &str,
+    plan: &Plan,
+    opts: &RestoreOptions,
+) -> ApplyReport {
+    let span =
+        tracing::info_span!("restore", snapshot = %snapshot_name, server = %cluster.server());
+    let apply_opts = ApplyOptions {
+        threads: opts.threads.max(1),
+        wait_timeout: opts.wait_timeout,
+        ..Default::default()
+    };
+    apply(cluster, plan, &apply_opts).instrument(span).await
+}
+
+/// Plans and applies a restore of `snapshot` onto `cluster`: the one call for the CLI, the
+/// controller and the file-drop watcher. Errors (unreachable target, a LIST that fails) come
+/// before anything is written; once writing starts, per-object failures are in the status.
+pub async fn restore(
+    cluster: &Cluster,
+    snapshot: LoadedSnapshot,
+    pref: &Preference,
+    opts: &RestoreOptions,
+) -> Result<(Plan, ApplyReport), RestoreError> {
+    let name = snapshot.name.clone();
+    let plan = plan(cluster, snapshot, pref, opts).await?;
+    let report = apply_plan(cluster, &name, &plan, opts).await;
+    tracing::info!(
+        snapshot = %name,
+        created = report.status.num_created,
+        already_existed = report.status.num_already_existed,
+        failed = report.status.num_failed,
+        "restore finished"
+    );
+    Ok((plan, report))
+}

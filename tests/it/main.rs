@@ -4,6 +4,7 @@ mod cli;
 mod controller;
 mod controller_deploy;
 mod mirror;
+mod restore;
 mod snapshot;
 mod snapshot_faults;
 mod store;

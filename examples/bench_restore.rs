@@ -1,0 +1,426 @@
+//! Benchmark: a restore vs raw POSTs of the same objects, `--threads 8` vs `--threads 1`, and a
+//! plan vs a raw LIST of the target.
+//!
+//! `cargo run --release --example bench_restore -- --objects 20000 [--threads 8] [--latency-ms 1] [--repeat 3]`
+//!
+//! A `scale:N` emulator is snapshotted into a temporary mirror; every measurement then runs in
+//! a child process (this binary re-executed, so each peak RSS is its own) against a fresh
+//! `empty` emulator served from this process. Times exclude reading the snapshot tree from git
+//! (reported separately): both sides start with the objects in memory. The threads comparison
+//! injects a per-POST latency into the emulator (a fault rule) to model a real API server's
+//! round trip; the output says so. The last line is `restore/raw-create ratio: X.XX`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use k8s_snap::cluster::{Cluster, ConnectOptions};
+use k8s_snap::discovery::{self, Versions};
+use k8s_snap::restore::{self, Preference, RestoreOptions, RuleOptions, Selection, Stage};
+use k8s_snap::snapshot::{self, NoProgress, SnapshotOptions};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChildReport {
+    seconds: f64,
+    load_seconds: f64,
+    objects: u64,
+    created: u64,
+    failed: u64,
+    peak_rss_bytes: u64,
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+const SNAPSHOT: &str = "bench";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let threads: usize = arg(&args, "--threads")
+        .unwrap_or_else(|| "8".into())
+        .parse()?;
+    if let Some(mode) = arg(&args, "--child") {
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        let kubeconfig = PathBuf::from(arg(&args, "--kubeconfig").context("--kubeconfig")?);
+        let data_dir = PathBuf::from(arg(&args, "--data-dir").context("--data-dir")?);
+        let report = rt.block_on(child(&mode, &kubeconfig, threads, &data_dir))?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let objects: usize = arg(&args, "--objects")
+        .unwrap_or_else(|| "20000".into())
+        .parse()?;
+    let latency_ms: u64 = arg(&args, "--latency-ms")
+        .unwrap_or_else(|| "1".into())
+        .parse()?;
+    let repeat: usize = arg(&args, "--repeat")
+        .unwrap_or_else(|| "3".into())
+        .parse()?;
+    rt.block_on(parent(objects, threads, latency_ms, repeat))
+}
+
+async fn empty_target(
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<(kube_emulator::EmulatorHandle, PathBuf)> {
+    let emulator = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Empty)
+        .start()
+        .await?;
+    let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+    emulator.write_kubeconfig(&kubeconfig, name)?;
+    Ok((emulator, kubeconfig))
+}
+
+async fn parent(
+    objects: usize,
+    threads: usize,
+    latency_ms: u64,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data_dir = tmp.path().join("data");
+    let started = Instant::now();
+    let source = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Scale(objects))
+        .start()
+        .await?;
+    let source_kc = tmp.path().join("source.kubeconfig");
+    source.write_kubeconfig(&source_kc, "source")?;
+    let cluster = Cluster::connect(&ConnectOptions {
+        kubeconfig: Some(source_kc),
+        ..Default::default()
+    })
+    .await?;
+    let s = snapshot::take_snapshot(
+        &cluster,
+        data_dir.join("mirror.git"),
+        &SnapshotOptions::new(SNAPSHOT),
+        Arc::new(NoProgress),
+    )
+    .await?;
+    source.shutdown().await;
+    println!(
+        "source scale:{objects} snapshotted: {} objects in {:.2}s",
+        s.number_of_contents,
+        started.elapsed().as_secs_f64()
+    );
+
+    let run_child =
+        |mode: &str, kubeconfig: &Path, threads: usize| -> anyhow::Result<ChildReport> {
+            let exe = std::env::current_exe()?;
+            let out = tokio::task::block_in_place(|| {
+                let mut cmd = Command::new(exe);
+                if std::env::var_os("RUST_LOG").is_some() {
+                    cmd.stderr(std::process::Stdio::inherit());
+                }
+                cmd.args(["--child", mode, "--kubeconfig"])
+                    .arg(kubeconfig)
+                    .args(["--threads", &threads.to_string(), "--data-dir"])
+                    .arg(&data_dir)
+                    .output()
+            })?;
+            if !out.status.success() {
+                bail!(
+                    "child {mode} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let line = String::from_utf8_lossy(&out.stdout);
+            Ok(serde_json::from_str(
+                line.trim().lines().last().unwrap_or_default(),
+            )?)
+        };
+
+    // Each measurement is the best of `repeat` runs (the machine may be shared), each into a
+    // fresh empty target.
+    let best = |a: ChildReport, b: ChildReport| if b.seconds < a.seconds { b } else { a };
+
+    // 1. Raw POSTs of the restorable objects into an empty target.
+    let mut raw: Option<ChildReport> = None;
+    for i in 0..repeat {
+        let (b1, kc1) = empty_target(tmp.path(), &format!("raw-{i}")).await?;
+        let r = run_child("raw-create", &kc1, threads)?;
+        b1.shutdown().await;
+        raw = Some(match raw {
+            Some(prev) => best(prev, r),
+            None => r,
+        });
+    }
+    let raw = raw.context("--repeat must be at least 1")?;
+    println!(
+        "raw create (--threads {threads}): {} objects POSTed in {:.3}s ({:.0}/s), best of {repeat}",
+        raw.objects,
+        raw.seconds,
+        raw.objects as f64 / raw.seconds
+    );
+
+    // 2. The restore (plan + staged apply with waits) into another empty target.
+    let mut rs: Option<ChildReport> = None;
+    let mut populated = None;
+    for i in 0..repeat {
+        let (b2, kc2) = empty_target(tmp.path(), &format!("restore-{i}")).await?;
+        let r = run_child("restore", &kc2, threads)?;
+        if r.failed > 0 {
+            bail!("the restore had {} failures", r.failed);
+        }
+        if let Some((old, _)) = populated.replace((b2, kc2)) {
+            kube_emulator::EmulatorHandle::shutdown(old).await;
+        }
+        rs = Some(match rs {
+            Some(prev) => best(prev, r),
+            None => r,
+        });
+    }
+    let rs = rs.context("--repeat must be at least 1")?;
+    let (b2, kc2) = populated.context("a populated target")?;
+    println!(
+        "restore   (--threads {threads}): {} created, {} failed in {:.3}s ({:.0}/s), best of {repeat}; tree read from git in {:.3}s (not timed); peak RSS {:.1} MiB",
+        rs.created,
+        rs.failed,
+        rs.seconds,
+        rs.created as f64 / rs.seconds,
+        rs.load_seconds,
+        mib(rs.peak_rss_bytes)
+    );
+
+    // 3. Plan against the now populated target vs a raw LIST of it.
+    let mut list: Option<ChildReport> = None;
+    let mut plan: Option<ChildReport> = None;
+    for _ in 0..repeat {
+        let l = run_child("raw-list", &kc2, threads)?;
+        list = Some(match list {
+            Some(prev) => best(prev, l),
+            None => l,
+        });
+        let p = run_child("plan", &kc2, threads)?;
+
+        plan = Some(match plan {
+            Some(prev) => best(prev, p),
+            None => p,
+        });
+    }
+    let (list, plan) = (list.context("list")?, plan.context("plan")?);
+    b2.shutdown().await;
+    println!(
+        "raw LIST of the target: {} objects in {:.3}s; plan: {} objects in {:.3}s, peak RSS {:.1} MiB; plan/list ratio: {:.2} (target <= 1.5), best of {repeat}",
+        list.objects,
+        list.seconds,
+        plan.objects,
+        plan.seconds,
+        mib(plan.peak_rss_bytes),
+        plan.seconds / list.seconds
+    );
+
+    // 4. --threads 8 vs --threads 1, with a per-POST latency injected into the emulator.
+    let mut times = Vec::new();
+    for t in [1usize, 8] {
+        let (b, kc) = empty_target(tmp.path(), &format!("threads-{t}")).await?;
+        b.faults().add(
+            format!("method=POST,latency={latency_ms}ms")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("fault rule: {e:?}"))?,
+        );
+        let r = run_child("restore", &kc, t)?;
+        b.shutdown().await;
+        println!(
+            "restore --threads {t} with {latency_ms} ms injected per POST (fault rule modelling API-server latency): {} created in {:.3}s",
+            r.created, r.seconds
+        );
+        times.push(r.seconds);
+    }
+    println!(
+        "speed-up of --threads 8 over --threads 1: {:.2}x (target >= 3)",
+        times[0] / times[1]
+    );
+    println!(
+        "peak RSS of the restore: {:.1} MiB (target <= 256 MiB)",
+        mib(rs.peak_rss_bytes.max(plan.peak_rss_bytes))
+    );
+    println!("restore/raw-create ratio: {:.2}", rs.seconds / raw.seconds);
+    Ok(())
+}
+
+async fn child(
+    mode: &str,
+    kubeconfig: &Path,
+    threads: usize,
+    data_dir: &Path,
+) -> anyhow::Result<ChildReport> {
+    let cluster = Cluster::connect(&ConnectOptions {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        ..Default::default()
+    })
+    .await?;
+    if mode == "raw-list" {
+        let started = Instant::now();
+        let found = discovery::discover(&cluster, Versions::Preferred, threads).await?;
+        let resources: Vec<_> = found.snapshotted().cloned().collect();
+        let counts: Vec<u64> = stream::iter(resources)
+            .map(|r| {
+                let cluster = cluster.clone();
+                async move { raw_list(&cluster, &r.collection_path(None)).await }
+            })
+            .buffer_unordered(threads.max(4))
+            .try_collect()
+            .await?;
+        return Ok(ChildReport {
+            seconds: started.elapsed().as_secs_f64(),
+            objects: counts.iter().sum(),
+            peak_rss_bytes: peak_rss(),
+            ..Default::default()
+        });
+    }
+    let loading = Instant::now();
+    let git_dir = data_dir.join("mirror.git");
+    let snapshot = restore::load_snapshot(&git_dir, SNAPSHOT)?;
+    let load_seconds = loading.elapsed().as_secs_f64();
+    let pref = Preference::default();
+    let opts = RestoreOptions {
+        threads,
+        ..Default::default()
+    };
+    match mode {
+        "raw-create" => {
+            // The same bodies the restore would send, namespaces first (they must exist).
+            let selections = restore::select(snapshot.objects, &pref, &RuleOptions::default());
+            let mut bodies: Vec<(Stage, String, Vec<u8>)> = Vec::new();
+            for (path, s) in selections {
+                if let Selection::Restore { stage, object } = s {
+                    let collection = path
+                        .as_str()
+                        .rsplit_once('/')
+                        .map_or(path.as_str(), |(c, _)| c)
+                        .to_string();
+                    bodies.push((stage, collection, serde_json::to_vec(&object)?));
+                }
+            }
+            let (namespaces, rest): (Vec<_>, Vec<_>) = bodies
+                .into_iter()
+                .partition(|(stage, _, _)| *stage <= Stage::Namespaces);
+            let started = Instant::now();
+            let mut n = 0u64;
+            for batch in [namespaces, rest] {
+                n += batch.len() as u64;
+                stream::iter(batch)
+                    .map(|(_, url, body)| {
+                        let cluster = cluster.clone();
+                        async move {
+                            match cluster
+                                .request_bytes(
+                                    http::Method::POST,
+                                    &url,
+                                    Some(body),
+                                    Some("application/json"),
+                                )
+                                .await
+                            {
+                                Ok(_) => Ok(()),
+                                Err(e) if e.code() == Some(409) => Ok(()),
+                                Err(e) => Err(e),
+                            }
+                        }
+                    })
+                    .buffer_unordered(threads)
+                    .try_collect::<Vec<()>>()
+                    .await?;
+            }
+            Ok(ChildReport {
+                seconds: started.elapsed().as_secs_f64(),
+                load_seconds,
+                objects: n,
+                peak_rss_bytes: peak_rss(),
+                ..Default::default()
+            })
+        }
+        "restore" => {
+            let started = Instant::now();
+            let (_plan, report) = restore::restore(&cluster, snapshot, &pref, &opts).await?;
+            Ok(ChildReport {
+                seconds: started.elapsed().as_secs_f64(),
+                load_seconds,
+                objects: report.status.num_snapshot_contents,
+                created: report.status.num_created,
+                failed: report.status.num_failed,
+                peak_rss_bytes: peak_rss(),
+            })
+        }
+        "plan" => {
+            let started = Instant::now();
+            let plan = restore::plan(&cluster, snapshot, &pref, &opts).await?;
+            Ok(ChildReport {
+                seconds: started.elapsed().as_secs_f64(),
+                load_seconds,
+                objects: plan.summary.num_snapshot_contents,
+                peak_rss_bytes: peak_rss(),
+                ..Default::default()
+            })
+        }
+        other => bail!("unknown child mode {other}"),
+    }
+}
+
+/// A paginated LIST (limit 500) parsed into JSON values and dropped: the baseline.
+async fn raw_list(cluster: &Cluster, collection: &str) -> anyhow::Result<u64> {
+    #[derive(Deserialize)]
+    struct Page {
+        metadata: Meta,
+        #[serde(default)]
+        items: Vec<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(rename = "continue", default)]
+        cont: Option<String>,
+    }
+    let mut token: Option<String> = None;
+    let mut n = 0u64;
+    loop {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("limit", "500");
+        if let Some(t) = &token {
+            q.append_pair("continue", t);
+        }
+        let path = format!("{collection}?{}", q.finish());
+        let bytes = cluster
+            .request_bytes(http::Method::GET, &path, None, None)
+            .await?;
+        let page: Page = serde_json::from_slice(&bytes)?;
+        n += page.items.len() as u64;
+        match page.metadata.cont {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(n),
+        }
+    }
+}
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}

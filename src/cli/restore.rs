@@ -1,0 +1,221 @@
+//! `k8s-snap plan` and `k8s-snap restore`: a snapshot from the local mirror onto the target
+//! cluster (`--kubeconfig/--context`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::GlobalArgs;
+use super::output::{self, Format};
+use crate::cluster::{Cluster, RetryPolicy};
+use crate::restore::{self, LoadedSnapshot, Plan, Preference, RestoreOptions};
+
+/// Flags shared by `plan` and `restore`.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Snapshot name (in the local mirror).
+    pub snapshot: String,
+    /// A RestorePreference YAML file (apiVersion clustersnapshot.rywt.io/v1alpha1).
+    #[arg(long, value_name = "FILE")]
+    pub preference: Option<PathBuf>,
+    /// Keep Service nodePorts even when last-applied does not name them.
+    #[arg(long)]
+    pub preserve_nodeports: bool,
+    /// Requests in flight at once (per stage).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Show a unified diff for objects that differ.
+    #[arg(long)]
+    pub diff: bool,
+    /// Show Secret values in diffs (masked by default).
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// Validate every create with a server-side dry run (dryRun=All).
+    #[arg(long)]
+    pub server_dry_run: bool,
+    /// Exit with 2 when anything would be created or updated.
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Plan only and print the status the restore would give; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for a CRD, Namespace or PV/PVC pair to become ready.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub wait_timeout: u64,
+}
+
+/// Loads the preference, the snapshot and connects: everything that can fail before a request.
+async fn prepare(
+    global: &GlobalArgs,
+    common: &CommonArgs,
+) -> anyhow::Result<(Preference, LoadedSnapshot, Cluster)> {
+    let pref = match &common.preference {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading preference {}", file.display()))?;
+            Preference::from_yaml(&text, &file.display().to_string())?
+        }
+        None => Preference::default(),
+    };
+    let git_dir = global.mirror_dir()?;
+    let name = common.snapshot.clone();
+    let snapshot = tokio::task::spawn_blocking(move || restore::load_snapshot(&git_dir, &name))
+        .await
+        .context("loading the snapshot")??;
+    let cluster = Cluster::connect(&global.connect_options()).await?;
+    // Fail fast on a target that does not answer at all (a wrong kubeconfig or context);
+    // transient errors during the restore itself keep the full retry policy.
+    let probe = cluster.clone().with_retry(RetryPolicy {
+        max_retries: 2,
+        ..RetryPolicy::default()
+    });
+    probe
+        .get_json::<serde_json::Value>("/version")
+        .await
+        .context("the target cluster does not answer; nothing was created")?;
+    Ok((pref, snapshot, cluster))
+}
+
+fn options(common: &CommonArgs) -> RestoreOptions {
+    RestoreOptions {
+        threads: usize::from(common.threads),
+        preserve_nodeports: common.preserve_nodeports,
+        ..Default::default()
+    }
+}
+
+pub async fn plan(global: &GlobalArgs, args: PlanArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let (pref, snapshot, cluster) = prepare(global, &args.common).await?;
+    let opts = RestoreOptions {
+        diff: args.diff,
+        show_secrets: args.show_secrets,
+        server_dry_run: args.server_dry_run,
+        ..options(&args.common)
+    };
+    let name = snapshot.name.clone();
+    let plan = restore::plan(&cluster, snapshot, &pref, &opts)
+        .await
+        .with_context(|| format!("planning the restore of {name:?}"))?;
+    match global.output {
+        Format::Table => write_plan_table(out, &plan)?,
+        format => output::write_data(out, format, &plan)?,
+    }
+    Ok(if args.exit_code && plan.has_changes() {
+        super::exit::USAGE_OR_CHANGES
+    } else {
+        super::exit::OK
+    })
+}
+
+/// The plan as a table (one row per object, diffs below their row) and a summary line.
+pub fn write_plan_table(out: &mut dyn Write, plan: &Plan) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = plan
+        .items
+        .iter()
+        .map(|i| {
+            vec![
+                i.action.as_str().to_string(),
+                i.path.to_string(),
+                i.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::write_table(out, &["ACTION", "PATH", "REASON"], &rows)?;
+    for i in &plan.items {
+        if let Some(d) = &i.diff {
+            writeln!(out)?;
+            out.write_all(d.as_bytes())?;
+        }
+    }
+    let s = &plan.summary;
+    writeln!(
+        out,
+        "\n{} objects: {} to create, {} to update, {} already exist, {} differ, {} excluded, {} preference-excluded, {} unsupported",
+        s.num_snapshot_contents,
+        s.to_create,
+        s.to_update,
+        s.already_existed,
+        s.differs,
+        s.num_excluded,
+        s.num_preference_excluded,
+        s.unsupported
+    )?;
+    Ok(())
+}
+
+pub async fn run(
+    global: &GlobalArgs,
+    args: RestoreArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let (pref, snapshot, cluster) = prepare(global, &args.common).await?;
+    let opts = RestoreOptions {
+        wait_timeout: std::time::Duration::from_secs(args.wait_timeout),
+        ..options(&args.common)
+    };
+    let name = snapshot.name.clone();
+    let plan = restore::plan(&cluster, snapshot, &pref, &opts)
+        .await
+        .with_context(|| format!("restore of {name:?}: planning failed; nothing was created"))?;
+    let status = if args.dry_run {
+        restore::dry_run_status(&plan)
+    } else {
+        let report = restore::apply_plan(&cluster, &name, &plan, &opts).await;
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
+        report.status
+    };
+    match global.output {
+        Format::Table => {
+            let rows = vec![vec![
+                name,
+                status
+                    .restore_timestamp
+                    .clone()
+                    .unwrap_or_else(|| "<none>".into()),
+                status.restore_resource_version.clone(),
+                status.num_excluded.to_string(),
+                status.num_created.to_string(),
+                status.num_updated.to_string(),
+                status.num_already_existed.to_string(),
+                status.num_failed.to_string(),
+                status.phase.clone(),
+            ]];
+            output::write_table(
+                out,
+                &[
+                    "SNAPSHOT",
+                    "TIMESTAMP",
+                    "RV",
+                    "EXCLUDED",
+                    "CREATED",
+                    "UPDATED",
+                    "EXIST",
+                    "FAILED",
+                    "STATUS",
+                ],
+                &rows,
+            )?;
+            for f in status.failed.iter().flatten() {
+                writeln!(out, "failed: {f}")?;
+            }
+        }
+        format => output::write_data(out, format, &status)?,
+    }
+    Ok(super::exit::OK)
+}

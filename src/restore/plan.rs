@@ -1,0 +1,692 @@
+//! The restore plan: for each snapshot object, what a restore would do on the target
+//! (DESIGN.md §6.4). Pure code: the live state is given.
+//!
+//! Owns: the actions and their JSON shape, the comparison of a tree object with its live
+//! counterpart (live pruned to the tree object's keys, so server defaults, status and
+//! allocated fields are not differences), Secret masking in diffs. Must not touch: the
+//! network, git.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::preference::{Preference, matches_any};
+use super::rules::{Selection, Stage};
+use crate::discovery::ApiResourceInfo;
+use crate::tree::ContentPath;
+
+/// What a restore does with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Missing on the target: POST.
+    Create,
+    /// Present and identical: nothing to do.
+    Exists,
+    /// Present and different: left alone (create-only).
+    Differs,
+    /// Present, different, and under `overwriteApiPathes`: PUT.
+    Update,
+    /// Left out by a rule (`reason` holds the original reason string).
+    Excluded,
+    /// Left out by the preference.
+    PreferenceExcluded,
+    /// The target does not serve this kind.
+    Unsupported,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Exists => "exists",
+            Action::Differs => "differs",
+            Action::Update => "update",
+            Action::Excluded => "excluded",
+            Action::PreferenceExcluded => "preference-excluded",
+            Action::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One row of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanItem {
+    pub path: ContentPath,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// The apply stage (restored objects only).
+    #[serde(skip)]
+    pub stage: Option<Stage>,
+    /// The body to POST/PUT (`create` and `update` only).
+    #[serde(skip)]
+    pub body: Option<Value>,
+    /// The live object's resourceVersion (`update` only).
+    #[serde(skip)]
+    pub live_resource_version: Option<String>,
+}
+
+/// Counts of a plan (JSON names as in issue 6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub num_snapshot_contents: u64,
+    pub num_preference_excluded: u64,
+    pub num_excluded: u64,
+    pub to_create: u64,
+    pub already_existed: u64,
+    pub differs: u64,
+    pub to_update: u64,
+    pub unsupported: u64,
+}
+
+/// A restore plan: the summary and one item per snapshot object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub summary: PlanSummary,
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    /// Whether applying this plan would create or update anything (`--exit-code`).
+    pub fn has_changes(&self) -> bool {
+        self.summary.to_create > 0 || self.summary.to_update > 0
+    }
+}
+
+/// Whether the target serves the resource of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Served now; whether it has a `/status` subresource.
+    Yes { has_status_subresource: bool },
+    /// Served once a CRD restored by the same restore is established.
+    AfterCrd,
+    /// Not served.
+    No,
+}
+
+/// Options of planning.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Compute unified diffs for `differs`/`update` items.
+    pub diff: bool,
+    /// Show Secret values in diffs.
+    pub show_secrets: bool,
+}
+
+/// What a plan needs to know of one live object: whether it matches the tree object, its
+/// resourceVersion, and (only when it differs) the live object pruned to the tree's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveObject {
+    pub resource_version: Option<String>,
+    /// `None` when the live object matches the tree object.
+    pub differing: Option<Value>,
+}
+
+impl LiveObject {
+    /// Compares a live object (as listed or read) with the tree object it would be restored
+    /// from. Only the tree object's keys are compared, so server-owned metadata, status and
+    /// defaults never count; `apiVersion`/`kind`, which list items of built-in kinds omit, are
+    /// taken from `resource` when missing. The common case (equal) allocates nothing.
+    pub fn compare(live: Value, tree: &Value, resource: &ApiResourceInfo) -> LiveObject {
+        if covers_top(&live, tree) {
+            return LiveObject {
+                resource_version: None,
+                differing: None,
+            };
+        }
+        let resource_version = live
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut live = live;
+        crate::tree::canonicalize(&mut live, resource.has_status_subresource);
+        if let Some(map) = live.as_object_mut() {
+            map.entry("apiVersion")
+                .or_insert_with(|| Value::String(resource.api_version()));
+            map.entry("kind")
+                .or_insert_with(|| Value::String(resource.kind.clone()));
+        }
+        LiveObject {
+            resource_version,
+            differing: Some(prune_to(&live, tree)),
+        }
+    }
+}
+
+/// [`covers`] at the top level, where a missing `apiVersion`/`kind` is not a difference.
+fn covers_top(live: &Value, tree: &Value) -> bool {
+    match (live, tree) {
+        (Value::Object(l), Value::Object(t)) => t.iter().all(|(k, tv)| match l.get(k) {
+            Some(lv) => covers(lv, tv),
+            None => k == "apiVersion" || k == "kind",
+        }),
+        _ => covers(live, tree),
+    }
+}
+
+/// [`covers_top`] straight from JSON text: walks the live object's JSON against the tree
+/// object, materialising only the values the tree object has (everything else is skipped
+/// unparsed). This is what keeps a plan's comparison cheaper than parsing the LIST.
+pub fn covers_json(live_json: &str, tree: &Value) -> Result<bool, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(live_json);
+    serde::de::DeserializeSeed::deserialize(Covers { tree, top: true }, &mut de)
+}
+
+struct Covers<'t> {
+    tree: &'t Value,
+    top: bool,
+}
+
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Covers<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Covers<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        use serde::de::IgnoredAny;
+        let Value::Object(t) = self.tree else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(false);
+        };
+        let mut ok = true;
+        let mut matched = 0usize;
+        let (mut seen_api_version, mut seen_kind) = (false, false);
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match t.get(key.as_ref()) {
+                Some(tv) => {
+                    matched += 1;
+                    seen_api_version |= key == "apiVersion";
+                    seen_kind |= key == "kind";
+                    if ok {
+                        ok = map.next_value_seed(Covers {
+                            tree: tv,
+                            top: false,
+                        })?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        // List items of built-in kinds omit apiVersion/kind: not a difference at the top.
+        let allowed_missing = if self.top {
+            usize::from(t.contains_key("apiVersion") && !seen_api_version)
+                + usize::from(t.contains_key("kind") && !seen_kind)
+        } else {
+            0
+        };
+        Ok(ok && matched + allowed_missing == t.len())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        use serde::de::IgnoredAny;
+        let empty = Vec::new();
+        let (t, mut ok) = match self.tree {
+            Value::Array(t) => (t, true),
+            _ => (&empty, false),
+        };
+        let mut n = 0usize;
+        loop {
+            let more = match t.get(n).filter(|_| ok) {
+                Some(tv) => match seq.next_element_seed(Covers {
+                    tree: tv,
+                    top: false,
+                })? {
+                    Some(r) => {
+                        ok = r;
+                        true
+                    }
+                    None => false,
+                },
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                break;
+            }
+            n += 1;
+        }
+        Ok(ok && n == t.len())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+        Ok(self.tree == &Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
+        Ok(self.tree == &Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
+        Ok(self.tree == &Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<bool, E> {
+        Ok(self.tree == &Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        Ok(self.tree.as_str() == Some(v))
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(self.tree.is_null())
+    }
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(self.tree.is_null())
+    }
+}
+
+/// Builds the plan from the rules' selections (see [`super::rules::select`]), what the target
+/// serves, and the live objects of the paths concerned (keyed by content path).
+pub fn build_plan(
+    selected: Vec<(ContentPath, Selection)>,
+    served: &dyn Fn(&ContentPath) -> Served,
+    live: &HashMap<String, LiveObject>,
+    pref: &Preference,
+    opts: &PlanOptions,
+) -> Plan {
+    let mut summary = PlanSummary {
+        num_snapshot_contents: selected.len() as u64,
+        ..Default::default()
+    };
+    let mut items = Vec::with_capacity(selected.len());
+    // Paths come sorted, so consecutive objects share their resource: ask once per run.
+    let mut last_served: Option<((String, String, String), Served)> = None;
+    for (path, selection) in selected {
+        let mut item = PlanItem {
+            path,
+            action: Action::Create,
+            reason: None,
+            diff: None,
+            stage: None,
+            body: None,
+            live_resource_version: None,
+        };
+        match selection {
+            Selection::PreferenceExcluded => {
+                item.action = Action::PreferenceExcluded;
+                summary.num_preference_excluded += 1;
+            }
+            Selection::Excluded(r) => {
+                item.action = Action::Excluded;
+                item.reason = Some(r.to_string());
+                summary.num_excluded += 1;
+            }
+            Selection::Restore { stage, object } => {
+                item.stage = Some(stage);
+                let served_now = match &last_served {
+                    Some(((g, v, r), served_then))
+                        if g == item.path.group()
+                            && v == item.path.version()
+                            && r == item.path.resource() =>
+                    {
+                        *served_then
+                    }
+                    _ => {
+                        let s = served(&item.path);
+                        last_served = Some((
+                            (
+                                item.path.group().to_string(),
+                                item.path.version().to_string(),
+                                item.path.resource().to_string(),
+                            ),
+                            s,
+                        ));
+                        s
+                    }
+                };
+                match served_now {
+                    Served::No => {
+                        item.action = Action::Unsupported;
+                        item.reason = Some(unsupported_reason(&item.path));
+                        summary.unsupported += 1;
+                    }
+                    Served::AfterCrd => {
+                        item.action = Action::Create;
+                        item.reason = Some("served once its CRD is established".into());
+                        item.body = Some(object);
+                        summary.to_create += 1;
+                    }
+                    Served::Yes { .. } => match live.get(item.path.as_str()) {
+                        None => {
+                            item.action = Action::Create;
+                            item.body = Some(object);
+                            summary.to_create += 1;
+                        }
+                        Some(LiveObject {
+                            differing: None, ..
+                        }) => {
+                            item.action = Action::Exists;
+                            summary.already_existed += 1;
+                        }
+                        Some(LiveObject {
+                            resource_version,
+                            differing: Some(pruned),
+                        }) => {
+                            if opts.diff {
+                                item.diff = Some(object_diff(
+                                    &object,
+                                    pruned,
+                                    item.path.as_str(),
+                                    opts.show_secrets,
+                                ));
+                            }
+                            if matches_any(&pref.spec.overwrite_api_pathes, item.path.as_str()) {
+                                item.action = Action::Update;
+                                item.live_resource_version = resource_version.clone();
+                                item.body = Some(object);
+                                summary.to_update += 1;
+                            } else {
+                                item.action = Action::Differs;
+                                summary.differs += 1;
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        items.push(item);
+    }
+    Plan { summary, items }
+}
+
+/// The message for a kind the target does not serve.
+pub fn unsupported_reason(path: &ContentPath) -> String {
+    format!(
+        "the target does not serve {} {}",
+        path.api_version(),
+        path.resource()
+    )
+}
+
+/// Whether `live` has every key of `tree` with the same value, recursively for maps and for
+/// arrays of the same length (the allocation-free form of `prune_to(live, tree) == *tree`).
+pub fn covers(live: &Value, tree: &Value) -> bool {
+    match (live, tree) {
+        (Value::Object(l), Value::Object(t)) => t
+            .iter()
+            .all(|(k, tv)| l.get(k).is_some_and(|lv| covers(lv, tv))),
+        (Value::Array(l), Value::Array(t)) if l.len() == t.len() => {
+            l.iter().zip(t).all(|(lv, tv)| covers(lv, tv))
+        }
+        _ => live == tree,
+    }
+}
+
+/// `live` restricted to the keys `tree` has, recursively for maps; arrays of the same length
+/// are pruned element by element (server defaults inside containers, ports...). Server-owned
+/// metadata (resourceVersion, uid...) never appears in a tree object, so it is dropped too.
+pub fn prune_to(live: &Value, tree: &Value) -> Value {
+    match (live, tree) {
+        (Value::Object(l), Value::Object(t)) => Value::Object(
+            t.keys()
+                .filter_map(|k| Some((k.clone(), prune_to(l.get(k)?, &t[k]))))
+                .collect(),
+        ),
+        (Value::Array(l), Value::Array(t)) if l.len() == t.len() => {
+            Value::Array(l.iter().zip(t).map(|(lv, tv)| prune_to(lv, tv)).collect())
+        }
+        _ => live.clone(),
+    }
+}
+
+fn is_secret(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("Secret")
+}
+
+/// Masks the values of Secret `data`/`stringData`: equal values show as `***`, values that
+/// differ as `*** (snapshot)` / `*** (live)`, so a diff shows which keys changed, never values.
+fn mask_secret(tree: &mut Value, live: &mut Value) {
+    for field in ["data", "stringData"] {
+        let tree_map = tree.get(field).and_then(Value::as_object).cloned();
+        let live_map = live.get(field).and_then(Value::as_object).cloned();
+        if let Some(t) = tree.get_mut(field).and_then(Value::as_object_mut) {
+            for (k, v) in t.iter_mut() {
+                let same = live_map.as_ref().and_then(|m| m.get(k)) == Some(v);
+                *v = Value::String(if same { "***" } else { "*** (snapshot)" }.into());
+            }
+        }
+        if let Some(l) = live.get_mut(field).and_then(Value::as_object_mut) {
+            for (k, v) in l.iter_mut() {
+                let same = tree_map.as_ref().and_then(|m| m.get(k)) == Some(v);
+                *v = Value::String(if same { "***" } else { "*** (live)" }.into());
+            }
+        }
+    }
+}
+
+/// Unified diff of the tree object (`-`) against the pruned live object (`+`), both as
+/// canonical YAML.
+pub fn object_diff(tree: &Value, live_pruned: &Value, path: &str, show_secrets: bool) -> String {
+    let mut t = tree.clone();
+    let mut l = live_pruned.clone();
+    if !show_secrets && (is_secret(&t) || is_secret(&l)) {
+        mask_secret(&mut t, &mut l);
+    }
+    let ty = crate::tree::to_yaml(&t).unwrap_or_default();
+    let ly = crate::tree::to_yaml(&l).unwrap_or_default();
+    crate::tree::unified_diff(&ty, &ly, &format!("snapshot{path}"), &format!("live{path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::rules::{RuleOptions, SnapshotObject, select};
+    use serde_json::json;
+
+    fn obj(path: &str, object: Value) -> SnapshotObject {
+        SnapshotObject {
+            path: ContentPath::parse(path).unwrap(),
+            object,
+        }
+    }
+
+    #[test]
+    fn live_only_fields_are_not_differences() {
+        let tree = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}]}});
+        let live = json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "1"}},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}, "status": {}});
+        assert_eq!(prune_to(&live, &tree), tree);
+        assert!(covers(&live, &tree));
+        for (l, t) in [
+            (&live, &tree),
+            (&json!({"a": [1, 2]}), &json!({"a": [1, 2, 3]})),
+            (&json!({"a": [1, 2, 3]}), &json!({"a": [1, 2]})),
+            (&json!({"a": {"b": "x\"y"}}), &json!({"a": {"b": "x\"y"}})),
+            (&json!({"a": 1.5, "n": null}), &json!({"a": 1.5, "n": null})),
+            (&json!({"a": -1}), &json!({"a": 1})),
+            (&json!({"a": "s"}), &json!({"a": {"b": 1}})),
+            (
+                &json!({"metadata": {}}),
+                &json!({"apiVersion": "v1", "kind": "K", "metadata": {}}),
+            ),
+            (
+                &json!({"kind": "X", "metadata": {}}),
+                &json!({"kind": "K", "metadata": {}}),
+            ),
+        ] {
+            assert_eq!(
+                covers_json(&l.to_string(), t).unwrap(),
+                covers_top(l, t),
+                "{l} vs {t}"
+            );
+        }
+        let changed = json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"ports": [{"port": 80}]}});
+        assert_ne!(prune_to(&changed, &tree), tree);
+        assert!(!covers(&changed, &tree));
+        // A key missing live is a difference.
+        let missing = json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}});
+        assert_ne!(prune_to(&missing, &tree), tree);
+        assert!(!covers(&missing, &tree));
+    }
+
+    #[test]
+    fn actions_and_summary() {
+        let cm = |name: &str, v: &str| {
+            obj(
+                &format!("/api/v1/namespaces/a/configmaps/{name}"),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "a"}, "data": {"k": v}}),
+            )
+        };
+        let objects = vec![
+            cm("new", "1"),
+            cm("same", "1"),
+            cm("changed", "1"),
+            cm("overwrite", "1"),
+            obj(
+                "/apis/example.com/v1/namespaces/a/widgets/w",
+                json!({"kind": "Widget"}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/pods/p",
+                json!({"kind": "Pod", "metadata": {"ownerReferences": [{}]}}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/secrets/s",
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"pw": "c2VjcmV0", "same": "eA=="}}),
+            ),
+        ];
+        let pref = Preference::from_spec(
+            None,
+            crate::restore::RestorePreferenceSpec {
+                overwrite_api_pathes: vec!["/api/v1,overwrite".into()],
+                ..Default::default()
+            },
+            "t",
+        )
+        .unwrap();
+        let sel = select(objects.clone(), &pref, &RuleOptions::default());
+        let mut live = HashMap::new();
+        let with_rv = |o: &SnapshotObject, v: &str| {
+            let mut l = o.object.clone();
+            l["data"]["k"] = json!(v);
+            l["metadata"]["resourceVersion"] = json!("42");
+            l
+        };
+        live.insert(objects[1].path.to_string(), with_rv(&objects[1], "1"));
+        live.insert(objects[2].path.to_string(), with_rv(&objects[2], "2"));
+        live.insert(objects[3].path.to_string(), with_rv(&objects[3], "2"));
+        let mut s = objects[6].object.clone();
+        s["data"]["pw"] = json!("b3RoZXI=");
+        live.insert(objects[6].path.to_string(), s);
+        let served = |p: &ContentPath| {
+            if p.group() == "example.com" {
+                Served::No
+            } else {
+                Served::Yes {
+                    has_status_subresource: false,
+                }
+            }
+        };
+        let tree_of = |p: &str| {
+            objects
+                .iter()
+                .find(|o| o.path.as_str() == p)
+                .unwrap()
+                .object
+                .clone()
+        };
+        let live: HashMap<String, LiveObject> = live
+            .into_iter()
+            .map(|(p, l): (String, Value)| {
+                let resource = ApiResourceInfo {
+                    group: String::new(),
+                    version: "v1".into(),
+                    resource: "configmaps".into(),
+                    kind: "ConfigMap".into(),
+                    namespaced: true,
+                    verbs: vec![],
+                    has_status_subresource: false,
+                };
+                let c = LiveObject::compare(l, &tree_of(&p), &resource);
+                (p, c)
+            })
+            .collect();
+        let plan = build_plan(
+            sel,
+            &served,
+            &live,
+            &pref,
+            &PlanOptions {
+                diff: true,
+                show_secrets: false,
+            },
+        );
+        let actions: Vec<&str> = plan.items.iter().map(|i| i.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "create",
+                "exists",
+                "differs",
+                "update",
+                "unsupported",
+                "excluded",
+                "differs"
+            ]
+        );
+        assert_eq!(plan.items[3].live_resource_version.as_deref(), Some("42"));
+        let d = plan.items[2].diff.as_deref().unwrap();
+        assert!(d.contains("-  k: '1'") || d.contains("-  k: \"1\""), "{d}");
+        let secret_diff = plan.items[6].diff.as_deref().unwrap();
+        assert!(
+            !secret_diff.contains("c2VjcmV0") && !secret_diff.contains("b3RoZXI="),
+            "{secret_diff}"
+        );
+        assert!(secret_diff.contains("*** (live)"), "{secret_diff}");
+        assert_eq!(
+            plan.summary,
+            PlanSummary {
+                num_snapshot_contents: 7,
+                num_preference_excluded: 0,
+                num_excluded: 1,
+                to_create: 1,
+                already_existed: 1,
+                differs: 2,
+                to_update: 1,
+                unsupported: 1
+            }
+        );
+        assert!(plan.has_changes());
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["items"][0],
+            json!({"path": "/api/v1/namespaces/a/configmaps/new", "action": "create"})
+        );
+        assert_eq!(json["summary"]["toCreate"], 1);
+        assert_eq!(json["items"][5]["reason"], "owner-ref");
+    }
+}

@@ -1,0 +1,842 @@
+//! Which snapshot objects a restore creates, in which stage, and with which cluster-specific
+//! fields removed (DESIGN.md §6.1–6.3). Pure code: no I/O.
+//!
+//! Owns: the preference filter applied to content paths, the original project's exclusion
+//! rules and reason strings, the stage order of §6.5, and the cleaning of Services, PVs and
+//! PVCs so that they re-bind on the target. Must not touch: the network, git.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::preference::{Preference, matches_any};
+use crate::tree::ContentPath;
+
+/// Reason strings of the original project (entry `"<path>,(<reason>)"`).
+pub mod reason {
+    pub const OWNER_REF: &str = "owner-ref";
+    pub const TOKEN_SECRET: &str = "token-secret";
+    pub const NOT_BINDED_TO_NS: &str = "not-binded-to-ns";
+    pub const SERVICE_EXISTS: &str = "service-exists";
+    pub const NO_PVC_SPEC: &str = "no-pvc-spec";
+    pub const NO_STORAGECLASS: &str = "no-storageclass";
+    pub const NOT_BOUNDED: &str = "not-bounded";
+    pub const PV_NOT_FOUND: &str = "pv-not-found";
+    pub const NO_PV_SPEC: &str = "no-pv-spec";
+}
+
+/// Annotations that record a past binding; dropped so PV and PVC bind afresh.
+pub const BIND_ANNOTATIONS: [&str; 2] = [
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+];
+
+/// One object of a snapshot tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotObject {
+    pub path: ContentPath,
+    /// The object as stored in the tree (canonical form).
+    pub object: Value,
+}
+
+/// Apply stages, in order (DESIGN.md §6.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// CustomResourceDefinitions (then wait `Established`).
+    Crds,
+    /// Namespaces (then wait `Active`).
+    Namespaces,
+    StorageClasses,
+    /// PersistentVolumes then their claims (then wait `Bound`).
+    Volumes,
+    /// ServiceAccounts, Secrets, ConfigMaps, LimitRanges, ResourceQuotas.
+    Basics,
+    /// Roles, ClusterRoles and their bindings.
+    Rbac,
+    /// Everything else.
+    Rest,
+    /// `restoreAppApiPathes` (default: Deployments, StatefulSets, DaemonSets).
+    Apps,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] = [
+        Stage::Crds,
+        Stage::Namespaces,
+        Stage::StorageClasses,
+        Stage::Volumes,
+        Stage::Basics,
+        Stage::Rbac,
+        Stage::Rest,
+        Stage::Apps,
+    ];
+}
+
+/// What the rules decide for one object, before the target is looked at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// Left out by the preference (counted in `numPreferenceExcluded`).
+    PreferenceExcluded,
+    /// Left out by a rule; the original reason string.
+    Excluded(&'static str),
+    /// To be restored in `stage`, as `object` (cluster-specific fields removed).
+    Restore { stage: Stage, object: Value },
+}
+
+/// Options of the rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuleOptions {
+    /// Keep Service nodePorts even when the last-applied configuration does not name them.
+    pub preserve_nodeports: bool,
+}
+
+const CRD_GROUP: &str = "apiextensions.k8s.io";
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+fn is(path: &ContentPath, group: &str, resource: &str) -> bool {
+    path.group() == group && path.resource() == resource
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+/// Whether objects of `namespace` are restored according to the namespace lists.
+pub fn namespace_selected(pref: &Preference, namespace: &str) -> bool {
+    !pref.spec.exclude_namespaces.iter().any(|n| n == namespace)
+        && (pref.spec.include_namespaces.is_empty()
+            || pref.spec.include_namespaces.iter().any(|n| n == namespace))
+}
+
+fn class_selected(pref: &Preference, class: &str) -> bool {
+    pref.spec
+        .restore_nfs_storage_classes
+        .iter()
+        .any(|p| class.starts_with(p.as_str()))
+}
+
+/// `(group, plural)` of the custom resources of CRDs matched by `excludeCRDs`.
+fn excluded_crd_resources(
+    objects: &[SnapshotObject],
+    pref: &Preference,
+) -> HashSet<(String, String)> {
+    let mut out = HashSet::new();
+    if pref.spec.exclude_crds.is_empty() {
+        return out;
+    }
+    for o in objects {
+        if is(&o.path, CRD_GROUP, "customresourcedefinitions")
+            && pref
+                .spec
+                .exclude_crds
+                .iter()
+                .any(|c| o.path.name().contains(c.as_str()))
+            && let (Some(g), Some(p)) = (
+                str_at(&o.object, "/spec/group"),
+                str_at(&o.object, "/spec/names/plural"),
+            )
+        {
+            out.insert((g.to_string(), p.to_string()));
+        }
+    }
+    out
+}
+
+/// Whether the preference leaves `o` out.
+fn preference_excludes(
+    o: &SnapshotObject,
+    pref: &Preference,
+    excluded_crs: &HashSet<(String, String)>,
+) -> bool {
+    let path = &o.path;
+    let p = path.as_str();
+    // A Namespace object is `/api/v1/namespaces/<name>`.
+    if is(path, "", "namespaces")
+        && path.namespace().is_none()
+        && !namespace_selected(pref, path.name())
+    {
+        return true;
+    }
+    if is(path, CRD_GROUP, "customresourcedefinitions")
+        && pref
+            .spec
+            .exclude_crds
+            .iter()
+            .any(|c| path.name().contains(c.as_str()))
+    {
+        return true;
+    }
+    if !excluded_crs.is_empty()
+        && excluded_crs.contains(&(path.group().to_string(), path.resource().to_string()))
+    {
+        return true;
+    }
+    if matches_any(&pref.spec.exclude_api_pathes, p) {
+        return true;
+    }
+    if let Some(ns) = path.namespace()
+        && !namespace_selected(pref, ns)
+    {
+        return true;
+    }
+    if !pref.spec.include_api_pathes.is_empty() && !matches_any(&pref.spec.include_api_pathes, p) {
+        return true;
+    }
+    if is(path, "storage.k8s.io", "storageclasses") && !class_selected(pref, path.name()) {
+        return true;
+    }
+    if is(path, "", "persistentvolumes") {
+        let class = str_at(&o.object, "/spec/storageClassName").unwrap_or("");
+        if !class_selected(pref, class) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The stage of an object that is restored (`app_pathes` from [`Preference::app_pathes`]).
+pub fn stage_of(path: &ContentPath, app_pathes: &[String]) -> Stage {
+    let (g, r) = (path.group(), path.resource());
+    if g == CRD_GROUP && r == "customresourcedefinitions" {
+        Stage::Crds
+    } else if g.is_empty() && r == "namespaces" && path.namespace().is_none() {
+        Stage::Namespaces
+    } else if g == "storage.k8s.io" && r == "storageclasses" {
+        Stage::StorageClasses
+    } else if g.is_empty() && (r == "persistentvolumes" || r == "persistentvolumeclaims") {
+        Stage::Volumes
+    } else if matches_any(app_pathes, path.as_str()) {
+        Stage::Apps
+    } else if g.is_empty()
+        && matches!(
+            r,
+            "serviceaccounts" | "secrets" | "configmaps" | "limitranges" | "resourcequotas"
+        )
+    {
+        Stage::Basics
+    } else if g == RBAC_GROUP {
+        Stage::Rbac
+    } else {
+        Stage::Rest
+    }
+}
+
+/// Decides every object of a snapshot: preference-excluded, excluded by a rule (with the
+/// original reason), or restored in a stage with cluster-specific fields removed. The result
+/// has one entry per input object, in the same order. Consumes the objects: a restored one is
+/// moved into its selection, the others are dropped (memory stays at one copy of the tree).
+pub fn select(
+    objects: Vec<SnapshotObject>,
+    pref: &Preference,
+    opts: &RuleOptions,
+) -> Vec<(ContentPath, Selection)> {
+    let excluded_crs = excluded_crd_resources(&objects, pref);
+    let app_pathes = pref.app_pathes();
+    let pref_excluded: Vec<bool> = objects
+        .iter()
+        .map(|o| preference_excludes(o, pref, &excluded_crs))
+        .collect();
+    let kept = || {
+        objects
+            .iter()
+            .zip(&pref_excluded)
+            .filter(|(_, ex)| !**ex)
+            .map(|(o, _)| o)
+    };
+
+    // Services restored (their Endpoints are made by the target's controllers).
+    let services: HashSet<(String, String)> = kept()
+        .filter(|o| is(&o.path, "", "services") && !has_owner(&o.object))
+        .filter_map(|o| Some((o.path.namespace()?.to_string(), o.path.name().to_string())))
+        .collect();
+
+    // Bindings with a ServiceAccount subject in a restored namespace, and the ClusterRoles
+    // they (or restored RoleBindings) refer to.
+    let mut included_bindings: HashSet<String> = HashSet::new();
+    let mut included_roles: HashSet<String> = HashSet::new();
+    for o in kept() {
+        let cluster_binding = is(&o.path, RBAC_GROUP, "clusterrolebindings");
+        let role_binding = is(&o.path, RBAC_GROUP, "rolebindings");
+        if !(cluster_binding || role_binding) || has_owner(&o.object) {
+            continue;
+        }
+        let role_ref_kind = str_at(&o.object, "/roleRef/kind").unwrap_or("");
+        let role_ref_name = str_at(&o.object, "/roleRef/name").unwrap_or("");
+        let sa_in_restored_ns = o
+            .object
+            .get("subjects")
+            .and_then(Value::as_array)
+            .is_some_and(|subjects| {
+                subjects.iter().any(|s| {
+                    str_at(s, "/kind") == Some("ServiceAccount")
+                        && str_at(s, "/namespace").is_some_and(|ns| namespace_selected(pref, ns))
+                })
+            });
+        if cluster_binding && sa_in_restored_ns {
+            included_bindings.insert(o.path.name().to_string());
+            included_roles.insert(role_ref_name.to_string());
+        }
+        if role_binding && role_ref_kind == "ClusterRole" {
+            included_roles.insert(role_ref_name.to_string());
+        }
+    }
+
+    // PVCs decide their PVs: a PV is restored only with the claim bound to it.
+    let pvs: HashMap<&str, usize> = objects
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| !pref_excluded[*i] && is(&o.path, "", "persistentvolumes"))
+        .map(|(i, o)| (o.path.name(), i))
+        .collect();
+    let mut pvc_decision: Vec<Option<Result<(), &'static str>>> = vec![None; objects.len()];
+    let mut paired_pvs: HashMap<usize, (String, String)> = HashMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        if pref_excluded[i] || !is(&o.path, "", "persistentvolumeclaims") || has_owner(&o.object) {
+            continue;
+        }
+        let decision = (|| {
+            let spec = o
+                .object
+                .get("spec")
+                .filter(|s| s.is_object())
+                .ok_or(reason::NO_PVC_SPEC)?;
+            let class = str_at(spec, "/storageClassName").ok_or(reason::NO_STORAGECLASS)?;
+            if !class_selected(pref, class) {
+                return Err(reason::NO_STORAGECLASS);
+            }
+            let volume = str_at(spec, "/volumeName")
+                .filter(|v| !v.is_empty())
+                .ok_or(reason::NOT_BOUNDED)?;
+            let pv = *pvs.get(volume).ok_or(reason::PV_NOT_FOUND)?;
+            if !objects[pv].object.get("spec").is_some_and(Value::is_object) {
+                return Err(reason::NO_PV_SPEC);
+            }
+            let ns = o.path.namespace().unwrap_or_default().to_string();
+            paired_pvs.insert(pv, (ns, o.path.name().to_string()));
+            Ok(())
+        })();
+        pvc_decision[i] = Some(decision);
+    }
+
+    let decide = |i: usize, mut object: Value, path: &ContentPath| -> Selection {
+        if pref_excluded[i] {
+            return Selection::PreferenceExcluded;
+        }
+
+        if has_owner(&object) {
+            return Selection::Excluded(reason::OWNER_REF);
+        }
+        if is(path, "", "secrets") && crate::tree::is_token_secret(&object) {
+            return Selection::Excluded(reason::TOKEN_SECRET);
+        }
+        if is(path, RBAC_GROUP, "clusterroles") && !included_roles.contains(path.name()) {
+            return Selection::Excluded(reason::NOT_BINDED_TO_NS);
+        }
+        if is(path, RBAC_GROUP, "clusterrolebindings") && !included_bindings.contains(path.name()) {
+            return Selection::Excluded(reason::NOT_BINDED_TO_NS);
+        }
+        if is(path, "", "endpoints")
+            && let Some(ns) = path.namespace()
+            && services.contains(&(ns.to_string(), path.name().to_string()))
+        {
+            return Selection::Excluded(reason::SERVICE_EXISTS);
+        }
+        if let Some(Err(r)) = pvc_decision[i] {
+            return Selection::Excluded(r);
+        }
+        if is(path, "", "persistentvolumes") {
+            match paired_pvs.get(&i) {
+                Some((ns, name)) => clean_pv(&mut object, ns, name),
+                None => return Selection::Excluded(reason::NOT_BOUNDED),
+            }
+        }
+        if is(path, "", "persistentvolumeclaims") {
+            clean_pvc(&mut object);
+        }
+        if is(path, "", "services") {
+            clean_service(&mut object, opts.preserve_nodeports);
+        }
+        Selection::Restore {
+            stage: stage_of(path, &app_pathes),
+            object,
+        }
+    };
+    objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let selection = decide(i, o.object, &o.path);
+            (o.path, selection)
+        })
+        .collect()
+}
+
+fn has_owner(obj: &Value) -> bool {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+}
+
+fn drop_bind_annotations(obj: &mut Value) {
+    if let Some(annotations) = obj
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        for a in BIND_ANNOTATIONS {
+            annotations.remove(a);
+        }
+        if annotations.is_empty()
+            && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("annotations");
+        }
+    }
+}
+
+/// A PV keeps `claimRef {namespace, name}` only (no uid/resourceVersion), so it binds to the
+/// restored claim of that name; status and bind annotations go.
+pub fn clean_pv(pv: &mut Value, claim_namespace: &str, claim_name: &str) {
+    drop_bind_annotations(pv);
+    if let Some(map) = pv.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(spec) = pv.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert(
+            "claimRef".into(),
+            serde_json::json!({ "namespace": claim_namespace, "name": claim_name }),
+        );
+    }
+}
+
+/// A PVC keeps `volumeName` (its PV is restored with it); status and bind annotations go.
+pub fn clean_pvc(pvc: &mut Value) {
+    drop_bind_annotations(pvc);
+    if let Some(map) = pvc.as_object_mut() {
+        map.remove("status");
+    }
+}
+
+/// A Service loses `clusterIP`/`clusterIPs` (unless headless `None`), and node ports that the
+/// last-applied configuration does not name (unless `preserve_nodeports`); status goes.
+pub fn clean_service(svc: &mut Value, preserve_nodeports: bool) {
+    let applied_ports: Vec<(Option<String>, Option<i64>, i64)> = svc
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .and_then(|v| v.pointer("/spec/ports").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            let node_port = p.get("nodePort")?.as_i64()?;
+            Some((
+                p.get("name").and_then(Value::as_str).map(str::to_string),
+                p.get("port").and_then(Value::as_i64),
+                node_port,
+            ))
+        })
+        .collect();
+    if let Some(map) = svc.as_object_mut() {
+        map.remove("status");
+    }
+    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    if preserve_nodeports {
+        return;
+    }
+    spec.remove("healthCheckNodePort");
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            let Some(p) = port.as_object_mut() else {
+                continue;
+            };
+            let Some(node_port) = p.get("nodePort").and_then(Value::as_i64) else {
+                continue;
+            };
+            let name = p.get("name").and_then(Value::as_str);
+            let number = p.get("port").and_then(Value::as_i64);
+            let declared = applied_ports.iter().any(|(n, num, np)| {
+                *np == node_port && (n.as_deref() == name || (*num).is_some() && *num == number)
+            });
+            if !declared {
+                p.remove("nodePort");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::preference::RestorePreferenceSpec;
+    use serde_json::json;
+
+    fn obj(path: &str, object: Value) -> SnapshotObject {
+        SnapshotObject {
+            path: ContentPath::parse(path).unwrap(),
+            object,
+        }
+    }
+
+    fn pref(spec: RestorePreferenceSpec) -> Preference {
+        Preference::from_spec(None, spec, "test").unwrap()
+    }
+
+    fn reasons(objects: &[SnapshotObject], p: &Preference) -> Vec<String> {
+        select(objects.to_vec(), p, &RuleOptions::default())
+            .iter()
+            .map(|(_, s)| match s {
+                Selection::PreferenceExcluded => "pref".to_string(),
+                Selection::Excluded(r) => r.to_string(),
+                Selection::Restore { stage, .. } => format!("{stage:?}"),
+            })
+            .collect()
+    }
+
+    fn cm(ns: &str, name: &str) -> SnapshotObject {
+        obj(
+            &format!("/api/v1/namespaces/{ns}/configmaps/{name}"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}}),
+        )
+    }
+
+    #[test]
+    fn owner_ref_token_secret_and_service_exists() {
+        let objects = vec![
+            obj(
+                "/api/v1/namespaces/a/pods/p",
+                json!({"kind": "Pod", "metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "name": "r"}]}}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/secrets/t",
+                json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {"name": "t"}}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/secrets/o",
+                json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "o"}}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/services/web",
+                json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"clusterIP": "10.0.0.3", "clusterIPs": ["10.0.0.3"]}}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/endpoints/web",
+                json!({"kind": "Endpoints"}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/endpoints/manual",
+                json!({"kind": "Endpoints"}),
+            ),
+        ];
+        let p = pref(Default::default());
+        assert_eq!(
+            reasons(&objects, &p),
+            [
+                "owner-ref",
+                "token-secret",
+                "Basics",
+                "Rest",
+                "service-exists",
+                "Rest"
+            ]
+        );
+        let Selection::Restore { object, .. } =
+            &select(objects.clone(), &p, &RuleOptions::default())[3].1
+        else {
+            panic!("service restored")
+        };
+        assert!(object["spec"].get("clusterIP").is_none());
+        assert!(object["spec"].get("clusterIPs").is_none());
+    }
+
+    #[test]
+    fn cluster_roles_and_bindings_need_a_service_account_in_a_restored_namespace() {
+        let crb = |name: &str, role: &str, subjects: Value| {
+            obj(
+                &format!("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}"),
+                json!({"kind": "ClusterRoleBinding", "metadata": {"name": name},
+                       "roleRef": {"kind": "ClusterRole", "name": role}, "subjects": subjects}),
+            )
+        };
+        let cr = |name: &str| {
+            obj(
+                &format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"),
+                json!({"kind": "ClusterRole", "metadata": {"name": name}}),
+            )
+        };
+        let objects = vec![
+            crb(
+                "app",
+                "app-reader",
+                json!([{"kind": "ServiceAccount", "name": "sa", "namespace": "shop"}]),
+            ),
+            crb(
+                "sys",
+                "sys-role",
+                json!([{"kind": "ServiceAccount", "name": "sa", "namespace": "kube-system"}]),
+            ),
+            crb(
+                "grp",
+                "grp-role",
+                json!([{"kind": "Group", "name": "system:authenticated"}]),
+            ),
+            cr("app-reader"),
+            cr("sys-role"),
+            cr("grp-role"),
+            cr("used-by-rolebinding"),
+            obj(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/rb",
+                json!({"kind": "RoleBinding", "metadata": {"name": "rb"}, "roleRef": {"kind": "ClusterRole", "name": "used-by-rolebinding"}}),
+            ),
+        ];
+        let p = pref(RestorePreferenceSpec {
+            exclude_namespaces: vec!["kube-system".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            reasons(&objects, &p),
+            [
+                "Rbac",
+                "not-binded-to-ns",
+                "not-binded-to-ns",
+                "Rbac",
+                "not-binded-to-ns",
+                "not-binded-to-ns",
+                "Rbac",
+                "Rbac"
+            ]
+        );
+    }
+
+    fn pvc(ns: &str, name: &str, spec: Option<Value>) -> SnapshotObject {
+        let mut o = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": ns, "annotations": {"pv.kubernetes.io/bind-completed": "yes", "keep": "1"}},
+            "status": {"phase": "Bound"}});
+        if let Some(s) = spec {
+            o["spec"] = s;
+        }
+        obj(
+            &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}"),
+            o,
+        )
+    }
+
+    fn pv(name: &str, class: &str, spec: bool) -> SnapshotObject {
+        let mut o = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name,
+            "annotations": {"pv.kubernetes.io/bound-by-controller": "yes"}}, "status": {"phase": "Bound"}});
+        if spec {
+            o["spec"] = json!({"storageClassName": class, "claimRef": {"kind": "PersistentVolumeClaim",
+                "namespace": "a", "name": "c1", "uid": "u-1", "resourceVersion": "9"}});
+        }
+        obj(&format!("/api/v1/persistentvolumes/{name}"), o)
+    }
+
+    #[test]
+    fn pvc_rules_and_rebinding() {
+        let objects = vec![
+            pvc(
+                "a",
+                "c1",
+                Some(json!({"storageClassName": "nfs-client", "volumeName": "pv1"})),
+            ),
+            pvc("a", "c2", None),
+            pvc("a", "c3", Some(json!({"volumeName": "pv1"}))),
+            pvc(
+                "a",
+                "c4",
+                Some(json!({"storageClassName": "standard", "volumeName": "pv9"})),
+            ),
+            pvc("a", "c5", Some(json!({"storageClassName": "nfs-client"}))),
+            pvc(
+                "a",
+                "c6",
+                Some(json!({"storageClassName": "nfs-client", "volumeName": "missing"})),
+            ),
+            pvc(
+                "a",
+                "c7",
+                Some(json!({"storageClassName": "nfs-client", "volumeName": "pv-nospec"})),
+            ),
+            pv("pv1", "nfs-client", true),
+            pv("pv-nospec", "nfs-client", false),
+            pv("pv9", "standard", true),
+            pv("pv-orphan", "nfs-client", true),
+        ];
+        let p = pref(RestorePreferenceSpec {
+            restore_nfs_storage_classes: vec!["nfs".into()],
+            ..Default::default()
+        });
+        // pv-nospec has no class, so the preference leaves it out: its claim cannot find it.
+        assert_eq!(
+            reasons(&objects, &p),
+            [
+                "Volumes",
+                "no-pvc-spec",
+                "no-storageclass",
+                "no-storageclass",
+                "not-bounded",
+                "pv-not-found",
+                "pv-not-found",
+                "Volumes",
+                "pref",
+                "pref",
+                "not-bounded"
+            ]
+        );
+        let sel: Vec<Selection> = select(objects.clone(), &p, &RuleOptions::default())
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let Selection::Restore { object: claim, .. } = &sel[0] else {
+            panic!()
+        };
+        assert_eq!(claim["spec"]["volumeName"], "pv1");
+        assert!(claim.get("status").is_none());
+        assert_eq!(claim["metadata"]["annotations"], json!({"keep": "1"}));
+        let Selection::Restore { object: vol, .. } = &sel[7] else {
+            panic!()
+        };
+        assert_eq!(
+            vol["spec"]["claimRef"],
+            json!({"namespace": "a", "name": "c1"})
+        );
+        assert!(vol["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn no_pv_spec() {
+        let mut objects = vec![
+            pvc(
+                "a",
+                "c1",
+                Some(json!({"storageClassName": "nfs", "volumeName": "pv1"})),
+            ),
+            pv("pv1", "nfs", true),
+        ];
+        objects[1].object["spec"] = json!("not-a-map");
+        // The PV's class cannot be read from a spec that is not a map: only a preference
+        // matching every class (prefix "") keeps it, and then its claim reports no-pv-spec.
+        let p = Preference {
+            name: None,
+            spec: RestorePreferenceSpec {
+                restore_nfs_storage_classes: vec!["".into()],
+                ..Default::default()
+            },
+        };
+        assert_eq!(reasons(&objects, &p), ["no-pv-spec", "not-bounded"]);
+    }
+
+    #[test]
+    fn preference_semantics() {
+        let crd = obj(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.cattle.io",
+            json!({"kind": "CustomResourceDefinition", "spec": {"group": "cattle.io", "names": {"plural": "widgets"}}}),
+        );
+        let cr = obj(
+            "/apis/cattle.io/v1/namespaces/shop/widgets/w1",
+            json!({"kind": "Widget"}),
+        );
+        let other_crd = obj(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.example.com",
+            json!({"kind": "CustomResourceDefinition", "spec": {"group": "example.com", "names": {"plural": "gadgets"}}}),
+        );
+        let objects = vec![
+            obj(
+                "/api/v1/namespaces/kube-system",
+                json!({"kind": "Namespace"}),
+            ),
+            obj(
+                "/api/v1/namespaces/kube-system-x",
+                json!({"kind": "Namespace"}),
+            ),
+            cm("kube-system", "c"),
+            cm("kube-system-x", "c"),
+            crd,
+            cr,
+            other_crd,
+            obj(
+                "/apis/apps/v1/namespaces/shop/deployments/web",
+                json!({"kind": "Deployment"}),
+            ),
+            obj(
+                "/apis/apps/v1/namespaces/shop/deployments/system-web",
+                json!({"kind": "Deployment"}),
+            ),
+            obj(
+                "/apis/storage.k8s.io/v1/storageclasses/nfs-client",
+                json!({"kind": "StorageClass"}),
+            ),
+            obj(
+                "/apis/storage.k8s.io/v1/storageclasses/standard",
+                json!({"kind": "StorageClass"}),
+            ),
+            obj(
+                "/apis/batch/v1/namespaces/shop/jobs/j",
+                json!({"kind": "Job"}),
+            ),
+        ];
+        let p = pref(RestorePreferenceSpec {
+            exclude_namespaces: vec!["kube-system".into()],
+            exclude_crds: vec!["cattle".into()],
+            exclude_api_pathes: vec!["/apis/apps/v1,system".into()],
+            restore_nfs_storage_classes: vec!["nfs".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            reasons(&objects, &p),
+            [
+                "pref",
+                "Namespaces",
+                "pref",
+                "Basics",
+                "pref",
+                "pref",
+                "Crds",
+                "Apps",
+                "pref",
+                "StorageClasses",
+                "pref",
+                "Rest"
+            ]
+        );
+        // includeNamespaces / includeApiPathes / restoreAppApiPathes.
+        let p = pref(RestorePreferenceSpec {
+            include_namespaces: vec!["shop".into()],
+            include_api_pathes: vec!["/apis/apps/v1".into(), "/apis/batch".into()],
+            restore_app_api_pathes: vec!["/apis/batch/v1,jobs".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            reasons(&objects, &p),
+            [
+                "pref", "pref", "pref", "pref", "pref", "pref", "pref", "Rest", "Rest", "pref",
+                "pref", "Apps"
+            ]
+        );
+    }
+
+    #[test]
+    fn node_ports_kept_only_when_declared() {
+        let applied = json!({"spec": {"ports": [{"name": "http", "port": 80, "nodePort": 30080}]}})
+            .to_string();
+        let mut svc = json!({"kind": "Service", "metadata": {"annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": applied}},
+            "spec": {"clusterIP": "None", "clusterIPs": ["None"], "healthCheckNodePort": 31000, "ports": [
+                {"name": "http", "port": 80, "nodePort": 30080},
+                {"name": "https", "port": 443, "nodePort": 30443}]}, "status": {"loadBalancer": {}}});
+        let mut kept = svc.clone();
+        clean_service(&mut svc, false);
+        assert_eq!(svc["spec"]["clusterIP"], "None");
+        assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
+        assert!(svc["spec"]["ports"][1].get("nodePort").is_none());
+        assert!(svc["spec"].get("healthCheckNodePort").is_none());
+        assert!(svc.get("status").is_none());
+        clean_service(&mut kept, true);
+        assert_eq!(kept["spec"]["ports"][1]["nodePort"], 30443);
+    }
+}

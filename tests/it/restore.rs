@@ -1,0 +1,540 @@
+//! End-to-end: `k8s-snap plan` and `k8s-snap restore` (issue 6 acceptance). Source A is the
+//! realistic emulator (or `$K8S_SNAP_TEST_KUBECONFIG`), target B an empty emulator with its own
+//! service CIDR (or `$K8S_SNAP_TEST_KUBECONFIG_B`).
+//!
+//! Commands run in-process through `k8s_snap::cli` so that the test exercises exactly this
+//! build of the library.
+
+use std::path::Path;
+
+use clap::Parser as _;
+use kube_emulator::{Emulator, Fixture};
+use serde_json::{Value, json};
+
+use crate::support::{DataDir, REAL_B, Run, TestCluster};
+
+/// The target's service CIDR when emulated (the source uses the default 10.96.0.0/16).
+const B_CIDR_PREFIX: &str = "10.200.";
+
+const PREFERENCE: &str = "apiVersion: clustersnapshot.rywt.io/v1alpha1
+kind: RestorePreference
+metadata:
+  name: exclude-kube-system
+spec:
+  excludeNamespaces: [kube-system, kube-public, kube-node-lease]
+  excludeApiPathes:
+  - /api/v1/namespaces/default/services/kubernetes
+  - /api/v1/namespaces/default/endpoints/kubernetes
+  restoreNfsStorageClasses: [nfs]
+";
+
+/// Runs `k8s-snap --data-dir <dir> [--kubeconfig kc] args...` in this process.
+pub async fn k8s_snap(data: &DataDir, kubeconfig: Option<&Path>, args: &[&str]) -> Run {
+    let mut argv: Vec<String> = vec![
+        "k8s-snap".into(),
+        "--data-dir".into(),
+        data.path().display().to_string(),
+    ];
+    if let Some(kc) = kubeconfig {
+        argv.push("--kubeconfig".into());
+        argv.push(kc.display().to_string());
+    }
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let cli = match k8s_snap::cli::Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            return Run {
+                code: 2,
+                stdout: String::new(),
+                stderr: e.to_string(),
+            };
+        }
+    };
+    let mut out = Vec::new();
+    let result = k8s_snap::cli::run(cli, &mut out).await;
+    let stdout = String::from_utf8_lossy(&out).into_owned();
+    match result {
+        Ok(code) => Run {
+            code,
+            stdout,
+            stderr: String::new(),
+        },
+        Err(e) => Run {
+            code: 1,
+            stdout,
+            stderr: format!("{e:#}"),
+        },
+    }
+}
+
+async fn target() -> TestCluster {
+    if std::env::var_os(REAL_B).is_some_and(|v| !v.is_empty()) {
+        return TestCluster::target().await;
+    }
+    TestCluster::emulated(
+        Emulator::builder()
+            .fixture(Fixture::Empty)
+            .service_cidr("10.200.0.0/16"),
+    )
+    .await
+}
+
+fn json_of(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
+}
+
+fn items_with<'a>(plan: &'a Value, action: &str) -> Vec<&'a Value> {
+    plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["action"] == action)
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_restore_rerun_and_differs() {
+    let a = TestCluster::source().await;
+    let b = target().await;
+    let data = DataDir::new();
+    let pref = data.path().join("pref.yaml");
+    std::fs::write(&pref, PREFERENCE).unwrap();
+    let pref = pref.to_str().unwrap();
+    let kb = Some(b.kubeconfig.as_path());
+    k8s_snap(&data, Some(&a.kubeconfig), &["snapshot", "s1"])
+        .await
+        .ok();
+
+    // Plan: creates, preference exclusions, owner-ref exclusions; --exit-code says "changes".
+    let plan = k8s_snap(
+        &data,
+        kb,
+        &["plan", "s1", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let plan = json_of(&plan);
+    let summary = &plan["summary"];
+    for key in [
+        "numSnapshotContents",
+        "numPreferenceExcluded",
+        "numExcluded",
+        "toCreate",
+        "alreadyExisted",
+        "differs",
+        "toUpdate",
+        "unsupported",
+    ] {
+        assert!(summary[key].is_u64(), "summary.{key} missing: {summary}");
+    }
+    assert!(!items_with(&plan, "create").is_empty(), "{plan}");
+    assert!(summary["numPreferenceExcluded"].as_u64().unwrap() > 0);
+    assert!(
+        items_with(&plan, "excluded")
+            .iter()
+            .any(|i| i["reason"] == "owner-ref"),
+        "{plan}"
+    );
+    assert_eq!(
+        summary["toCreate"].as_u64().unwrap() as usize,
+        items_with(&plan, "create").len()
+    );
+    let exit = k8s_snap(
+        &data,
+        kb,
+        &["plan", "s1", "--preference", pref, "--exit-code"],
+    )
+    .await;
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    if !b.is_real() && !a.is_real() {
+        let table = k8s_snap(&data, kb, &["plan", "s1", "--preference", pref])
+            .await
+            .ok();
+        insta::assert_snapshot!("plan_table_realistic_onto_empty", table.stdout);
+    }
+
+    // Restore.
+    let first = k8s_snap(
+        &data,
+        kb,
+        &["restore", "s1", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let first = json_of(&first);
+    assert_eq!(first["phase"], "Completed", "{first}");
+    let created = strings(&first["created"]);
+    assert!(!created.is_empty());
+    assert_eq!(
+        first["numCreated"].as_u64().unwrap() as usize,
+        created.len()
+    );
+    assert_eq!(first["numFailed"], 0, "{}", first["failed"]);
+    assert!(first["failed"].is_null());
+    let excluded = strings(&first["excluded"]);
+    assert!(
+        excluded.iter().any(|e| e.ends_with(",(owner-ref)")),
+        "{excluded:?}"
+    );
+    assert!(
+        excluded.iter().any(|e| e.ends_with(",(service-exists)")),
+        "{excluded:?}"
+    );
+    assert!(
+        created
+            .iter()
+            .all(|c| !c.contains("/namespaces/kube-system")),
+        "{created:?}"
+    );
+    for key in [
+        "alreadyExisted",
+        "created",
+        "excluded",
+        "failed",
+        "updated",
+        "numAlreadyExisted",
+        "numCreated",
+        "numExcluded",
+        "numFailed",
+        "numPreferenceExcluded",
+        "numSnapshotContents",
+        "numUpdated",
+        "phase",
+        "reason",
+        "restoreResourceVersion",
+        "restoreTimestamp",
+    ] {
+        assert!(first.get(key).is_some(), "status.{key} missing: {first}");
+    }
+    assert!(!first["restoreResourceVersion"].as_str().unwrap().is_empty());
+
+    if !a.is_real() {
+        // The realistic fixture's apps, Services (with B's clusterIPs) and NFS pairs.
+        for d in [
+            "shop/deployments/api",
+            "shop/deployments/frontend",
+            "blog/deployments/wordpress",
+        ] {
+            let (ns, rest) = d.split_once('/').unwrap();
+            b.get(&format!("/apis/apps/v1/namespaces/{ns}/{rest}"))
+                .await;
+        }
+        for svc in ["api", "frontend", "postgres"] {
+            let s = b
+                .get(&format!("/api/v1/namespaces/shop/services/{svc}"))
+                .await;
+            let ip = s["spec"]["clusterIP"].as_str().unwrap_or_default();
+            if !b.is_real() {
+                assert!(ip.starts_with(B_CIDR_PREFIX), "service {svc} got {ip}");
+            }
+        }
+        for (claim, pv) in [
+            (
+                "data-postgres-0",
+                "pvc-3f1c9a52-7d1e-4c6b-9a0e-2b8f5d4c1a01",
+            ),
+            ("uploads", "pvc-8a2d4e61-0b3f-4f7a-8c1d-6e9b0a3f5c02"),
+        ] {
+            let c = b
+                .get(&format!(
+                    "/api/v1/namespaces/shop/persistentvolumeclaims/{claim}"
+                ))
+                .await;
+            let v = b.get(&format!("/api/v1/persistentvolumes/{pv}")).await;
+            assert_eq!(c["status"]["phase"], "Bound", "{c}");
+            assert_eq!(v["status"]["phase"], "Bound", "{v}");
+            assert_eq!(c["spec"]["volumeName"], pv);
+            assert_eq!(v["spec"]["claimRef"]["name"], claim);
+            assert_eq!(v["spec"]["claimRef"]["uid"], c["metadata"]["uid"]);
+        }
+        // Nothing of kube-system reached B beyond what B had itself.
+        let cms = b.get("/api/v1/namespaces/kube-system/configmaps").await;
+        assert!(
+            cms["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["metadata"]["name"] != "coredns"),
+            "{cms}"
+        );
+    }
+
+    // Re-running creates nothing.
+    let second = k8s_snap(
+        &data,
+        kb,
+        &["restore", "s1", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let second = json_of(&second);
+    assert_eq!(second["numCreated"], 0, "{second}");
+    assert_eq!(
+        second["numAlreadyExisted"].as_u64().unwrap(),
+        first["numCreated"].as_u64().unwrap() + first["numAlreadyExisted"].as_u64().unwrap()
+    );
+    let exit = k8s_snap(
+        &data,
+        kb,
+        &["plan", "s1", "--preference", pref, "--exit-code"],
+    )
+    .await;
+    assert_eq!(exit.code, 0, "{}", exit.stdout);
+
+    // A patched ConfigMap shows as differs, with the change in the diff.
+    let cm = created
+        .iter()
+        .find(|c| c.contains("/configmaps/") && !c.ends_with("kube-root-ca.crt"))
+        .expect("a restored ConfigMap")
+        .clone();
+    let live = b.get(&cm).await;
+    let key = live["data"]
+        .as_object()
+        .and_then(|d| d.keys().next().cloned())
+        .expect("the ConfigMap has data");
+    b.merge_patch(&cm, &json!({"data": {key.clone(): "patched-value"}}))
+        .await;
+    let plan = k8s_snap(
+        &data,
+        kb,
+        &["plan", "s1", "--preference", pref, "--diff", "-o", "json"],
+    )
+    .await
+    .ok();
+    let plan = json_of(&plan);
+    let item = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"] == cm.as_str())
+        .unwrap();
+    assert_eq!(item["action"], "differs", "{item}");
+    let diff = item["diff"].as_str().unwrap();
+    assert!(diff.contains(&format!("+  {key}: patched-value")), "{diff}");
+    assert_eq!(plan["summary"]["differs"], 1, "{}", plan["summary"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_kinds_fail_clearly_and_the_rest_is_restored() {
+    let a = TestCluster::emulated(Emulator::builder().fixture(Fixture::Realistic)).await;
+    let b = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let data = DataDir::new();
+    let pref = data.path().join("pref.yaml");
+    // The CRDs stay behind, so B does not serve their custom resources.
+    std::fs::write(
+        &pref,
+        format!("{PREFERENCE}  overwriteApiPathes: [\"/api/v1/namespaces/shop/configmaps\"]\n")
+            .replace(
+                "  excludeApiPathes:\n",
+                "  excludeApiPathes:\n  - /apis/apiextensions.k8s.io\n",
+            ),
+    )
+    .unwrap();
+    let pref = pref.to_str().unwrap();
+    let kb = Some(b.kubeconfig.as_path());
+    k8s_snap(&data, Some(&a.kubeconfig), &["snapshot", "s1"])
+        .await
+        .ok();
+    let plan = json_of(
+        &k8s_snap(
+            &data,
+            kb,
+            &["plan", "s1", "--preference", pref, "-o", "json"],
+        )
+        .await
+        .ok(),
+    );
+    let unsupported = items_with(&plan, "unsupported");
+    assert_eq!(unsupported.len(), 3, "{plan}");
+    assert!(unsupported.iter().all(|i| {
+        i["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not serve example.com/v1")
+    }));
+
+    // One path refuses every POST: those objects fail, everything else is restored.
+    b.emulator().unwrap().faults().add(
+        "method=POST,path=/api/v1/namespaces/shop/secrets,status=403"
+            .parse()
+            .unwrap(),
+    );
+    let status = json_of(
+        &k8s_snap(
+            &data,
+            kb,
+            &["restore", "s1", "--preference", pref, "-o", "json"],
+        )
+        .await
+        .ok(),
+    );
+    let failed = strings(&status["failed"]);
+    assert_eq!(status["numFailed"].as_u64().unwrap() as usize, failed.len());
+    assert_eq!(
+        failed
+            .iter()
+            .filter(|f| f.contains("does not serve example.com/v1"))
+            .count(),
+        3,
+        "{failed:?}"
+    );
+    let secrets: Vec<&String> = failed
+        .iter()
+        .filter(|f| f.contains("/shop/secrets/"))
+        .collect();
+    assert_eq!(secrets.len(), 2, "{failed:?}");
+    assert!(
+        secrets.iter().all(|f| f.contains(",Forbidden")),
+        "{secrets:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|f| f.len() <= f.find(',').unwrap() + 1 + 300)
+    );
+    b.get("/apis/apps/v1/namespaces/shop/deployments/api").await;
+    b.get("/api/v1/namespaces/blog/secrets/wordpress-db").await;
+
+    // overwriteApiPathes: a changed ConfigMap under it is planned as update and PUT back.
+    let path = "/api/v1/namespaces/shop/configmaps/frontend-config";
+    let original = b.get(path).await;
+    let key = original["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    b.merge_patch(path, &json!({"data": {key: "changed"}}))
+        .await;
+    let plan = json_of(
+        &k8s_snap(
+            &data,
+            kb,
+            &[
+                "plan",
+                "s1",
+                "--preference",
+                pref,
+                "-o",
+                "json",
+                "--exit-code",
+            ],
+        )
+        .await,
+    );
+    let item = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"] == path)
+        .unwrap();
+    assert_eq!(item["action"], "update");
+    let status = json_of(
+        &k8s_snap(
+            &data,
+            kb,
+            &["restore", "s1", "--preference", pref, "-o", "json"],
+        )
+        .await
+        .ok(),
+    );
+    assert!(
+        strings(&status["updated"]).contains(&path.to_string()),
+        "{status}"
+    );
+    assert_eq!(b.get(path).await["data"], original["data"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_snapshot_or_unreachable_target_creates_nothing() {
+    let a = TestCluster::emulated(Emulator::builder().fixture(Fixture::Realistic)).await;
+    let b = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let data = DataDir::new();
+    k8s_snap(&data, Some(&a.kubeconfig), &["snapshot", "s1"])
+        .await
+        .ok();
+    let rv_before = b.emulator().unwrap().resource_version();
+    let run = k8s_snap(&data, Some(&b.kubeconfig), &["restore", "nope"])
+        .await
+        .failed();
+    assert!(run.stderr.contains("\"nope\" not found"), "{}", run.stderr);
+    let run = k8s_snap(&data, Some(&b.kubeconfig), &["plan", "nope"])
+        .await
+        .failed();
+    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+    assert_eq!(b.emulator().unwrap().resource_version(), rv_before);
+
+    // A target that does not answer: an error, before anything.
+    let dead = data.path().join("dead.yaml");
+    std::fs::write(
+        &dead,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let run = k8s_snap(&data, Some(&dead), &["restore", "s1"])
+        .await
+        .failed();
+    assert!(run.stderr.contains("127.0.0.1:9"), "{}", run.stderr);
+
+    // A malformed preference names the field.
+    let pref = data.path().join("bad.yaml");
+    std::fs::write(
+        &pref,
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: RestorePreference\nspec:\n  excludeNamespaces: kube-system\n",
+    )
+    .unwrap();
+    let run = k8s_snap(
+        &data,
+        Some(&b.kubeconfig),
+        &["restore", "s1", "--preference", pref.to_str().unwrap()],
+    )
+    .await
+    .failed();
+    assert!(
+        run.stderr.contains("spec.excludeNamespaces"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(b.emulator().unwrap().resource_version(), rv_before);
+
+    // A server-side dry run validates creates without writing; on an empty target the
+    // cluster-scoped creates are checked (the namespaced ones wait for their namespace).
+    let plan = json_of(
+        &k8s_snap(
+            &data,
+            Some(&b.kubeconfig),
+            &["plan", "s1", "--server-dry-run", "-o", "json"],
+        )
+        .await
+        .ok(),
+    );
+    assert!(plan["summary"]["toCreate"].as_u64().unwrap() > 0);
+    assert!(
+        items_with(&plan, "create")
+            .iter()
+            .all(|i| !i["reason"].as_str().unwrap_or("").contains("refused")),
+        "{plan}"
+    );
+    assert_eq!(b.emulator().unwrap().resource_version(), rv_before);
+
+    // --dry-run writes nothing either.
+    let status = json_of(
+        &k8s_snap(
+            &data,
+            Some(&b.kubeconfig),
+            &["restore", "s1", "--dry-run", "-o", "json"],
+        )
+        .await
+        .ok(),
+    );
+    assert!(status["numCreated"].as_u64().unwrap() > 0);
+    assert_eq!(b.emulator().unwrap().resource_version(), rv_before);
+}
