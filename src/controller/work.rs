@@ -11,9 +11,12 @@ use std::sync::Arc;
 
 use std::collections::BTreeSet;
 
+use tracing::Instrument;
+
 use crate::cluster::Cluster;
 use crate::mirror::Mirror;
 use crate::restore::RestoreStatus;
+use crate::restore::preference::Preference;
 use crate::snapshot::{NoProgress, SnapshotError, SnapshotOptions, SnapshotSummary};
 use crate::store::sync::{self, StoreSnapshot};
 use crate::store::{S3Options, S3Store, Secret};
@@ -38,6 +41,8 @@ pub enum WorkError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
 }
 
 impl WorkError {
@@ -290,12 +295,46 @@ pub struct RestoreJob<'a> {
     pub store: Option<&'a StoreTarget>,
 }
 
-/// SEAM (issue 6): plan and apply a restore; returns the status in the original shape
-/// (lists uncapped; the reconciler caps them).
-pub async fn run_restore(_job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
-    Err(WorkError::NotIntegrated(
-        "restore engine not integrated yet",
-    ))
+/// Plans and applies a restore (the engine of `k8s-snap restore`); returns the status in the
+/// original shape (lists uncapped; the reconciler caps them). A snapshot only in the store
+/// (another replica took it) is pulled first.
+pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
+    let snapshot = job.spec.backup_name.clone();
+    if !has_local_snapshot(job.git_dir, &snapshot).await? {
+        match job.store {
+            Some(target) => pull_snapshot(job.git_dir, &snapshot, target).await?,
+            None => {
+                return Err(WorkError::Invalid(
+                    super::messages::SNAPSHOT_FILE_NOT_FOUND.to_string(),
+                ));
+            }
+        }
+    }
+    let preference = match job.preference {
+        Some(p) => Preference::from_spec(
+            job.spec.restore_preference_name.clone(),
+            p.preference.clone(),
+            &format!(
+                "RestorePreference {}",
+                job.spec.restore_preference_name.as_deref().unwrap_or("")
+            ),
+        )
+        .map_err(|e| WorkError::Invalid(e.to_string()))?,
+        None => Preference::default(),
+    };
+    let dir = job.git_dir.to_path_buf();
+    let name = snapshot.clone();
+    let loaded = blocking(move || Ok(crate::restore::load_snapshot(&dir, &name)?)).await?;
+    let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
+    let (_plan, report) = crate::restore::restore(
+        job.target,
+        loaded,
+        &preference,
+        &crate::restore::RestoreOptions::default(),
+    )
+    .instrument(span)
+    .await?;
+    Ok(report.status)
 }
 
 /// The snapshots listed in a store's manifest (`--restoresnapshots` recreates their CRs).

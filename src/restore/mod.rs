@@ -318,36 +318,48 @@ async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
         .filter(|i| i.action == Action::Create && i.stage == Some(Stage::Namespaces))
         .map(|i| i.path.name())
         .collect();
-    let checks: Vec<(usize, Option<String>)> =
-        stream::iter(plan.items.iter().enumerate().filter(|(_, i)| {
+    // Owned indices (not borrowed tuples) keep the stream's closures free of higher-ranked
+    // lifetimes, so callers can prove the future `Send`.
+    let candidates: Vec<usize> = plan
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
             i.action == Action::Create
                 && i.reason.is_none()
                 && !i
                     .path
                     .namespace()
                     .is_some_and(|ns| new_namespaces.contains(ns))
-        }))
-        .map(|(n, item)| async move {
-            let collection = item
-                .path
-                .as_str()
-                .rsplit_once('/')
-                .map_or(item.path.as_str(), |(c, _)| c);
-            let body = item
-                .body
-                .as_ref()
-                .and_then(|b| serde_json::to_vec(b).ok())
-                .unwrap_or_default();
-            let url = format!("{collection}?dryRun=All");
-            let r = cluster
-                .request_bytes(
-                    http::Method::POST,
-                    &url,
-                    Some(body),
-                    Some("application/json"),
-                )
-                .await;
-            (n, r.err().map(|e| format!("server dry run refused: {e}")))
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let items = &plan.items;
+    let checks: Vec<(usize, Option<String>)> = stream::iter(candidates)
+        .map(|n| {
+            let item = &items[n];
+            async move {
+                let collection = item
+                    .path
+                    .as_str()
+                    .rsplit_once('/')
+                    .map_or(item.path.as_str(), |(c, _)| c);
+                let body = item
+                    .body
+                    .as_ref()
+                    .and_then(|b| serde_json::to_vec(b).ok())
+                    .unwrap_or_default();
+                let url = format!("{collection}?dryRun=All");
+                let r = cluster
+                    .request_bytes(
+                        http::Method::POST,
+                        &url,
+                        Some(body),
+                        Some("application/json"),
+                    )
+                    .await;
+                (n, r.err().map(|e| format!("server dry run refused: {e}")))
+            }
         })
         .buffer_unordered(threads.max(1))
         .collect()

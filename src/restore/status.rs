@@ -18,7 +18,7 @@ pub mod phase {
 
 /// Status of a restore. Lists are `null` when empty, like the original's Go nil slices.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct RestoreStatus {
     pub already_existed: Option<Vec<String>>,
     pub created: Option<Vec<String>>,

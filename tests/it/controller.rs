@@ -539,20 +539,43 @@ async fn snapshot_and_restore_lifecycle() {
     let listed = mgmt.kubectl(&["get", "snapshots", "-n", NS]);
     assert!(listed.contains("cluster-a-001"), "{listed}");
 
-    // Restores: a missing snapshot, a not-completed one, and one the (not yet integrated)
-    // engine must refuse rather than pretend.
+    // Restores: a missing snapshot, a not-completed one, a short-lived one, and a real one
+    // into cluster B with a RestorePreference.
+    // The target B of the real restore, and a RestorePreference for it.
+    let target_b = Emulator::builder()
+        .fixture(Fixture::Empty)
+        .service_cidr("10.210.0.0/16")
+        .start()
+        .await
+        .unwrap();
+    let prefs: Api<k8s_snap::controller::RestorePreference> =
+        Api::namespaced(mgmt.emu.client().await, NS);
+    let mut pref = k8s_snap::controller::RestorePreference::new(
+        "no-system",
+        k8s_snap::controller::RestorePreferenceCrSpec {
+            preference: k8s_snap::restore::preference::RestorePreferenceSpec {
+                exclude_namespaces: vec!["kube-system".into(), "kube-public".into()],
+                ..Default::default()
+            },
+        },
+    );
+    pref.metadata.namespace = Some(NS.into());
+    prefs.create(&pp, &pref).await.unwrap();
     for (name, backup) in [
         ("r-missing", "no-such-snapshot"),
         ("r-failed-snap", "bad-token"),
         ("r-ok", "cluster-a-001"),
-        ("r-short", "cluster-a-001"),
+        ("r-short", "no-such-snapshot"),
     ] {
+        let real = name == "r-ok";
         let mut r = Restore::new(
             name,
             RestoreSpec {
                 cluster_name: "cluster-b".into(),
                 backup_name: backup.into(),
                 ttl: (name == "r-short").then(|| "2s".to_string()),
+                kubeconfig: real.then(|| target_b.kubeconfig_yaml("cluster-b")),
+                restore_preference_name: real.then(|| "no-system".to_string()),
                 ..Default::default()
             },
         );
@@ -589,9 +612,64 @@ async fn snapshot_and_restore_lifecycle() {
     let (_, _, preserve_short) = reason_of("r-short").await;
     assert!(preserve_short.is_some());
     let (p, reason, preserve) = reason_of("r-ok").await;
-    assert_eq!(p, "Failed");
-    assert_eq!(reason, "restore engine not integrated yet");
+    assert_eq!(p, "Completed", "{reason}");
     assert!(preserve.is_some());
+    let ok = restores.get("r-ok").await.unwrap().status.unwrap().restore;
+    assert!(
+        ok.num_created > 0 && ok.num_preference_excluded > 0,
+        "{ok:?}"
+    );
+    assert_eq!(ok.num_failed, 0, "{:?}", ok.failed);
+    // The CLI restoring the same snapshot with the same preference onto a fresh cluster gives
+    // the same counts.
+    let target_c = Emulator::builder()
+        .fixture(Fixture::Empty)
+        .service_cidr("10.220.0.0/16")
+        .start()
+        .await
+        .unwrap();
+    let kc_c = mgmt.dir.path().join("c.yaml");
+    target_c.write_kubeconfig(&kc_c, "cluster-c").unwrap();
+    let pref_file = mgmt.dir.path().join("pref.yaml");
+    std::fs::write(
+        &pref_file,
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: RestorePreference\nmetadata:\n  name: no-system\nspec:\n  excludeNamespaces: [kube-system, kube-public]\n",
+    )
+    .unwrap();
+    let cli_status = {
+        use clap::Parser;
+        let cli = k8s_snap::cli::Cli::try_parse_from([
+            "k8s-snap",
+            "--kubeconfig",
+            kc_c.to_str().unwrap(),
+            "--data-dir",
+            ctl.data.to_str().unwrap(),
+            "-o",
+            "json",
+            "restore",
+            "cluster-a-001",
+            "--preference",
+            pref_file.to_str().unwrap(),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        let code = k8s_snap::cli::run(cli, &mut out).await.unwrap();
+        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+    };
+    for (field, ours) in [
+        ("numCreated", ok.num_created),
+        ("numExcluded", ok.num_excluded),
+        ("numPreferenceExcluded", ok.num_preference_excluded),
+        ("numSnapshotContents", ok.num_snapshot_contents),
+        ("numAlreadyExisted", ok.num_already_existed),
+    ] {
+        assert_eq!(
+            cli_status[field].as_u64(),
+            Some(ours),
+            "{field}: {cli_status}"
+        );
+    }
 
     // TTL expiry deletes the CR and (through the finalizer) its mirror data.
     snaps
@@ -654,7 +732,11 @@ async fn snapshot_and_restore_lifecycle() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("k8s_snap_restores_total{result=\"failed\"} 5"),
+        metrics.contains("k8s_snap_restores_total{result=\"failed\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("k8s_snap_restores_total{result=\"completed\"}"),
         "{metrics}"
     );
     assert!(metrics.contains("k8s_snap_leader 1"), "{metrics}");
