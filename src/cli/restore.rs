@@ -73,6 +73,21 @@ async fn prepare(
     };
     let git_dir = global.mirror_dir()?;
     let name = common.snapshot.clone();
+    crate::mirror::validate_name("snapshot", &name)?;
+    // Only in the store (another machine took it): pull it first.
+    let pulled = crate::store::sync::ensure_local(
+        super::store::open_store(global).await?,
+        git_dir.clone(),
+        name.clone(),
+    )
+    .await;
+    match pulled {
+        Ok(true) => tracing::info!(snapshot = %name, "pulled from the store"),
+        Ok(false) => {}
+        // Not in the store either: the mirror's "unknown snapshot" below says so.
+        Err(crate::store::sync::SyncError::NotInStore { .. }) => {}
+        Err(e) => return Err(e).context(format!("pulling snapshot {name:?} from the store")),
+    }
     let snapshot = tokio::task::spawn_blocking(move || restore::load_snapshot(&git_dir, &name))
         .await
         .context("loading the snapshot")??;

@@ -538,3 +538,79 @@ async fn unknown_snapshot_or_unreachable_target_creates_nothing() {
     assert!(status["numCreated"].as_u64().unwrap() > 0);
     assert_eq!(b.emulator().unwrap().resource_version(), rv_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_only_in_the_store_is_pulled_then_restored() {
+    let source = TestCluster::source().await;
+    let b = target().await;
+    let store = tempfile::tempdir().unwrap();
+    let store_arg = store.path().display().to_string();
+    // Machine 1 takes the snapshot and pushes it to a shared store.
+    let one = DataDir::new();
+    k8s_snap(
+        &one,
+        Some(&source.kubeconfig),
+        &[
+            "--store",
+            &store_arg,
+            "snapshot",
+            "shared-1",
+            "--cluster",
+            "a",
+        ],
+    )
+    .await
+    .ok();
+    // Machine 2 has an empty data dir: restore pulls the snapshot first.
+    let two = DataDir::new();
+    let run = k8s_snap(
+        &two,
+        Some(&b.kubeconfig),
+        &[
+            "--store",
+            &store_arg,
+            "-o",
+            "json",
+            "restore",
+            "shared-1",
+            "--preference",
+            "/dev/null",
+        ],
+    )
+    .await;
+    // An empty preference file is malformed: nothing pulled is restored, the error names it.
+    assert_ne!(run.code, 0);
+    let pref = two.path().join("pref.yaml");
+    std::fs::write(&pref, PREFERENCE).unwrap();
+    let run = k8s_snap(
+        &two,
+        Some(&b.kubeconfig),
+        &[
+            "--store",
+            &store_arg,
+            "-o",
+            "json",
+            "restore",
+            "shared-1",
+            "--preference",
+            pref.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    let status = json_of(&run);
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert!(status["numCreated"].as_u64().unwrap() > 0, "{status}");
+    // The pulled snapshot is browsable locally now.
+    two.git(&["rev-parse", "--verify", "snapshots/shared-1"])
+        .ok();
+    // A name in neither the mirror nor the store: a clear error, nothing created.
+    let run = k8s_snap(
+        &two,
+        Some(&b.kubeconfig),
+        &["--store", &store_arg, "restore", "never-taken"],
+    )
+    .await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("never-taken"), "{}", run.stderr);
+}
