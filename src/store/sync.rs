@@ -950,6 +950,38 @@ fn is_named(m: &Manifest, key: &str) -> bool {
         .is_some_and(|sha| is_pack_name(sha) && m.packs.contains_key(sha))
 }
 
+/// Makes sure snapshot `name` is in the mirror at `git_dir`, pulling it from `store` when it
+/// is only there; true when it was pulled. The git work runs on a blocking thread, so the
+/// future is `Send` (the controller and the file-drop watcher need that).
+pub async fn ensure_local(
+    store: Box<dyn ObjectStore>,
+    git_dir: std::path::PathBuf,
+    name: String,
+) -> Result<bool> {
+    let handle = tokio::runtime::Handle::current();
+    let joined = tokio::task::spawn_blocking(move || -> Result<bool> {
+        let mirror = Mirror::open_or_init(&git_dir)?;
+        if mirror.snapshot(&name)?.is_some() {
+            return Ok(false);
+        }
+        let report = handle.block_on(pull(store.as_ref(), &mirror, std::slice::from_ref(&name)))?;
+        match report.failed.get(&name) {
+            Some(reason) => Err(SyncError::Mirror(MirrorError::Io {
+                context: format!("pulling snapshot {name:?}"),
+                source: std::io::Error::other(reason.clone()),
+            })),
+            None => Ok(true),
+        }
+    })
+    .await;
+    joined.map_err(|e| {
+        SyncError::Mirror(MirrorError::Io {
+            context: "pulling a snapshot".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1062,36 +1094,4 @@ mod tests {
         assert_eq!(pb.snapshots, vec!["s2".to_string()]);
         assert!(pb.reason.contains("missing"), "{}", pb.reason);
     }
-}
-
-/// Makes sure snapshot `name` is in the mirror at `git_dir`, pulling it from `store` when it
-/// is only there; true when it was pulled. The git work runs on a blocking thread, so the
-/// future is `Send` (the controller and the file-drop watcher need that).
-pub async fn ensure_local(
-    store: Box<dyn ObjectStore>,
-    git_dir: std::path::PathBuf,
-    name: String,
-) -> Result<bool> {
-    let handle = tokio::runtime::Handle::current();
-    let joined = tokio::task::spawn_blocking(move || -> Result<bool> {
-        let mirror = Mirror::open_or_init(&git_dir)?;
-        if mirror.snapshot(&name)?.is_some() {
-            return Ok(false);
-        }
-        let report = handle.block_on(pull(store.as_ref(), &mirror, std::slice::from_ref(&name)))?;
-        match report.failed.get(&name) {
-            Some(reason) => Err(SyncError::Mirror(MirrorError::Io {
-                context: format!("pulling snapshot {name:?}"),
-                source: std::io::Error::other(reason.clone()),
-            })),
-            None => Ok(true),
-        }
-    })
-    .await;
-    joined.map_err(|e| {
-        SyncError::Mirror(MirrorError::Io {
-            context: "pulling a snapshot".into(),
-            source: std::io::Error::other(e.to_string()),
-        })
-    })?
 }
