@@ -449,3 +449,30 @@ fn parse_status_body(bytes: &[u8], status: http::StatusCode) -> (String, String)
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// Credential-bearing kubeconfig keys whose values must never be echoed.
+const SENSITIVE_KEYS: &[&str] = &[
+    "token",
+    "password",
+    "client-key-data",
+    "client-certificate-data",
+    "certificate-authority-data",
+    "id-token",
+    "refresh-token",
+    "access-token",
+];
+
+/// Removes every credential value of `kubeconfig` from `message`.
+pub fn redact_kubeconfig(message: &str, kubeconfig: &str) -> String {
+    let mut out = message.to_string();
+    for line in kubeconfig.lines() {
+        let Some((key, value)) = line.trim().trim_start_matches("- ").split_once(':') else {
+            continue;
+        };
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        if SENSITIVE_KEYS.contains(&key.trim()) && value.len() >= 4 {
+            out = out.replace(value, "<redacted>");
+        }
+    }
+    out
+}

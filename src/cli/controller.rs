@@ -117,7 +117,7 @@ pub async fn run(global: &GlobalArgs, args: ControllerArgs) -> anyhow::Result<i3
     Ok(super::exit::OK)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -12,6 +12,7 @@ pub mod output;
 mod restore;
 mod snapshot;
 mod store;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -159,6 +160,8 @@ pub enum Command {
     Plan(restore::PlanArgs),
     /// Restore a snapshot onto the target cluster: create what is missing, never overwrite.
     Restore(restore::RestoreArgs),
+    /// Run restores dropped as request files into a directory (docs/watch.md).
+    Watch(watch::WatchArgs),
     /// Print the CustomResourceDefinitions (Snapshot, Restore, RestorePreference,
     /// ObjectstoreConfig) as YAML.
     Crd,
@@ -183,6 +186,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => store::verify(&cli.global, args, out).await,
         Command::Plan(args) => restore::plan(&cli.global, args, out).await,
         Command::Restore(args) => restore::run(&cli.global, args, out).await,
+        Command::Watch(args) => watch::run(&cli.global, args, out).await,
         Command::Crd => controller::crd(out),
         Command::Controller(args) => controller::run(&cli.global, args).await,
     }

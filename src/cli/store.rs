@@ -23,18 +23,22 @@ pub fn store_url(global: &GlobalArgs) -> anyhow::Result<StoreUrl> {
     }
 }
 
-/// Opens the store the global flags name.
-pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<Box<dyn ObjectStore>> {
-    let url = store_url(global)?;
-    let opts = S3Options {
+/// The S3 options the global flags give.
+pub fn s3_options(global: &GlobalArgs) -> S3Options {
+    S3Options {
         endpoint: global.s3_endpoint.clone(),
         region: global.s3_region.clone(),
         path_style: global.s3_path_style,
         insecure: global.insecure,
         access_key_id: global.s3_access_key_id.clone(),
         secret_access_key: global.s3_secret_access_key.clone(),
-    };
-    Ok(store::open(&url, &opts).await?)
+    }
+}
+
+/// Opens the store the global flags name.
+pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<Box<dyn ObjectStore>> {
+    let url = store_url(global)?;
+    Ok(store::open(&url, &s3_options(global)).await?)
 }
 
 fn open_mirror_or_init(global: &GlobalArgs) -> anyhow::Result<Mirror> {

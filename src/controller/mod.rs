@@ -106,7 +106,7 @@ pub struct ControllerOptions {
     pub lease_duration: Duration,
     /// Leader-election identity (default: `$POD_NAME` or the host name, plus the pid).
     pub identity: Option<String>,
-    /// File-drop directory (issue 8; not integrated yet).
+    /// File-drop directory (`--watch-dir`, docs/watch.md), served by the leader.
     pub watch_dir: Option<PathBuf>,
 }
 
@@ -207,12 +207,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ControllerError> {
-    if let Some(dir) = &options.watch_dir {
-        return Err(ControllerError::Unsupported(format!(
-            "--watch-dir {}: file-drop restores are not integrated into the controller yet (issue 8)",
-            dir.display()
-        )));
-    }
     let config = management_config(&options).await?;
     let client = kube::Client::try_from(config.clone())
         .map_err(|e| ControllerError::Config(format!("building the client: {e}")))?;
@@ -324,9 +318,31 @@ async fn run_controllers(ctx: Arc<Context>) {
                 tracing::warn!("restore controller: {e}");
             }
         });
+    // File drops (`--watch-dir`) are served by the leader only, like the CRs.
+    let file_drops = async {
+        let Some(dir) = ctx.options.watch_dir.clone() else {
+            return std::future::pending().await;
+        };
+        let executor = crate::watch::EngineExecutor {
+            git_dir: ctx.options.git_dir(),
+            default_target: crate::cluster::ConnectOptions {
+                kubeconfig: ctx.options.kubeconfig.clone(),
+                kubeconfig_text: None,
+                context: ctx.options.context.clone(),
+            },
+            store: None,
+            options: crate::restore::RestoreOptions::default(),
+        };
+        let opts = crate::watch::WatchOptions::new(&dir);
+        if let Err(e) = crate::watch::run(opts, Arc::new(executor), std::future::pending()).await {
+            tracing::error!("--watch-dir {}: {e}", dir.display());
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         () = snap_ctl => tracing::warn!("snapshot controller stopped"),
         () = restore_ctl => tracing::warn!("restore controller stopped"),
         () = snapshot::store_jobs(ctx.clone()) => {},
+        () = file_drops => {},
     }
 }

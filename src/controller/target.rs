@@ -125,32 +125,8 @@ async fn read_secret_key(ctx: &Context, name: &str, key: &str) -> Result<String,
     Err(TargetError::Invalid(format!("{what}: no key {key:?}")))
 }
 
-/// Credential-bearing kubeconfig keys whose values must never be echoed.
-const SENSITIVE_KEYS: &[&str] = &[
-    "token",
-    "password",
-    "client-key-data",
-    "client-certificate-data",
-    "certificate-authority-data",
-    "id-token",
-    "refresh-token",
-    "access-token",
-];
-
 /// Removes every credential value of `kubeconfig` from `message`.
-pub fn redact(message: &str, kubeconfig: &str) -> String {
-    let mut out = message.to_string();
-    for line in kubeconfig.lines() {
-        let Some((key, value)) = line.trim().trim_start_matches("- ").split_once(':') else {
-            continue;
-        };
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-        if SENSITIVE_KEYS.contains(&key.trim()) && value.len() >= 4 {
-            out = out.replace(value, "<redacted>");
-        }
-    }
-    out
-}
+pub use crate::cluster::redact_kubeconfig as redact;
 
 #[cfg(test)]
 mod tests {

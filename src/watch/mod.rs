@@ -12,6 +12,7 @@
 //! per target cluster, and the result files and moves. Must not touch: how a restore is
 //! planned or applied — that is the [`RestoreExecutor`] given by the caller (`cli`, `controller`).
 
+pub mod executor;
 pub mod request;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -25,6 +26,7 @@ use notify::RecursiveMode;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+pub use executor::EngineExecutor;
 pub use request::{RequestError, RestoreRequest};
 
 use crate::restore::status::{RestoreStatus, phase};

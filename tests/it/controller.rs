@@ -1055,3 +1055,64 @@ async fn snapshots_go_to_the_object_store_and_come_back() {
     }
     ctl2.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_serves_file_drops() {
+    let mgmt = Management::start().await;
+    let source = Emulator::builder()
+        .fixture(Fixture::Realistic)
+        .start()
+        .await
+        .unwrap();
+    let target = Emulator::builder()
+        .fixture(Fixture::Empty)
+        .start()
+        .await
+        .unwrap();
+    let drops = mgmt.dir.path().join("drops");
+    std::fs::create_dir_all(&drops).unwrap();
+    let ctl = mgmt
+        .controller_with(
+            "drops",
+            &[
+                "--housekeepstore=false",
+                "--restoresnapshots=false",
+                "--watch-dir",
+                drops.to_str().unwrap(),
+            ],
+        )
+        .await;
+    let snaps = mgmt.snapshots().await;
+    snaps
+        .create(
+            &PostParams::default(),
+            &snapshot(
+                "for-drops",
+                SnapshotSpec {
+                    cluster_name: "cluster-a".into(),
+                    kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let done = phase_of(&snaps, "for-drops", &["Completed", "Failed"]).await;
+    assert_eq!(done.status.unwrap().phase, "Completed");
+    let kc = target.kubeconfig_yaml("cluster-b");
+    let indented: String = kc.lines().map(|l| format!("    {l}\n")).collect();
+    let request = format!(
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: for-drops\n  preference:\n    excludeNamespaces: [kube-system]\n  kubeconfig: |\n{indented}"
+    );
+    std::fs::write(drops.join(".r1.yaml.tmp"), request).unwrap();
+    std::fs::rename(drops.join(".r1.yaml.tmp"), drops.join("r1.yaml")).unwrap();
+    let result = drops.join("results/r1.status.yaml");
+    wait_for(Duration::from_secs(30), "the file-drop result", || async {
+        drops.join("done/r1.yaml").exists().then_some(())
+    })
+    .await;
+    let status = k8s_snap::tree::from_yaml(&std::fs::read_to_string(result).unwrap()).unwrap();
+    assert_eq!(status["status"]["phase"], "Completed", "{status}");
+    assert!(status["status"]["numCreated"].as_u64().unwrap() > 0);
+    ctl.stop().await.unwrap();
+}

@@ -11,4 +11,5 @@ mod store;
 mod store_support;
 mod support;
 mod tree;
+mod watch;
 mod watch_loop;

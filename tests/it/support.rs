@@ -177,16 +177,23 @@ impl DataDir {
 
     /// Runs `k8s-snap --data-dir <dir> [--kubeconfig <kc>] <args>`.
     pub fn run(&self, kubeconfig: Option<&Path>, args: &[&str]) -> Run {
+        let mut cmd = self.command(kubeconfig);
+        cmd.args(args);
+        run(cmd)
+    }
+
+    /// `k8s-snap --data-dir <dir> [--kubeconfig <kc>]`, sandboxed, ready for more arguments.
+    pub fn command(&self, kubeconfig: Option<&Path>) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-snap"));
         cmd.arg("--data-dir").arg(self.path());
         if let Some(kc) = kubeconfig {
             cmd.arg("--kubeconfig").arg(kc);
         }
-        cmd.args(args)
-            .env_remove("KUBECONFIG")
+        cmd.env_remove("KUBECONFIG")
+            .env_remove("K8S_SNAP_STORE")
             .env_remove("RUST_LOG");
         sandbox_git_env(&mut cmd, self.path());
-        run(cmd)
+        cmd
     }
 
     /// Runs plain `git --git-dir <mirror> <args>` with a sandboxed config.
