@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use super::{BoxFuture, JobFailure, RestoreExecutor, RestoreOutcome, RestoreRequest};
 use crate::cluster::{Cluster, ConnectOptions, RetryPolicy, redact_kubeconfig};
 use crate::restore::RestoreOptions;
-use crate::restore::preference::Preference;
 use crate::store::{S3Options, StoreUrl};
 
 /// Restores from the mirror at `git_dir`.
