@@ -72,7 +72,7 @@ pub struct ControllerArgs {
     /// Leader-election identity (default: $POD_NAME or the host name, plus the pid).
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
-    /// Directory of file-drop restores (not integrated yet).
+    /// Directory of file-drop restores (docs/watch.md), served by the leader.
     #[arg(long, value_name = "DIR")]
     pub watch_dir: Option<PathBuf>,
 }

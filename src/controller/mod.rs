@@ -3,7 +3,7 @@
 //! leader election, with probes and Prometheus metrics (DESIGN.md §7).
 //!
 //! Owns: the CR types ([`crd`]), the reconcilers ([`snapshot`], [`restore`]), leader election
-//! ([`leader`]), metrics ([`metrics`]) and the seams to the store/restore engines ([`work`]).
+//! ([`leader`]), metrics ([`metrics`]) and the calls into the store and restore engines ([`work`]).
 //! Must not touch: the store and restore internals (reached only through [`work`]), stdout.
 
 pub mod crd;

@@ -160,7 +160,7 @@ pub async fn snapshot_contents(git_dir: &Path, name: &str) -> Result<Vec<String>
 }
 
 /// Deletes a snapshot's data: the local mirror tag (real) and, when it was pushed, the store
-/// copy (seam).
+/// copy.
 pub async fn delete_snapshot_data(
     git_dir: &Path,
     name: &str,
