@@ -31,8 +31,6 @@ pub enum WorkError {
     Snapshot(#[from] SnapshotError),
     #[error("mirror {path}: {message}")]
     Mirror { path: PathBuf, message: String },
-    #[error("{0}")]
-    NotIntegrated(&'static str),
     #[error("worker task failed: {0}")]
     Join(String),
     #[error(transparent)]
@@ -159,7 +157,7 @@ pub async fn snapshot_contents(git_dir: &Path, name: &str) -> Result<Vec<String>
     .await
 }
 
-/// Deletes a snapshot's data: the local mirror tag (real) and, when it was pushed, the store
+/// Deletes a snapshot's data: the local mirror tag and, when it was pushed, the store
 /// copy.
 pub async fn delete_snapshot_data(
     git_dir: &Path,
