@@ -346,3 +346,36 @@ async fn run_controllers(ctx: Arc<Context>) {
         () = file_drops => {},
     }
 }
+
+/// Deletes the CR `name` once `expires_at` has passed (its finalizer, if any, cleans up), or
+/// requeues it for that time; `None` waits for a change. Shared by Snapshots
+/// (`availableUntil`) and Restores (`preserveUntil`).
+pub(crate) async fn expire<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    expires_at: Option<jiff::Timestamp>,
+) -> Result<kube::runtime::controller::Action, ControllerError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::runtime::controller::Action;
+    let Some(t) = expires_at else {
+        return Ok(Action::await_change());
+    };
+    if t > jiff::Timestamp::now() {
+        return Ok(Action::requeue(snapshot::until(t)));
+    }
+    tracing::info!(%kind, %name, "expired; deleting");
+    match api.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            return Err(ControllerError::kube(
+                format!("deleting expired {kind} {name}"),
+                e,
+            ));
+        }
+    }
+    Ok(Action::await_change())
+}

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -16,7 +16,7 @@ use serde_json::json;
 use super::crd::{
     self, Restore, RestoreCrStatus, RestorePreference, Snapshot, condition, set_condition,
 };
-use super::snapshot::{available_until, until};
+use super::snapshot::available_until;
 use super::work::{self, RestoreJob};
 use super::{Context, ControllerError, RESTORE_TTL, messages, target};
 use crate::restore::status::phase;
@@ -143,28 +143,12 @@ async fn expire(
     name: &str,
     status: &RestoreCrStatus,
 ) -> Result<Action, ReconcileError> {
-    let Some(t) = status
+    let at = status
         .restore
         .preserve_until
         .as_deref()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-    else {
-        return Ok(Action::await_change());
-    };
-    if t <= jiff::Timestamp::now() {
-        tracing::info!(restore = %name, "preserveUntil passed; deleting");
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => {
-                return Err(
-                    ControllerError::kube(format!("deleting expired restore {name}"), e).into(),
-                );
-            }
-        }
-        return Ok(Action::await_change());
-    }
-    Ok(Action::requeue(until(t)))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    Ok(super::expire(api, "restore", name, at).await?)
 }
 
 async fn run(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
 use kube::{Api, ResourceExt};
@@ -240,23 +240,8 @@ async fn expire(
     name: &str,
     status: &SnapshotStatus,
 ) -> Result<Action, ReconcileError> {
-    let Some(t) = status.available_until.as_ref().map(|t| t.0) else {
-        return Ok(Action::await_change());
-    };
-    if t <= jiff::Timestamp::now() {
-        tracing::info!(snapshot = %name, "availableUntil passed; deleting");
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => {
-                return Err(
-                    ControllerError::kube(format!("deleting expired snapshot {name}"), e).into(),
-                );
-            }
-        }
-        return Ok(Action::await_change());
-    }
-    Ok(Action::requeue(until(t)))
+    let at = status.available_until.as_ref().map(|t| t.0);
+    Ok(super::expire(api, "snapshot", name, at).await?)
 }
 
 async fn run(
