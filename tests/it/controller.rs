@@ -538,6 +538,26 @@ async fn snapshot_and_restore_lifecycle() {
     // kubectl lists them (the emulator prints NAME/AGE only: no server-side tables).
     let listed = mgmt.kubectl(&["get", "snapshots", "-n", NS]);
     assert!(listed.contains("cluster-a-001"), "{listed}");
+    // The original printer columns (server-side tables).
+    let header: Vec<&str> = listed
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "CLUSTERNAME", "BACKUPDATE", "STATUS"],
+        "{listed}"
+    );
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("cluster-a-001"))
+        .unwrap();
+    assert!(
+        row.contains("cluster-a") && row.ends_with("Completed"),
+        "{listed}"
+    );
 
     // Restores: a missing snapshot, a not-completed one, a short-lived one, and a real one
     // into cluster B with a RestorePreference.
@@ -597,6 +617,30 @@ async fn snapshot_and_restore_lifecycle() {
             .await
         }
     };
+    let listed = mgmt.kubectl(&["get", "restores", "-n", NS]);
+    let header: Vec<&str> = listed
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "CLUSTER",
+            "SNAPSHOT",
+            "TIMESTAMP",
+            "RV",
+            "EXCLUDED",
+            "CREATED",
+            "UPDATED",
+            "EXIST",
+            "FAILED",
+            "STATUS"
+        ],
+        "{listed}"
+    );
     let (p, reason, _) = reason_of("r-orphaned").await;
     assert_eq!(
         (p.as_str(), reason.as_str()),

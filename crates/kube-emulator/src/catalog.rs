@@ -40,6 +40,8 @@ pub(crate) struct ResourceDef {
     pub short_names: Vec<String>,
     pub categories: Vec<String>,
     pub subresources: Vec<Subresource>,
+    /// A CRD version's `additionalPrinterColumns` (server-side tables for kubectl).
+    pub printer_columns: Vec<Value>,
 }
 
 impl ResourceDef {
@@ -119,6 +121,7 @@ impl B {
             short_names: strs(short),
             categories: strs(cats),
             subresources,
+            printer_columns: Vec::new(),
         }
     }
 }
@@ -811,6 +814,10 @@ impl Catalog {
                 short_names: short_names.clone(),
                 categories: categories.clone(),
                 subresources,
+                printer_columns: v["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         out

@@ -433,7 +433,17 @@ async fn resource(
                 return watch_stream(sh, def, t.ns.as_deref(), q);
             }
             verb_ok("list")?;
-            list(sh, def, t.ns.as_deref(), q)
+            let bytes = list_bytes(sh, def, t.ns.as_deref(), q)?;
+            if wants_table(headers, def) {
+                let list: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                return Ok(json_value(
+                    200,
+                    &table(def, &items, list["metadata"].clone()),
+                ));
+            }
+            Ok(json_bytes(200, bytes))
         }
         (Method::GET, Some(name), sub) => {
             verb_ok("get")?;
@@ -443,6 +453,10 @@ async fn resource(
                 .get(&def.key(), &ns, name)
                 .ok_or_else(|| ApiError::not_found(def, name))?;
             match sub {
+                None if wants_table(headers, def) => Ok(json_value(
+                    200,
+                    &table(def, &[obj.value()], json!({"resourceVersion": ""})),
+                )),
                 None | Some("status") => Ok(json_bytes(200, obj.bytes.to_vec())),
                 Some("scale") => Ok(json_value(200, &scale_of(&obj.value()))),
                 Some("log") => Ok(
@@ -614,12 +628,87 @@ fn too_large(rv: u64) -> ApiError {
     )
 }
 
-fn list(
+/// Whether kubectl asks for a server-side table of a resource that defines printer columns
+/// (CRDs with `additionalPrinterColumns`; built-ins are answered as lists, which kubectl
+/// prints as NAME and AGE).
+fn wants_table(headers: &HeaderMap, def: &ResourceDef) -> bool {
+    !def.printer_columns.is_empty()
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table"))
+}
+
+/// A `meta.k8s.io/v1` Table of `items` with the Name column and the printer columns, cells
+/// read by their simple JSONPath (`.spec.x.y`), dates shown as ages like the API server does.
+fn table(def: &ResourceDef, items: &[Value], metadata: Value) -> Value {
+    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name",
+        "description": "Name must be unique within a namespace.", "priority": 0})];
+    for c in &def.printer_columns {
+        columns.push(json!({
+            "name": c["name"], "type": c["type"],
+            "format": c.get("format").cloned().unwrap_or(json!("")),
+            "description": c.get("description").cloned().unwrap_or(json!("")),
+            "priority": c.get("priority").cloned().unwrap_or(json!(0)),
+        }));
+    }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|obj| {
+            let mut cells = vec![obj["metadata"]["name"].clone()];
+            for c in &def.printer_columns {
+                let path = c["jsonPath"].as_str().unwrap_or_default();
+                let mut v = obj;
+                for seg in path
+                    .trim_start_matches('.')
+                    .split('.')
+                    .filter(|s| !s.is_empty())
+                {
+                    v = &v[seg];
+                }
+                let cell = match (c["type"].as_str(), v) {
+                    (_, Value::Null) => Value::Null,
+                    (Some("date"), Value::String(t)) => json!(age_of(t)),
+                    (_, v) => v.clone(),
+                };
+                cells.push(cell);
+            }
+            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+        "columnDefinitions": columns, "rows": rows})
+}
+
+/// `5s`, `3m20s`, `4h`, `2d3h`... as kubectl shows ages (`<unknown>` for a bad timestamp).
+fn age_of(timestamp: &str) -> String {
+    let Ok(t) = timestamp.parse::<jiff::Timestamp>() else {
+        return "<unknown>".into();
+    };
+    let secs = jiff::Timestamp::now()
+        .as_second()
+        .saturating_sub(t.as_second())
+        .max(0);
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86_400);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        _ if m < 10 => format!("{m}m{}s", secs % 60),
+        _ if h < 3 => format!("{m}m"),
+        _ if h < 8 => format!("{h}h{}m", m % 60),
+        _ if h < 48 => format!("{h}h"),
+        _ if h < 24 * 8 => format!("{d}d{}h", h % 24),
+        _ if d < 365 * 2 => format!("{d}d"),
+        _ => format!("{}y{}d", d / 365, d % 365),
+    }
+}
+
+fn list_bytes(
     sh: &Arc<Shared>,
     def: &ResourceDef,
     ns: Option<&str>,
     q: &HashMap<String, String>,
-) -> Result<Response, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", |s| s))
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", |s| s))
@@ -705,7 +794,7 @@ fn list(
         o.write_item(&mut out, typed);
     }
     out.extend_from_slice(b"]}");
-    Ok(json_bytes(200, out))
+    Ok(out)
 }
 
 fn event_line(etype: &str, obj: &[u8]) -> Bytes {
