@@ -2,7 +2,6 @@
 //! cross-checked with the plain `git` CLI (config sandboxed from the developer's own).
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
