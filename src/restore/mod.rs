@@ -214,9 +214,37 @@ pub async fn plan(
     let span = tracing::info_span!("plan", snapshot = %snapshot.name, server = %cluster.server());
     async move {
         let started = std::time::Instant::now();
-        let discovered = discovery::discover(cluster, Versions::All, 8).await?;
+        // Discovery (network) runs on its own task while the rules (pure CPU) run here: on a
+        // small machine the two overlap instead of adding up.
+        let discovering = {
+            let cluster = cluster.clone();
+            tokio::spawn(
+                async move { discovery::discover(&cluster, Versions::All, 8).await }
+                    .in_current_span(),
+            )
+        };
+        let rule_opts = RuleOptions {
+            preserve_nodeports: opts.preserve_nodeports,
+        };
+        let selected = select(snapshot.objects, pref, &rule_opts);
+        tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
+        let discovered = match discovering.await {
+            Ok(d) => d?,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => {
+                    return Err(RestoreError::Discovery(Box::new(DiscoveryError::Request {
+                        what: "the target's API groups".into(),
+                        source: ClusterError::Unreachable {
+                            server: cluster.server().to_string(),
+                            message: format!("discovery task: {e}"),
+                        },
+                    })));
+                }
+            },
+        };
         tracing::debug!(elapsed = ?started.elapsed(), "discovery done");
-        plan_with_discovery(cluster, &discovered, snapshot, pref, opts).await
+        plan_with_discovery(cluster, &discovered, selected, pref, opts).await
     }
     .instrument(span)
     .await
@@ -225,16 +253,11 @@ pub async fn plan(
 async fn plan_with_discovery(
     cluster: &Cluster,
     discovered: &Discovered,
-    snapshot: LoadedSnapshot,
+    selected: Vec<(ContentPath, Selection)>,
     pref: &Preference,
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
-    let rule_opts = RuleOptions {
-        preserve_nodeports: opts.preserve_nodeports,
-    };
     let started = std::time::Instant::now();
-    let selected = select(snapshot.objects, pref, &rule_opts);
-    tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
     let after_crd = crd_served_resources(&selected);
     let index: HashMap<(&str, &str, &str), &ApiResourceInfo> = discovered
         .resources
