@@ -5,16 +5,14 @@
 //! write to the cluster.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::plan::{LiveObject, covers_json};
-use super::rules::Selection;
 use crate::cluster::{Cluster, ClusterError};
 use crate::discovery::ApiResourceInfo;
-use crate::tree::ContentPath;
 
 /// Objects per LIST page.
 pub const PAGE_SIZE: u32 = 500;
@@ -48,33 +46,45 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
-/// Lists every resource of `wanted` (content paths mapped to indices into `selected`),
-/// `concurrency` resources at a time, and compares each live object found at one of those
-/// paths with its tree object as pages arrive: the next page is fetched while the current one
-/// is compared on its own task, and live objects are never all held at once.
+/// The tree objects of one resource a plan compares, keyed by content path: the index of the
+/// object in the plan's selections, and the object itself. An object found equal on the
+/// target is taken out (left `Null`) and dropped by the task that compared it, so freeing
+/// the objects a plan does not need is spread over the listing tasks.
+pub type TreeObjects = HashMap<String, (usize, Mutex<Value>)>;
+
+/// What [`read_live`] found: the live objects at the wanted paths (keyed by content path),
+/// and every tree object handed in, by index, to be put back into the selections (`Null`
+/// where the live object matched it, so it is no longer needed).
+pub struct LiveRead {
+    pub live: HashMap<String, LiveObject>,
+    pub objects: Vec<(usize, Value)>,
+}
+
+/// Lists every resource of `wanted`, `concurrency` resources at a time, and compares each
+/// live object found at one of the wanted paths with its tree object as pages arrive: the
+/// next page is fetched while the current one is compared on its own task, and live objects
+/// are never all held at once.
 pub async fn read_live(
     cluster: &Cluster,
-    wanted: Vec<(ApiResourceInfo, HashMap<String, usize>)>,
-    selected: Arc<Vec<(ContentPath, Selection)>>,
+    wanted: Vec<(ApiResourceInfo, TreeObjects)>,
     concurrency: usize,
-) -> Result<HashMap<String, LiveObject>, (String, ClusterError)> {
-    let maps: Vec<HashMap<String, LiveObject>> = stream::iter(wanted)
-        .map(|(resource, paths)| {
+) -> Result<LiveRead, (String, ClusterError)> {
+    let parts: Vec<LiveRead> = stream::iter(wanted)
+        .map(|(resource, objects)| {
             let collection = resource.collection_path(None);
-            let listing = list_resource(
-                cluster,
-                Arc::new(resource),
-                Arc::new(paths),
-                selected.clone(),
-            );
+            let listing = list_resource(cluster, Arc::new(resource), Arc::new(objects));
             async move { listing.await.map_err(|e| (collection, e)) }
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
-    let mut out = HashMap::new();
-    for m in maps {
-        out.extend(m);
+    let mut out = LiveRead {
+        live: HashMap::with_capacity(parts.iter().map(|p| p.live.len()).sum()),
+        objects: Vec::with_capacity(parts.iter().map(|p| p.objects.len()).sum()),
+    };
+    for p in parts {
+        out.live.extend(p.live);
+        out.objects.extend(p.objects);
     }
     Ok(out)
 }
@@ -89,9 +99,8 @@ fn join_error(cluster: &Cluster, what: &str, e: tokio::task::JoinError) -> Clust
 async fn list_resource(
     cluster: &Cluster,
     resource: Arc<ApiResourceInfo>,
-    paths: Arc<HashMap<String, usize>>,
-    selected: Arc<Vec<(ContentPath, Selection)>>,
-) -> Result<HashMap<String, LiveObject>, ClusterError> {
+    objects: Arc<TreeObjects>,
+) -> Result<LiveRead, ClusterError> {
     let base = resource.collection_path(None);
     let fetch_page = |token: Option<&str>| {
         let mut url = format!("{base}?limit={PAGE_SIZE}");
@@ -114,40 +123,47 @@ async fn list_resource(
             .as_deref()
             .filter(|t| !t.is_empty())
             .map(|t| fetch_page(Some(t)));
-        let (cluster, resource, paths, selected, base) = (
+        let (cluster, resource, objects, base) = (
             cluster.clone(),
             resource.clone(),
-            paths.clone(),
-            selected.clone(),
+            objects.clone(),
             base.clone(),
         );
         comparisons.push(tokio::spawn(async move {
-            compare_page(&cluster, &resource, &paths, &selected, &base, page.items)
+            compare_page(&cluster, &resource, &objects, &base, page.items)
         }));
         match next {
             Some(n) => pending = n,
             None => break,
         }
     }
-    let mut out = HashMap::new();
+    let mut live = HashMap::new();
     for c in comparisons {
-        out.extend(
+        live.extend(
             c.await
                 .map_err(|e| join_error(cluster, &format!("comparing {base}"), e))??,
         );
     }
-    Ok(out)
+    // Every comparing task has finished, so this is the only reference left.
+    let objects = Arc::try_unwrap(objects).map_err(|_| ClusterError::Unreachable {
+        server: cluster.server().to_string(),
+        message: format!("comparing {base}: tree objects still shared"),
+    })?;
+    let objects = objects
+        .into_values()
+        .map(|(i, o)| (i, o.into_inner().unwrap_or_else(PoisonError::into_inner)))
+        .collect();
+    Ok(LiveRead { live, objects })
 }
 
 fn compare_page(
     cluster: &Cluster,
     resource: &ApiResourceInfo,
-    paths: &HashMap<String, usize>,
-    selected: &[(ContentPath, Selection)],
+    objects: &TreeObjects,
     base: &str,
     items: Vec<Box<serde_json::value::RawValue>>,
-) -> Result<HashMap<String, LiveObject>, ClusterError> {
-    let mut out = HashMap::new();
+) -> Result<Vec<(String, LiveObject)>, ClusterError> {
+    let mut out = Vec::new();
     let mut key = resource.group_version_path();
     let prefix_len = key.len();
     for item in items {
@@ -171,22 +187,29 @@ fn compare_page(
         key.push_str(&resource.resource);
         key.push('/');
         key.push_str(name);
-        let Some(Selection::Restore { object: tree, .. }) =
-            paths.get(key.as_str()).map(|&i| &selected[i].1)
-        else {
+        let Some((_, tree)) = objects.get(key.as_str()) else {
             continue;
         };
-        let compared = match covers_json(item.get(), tree) {
-            Ok(true) => LiveObject {
-                resource_version: None,
-                differing: None,
-            },
+        let mut tree = tree.lock().unwrap_or_else(PoisonError::into_inner);
+        let compared = match covers_json(item.get(), &tree) {
+            Ok(true) => {
+                // Not needed any more: free it here, on this task.
+                drop(std::mem::take(&mut *tree));
+                LiveObject {
+                    resource_version: None,
+                    differing: None,
+                }
+            }
             _ => {
                 let v: Value = cluster.decode("GET", base, item.get().as_bytes())?;
-                LiveObject::compare(v, tree, resource)
+                let compared = LiveObject::compare(v, &tree, resource);
+                if compared.differing.is_none() {
+                    drop(std::mem::take(&mut *tree));
+                }
+                compared
             }
         };
-        out.insert(key.clone(), compared);
+        out.push((key.clone(), compared));
     }
     Ok(out)
 }

@@ -214,9 +214,37 @@ pub async fn plan(
     let span = tracing::info_span!("plan", snapshot = %snapshot.name, server = %cluster.server());
     async move {
         let started = std::time::Instant::now();
-        let discovered = discovery::discover(cluster, Versions::All, 8).await?;
+        // Discovery (network) runs on its own task while the rules (pure CPU) run here: on a
+        // small machine the two overlap instead of adding up.
+        let discovering = {
+            let cluster = cluster.clone();
+            tokio::spawn(
+                async move { discovery::discover(&cluster, Versions::All, 8).await }
+                    .in_current_span(),
+            )
+        };
+        let rule_opts = RuleOptions {
+            preserve_nodeports: opts.preserve_nodeports,
+        };
+        let selected = select(snapshot.objects, pref, &rule_opts);
+        tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
+        let discovered = match discovering.await {
+            Ok(d) => d?,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => {
+                    return Err(RestoreError::Discovery(Box::new(DiscoveryError::Request {
+                        what: "the target's API groups".into(),
+                        source: ClusterError::Unreachable {
+                            server: cluster.server().to_string(),
+                            message: format!("discovery task: {e}"),
+                        },
+                    })));
+                }
+            },
+        };
         tracing::debug!(elapsed = ?started.elapsed(), "discovery done");
-        plan_with_discovery(cluster, &discovered, snapshot, pref, opts).await
+        plan_with_discovery(cluster, &discovered, selected, pref, opts).await
     }
     .instrument(span)
     .await
@@ -225,16 +253,11 @@ pub async fn plan(
 async fn plan_with_discovery(
     cluster: &Cluster,
     discovered: &Discovered,
-    snapshot: LoadedSnapshot,
+    selected: Vec<(ContentPath, Selection)>,
     pref: &Preference,
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
-    let rule_opts = RuleOptions {
-        preserve_nodeports: opts.preserve_nodeports,
-    };
     let started = std::time::Instant::now();
-    let selected = select(snapshot.objects, pref, &rule_opts);
-    tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
     let after_crd = crd_served_resources(&selected);
     let index: HashMap<(&str, &str, &str), &ApiResourceInfo> = discovered
         .resources
@@ -263,43 +286,51 @@ async fn plan_with_discovery(
     };
 
     // The live objects of every restorable path: one LIST per resource, compared as it comes.
-    let selected = std::sync::Arc::new(selected);
+    // The tree objects move into the listing tasks (so the ones found equal on the target are
+    // freed there, in parallel) and come back by index.
+    let mut selected = selected;
     let live = {
-        type Wanted = (ApiResourceInfo, HashMap<String, usize>);
-        let mut wanted: BTreeMap<(&str, &str, &str), Wanted> = BTreeMap::new();
-        for (i, (path, s)) in selected.iter().enumerate() {
-            if !matches!(s, Selection::Restore { .. }) {
+        let mut wanted: BTreeMap<(&str, &str, &str), (&ApiResourceInfo, live::TreeObjects)> =
+            BTreeMap::new();
+        for (i, (path, s)) in selected.iter_mut().enumerate() {
+            let Selection::Restore { object, .. } = s else {
                 continue;
-            }
+            };
             if let Some(r) = lookup(path).filter(|r| r.supports("create") && r.supports("list")) {
                 wanted
                     .entry((&r.group, &r.version, &r.resource))
-                    .or_insert_with(|| (r.clone(), HashMap::new()))
+                    .or_insert_with(|| (r, HashMap::new()))
                     .1
-                    .insert(path.as_str().to_string(), i);
+                    .insert(
+                        path.as_str().to_string(),
+                        (i, std::sync::Mutex::new(std::mem::take(object))),
+                    );
             }
         }
-        live::read_live(
-            cluster,
-            wanted.into_values().collect(),
-            selected.clone(),
-            opts.threads.max(4),
-        )
-        .await
-        .map_err(|(collection, source)| RestoreError::Live {
-            collection,
-            source: Box::new(source),
-        })?
+        let wanted = wanted
+            .into_values()
+            .map(|(r, objects)| (r.clone(), objects))
+            .collect();
+        let read = live::read_live(cluster, wanted, opts.threads.max(4))
+            .await
+            .map_err(|(collection, source)| RestoreError::Live {
+                collection,
+                source: Box::new(source),
+            })?;
+        for (i, object) in read.objects {
+            if let Some((_, Selection::Restore { object: slot, .. })) = selected.get_mut(i) {
+                *slot = object;
+            }
+        }
+        read.live
     };
-    // Every listing task has finished, so this is the only reference left.
-    let selected = std::sync::Arc::try_unwrap(selected).unwrap_or_else(|shared| (*shared).clone());
     tracing::debug!(elapsed = ?started.elapsed(), live = live.len(), "live objects compared");
     let plan_opts = PlanOptions {
         diff: opts.diff,
         show_secrets: opts.show_secrets,
     };
     let mut plan = build_plan(selected, &served, &live, pref, &plan_opts);
-    tracing::debug!(elapsed = ?started.elapsed(), "plan built");
+    tracing::debug!(elapsed = ?started.elapsed(), summary = ?plan.summary, "plan built");
     if opts.server_dry_run {
         server_dry_run(cluster, &mut plan, opts.threads).await;
     }
