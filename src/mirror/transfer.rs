@@ -532,7 +532,7 @@ impl Mirror {
             stack.push(c.tree_id());
         }
         while let Some(tree_id) = stack.pop() {
-            if !odb.exists(tree_id) {
+            if !present.contains(&key(&tree_id)) && !odb.exists(tree_id) {
                 return Ok(false);
             }
             let tree = self
@@ -541,8 +541,12 @@ impl Mirror {
                 .ctx(|| format!("reading tree {tree_id} of commit {commit}"))?;
             for entry in tree.iter() {
                 if check_paths {
-                    let name = String::from_utf8_lossy(entry.name_bytes());
-                    if name.contains('/') {
+                    let bytes = entry.name_bytes();
+                    let name = match std::str::from_utf8(bytes) {
+                        Ok(s) => std::borrow::Cow::Borrowed(s),
+                        Err(_) => String::from_utf8_lossy(bytes),
+                    };
+                    if bytes.contains(&b'/') {
                         return Err(MirrorError::InvalidPath {
                             path: name.into_owned(),
                             reason: "a tree entry name contains '/'".into(),
@@ -557,8 +561,10 @@ impl Mirror {
                         }
                     }
                     Some(ObjectType::Blob) => {
+                        // A blob listed by an installed index is present: no need to remember
+                        // it (one lookup instead of two, and `seen` stays small).
                         let id = entry.id();
-                        if !known(&id, &mut seen) && !present.contains(&key(&id)) && !odb.exists(id)
+                        if !present.contains(&key(&id)) && !known(&id, &mut seen) && !odb.exists(id)
                         {
                             return Ok(false);
                         }
@@ -567,7 +573,11 @@ impl Mirror {
                 }
             }
         }
-        verified.extend(seen);
+        if verified.is_empty() {
+            *verified = seen;
+        } else {
+            verified.extend(seen);
+        }
         Ok(true)
     }
 
