@@ -1169,6 +1169,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn staged_fetch_rejects_long_short_and_corrupt_packs() {
+        let store = MemoryStore::new();
+        let dir = tempfile::tempdir().unwrap();
+        let good = b"PACK-some-bytes".to_vec();
+        let sha = sha256_hex(&good);
+        let mut m = Manifest::default();
+        m.packs.insert(
+            sha.clone(),
+            PackEntry {
+                size: good.len() as u64,
+                idx_size: 1,
+                objects: 1,
+                created: jiff::Timestamp::UNIX_EPOCH,
+            },
+        );
+        let pack_dir = dir.path().join("objects").join("pack");
+        let fetch = || fetch_pack_staged(&store, &m, &sha, dir.path());
+        store.overwrite(&pack_key(&sha), good.clone());
+        let staged = fetch().await.unwrap();
+        assert_eq!(staged.len(), good.len() as u64);
+        assert_eq!(staged.read_back().unwrap(), good);
+        drop(staged);
+        for (bytes, want) in [
+            ([good.as_slice(), b"x"].concat(), "more than"),
+            (good[..good.len() - 1].to_vec(), "truncated"),
+            ([b"X", &good[1..]].concat(), "corrupted: its sha256"),
+        ] {
+            store.overwrite(&pack_key(&sha), bytes);
+            let err = fetch().await.unwrap_err();
+            assert!(err.contains(&sha) && err.contains(want), "{err}");
+        }
+        // Nothing staged is left behind in the pack directory.
+        assert_eq!(std::fs::read_dir(&pack_dir).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
     async fn verify_names_missing_and_truncated_packs() {
         let store = MemoryStore::new();
         let (a, b) = ("a".repeat(64), "b".repeat(64));
