@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
 use std::path::Path;
 
-use git2::{ObjectType, Oid};
+use git2::{ObjectType, Oid, Repository};
 
 use super::{
     CommitId, GitContext, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX, io_ctx, parse_meta,
@@ -97,6 +97,82 @@ impl ObjectSet {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Walks with at least this many known-present ids use two threads.
+const PARALLEL_WALK_MIN: usize = 10_000;
+
+/// The fixed inputs of one completeness walk ([`Mirror::scan`]).
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    commit: &'a CommitId,
+    check_paths: bool,
+    verified: &'a OidSet,
+    present: &'a OidSet,
+}
+
+impl Walk<'_> {
+    /// Walks the trees of `stack` (already in `seen`) depth first: `Some(false)` at the first
+    /// missing object, `Some(true)` when done, `None` as soon as `stop_at` trees are pending.
+    fn run(
+        &self,
+        repo: &Repository,
+        stack: &mut Vec<Oid>,
+        seen: &mut OidSet,
+        stop_at: Option<usize>,
+    ) -> Result<Option<bool>> {
+        let commit = self.commit;
+        let odb = repo.odb().ctx(|| "opening the object database".into())?;
+        let known = |id: &Oid, seen: &mut OidSet| {
+            let k = key(id);
+            self.verified.contains(&k) || !seen.insert(k)
+        };
+        while let Some(tree_id) = stack.pop() {
+            if !self.present.contains(&key(&tree_id)) && !odb.exists(tree_id) {
+                return Ok(Some(false));
+            }
+            let tree = repo
+                .find_tree(tree_id)
+                .ctx(|| format!("reading tree {tree_id} of commit {commit}"))?;
+            for entry in tree.iter() {
+                if self.check_paths {
+                    let bytes = entry.name_bytes();
+                    let name = match std::str::from_utf8(bytes) {
+                        Ok(s) => std::borrow::Cow::Borrowed(s),
+                        Err(_) => String::from_utf8_lossy(bytes),
+                    };
+                    if bytes.contains(&b'/') {
+                        return Err(MirrorError::InvalidPath {
+                            path: name.into_owned(),
+                            reason: "a tree entry name contains '/'".into(),
+                        });
+                    }
+                    super::validate_path(&name)?;
+                }
+                match entry.kind() {
+                    Some(ObjectType::Tree) => {
+                        if !known(&entry.id(), seen) {
+                            stack.push(entry.id());
+                        }
+                    }
+                    Some(ObjectType::Blob) => {
+                        // A blob listed by an installed index is present: no need to remember
+                        // it (one lookup instead of two, and `seen` stays small).
+                        let id = entry.id();
+                        if !self.present.contains(&key(&id)) && !known(&id, seen) && !odb.exists(id)
+                        {
+                            return Ok(Some(false));
+                        }
+                    }
+                    _ => return Ok(Some(false)),
+                }
+            }
+            if stop_at.is_some_and(|n| stack.len() >= n) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(true))
     }
 }
 
@@ -521,56 +597,49 @@ impl Mirror {
             .find_commit(commit.oid())
             .ctx(|| format!("reading commit {commit}"))?;
         let mut seen = OidSet::default();
-        let known = |id: &Oid, seen: &mut OidSet| {
-            let k = key(id);
-            verified.contains(&k) || !seen.insert(k)
-        };
         // A path is valid when each of its segments is, so a tree is checked once whatever its
         // path.
         let mut stack: Vec<Oid> = Vec::new();
-        if !known(&c.tree_id(), &mut seen) {
+        if !verified.contains(&key(&c.tree_id())) && seen.insert(key(&c.tree_id())) {
             stack.push(c.tree_id());
         }
-        while let Some(tree_id) = stack.pop() {
-            if !present.contains(&key(&tree_id)) && !odb.exists(tree_id) {
-                return Ok(false);
-            }
-            let tree = self
-                .repo
-                .find_tree(tree_id)
-                .ctx(|| format!("reading tree {tree_id} of commit {commit}"))?;
-            for entry in tree.iter() {
-                if check_paths {
-                    let bytes = entry.name_bytes();
-                    let name = match std::str::from_utf8(bytes) {
-                        Ok(s) => std::borrow::Cow::Borrowed(s),
-                        Err(_) => String::from_utf8_lossy(bytes),
-                    };
-                    if bytes.contains(&b'/') {
-                        return Err(MirrorError::InvalidPath {
-                            path: name.into_owned(),
-                            reason: "a tree entry name contains '/'".into(),
-                        });
-                    }
-                    super::validate_path(&name)?;
+        let ctx = Walk {
+            commit,
+            check_paths,
+            verified,
+            present,
+        };
+        // Big walks (a pull of many objects) split the trees between this thread and a
+        // second one with its own handle on the repository.
+        let split = present.len() >= PARALLEL_WALK_MIN;
+        let first = ctx.run(&self.repo, &mut stack, &mut seen, split.then_some(16))?;
+        match first {
+            Some(false) => return Ok(false),
+            Some(true) => {}
+            None => {
+                let other: Vec<Oid> = stack.split_off(stack.len() / 2);
+                let mut other_seen = seen.clone();
+                let git_dir = &self.git_dir;
+                let (mine, theirs) = std::thread::scope(|scope| {
+                    let helper = scope.spawn(|| -> Result<Option<bool>> {
+                        let repo = Repository::open_bare(git_dir)
+                            .ctx(|| format!("opening {}", git_dir.display()))?;
+                        let mut other = other;
+                        ctx.run(&repo, &mut other, &mut other_seen, None)
+                    });
+                    let mine = ctx.run(&self.repo, &mut stack, &mut seen, None);
+                    let theirs = helper.join().unwrap_or_else(|_| {
+                        Err(MirrorError::Io {
+                            context: format!("walking commit {commit}"),
+                            source: std::io::Error::other("the walking thread panicked"),
+                        })
+                    });
+                    (mine, theirs)
+                });
+                if mine? != Some(true) || theirs? != Some(true) {
+                    return Ok(false);
                 }
-                match entry.kind() {
-                    Some(ObjectType::Tree) => {
-                        if !known(&entry.id(), &mut seen) {
-                            stack.push(entry.id());
-                        }
-                    }
-                    Some(ObjectType::Blob) => {
-                        // A blob listed by an installed index is present: no need to remember
-                        // it (one lookup instead of two, and `seen` stays small).
-                        let id = entry.id();
-                        if !present.contains(&key(&id)) && !known(&id, &mut seen) && !odb.exists(id)
-                        {
-                            return Ok(false);
-                        }
-                    }
-                    _ => return Ok(false),
-                }
+                seen.extend(other_seen);
             }
         }
         if verified.is_empty() {
