@@ -32,7 +32,7 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
 pub use maintain::{GcStats, MirrorLock, ObjectStats};
 pub use names::{MAX_NAME_LEN, validate_name, validate_path};
-pub use transfer::PackData;
+pub use transfer::{ObjectSet, PackData, StageError, StagedPack, install_pack_files};
 pub use writer::{SnapshotWriter, WrittenSnapshot};
 
 /// Prefix of the snapshot tags.

@@ -6,9 +6,11 @@
 //! itself (the `store` module moves the bytes) and never trusts a downloaded pack or name.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
+use std::path::Path;
 
-use git2::{ObjectType, Oid};
+use git2::{ObjectType, Oid, Repository};
 
 use super::{
     CommitId, GitContext, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX, io_ctx, parse_meta,
@@ -35,6 +37,374 @@ impl std::fmt::Debug for PackData {
             .field("objects", &self.objects)
             .finish()
     }
+}
+
+/// A hasher for object ids: they are already uniformly distributed (SHA-1), so their first
+/// eight bytes are the hash. Much cheaper than SipHash on the walks over every object.
+#[derive(Default)]
+struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+    }
+
+    fn write_usize(&mut self, _: usize) {
+        // The length prefix of the id's byte slice: always 20, carries nothing.
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Raw 20-byte ids (compared inline; `Oid`'s equality is a call into libgit2).
+type OidSet = HashSet<[u8; 20], BuildHasherDefault<OidHasher>>;
+
+fn key(id: &Oid) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    let b = id.as_bytes();
+    let n = b.len().min(20);
+    k[..n].copy_from_slice(&b[..n]);
+    k
+}
+
+/// Object ids listed by the indexes of packs installed into the mirror (see
+/// [`install_pack_files`]): the walk that checks a pulled commit is complete looks them up in
+/// memory instead of asking the object database. It is the same knowledge the object database
+/// would use (it answers "exists" from these very indexes); object contents stay protected by
+/// libgit2's hash verification when they are read.
+#[derive(Debug, Default, Clone)]
+pub struct ObjectSet(OidSet);
+
+impl ObjectSet {
+    /// Adds every id of `other`.
+    pub fn extend(&mut self, other: ObjectSet) {
+        if self.0.is_empty() {
+            self.0 = other.0;
+        } else {
+            self.0.extend(other.0);
+        }
+    }
+
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Walks with at least this many known-present ids use two threads.
+const PARALLEL_WALK_MIN: usize = 10_000;
+
+/// The fixed inputs of one completeness walk ([`Mirror::scan`]).
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    commit: &'a CommitId,
+    check_paths: bool,
+    verified: &'a OidSet,
+    present: &'a OidSet,
+}
+
+impl Walk<'_> {
+    /// Walks the trees of `stack` (already in `seen`) depth first: `Some(false)` at the first
+    /// missing object, `Some(true)` when done, `None` as soon as `stop_at` trees are pending.
+    fn run(
+        &self,
+        repo: &Repository,
+        stack: &mut Vec<Oid>,
+        seen: &mut OidSet,
+        stop_at: Option<usize>,
+    ) -> Result<Option<bool>> {
+        let commit = self.commit;
+        let odb = repo.odb().ctx(|| "opening the object database".into())?;
+        let known = |id: &Oid, seen: &mut OidSet| {
+            let k = key(id);
+            self.verified.contains(&k) || !seen.insert(k)
+        };
+        while let Some(tree_id) = stack.pop() {
+            if !self.present.contains(&key(&tree_id)) && !odb.exists(tree_id) {
+                return Ok(Some(false));
+            }
+            let tree = repo
+                .find_tree(tree_id)
+                .ctx(|| format!("reading tree {tree_id} of commit {commit}"))?;
+            for entry in tree.iter() {
+                if self.check_paths {
+                    let bytes = entry.name_bytes();
+                    let name = match std::str::from_utf8(bytes) {
+                        Ok(s) => std::borrow::Cow::Borrowed(s),
+                        Err(_) => String::from_utf8_lossy(bytes),
+                    };
+                    if bytes.contains(&b'/') {
+                        return Err(MirrorError::InvalidPath {
+                            path: name.into_owned(),
+                            reason: "a tree entry name contains '/'".into(),
+                        });
+                    }
+                    super::validate_path(&name)?;
+                }
+                match entry.kind() {
+                    Some(ObjectType::Tree) => {
+                        if !known(&entry.id(), seen) {
+                            stack.push(entry.id());
+                        }
+                    }
+                    Some(ObjectType::Blob) => {
+                        // A blob listed by an installed index is present: no need to remember
+                        // it (one lookup instead of two, and `seen` stays small).
+                        let id = entry.id();
+                        if !self.present.contains(&key(&id)) && !known(&id, seen) && !odb.exists(id)
+                        {
+                            return Ok(Some(false));
+                        }
+                    }
+                    _ => return Ok(Some(false)),
+                }
+            }
+            if stop_at.is_some_and(|n| stack.len() >= n) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(true))
+    }
+}
+
+/// Checks a downloaded pack against its downloaded version-2 index and writes both into
+/// `git_dir/objects/pack` without re-indexing (fast path of a pull); needs no open repository,
+/// so it can run on any thread. Call [`Mirror::refresh_objects`] afterwards. Returns the ids the
+/// index lists.
+///
+/// The index is checked structurally first: version 2, its own SHA-1 trailer, the pack
+/// checksum it records equal to the pack's trailer, the object count equal to the pack
+/// header's, and its object ids sorted and unique. Object contents stay protected by libgit2's
+/// hash verification on every read; [`Mirror::index_pack`] is the full check.
+pub fn install_pack_files(git_dir: &Path, pack: &[u8], idx: &[u8]) -> Result<ObjectSet> {
+    if pack.len() < 32 {
+        return Err(install_error("not a git pack"));
+    }
+    let mut tail = [0u8; 20];
+    tail.copy_from_slice(&pack[pack.len() - 20..]);
+    let objects = check_idx(&pack[..12], &tail, idx)?;
+    let base = format!("pack-{}", hex_lower(&tail));
+    let pack_dir = pack_dir_of(git_dir)?;
+    let path = pack_dir.join(format!("{base}.pack"));
+    if !path.exists() {
+        let mut tmp = io_ctx(tempfile::NamedTempFile::new_in(&pack_dir), || {
+            format!("creating a temp file in {}", pack_dir.display())
+        })?;
+        io_ctx(tmp.write_all(pack), || {
+            format!("writing {}", path.display())
+        })?;
+        io_ctx(tmp.persist(&path).map_err(|e| e.error), || {
+            format!("installing {}", path.display())
+        })?;
+    }
+    write_idx(&pack_dir, &base, idx)?;
+    Ok(objects)
+}
+
+fn install_error(reason: &str) -> MirrorError {
+    MirrorError::Io {
+        context: "installing a downloaded pack".into(),
+        source: std::io::Error::other(reason.to_owned()),
+    }
+}
+
+fn pack_dir_of(git_dir: &Path) -> Result<std::path::PathBuf> {
+    let pack_dir = git_dir.join("objects").join("pack");
+    io_ctx(std::fs::create_dir_all(&pack_dir), || {
+        format!("creating {}", pack_dir.display())
+    })?;
+    Ok(pack_dir)
+}
+
+/// Writes the index last: libgit2 finds packs by their index.
+fn write_idx(pack_dir: &Path, base: &str, idx: &[u8]) -> Result<()> {
+    let path = pack_dir.join(format!("{base}.idx"));
+    if path.exists() {
+        return Ok(());
+    }
+    let mut tmp = io_ctx(tempfile::NamedTempFile::new_in(pack_dir), || {
+        format!("creating a temp file in {}", pack_dir.display())
+    })?;
+    io_ctx(tmp.write_all(idx), || format!("writing {}", path.display()))?;
+    io_ctx(tmp.persist(&path).map_err(|e| e.error), || {
+        format!("installing {}", path.display())
+    })?;
+    Ok(())
+}
+
+/// The structural checks of a pack's index against the pack's 12-byte header and 20-byte
+/// SHA-1 trailer; the ids it lists.
+fn check_idx(header: &[u8], pack_sum: &[u8; 20], idx: &[u8]) -> Result<ObjectSet> {
+    use sha1::{Digest, Sha1};
+    let bad = install_error;
+    if header.len() < 12 || &header[..4] != b"PACK" {
+        return Err(bad("not a git pack"));
+    }
+    let count = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    let min_len = 8 + 256 * 4 + 40;
+    if idx.len() < min_len || idx[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
+        return Err(bad("the index is not a version 2 pack index"));
+    }
+    if Sha1::digest(&idx[..idx.len() - 20]).as_slice() != &idx[idx.len() - 20..] {
+        return Err(bad("the index's SHA-1 trailer does not match its content"));
+    }
+    // The caller checked the pack's sha256 against the manifest; its SHA-1 trailer is
+    // what the index must record.
+    if &idx[idx.len() - 40..idx.len() - 20] != pack_sum {
+        return Err(bad("the index belongs to another pack"));
+    }
+    let n = u32::from_be_bytes([idx[1028], idx[1029], idx[1030], idx[1031]]);
+    if n != count {
+        return Err(bad("the index and the pack disagree on the object count"));
+    }
+    let expected_len = 8 + 256 * 4 + (n as usize) * (20 + 4 + 4) + 40;
+    if idx.len() < expected_len {
+        return Err(bad("the index is truncated"));
+    }
+    let start = 8 + 256 * 4;
+    let ids = &idx[start..start + n as usize * 20];
+    let mut set = OidSet::with_capacity_and_hasher(n as usize, Default::default());
+    // Sorted, unique and consistent with the fan-out table: then libgit2's lookups in this
+    // index find exactly the ids of the set.
+    let mut prev: Option<&[u8]> = None;
+    let mut below = [0u32; 256];
+    for chunk in ids.chunks_exact(20) {
+        if prev.is_some_and(|p| p >= chunk) {
+            return Err(bad("the index's object ids are not sorted"));
+        }
+        prev = Some(chunk);
+        below[usize::from(chunk[0])] += 1;
+        let mut k = [0u8; 20];
+        k.copy_from_slice(chunk);
+        set.insert(k);
+    }
+    let mut cumulative = 0u32;
+    for (b, count) in below.iter().enumerate() {
+        cumulative += count;
+        let at = 8 + b * 4;
+        let fanout = u32::from_be_bytes([idx[at], idx[at + 1], idx[at + 2], idx[at + 3]]);
+        if fanout != cumulative {
+            return Err(bad(
+                "the index's fan-out table does not match its object ids",
+            ));
+        }
+    }
+    Ok(ObjectSet(set))
+}
+
+/// A downloaded pack being written into `objects/pack` under a temporary name while it
+/// streams (libgit2 ignores it until [`StagedPack::install`] names it and adds its index).
+/// Dropping it deletes the file.
+pub struct StagedPack {
+    file: tempfile::NamedTempFile,
+    pack_dir: std::path::PathBuf,
+    len: u64,
+    header: Vec<u8>,
+    tail: [u8; 20],
+}
+
+impl std::fmt::Debug for StagedPack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedPack")
+            .field("path", &self.file.path())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl StagedPack {
+    /// A new empty staging file in `git_dir/objects/pack`.
+    pub fn create(git_dir: &Path) -> Result<StagedPack> {
+        let pack_dir = pack_dir_of(git_dir)?;
+        let file = io_ctx(tempfile::NamedTempFile::new_in(&pack_dir), || {
+            format!("creating a temp file in {}", pack_dir.display())
+        })?;
+        Ok(StagedPack {
+            file,
+            pack_dir,
+            len: 0,
+            header: Vec::with_capacity(12),
+            tail: [0; 20],
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends bytes.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        io_ctx(self.file.write_all(bytes), || {
+            format!("writing {}", self.file.path().display())
+        })?;
+        if self.header.len() < 12 {
+            let n = (12 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+        }
+        if bytes.len() >= 20 {
+            self.tail.copy_from_slice(&bytes[bytes.len() - 20..]);
+        } else {
+            self.tail.rotate_left(bytes.len());
+            self.tail[20 - bytes.len()..].copy_from_slice(bytes);
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The bytes written (to index them another way).
+    pub fn read_back(&self) -> Result<Vec<u8>> {
+        io_ctx(std::fs::read(self.file.path()), || {
+            format!("reading {}", self.file.path().display())
+        })
+    }
+
+    /// Checks the pack against its downloaded index like [`install_pack_files`] and installs
+    /// both; the caller checked the pack's hash. Call [`Mirror::refresh_objects`] afterwards.
+    pub fn install(self, idx: &[u8]) -> std::result::Result<ObjectSet, StageError> {
+        if self.len < 32 {
+            return Err(StageError::BadIndex(
+                Box::new(self),
+                install_error("not a git pack"),
+            ));
+        }
+        let objects = match check_idx(&self.header, &self.tail, idx) {
+            Ok(o) => o,
+            Err(e) => return Err(StageError::BadIndex(Box::new(self), e)),
+        };
+        let base = format!("pack-{}", hex_lower(&self.tail));
+        let path = self.pack_dir.join(format!("{base}.pack"));
+        if !path.exists() {
+            io_ctx(self.file.persist(&path).map_err(|e| e.error), || {
+                format!("installing {}", path.display())
+            })
+            .map_err(StageError::Failed)?;
+        }
+        write_idx(&self.pack_dir, &base, idx).map_err(StageError::Failed)?;
+        Ok(objects)
+    }
+}
+
+/// Why [`StagedPack::install`] did not install a pack.
+#[derive(Debug)]
+pub enum StageError {
+    /// The index does not fit the pack: the staged pack is handed back to index it locally.
+    BadIndex(Box<StagedPack>, MirrorError),
+    /// Writing into the mirror failed.
+    Failed(MirrorError),
 }
 
 impl Mirror {
@@ -148,62 +518,14 @@ impl Mirror {
     }
 
     /// Installs a downloaded pack with its downloaded index into `objects/pack` without
-    /// re-indexing (fast path of a pull). The index is checked structurally first: version 2,
-    /// its own SHA-1 trailer, the pack checksum it records equal to the pack's trailer, and the
-    /// object count equal to the pack header's. Object contents stay protected by libgit2's
-    /// hash verification on every read; [`Mirror::index_pack`] is the full check.
+    /// re-indexing: [`install_pack_files`] then [`Mirror::refresh_objects`].
     pub fn install_pack(&self, pack: &[u8], idx: &[u8]) -> Result<()> {
-        use sha1::{Digest, Sha1};
-        let bad = |reason: &str| MirrorError::Io {
-            context: "installing a downloaded pack".into(),
-            source: std::io::Error::other(reason.to_owned()),
-        };
-        if pack.len() < 32 || &pack[..4] != b"PACK" {
-            return Err(bad("not a git pack"));
-        }
-        let count = u32::from_be_bytes([pack[8], pack[9], pack[10], pack[11]]);
-        // The caller checked the pack's sha256 against the manifest; its SHA-1 trailer is
-        // what the index must record.
-        let pack_sum = &pack[pack.len() - 20..];
-        let min_len = 8 + 256 * 4 + 40;
-        if idx.len() < min_len || idx[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
-            return Err(bad("the index is not a version 2 pack index"));
-        }
-        if Sha1::digest(&idx[..idx.len() - 20]).as_slice() != &idx[idx.len() - 20..] {
-            return Err(bad("the index's SHA-1 trailer does not match its content"));
-        }
-        if &idx[idx.len() - 40..idx.len() - 20] != pack_sum {
-            return Err(bad("the index belongs to another pack"));
-        }
-        let n = u32::from_be_bytes([idx[1028], idx[1029], idx[1030], idx[1031]]);
-        if n != count {
-            return Err(bad("the index and the pack disagree on the object count"));
-        }
-        let expected_len = 8 + 256 * 4 + (n as usize) * (20 + 4 + 4) + 40;
-        if idx.len() < expected_len {
-            return Err(bad("the index is truncated"));
-        }
-        let pack_dir = self.git_dir.join("objects").join("pack");
-        io_ctx(std::fs::create_dir_all(&pack_dir), || {
-            format!("creating {}", pack_dir.display())
-        })?;
-        let base = format!("pack-{}", hex_lower(pack_sum));
-        // The .pack first, the .idx last: libgit2 finds packs by their index.
-        for (ext, bytes) in [("pack", pack), ("idx", idx)] {
-            let path = pack_dir.join(format!("{base}.{ext}"));
-            if path.exists() {
-                continue;
-            }
-            let mut tmp = io_ctx(tempfile::NamedTempFile::new_in(&pack_dir), || {
-                format!("creating a temp file in {}", pack_dir.display())
-            })?;
-            io_ctx(tmp.write_all(bytes), || {
-                format!("writing {}", path.display())
-            })?;
-            io_ctx(tmp.persist(&path).map_err(|e| e.error), || {
-                format!("installing {}", path.display())
-            })?;
-        }
+        install_pack_files(&self.git_dir, pack, idx)?;
+        self.refresh_objects()
+    }
+
+    /// Makes the object database see packs installed by [`install_pack_files`].
+    pub fn refresh_objects(&self) -> Result<()> {
         let odb = self
             .repo
             .odb()
@@ -246,19 +568,22 @@ impl Mirror {
     /// Whether the commit and every tree and blob of its tree are in the mirror. Never fails
     /// because of a missing object (that is `Ok(false)`); fails on unreadable or corrupt ones.
     pub fn commit_is_complete(&self, commit: &CommitId) -> Result<bool> {
-        self.scan(commit, false, &mut HashSet::new())
+        self.scan(commit, false, &mut OidSet::default(), &OidSet::default())
     }
 
     /// One walk of the commit's tree: completeness, and (if `check_paths`) the validity of
     /// every path, returned as the error.
     ///
     /// `verified` holds objects already known present (and, for trees, complete and valid);
-    /// it is extended only when the whole scan succeeds.
+    /// it is extended only when the whole scan succeeds. `present` holds ids known to be in the
+    /// object database (from the indexes of installed packs): a blob found there needs no
+    /// lookup; a tree is still read and walked.
     fn scan(
         &self,
         commit: &CommitId,
         check_paths: bool,
-        verified: &mut HashSet<Oid>,
+        verified: &mut OidSet,
+        present: &OidSet,
     ) -> Result<bool> {
         let odb = self
             .repo
@@ -271,49 +596,57 @@ impl Mirror {
             .repo
             .find_commit(commit.oid())
             .ctx(|| format!("reading commit {commit}"))?;
-        let mut seen: HashSet<Oid> = HashSet::new();
-        let known = |id: &Oid, seen: &mut HashSet<Oid>| verified.contains(id) || !seen.insert(*id);
+        let mut seen = OidSet::default();
         // A path is valid when each of its segments is, so a tree is checked once whatever its
         // path.
         let mut stack: Vec<Oid> = Vec::new();
-        if !known(&c.tree_id(), &mut seen) {
+        if !verified.contains(&key(&c.tree_id())) && seen.insert(key(&c.tree_id())) {
             stack.push(c.tree_id());
         }
-        while let Some(tree_id) = stack.pop() {
-            if !odb.exists(tree_id) {
-                return Ok(false);
-            }
-            let tree = self
-                .repo
-                .find_tree(tree_id)
-                .ctx(|| format!("reading tree {tree_id} of commit {commit}"))?;
-            for entry in tree.iter() {
-                if check_paths {
-                    let name = String::from_utf8_lossy(entry.name_bytes());
-                    if name.contains('/') {
-                        return Err(MirrorError::InvalidPath {
-                            path: name.into_owned(),
-                            reason: "a tree entry name contains '/'".into(),
-                        });
-                    }
-                    super::validate_path(&name)?;
+        let ctx = Walk {
+            commit,
+            check_paths,
+            verified,
+            present,
+        };
+        // Big walks (a pull of many objects) split the trees between this thread and a
+        // second one with its own handle on the repository.
+        let split = present.len() >= PARALLEL_WALK_MIN;
+        let first = ctx.run(&self.repo, &mut stack, &mut seen, split.then_some(16))?;
+        match first {
+            Some(false) => return Ok(false),
+            Some(true) => {}
+            None => {
+                let other: Vec<Oid> = stack.split_off(stack.len() / 2);
+                let mut other_seen = seen.clone();
+                let git_dir = &self.git_dir;
+                let (mine, theirs) = std::thread::scope(|scope| {
+                    let helper = scope.spawn(|| -> Result<Option<bool>> {
+                        let repo = Repository::open_bare(git_dir)
+                            .ctx(|| format!("opening {}", git_dir.display()))?;
+                        let mut other = other;
+                        ctx.run(&repo, &mut other, &mut other_seen, None)
+                    });
+                    let mine = ctx.run(&self.repo, &mut stack, &mut seen, None);
+                    let theirs = helper.join().unwrap_or_else(|_| {
+                        Err(MirrorError::Io {
+                            context: format!("walking commit {commit}"),
+                            source: std::io::Error::other("the walking thread panicked"),
+                        })
+                    });
+                    (mine, theirs)
+                });
+                if mine? != Some(true) || theirs? != Some(true) {
+                    return Ok(false);
                 }
-                match entry.kind() {
-                    Some(ObjectType::Tree) => {
-                        if !known(&entry.id(), &mut seen) {
-                            stack.push(entry.id());
-                        }
-                    }
-                    Some(ObjectType::Blob) => {
-                        if !known(&entry.id(), &mut seen) && !odb.exists(entry.id()) {
-                            return Ok(false);
-                        }
-                    }
-                    _ => return Ok(false),
-                }
+                seen.extend(other_seen);
             }
         }
-        verified.extend(seen);
+        if verified.is_empty() {
+            *verified = seen;
+        } else {
+            verified.extend(seen);
+        }
         Ok(true)
     }
 
@@ -331,6 +664,16 @@ impl Mirror {
     /// [`Mirror::create_snapshot_tag`] for many snapshots at once (objects shared between
     /// them are checked once, each cluster branch is rebuilt once). One result per snapshot.
     pub fn create_snapshot_tags(&self, items: &[(String, CommitId)]) -> Vec<Result<bool>> {
+        self.create_snapshot_tags_with(items, &ObjectSet::default())
+    }
+
+    /// [`Mirror::create_snapshot_tags`] knowing that the ids of `present` (returned by
+    /// [`install_pack_files`] for packs installed into this mirror) are in the object database.
+    pub fn create_snapshot_tags_with(
+        &self,
+        items: &[(String, CommitId)],
+        present: &ObjectSet,
+    ) -> Vec<Result<bool>> {
         let _lock = match self.lock() {
             Ok(l) => l,
             Err(e) => {
@@ -346,11 +689,11 @@ impl Mirror {
                     .collect();
             }
         };
-        let mut verified = HashSet::new();
+        let mut verified = OidSet::default();
         let mut clusters = std::collections::BTreeSet::new();
         let mut out = Vec::with_capacity(items.len());
         for (name, commit) in items {
-            let r = self.tag_one_locked(name, commit, &mut verified);
+            let r = self.tag_one_locked(name, commit, &mut verified, &present.0);
             if let Ok(Some(cluster)) = &r {
                 clusters.insert(cluster.clone());
             }
@@ -369,7 +712,8 @@ impl Mirror {
         &self,
         name: &str,
         commit: &CommitId,
-        verified: &mut HashSet<Oid>,
+        verified: &mut OidSet,
+        present: &OidSet,
     ) -> Result<Option<String>> {
         validate_name("snapshot", name)?;
         if let Some(existing) = self.snapshot(name)? {
@@ -381,7 +725,7 @@ impl Mirror {
             });
         }
         // Complete, and every path one k8s-snap could have written.
-        if !self.scan(commit, true, verified)? {
+        if !self.scan(commit, true, verified, present)? {
             return Err(MirrorError::ObjectNotFound {
                 id: format!("{commit} (snapshot {name:?} is incomplete)"),
             });

@@ -109,6 +109,22 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn describe(&self) -> String;
     /// The object's bytes and etag; [`StoreError::NotFound`] when missing.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object>>;
+    /// Hands the object's bytes to `sink` chunk by chunk as they arrive (the default: in one
+    /// chunk after [`ObjectStore::get`]). An error of `sink` aborts the download.
+    fn get_streamed<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a mut (dyn FnMut(bytes::Bytes) -> std::io::Result<()> + Send),
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let o = self.get(key).await?;
+            sink(bytes::Bytes::from(o.bytes)).map_err(|e| StoreError::Io {
+                store: self.describe(),
+                context: format!("receiving {key}"),
+                source: e,
+            })
+        })
+    }
     /// Size and modification time; [`StoreError::NotFound`] when missing.
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ObjectMeta>>;
     /// Creates the object unless the key exists (`If-None-Match: *`).

@@ -254,6 +254,38 @@ impl ObjectStore for S3Store {
         })
     }
 
+    fn get_streamed<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a mut (dyn FnMut(bytes::Bytes) -> std::io::Result<()> + Send),
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let full = self.full_key(key)?;
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+                .map_err(|e| self.err("GET", key, e))?;
+            let mut body = out.body;
+            while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Backend {
+                store: self.describe(),
+                op: "GET",
+                key: key.to_owned(),
+                reason: format!("reading the body: {e}"),
+            })? {
+                sink(chunk).map_err(|e| StoreError::Io {
+                    store: self.describe(),
+                    context: format!("receiving {key}"),
+                    source: e,
+                })?;
+            }
+            Ok(())
+        })
+    }
+
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ObjectMeta>> {
         Box::pin(async move {
             let full = self.full_key(key)?;

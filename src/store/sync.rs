@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, PackEntry, SnapshotEntry, idx_key, is_pack_name, pack_key};
 use super::{Etag, MANIFEST_KEY, ObjectStore, PutOutcome, ROOT, StoreError};
-use crate::mirror::{CommitId, Mirror, MirrorError};
+use crate::mirror::{CommitId, Mirror, MirrorError, ObjectSet, StageError, StagedPack};
 
 /// Env var naming a failpoint (tests only): `push-after-packs` makes a push fail after
 /// uploading its packs and before writing the manifest, like a killed process.
@@ -611,49 +611,85 @@ pub async fn pull(
     } else {
         indexes.keys().cloned().collect()
     };
-    // Stage 2: download packs (and indexes not fetched yet) a few at a time, install in order.
+    // Stage 2: download packs (hashed while they stream) with their indexes a few at a time;
+    // each verified pack is checked against its index and written into the mirror on a
+    // blocking thread while the other downloads go on.
     let indexes_ref = &indexes;
+    let git_dir = mirror.git_dir().to_path_buf();
+    let git_dir_ref = &git_dir;
     let mut downloads = stream::iter(needed)
         .map(|sha| async move {
             let (pack, idx) = match indexes_ref.get(&sha) {
-                Some(idx) => (fetch_pack(store, manifest_ref, &sha).await, idx.clone()),
+                Some(idx) => (
+                    fetch_pack_staged(store, manifest_ref, &sha, git_dir_ref).await,
+                    idx.clone(),
+                ),
                 None => futures::join!(
-                    fetch_pack(store, manifest_ref, &sha),
+                    fetch_pack_staged(store, manifest_ref, &sha, git_dir_ref),
                     fetch_idx(store, manifest_ref, &sha)
                 ),
             };
-            (sha, pack, idx)
-        })
-        .buffered(FETCH_PARALLELISM);
-    while let Some((sha, pack, idx)) = downloads.next().await {
-        let sha = &sha;
-        tracing::debug!(elapsed = ?started.elapsed(), pack = %sha, "pull: pack downloaded");
-        match pack {
-            Ok(bytes) => {
-                report.packs_downloaded += 1;
-                report.bytes_downloaded += bytes.len() as u64;
-                // Fast path: install the store's index; if it is unusable, index ourselves.
-                let installed = match idx {
-                    Ok(idx) => {
-                        report.bytes_downloaded += idx.len() as u64;
-                        mirror.install_pack(&bytes, &idx).map_err(|e| {
-                            tracing::warn!(pack = %sha, "index from the store unusable ({e}); re-indexing");
-                        })
+            let outcome = match (pack, idx) {
+                (Err(reason), _) => Fetched::Bad(reason),
+                (Ok(staged), Err(reason)) => {
+                    tracing::warn!(pack = %sha, "{reason}; re-indexing");
+                    Fetched::Unindexed {
+                        staged,
+                        idx_bytes: 0,
                     }
-                    Err(reason) => {
-                        tracing::warn!(pack = %sha, "{reason}; re-indexing");
-                        Err(())
-                    }
-                };
-                if installed.is_err()
-                    && let Err(e) = mirror.index_pack(&bytes)
-                {
-                    bad_packs.insert(sha.clone(), format!("pack {sha} cannot be indexed: {e}"));
                 }
+                (Ok(staged), Ok(idx)) => {
+                    let idx_bytes = idx.len() as u64;
+                    let bytes = staged.len() + idx_bytes;
+                    match tokio::task::spawn_blocking(move || staged.install(&idx)).await {
+                        Ok(Ok(objects)) => Fetched::Installed { bytes, objects },
+                        Ok(Err(StageError::BadIndex(staged, e))) => {
+                            tracing::warn!(pack = %sha, "index from the store unusable ({e}); re-indexing");
+                            Fetched::Unindexed {
+                                staged: *staged,
+                                idx_bytes,
+                            }
+                        }
+                        Ok(Err(StageError::Failed(e))) => {
+                            Fetched::Bad(format!("pack {sha}: installing it failed: {e}"))
+                        }
+                        Err(e) => Fetched::Bad(format!("pack {sha}: installing it failed: {e}")),
+                    }
+                }
+            };
+            (sha, outcome)
+        })
+        .buffer_unordered(FETCH_PARALLELISM);
+    let mut present = ObjectSet::default();
+    let mut installed = 0usize;
+    let mut unindexed = Vec::new();
+    while let Some((sha, outcome)) = downloads.next().await {
+        tracing::debug!(elapsed = ?started.elapsed(), pack = %sha, "pull: pack downloaded");
+        match outcome {
+            Fetched::Installed { bytes, objects } => {
+                report.packs_downloaded += 1;
+                report.bytes_downloaded += bytes;
+                installed += 1;
+                present.extend(objects);
             }
-            Err(reason) => {
-                bad_packs.insert(sha.clone(), reason);
+            Fetched::Unindexed { staged, idx_bytes } => {
+                report.packs_downloaded += 1;
+                report.bytes_downloaded += staged.len() + idx_bytes;
+                unindexed.push((sha, staged));
             }
+            Fetched::Bad(reason) => {
+                bad_packs.insert(sha, reason);
+            }
+        }
+    }
+    drop(downloads);
+    if installed > 0 {
+        mirror.refresh_objects()?;
+    }
+    // Slow path: index the packs whose index was missing or unusable ourselves.
+    for (sha, staged) in unindexed {
+        if let Err(e) = staged.read_back().and_then(|pack| mirror.index_pack(&pack)) {
+            bad_packs.insert(sha.clone(), format!("pack {sha} cannot be indexed: {e}"));
         }
     }
     tracing::debug!(elapsed = ?started.elapsed(), "pull: packs installed");
@@ -671,7 +707,7 @@ pub async fn pull(
             report.failed.insert(name, reasons.join("; "));
         }
     }
-    let results = mirror.create_snapshot_tags(&ready);
+    let results = mirror.create_snapshot_tags_with(&ready, &present);
     tracing::debug!(elapsed = ?started.elapsed(), "pull: snapshots checked and tagged");
     for ((name, _), result) in ready.iter().zip(results) {
         match result {
@@ -682,6 +718,16 @@ pub async fn pull(
         }
     }
     Ok(report)
+}
+
+/// A downloaded pack, as [`pull`] handles it.
+enum Fetched {
+    /// Checked and written into the mirror with its index, which lists `objects`.
+    Installed { bytes: u64, objects: ObjectSet },
+    /// Checked, but its index was missing or unusable: to index locally.
+    Unindexed { staged: StagedPack, idx_bytes: u64 },
+    /// Missing, truncated or corrupted (the reason names the pack).
+    Bad(String),
 }
 
 /// Downloads a pack and checks its size and hash against the manifest; a reason naming the
@@ -710,6 +756,67 @@ async fn fetch_pack(
         return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
     }
     Ok(obj.bytes)
+}
+
+/// Downloads a pack straight into a [`StagedPack`] of the mirror at `git_dir`: a blocking
+/// thread hashes and writes each chunk while the next ones arrive. Checks the size (never
+/// writing more than the manifest says) and the sha256 against the manifest; a reason naming
+/// the pack otherwise (the staging file is then deleted).
+async fn fetch_pack_staged(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    sha: &str,
+    git_dir: &std::path::Path,
+) -> std::result::Result<StagedPack, String> {
+    let Some(entry) = manifest.packs.get(sha) else {
+        return Err(format!("pack {sha} is not listed in the manifest"));
+    };
+    let mut staged = StagedPack::create(git_dir).map_err(|e| format!("pack {sha}: {e}"))?;
+    let (tx, rx) = std::sync::mpsc::channel::<bytes::Bytes>();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        for chunk in rx {
+            hasher.update(&chunk);
+            staged.write_all(&chunk)?;
+        }
+        Ok::<_, MirrorError>((staged, hasher.finalize()))
+    });
+    let limit = entry.size;
+    let mut received = 0u64;
+    let mut too_long = false;
+    let mut sink = |chunk: bytes::Bytes| {
+        received += chunk.len() as u64;
+        if received > limit {
+            too_long = true;
+            return Err(std::io::Error::other("longer than the manifest says"));
+        }
+        tx.send(chunk)
+            .map_err(|_| std::io::Error::other("the pack writer stopped"))
+    };
+    let got = store.get_streamed(&pack_key(sha), &mut sink).await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| format!("pack {sha}: writing it failed: {e}"))?;
+    if too_long {
+        return Err(format!(
+            "pack {sha} has more than the {limit} bytes the manifest says (corrupted)"
+        ));
+    }
+    got.map_err(|e| format!("pack {sha}: {e}"))?;
+    let (staged, digest) = written.map_err(|e| format!("pack {sha}: {e}"))?;
+    if staged.len() != entry.size {
+        return Err(format!(
+            "pack {sha} has {} bytes, the manifest says {} (truncated or corrupted)",
+            staged.len(),
+            entry.size
+        ));
+    }
+    let actual = hex::encode(digest);
+    if actual != sha {
+        return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
+    }
+    Ok(staged)
 }
 
 /// Downloads a pack's index and checks its size against the manifest.
@@ -1059,6 +1166,42 @@ mod tests {
         assert!(m.pending_delete.is_empty());
         let report = verify(&store, false).await.unwrap();
         assert!(report.ok(), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn staged_fetch_rejects_long_short_and_corrupt_packs() {
+        let store = MemoryStore::new();
+        let dir = tempfile::tempdir().unwrap();
+        let good = b"PACK-some-bytes".to_vec();
+        let sha = sha256_hex(&good);
+        let mut m = Manifest::default();
+        m.packs.insert(
+            sha.clone(),
+            PackEntry {
+                size: good.len() as u64,
+                idx_size: 1,
+                objects: 1,
+                created: jiff::Timestamp::UNIX_EPOCH,
+            },
+        );
+        let pack_dir = dir.path().join("objects").join("pack");
+        let fetch = || fetch_pack_staged(&store, &m, &sha, dir.path());
+        store.overwrite(&pack_key(&sha), good.clone());
+        let staged = fetch().await.unwrap();
+        assert_eq!(staged.len(), good.len() as u64);
+        assert_eq!(staged.read_back().unwrap(), good);
+        drop(staged);
+        for (bytes, want) in [
+            ([good.as_slice(), b"x"].concat(), "more than"),
+            (good[..good.len() - 1].to_vec(), "truncated"),
+            ([b"X", &good[1..]].concat(), "corrupted: its sha256"),
+        ] {
+            store.overwrite(&pack_key(&sha), bytes);
+            let err = fetch().await.unwrap_err();
+            assert!(err.contains(&sha) && err.contains(want), "{err}");
+        }
+        // Nothing staged is left behind in the pack directory.
+        assert_eq!(std::fs::read_dir(&pack_dir).unwrap().count(), 0);
     }
 
     #[tokio::test]
