@@ -31,7 +31,7 @@ fn main() {
         Err(e) if is_broken_pipe(&e) => exit::OK,
         Err(e) => {
             let _ = out.flush();
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_message(&e));
             exit::FAILURE
         }
     };

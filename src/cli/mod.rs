@@ -169,6 +169,23 @@ pub enum Command {
     Controller(controller::ControllerArgs),
 }
 
+/// The error and its causes on one line, `outer: cause: root cause`, leaving out a cause whose
+/// text the message before it already shows (library errors often print their source).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// What a command asks `main` to exit with (errors are returned as `Err`).
 pub type ExitCode = i32;
 

@@ -81,16 +81,26 @@ async fn prepare(
         name.clone(),
     )
     .await;
+    let mut not_in_store = None;
     match pulled {
         Ok(true) => tracing::info!(snapshot = %name, "pulled from the store"),
         Ok(false) => {}
-        // Not in the store either: the mirror's "unknown snapshot" below says so.
-        Err(crate::store::sync::SyncError::NotInStore { .. }) => {}
+        Err(crate::store::sync::SyncError::NotInStore { store, .. }) => not_in_store = Some(store),
         Err(e) => return Err(e).context(format!("pulling snapshot {name:?} from the store")),
     }
-    let snapshot = tokio::task::spawn_blocking(move || restore::load_snapshot(&git_dir, &name))
-        .await
-        .context("loading the snapshot")??;
+    let loaded = {
+        let (git_dir, name) = (git_dir.clone(), name.clone());
+        tokio::task::spawn_blocking(move || restore::load_snapshot(&git_dir, &name))
+            .await
+            .context("loading the snapshot")?
+    };
+    let snapshot = match (loaded, not_in_store) {
+        (Err(restore::RestoreError::UnknownSnapshot { .. }), Some(store)) => anyhow::bail!(
+            "snapshot {name:?} not found: neither in the mirror {} nor in {store}",
+            git_dir.display()
+        ),
+        (loaded, _) => loaded?,
+    };
     let cluster = Cluster::connect(&global.connect_options()).await?;
     // Fail fast on a target that does not answer at all (a wrong kubeconfig or context);
     // transient errors during the restore itself keep the full retry policy.
