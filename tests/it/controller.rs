@@ -1026,8 +1026,8 @@ async fn stored(moto: &crate::store_support::Moto) -> Vec<k8s_snap::store::sync:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_go_to_the_object_store_and_come_back() {
+    // No bucket yet: `--createbucket` makes it.
     let moto = crate::store_support::Moto::start();
-    moto.create_bucket("ctl");
     let mgmt = Management::start().await;
     let source = Emulator::builder()
         .fixture(Fixture::Realistic)
@@ -1036,34 +1036,87 @@ async fn snapshots_go_to_the_object_store_and_come_back() {
         .await
         .unwrap();
     store_config(&mgmt, &moto).await;
-    let ctl = mgmt.controller("one").await;
-    let snaps = mgmt.snapshots().await;
-    snaps
-        .create(
-            &PostParams::default(),
-            &snapshot(
-                "nightly-1",
-                SnapshotSpec {
-                    cluster_name: "cluster-a".into(),
-                    kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
-                    objectstore_config: Some("s3".into()),
-                    ..Default::default()
-                },
-            ),
+    let ctl = mgmt
+        .controller_with(
+            "one",
+            &[
+                "--housekeepstore=false",
+                "--restoresnapshots=false",
+                "--createbucket",
+            ],
         )
-        .await
-        .unwrap();
+        .await;
+    let snaps = mgmt.snapshots().await;
+    for name in ["nightly-1", "nightly-0"] {
+        snaps
+            .create(
+                &PostParams::default(),
+                &snapshot(
+                    name,
+                    SnapshotSpec {
+                        cluster_name: "cluster-a".into(),
+                        kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
+                        objectstore_config: Some("s3".into()),
+                        ..Default::default()
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let zero = phase_of(&snaps, "nightly-0", &["Completed", "Failed"]).await;
+    assert_eq!(zero.status.unwrap().phase, "Completed");
     let done = phase_of(&snaps, "nightly-1", &["Completed", "Failed"]).await;
     let st = done.status.unwrap();
     assert_eq!(st.phase, "Completed", "reason: {}", st.reason);
     assert!(st.stored_timestamp.is_some());
     assert!(st.stored_file_size > 0);
     let in_store = stored(&moto).await;
-    assert_eq!(in_store.len(), 1);
-    assert_eq!(in_store[0].name, "nightly-1");
-    assert_eq!(in_store[0].entry.number_of_contents, st.number_of_contents);
-    assert_eq!(in_store[0].entry.cluster, "cluster-a");
+    assert_eq!(in_store.len(), 2);
+    assert_eq!(in_store[1].name, "nightly-1");
+    assert_eq!(in_store[1].entry.number_of_contents, st.number_of_contents);
+    assert_eq!(in_store[1].entry.cluster, "cluster-a");
     ctl.stop().await.unwrap();
+
+    // nightly-0's data vanishes from the store behind the controller's back: the next
+    // `--housekeepstore` round fails its CR with the original message.
+    {
+        let store = k8s_snap::store::S3Store::connect(
+            "ctl",
+            "team",
+            &k8s_snap::store::S3Options {
+                endpoint: Some(moto.endpoint()),
+                region: Some("us-east-1".into()),
+                path_style: true,
+                insecure: false,
+                access_key_id: Some(k8s_snap::store::Secret::new(STORE_KEY_ID)),
+                secret_access_key: Some(k8s_snap::store::Secret::new(STORE_SECRET)),
+            },
+        )
+        .await
+        .unwrap();
+        k8s_snap::store::sync::delete(&store, &["nightly-0".to_string()])
+            .await
+            .unwrap();
+    }
+    let keeper = mgmt
+        .controller_with("one-b", &["--restoresnapshots=false"])
+        .await;
+    let vanished = wait_for(Duration::from_secs(30), "nightly-0 failed", || async {
+        let s = snaps.get("nightly-0").await.ok()?.status?;
+        (s.phase == "Failed").then_some(s)
+    })
+    .await;
+    assert_eq!(vanished.reason, "Snapshot file not found");
+    assert_eq!(
+        snaps.get("nightly-1").await.unwrap().status.unwrap().phase,
+        "Completed"
+    );
+    keeper.stop().await.unwrap();
+    snaps
+        .delete("nightly-0", &DeleteParams::default())
+        .await
+        .unwrap();
 
     // A management cluster rebuilt from scratch: `--restoresnapshots` recreates the CR from
     // the store's manifest, Completed with the same counts.
