@@ -388,6 +388,20 @@ pub fn set_condition(
     }
 }
 
+/// Marks a run finished: `Succeeded` and `Ready` both `True` (completed) or both `False`
+/// (failed), with the same reason and message.
+pub fn set_finished(
+    conditions: &mut Vec<Condition>,
+    succeeded: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    for type_ in [condition::SUCCEEDED, condition::READY] {
+        set_condition(conditions, type_, succeeded, reason, message, generation);
+    }
+}
+
 /// Cuts a status list to [`STATUS_LIST_MAX`]; returns whether it was cut.
 pub fn cap_list(list: &mut Option<Vec<String>>) -> bool {
     match list {

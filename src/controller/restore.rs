@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::crd::{
     self, Restore, RestoreCrStatus, RestorePreference, Snapshot, condition, set_condition,
+    set_finished,
 };
 use super::snapshot::available_until;
 use super::work::{self, RestoreJob};
@@ -105,22 +106,7 @@ fn format_time(t: jiff::Timestamp) -> String {
 fn fail(status: &mut RestoreCrStatus, reason: &str, generation: Option<i64>) {
     status.restore.phase = phase::FAILED.into();
     status.restore.reason = reason.to_string();
-    set_condition(
-        &mut status.conditions,
-        condition::SUCCEEDED,
-        false,
-        "Failed",
-        reason,
-        generation,
-    );
-    set_condition(
-        &mut status.conditions,
-        condition::READY,
-        false,
-        "Failed",
-        reason,
-        generation,
-    );
+    set_finished(&mut status.conditions, false, "Failed", reason, generation);
 }
 
 async fn patch_status(
@@ -234,22 +220,7 @@ async fn run(
                 "{} created, {} updated, {} failed",
                 status.restore.num_created, status.restore.num_updated, status.restore.num_failed
             );
-            set_condition(
-                &mut status.conditions,
-                condition::SUCCEEDED,
-                true,
-                "Completed",
-                &msg,
-                generation,
-            );
-            set_condition(
-                &mut status.conditions,
-                condition::READY,
-                true,
-                "Completed",
-                &msg,
-                generation,
-            );
+            set_finished(&mut status.conditions, true, "Completed", &msg, generation);
             ctx.metrics.restore_finished(
                 true,
                 started.elapsed().as_secs_f64(),

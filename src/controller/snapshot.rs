@@ -15,7 +15,7 @@ use kube::runtime::finalizer::{self, Event};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition};
+use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition, set_finished};
 use super::work::{self, StoreTarget, WorkError};
 use super::{Context, ControllerError, SNAPSHOT_TTL, messages, target};
 use crate::restore::status::phase;
@@ -136,22 +136,7 @@ async fn patch_status(
 fn fail(status: &mut SnapshotStatus, reason: &str, generation: Option<i64>) {
     status.phase = phase::FAILED.into();
     status.reason = reason.to_string();
-    set_condition(
-        &mut status.conditions,
-        condition::SUCCEEDED,
-        false,
-        "Failed",
-        reason,
-        generation,
-    );
-    set_condition(
-        &mut status.conditions,
-        condition::READY,
-        false,
-        "Failed",
-        reason,
-        generation,
-    );
+    set_finished(&mut status.conditions, false, "Failed", reason, generation);
 }
 
 async fn apply(
@@ -287,22 +272,7 @@ async fn run(
                 "{} objects at resourceVersion {}",
                 s.number_of_contents, s.snapshot_resource_version
             );
-            set_condition(
-                &mut status.conditions,
-                condition::SUCCEEDED,
-                true,
-                "Completed",
-                &msg,
-                generation,
-            );
-            set_condition(
-                &mut status.conditions,
-                condition::READY,
-                true,
-                "Completed",
-                &msg,
-                generation,
-            );
+            set_finished(&mut status.conditions, true, "Completed", &msg, generation);
             ctx.metrics.snapshot_finished(
                 true,
                 started.elapsed().as_secs_f64(),

@@ -1005,9 +1005,9 @@ async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
     configs.create(&pp, &cfg).await.unwrap();
 }
 
-/// The snapshots moto's store lists, read with the store API.
-async fn stored(moto: &crate::store_support::Moto) -> Vec<k8s_snap::store::sync::StoreSnapshot> {
-    let store = k8s_snap::store::S3Store::connect(
+/// moto's bucket `ctl` under prefix `team`, through the store API.
+async fn test_store(moto: &crate::store_support::Moto) -> k8s_snap::store::S3Store {
+    k8s_snap::store::S3Store::connect(
         "ctl",
         "team",
         &k8s_snap::store::S3Options {
@@ -1020,8 +1020,14 @@ async fn stored(moto: &crate::store_support::Moto) -> Vec<k8s_snap::store::sync:
         },
     )
     .await
-    .unwrap();
-    k8s_snap::store::sync::list(&store).await.unwrap()
+    .unwrap()
+}
+
+/// The snapshots moto's store lists, read with the store API.
+async fn stored(moto: &crate::store_support::Moto) -> Vec<k8s_snap::store::sync::StoreSnapshot> {
+    k8s_snap::store::sync::list(&test_store(moto).await)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1081,20 +1087,7 @@ async fn snapshots_go_to_the_object_store_and_come_back() {
     // nightly-0's data vanishes from the store behind the controller's back: the next
     // `--housekeepstore` round fails its CR with the original message.
     {
-        let store = k8s_snap::store::S3Store::connect(
-            "ctl",
-            "team",
-            &k8s_snap::store::S3Options {
-                endpoint: Some(moto.endpoint()),
-                region: Some("us-east-1".into()),
-                path_style: true,
-                insecure: false,
-                access_key_id: Some(k8s_snap::store::Secret::new(STORE_KEY_ID)),
-                secret_access_key: Some(k8s_snap::store::Secret::new(STORE_SECRET)),
-            },
-        )
-        .await
-        .unwrap();
+        let store = test_store(&moto).await;
         k8s_snap::store::sync::delete(&store, &["nightly-0".to_string()])
             .await
             .unwrap();
