@@ -78,28 +78,31 @@ fn parse_options() -> serde_saphyr::Options {
 // Layout
 
 fn push_indent(out: &mut String, indent: usize) {
-    out.extend(std::iter::repeat_n(' ', indent));
+    const SPACES: &str = "                                                                ";
+    let mut left = indent;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.push_str(&SPACES[..n]);
+        left -= n;
+    }
 }
 
-/// Keys of `m` in canonical order.
-fn ordered_keys(m: &Map<String, Value>, top: bool) -> Vec<&String> {
-    let mut keys: Vec<&String> = m.keys().collect();
-    keys.sort_unstable_by(|a, b| {
-        let rank = |k: &str| {
-            if top {
-                TOP_LEVEL_FIRST
-                    .iter()
-                    .position(|f| *f == k)
-                    .unwrap_or(TOP_LEVEL_FIRST.len())
-            } else {
-                0
-            }
-        };
-        rank(a)
-            .cmp(&rank(b))
-            .then_with(|| a.as_bytes().cmp(b.as_bytes()))
-    });
-    keys
+/// Canonical key order: at the top level `apiVersion`, `kind`, `metadata` first; everywhere
+/// else (and after those) by the bytes of the key.
+fn key_order(top: bool, a: &str, b: &str) -> std::cmp::Ordering {
+    let rank = |k: &str| {
+        if top {
+            TOP_LEVEL_FIRST
+                .iter()
+                .position(|f| *f == k)
+                .unwrap_or(TOP_LEVEL_FIRST.len())
+        } else {
+            0
+        }
+    };
+    rank(a)
+        .cmp(&rank(b))
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 /// Emits a non-empty mapping whose keys sit at column `indent`. With `inline_first` the first
@@ -112,16 +115,40 @@ fn emit_map(
     top: bool,
     last: bool,
 ) {
-    let keys = ordered_keys(m, top);
-    let n = keys.len();
-    for (i, k) in keys.into_iter().enumerate() {
+    // Nested maps usually iterate in canonical order already (serde_json's map is sorted by
+    // key): then no entry list is built or sorted. The check keeps any other map order right.
+    if !top && m.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+        emit_entries(out, m.iter(), m.len(), indent, inline_first, last);
+    } else {
+        let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+        entries.sort_unstable_by(|(a, _), (b, _)| key_order(top, a, b));
+        emit_entries(
+            out,
+            entries.into_iter(),
+            m.len(),
+            indent,
+            inline_first,
+            last,
+        );
+    }
+}
+
+fn emit_entries<'a>(
+    out: &mut String,
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    n: usize,
+    indent: usize,
+    inline_first: bool,
+    last: bool,
+) {
+    for (i, (k, v)) in entries.enumerate() {
         if i > 0 || !inline_first {
             push_indent(out, indent);
         }
         emit_key(out, k);
         out.push(':');
         let is_last = last && i + 1 == n;
-        match &m[k] {
+        match v {
             Value::Object(child) if !child.is_empty() => {
                 out.push('\n');
                 emit_map(out, child, indent + 2, false, false, is_last);
