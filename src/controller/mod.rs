@@ -379,3 +379,20 @@ where
     }
     Ok(Action::await_change())
 }
+
+/// The CR `name` read afresh (the watch cache may lag behind our own status writes); `None`
+/// when it is gone or being deleted.
+pub(crate) async fn fresh<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+) -> Result<Option<K>, ControllerError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let obj = api
+        .get_opt(name)
+        .await
+        .map_err(|e| ControllerError::kube(format!("reading {kind} {name}"), e))?;
+    Ok(obj.filter(|o| o.meta().deletion_timestamp.is_none()))
+}

@@ -41,16 +41,9 @@ async fn reconcile_inner(
 ) -> Result<Action, ReconcileError> {
     let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
     let name = cached.name_any();
-    let Some(obj) = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| ControllerError::kube(format!("reading restore {name}"), e))?
-    else {
+    let Some(obj) = super::fresh(&api, "restore", &name).await? else {
         return Ok(Action::await_change());
     };
-    if obj.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
     match status.restore.phase.as_str() {

@@ -148,16 +148,9 @@ async fn apply(
     let ctx = &*ctx;
     let name = cached.name_any();
     // The cache may lag behind our own status writes: decide on a fresh read.
-    let Some(obj) = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| ControllerError::kube(format!("reading snapshot {name}"), e))?
-    else {
+    let Some(obj) = super::fresh(api, "snapshot", &name).await? else {
         return Ok(Action::await_change());
     };
-    if obj.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
     if status.phase == phase::NEW && obj.annotations().contains_key(RESTORED_FROM_STORE) {

@@ -268,6 +268,13 @@ where
     }
 }
 
+/// Creates Snapshot `name` in the controller's namespace.
+async fn create_snapshot(api: &Api<Snapshot>, name: &str, spec: SnapshotSpec) {
+    api.create(&PostParams::default(), &snapshot(name, spec))
+        .await
+        .unwrap();
+}
+
 fn snapshot(name: &str, spec: SnapshotSpec) -> Snapshot {
     let mut s = Snapshot::new(name, spec);
     s.metadata.namespace = Some(NS.into());
@@ -333,50 +340,38 @@ async fn snapshot_and_restore_lifecycle() {
 
     // A Snapshot of source A through an inline kubeconfig.
     let kubeconfig = source.kubeconfig_yaml("cluster-a");
-    snaps
-        .create(
-            &pp,
-            &snapshot(
-                "cluster-a-001",
-                SnapshotSpec {
-                    cluster_name: "cluster-a".into(),
-                    kubeconfig: Some(kubeconfig.clone()),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    create_snapshot(
+        &snaps,
+        "cluster-a-001",
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            kubeconfig: Some(kubeconfig.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
     // Wrong credentials: Failed with a reason, no retries.
-    snaps
-        .create(
-            &pp,
-            &snapshot(
-                "bad-token",
-                SnapshotSpec {
-                    cluster_name: "cluster-a".into(),
-                    kubeconfig: Some(kubeconfig.replace("source-secret-token", "wrong-token")),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    create_snapshot(
+        &snaps,
+        "bad-token",
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            kubeconfig: Some(kubeconfig.replace("source-secret-token", "wrong-token")),
+            ..Default::default()
+        },
+    )
+    .await;
     // availableUntil in the past.
-    snaps
-        .create(
-            &pp,
-            &snapshot(
-                "in-the-past",
-                SnapshotSpec {
-                    cluster_name: "cluster-a".into(),
-                    available_until: Some(Time("2020-07-01T02:03:04Z".parse().unwrap())),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    create_snapshot(
+        &snaps,
+        "in-the-past",
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            available_until: Some(Time("2020-07-01T02:03:04Z".parse().unwrap())),
+            ..Default::default()
+        },
+    )
+    .await;
 
     let done = phase_of(&snaps, "cluster-a-001", &["Completed", "Failed"]).await;
     let st = done.status.clone().unwrap();
@@ -488,21 +483,17 @@ async fn snapshot_and_restore_lifecycle() {
     cfg.metadata.namespace = Some(NS.into());
     stores.create(&pp, &cfg).await.unwrap();
     for (name, store) in [("to-missing-store", "nope"), ("to-store", "store")] {
-        snaps
-            .create(
-                &pp,
-                &snapshot(
-                    name,
-                    SnapshotSpec {
-                        cluster_name: "cluster-a".into(),
-                        kubeconfig: Some(kubeconfig.clone()),
-                        objectstore_config: Some(store.into()),
-                        ..Default::default()
-                    },
-                ),
-            )
-            .await
-            .unwrap();
+        create_snapshot(
+            &snaps,
+            name,
+            SnapshotSpec {
+                cluster_name: "cluster-a".into(),
+                kubeconfig: Some(kubeconfig.clone()),
+                objectstore_config: Some(store.into()),
+                ..Default::default()
+            },
+        )
+        .await;
     }
     let missing = phase_of(&snaps, "to-missing-store", &["Completed", "Failed"]).await;
     assert_eq!(
@@ -716,21 +707,17 @@ async fn snapshot_and_restore_lifecycle() {
     }
 
     // TTL expiry deletes the CR and (through the finalizer) its mirror data.
-    snaps
-        .create(
-            &pp,
-            &snapshot(
-                "short-lived",
-                SnapshotSpec {
-                    cluster_name: "cluster-a".into(),
-                    kubeconfig: Some(kubeconfig.clone()),
-                    ttl: Some("3s".into()),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    create_snapshot(
+        &snaps,
+        "short-lived",
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            kubeconfig: Some(kubeconfig.clone()),
+            ttl: Some("3s".into()),
+            ..Default::default()
+        },
+    )
+    .await;
     wait_for(Duration::from_secs(30), "short-lived deleted", || async {
         match snaps.get_opt("short-lived").await {
             Ok(None) => Some(()),
@@ -822,36 +809,28 @@ async fn standby_replica_takes_over() {
         .await
         .unwrap();
     let snaps = mgmt.snapshots().await;
-    snaps
-        .create(
-            &PostParams::default(),
-            &snapshot(
-                "interrupted",
-                SnapshotSpec {
-                    cluster_name: "slow".into(),
-                    kubeconfig: Some(slow.kubeconfig_yaml("slow")),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    create_snapshot(
+        &snaps,
+        "interrupted",
+        SnapshotSpec {
+            cluster_name: "slow".into(),
+            kubeconfig: Some(slow.kubeconfig_yaml("slow")),
+            ..Default::default()
+        },
+    )
+    .await;
     phase_of(&snaps, "interrupted", &["InProgress"]).await;
     first.kill();
-    snaps
-        .create(
-            &PostParams::default(),
-            &snapshot(
-                "after-failover",
-                SnapshotSpec {
-                    cluster_name: "b".into(),
-                    kubeconfig: Some(source.kubeconfig_yaml("b")),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    create_snapshot(
+        &snaps,
+        "after-failover",
+        SnapshotSpec {
+            cluster_name: "b".into(),
+            kubeconfig: Some(source.kubeconfig_yaml("b")),
+            ..Default::default()
+        },
+    )
+    .await;
     let s = phase_of(&snaps, "after-failover", &["Completed", "Failed"]).await;
     let st = s.status.unwrap();
     assert_eq!(st.phase, "Completed");
@@ -1054,21 +1033,17 @@ async fn snapshots_go_to_the_object_store_and_come_back() {
         .await;
     let snaps = mgmt.snapshots().await;
     for name in ["nightly-1", "nightly-0"] {
-        snaps
-            .create(
-                &PostParams::default(),
-                &snapshot(
-                    name,
-                    SnapshotSpec {
-                        cluster_name: "cluster-a".into(),
-                        kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
-                        objectstore_config: Some("s3".into()),
-                        ..Default::default()
-                    },
-                ),
-            )
-            .await
-            .unwrap();
+        create_snapshot(
+            &snaps,
+            name,
+            SnapshotSpec {
+                cluster_name: "cluster-a".into(),
+                kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
+                objectstore_config: Some("s3".into()),
+                ..Default::default()
+            },
+        )
+        .await;
     }
     let zero = phase_of(&snaps, "nightly-0", &["Completed", "Failed"]).await;
     assert_eq!(zero.status.unwrap().phase, "Completed");
@@ -1173,20 +1148,16 @@ async fn the_controller_serves_file_drops() {
         )
         .await;
     let snaps = mgmt.snapshots().await;
-    snaps
-        .create(
-            &PostParams::default(),
-            &snapshot(
-                "for-drops",
-                SnapshotSpec {
-                    cluster_name: "cluster-a".into(),
-                    kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    create_snapshot(
+        &snaps,
+        "for-drops",
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
+            ..Default::default()
+        },
+    )
+    .await;
     let done = phase_of(&snaps, "for-drops", &["Completed", "Failed"]).await;
     assert_eq!(done.status.unwrap().phase, "Completed");
     let kc = target.kubeconfig_yaml("cluster-b");
