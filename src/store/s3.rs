@@ -169,6 +169,21 @@ impl S3Store {
         }
     }
 
+    /// Starts a GET of `key` (headers read, body still streaming).
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        let full = self.full_key(key)?;
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.err("GET", key, e))
+    }
+
     fn full_key(&self, key: &str) -> Result<String> {
         check_key(&self.describe(), key)?;
         Ok(if self.prefix.is_empty() {
@@ -228,15 +243,7 @@ impl ObjectStore for S3Store {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object>> {
         Box::pin(async move {
-            let full = self.full_key(key)?;
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-                .await
-                .map_err(|e| self.err("GET", key, e))?;
+            let out = self.get_object(key).await?;
             let etag = Etag(out.e_tag().unwrap_or_default().to_owned());
             let bytes = out
                 .body
@@ -260,15 +267,7 @@ impl ObjectStore for S3Store {
         sink: &'a mut (dyn FnMut(bytes::Bytes) -> std::io::Result<()> + Send),
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let full = self.full_key(key)?;
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-                .await
-                .map_err(|e| self.err("GET", key, e))?;
+            let out = self.get_object(key).await?;
             let mut body = out.body;
             while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Backend {
                 store: self.describe(),
