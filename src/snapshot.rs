@@ -28,8 +28,8 @@ use crate::tree::{
 
 /// How many times a snapshot starts over with a fresh resourceVersion after a 410 Gone.
 const MAX_RV_RESTARTS: usize = 3;
-/// Objects in flight between the listers and the git writer.
-const WRITE_QUEUE: usize = 512;
+/// Pages in flight between the listers and the git writer.
+const WRITE_QUEUE: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -273,7 +273,9 @@ impl<E: Into<SnapshotError>> From<E> for AttemptError {
 }
 
 enum WriteMsg {
-    Add(String, Vec<u8>),
+    /// The files of one page (one message per page, not per object: each message can wake the
+    /// writer thread).
+    Add(Vec<(String, Vec<u8>)>),
     Finish(Box<SnapshotMeta>),
 }
 
@@ -307,7 +309,11 @@ async fn attempt_snapshot(
             let mut w = mirror.writer(&name, &cluster_name)?;
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
-                    WriteMsg::Add(path, bytes) => w.add(&path, &bytes)?,
+                    WriteMsg::Add(files) => {
+                        for (path, bytes) in files {
+                            w.add(&path, &bytes)?;
+                        }
+                    }
                     WriteMsg::Finish(meta) => return Ok(Some(w.finish(&meta)?)),
                 }
             }
@@ -452,7 +458,7 @@ async fn attempt_snapshot(
         (tree::meta::SNAPSHOT_META_FILE, meta_yaml),
     ] {
         if tx
-            .send(WriteMsg::Add(path.to_string(), text.into_bytes()))
+            .send(WriteMsg::Add(vec![(path.to_string(), text.into_bytes())]))
             .await
             .is_err()
         {
@@ -559,20 +565,23 @@ async fn list_resource(
             // An old server ignores resourceVersionMatch and answers from its cache.
             state.best_effort.store(true, Ordering::Relaxed);
         }
-        let mut written = 0u64;
+        let mut files = Vec::with_capacity(page.items.len());
         for mut obj in page.items {
             if let Some(path) = prepare_object(r, &mut obj, state, seen.as_deref_mut()).await? {
                 let yaml = tree::to_yaml(&obj).map_err(|source| SnapshotError::Tree {
                     what: path.as_str().to_string(),
                     source,
                 })?;
-                state
-                    .tx
-                    .send(WriteMsg::Add(path.file_path(), yaml.into_bytes()))
-                    .await
-                    .map_err(|_| SnapshotError::WriterGone)?;
-                written += 1;
+                files.push((path.file_path(), yaml.into_bytes()));
             }
+        }
+        let written = files.len() as u64;
+        if !files.is_empty() {
+            state
+                .tx
+                .send(WriteMsg::Add(files))
+                .await
+                .map_err(|_| SnapshotError::WriterGone)?;
         }
         count += written;
         state.observer.objects_written(written);
