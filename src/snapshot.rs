@@ -354,9 +354,10 @@ async fn attempt_snapshot(
                     let mut seen = (job.len() > 1).then(HashSet::new);
                     let mut counts = Vec::new();
                     for r in job {
+                        let r = Arc::new(r);
                         let n = list_resource(&cluster, &r, &state, seen.as_mut()).await?;
                         state.observer.resource_done(&r, n);
-                        counts.push((r, n));
+                        counts.push((Arc::unwrap_or_clone(r), n));
                     }
                     Ok(counts)
                 }
@@ -499,10 +500,15 @@ struct ListMeta {
 
 /// Lists one resource page by page at the attempt's resourceVersion and streams its objects to
 /// the writer. Returns the number of object files written.
+///
+/// Pages are pipelined: as soon as a page is decoded (its continue token known), its objects
+/// are canonicalised and emitted by a task of their own while the next page is fetched, so a
+/// large resource's chain of requests is not held up by YAML work. At most
+/// [`PAGES_IN_PROCESS`] pages per resource are in memory at once.
 async fn list_resource(
     cluster: &Cluster,
-    r: &ApiResourceInfo,
-    state: &ListState,
+    r: &Arc<ApiResourceInfo>,
+    state: &Arc<ListState>,
     mut seen: Option<&mut HashSet<String>>,
 ) -> Result<u64, AttemptError> {
     let what = format!("{} ({})", r.resource, r.api_version());
@@ -510,6 +516,7 @@ async fn list_resource(
     let mut exact = !state.best_effort.load(Ordering::Relaxed);
     let mut token: Option<String> = None;
     let mut count = 0u64;
+    let mut processing = tokio::task::JoinSet::new();
     loop {
         let path = {
             let mut query = form_urlencoded::Serializer::new(String::new());
@@ -565,41 +572,81 @@ async fn list_resource(
             // An old server ignores resourceVersionMatch and answers from its cache.
             state.best_effort.store(true, Ordering::Relaxed);
         }
-        let mut files = Vec::with_capacity(page.items.len());
-        for mut obj in page.items {
-            if let Some(path) = prepare_object(r, &mut obj, state, seen.as_deref_mut()).await? {
-                let yaml = tree::to_yaml(&obj).map_err(|source| SnapshotError::Tree {
-                    what: path.as_str().to_string(),
-                    source,
-                })?;
-                files.push((path.file_path(), yaml.into_bytes()));
-            }
+        let mut items = page.items;
+        if let Some(seen) = seen.as_deref_mut() {
+            // A kind served by several groups: write each object (uid) once, under the first.
+            items.retain(
+                |obj| match obj.pointer("/metadata/uid").and_then(|u| u.as_str()) {
+                    Some(uid) => seen.insert(uid.to_string()),
+                    None => true,
+                },
+            );
         }
-        let written = files.len() as u64;
-        if !files.is_empty() {
-            state
-                .tx
-                .send(WriteMsg::Add(files))
-                .await
-                .map_err(|_| SnapshotError::WriterGone)?;
+        while processing.len() >= PAGES_IN_PROCESS {
+            count += joined(processing.join_next().await)?;
         }
-        count += written;
-        state.observer.objects_written(written);
+        let (r, state_) = (r.clone(), state.clone());
+        processing.spawn(async move { write_page(&r, &state_, items).await }.in_current_span());
         match page.metadata.continue_ {
             Some(t) if !t.is_empty() => token = Some(t),
             _ => break,
         }
     }
+    while let Some(done) = processing.join_next().await {
+        count += joined(Some(done))?;
+    }
     Ok(count)
 }
 
+/// Pages of one resource being canonicalised and emitted while the next is fetched.
+const PAGES_IN_PROCESS: usize = 2;
+
+/// The result of a page task (`None`: the set was empty, which callers rule out).
+fn joined(
+    done: Option<Result<Result<u64, AttemptError>, tokio::task::JoinError>>,
+) -> Result<u64, AttemptError> {
+    match done {
+        None => Ok(0),
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(SnapshotError::Task(e.to_string()).into()),
+    }
+}
+
+/// Canonicalises and emits the objects of one page and hands their files to the writer in one
+/// message. Returns the number of files.
+async fn write_page(
+    r: &ApiResourceInfo,
+    state: &ListState,
+    items: Vec<serde_json::Value>,
+) -> Result<u64, AttemptError> {
+    let mut files = Vec::with_capacity(items.len());
+    for mut obj in items {
+        if let Some(path) = prepare_object(r, &mut obj, state).await? {
+            let yaml = tree::to_yaml(&obj).map_err(|source| SnapshotError::Tree {
+                what: path.as_str().to_string(),
+                source,
+            })?;
+            files.push((path.file_path(), yaml.into_bytes()));
+        }
+    }
+    let written = files.len() as u64;
+    if !files.is_empty() {
+        state
+            .tx
+            .send(WriteMsg::Add(files))
+            .await
+            .map_err(|_| SnapshotError::WriterGone)?;
+    }
+    state.observer.objects_written(written);
+    Ok(written)
+}
+
 /// Turns a listed item into its canonical form; `None` when it is not written (recorded as
-/// skipped where that is a decision, silently for a duplicate seen under another group).
+/// skipped).
 async fn prepare_object(
     r: &ApiResourceInfo,
     obj: &mut serde_json::Value,
     state: &ListState,
-    seen: Option<&mut HashSet<String>>,
 ) -> Result<Option<ContentPath>, AttemptError> {
     let Some(map) = obj.as_object_mut() else {
         return Err(SnapshotError::Options(format!(
@@ -624,10 +671,6 @@ async fn prepare_object(
     } else {
         None
     };
-    let uid = meta
-        .and_then(|m| m.get("uid"))
-        .and_then(|u| u.as_str())
-        .map(str::to_string);
     let path = match ContentPath::new(
         &r.group,
         &r.version,
@@ -649,11 +692,6 @@ async fn prepare_object(
             return Ok(None);
         }
     };
-    if let (Some(seen), Some(uid)) = (seen, uid)
-        && !seen.insert(uid)
-    {
-        return Ok(None);
-    }
     if tree::is_token_secret(obj) {
         state.skipped.lock().await.push(SkippedEntry {
             path: path.as_str().to_string(),

@@ -168,46 +168,79 @@ fn idx_contains(idx: &[u8], n: usize, id: &[u8]) -> bool {
     false
 }
 
+/// A pack is sealed (completed in the background) once it holds this many bytes, so that
+/// finishing a large snapshot only has to complete its last pack.
+pub(super) const SEAL_BYTES: u64 = 16 << 20;
+
 pub(super) struct PackSink {
     dir: std::path::PathBuf,
-    file: BufWriter<tempfile::NamedTempFile>,
+    current: Option<OpenPack>,
     known: KnownObjects,
     seen: HashSet<Oid>,
+    seal_bytes: u64,
+    /// Packs being completed by background threads.
+    sealing: Vec<std::thread::JoinHandle<Result<SealedPack>>>,
+}
+
+/// The pack being appended to.
+struct OpenPack {
+    file: BufWriter<tempfile::NamedTempFile>,
     entries: Vec<Entry>,
     offset: u64,
 }
 
+/// A complete pack and its index, both synced, still under temporary names.
+struct SealedPack {
+    pack: tempfile::NamedTempFile,
+    idx: tempfile::NamedTempFile,
+    sum: [u8; 20],
+}
+
 impl PackSink {
-    /// A sink whose temp file lives in `<git dir>/objects/pack` (removed when dropped, renamed
+    /// A sink whose temp files live in `<git dir>/objects/pack` (removed when dropped, renamed
     /// into place by [`commit`](Self::commit)).
     pub(super) fn new(git_dir: &Path) -> Result<PackSink> {
         let dir = git_dir.join("objects").join("pack");
         io_ctx(std::fs::create_dir_all(&dir), || {
             format!("creating {}", dir.display())
         })?;
+        Ok(PackSink {
+            dir,
+            current: None,
+            known: KnownObjects::load(git_dir)?,
+            seen: HashSet::new(),
+            seal_bytes: SEAL_BYTES,
+            sealing: Vec::new(),
+        })
+    }
+
+    /// Seals packs at `bytes` instead of [`SEAL_BYTES`] (tests use tiny packs).
+    #[cfg(test)]
+    fn with_seal_bytes(mut self, bytes: u64) -> PackSink {
+        self.seal_bytes = bytes;
+        self
+    }
+
+    fn open_pack(&self) -> Result<OpenPack> {
         let file = io_ctx(
             tempfile::Builder::new()
                 .prefix("tmp_pack_")
-                .tempfile_in(&dir),
-            || format!("creating a temporary pack file in {}", dir.display()),
+                .tempfile_in(&self.dir),
+            || format!("creating a temporary pack file in {}", self.dir.display()),
         )?;
-        let known = KnownObjects::load(git_dir)?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
-        // The header; its object count is filled in by `commit`.
+        // The header; its object count is filled in by `seal`.
         io_ctx(file.write_all(b"PACK\0\0\0\x02\0\0\0\0"), || {
             "writing the temporary pack file".into()
         })?;
-        Ok(PackSink {
-            dir,
+        Ok(OpenPack {
             file,
-            known,
-            seen: HashSet::new(),
             entries: Vec::new(),
             offset: 12,
         })
     }
 
-    /// Appends the object unless the odb or this pack already has it.
+    /// Appends the object unless the odb or this sink already has it.
     /// Returns the id and whether it was new.
     pub(super) fn write(
         &mut self,
@@ -219,6 +252,72 @@ impl PackSink {
         if self.seen.contains(&oid) || self.known.contains(odb, oid) {
             return Ok((oid, false));
         }
+        let pack = match &mut self.current {
+            Some(p) => p,
+            None => self.current.insert(self.open_pack()?),
+        };
+        pack.append(oid, kind, data)?;
+        self.seen.insert(oid);
+        if pack.offset >= self.seal_bytes
+            && let Some(full) = self.current.take()
+        {
+            let handle = std::thread::Builder::new()
+                .name("k8s-snap-pack".into())
+                .spawn(move || full.seal())
+                .map_err(|e| MirrorError::Io {
+                    context: "starting a thread to complete a pack".into(),
+                    source: e,
+                })?;
+            self.sealing.push(handle);
+        }
+        Ok((oid, true))
+    }
+
+    /// Completes every pack (object count, SHA-1 trailer, synced v2 index) and renames them
+    /// into `objects/pack`, each pack before its index, so readers never see a partial pack.
+    /// A no-op when nothing was written. The caller refreshes the odb.
+    pub(super) fn commit(&mut self) -> Result<()> {
+        let mut sealed = Vec::new();
+        if let Some(last) = self.current.take() {
+            sealed.push(last.seal());
+        }
+        for handle in self.sealing.drain(..) {
+            sealed.push(handle.join().unwrap_or_else(|_| {
+                Err(MirrorError::Io {
+                    context: "completing a pack".into(),
+                    source: std::io::Error::other("the pack thread panicked"),
+                })
+            }));
+        }
+        for pack in sealed {
+            let pack = pack?;
+            let base = self.dir.join(format!("pack-{}", hex::encode(pack.sum)));
+            let install = |file: tempfile::NamedTempFile, ext: &str| {
+                let path = base.with_extension(ext);
+                file.persist(&path).map_err(|e| MirrorError::Io {
+                    context: format!("installing {}", path.display()),
+                    source: e.error,
+                })
+            };
+            install(pack.pack, "pack")?;
+            install(pack.idx, "idx")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PackSink {
+    fn drop(&mut self) {
+        // Let background threads finish (their temp files are removed with them).
+        for handle in self.sealing.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl OpenPack {
+    /// Appends one undeltified object: header, zlib stream of stored blocks, Adler-32.
+    fn append(&mut self, oid: Oid, kind: ObjectType, data: &[u8]) -> Result<()> {
         let type_code: u8 = match kind {
             ObjectType::Commit => 1,
             ObjectType::Tree => 2,
@@ -267,83 +366,66 @@ impl PackSink {
             put(chunk, &mut self.file)?;
         }
         put(&adler32(data).to_be_bytes(), &mut self.file)?;
-        self.seen.insert(oid);
         self.entries.push(Entry {
             oid,
             offset: self.offset,
             crc32: crc.finalize(),
         });
         self.offset += len;
-        Ok((oid, true))
+        Ok(())
     }
 
-    /// Completes the pack (object count, SHA-1 trailer), writes its v2 index, and renames
-    /// both into `objects/pack` — the index last, so readers never see a partial pack. Both
-    /// files are synced first. A no-op when nothing was written. The caller refreshes the odb.
-    pub(super) fn commit(&mut self) -> Result<()> {
-        if self.entries.is_empty() {
-            return Ok(());
-        }
-        let count = u32::try_from(self.entries.len()).map_err(|_| MirrorError::Io {
+    /// Completes the pack: object count, SHA-1 trailer (re-reading the file: the count in the
+    /// header is only known now), sync, and its v2 index in a synced temp file.
+    fn seal(self) -> Result<SealedPack> {
+        let OpenPack {
+            file, mut entries, ..
+        } = self;
+        let count = u32::try_from(entries.len()).map_err(|_| MirrorError::Io {
             context: "writing a pack".into(),
             source: std::io::Error::other("more than 2^32 objects in one pack"),
         })?;
         let io = |what: &'static str| {
             move |e: std::io::Error| MirrorError::Io {
-                context: format!("{what} the new pack"),
+                context: format!("{what} a new pack"),
                 source: e,
             }
         };
-        self.file.flush().map_err(io("flushing"))?;
-        let file = self.file.get_mut().as_file_mut();
-        file.seek(SeekFrom::Start(8)).map_err(io("writing"))?;
-        file.write_all(&count.to_be_bytes())
-            .map_err(io("writing"))?;
-        file.seek(SeekFrom::Start(0)).map_err(io("rereading"))?;
+        let mut pack = file.into_inner().map_err(|e| MirrorError::Io {
+            context: "flushing a new pack".into(),
+            source: e.into_error(),
+        })?;
+        let f = pack.as_file_mut();
+        f.seek(SeekFrom::Start(8)).map_err(io("writing"))?;
+        f.write_all(&count.to_be_bytes()).map_err(io("writing"))?;
+        f.seek(SeekFrom::Start(0)).map_err(io("rereading"))?;
         let mut hasher = Sha1::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = file.read(&mut buf).map_err(io("rereading"))?;
+            let n = f.read(&mut buf).map_err(io("rereading"))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
         }
-        let pack_sum: [u8; 20] = hasher.finalize().into();
-        file.seek(SeekFrom::End(0)).map_err(io("writing"))?;
-        file.write_all(&pack_sum).map_err(io("writing"))?;
-        file.sync_data().map_err(io("syncing"))?;
+        let sum: [u8; 20] = hasher.finalize().into();
+        f.seek(SeekFrom::End(0)).map_err(io("writing"))?;
+        f.write_all(&sum).map_err(io("writing"))?;
+        f.sync_data().map_err(io("syncing"))?;
 
-        let index = pack_index(&mut self.entries, &pack_sum);
+        let index = pack_index(&mut entries, &sum);
+        let dir = pack
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let mut idx = tempfile::Builder::new()
             .prefix("tmp_idx_")
-            .tempfile_in(&self.dir)
+            .tempfile_in(&dir)
             .map_err(io("indexing"))?;
         idx.write_all(&index).map_err(io("indexing"))?;
         idx.as_file().sync_data().map_err(io("syncing"))?;
-
-        let base = self.dir.join(format!("pack-{}", hex::encode(pack_sum)));
-        let pack_tmp = std::mem::replace(
-            &mut self.file,
-            BufWriter::new(tempfile::NamedTempFile::new_in(&self.dir).map_err(io("finishing"))?),
-        );
-        let pack_tmp = pack_tmp.into_inner().map_err(|e| MirrorError::Io {
-            context: "flushing the new pack".into(),
-            source: e.into_error(),
-        })?;
-        pack_tmp
-            .persist(base.with_extension("pack"))
-            .map_err(|e| MirrorError::Io {
-                context: format!("installing {}", base.with_extension("pack").display()),
-                source: e.error,
-            })?;
-        idx.persist(base.with_extension("idx"))
-            .map_err(|e| MirrorError::Io {
-                context: format!("installing {}", base.with_extension("idx").display()),
-                source: e.error,
-            })?;
-        self.entries.clear();
-        Ok(())
+        Ok(SealedPack { pack, idx, sum })
     }
 }
 
@@ -453,6 +535,55 @@ mod tests {
             let absent = object_id(ObjectType::Blob, format!("object {i}\n").as_bytes()).unwrap();
             assert!(!known.contains(&odb, absent), "{absent}");
         }
+    }
+
+    #[test]
+    fn full_packs_are_sealed_in_the_background_and_all_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(dir.path()).unwrap();
+        let odb = repo.odb().unwrap();
+        let mut sink = PackSink::new(dir.path()).unwrap().with_seal_bytes(4096);
+        let mut written = Vec::new();
+        for i in 0..200 {
+            let data = format!("object {i}\n{}", "x".repeat(i * 7));
+            let (oid, new) = sink.write(&odb, ObjectType::Blob, data.as_bytes()).unwrap();
+            assert!(new);
+            written.push((oid, data));
+        }
+        assert!(!sink.sealing.is_empty());
+        sink.commit().unwrap();
+        drop(sink);
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("objects/pack"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let packs = names.iter().filter(|n| n.ends_with(".pack")).count();
+        let idxs = names.iter().filter(|n| n.ends_with(".idx")).count();
+        assert!(packs > 5, "{names:?}");
+        assert_eq!(packs, idxs, "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("tmp_")), "{names:?}");
+        odb.refresh().unwrap();
+        for (oid, data) in &written {
+            let obj = odb.read(*oid).unwrap();
+            assert_eq!(obj.data(), data.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_dropped_sink_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(dir.path()).unwrap();
+        let odb = repo.odb().unwrap();
+        let mut sink = PackSink::new(dir.path()).unwrap().with_seal_bytes(1024);
+        for i in 0..100 {
+            sink.write(&odb, ObjectType::Blob, format!("{i:0>200}").as_bytes())
+                .unwrap();
+        }
+        drop(sink);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("objects/pack"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
