@@ -336,7 +336,12 @@ impl Cluster {
     }
 
     /// Parses a JSON body; the error never quotes the body (it may hold secrets).
-    pub fn decode<T: DeserializeOwned>(&self, method: &str, path: &str, bytes: &[u8]) -> Result<T> {
+    pub fn decode<'a, T: serde::Deserialize<'a>>(
+        &self,
+        method: &str,
+        path: &str,
+        bytes: &'a [u8],
+    ) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|e| self.decode_error(method, path, e.to_string()))
     }
 

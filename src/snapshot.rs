@@ -23,7 +23,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::discovery::{self, ApiResourceInfo, DiscoveryError, Versions};
 use crate::mirror::{CommitId, Mirror, MirrorError};
 use crate::tree::{
-    self, Consistency, ContentPath, ResourceEntry, SkippedEntry, SnapshotMeta, TreeError,
+    self, Consistency, ContentPath, Node, ResourceEntry, SkippedEntry, SnapshotMeta, TreeError,
 };
 
 /// How many times a snapshot starts over with a fresh resourceVersion after a 410 Gone.
@@ -482,12 +482,18 @@ async fn attempt_snapshot(
     })
 }
 
+/// What a lister reads of a page: its metadata (the items are skipped, not built).
 #[derive(Deserialize)]
 struct ListPage {
     #[serde(default)]
     metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<serde_json::Value>,
+}
+
+/// What a page task reads of a page: the items, borrowing from the response body.
+#[derive(Deserialize)]
+struct ListItems<'a> {
+    #[serde(default, borrow)]
+    items: Vec<Node<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -564,7 +570,6 @@ async fn list_resource(
                 resource: what.clone(),
                 source: Box::new(source),
             })?;
-        drop(bytes);
         if token.is_none()
             && exact
             && page.metadata.resource_version.as_deref() != Some(state.rv.as_str())
@@ -572,21 +577,35 @@ async fn list_resource(
             // An old server ignores resourceVersionMatch and answers from its cache.
             state.best_effort.store(true, Ordering::Relaxed);
         }
-        let mut items = page.items;
-        if let Some(seen) = seen.as_deref_mut() {
-            // A kind served by several groups: write each object (uid) once, under the first.
-            items.retain(
-                |obj| match obj.pointer("/metadata/uid").and_then(|u| u.as_str()) {
-                    Some(uid) => seen.insert(uid.to_string()),
-                    None => true,
-                },
-            );
-        }
         while processing.len() >= PAGES_IN_PROCESS {
             count += joined(processing.join_next().await)?;
         }
-        let (r, state_) = (r.clone(), state.clone());
-        processing.spawn(async move { write_page(&r, &state_, items).await }.in_current_span());
+        if let Some(seen) = seen.as_deref_mut() {
+            // A kind served by several groups (rare, small): decode here, and write each
+            // object (uid) once, under the first group.
+            let mut items = decode_items(cluster, &what, &collection, &bytes)?;
+            items.retain(|obj| {
+                match obj
+                    .get("metadata")
+                    .and_then(|m| m.get("uid"))
+                    .and_then(Node::as_str)
+                {
+                    Some(uid) => seen.insert(uid.to_string()),
+                    None => true,
+                }
+            });
+            count += write_page(r, state, items).await?;
+        } else {
+            let (r, state, cluster) = (r.clone(), state.clone(), cluster.clone());
+            let (what, collection) = (what.clone(), collection.clone());
+            processing.spawn(
+                async move {
+                    let items = decode_items(&cluster, &what, &collection, &bytes)?;
+                    write_page(&r, &state, items).await
+                }
+                .in_current_span(),
+            );
+        }
         match page.metadata.continue_ {
             Some(t) if !t.is_empty() => token = Some(t),
             _ => break,
@@ -612,21 +631,34 @@ fn joined(
     }
 }
 
+/// The items of a page, borrowing from its body.
+fn decode_items<'a>(
+    cluster: &Cluster,
+    what: &str,
+    collection: &str,
+    bytes: &'a [u8],
+) -> Result<Vec<Node<'a>>, AttemptError> {
+    let page: ListItems<'a> =
+        cluster
+            .decode("GET", collection, bytes)
+            .map_err(|source| SnapshotError::List {
+                resource: what.to_string(),
+                source: Box::new(source),
+            })?;
+    Ok(page.items)
+}
+
 /// Canonicalises and emits the objects of one page and hands their files to the writer in one
 /// message. Returns the number of files.
 async fn write_page(
     r: &ApiResourceInfo,
     state: &ListState,
-    items: Vec<serde_json::Value>,
+    items: Vec<Node<'_>>,
 ) -> Result<u64, AttemptError> {
     let mut files = Vec::with_capacity(items.len());
     for mut obj in items {
         if let Some(path) = prepare_object(r, &mut obj, state).await? {
-            let yaml = tree::to_yaml(&obj).map_err(|source| SnapshotError::Tree {
-                what: path.as_str().to_string(),
-                source,
-            })?;
-            files.push((path.file_path(), yaml.into_bytes()));
+            files.push((path.file_path(), tree::emit(&obj).into_bytes()));
         }
     }
     let written = files.len() as u64;
@@ -643,63 +675,51 @@ async fn write_page(
 
 /// Turns a listed item into its canonical form; `None` when it is not written (recorded as
 /// skipped).
-async fn prepare_object(
-    r: &ApiResourceInfo,
-    obj: &mut serde_json::Value,
+async fn prepare_object<'a>(
+    r: &'a ApiResourceInfo,
+    obj: &mut Node<'a>,
     state: &ListState,
 ) -> Result<Option<ContentPath>, AttemptError> {
-    let Some(map) = obj.as_object_mut() else {
+    if !obj.is_object() {
         return Err(SnapshotError::Options(format!(
             "{}: a list item is not an object",
             r.resource
         ))
         .into());
-    };
+    }
     // Items of typed lists carry no apiVersion/kind.
-    map.insert("apiVersion".into(), r.api_version().into());
-    map.insert("kind".into(), r.kind.clone().into());
-    let meta = map.get("metadata");
+    obj.set("apiVersion", Node::String(r.api_version().into()));
+    obj.set("kind", Node::String(r.kind.as_str().into()));
+    let meta = obj.get("metadata");
     let name = meta
         .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .unwrap_or_default()
-        .to_string();
+        .and_then(Node::as_str)
+        .unwrap_or_default();
     let namespace = if r.namespaced {
-        meta.and_then(|m| m.get("namespace"))
-            .and_then(|n| n.as_str())
-            .map(str::to_string)
+        meta.and_then(|m| m.get("namespace")).and_then(Node::as_str)
     } else {
         None
     };
-    let path = match ContentPath::new(
-        &r.group,
-        &r.version,
-        &r.resource,
-        namespace.as_deref(),
-        &name,
-    ) {
+    let path = match ContentPath::new(&r.group, &r.version, &r.resource, namespace, name) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(resource = %r.resource, error = %e, "object with an unusable name skipped");
+            let path = format!("{}/{}", r.collection_path(namespace), name.escape_debug());
             state.skipped.lock().await.push(SkippedEntry {
-                path: format!(
-                    "{}/{}",
-                    r.collection_path(namespace.as_deref()),
-                    name.escape_debug()
-                ),
+                path,
                 reason: "invalid-name".into(),
             });
             return Ok(None);
         }
     };
-    if tree::is_token_secret(obj) {
+    if tree::is_token_secret_node(obj) {
         state.skipped.lock().await.push(SkippedEntry {
             path: path.as_str().to_string(),
             reason: "token-secret".into(),
         });
         return Ok(None);
     }
-    tree::canonicalize(obj, r.has_status_subresource);
+    tree::canonicalize_node(obj, r.has_status_subresource);
     Ok(Some(path))
 }
 

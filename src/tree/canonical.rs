@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+use super::node::Node;
+
 /// `metadata` fields owned by the server, removed from every object.
 pub const SERVER_OWNED_METADATA: &[&str] = &[
     "uid",
@@ -44,4 +46,27 @@ pub fn is_token_secret(obj: &Value) -> bool {
     obj.get("kind").and_then(Value::as_str) == Some("Secret")
         && obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
         && obj.get("type").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
+}
+
+/// [`canonicalize`] for a [`Node`] (the snapshot hot path).
+pub fn canonicalize_node(obj: &mut Node<'_>, has_status_subresource: bool) {
+    if !obj.is_object() {
+        return;
+    }
+    if let Some(meta) = obj.get_mut("metadata") {
+        for field in SERVER_OWNED_METADATA {
+            meta.remove(field);
+        }
+    }
+    if has_status_subresource {
+        obj.remove("status");
+    }
+}
+
+/// [`is_token_secret`] for a [`Node`].
+pub fn is_token_secret_node(obj: &Node<'_>) -> bool {
+    let field = |k: &str| obj.get(k).and_then(Node::as_str);
+    field("kind") == Some("Secret")
+        && field("apiVersion") == Some("v1")
+        && field("type") == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
 }

@@ -7,16 +7,19 @@
 pub mod canonical;
 pub mod diff;
 pub mod meta;
+pub mod node;
 pub mod path;
 pub mod yaml;
 
 pub use canonical::{
-    SERVER_OWNED_METADATA, SERVICE_ACCOUNT_TOKEN_TYPE, canonicalize, is_token_secret,
+    SERVER_OWNED_METADATA, SERVICE_ACCOUNT_TOKEN_TYPE, canonicalize, canonicalize_node,
+    is_token_secret, is_token_secret_node,
 };
 pub use diff::unified_diff;
 pub use meta::{Consistency, ResourceEntry, SkippedEntry, SnapshotMeta};
+pub use node::Node;
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
-pub use yaml::{from_yaml, from_yaml_str, to_yaml, to_yaml_string};
+pub use yaml::{emit, from_yaml, from_yaml_str, to_yaml, to_yaml_string};
 
 /// Errors of the tree format. Each names the input at fault; none quotes object contents
 /// (which may be secret).

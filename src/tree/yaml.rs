@@ -20,24 +20,32 @@
 //! - everything else is double-quoted with escapes for non-printable characters;
 //! - numbers exactly as serde_json prints them (floats keep a `.` or an exponent).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::TreeError;
+use super::node::Node;
 
 /// Keys that come first, in this order, in the root mapping.
 const TOP_LEVEL_FIRST: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
 /// Emits `v` as canonical YAML.
 pub fn to_yaml(v: &Value) -> Result<String, TreeError> {
+    Ok(emit(&Node::from(v)))
+}
+
+/// Emits `node` as canonical YAML (the same bytes as [`to_yaml`] of the equal `Value`).
+pub fn emit(node: &Node<'_>) -> String {
     let mut out = String::with_capacity(256);
-    match v {
-        Value::Object(m) if !m.is_empty() => emit_map(&mut out, m, 0, false, true, true),
-        Value::Array(a) if !a.is_empty() => emit_seq(&mut out, a, 0, false, true),
+    match node {
+        Node::Object(m) if !m.is_empty() => emit_map(&mut out, m, 0, false, true, true),
+        Node::Array(a) if !a.is_empty() => emit_seq(&mut out, a, 0, false, true),
         scalar => emit_scalar(&mut out, scalar, 2, true),
     }
-    Ok(out)
+    out
 }
 
 /// Emits any serializable value as canonical YAML (through `serde_json::Value`).
@@ -109,33 +117,41 @@ fn key_order(top: bool, a: &str, b: &str) -> std::cmp::Ordering {
 /// key continues the current line (after `- `).
 fn emit_map(
     out: &mut String,
-    m: &Map<String, Value>,
+    m: &[(Cow<'_, str>, Node<'_>)],
     indent: usize,
     inline_first: bool,
     top: bool,
     last: bool,
 ) {
-    // Nested maps usually iterate in canonical order already (serde_json's map is sorted by
-    // key): then no entry list is built or sorted. The check keeps any other map order right.
-    if !top && m.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
-        emit_entries(out, m.iter(), m.len(), indent, inline_first, last);
-    } else {
-        let mut entries: Vec<(&String, &Value)> = m.iter().collect();
-        entries.sort_unstable_by(|(a, _), (b, _)| key_order(top, a, b));
+    // Mappings often come in canonical order already (and then have no duplicate keys): no
+    // entry list is built or sorted. Otherwise sort stably and keep the last of equal keys.
+    if !top && m.is_sorted_by(|(a, _), (b, _)| a.as_bytes() < b.as_bytes()) {
         emit_entries(
             out,
-            entries.into_iter(),
+            m.iter().map(|(k, v)| (k.as_ref(), v)),
             m.len(),
             indent,
             inline_first,
             last,
         );
+    } else {
+        let mut entries: Vec<(&str, &Node<'_>)> = m.iter().map(|(k, v)| (k.as_ref(), v)).collect();
+        entries.sort_by(|(a, _), (b, _)| key_order(top, a, b));
+        let mut unique: Vec<(&str, &Node<'_>)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match unique.last_mut() {
+                Some(prev) if prev.0 == entry.0 => *prev = entry,
+                _ => unique.push(entry),
+            }
+        }
+        let n = unique.len();
+        emit_entries(out, unique.into_iter(), n, indent, inline_first, last);
     }
 }
 
-fn emit_entries<'a>(
+fn emit_entries<'a, 'n: 'a>(
     out: &mut String,
-    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    entries: impl Iterator<Item = (&'a str, &'a Node<'n>)>,
     n: usize,
     indent: usize,
     inline_first: bool,
@@ -149,11 +165,11 @@ fn emit_entries<'a>(
         out.push(':');
         let is_last = last && i + 1 == n;
         match v {
-            Value::Object(child) if !child.is_empty() => {
+            Node::Object(child) if !child.is_empty() => {
                 out.push('\n');
                 emit_map(out, child, indent + 2, false, false, is_last);
             }
-            Value::Array(items) if !items.is_empty() => {
+            Node::Array(items) if !items.is_empty() => {
                 out.push('\n');
                 emit_seq(out, items, indent, false, is_last);
             }
@@ -166,7 +182,7 @@ fn emit_entries<'a>(
 }
 
 /// Emits a non-empty sequence whose `- ` sit at column `indent`.
-fn emit_seq(out: &mut String, items: &[Value], indent: usize, inline_first: bool, last: bool) {
+fn emit_seq(out: &mut String, items: &[Node<'_>], indent: usize, inline_first: bool, last: bool) {
     let n = items.len();
     for (i, item) in items.iter().enumerate() {
         if i > 0 || !inline_first {
@@ -175,10 +191,10 @@ fn emit_seq(out: &mut String, items: &[Value], indent: usize, inline_first: bool
         out.push_str("- ");
         let is_last = last && i + 1 == n;
         match item {
-            Value::Object(child) if !child.is_empty() => {
+            Node::Object(child) if !child.is_empty() => {
                 emit_map(out, child, indent + 2, true, false, is_last);
             }
-            Value::Array(inner) if !inner.is_empty() => {
+            Node::Array(inner) if !inner.is_empty() => {
                 emit_seq(out, inner, indent + 2, true, is_last);
             }
             scalar => emit_scalar(out, scalar, indent + 2, is_last),
@@ -197,12 +213,12 @@ fn emit_key(out: &mut String, k: &str) {
 /// Emits a scalar (or an empty collection) and its line end. `block_indent` is the indentation
 /// of literal block content; `last` tells whether nothing follows in the document (then a
 /// keep-chomped block, which would end the file with blank lines, is not used).
-fn emit_scalar(out: &mut String, v: &Value, block_indent: usize, last: bool) {
+fn emit_scalar(out: &mut String, v: &Node<'_>, block_indent: usize, last: bool) {
     match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => push_number(out, n),
-        Value::String(s) => {
+        Node::Null => out.push_str("null"),
+        Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Node::Number(n) => push_number(out, n),
+        Node::String(s) => {
             if plain_ok(s) {
                 out.push_str(s);
             } else if let Some(chomp) = literal_chomping(s, last) {
@@ -212,8 +228,8 @@ fn emit_scalar(out: &mut String, v: &Value, block_indent: usize, last: bool) {
                 push_double_quoted(out, s);
             }
         }
-        Value::Array(_) => out.push_str("[]"),
-        Value::Object(_) => out.push_str("{}"),
+        Node::Array(_) => out.push_str("[]"),
+        Node::Object(_) => out.push_str("{}"),
     }
     out.push('\n');
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use k8s_snap::tree::{
-    self, ContentPath, SnapshotMeta, TreeError, canonicalize, from_yaml, is_object_file,
-    is_token_secret, to_yaml, validate_name,
+    self, ContentPath, Node, SnapshotMeta, TreeError, canonicalize, canonicalize_node, from_yaml,
+    is_object_file, is_token_secret, is_token_secret_node, to_yaml, validate_name,
 };
 use kube_emulator::fixtures::{realistic, scale};
 use proptest::prelude::*;
@@ -711,6 +711,61 @@ fn yaml_laws_hold_for_every_fixture_object() {
         let mut c = o.clone();
         canonicalize(&mut c, true);
         assert_laws(&c);
+    }
+}
+
+/// JSON text of `v` whose mappings list their keys in reverse order, each first preceded by a
+/// `null` duplicate (which the later value overrides): the shapes a server may send.
+fn scrambled_json(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .rev()
+                .map(|(k, v)| {
+                    let key = serde_json::to_string(k).expect("key");
+                    format!("{key}:null,{key}:{}", scrambled_json(v))
+                })
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().map(scrambled_json).collect();
+            format!("[{}]", parts.join(","))
+        }
+        scalar => serde_json::to_string(scalar).expect("scalar"),
+    }
+}
+
+/// The snapshot hot path (borrowed nodes) writes the same bytes as the `Value` path.
+fn assert_node_path_matches(v: &Value, has_status: bool) {
+    let text = scrambled_json(v);
+    // What the Value path decoded from the same text (floats need not survive the text).
+    let mut value: Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut node: Node = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(is_token_secret_node(&node), is_token_secret(&value));
+    canonicalize_node(&mut node, has_status);
+    canonicalize(&mut value, has_status);
+    assert_eq!(tree::emit(&node), emit(&value), "json: {text}");
+}
+
+#[test]
+fn node_path_matches_value_path_for_every_fixture_object() {
+    for o in realistic::objects()
+        .iter()
+        .chain(scale::objects(300).iter())
+    {
+        assert_node_path_matches(o, true);
+        assert_node_path_matches(o, false);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn node_path_matches_value_path_for_generated_values(v in json_value()) {
+        assert_node_path_matches(&v, false);
     }
 }
 
