@@ -656,9 +656,12 @@ async fn write_page(
     items: Vec<Node<'_>>,
 ) -> Result<u64, AttemptError> {
     let mut files = Vec::with_capacity(items.len());
+    // One buffer grows to the largest object; each file is then one exact-size copy.
+    let mut yaml = String::with_capacity(4096);
     for mut obj in items {
         if let Some(path) = prepare_object(r, &mut obj, state).await? {
-            files.push((path.file_path(), tree::emit(&obj).into_bytes()));
+            tree::emit_into(&obj, &mut yaml);
+            files.push((path.file_path(), yaml.as_bytes().to_vec()));
         }
     }
     let written = files.len() as u64;

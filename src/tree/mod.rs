@@ -19,7 +19,7 @@ pub use diff::unified_diff;
 pub use meta::{Consistency, ResourceEntry, SkippedEntry, SnapshotMeta};
 pub use node::Node;
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
-pub use yaml::{emit, from_yaml, from_yaml_str, to_yaml, to_yaml_string};
+pub use yaml::{emit, emit_into, from_yaml, from_yaml_str, to_yaml, to_yaml_string};
 
 /// Errors of the tree format. Each names the input at fault; none quotes object contents
 /// (which may be secret).

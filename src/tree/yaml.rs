@@ -40,12 +40,19 @@ pub fn to_yaml(v: &Value) -> Result<String, TreeError> {
 /// Emits `node` as canonical YAML (the same bytes as [`to_yaml`] of the equal `Value`).
 pub fn emit(node: &Node<'_>) -> String {
     let mut out = String::with_capacity(256);
-    match node {
-        Node::Object(m) if !m.is_empty() => emit_map(&mut out, m, 0, false, true, true),
-        Node::Array(a) if !a.is_empty() => emit_seq(&mut out, a, 0, false, true),
-        scalar => emit_scalar(&mut out, scalar, 2, true),
-    }
+    emit_into(node, &mut out);
     out
+}
+
+/// [`emit`] into `out` (cleared first), so that a caller emitting many documents reuses one
+/// grown buffer.
+pub fn emit_into(node: &Node<'_>, out: &mut String) {
+    out.clear();
+    match node {
+        Node::Object(m) if !m.is_empty() => emit_map(out, m, 0, false, true, true),
+        Node::Array(a) if !a.is_empty() => emit_seq(out, a, 0, false, true),
+        scalar => emit_scalar(out, scalar, 2, true),
+    }
 }
 
 /// Emits any serializable value as canonical YAML (through `serde_json::Value`).
@@ -297,6 +304,10 @@ fn plain_ok(s: &str) -> bool {
     while i < bytes.len() {
         let b = bytes[i];
         if b.is_ascii() {
+            if PLAIN_SIMPLE[usize::from(b)] {
+                i += 1;
+                continue;
+            }
             if !PLAIN_BODY[usize::from(b)] {
                 return false;
             }
@@ -323,6 +334,14 @@ fn plain_ok(s: &str) -> bool {
     }
     !is_reserved_word(s) && !looks_numeric(s)
 }
+
+/// [`PLAIN_BODY`] bytes with no rule about their neighbours (all but `:` and space).
+static PLAIN_SIMPLE: [bool; 128] = {
+    let mut t = PLAIN_BODY;
+    t[b':' as usize] = false;
+    t[b' ' as usize] = false;
+    t
+};
 
 /// ASCII bytes allowed in the body of a plain scalar: alphanumerics and
 /// `` -_./:=+@%~^$()<>!?*&|;'"\`#,``.
@@ -387,20 +406,50 @@ fn looks_numeric(s: &str) -> bool {
 /// is not used (single line, special characters, leading or trailing whitespace on a line,
 /// empty first line, or trailing blank lines at the end of the document).
 fn literal_chomping(s: &str, last: bool) -> Option<&'static str> {
-    if !s.contains('\n')
-        || s.chars()
-            .any(|c| c != '\n' && c != '\t' && is_special_char(c))
-    {
+    let b = s.as_bytes();
+    if matches!(b.first(), None | Some(b' ' | b'\t' | b'\n')) {
         return None;
     }
-    if s.starts_with([' ', '\t', '\n']) {
+    // One pass over the bytes: no special character (tab and line feed aside), no line of
+    // content ending in a space or tab, at least one line feed.
+    let mut has_newline = false;
+    let mut prev = 0u8;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\n' => {
+                if matches!(prev, b' ' | b'\t') {
+                    return None;
+                }
+                has_newline = true;
+            }
+            b'\t' => {}
+            0..=0x1f | 0x7f => return None,
+            0x80.. => {
+                // Specials outside ASCII: U+0080-009F, U+2028, U+2029, U+FEFF, U+FFFE, U+FFFF.
+                let width = match c {
+                    0xc0..=0xdf => 2,
+                    0xe0..=0xef => 3,
+                    _ => 4,
+                };
+                let ch = s[i..i + width].chars().next().unwrap_or('\0');
+                if is_special_char(ch) {
+                    return None;
+                }
+                prev = c;
+                i += width;
+                continue;
+            }
+            _ => {}
+        }
+        prev = c;
+        i += 1;
+    }
+    if !has_newline || matches!(prev, b' ' | b'\t') {
         return None;
     }
-    let core = s.trim_end_matches('\n');
-    let trailing = s.len() - core.len();
-    if core.split('\n').any(|l| l.ends_with([' ', '\t'])) {
-        return None;
-    }
+    let trailing = b.len() - s.trim_end_matches('\n').len();
     match trailing {
         0 => Some("|-"),
         1 => Some("|"),
@@ -408,7 +457,6 @@ fn literal_chomping(s: &str, last: bool) -> Option<&'static str> {
         _ => Some("|+"),
     }
 }
-
 fn push_literal(out: &mut String, s: &str, chomp: &str, indent: usize) {
     out.push_str(chomp);
     out.push('\n');
@@ -504,6 +552,39 @@ mod tests {
         #[test]
         fn plain_ok_matches_its_reference(s in "[a-zA-Z0-9 :#_./\\-+\"'@é€\u{2028}\t\n{}\\[\\],&*!|>%]{0,12}") {
             proptest::prop_assert_eq!(plain_ok(&s), plain_ok_reference(&s), "{:?}", s);
+        }
+    }
+
+    /// The multi-pass definition that `literal_chomping` implements in one pass.
+    fn literal_chomping_reference(s: &str, last: bool) -> Option<&'static str> {
+        if !s.contains('\n')
+            || s.chars()
+                .any(|c| c != '\n' && c != '\t' && is_special_char(c))
+        {
+            return None;
+        }
+        if s.starts_with([' ', '\t', '\n']) {
+            return None;
+        }
+        let core = s.trim_end_matches('\n');
+        if core.split('\n').any(|l| l.ends_with([' ', '\t'])) {
+            return None;
+        }
+        match s.len() - core.len() {
+            0 => Some("|-"),
+            1 => Some("|"),
+            _ if last => None,
+            _ => Some("|+"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn literal_chomping_matches_its_reference(
+            s in "[ab \t\n\r\u{85}\u{2028}\u{feff}é€\u{7f}\u{1}]{0,10}",
+            last: bool,
+        ) {
+            proptest::prop_assert_eq!(literal_chomping(&s, last), literal_chomping_reference(&s, last), "{:?}", s);
         }
     }
 
