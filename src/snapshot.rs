@@ -489,6 +489,46 @@ struct ListPage {
     metadata: ListMeta,
 }
 
+/// A list's `metadata`, read without building its items, and without even scanning them when
+/// the metadata comes first (as Kubernetes API servers write it): parsing stops there. `None`
+/// when the body is not a JSON object or is malformed before the metadata. The page task's
+/// full decode still checks the whole body.
+fn list_metadata(bytes: &[u8]) -> Option<ListMeta> {
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+    struct Seed<'s>(&'s mut Option<ListMeta>);
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "metadata" {
+                    *self.0 = Some(map.next_value()?);
+                    // Stop here: the caller has what it needs.
+                    return Err(de::Error::custom("metadata read"));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            *self.0 = Some(ListMeta::default());
+            Ok(())
+        }
+    }
+
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // An error after `found` is set is the stop above; before, `found` stays `None`.
+    let _ = Seed(&mut found).deserialize(&mut de);
+    found
+}
+
 /// What a page task reads of a page: the items, borrowing from the response body.
 #[derive(Deserialize)]
 struct ListItems<'a> {
@@ -564,12 +604,16 @@ async fn list_resource(
                 .into());
             }
         };
-        let page: ListPage = cluster
-            .decode("GET", &collection, &bytes)
-            .map_err(|source| SnapshotError::List {
-                resource: what.clone(),
-                source: Box::new(source),
-            })?;
+        let page = match list_metadata(&bytes) {
+            Some(metadata) => ListPage { metadata },
+            // Not an object, or malformed before its metadata: the full decode names the fault.
+            None => cluster
+                .decode::<ListPage>("GET", &collection, &bytes)
+                .map_err(|source| SnapshotError::List {
+                    resource: what.clone(),
+                    source: Box::new(source),
+                })?,
+        };
         if token.is_none()
             && exact
             && page.metadata.resource_version.as_deref() != Some(state.rv.as_str())
@@ -767,6 +811,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_metadata_is_read_wherever_it_is() {
+        let meta =
+            |text: &str| list_metadata(text.as_bytes()).map(|m| (m.resource_version, m.continue_));
+        let want = Some((Some("7".to_string()), Some("t".to_string())));
+        // First (parsing stops before the malformed items), last, or absent.
+        let first = r#"{"kind":"L","metadata":{"resourceVersion":"7","continue":"t"},"items":[{"#;
+        assert_eq!(meta(first), want);
+        let last = r#"{"items":[{"a":"}"}],"metadata":{"continue":"t","resourceVersion":"7"}}"#;
+        assert_eq!(meta(last), want);
+        assert_eq!(meta(r#"{"items":[]}"#), Some((None, None)));
+        // Not a list object, or broken before its metadata: the caller's full decode reports it.
+        assert_eq!(meta("[]"), None);
+        assert_eq!(meta(r#"{"items":[{]}, "metadata":{}}"#), None);
+        assert_eq!(meta(r#"{"metadata":{"continue":5}}"#), None);
+    }
 
     #[test]
     fn durations() {
