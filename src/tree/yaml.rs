@@ -410,6 +410,11 @@ fn literal_chomping(s: &str, last: bool) -> Option<&'static str> {
     if matches!(b.first(), None | Some(b' ' | b'\t' | b'\n')) {
         return None;
     }
+    match ascii_literal_ok(b) {
+        Some(true) => return chomping(s, last),
+        Some(false) => return None,
+        None => {} // not plain ASCII text: the exact check below
+    }
     // One pass over the bytes: no special character (tab and line feed aside), no line of
     // content ending in a space or tab, at least one line feed.
     let mut has_newline = false;
@@ -449,7 +454,46 @@ fn literal_chomping(s: &str, last: bool) -> Option<&'static str> {
     if !has_newline || matches!(prev, b' ' | b'\t') {
         return None;
     }
-    let trailing = b.len() - s.trim_end_matches('\n').len();
+    chomping(s, last)
+}
+
+/// The literal-block decision for text of printable ASCII, tabs and line feeds, in chunks the
+/// compiler vectorises: `Some(ok)` for such text, `None` (undecided) for anything else.
+fn ascii_literal_ok(b: &[u8]) -> Option<bool> {
+    const CHUNK: usize = 64;
+    let (Some(&first), Some(&end)) = (b.first(), b.last()) else {
+        return Some(false);
+    };
+    let clean = |c: u8| (0x20..0x7f).contains(&c) || c == b'\n' || c == b'\t';
+    if !clean(first) {
+        return None;
+    }
+    let mut has_newline = false;
+    let mut offset = 1;
+    while offset < b.len() {
+        let to = (offset + CHUNK).min(b.len());
+        let (prev, cur) = (&b[offset - 1..to - 1], &b[offset..to]);
+        let (mut other, mut space_before_newline, mut newline) = (false, false, false);
+        for (&p, &c) in prev.iter().zip(cur) {
+            other |= !clean(c);
+            space_before_newline |= c == b'\n' && (p == b' ' || p == b'\t');
+            newline |= c == b'\n';
+        }
+        if other {
+            return None;
+        }
+        if space_before_newline {
+            return Some(false);
+        }
+        has_newline |= newline;
+        offset = to;
+    }
+    Some(has_newline && end != b' ' && end != b'\t')
+}
+
+/// The chomping indicator of a string that can be a literal block: by its trailing line feeds.
+fn chomping(s: &str, last: bool) -> Option<&'static str> {
+    let trailing = s.len() - s.trim_end_matches('\n').len();
     match trailing {
         0 => Some("|-"),
         1 => Some("|"),
@@ -581,7 +625,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn literal_chomping_matches_its_reference(
-            s in "[ab \t\n\r\u{85}\u{2028}\u{feff}é€\u{7f}\u{1}]{0,10}",
+            s in "[ab \t\n\r\u{85}\u{2028}\u{feff}é€\u{7f}\u{1}]{0,10}|[ab \t\n]{0,300}|[a\n]{60,140}[ \t]\n[a\n]{0,100}",
             last: bool,
         ) {
             proptest::prop_assert_eq!(literal_chomping(&s, last), literal_chomping_reference(&s, last), "{:?}", s);
