@@ -54,9 +54,7 @@ pub fn canonicalize_node(obj: &mut Node<'_>, has_status_subresource: bool) {
         return;
     }
     if let Some(meta) = obj.get_mut("metadata") {
-        for field in SERVER_OWNED_METADATA {
-            meta.remove(field);
-        }
+        meta.remove_all(SERVER_OWNED_METADATA);
     }
     if has_status_subresource {
         obj.remove("status");

@@ -57,6 +57,14 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Removes every entry whose key is one of `keys` (one pass); other nodes are left
+    /// unchanged.
+    pub fn remove_all(&mut self, keys: &[&str]) {
+        if let Node::Object(entries) = self {
+            entries.retain(|(k, _)| !keys.contains(&k.as_ref()));
+        }
+    }
+
     /// Sets `key` to `value` in a mapping (replacing every occurrence); other nodes are left
     /// unchanged.
     pub fn set(&mut self, key: &'a str, value: Node<'a>) {
