@@ -1,12 +1,17 @@
 //! A streaming packfile writer for the hot path of [`SnapshotWriter`](super::SnapshotWriter).
 //!
 //! Writing 50,000 loose objects through libgit2 costs ~125 µs each (temp file, rename, odb
-//! refresh per object), so new objects of a snapshot are appended, undeltified, to a temporary
-//! pack in `objects/pack` instead. At finish the sink writes the pack's v2 `.idx` itself (it
-//! knows every id, offset and CRC-32 already) and renames both into place: handing the pack to
-//! libgit2's indexer would re-read, re-inflate and re-hash every object (with its slower,
-//! collision-detecting SHA-1) and copy the whole pack once more. Memory holds ~60 bytes per
-//! new object. `git verify-pack` and `fsck` accept the result (tested).
+//! refresh per object), so new objects of a snapshot are appended, undeltified, to temporary
+//! packs in `objects/pack` instead. The sink writes each pack's v2 `.idx` itself (it knows
+//! every id, offset and CRC-32 already): handing a pack to libgit2's indexer would re-read,
+//! re-inflate and re-hash every object (with its slower, collision-detecting SHA-1) and copy
+//! the whole pack once more. A pack that reaches [`SEAL_BYTES`] is completed (count, trailer,
+//! index, sync) by a background thread while writing goes on in a new one; at commit the last
+//! pack is completed and all are renamed into place, each pack before its index. Memory holds
+//! ~60 bytes per new object. `git verify-pack` and `fsck` accept the result (tested).
+//!
+//! Whether an object exists is answered by [`KnownObjects`] (the `.idx` files and the loose
+//! object names, read once), not by a libgit2 lookup that stats a path per missing object.
 //!
 //! Objects are zlib-wrapped with *stored* (uncompressed) deflate blocks: no compression cost on
 //! the hot path and no extra dependency; [`Mirror::gc`](super::Mirror::gc) and the store's
