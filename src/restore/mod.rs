@@ -7,7 +7,7 @@
 //!
 //! Entry points (shared by the CLI, the controller and the file-drop watcher):
 //! [`load_snapshot`] (the tree of a snapshot; the one place that will also pull from the
-//! store), [`plan`] (read-only), [`apply_plan`], and [`restore`] = plan + apply.
+//! store), [`plan()`] (read-only), [`apply_plan`], and [`restore`] = plan + apply.
 
 pub mod apply;
 pub mod live;

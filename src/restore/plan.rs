@@ -169,7 +169,7 @@ fn covers_top(live: &Value, tree: &Value) -> bool {
     }
 }
 
-/// [`covers_top`] straight from JSON text: walks the live object's JSON against the tree
+/// `covers_top` straight from JSON text: walks the live object's JSON against the tree
 /// object, materialising only the values the tree object has (everything else is skipped
 /// unparsed). This is what keeps a plan's comparison cheaper than parsing the LIST.
 pub fn covers_json(live_json: &str, tree: &Value) -> Result<bool, serde_json::Error> {
