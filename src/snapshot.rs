@@ -2,8 +2,9 @@
 //!
 //! Owns: the read protocol of DESIGN.md §2 (one resourceVersion R for every list,
 //! `resourceVersionMatch=Exact`, pages of 500, bounded parallelism, restart on 410, best-effort
-//! fallback), streaming objects page by page into the mirror's writer, and the `.k8s-snap/`
-//! metadata of the snapshot.
+//! fallback), streaming objects page by page into the mirror's writer (pages pipelined: fetched
+//! by the lister, decoded and emitted by page tasks), and the `.k8s-snap/` metadata of the
+//! snapshot.
 //!
 //! Must not touch: the source cluster beyond GET requests (snapshots need only read RBAC), git
 //! internals (goes through `mirror`), the byte format (goes through `tree`).
@@ -547,10 +548,10 @@ struct ListMeta {
 /// Lists one resource page by page at the attempt's resourceVersion and streams its objects to
 /// the writer. Returns the number of object files written.
 ///
-/// Pages are pipelined: as soon as a page is decoded (its continue token known), its objects
-/// are canonicalised and emitted by a task of their own while the next page is fetched, so a
-/// large resource's chain of requests is not held up by YAML work. At most
-/// [`PAGES_IN_PROCESS`] pages per resource are in memory at once.
+/// Pages are pipelined: the lister reads only a page's metadata (its continue token), and a
+/// task of its own decodes, canonicalises and emits the page's objects while the next page is
+/// fetched, so a large resource's chain of requests is not held up by decoding and YAML work.
+/// At most [`PAGES_IN_PROCESS`] pages per resource are being processed at once.
 async fn list_resource(
     cluster: &Cluster,
     r: &Arc<ApiResourceInfo>,
