@@ -619,3 +619,86 @@ fn unchanged_second_snapshot_adds_only_commit_meta_and_path_trees() {
     assert_eq!(after.total_objects() - before.total_objects(), 5);
     assert_ne!(a.tree, b.tree);
 }
+
+/// `n` ConfigMap files over 40 namespaces whose contents start with `tag`.
+fn many_files(n: usize, tag: &str) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("api/v1/namespaces/ns{}/configmaps/cm{i}.yaml", i % 40),
+                format!("data: {tag}-{i}\n"),
+            )
+        })
+        .collect()
+}
+
+fn as_refs(files: &[(String, String)]) -> Vec<(&str, &str)> {
+    files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect()
+}
+
+/// Pulls of more than 10,000 objects check completeness on two threads: a complete snapshot
+/// is tagged and reads back, one whose blobs are partly missing is refused and left untagged.
+#[test]
+fn large_pulls_check_completeness_on_two_threads() {
+    let source = Fixture::new();
+    let m = source.mirror();
+    let big_files = many_files(12_000, "big");
+    let big = write(&m, "big", "prod", 10, &as_refs(&big_files));
+    let other = write(
+        &m,
+        "other",
+        "prod",
+        20,
+        &as_refs(&many_files(12_000, "other")),
+    );
+    // Half of `mixed` is `big`'s blobs, half new ones.
+    let mut mixed_files = big_files[..6_000].to_vec();
+    mixed_files.extend(many_files(12_000, "mixed").split_off(6_000));
+    let mixed = write(&m, "mixed", "prod", 30, &as_refs(&mixed_files));
+    let pack = |include: &CommitId, hide: &[CommitId]| {
+        m.build_pack(std::slice::from_ref(include), hide)
+            .unwrap()
+            .expect("objects to pack")
+    };
+
+    // Complete: every object of `big` arrives (more than 10,000 present ids).
+    let complete = Fixture::new();
+    let m2 = complete.mirror();
+    let p = pack(&big.commit, &[]);
+    let present =
+        k8s_snap::mirror::install_pack_files(&complete.git_dir(), &p.pack, &p.idx).unwrap();
+    assert!(present.len() > 12_000, "{}", present.len());
+    m2.refresh_objects().unwrap();
+    let tagged = m2.create_snapshot_tags_with(&[("big".into(), big.commit.clone())], &present);
+    assert!(matches!(tagged[..], [Ok(true)]), "{tagged:?}");
+    let (path, content) = &big_files[11_999];
+    assert_eq!(
+        m2.read_file(&big.commit, path).unwrap().as_deref(),
+        Some(content.as_bytes())
+    );
+    complete.git_ok(&["fsck", "--no-dangling"]);
+
+    // Incomplete: `other` (12,000 unrelated objects) and `mixed` without `big`'s blobs.
+    let partial = Fixture::new();
+    let m3 = partial.mirror();
+    let mut present = k8s_snap::mirror::ObjectSet::default();
+    for p in [
+        pack(&other.commit, &[]),
+        pack(&mixed.commit, &[big.commit.clone()]),
+    ] {
+        present.extend(
+            k8s_snap::mirror::install_pack_files(&partial.git_dir(), &p.pack, &p.idx).unwrap(),
+        );
+    }
+    assert!(present.len() > 12_000, "{}", present.len());
+    m3.refresh_objects().unwrap();
+    let tagged = m3.create_snapshot_tags_with(&[("mixed".into(), mixed.commit.clone())], &present);
+    match &tagged[..] {
+        [Err(MirrorError::ObjectNotFound { id })] => assert!(id.contains("incomplete"), "{id}"),
+        other => panic!("expected an incomplete snapshot, got {other:?}"),
+    }
+    assert!(m3.snapshot("mixed").unwrap().is_none());
+}
