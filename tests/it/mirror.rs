@@ -687,7 +687,7 @@ fn large_pulls_check_completeness_on_two_threads() {
     let mut present = k8s_snap::mirror::ObjectSet::default();
     for p in [
         pack(&other.commit, &[]),
-        pack(&mixed.commit, &[big.commit.clone()]),
+        pack(&mixed.commit, std::slice::from_ref(&big.commit)),
     ] {
         present.extend(
             k8s_snap::mirror::install_pack_files(&partial.git_dir(), &p.pack, &p.idx).unwrap(),
