@@ -11,7 +11,9 @@
 // Several `printcolumn(type_ = ..)` items are not duplicates (clippy misreads the derive).
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -118,8 +120,10 @@ pub struct SnapshotStatus {
     #[serde(default)]
     pub ttl: String,
     /// The Snapshot and its data are deleted at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_until: Option<Time>,
     /// Content paths, at most 1,000 (see the `Truncated` condition); `k8s-snap show` lists all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contents: Option<Vec<String>>,
     /// Number of objects in the snapshot (exact, even when `contents` is cut).
     #[serde(default)]
@@ -128,11 +132,13 @@ pub struct SnapshotStatus {
     #[serde(default)]
     pub snapshot_resource_version: String,
     /// When the snapshot was taken (the time of its resourceVersion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_timestamp: Option<Time>,
     /// Bytes pushed to the object store.
     #[serde(default)]
     pub stored_file_size: u64,
     /// When the snapshot was pushed to the object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_timestamp: Option<Time>,
     /// The snapshot's git commit in the mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,9 +337,48 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
                 spec.x_kubernetes_preserve_unknown_fields = Some(true);
                 spec.additional_properties = None;
             }
+            portable_schema(schema);
         }
     }
     crds
+}
+
+/// Makes a generated schema one every supported server accepts: no `default` (the generator
+/// emits the Rust zero value of every `#[serde(default)]` field — `""`, `0` — which carries
+/// no meaning, and kube-apiserver v1.19 refuses `default: ""` as `null`), and integer formats
+/// a server knows (`int32`/`int64` instead of Rust's `uint*`, kept non-negative by `minimum`).
+fn portable_schema(schema: &mut JSONSchemaProps) {
+    schema.default = None;
+    if let Some(f) = schema.format.as_deref() {
+        let portable = match f {
+            "uint8" | "uint16" | "uint32" | "int8" | "int16" => Some("int32"),
+            "uint64" | "uint" => Some("int64"),
+            _ => None,
+        };
+        if let Some(p) = portable {
+            schema.format = Some(p.to_string());
+        }
+    }
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(schema.items.iter_mut().flat_map(|i| match i {
+            JSONSchemaPropsOrArray::Schema(s) => std::slice::from_mut(s.as_mut()),
+            JSONSchemaPropsOrArray::Schemas(v) => v.as_mut_slice(),
+        }))
+        .chain(
+            schema
+                .additional_properties
+                .iter_mut()
+                .filter_map(|a| match a {
+                    JSONSchemaPropsOrBool::Schema(s) => Some(s.as_mut()),
+                    JSONSchemaPropsOrBool::Bool(_) => None,
+                }),
+        );
+    for child in children {
+        portable_schema(child);
+    }
 }
 
 /// Errors of rendering the CRDs.

@@ -54,7 +54,7 @@ pub const LEASE_NAME: &str = "k8s-snap-controller";
 pub enum ControllerError {
     #[error("management cluster: {0}")]
     Config(String),
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", kube_error_line(.source))]
     Kube {
         what: String,
         #[source]
@@ -70,6 +70,53 @@ pub enum ControllerError {
     },
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// One line for a client error: the server's message, and for a 422 each refused field in
+/// short form (`status.reason must be a string, got null`) — never kube's debug dump of the
+/// whole Status.
+pub(crate) fn kube_error_line(e: &kube::Error) -> String {
+    let kube::Error::Api(status) = e else {
+        return e.to_string();
+    };
+    let causes: Vec<String> = status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .map(|c| short_cause(&c.field, &c.message))
+        .collect();
+    if status.code == 422 && !causes.is_empty() {
+        return format!("refused (422 Invalid): {}", causes.join("; "));
+    }
+    let message = if status.message.is_empty() {
+        "no message"
+    } else {
+        status.message.as_str()
+    };
+    format!("{message} ({} {})", status.code, status.reason)
+}
+
+/// `status.reason must be a string, got null` from a real server's
+/// `Invalid value: "null": status.reason in body must be of type string: "null"`.
+fn short_cause(field: &str, message: &str) -> String {
+    if let Some((_, rest)) = message.split_once(" must be of type ")
+        && let Some((want, got)) = rest.split_once(": ")
+    {
+        let article = if want.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        return format!(
+            "{field} must be {article} {want}, got {}",
+            got.trim_matches('"')
+        );
+    }
+    if field.is_empty() {
+        message.to_string()
+    } else {
+        format!("{field}: {message}")
+    }
 }
 
 impl ControllerError {
@@ -147,6 +194,46 @@ pub struct Context {
     pub own_config: kube::Config,
     pub options: ControllerOptions,
     pub metrics: Arc<Metrics>,
+    /// Consecutive reconcile failures per object (backoff, one log line per distinct error).
+    pub failures: Failures,
+}
+
+/// Consecutive reconcile failures per object: the retry delay doubles from 5 s up to 5 min,
+/// and each distinct error is logged once at WARN (repeats at DEBUG), so a server that keeps
+/// refusing a write neither floods the log nor is hammered every few seconds.
+#[derive(Debug, Default)]
+pub struct Failures(std::sync::Mutex<std::collections::HashMap<String, (String, u32)>>);
+
+impl Failures {
+    /// First retry delay.
+    pub const BASE: Duration = Duration::from_secs(5);
+    /// Longest retry delay.
+    pub const MAX: Duration = Duration::from_secs(300);
+
+    /// Records a failure of `key` (`snapshot k8s-snap/a-001`) and returns the retry delay.
+    pub fn record(&self, key: &str, error: &str) -> Duration {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(key.to_string()).or_default();
+        entry.1 = entry.1.saturating_add(1);
+        let delay = Self::BASE
+            .saturating_mul(1u32 << (entry.1 - 1).min(6))
+            .min(Self::MAX);
+        if entry.0 != error {
+            entry.0 = error.to_string();
+            tracing::warn!("{key}: {error} (retrying with backoff)");
+        } else {
+            tracing::debug!(failures = entry.1, "{key}: {error}");
+        }
+        delay
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn clear(&self, key: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.remove(key).is_some() {
+            tracing::info!("{key}: reconciled again after failures");
+        }
+    }
 }
 
 /// Builds the management cluster's configuration from the options.
@@ -250,6 +337,7 @@ pub async fn run(
         own_config: config,
         options: options.clone(),
         metrics: metrics.clone(),
+        failures: Failures::default(),
     });
     let result = {
         let elector = options.leader_election.then(|| {
@@ -306,16 +394,20 @@ async fn run_controllers(ctx: Arc<Context>) {
         .with_config(controller::Config::default().concurrency(ctx.options.snapshot_threads))
         .run(snapshot::reconcile, snapshot::error_policy, ctx.clone())
         .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::warn!("snapshot controller: {e}");
+            match r {
+                // Already reported (once per distinct error) by the error policy.
+                Err(controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(e) => tracing::warn!("snapshot controller: {e}"),
             }
         });
     let restore_ctl = Controller::new(restores, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(ctx.options.restore_threads))
         .run(restore::reconcile, restore::error_policy, ctx.clone())
         .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::warn!("restore controller: {e}");
+            match r {
+                // Already reported (once per distinct error) by the error policy.
+                Err(controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(e) => tracing::warn!("restore controller: {e}"),
             }
         });
     // File drops (`--watch-dir`) are served by the leader only, like the CRs.

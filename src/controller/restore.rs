@@ -32,7 +32,18 @@ pub fn reconcile(
     cached: Arc<Restore>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
-    Box::pin(reconcile_inner(cached, ctx))
+    Box::pin(async move {
+        let key = failure_key(&cached, &ctx);
+        let result = reconcile_inner(cached, ctx.clone()).await;
+        if result.is_ok() {
+            ctx.failures.clear(&key);
+        }
+        result
+    })
+}
+
+fn failure_key(obj: &Restore, ctx: &Context) -> String {
+    format!("restore {}/{}", ctx.options.namespace, obj.name_any())
 }
 
 async fn reconcile_inner(
@@ -85,9 +96,10 @@ async fn reconcile_inner(
     }
 }
 
-pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(restore = %obj.name_any(), "reconcile failed: {err}");
-    Action::requeue(Duration::from_secs(5))
+/// Retries API failures with a growing delay per object, logging each distinct error once
+/// (the CR's status holds run failures).
+pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    Action::requeue(ctx.failures.record(&failure_key(&obj, &ctx), &err.to_string()))
 }
 
 fn format_time(t: jiff::Timestamp) -> String {

@@ -38,7 +38,18 @@ pub fn reconcile(
     obj: Arc<Snapshot>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
-    Box::pin(reconcile_inner(obj, ctx))
+    Box::pin(async move {
+        let key = failure_key(&obj, &ctx);
+        let result = reconcile_inner(obj, ctx.clone()).await;
+        if result.is_ok() {
+            ctx.failures.clear(&key);
+        }
+        result
+    })
+}
+
+fn failure_key(obj: &Snapshot, ctx: &Context) -> String {
+    format!("snapshot {}/{}", ctx.options.namespace, obj.name_any())
 }
 
 async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -82,10 +93,10 @@ async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action
         .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
-/// Retries API failures with a growing delay (the CR's status holds run failures).
-pub fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(snapshot = %obj.name_any(), "reconcile failed: {err}");
-    Action::requeue(Duration::from_secs(5))
+/// Retries API failures with a growing delay per object, logging each distinct error once
+/// (the CR's status holds run failures).
+pub fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    Action::requeue(ctx.failures.record(&failure_key(&obj, &ctx), &err.to_string()))
 }
 
 /// `availableUntil` of a spec: the spec's time, else now + ttl (default 720h).

@@ -13,6 +13,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::catalog::{Catalog, ResKey, ResourceDef, is_builtin_group};
+use crate::schema::{self, Cause};
 use crate::store::{EventType, ObjKey, Store};
 
 /// Static configuration of one emulator.
@@ -22,6 +23,8 @@ pub(crate) struct Config {
     pub cidr_base: u32,
     pub cidr_size: u32,
     pub legacy_tokens: bool,
+    /// kube-apiserver v1.19 reads a CRD schema's `default: ""` as `null` (see `schema`).
+    pub empty_string_default_is_null: bool,
 }
 
 /// An error answered as a `Status` object.
@@ -74,14 +77,40 @@ impl ApiError {
     }
 
     pub fn invalid(def: &ResourceDef, name: &str, field: &str, msg: String) -> Self {
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {field}: {msg}", def.kind),
+        Self::invalid_causes(
+            def,
+            name,
+            &[Cause {
+                reason: "FieldValueInvalid",
+                field: field.to_string(),
+                message: msg,
+            }],
         )
-        .with_details(name, &def.group, &def.kind);
+    }
+
+    /// A real server's 422 for field errors: `Kind.group "name" is invalid: <cause>` (several
+    /// causes in brackets), each cause also in `details.causes[]`.
+    pub fn invalid_causes(def: &ResourceDef, name: &str, causes: &[Cause]) -> Self {
+        let texts: Vec<String> = causes.iter().map(Cause::text).collect();
+        let joined = if texts.len() == 1 {
+            texts[0].clone()
+        } else {
+            format!("[{}]", texts.join(", "))
+        };
+        let kind = if def.group.is_empty() {
+            def.kind.clone()
+        } else {
+            format!("{}.{}", def.kind, def.group)
+        };
+        let mut e = Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}"))
+            .with_details(name, &def.group, &def.kind);
         if let Some(d) = e.details.as_mut() {
-            d["causes"] = json!([{"reason": "FieldValueInvalid", "message": msg, "field": field}]);
+            d["causes"] = Value::Array(
+                causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect(),
+            );
         }
         e
     }
@@ -425,6 +454,7 @@ impl State {
         {
             o.remove("status");
         }
+        self.check_custom_resource(def, &name, &mut body)?;
         self.prepare_create(def, ns, &name, &mut body, opts.dry_run)?;
         if opts.dry_run {
             return Ok(body);
@@ -464,6 +494,7 @@ impl State {
             ("", "persistentvolumeclaims") => body["status"] = json!({"phase": "Pending"}),
             ("", "pods") => body["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"}),
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                self.check_crd(def, name, body)?;
                 let names = body["spec"]["names"].clone();
                 let stored: Vec<Value> = body["spec"]["versions"]
                     .as_array()
@@ -478,6 +509,56 @@ impl State {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Behaviours of the emulated server release.
+    fn quirks(&self) -> schema::Quirks {
+        schema::Quirks {
+            empty_string_default_is_null: self.config.empty_string_default_is_null,
+        }
+    }
+
+    /// Refuses a CRD whose schemas a real server refuses (structural rules, defaults).
+    fn check_crd(&self, def: &ResourceDef, name: &str, crd: &Value) -> Result<(), ApiError> {
+        let causes = schema::check_crd(crd, self.quirks());
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_causes(def, name, &causes))
+        }
+    }
+
+    /// Prunes, defaults and validates a custom resource against the schema of its CRD's
+    /// version, as a real server does on every create, update, patch and `/status` write.
+    fn check_custom_resource(
+        &self,
+        def: &ResourceDef,
+        name: &str,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
+        if is_builtin_group(&def.group) {
+            return Ok(());
+        }
+        let crds = ResKey {
+            group: "apiextensions.k8s.io".into(),
+            plural: "customresourcedefinitions".into(),
+        };
+        let Some(crd) = self
+            .store
+            .get(&crds, "", &format!("{}.{}", def.plural, def.group))
+        else {
+            return Ok(());
+        };
+        let crd = crd.value();
+        let Some(schema) = schema::version_schema(&crd, &def.version) else {
+            return Ok(());
+        };
+        let causes = schema::check_custom_resource(schema, obj);
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_causes(def, name, &causes))
+        }
     }
 
     /// Side effects of a stored create.
@@ -905,6 +986,13 @@ impl State {
             }
             m["labels"]["kubernetes.io/metadata.name"] = json!(name);
         }
+        if def.group == "apiextensions.k8s.io"
+            && def.plural == "customresourcedefinitions"
+            && sub.is_none()
+        {
+            self.check_crd(def, name, &new)?;
+        }
+        self.check_custom_resource(def, name, &mut new)?;
         if opts.dry_run {
             return Ok(new);
         }

@@ -18,6 +18,7 @@ mod catalog;
 mod faults;
 pub mod fixtures;
 mod protobuf;
+mod schema;
 mod selector;
 mod server;
 mod store;
@@ -179,6 +180,7 @@ impl EmulatorBuilder {
             cidr_base,
             cidr_size,
             legacy_tokens: self.legacy_tokens,
+            empty_string_default_is_null: false,
         };
         let mut state = api::State::new(config, self.window);
         let first_ip = Ipv4Addr::from(cidr_base + 1).to_string();
