@@ -22,6 +22,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::Api;
 use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
 
 pub use crd::{
@@ -57,6 +59,16 @@ pub enum ControllerError {
     #[error("{what}: {}", kube_error_line(.source))]
     Kube {
         what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The management cluster refused a status write (e.g. 422: the status does not match
+    /// the installed CRD's schema).
+    #[error("status write for {kind} {namespace}/{name} {}", kube_error_line(.source))]
+    StatusWrite {
+        kind: &'static str,
+        namespace: String,
+        name: String,
         #[source]
         source: kube::Error,
     },
@@ -126,6 +138,38 @@ impl ControllerError {
             source,
         }
     }
+
+    /// The `reason` of the Warning Event that reports this error on its object.
+    pub(crate) fn event_reason(&self) -> &'static str {
+        match self {
+            ControllerError::StatusWrite { .. } => "StatusWriteRefused",
+            _ => "ReconcileError",
+        }
+    }
+}
+
+/// Writes `status` to the status subresource of `name` (a merge patch: fields left unset are
+/// omitted, never sent as `null`).
+pub(crate) async fn patch_status<K, S>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    status: &S,
+) -> Result<(), ControllerError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+    api.patch_status(name, &kube::api::PatchParams::default(), &patch)
+        .await
+        .map_err(|source| ControllerError::StatusWrite {
+            kind,
+            namespace: api.namespace().unwrap_or_default().to_string(),
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(())
 }
 
 /// Validated `k8s-snap controller` options.
@@ -196,6 +240,49 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object (backoff, one log line per distinct error).
     pub failures: Failures,
+    /// Publishes Events (`kubectl describe`) on the CRs.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// The error policy shared by both reconcilers: backoff per object, one WARN line per
+    /// distinct error, and a Warning Event on the object for each new error.
+    pub(crate) fn on_error<K>(&self, kind: &str, obj: &K, reason: &str, message: &str) -> Action
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let key = format!("{kind} {}/{name}", self.options.namespace);
+        let (delay, new) = self.failures.record(&key, message);
+        if new {
+            self.publish(obj.object_ref(&()), EventType::Warning, reason, message);
+        }
+        Action::requeue(delay)
+    }
+
+    /// Publishes an Event in the background; a failure to publish is only logged (Events are
+    /// best effort and must never fail a reconcile).
+    pub(crate) fn publish(
+        &self,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let recorder = self.recorder.clone();
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!("publishing an Event: {}", kube_error_line(&e));
+            }
+        });
+    }
 }
 
 /// Consecutive reconcile failures per object: the retry delay doubles from 5 s up to 5 min,
@@ -210,21 +297,23 @@ impl Failures {
     /// Longest retry delay.
     pub const MAX: Duration = Duration::from_secs(300);
 
-    /// Records a failure of `key` (`snapshot k8s-snap/a-001`) and returns the retry delay.
-    pub fn record(&self, key: &str, error: &str) -> Duration {
+    /// Records a failure of `key` (`snapshot k8s-snap/a-001`); returns the retry delay and
+    /// whether this error differs from the previous one (it was logged at WARN).
+    pub fn record(&self, key: &str, error: &str) -> (Duration, bool) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.entry(key.to_string()).or_default();
         entry.1 = entry.1.saturating_add(1);
         let delay = Self::BASE
             .saturating_mul(1u32 << (entry.1 - 1).min(6))
             .min(Self::MAX);
-        if entry.0 != error {
+        let new = entry.0 != error;
+        if new {
             entry.0 = error.to_string();
-            tracing::warn!("{key}: {error} (retrying with backoff)");
+            tracing::warn!(object = key, retry_in = ?delay, "{error}");
         } else {
-            tracing::debug!(failures = entry.1, "{key}: {error}");
+            tracing::debug!(object = key, failures = entry.1, retry_in = ?delay, "{error}");
         }
-        delay
+        (delay, new)
     }
 
     /// Forgets the failures of `key` after a successful reconcile.
@@ -338,6 +427,13 @@ pub async fn run(
         options: options.clone(),
         metrics: metrics.clone(),
         failures: Failures::default(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "k8s-snap-controller".into(),
+                instance: options.identity.clone(),
+            },
+        ),
     });
     let result = {
         let elector = options.leader_election.then(|| {

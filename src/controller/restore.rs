@@ -8,10 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::crd::{
     self, Restore, RestoreCrStatus, RestorePreference, Snapshot, condition, set_condition,
@@ -99,7 +97,7 @@ async fn reconcile_inner(
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
 pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    Action::requeue(ctx.failures.record(&failure_key(&obj, &ctx), &err.to_string()))
+    ctx.on_error("restore", obj.as_ref(), err.0.event_reason(), &err.to_string())
 }
 
 fn format_time(t: jiff::Timestamp) -> String {
@@ -119,14 +117,7 @@ async fn patch_status(
     name: &str,
     status: &RestoreCrStatus,
 ) -> Result<(), ReconcileError> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(|e| ControllerError::kube(format!("updating the status of restore {name}"), e))?;
-    Ok(())
+    Ok(super::patch_status(api, "restore", name, status).await?)
 }
 
 async fn expire(

@@ -27,10 +27,34 @@ use crate::store::sync::StoreSnapshot;
 pub enum ReconcileError {
     #[error(transparent)]
     Controller(#[from] ControllerError),
-    #[error("finalizer: {0}")]
+    #[error("{}", finalizer_message(.0))]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
     #[error("cleaning up snapshot {name}: {message}")]
     Cleanup { name: String, message: String },
+}
+
+/// The reconcile's own error when the finalizer helper only wrapped it.
+fn finalizer_message(e: &finalizer::Error<ReconcileError>) -> String {
+    match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.to_string(),
+        other => format!("finalizer: {other}"),
+    }
+}
+
+impl ReconcileError {
+    /// The `reason` of the Warning Event that reports this error on the Snapshot.
+    fn event_reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Controller(e) => e.event_reason(),
+            ReconcileError::Finalizer(f) => match f.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.event_reason()
+                }
+                _ => "FinalizerError",
+            },
+            ReconcileError::Cleanup { .. } => "CleanupFailed",
+        }
+    }
 }
 
 /// Reconciles one Snapshot.
@@ -96,7 +120,7 @@ async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
 pub fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    Action::requeue(ctx.failures.record(&failure_key(&obj, &ctx), &err.to_string()))
+    ctx.on_error("snapshot", obj.as_ref(), err.event_reason(), &err.to_string())
 }
 
 /// `availableUntil` of a spec: the spec's time, else now + ttl (default 720h).
@@ -134,14 +158,7 @@ async fn patch_status(
     name: &str,
     status: &SnapshotStatus,
 ) -> Result<(), ReconcileError> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(|e| ControllerError::kube(format!("updating the status of snapshot {name}"), e))?;
-    Ok(())
+    Ok(super::patch_status(api, "snapshot", name, status).await?)
 }
 
 fn fail(status: &mut SnapshotStatus, reason: &str, generation: Option<i64>) {

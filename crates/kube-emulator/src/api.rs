@@ -611,6 +611,7 @@ impl State {
                     self.rebind_pv(&vol);
                 }
             }
+            ("events.k8s.io", "events") => self.mirror_event(ns, name, obj),
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 if self.config.crd_delay.is_zero() {
                     self.establish_crd(name);
@@ -1034,8 +1035,50 @@ impl State {
             ("apiextensions.k8s.io", "customresourcedefinitions") if Self::crd_established(obj) => {
                 self.catalog.add_crd(obj)
             }
+            ("events.k8s.io", "events") => self.mirror_event(ns, name, obj),
             _ => {}
         }
+    }
+
+    /// A real server keeps `events.k8s.io/v1` and core `v1` Events in one storage, so an
+    /// Event a controller publishes through the new API is what `kubectl describe` lists
+    /// through the old one. The emulator stores the core form beside the new one.
+    fn mirror_event(&mut self, ns: &str, name: &str, ev: &Value) {
+        let mut core = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": ev["metadata"].clone(),
+            "involvedObject": ev["regarding"].clone(),
+            "reason": ev["reason"].clone(),
+            "message": ev["note"].clone(),
+            "type": ev["type"].clone(),
+            "action": ev["action"].clone(),
+            "eventTime": ev["eventTime"].clone(),
+            "reportingComponent": ev["reportingController"].clone(),
+            "reportingInstance": ev["reportingInstance"].clone(),
+            "source": {"component": ev["reportingController"].clone()},
+        });
+        for (from, to) in [
+            ("series", "series"),
+            ("related", "related"),
+            ("deprecatedCount", "count"),
+            ("deprecatedFirstTimestamp", "firstTimestamp"),
+            ("deprecatedLastTimestamp", "lastTimestamp"),
+        ] {
+            if !ev[from].is_null() {
+                core[to] = ev[from].clone();
+            }
+        }
+        if let Some(m) = core.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        let key = self.def("", "events").key();
+        let etype = if self.store.get(&key, ns, name).is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.store.put(&key, ns, name, core, etype);
     }
 
     /// PATCH (merge, JSON, strategic-as-merge, apply).
