@@ -97,7 +97,12 @@ async fn reconcile_inner(
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
 pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    ctx.on_error("restore", obj.as_ref(), err.0.event_reason(), &err.to_string())
+    ctx.on_error(
+        "restore",
+        obj.as_ref(),
+        err.0.event_reason(),
+        &err.to_string(),
+    )
 }
 
 fn format_time(t: jiff::Timestamp) -> String {

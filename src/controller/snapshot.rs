@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition, set_finished};
 use super::work::{self, StoreTarget, WorkError};
@@ -78,33 +76,6 @@ fn failure_key(obj: &Snapshot, ctx: &Context) -> String {
 
 async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
-    // kube's finalizer adds itself with a JSON patch whose `test` of an absent
-    // `/metadata/finalizers` the emulator rejects (a real API server accepts it): add ours
-    // with an optimistic merge patch first; kube's helper then only removes it on deletion.
-    let mut obj = obj;
-    if obj.metadata.deletion_timestamp.is_none()
-        && !obj
-            .finalizers()
-            .iter()
-            .any(|f| f == crd::SNAPSHOT_FINALIZER)
-    {
-        let mut finalizers = obj.finalizers().to_vec();
-        finalizers.push(crd::SNAPSHOT_FINALIZER.to_string());
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": obj.resource_version(),
-                "finalizers": finalizers,
-            }
-        });
-        let name = obj.name_any();
-        let updated = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(|e| {
-                ControllerError::kube(format!("adding the finalizer to snapshot {name}"), e)
-            })?;
-        obj = Arc::new(updated);
-    }
     let inner = api.clone();
     let handle = move |event: Event<Snapshot>| -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
         match event {
@@ -120,7 +91,12 @@ async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
 pub fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    ctx.on_error("snapshot", obj.as_ref(), err.event_reason(), &err.to_string())
+    ctx.on_error(
+        "snapshot",
+        obj.as_ref(),
+        err.event_reason(),
+        &err.to_string(),
+    )
 }
 
 /// `availableUntil` of a spec: the spec's time, else now + ttl (default 720h).

@@ -281,7 +281,11 @@ pub(crate) fn snapshot(name: &str, spec: SnapshotSpec) -> Snapshot {
     s
 }
 
-pub(crate) async fn phase_of(api: &Api<Snapshot>, name: &str, want: &'static [&'static str]) -> Snapshot {
+pub(crate) async fn phase_of(
+    api: &Api<Snapshot>,
+    name: &str,
+    want: &'static [&'static str],
+) -> Snapshot {
     wait_for(
         Duration::from_secs(30),
         &format!("snapshot {name} in {want:?}"),

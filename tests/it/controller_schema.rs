@@ -103,7 +103,8 @@ async fn every_sample_validates_against_the_generated_schemas() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("spec.clusterName in body must be of type string"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("spec.clusterName in body must be of type string"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -176,19 +177,25 @@ async fn a_refused_status_write_is_reported_once_with_an_event_and_backs_off() {
     mgmt.kubectl(&["apply", "-f", tampered.to_str().unwrap()]);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let path = format!("/apis/clustersnapshot.rywt.io/v1alpha1/namespaces/{NS}/snapshots/refused/status");
-    let counter = mgmt
-        .emu
-        .faults()
-        .add(format!("method=PATCH,path={path},latency=1ms").parse().unwrap());
+    let path =
+        format!("/apis/clustersnapshot.rywt.io/v1alpha1/namespaces/{NS}/snapshots/refused/status");
+    let counter = mgmt.emu.faults().add(
+        format!("method=PATCH,path={path},latency=1ms")
+            .parse()
+            .unwrap(),
+    );
     let ctl = mgmt.controller("refused").await;
     let snapshots = mgmt.snapshots().await;
     create_snapshot(&snapshots, "refused", SnapshotSpec::default()).await;
 
-    let events = wait_for(Duration::from_secs(10), "a StatusWriteRefused Event", || async {
-        let w = warnings(&mgmt, "refused").await;
-        (!w.is_empty()).then_some(w)
-    })
+    let events = wait_for(
+        Duration::from_secs(10),
+        "a StatusWriteRefused Event",
+        || async {
+            let w = warnings(&mgmt, "refused").await;
+            (!w.is_empty()).then_some(w)
+        },
+    )
     .await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].reason.as_deref(), Some("StatusWriteRefused"));
@@ -201,14 +208,19 @@ async fn a_refused_status_write_is_reported_once_with_an_event_and_backs_off() {
     // `kubectl describe` shows it.
     let described = mgmt.kubectl(&["describe", "snapshot", "refused", "-n", NS]);
     assert!(
-        described.contains("StatusWriteRefused") && described.contains("status.phase must be an integer"),
+        described.contains("StatusWriteRefused")
+            && described.contains("status.phase must be an integer"),
         "{described}"
     );
     // Backoff: 5 s, then 10 s — in 7 s at most two writes were tried, not one per few ms.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let tries = mgmt.emu.faults().fired(counter);
     assert!((1..=2).contains(&tries), "{tries} status writes in ~7 s");
-    assert_eq!(warnings(&mgmt, "refused").await.len(), 1, "one Event per distinct error");
+    assert_eq!(
+        warnings(&mgmt, "refused").await.len(),
+        1,
+        "one Event per distinct error"
+    );
     let s = snapshots.get("refused").await.unwrap();
     assert!(s.status.is_none(), "nothing was stored: {:?}", s.status);
     ctl.stop().await.unwrap();

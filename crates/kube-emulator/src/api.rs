@@ -102,8 +102,12 @@ impl ApiError {
         } else {
             format!("{}.{}", def.kind, def.group)
         };
-        let mut e = Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}"))
-            .with_details(name, &def.group, &def.kind);
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {joined}"),
+        )
+        .with_details(name, &def.group, &def.kind);
         if let Some(d) = e.details.as_mut() {
             d["causes"] = Value::Array(
                 causes
@@ -1131,8 +1135,16 @@ impl State {
         };
         match ct.as_str() {
             "application/json-patch+json" => {
-                let p: json_patch::Patch =
+                let mut p: json_patch::Patch =
                     serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+                // The real server's JSON patch (evanphx/json-patch) treats an absent path as
+                // `null` in a `test` operation: kube-runtime's finalizer helper relies on it.
+                p.0.retain(|op| match op {
+                    json_patch::PatchOperation::Test(t) => {
+                        !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
+                    }
+                    _ => true,
+                });
                 json_patch::patch(&mut doc, &p.0).map_err(|e| {
                     ApiError::new(
                         422,

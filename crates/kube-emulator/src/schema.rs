@@ -117,8 +117,7 @@ fn join(path: &str, child: &str) -> String {
 /// Drops fields the schema does not specify (where it prunes), like the real server before
 /// it stores a custom resource. `root` keeps `apiVersion`, `kind` and `metadata`.
 pub(crate) fn prune(schema: &Value, value: &mut Value, root: bool) {
-    if flag(schema, "x-kubernetes-preserve-unknown-fields") && schema.get("properties").is_none()
-    {
+    if flag(schema, "x-kubernetes-preserve-unknown-fields") && schema.get("properties").is_none() {
         return;
     }
     match value {
@@ -231,7 +230,9 @@ fn validate_at(schema: &Value, value: &Value, name: &str, field: &str, out: &mut
         let ok = match ty {
             "integer" => {
                 type_name(value) == "integer"
-                    || value.as_f64().is_some_and(|f| f.fract() == 0.0 && f.is_finite())
+                    || value
+                        .as_f64()
+                        .is_some_and(|f| f.fract() == 0.0 && f.is_finite())
             }
             "number" => value.is_number(),
             "string" => value.is_string(),
@@ -318,10 +319,7 @@ fn validate_string(
         out.push(Cause::invalid(
             field,
             &go_value(value),
-            format!(
-                "{} should be at least {min} chars long",
-                body_name(name)
-            ),
+            format!("{} should be at least {min} chars long", body_name(name)),
         ));
     }
     if let Some(p) = schema.get("pattern").and_then(Value::as_str)
@@ -365,7 +363,11 @@ fn validate_number(schema: &Value, value: &Value, name: &str, field: &str, out: 
         }
     };
     if let Some(min) = bound("minimum") {
-        let bad = if exclusive("exclusiveMinimum") { x <= min } else { x < min };
+        let bad = if exclusive("exclusiveMinimum") {
+            x <= min
+        } else {
+            x < min
+        };
         if bad {
             let rel = if exclusive("exclusiveMinimum") {
                 "greater than"
@@ -380,7 +382,11 @@ fn validate_number(schema: &Value, value: &Value, name: &str, field: &str, out: 
         }
     }
     if let Some(max) = bound("maximum") {
-        let bad = if exclusive("exclusiveMaximum") { x >= max } else { x > max };
+        let bad = if exclusive("exclusiveMaximum") {
+            x >= max
+        } else {
+            x > max
+        };
         if bad {
             let rel = if exclusive("exclusiveMaximum") {
                 "less than"
@@ -405,7 +411,11 @@ fn validate_number(schema: &Value, value: &Value, name: &str, field: &str, out: 
         out.push(Cause::invalid(
             field,
             &go_value(value),
-            format!("{} must be of type {f}: {:?}", body_name(name), value.to_string()),
+            format!(
+                "{} must be of type {f}: {:?}",
+                body_name(name),
+                value.to_string()
+            ),
         ));
     }
 }
@@ -580,7 +590,9 @@ fn check_node(schema: &Value, path: &str, quirks: Quirks, out: &mut Vec<Cause>) 
         }
     }
     let typed = |s: &Value| {
-        s.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+        s.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
             || flag(s, "x-kubernetes-int-or-string")
             || flag(s, "x-kubernetes-preserve-unknown-fields")
     };

@@ -534,3 +534,141 @@ async fn aggregated_discovery_matches_legacy_discovery() {
     assert_eq!(a, summary(&legacy));
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn json_patch_test_of_null_on_an_absent_path_succeeds() {
+    // kube-runtime's finalizer helper sends exactly this to add the first finalizer.
+    let emu = start().await;
+    let c = emu.client().await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), "default");
+    crate::create_cm(&c, "default", "f").await;
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["example.com/f"]}
+    ]))
+    .unwrap();
+    let cm = cms
+        .patch(
+            "f",
+            &Default::default(),
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cm.metadata.finalizers.unwrap(), ["example.com/f"]);
+    // A `test` of null on a present path still fails, as on a real server.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null}
+    ]))
+    .unwrap();
+    let e = api_err(
+        cms.patch(
+            "f",
+            &Default::default(),
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 422);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn crds_and_custom_resources_are_validated_with_the_real_422_shape() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    // Not structural: an untyped field, and a default that does not match its type.
+    let mut bad = crd_json("bad.example.com", false);
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = json!({"type": "object",
+        "properties": {"spec": {"type": "object", "properties": {
+            "size": {"type": "integer", "default": "big"}, "free": {"description": "untyped"}}}}});
+    let crd: CustomResourceDefinition = serde_json::from_value(bad).unwrap();
+    let e = api_err(crds.create(&PostParams::default(), &crd).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "CustomResourceDefinition.apiextensions.k8s.io \"widgets.bad.example.com\" is invalid: [\
+         spec.validation.openAPIV3Schema.properties[spec].properties[free].type: Required value: must not be empty for specified object fields, \
+         spec.validation.openAPIV3Schema.properties[spec].properties[size].default: Invalid value: \"string\": in body must be of type integer: \"string\"]"
+    );
+    let causes = e.details.unwrap().causes;
+    assert_eq!(causes[0].reason, "FieldValueRequired");
+    assert_eq!(causes[1].reason, "FieldValueInvalid");
+
+    // A typed CRD: custom resources are pruned, defaulted and validated.
+    let mut good = crd_json("typed.example.com", true);
+    good["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = json!({"type": "object",
+        "properties": {
+            "spec": {"type": "object", "required": ["size"], "properties": {
+                "size": {"type": "integer", "minimum": 1},
+                "mode": {"type": "string", "enum": ["a", "b"], "default": "a"}}},
+            "status": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}});
+    let crd: CustomResourceDefinition = serde_json::from_value(good).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let widgets = widget_api(&c, "typed.example.com");
+    eventually("served", || {
+        let w = widgets.clone();
+        async move { w.list(&ListParams::default()).await.is_ok() }
+    })
+    .await;
+    let mut w = widget("typed.example.com", "w");
+    w.data["spec"]["unknown"] = json!(1);
+    let made = widgets.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(made.data["spec"]["mode"], "a", "defaulted");
+    assert!(made.data["spec"].get("unknown").is_none(), "pruned");
+    let mut w2 = widget("typed.example.com", "w2");
+    w2.data["spec"] = json!({"size": 0, "mode": "c"});
+    let e = api_err(widgets.create(&PostParams::default(), &w2).await);
+    assert_eq!(
+        e.message,
+        "Widget.typed.example.com \"w2\" is invalid: [spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\", \
+         spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1]"
+    );
+    // `/status` writes are validated too.
+    let e = api_err(
+        widgets
+            .patch_status(
+                "w",
+                &Default::default(),
+                &kube::api::Patch::Merge(json!({"status": {"ok": "yes"}})),
+            )
+            .await,
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message.ends_with(
+            "status.ok: Invalid value: \"string\": status.ok in body must be of type boolean: \"string\""
+        ),
+        "{}",
+        e.message
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_published_through_events_k8s_io_are_listed_as_core_events() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let new: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), "default");
+    let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "w.1", "namespace": "default"},
+        "eventTime": "2026-11-29T10:00:00.000000Z",
+        "reason": "Failed", "note": "it broke", "type": "Warning", "action": "Reconcile",
+        "reportingController": "ctl", "reportingInstance": "ctl-1",
+        "regarding": {"kind": "Widget", "name": "w", "namespace": "default", "uid": "u-1"}
+    }))
+    .unwrap();
+    new.create(&PostParams::default(), &ev).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(c, "default");
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=w,involvedObject.uid=u-1"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let e = &listed.items[0];
+    assert_eq!(e.message.as_deref(), Some("it broke"));
+    assert_eq!(e.reason.as_deref(), Some("Failed"));
+    assert_eq!(e.involved_object.kind.as_deref(), Some("Widget"));
+    emu.shutdown().await;
+}
