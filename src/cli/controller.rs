@@ -75,6 +75,10 @@ pub struct ControllerArgs {
     /// Directory of file-drop restores (docs/watch.md), served by the leader.
     #[arg(long, value_name = "DIR")]
     pub watch_dir: Option<PathBuf>,
+    /// On SIGTERM, how long in-flight snapshots and restores may run on; those still running
+    /// then are marked Failed (keep it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, default_value = "25s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace_period: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -103,6 +107,7 @@ pub fn options(global: &GlobalArgs, args: ControllerArgs) -> anyhow::Result<Cont
     o.lease_duration = args.lease_duration;
     o.identity = args.identity;
     o.watch_dir = args.watch_dir;
+    o.shutdown_grace_period = args.shutdown_grace_period;
     Ok(o)
 }
 

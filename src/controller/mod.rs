@@ -148,8 +148,11 @@ impl ControllerError {
     }
 }
 
-/// Writes `status` to the status subresource of `name` (a merge patch: fields left unset are
-/// omitted, never sent as `null`).
+/// The field manager of the controller's server-side applies.
+pub const FIELD_MANAGER: &str = "k8s-snap-controller";
+
+/// Writes `status` to the status subresource of `name` by server-side apply (the controller
+/// owns the whole status; fields left unset are omitted, never sent as `null`).
 pub(crate) async fn patch_status<K, S>(
     api: &Api<K>,
     kind: &'static str,
@@ -157,11 +160,16 @@ pub(crate) async fn patch_status<K, S>(
     status: &S,
 ) -> Result<(), ControllerError>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
 {
-    let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
-    api.patch_status(name, &kube::api::PatchParams::default(), &patch)
+    let patch = kube::api::Patch::Apply(serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    }));
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &patch)
         .await
         .map_err(|source| ControllerError::StatusWrite {
             kind,
@@ -199,6 +207,8 @@ pub struct ControllerOptions {
     pub identity: Option<String>,
     /// File-drop directory (`--watch-dir`, docs/watch.md), served by the leader.
     pub watch_dir: Option<PathBuf>,
+    /// How long in-flight runs may go on after shutdown is asked for.
+    pub shutdown_grace_period: Duration,
 }
 
 impl ControllerOptions {
@@ -222,6 +232,7 @@ impl ControllerOptions {
             lease_duration: Duration::from_secs(15),
             identity: None,
             watch_dir: None,
+            shutdown_grace_period: Duration::from_secs(25),
         }
     }
 
@@ -242,6 +253,88 @@ pub struct Context {
     pub failures: Failures,
     /// Publishes Events (`kubectl describe`) on the CRs.
     pub recorder: Recorder,
+    /// Snapshots and restores being run by this process (`snapshot a-001`): marked Failed if
+    /// they are still running when the shutdown grace period ends.
+    pub in_flight: InFlight,
+}
+
+/// The runs of this process, so that a shutdown can tell which CRs it interrupts.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<std::collections::BTreeSet<(&'static str, String)>>);
+
+impl InFlight {
+    /// Marks `kind`/`name` running until the guard is dropped.
+    pub(crate) fn start(&self, kind: &'static str, name: &str) -> InFlightGuard<'_> {
+        let key = (kind, name.to_string());
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        InFlightGuard { set: self, key }
+    }
+
+    fn take_all(&self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Removes its run from [`InFlight`] when dropped.
+pub(crate) struct InFlightGuard<'a> {
+    set: &'a InFlight,
+    key: (&'static str, String),
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.set
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Marks the runs still in flight at the end of the shutdown grace period Failed, with the
+/// original's reason, so that no CR is left `InProgress`.
+async fn fail_interrupted(ctx: &Context) {
+    use crate::restore::status::phase;
+    for (kind, name) in ctx.in_flight.take_all() {
+        let ns = &ctx.options.namespace;
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let failed = |reason: &str| {
+            serde_json::json!([{
+                "type": crd::condition::SUCCEEDED, "status": "False", "reason": "Failed",
+                "message": reason, "lastTransitionTime": now,
+            }, {
+                "type": crd::condition::READY, "status": "False", "reason": "Failed",
+                "message": reason, "lastTransitionTime": now,
+            }])
+        };
+        let result = match kind {
+            "snapshot" => {
+                let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), ns);
+                let reason = messages::STOPPED_WHILE_SNAPSHOT;
+                let status = serde_json::json!({"phase": phase::FAILED, "reason": reason,
+                    "conditions": failed(reason)});
+                patch_status(&api, "snapshot", &name, &status).await
+            }
+            _ => {
+                let api: Api<Restore> = Api::namespaced(ctx.client.clone(), ns);
+                let reason = messages::STOPPED_WHILE_RESTORE;
+                let status = serde_json::json!({"phase": phase::FAILED, "reason": reason,
+                    "conditions": failed(reason)});
+                patch_status(&api, "restore", &name, &status).await
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::warn!("{kind} {ns}/{name}: interrupted by the shutdown; marked Failed")
+            }
+            Err(e) => tracing::warn!("{kind} {ns}/{name}: interrupted by the shutdown: {e}"),
+        }
+    }
 }
 
 impl Context {
@@ -427,6 +520,7 @@ pub async fn run(
         options: options.clone(),
         metrics: metrics.clone(),
         failures: Failures::default(),
+        in_flight: InFlight::default(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -446,6 +540,15 @@ pub async fn run(
             )
         });
         tokio::pin!(shutdown);
+        // Shutdown: the controllers stop taking new work and in-flight runs finish, within
+        // the grace period.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopping = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
         let lead = async {
             if let Some(e) = &elector {
                 e.acquire().await;
@@ -458,15 +561,24 @@ pub async fn run(
                 }
             };
             tokio::select! {
-                () = run_controllers(ctx.clone()) => Ok(()),
+                () = run_controllers(ctx.clone(), stopping) => Ok(()),
                 lost = lost => Err(ControllerError::Leader(lost)),
             }
         };
+        tokio::pin!(lead);
         let outcome = tokio::select! {
-            r = lead => r,
+            r = &mut lead => r,
             () = &mut shutdown => {
-                tracing::info!("shutting down");
-                Ok(())
+                let grace = options.shutdown_grace_period;
+                tracing::info!("shutting down: letting in-flight runs finish (up to {grace:?})");
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(grace, &mut lead).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        fail_interrupted(&ctx).await;
+                        Ok(())
+                    }
+                }
             }
         };
         if let Some(e) = &elector
@@ -482,12 +594,17 @@ pub async fn run(
 }
 
 /// The Snapshot and Restore controllers plus the store jobs, until one stream ends.
-async fn run_controllers(ctx: Arc<Context>) {
+async fn run_controllers<S, F>(ctx: Arc<Context>, stopping: S)
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
     let ns = ctx.options.namespace.clone();
     let snapshots: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ns);
     let restores: Api<Restore> = Api::namespaced(ctx.client.clone(), &ns);
     let snap_ctl = Controller::new(snapshots, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(ctx.options.snapshot_threads))
+        .graceful_shutdown_on(stopping())
         .run(snapshot::reconcile, snapshot::error_policy, ctx.clone())
         .for_each(|r| async move {
             match r {
@@ -498,6 +615,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         });
     let restore_ctl = Controller::new(restores, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(ctx.options.restore_threads))
+        .graceful_shutdown_on(stopping())
         .run(restore::reconcile, restore::error_policy, ctx.clone())
         .for_each(|r| async move {
             match r {
@@ -527,9 +645,10 @@ async fn run_controllers(ctx: Arc<Context>) {
         }
         std::future::pending::<()>().await
     };
+    // Both controllers end together after a graceful shutdown (each after its in-flight
+    // runs); the store jobs and file drops simply stop with them.
     tokio::select! {
-        () = snap_ctl => tracing::warn!("snapshot controller stopped"),
-        () = restore_ctl => tracing::warn!("restore controller stopped"),
+        _ = futures::future::join(snap_ctl, restore_ctl) => tracing::info!("controllers stopped"),
         () = snapshot::store_jobs(ctx.clone()) => {},
         () = file_drops => {},
     }

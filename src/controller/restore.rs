@@ -146,6 +146,7 @@ async fn run(
 ) -> Result<Action, ReconcileError> {
     let name = obj.name_any();
     let generation = obj.metadata.generation;
+    let _running = ctx.in_flight.start("restore", &name);
     // The snapshot must be Completed (or at least present in the mirror when its CR is gone).
     let snapshots: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
     let snap_name = &obj.spec.backup_name;

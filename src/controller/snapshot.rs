@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition, set_finished};
 use super::work::{self, StoreTarget, WorkError};
@@ -188,6 +189,14 @@ async fn apply(
                 }
             }
             patch_status(api, &name, &status).await?;
+            if status.phase == phase::FAILED {
+                ctx.publish(
+                    obj.object_ref(&()),
+                    EventType::Warning,
+                    "Failed",
+                    &status.reason,
+                );
+            }
             Ok(Action::requeue(Duration::from_millis(10)))
         }
         phase::IN_QUEUE => {
@@ -201,6 +210,12 @@ async fn apply(
                 generation,
             );
             patch_status(api, &name, &status).await?;
+            ctx.publish(
+                obj.object_ref(&()),
+                EventType::Normal,
+                "Started",
+                "taking the snapshot",
+            );
             run(api, &obj, status, ctx).await
         }
         phase::IN_PROGRESS => {
@@ -210,6 +225,12 @@ async fn apply(
             fail(&mut status, messages::STOPPED_WHILE_SNAPSHOT, generation);
             ctx.metrics.snapshot_finished(false, 0.0, 0);
             patch_status(api, &name, &status).await?;
+            ctx.publish(
+                obj.object_ref(&()),
+                EventType::Warning,
+                "Failed",
+                messages::STOPPED_WHILE_SNAPSHOT,
+            );
             expire(api, &name, &status).await
         }
         _ => expire(api, &name, &status).await,
@@ -235,6 +256,7 @@ async fn run(
     let name = obj.name_any();
     let generation = obj.metadata.generation;
     let started = Instant::now();
+    let _running = ctx.in_flight.start("snapshot", &name);
     match take(obj, ctx).await {
         Ok(outcome) => {
             let s = &outcome.summary;
@@ -285,6 +307,15 @@ async fn run(
         }
     }
     patch_status(api, &name, &status).await?;
+    let (type_, reason, note) = if status.phase == phase::COMPLETED {
+        let n = status.number_of_contents;
+        let rv = &status.snapshot_resource_version;
+        let note = format!("{n} objects at resourceVersion {rv}");
+        (EventType::Normal, "Completed", note)
+    } else {
+        (EventType::Warning, "Failed", status.reason.clone())
+    };
+    ctx.publish(obj.object_ref(&()), type_, reason, &note);
     expire(api, &name, &status).await
 }
 
@@ -375,6 +406,11 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
             message: e.to_string(),
         })?;
     tracing::info!(snapshot = %name, "snapshot data removed");
+    let note = match &store {
+        Some(_) => "the snapshot's data was removed from the mirror and the object store",
+        None => "the snapshot's data was removed from the mirror",
+    };
+    ctx.publish(obj.object_ref(&()), EventType::Normal, "DataDeleted", note);
     Ok(Action::await_change())
 }
 

@@ -3,6 +3,7 @@
 mod cli;
 mod controller;
 mod controller_deploy;
+mod controller_events;
 mod controller_schema;
 mod mirror;
 mod restore;

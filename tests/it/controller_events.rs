@@ -1,0 +1,115 @@
+//! What a user sees of the controller's work in `kubectl describe` (Events), and what a
+//! SIGTERM does to a snapshot in flight: it finishes within the grace period, or is marked
+//! Failed with a reason — never left `InProgress`.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Event;
+use k8s_snap::controller::SnapshotSpec;
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
+
+async fn reasons(mgmt: &Management, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(mgmt.emu.client().await, NS);
+    let mut r: Vec<String> = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    r.sort();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_events_of_completed_and_failed_snapshots() {
+    let mgmt = Management::start().await;
+    let ctl = mgmt.controller("events").await;
+    let snapshots = mgmt.snapshots().await;
+    create_snapshot(&snapshots, "ok", SnapshotSpec::default()).await;
+    create_snapshot(
+        &snapshots,
+        "bad",
+        SnapshotSpec {
+            ttl: Some("forever".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    phase_of(&snapshots, "ok", &["Completed"]).await;
+    phase_of(&snapshots, "bad", &["Failed"]).await;
+    wait_for(Duration::from_secs(5), "Events", || async {
+        (reasons(&mgmt, "ok").await == ["Completed", "Started"]
+            && reasons(&mgmt, "bad").await == ["Failed"])
+        .then_some(())
+    })
+    .await;
+    let described = mgmt.kubectl(&["describe", "snapshot", "ok", "-n", NS]);
+    assert!(
+        described.contains("Started") && described.contains("Completed"),
+        "{described}"
+    );
+    let described = mgmt.kubectl(&["describe", "snapshot", "bad", "-n", NS]);
+    assert!(
+        described.contains("Warning") && described.contains("spec.ttl"),
+        "{described}"
+    );
+    ctl.stop().await.unwrap();
+}
+
+/// A snapshot of the management cluster whose ConfigMap LIST answers after `latency`.
+async fn slow_snapshot(mgmt: &Management, name: &str, latency: &str) {
+    mgmt.emu.faults().add(
+        format!("method=GET,path=/api/v1/configmaps,latency={latency}")
+            .parse()
+            .unwrap(),
+    );
+    create_snapshot(&mgmt.snapshots().await, name, SnapshotSpec::default()).await;
+    phase_of(&mgmt.snapshots().await, name, &["InProgress"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_snapshot_in_flight_finish() {
+    let mgmt = Management::start().await;
+    let ctl = mgmt.controller("graceful").await;
+    slow_snapshot(&mgmt, "inflight", "1500ms").await;
+    ctl.stop().await.unwrap();
+    let s = mgmt.snapshots().await.get("inflight").await.unwrap();
+    assert_eq!(s.status.unwrap().phase, "Completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_period_marks_the_snapshot_failed() {
+    let mgmt = Management::start().await;
+    let ctl = mgmt
+        .controller_with(
+            "impatient",
+            &[
+                "--housekeepstore=false",
+                "--restoresnapshots",
+                "false",
+                "--shutdown-grace-period",
+                "300ms",
+            ],
+        )
+        .await;
+    slow_snapshot(&mgmt, "cut", "5s").await;
+    ctl.stop().await.unwrap();
+    let status = mgmt
+        .snapshots()
+        .await
+        .get("cut")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.phase, "Failed");
+    assert_eq!(
+        status.reason,
+        "Controller stopped while taking the snapshot"
+    );
+}
