@@ -12,6 +12,7 @@ mod snapshot_faults;
 mod store;
 mod store_support;
 mod support;
+mod tidy;
 mod tree;
 mod watch;
 mod watch_loop;
