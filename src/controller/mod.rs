@@ -147,6 +147,40 @@ pub struct Context {
     pub own_config: kube::Config,
     pub options: ControllerOptions,
     pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events about the CRs (`events.k8s.io/v1`, see [`warning_event`]).
+    pub recorder: kube::runtime::events::Recorder,
+}
+
+/// Name the controller's Events are reported under.
+pub const EVENT_REPORTER: &str = "k8s-snap-controller";
+
+/// Publishes a `Warning` Event about `obj` (shown by `kubectl describe`). Failing to publish
+/// (no RBAC for events, API down) is logged at debug level only: the CR's status already
+/// says the same.
+pub(crate) async fn warning_event<K>(ctx: &Context, obj: &K, reason: &str, note: &str)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::runtime::events::{Event, EventType};
+    // An Event note holds at most 1 kB.
+    let mut note = note.to_string();
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::debug!("publishing an event: {e}");
+    }
 }
 
 /// Builds the management cluster's configuration from the options.
@@ -245,11 +279,19 @@ pub async fn run(
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: EVENT_REPORTER.to_string(),
+            instance: Some(options.identity.clone().unwrap_or_else(default_identity)),
+        },
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         own_config: config,
         options: options.clone(),
         metrics: metrics.clone(),
+        recorder,
     });
     let result = {
         let elector = options.leader_election.then(|| {

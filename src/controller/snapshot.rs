@@ -278,6 +278,9 @@ async fn run(
             fail(&mut status, &reason, generation);
             ctx.metrics
                 .snapshot_finished(false, started.elapsed().as_secs_f64(), 0);
+            patch_status(api, &name, &status).await?;
+            super::warning_event(ctx, obj, "Failed", &reason).await;
+            return expire(api, &name, &status).await;
         }
     }
     patch_status(api, &name, &status).await?;
@@ -308,7 +311,7 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
 
 async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, (String, bool)> {
     let spec = &obj.spec;
-    let cluster = target::cluster(
+    let cluster = target::spec_cluster(
         ctx,
         spec.kubeconfig.as_deref(),
         spec.kubeconfig_secret_ref.as_ref(),
@@ -317,7 +320,7 @@ async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome,
     .map_err(|e| (e.to_string(), e.is_transient()))?;
     let store = match spec.objectstore_config.as_deref().filter(|s| !s.is_empty()) {
         Some(c) => Some(
-            target::store(ctx, c)
+            target::spec_store(ctx, c)
                 .await
                 .map_err(|e| (e.to_string(), e.is_transient()))?,
         ),

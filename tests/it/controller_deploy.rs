@@ -134,6 +134,9 @@ fn namespace_rbac_is_least_privilege() {
     let secrets = find("secrets");
     assert_eq!(verbs(secrets), ["get"], "secrets: read only");
     assert!(verbs(find("leases")).contains(&"update"));
+    let events = find("events");
+    assert_eq!(events["apiGroups"][0], "events.k8s.io");
+    assert_eq!(verbs(events), ["create", "patch"], "events: publish only");
     // Nothing cluster-wide in the namespace RBAC file except the binding to the documented
     // ClusterRole for the own cluster.
     let cr = all
