@@ -343,9 +343,10 @@ mod restore_compat_tests {
         let back: RestoreCrStatus = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
         // Statuses written before these fields existed still read.
-        let old: RestoreCrStatus =
-            serde_json::from_value(serde_json::json!({"phase": "Completed", "preserveUntil": null}))
-                .unwrap();
+        let old: RestoreCrStatus = serde_json::from_value(
+            serde_json::json!({"phase": "Completed", "preserveUntil": null}),
+        )
+        .unwrap();
         assert_eq!(old.available_until, None);
         assert_eq!(old.ttl, "");
     }

@@ -16,12 +16,12 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use super::crd::RestorePreferenceCrSpec;
 use super::crd::{
     self, Restore, RestoreCrStatus, RestorePreference, Snapshot, condition, set_condition,
     set_finished,
 };
 use super::snapshot::available_until;
-use super::crd::RestorePreferenceCrSpec;
 use super::target::TargetError;
 use super::work::{self, RestoreJob, StoreTarget};
 use super::{Context, ControllerError, RESTORE_TTL, messages, target};
@@ -353,8 +353,11 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
                     )));
                 }
                 Err(e) => {
-                    let transient = !matches!(&e, kube::Error::Api(s) if s.code < 500 && s.code != 429);
-                    let msg = format!("spec.restorePreferenceName: reading RestorePreference {ns}/{p}: {e}");
+                    let transient =
+                        !matches!(&e, kube::Error::Api(s) if s.code < 500 && s.code != 429);
+                    let msg = format!(
+                        "spec.restorePreferenceName: reading RestorePreference {ns}/{p}: {e}"
+                    );
                     return Err(if transient {
                         StartError::Transient(msg)
                     } else {

@@ -246,14 +246,22 @@ mod tests {
         let text = "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: RestorePreference\nmetadata:\n  name: p\nspec:\n  excludeNamespaces: [kube-system]\n  excludeCRDs: [crd.projectcalico.org]\n  excludeApiPathes: ['/api/v1,nodes']\n  restoreAppApiPathes: [/apis/apps]\n  restoreNfsStorageClasses: [managed-nfs-storage]\n  restoreOptions: []\n";
         let p = Preference::from_yaml(text, "p.yaml").unwrap();
         assert!(p.spec.restore_options.is_empty());
-        let with_options = text.replace("restoreOptions: []", "restoreOptions: [overwriteExisting]");
+        let with_options =
+            text.replace("restoreOptions: []", "restoreOptions: [overwriteExisting]");
         let p = Preference::from_yaml(&with_options, "p.yaml").unwrap();
         assert_eq!(p.spec.restore_options, ["overwriteExisting"]);
         // A typo is refused with the known fields listed.
         let typo = text.replace("excludeNamespaces:", "excludeNamespace:");
-        let e = Preference::from_yaml(&typo, "p.yaml").unwrap_err().to_string();
+        let e = Preference::from_yaml(&typo, "p.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `excludeNamespace`"), "{e}");
-        for known in ["excludeNamespaces", "excludeCRDs", "restoreOptions", "includeNamespaces"] {
+        for known in [
+            "excludeNamespaces",
+            "excludeCRDs",
+            "restoreOptions",
+            "includeNamespaces",
+        ] {
             assert!(e.contains(known), "{known} not listed: {e}");
         }
     }

@@ -276,7 +276,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("spec.snapshotName") && e.contains("spec.backupName"), "{e}");
+        assert!(
+            e.contains("spec.snapshotName") && e.contains("spec.backupName"),
+            "{e}"
+        );
     }
 
     #[test]

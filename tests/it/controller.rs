@@ -17,9 +17,9 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube_emulator::{Emulator, EmulatorHandle, Fixture};
 use tempfile::TempDir;
 
-const NS: &str = "k8s-snap";
+pub(crate) const NS: &str = "k8s-snap";
 
-fn repo_file(rel: &str) -> PathBuf {
+pub(crate) fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
@@ -39,14 +39,14 @@ fn deploy_crd_yaml_matches_the_generated_crds() {
 
 /// The management cluster: an emulator without a token (kubectl sends no credentials over
 /// plain http), its kubeconfig file, and the CRDs applied with kubectl.
-struct Management {
-    emu: EmulatorHandle,
-    kubeconfig: PathBuf,
-    dir: TempDir,
+pub(crate) struct Management {
+    pub(crate) emu: EmulatorHandle,
+    pub(crate) kubeconfig: PathBuf,
+    pub(crate) dir: TempDir,
 }
 
 impl Management {
-    async fn start() -> Management {
+    pub(crate) async fn start() -> Management {
         let emu = Emulator::builder()
             .fixture(Fixture::Empty)
             .crd_establish_delay(Duration::from_millis(50))
@@ -116,15 +116,15 @@ impl Management {
         }
     }
 
-    async fn snapshots(&self) -> Api<Snapshot> {
+    pub(crate) async fn snapshots(&self) -> Api<Snapshot> {
         Api::namespaced(self.emu.client().await, NS)
     }
 
-    async fn restores(&self) -> Api<Restore> {
+    pub(crate) async fn restores(&self) -> Api<Restore> {
         Api::namespaced(self.emu.client().await, NS)
     }
 
-    fn kubectl(&self, args: &[&str]) -> String {
+    pub(crate) fn kubectl(&self, args: &[&str]) -> String {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -142,7 +142,7 @@ impl Management {
     /// Starts the controller in-process, from the same flags `k8s-snap controller` takes,
     /// with short lease and retry times. (In-process, not the binary: parallel worktrees share
     /// one target directory, so the binary on disk may belong to another branch.)
-    async fn controller(&self, identity: &str) -> ControllerTask {
+    pub(crate) async fn controller(&self, identity: &str) -> ControllerTask {
         self.controller_with(
             identity,
             &["--housekeepstore=false", "--restoresnapshots", "false"],
@@ -151,7 +151,7 @@ impl Management {
     }
 
     /// The controller with extra flags after the common ones.
-    async fn controller_with(&self, identity: &str, extra: &[&str]) -> ControllerTask {
+    pub(crate) async fn controller_with(&self, identity: &str, extra: &[&str]) -> ControllerTask {
         use clap::Parser;
         let data = self.dir.path().join(format!("data-{identity}"));
         let mut argv = vec![
@@ -203,16 +203,16 @@ impl Management {
     }
 }
 
-struct ControllerTask {
+pub(crate) struct ControllerTask {
     handle: tokio::task::JoinHandle<Result<(), k8s_snap::controller::ControllerError>>,
     metrics: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    data: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
 impl ControllerTask {
     /// Stops the controller as SIGTERM does and returns its result.
-    async fn stop(mut self) -> Result<(), k8s_snap::controller::ControllerError> {
+    pub(crate) async fn stop(mut self) -> Result<(), k8s_snap::controller::ControllerError> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -253,7 +253,7 @@ impl Drop for ControllerTask {
     }
 }
 
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -269,19 +269,23 @@ where
 }
 
 /// Creates Snapshot `name` in the controller's namespace.
-async fn create_snapshot(api: &Api<Snapshot>, name: &str, spec: SnapshotSpec) {
+pub(crate) async fn create_snapshot(api: &Api<Snapshot>, name: &str, spec: SnapshotSpec) {
     api.create(&PostParams::default(), &snapshot(name, spec))
         .await
         .unwrap();
 }
 
-fn snapshot(name: &str, spec: SnapshotSpec) -> Snapshot {
+pub(crate) fn snapshot(name: &str, spec: SnapshotSpec) -> Snapshot {
     let mut s = Snapshot::new(name, spec);
     s.metadata.namespace = Some(NS.into());
     s
 }
 
-async fn phase_of(api: &Api<Snapshot>, name: &str, want: &'static [&'static str]) -> Snapshot {
+pub(crate) async fn phase_of(
+    api: &Api<Snapshot>,
+    name: &str,
+    want: &'static [&'static str],
+) -> Snapshot {
     wait_for(
         Duration::from_secs(30),
         &format!("snapshot {name} in {want:?}"),
@@ -498,7 +502,7 @@ async fn snapshot_and_restore_lifecycle() {
     let missing = phase_of(&snaps, "to-missing-store", &["Completed", "Failed"]).await;
     assert_eq!(
         missing.status.unwrap().reason,
-        "ObjectstoreConfig k8s-snap/nope not found"
+        "spec.objectstoreConfig: ObjectstoreConfig k8s-snap/nope not found"
     );
     // An unreachable bucket: Failed with a reason naming the store, without credentials.
     let pushed = phase_of(&snaps, "to-store", &["Completed", "Failed"]).await;

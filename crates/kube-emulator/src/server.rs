@@ -683,7 +683,11 @@ fn column_value<'a>(obj: &'a Value, path: &str) -> &'a Value {
         None => (path, None),
     };
     let mut v = obj;
-    for seg in dotted.trim_start_matches('.').split('.').filter(|s| !s.is_empty()) {
+    for seg in dotted
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|s| !s.is_empty())
+    {
         v = &v[seg];
     }
     match union {
