@@ -67,14 +67,10 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
         let store = super::store::open_store(global)
             .await
             .context("cannot open the store (use --local-only to list the mirror alone)")?;
+        // The store errors name the store (`s3://bucket/prefix at endpoint`).
         crate::store::sync::list(store.as_ref())
             .await
-            .with_context(|| {
-                format!(
-                    "cannot read the store {} (use --local-only to list the mirror alone)",
-                    store.describe()
-                )
-            })?
+            .context("cannot read the store (use --local-only to list the mirror alone)")?
     };
     let mut items: Vec<ListItem> = snapshots
         .into_iter()

@@ -308,6 +308,16 @@ spec:
 apiVersion: clustersnapshot.rywt.io/v1alpha1
 kind: Restore
 metadata:
+  name: r-missing-kubeconfig-secret
+  namespace: k8s-snap
+spec:
+  snapshotName: s1
+  kubeconfigSecretRef:
+    name: absent-kubeconfig
+---
+apiVersion: clustersnapshot.rywt.io/v1alpha1
+kind: Restore
+metadata:
   name: r-unknown-preference
   namespace: k8s-snap
 spec:
@@ -512,6 +522,11 @@ async fn the_originals_manifests_reconcile_to_a_final_phase() {
             ][..],
         ),
         ("restore", "r-bad-kubeconfig", &["spec.kubeconfig: "][..]),
+        (
+            "restore",
+            "r-missing-kubeconfig-secret",
+            &["spec.kubeconfigSecretRef: Secret k8s-snap/absent-kubeconfig not found"][..],
+        ),
         (
             "restore",
             "r-unknown-preference",
