@@ -359,10 +359,7 @@ fn fill(template: &str, endpoint: &str, source: &str, b: &str, c: &str, e: &str)
         .replace("{SOURCE}", &indent(source, 4))
         .replace("{TARGET_B}", &indent(b, 4))
         .replace("{TARGET_C}", &indent(c, 4))
-        .replace(
-            "{TARGET_E}",
-            &indent(e, 4).trim_end_matches('\n').to_string(),
-        )
+        .replace("{TARGET_E}", indent(e, 4).trim_end_matches('\n'))
 }
 
 async fn empty_target(cidr: &str) -> EmulatorHandle {
