@@ -84,6 +84,10 @@ async fn reconcile_inner(
     };
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
+    // Statuses written before `availableUntil` existed get it with their next update.
+    if status.available_until.is_none() {
+        status.available_until = status.restore.preserve_until.clone();
+    }
     match status.restore.phase.as_str() {
         phase::NEW => {
             let now = jiff::Timestamp::now();
