@@ -33,6 +33,9 @@ pub struct ListArgs {
     /// Only snapshots of this cluster.
     #[arg(long = "cluster", value_name = "NAME")]
     pub cluster: Option<String>,
+    /// List the local mirror only, without reading the store.
+    #[arg(long)]
+    pub local_only: bool,
 }
 
 /// One row of `list -o json`.
@@ -56,19 +59,18 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
         Some(m) => m.snapshots()?,
         None => Vec::new(),
     };
-    // The store's snapshots; an unreachable store is a warning, not a failure of `list`.
-    let remote = match super::store::open_store(global).await {
-        Ok(store) => match crate::store::sync::list(store.as_ref()).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("cannot read the store {}: {e}", store.describe());
-                Vec::new()
-            }
-        },
-        Err(e) => {
-            tracing::warn!("cannot open the store: {e:#}");
-            Vec::new()
-        }
+    // The store's snapshots. A store that cannot be read fails `list` (a script must not
+    // mistake it for "no snapshots"); `--local-only` skips it.
+    let remote = if args.local_only {
+        Vec::new()
+    } else {
+        let store = super::store::open_store(global)
+            .await
+            .context("cannot open the store (use --local-only to list the mirror alone)")?;
+        // The store errors name the store (`s3://bucket/prefix at endpoint`).
+        crate::store::sync::list(store.as_ref())
+            .await
+            .context("cannot read the store (use --local-only to list the mirror alone)")?
     };
     let mut items: Vec<ListItem> = snapshots
         .into_iter()

@@ -160,7 +160,12 @@ pub struct SnapshotStatus {
     derive = "Default",
     doc = "A create-only restore of a snapshot onto a cluster.",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
-    printcolumn(name = "Snapshot", type_ = "string", json_path = ".spec.backupName"),
+    // Whichever of the two names is set (a JSONPath union; the first present wins).
+    printcolumn(
+        name = "Snapshot",
+        type_ = "string",
+        json_path = ".spec['snapshotName','backupName']"
+    ),
     printcolumn(
         name = "Timestamp",
         type_ = "string",
@@ -191,8 +196,12 @@ pub struct RestoreSpec {
     /// Name of the target cluster.
     #[serde(default)]
     pub cluster_name: String,
-    /// The Snapshot to restore (the original's field name).
-    #[serde(default)]
+    /// The Snapshot to restore (the original's later API; `backupName` is the same field
+    /// under the README's name). Set either; both set must be equal.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot_name: String,
+    /// The Snapshot to restore (the original README's name for `snapshotName`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub backup_name: String,
     /// A RestorePreference in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,16 +223,40 @@ pub struct RestoreSpec {
     pub objectstore_config: Option<String>,
 }
 
-/// Status of a Restore: the original shape (`crate::restore::RestoreStatus`) plus
-/// `conditions`. Reads partial statuses too (missing fields take their defaults), so one odd
-/// object never breaks the controller's watch.
+impl RestoreSpec {
+    /// The Snapshot to restore: `snapshotName` or `backupName` (see
+    /// [`crate::restore::snapshot_name_of`]); the error names the field at fault.
+    pub fn snapshot(&self) -> Result<&str, crate::restore::SnapshotNameError> {
+        crate::restore::snapshot_name_of(&self.snapshot_name, &self.backup_name)
+    }
+}
+
+/// Status of a Restore: the original shape (`crate::restore::RestoreStatus`, with the README's
+/// `preserveUntil`), the later API's `availableUntil` (always equal to `preserveUntil`) and
+/// `ttl` (from the start of the restore to `availableUntil`, a Go duration such as
+/// `168h0m0s`), plus `conditions`. Reads partial statuses too (missing fields take their
+/// defaults), so one odd object never breaks the controller's watch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreCrStatus {
     #[serde(flatten)]
     pub restore: RestoreStatus,
+    /// The Restore resource is deleted at this time (the same as `preserveUntil`).
+    pub available_until: Option<String>,
+    /// How long the Restore resource is kept (Go duration, e.g. `168h0m0s`).
+    #[serde(default)]
+    pub ttl: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl RestoreCrStatus {
+    /// Sets `preserveUntil` and `availableUntil` to `until` and `ttl` to `ttl`.
+    pub fn set_expiry(&mut self, until: Option<String>, ttl: String) {
+        self.restore.preserve_until = until.clone();
+        self.available_until = until;
+        self.ttl = ttl;
+    }
 }
 
 impl<'de> Deserialize<'de> for RestoreCrStatus {
@@ -235,11 +268,18 @@ impl<'de> Deserialize<'de> for RestoreCrStatus {
             _ => serde_json::Map::new(),
         };
         let mut conditions = serde_json::Value::Null;
+        let mut available_until = None;
+        let mut ttl = String::new();
         for (k, v) in given {
-            if k == "conditions" {
-                conditions = v;
-            } else if !v.is_null() {
-                merged.insert(k, v);
+            match (k.as_str(), v) {
+                ("conditions", v) => conditions = v,
+                ("availableUntil", serde_json::Value::String(t)) => available_until = Some(t),
+                ("ttl", serde_json::Value::String(t)) => ttl = t,
+                ("availableUntil" | "ttl", _) => {}
+                (_, v) if !v.is_null() => {
+                    merged.insert(k, v);
+                }
+                _ => {}
             }
         }
         let restore = serde_json::from_value(serde_json::Value::Object(merged))
@@ -252,8 +292,69 @@ impl<'de> Deserialize<'de> for RestoreCrStatus {
         };
         Ok(RestoreCrStatus {
             restore,
+            available_until,
+            ttl,
             conditions,
         })
+    }
+}
+
+#[cfg(test)]
+mod restore_compat_tests {
+    use super::*;
+
+    #[test]
+    fn restores_name_their_snapshot_either_way() {
+        let later = "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nmetadata:\n  name: r\nspec:\n  clusterName: dst\n  snapshotName: s1\n";
+        let r: Restore = serde_saphyr::from_str(later).unwrap();
+        assert_eq!(r.spec.snapshot().unwrap(), "s1");
+        let readme = later.replace("snapshotName", "backupName");
+        let r: Restore = serde_saphyr::from_str(&readme).unwrap();
+        assert_eq!(r.spec.snapshot().unwrap(), "s1");
+        // Only the field that is set goes on the wire.
+        let v = serde_json::to_value(&r.spec).unwrap();
+        assert_eq!(v["backupName"], "s1");
+        assert!(v.get("snapshotName").is_none(), "{v}");
+        let neither = Restore::new("r", RestoreSpec::default());
+        assert!(
+            neither
+                .spec
+                .snapshot()
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.snapshotName: required")
+        );
+        // The printer column shows whichever is set.
+        let crd = Restore::crd();
+        let col = crd.spec.versions[0]
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.name == "Snapshot")
+            .unwrap()
+            .json_path
+            .clone();
+        assert_eq!(col, ".spec['snapshotName','backupName']");
+    }
+
+    #[test]
+    fn restore_status_carries_available_until_and_ttl() {
+        let mut s = RestoreCrStatus::default();
+        s.set_expiry(Some("2026-12-06T10:00:00Z".into()), "168h0m0s".into());
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["preserveUntil"], "2026-12-06T10:00:00Z");
+        assert_eq!(v["availableUntil"], v["preserveUntil"]);
+        assert_eq!(v["ttl"], "168h0m0s");
+        let back: RestoreCrStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+        // Statuses written before these fields existed still read.
+        let old: RestoreCrStatus = serde_json::from_value(
+            serde_json::json!({"phase": "Completed", "preserveUntil": null}),
+        )
+        .unwrap();
+        assert_eq!(old.available_until, None);
+        assert_eq!(old.ttl, "");
     }
 }
 

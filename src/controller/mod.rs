@@ -23,7 +23,7 @@ use futures::StreamExt;
 use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::{Controller, controller, watcher};
 
 pub use crd::{
@@ -363,10 +363,15 @@ impl Context {
         note: &str,
     ) {
         let recorder = self.recorder.clone();
+        // An Event note holds at most 1 kB.
+        let mut cut = note.len().min(1000);
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
         let event = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(note.chars().take(1000).collect()),
+            note: Some(note[..cut].to_string()),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -416,6 +421,18 @@ impl Failures {
             tracing::info!("{key}: reconciled again after failures");
         }
     }
+}
+
+/// Name the controller's Events are reported under.
+pub const EVENT_REPORTER: &str = "k8s-snap-controller";
+
+/// Publishes a `Warning` Event about `obj` (shown by `kubectl describe`); see
+/// [`Context::publish`].
+pub(crate) async fn warning_event<K>(ctx: &Context, obj: &K, reason: &str, note: &str)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    ctx.publish(obj.object_ref(&()), EventType::Warning, reason, note);
 }
 
 /// Builds the management cluster's configuration from the options.
@@ -514,6 +531,13 @@ pub async fn run(
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: EVENT_REPORTER.to_string(),
+            instance: Some(options.identity.clone().unwrap_or_else(default_identity)),
+        },
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         own_config: config,
@@ -521,13 +545,7 @@ pub async fn run(
         metrics: metrics.clone(),
         failures: Failures::default(),
         in_flight: InFlight::default(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "k8s-snap-controller".into(),
-                instance: options.identity.clone(),
-            },
-        ),
+        recorder,
     });
     let result = {
         let elector = options.leader_election.then(|| {

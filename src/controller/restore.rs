@@ -1,6 +1,9 @@
 //! The Restore reconciler: `""` → `InQueue` → `InProgress` → `Completed`/`Failed` with the
-//! original messages, `preserveUntil` from `availableUntil` or ttl (168h) and deletion of
-//! expired Restore CRs. The restore itself is [`super::work::run_restore`].
+//! original messages, `preserveUntil` = `availableUntil` from `spec.availableUntil` or ttl
+//! (168h) and deletion of expired Restore CRs. A Restore that cannot start (no snapshot name,
+//! an unknown ObjectstoreConfig or RestorePreference, a missing Secret, a malformed
+//! kubeconfig) is `Failed` at once with a reason naming the spec field and a Warning Event.
+//! The restore itself is [`super::work::run_restore`].
 //!
 //! Owns: Restore status transitions, capping its lists. Must not touch: the target cluster
 //! directly, the store.
@@ -11,19 +14,54 @@ use std::time::{Duration, Instant};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
+use super::crd::RestorePreferenceCrSpec;
 use super::crd::{
     self, Restore, RestoreCrStatus, RestorePreference, Snapshot, condition, set_condition,
     set_finished,
 };
 use super::snapshot::available_until;
-use super::work::{self, RestoreJob};
+use super::target::TargetError;
+use super::work::{self, RestoreJob, StoreTarget};
 use super::{Context, ControllerError, RESTORE_TTL, messages, target};
+use crate::cluster::Cluster;
 use crate::restore::status::phase;
 
-/// Errors of one reconcile (a restore's own failure is status, not an error).
+/// Errors of one reconcile (a restore's own failure is status, not an error); retried.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct ReconcileError(#[from] ControllerError);
+pub enum ReconcileError {
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// A transient API failure while resolving what the Restore names.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// Everything a Restore names, resolved before it starts.
+struct Resolved {
+    snapshot: String,
+    cluster: Cluster,
+    preference: Option<RestorePreferenceCrSpec>,
+    /// From `spec.objectstoreConfig` (else, later, the Snapshot's).
+    store: Option<StoreTarget>,
+}
+
+/// Why a Restore cannot start.
+enum StartError {
+    /// Its spec is at fault: the status reason, naming the field.
+    Invalid(String),
+    /// The API failed; worth retrying.
+    Transient(String),
+}
+
+impl From<TargetError> for StartError {
+    fn from(e: TargetError) -> StartError {
+        if e.is_transient() {
+            StartError::Transient(e.to_string())
+        } else {
+            StartError::Invalid(e.to_string())
+        }
+    }
+}
 
 /// Reconciles one Restore.
 pub fn reconcile(
@@ -55,9 +93,14 @@ async fn reconcile_inner(
     };
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
+    // Statuses written before `availableUntil` existed get it with their next update.
+    if status.available_until.is_none() {
+        status.available_until = status.restore.preserve_until.clone();
+    }
     match status.restore.phase.as_str() {
         phase::NEW => {
             let now = jiff::Timestamp::now();
+            let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
             match available_until(
                 obj.spec.available_until.as_ref(),
                 obj.spec.ttl.as_deref(),
@@ -67,7 +110,8 @@ async fn reconcile_inner(
                 Err(reason) => fail(&mut status, &reason, generation),
                 Ok(t) if t <= now => fail(&mut status, messages::AVAILABLE_UNTIL_PAST, generation),
                 Ok(t) => {
-                    status.restore.preserve_until = Some(format_time(t));
+                    let ttl = go_duration(t.as_second() - now.as_second());
+                    status.set_expiry(Some(format_time(t)), ttl);
                     status.restore.phase = phase::IN_QUEUE.into();
                     set_condition(
                         &mut status.conditions,
@@ -100,9 +144,26 @@ pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) 
     ctx.on_error(
         "restore",
         obj.as_ref(),
-        err.0.event_reason(),
+        match err {
+            ReconcileError::Controller(e) => e.event_reason(),
+            ReconcileError::Transient(_) => "ReconcileError",
+        },
         &err.to_string(),
     )
+}
+
+/// A duration of whole seconds as Go prints it (`168h0m0s`, `5m0s`, `2s`), the format of the
+/// original's `metav1.Duration` fields.
+pub fn go_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
 }
 
 fn format_time(t: jiff::Timestamp) -> String {
@@ -147,9 +208,17 @@ async fn run(
     let name = obj.name_any();
     let generation = obj.metadata.generation;
     let _running = ctx.in_flight.start("restore", &name);
+    let resolved = match resolve(obj, ctx).await {
+        Ok(r) => r,
+        Err(StartError::Invalid(reason)) => {
+            tracing::warn!(restore = %name, "cannot start: {reason}");
+            return finish_failed(api, obj, status, &reason, "CannotStart", ctx).await;
+        }
+        Err(StartError::Transient(e)) => return Err(ReconcileError::Transient(e)),
+    };
     // The snapshot must be Completed (or at least present in the mirror when its CR is gone).
     let snapshots: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
-    let snap_name = &obj.spec.backup_name;
+    let snap_name = &resolved.snapshot;
     let snapshot = snapshots
         .get_opt(snap_name)
         .await
@@ -166,10 +235,8 @@ async fn run(
         },
     };
     if let Some(reason) = precheck {
-        fail(&mut status, &reason, generation);
-        ctx.metrics.restore_finished(false, 0.0, 0);
-        patch_status(api, &name, &status).await?;
-        return expire(api, &name, &status).await;
+        tracing::warn!(restore = %name, "restore failed: {reason}");
+        return finish_failed(api, obj, status, &reason, "Failed", ctx).await;
     }
     status.restore.phase = phase::IN_PROGRESS.into();
     set_condition(
@@ -183,7 +250,7 @@ async fn run(
     patch_status(api, &name, &status).await?;
 
     let started = Instant::now();
-    match restore(obj, snapshot.as_ref(), ctx).await {
+    match restore(obj, resolved, snapshot.as_ref(), ctx).await {
         Ok(result) => {
             let keep = (
                 status.restore.preserve_until.clone(),
@@ -234,58 +301,120 @@ async fn run(
             fail(&mut status, &reason, generation);
             ctx.metrics
                 .restore_finished(false, started.elapsed().as_secs_f64(), 0);
+            patch_status(api, &name, &status).await?;
+            super::warning_event(ctx, obj, "Failed", &reason).await;
+            return expire(api, &name, &status).await;
         }
     }
     patch_status(api, &name, &status).await?;
     expire(api, &name, &status).await
 }
 
-async fn restore(
+/// Ends a Restore `Failed` with `reason` before it started: status, metric, a Warning Event
+/// (`event_reason`), then only its expiry is awaited (no retries).
+async fn finish_failed(
+    api: &Api<Restore>,
     obj: &Restore,
-    snapshot: Option<&Snapshot>,
+    mut status: RestoreCrStatus,
+    reason: &str,
+    event_reason: &str,
     ctx: &Context,
-) -> Result<crate::restore::RestoreStatus, String> {
+) -> Result<Action, ReconcileError> {
+    let name = obj.name_any();
+    fail(&mut status, reason, obj.metadata.generation);
+    ctx.metrics.restore_finished(false, 0.0, 0);
+    patch_status(api, &name, &status).await?;
+    super::warning_event(ctx, obj, event_reason, reason).await;
+    expire(api, &name, &status).await
+}
+
+/// Resolves what the Restore names (snapshot name, target cluster, store, preference) without
+/// contacting the target or the store; a spec at fault gives a reason naming the field.
+async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
     let spec = &obj.spec;
-    let cluster = target::cluster(
+    let snapshot = spec
+        .snapshot()
+        .map_err(|e| StartError::Invalid(e.to_string()))?
+        .to_string();
+    let field = if spec.snapshot_name.trim().is_empty() {
+        "spec.backupName"
+    } else {
+        "spec.snapshotName"
+    };
+    crate::mirror::validate_name("snapshot", &snapshot)
+        .map_err(|e| StartError::Invalid(format!("{field}: {e}")))?;
+    let cluster = target::spec_cluster(
         ctx,
         spec.kubeconfig.as_deref(),
         spec.kubeconfig_secret_ref.as_ref(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
+    let store = match spec.objectstore_config.as_deref().filter(|s| !s.is_empty()) {
+        Some(c) => Some(target::spec_store(ctx, c).await?),
+        None => None,
+    };
     let preference = match spec
         .restore_preference_name
         .as_deref()
         .filter(|p| !p.is_empty())
     {
         Some(p) => {
-            let prefs: Api<RestorePreference> =
-                Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
-            let found = prefs
-                .get_opt(p)
-                .await
-                .map_err(|e| format!("reading RestorePreference {p}: {e}"))?;
-            Some(
-                found
-                    .ok_or_else(|| {
-                        format!("RestorePreference {}/{p} not found", ctx.options.namespace)
-                    })?
-                    .spec,
-            )
+            let ns = &ctx.options.namespace;
+            let prefs: Api<RestorePreference> = Api::namespaced(ctx.client.clone(), ns);
+            match prefs.get_opt(p).await {
+                Ok(Some(found)) => Some(found.spec),
+                Ok(None) => {
+                    return Err(StartError::Invalid(format!(
+                        "spec.restorePreferenceName: RestorePreference {ns}/{p} not found"
+                    )));
+                }
+                Err(e) => {
+                    let transient =
+                        !matches!(&e, kube::Error::Api(s) if s.code < 500 && s.code != 429);
+                    let msg = format!(
+                        "spec.restorePreferenceName: reading RestorePreference {ns}/{p}: {e}"
+                    );
+                    return Err(if transient {
+                        StartError::Transient(msg)
+                    } else {
+                        StartError::Invalid(msg)
+                    });
+                }
+            }
         }
         None => None,
     };
-    let store_name = spec
-        .objectstore_config
-        .clone()
-        .or_else(|| snapshot.and_then(|s| s.spec.objectstore_config.clone()))
-        .filter(|s| !s.is_empty());
-    let store = match store_name {
-        Some(c) => Some(target::store(ctx, &c).await.map_err(|e| e.to_string())?),
-        None => None,
+    Ok(Resolved {
+        snapshot,
+        cluster,
+        preference,
+        store,
+    })
+}
+
+async fn restore(
+    obj: &Restore,
+    resolved: Resolved,
+    snapshot: Option<&Snapshot>,
+    ctx: &Context,
+) -> Result<crate::restore::RestoreStatus, String> {
+    let spec = &obj.spec;
+    // Without its own store, a Restore pulls from the store its Snapshot was pushed to.
+    let store = match resolved.store {
+        Some(s) => Some(s),
+        None => match snapshot
+            .and_then(|s| s.spec.objectstore_config.clone())
+            .filter(|s| !s.is_empty())
+        {
+            Some(c) => Some(target::store(ctx, &c).await.map_err(|e| e.to_string())?),
+            None => None,
+        },
     };
+    let cluster = resolved.cluster;
+    let preference = resolved.preference;
     let job = RestoreJob {
         name: &obj.name_any(),
+        snapshot: &resolved.snapshot,
         spec,
         target: &cluster,
         git_dir: &ctx.options.git_dir(),
@@ -297,4 +426,19 @@ async fn restore(
         Some(kc) => target::redact(&m, kc),
         None => m,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(go_duration(168 * 3600), "168h0m0s");
+        assert_eq!(go_duration(2), "2s");
+        assert_eq!(go_duration(300), "5m0s");
+        assert_eq!(go_duration(3661), "1h1m1s");
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(-5), "0s");
+    }
 }

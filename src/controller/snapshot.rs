@@ -343,7 +343,7 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
 
 async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, (String, bool)> {
     let spec = &obj.spec;
-    let cluster = target::cluster(
+    let cluster = target::spec_cluster(
         ctx,
         spec.kubeconfig.as_deref(),
         spec.kubeconfig_secret_ref.as_ref(),
@@ -352,7 +352,7 @@ async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome,
     .map_err(|e| (e.to_string(), e.is_transient()))?;
     let store = match spec.objectstore_config.as_deref().filter(|s| !s.is_empty()) {
         Some(c) => Some(
-            target::store(ctx, c)
+            target::spec_store(ctx, c)
                 .await
                 .map_err(|e| (e.to_string(), e.is_transient()))?,
         ),

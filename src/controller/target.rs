@@ -28,6 +28,22 @@ pub enum TargetError {
 }
 
 impl TargetError {
+    /// The same error with the spec field that led to it named first (`spec.kubeconfig: ...`).
+    pub fn in_field(self, field: &str) -> TargetError {
+        match self {
+            TargetError::Invalid(m) => TargetError::Invalid(format!("{field}: {m}")),
+            TargetError::Api {
+                what,
+                message,
+                transient,
+            } => TargetError::Api {
+                what: format!("{field}: {what}"),
+                message,
+                transient,
+            },
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -77,6 +93,31 @@ pub async fn cluster(
     }
 }
 
+/// The cluster a CR's spec targets ([`cluster`]), errors naming the field at fault
+/// (`spec.kubeconfig`, `spec.kubeconfigSecretRef`). Does not contact the cluster.
+pub async fn spec_cluster(
+    ctx: &Context,
+    kubeconfig: Option<&str>,
+    secret_ref: Option<&SecretKeyRef>,
+) -> Result<Cluster, TargetError> {
+    let field = match (kubeconfig.filter(|k| !k.trim().is_empty()), secret_ref) {
+        (Some(_), _) => "spec.kubeconfig",
+        (None, Some(_)) => "spec.kubeconfigSecretRef",
+        (None, None) => "the controller's own cluster",
+    };
+    cluster(ctx, kubeconfig, secret_ref)
+        .await
+        .map_err(|e| e.in_field(field))
+}
+
+/// The store a CR's `spec.objectstoreConfig` names ([`store`]), errors naming that field.
+/// Does not contact the store.
+pub async fn spec_store(ctx: &Context, config_name: &str) -> Result<StoreTarget, TargetError> {
+    store(ctx, config_name)
+        .await
+        .map_err(|e| e.in_field("spec.objectstoreConfig"))
+}
+
 /// The store an ObjectstoreConfig names, with its credentials.
 pub async fn store(ctx: &Context, config_name: &str) -> Result<StoreTarget, TargetError> {
     let ns = &ctx.options.namespace;
@@ -93,8 +134,13 @@ pub async fn store(ctx: &Context, config_name: &str) -> Result<StoreTarget, Targ
             "{what}: spec.cloudCredentialSecret is empty"
         )));
     }
-    let access_key = read_secret_key(ctx, secret, "accesskey").await?;
-    let secret_key = read_secret_key(ctx, secret, "secretkey").await?;
+    let in_config = |e: TargetError| e.in_field(&format!("{what}: spec.cloudCredentialSecret"));
+    let access_key = read_secret_key(ctx, secret, "accesskey")
+        .await
+        .map_err(in_config)?;
+    let secret_key = read_secret_key(ctx, secret, "secretkey")
+        .await
+        .map_err(in_config)?;
     Ok(StoreTarget {
         config_name: format!("{ns}/{config_name}"),
         insecure: ctx.options.insecure || config.spec.insecure.unwrap_or(false),

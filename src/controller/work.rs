@@ -286,6 +286,8 @@ pub async fn delete_from_store(name: &str, target: &StoreTarget) -> Result<(), W
 /// Everything a restore needs, resolved by the reconciler (no credentials in `Debug`).
 pub struct RestoreJob<'a> {
     pub name: &'a str,
+    /// The snapshot to restore (`spec.snapshotName` or `spec.backupName`, resolved).
+    pub snapshot: &'a str,
     pub spec: &'a RestoreSpec,
     pub target: &'a Cluster,
     pub git_dir: &'a Path,
@@ -297,7 +299,7 @@ pub struct RestoreJob<'a> {
 /// original shape (lists uncapped; the reconciler caps them). A snapshot only in the store
 /// (another replica took it) is pulled first.
 pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
-    let snapshot = job.spec.backup_name.clone();
+    let snapshot = job.snapshot.to_string();
     if !has_local_snapshot(job.git_dir, &snapshot).await? {
         match job.store {
             Some(target) => pull_snapshot(job.git_dir, &snapshot, target).await?,

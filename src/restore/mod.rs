@@ -440,3 +440,54 @@ pub async fn restore(
     );
     Ok((plan, report))
 }
+
+/// A Restore manifest naming no snapshot, or two different ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SnapshotNameError {
+    /// The spec field at fault.
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// The snapshot a Restore manifest names: `spec.snapshotName` (the original's later API) or
+/// `spec.backupName` (its README). Either may be set; both set must agree.
+pub fn snapshot_name_of<'a>(
+    snapshot_name: &'a str,
+    backup_name: &'a str,
+) -> Result<&'a str, SnapshotNameError> {
+    match (snapshot_name.trim(), backup_name.trim()) {
+        ("", "") => Err(SnapshotNameError {
+            field: "spec.snapshotName",
+            message: "required (the Snapshot to restore; spec.backupName is accepted too)".into(),
+        }),
+        (s, "") => Ok(s),
+        ("", b) => Ok(b),
+        (s, b) if s == b => Ok(s),
+        (s, b) => Err(SnapshotNameError {
+            field: "spec.snapshotName",
+            message: format!(
+                "{s:?} and spec.backupName {b:?} name different snapshots: set one of them"
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod snapshot_name_tests {
+    use super::snapshot_name_of;
+
+    #[test]
+    fn either_name_or_both_equal() {
+        assert_eq!(snapshot_name_of("s1", ""), Ok("s1"));
+        assert_eq!(snapshot_name_of("", "s1"), Ok("s1"));
+        assert_eq!(snapshot_name_of("s1", "s1"), Ok("s1"));
+        let e = snapshot_name_of("", " ").unwrap_err().to_string();
+        assert!(e.starts_with("spec.snapshotName: required"), "{e}");
+        let e = snapshot_name_of("a", "b").unwrap_err().to_string();
+        assert!(
+            e.contains("spec.snapshotName: \"a\"") && e.contains("spec.backupName \"b\""),
+            "{e}"
+        );
+    }
+}

@@ -54,6 +54,10 @@ pub struct RestorePreferenceSpec {
     /// Existing objects under these paths that differ are updated instead of left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overwrite_api_pathes: Vec<String>,
+    /// The original's `restoreOptions` (a to-do it never implemented): accepted and ignored,
+    /// with a notice. Use `overwriteApiPathes` to update existing objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_options: Vec<String>,
 }
 
 /// A RestorePreference document (file form).
@@ -196,6 +200,12 @@ impl Preference {
                 });
             }
         }
+        if !spec.restore_options.is_empty() {
+            tracing::warn!(
+                "preference {origin}: spec.restoreOptions {:?} ignored (the original never implemented them; overwriteApiPathes updates existing objects)",
+                spec.restore_options
+            );
+        }
         Ok(Preference { name, spec })
     }
 
@@ -229,6 +239,31 @@ mod tests {
             "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/admin"
         ));
         assert!(matches_any(&p.spec.exclude_api_pathes, "/api/v1/nodes/n1"));
+    }
+
+    #[test]
+    fn every_field_of_the_original_schema_is_accepted() {
+        let text = "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: RestorePreference\nmetadata:\n  name: p\nspec:\n  excludeNamespaces: [kube-system]\n  excludeCRDs: [crd.projectcalico.org]\n  excludeApiPathes: ['/api/v1,nodes']\n  restoreAppApiPathes: [/apis/apps]\n  restoreNfsStorageClasses: [managed-nfs-storage]\n  restoreOptions: []\n";
+        let p = Preference::from_yaml(text, "p.yaml").unwrap();
+        assert!(p.spec.restore_options.is_empty());
+        let with_options =
+            text.replace("restoreOptions: []", "restoreOptions: [overwriteExisting]");
+        let p = Preference::from_yaml(&with_options, "p.yaml").unwrap();
+        assert_eq!(p.spec.restore_options, ["overwriteExisting"]);
+        // A typo is refused with the known fields listed.
+        let typo = text.replace("excludeNamespaces:", "excludeNamespace:");
+        let e = Preference::from_yaml(&typo, "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `excludeNamespace`"), "{e}");
+        for known in [
+            "excludeNamespaces",
+            "excludeCRDs",
+            "restoreOptions",
+            "includeNamespaces",
+        ] {
+            assert!(e.contains(known), "{known} not listed: {e}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use futures::future::BoxFuture;
 
@@ -195,11 +195,19 @@ impl S3Store {
 
     fn err<E, R>(&self, op: &'static str, key: &str, e: SdkError<E, R>) -> StoreError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
         R: fmt::Debug + HasStatus,
     {
         let status = e.raw_response().map(HasStatus::status);
+        let code = e.as_service_error().and_then(ProvideErrorMetadata::code);
         match status {
+            // A missing bucket is not a missing key: nothing in this store can be read.
+            Some(404) if code == Some("NoSuchBucket") => StoreError::Backend {
+                store: self.describe(),
+                op,
+                key: key.to_owned(),
+                reason: format!("bucket {:?} does not exist (NoSuchBucket)", self.bucket),
+            },
             Some(404) => StoreError::NotFound {
                 store: self.describe(),
                 key: key.to_owned(),

@@ -33,6 +33,10 @@ pub enum RequestError {
 #[derive(Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestSpec {
+    /// The snapshot: `snapshotName` or `backupName` (either; both must agree).
+    #[serde(default)]
+    snapshot_name: String,
+    #[serde(default)]
     backup_name: String,
     #[serde(default)]
     cluster_name: Option<String>,
@@ -140,8 +144,16 @@ pub fn parse(text: &str, file: &Path, preferences: &Path) -> Result<RestoreReque
         ));
     }
     let spec = doc.spec;
-    crate::mirror::validate_name("snapshot", &spec.backup_name)
-        .map_err(|e| field("spec.backupName", e.to_string()))?;
+    let snapshot = crate::restore::snapshot_name_of(&spec.snapshot_name, &spec.backup_name)
+        .map_err(|e| field(e.field, e.message))?
+        .to_string();
+    let snapshot_field = if spec.snapshot_name.trim().is_empty() {
+        "spec.backupName"
+    } else {
+        "spec.snapshotName"
+    };
+    crate::mirror::validate_name("snapshot", &snapshot)
+        .map_err(|e| field(snapshot_field, e.to_string()))?;
     if let Some(k) = &spec.kubeconfig
         && k.trim().is_empty()
     {
@@ -172,7 +184,7 @@ pub fn parse(text: &str, file: &Path, preferences: &Path) -> Result<RestoreReque
         .unwrap_or_default();
     Ok(RestoreRequest {
         name,
-        backup_name: spec.backup_name,
+        backup_name: snapshot,
         cluster_name: spec.cluster_name,
         kubeconfig: spec.kubeconfig,
         preference,
@@ -249,6 +261,24 @@ mod tests {
         assert_eq!(
             r.preference.unwrap().spec.exclude_namespaces,
             vec!["kube-system".to_string()]
+        );
+    }
+
+    #[test]
+    fn snapshot_name_is_accepted_as_backup_name() {
+        let r = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nmetadata:\n  name: x\nspec:\n  snapshotName: s1\n",
+        )
+        .unwrap();
+        assert_eq!(r.backup_name, "s1");
+        let e = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  snapshotName: s1\n  backupName: s2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.snapshotName") && e.contains("spec.backupName"),
+            "{e}"
         );
     }
 

@@ -207,7 +207,7 @@ pub(crate) struct ControllerTask {
     handle: tokio::task::JoinHandle<Result<(), k8s_snap::controller::ControllerError>>,
     metrics: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    data: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
 impl ControllerTask {
@@ -502,7 +502,7 @@ async fn snapshot_and_restore_lifecycle() {
     let missing = phase_of(&snaps, "to-missing-store", &["Completed", "Failed"]).await;
     assert_eq!(
         missing.status.unwrap().reason,
-        "ObjectstoreConfig k8s-snap/nope not found"
+        "spec.objectstoreConfig: ObjectstoreConfig k8s-snap/nope not found"
     );
     // An unreachable bucket: Failed with a reason naming the store, without credentials.
     let pushed = phase_of(&snaps, "to-store", &["Completed", "Failed"]).await;

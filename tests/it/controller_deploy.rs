@@ -136,7 +136,7 @@ fn namespace_rbac_is_least_privilege() {
     assert!(verbs(find("leases")).contains(&"update"));
     let events = find("events");
     assert_eq!(events["apiGroups"][0], "events.k8s.io");
-    assert_eq!(verbs(events), ["create", "patch"]);
+    assert_eq!(verbs(events), ["create", "patch"], "events: publish only");
     // Nothing cluster-wide in the namespace RBAC file except the binding to the documented
     // ClusterRole for the own cluster.
     let cr = all

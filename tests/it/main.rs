@@ -1,6 +1,7 @@
 //! The one integration-test binary of k8s-snap: a module per topic.
 
 mod cli;
+mod compat;
 mod controller;
 mod controller_deploy;
 mod controller_events;

@@ -122,7 +122,11 @@ fn no_project_file_points_outside_the_repository() {
     let mut stack: Vec<PathBuf> = ["src", "docs", "tests", "deploy", "examples", "crates"]
         .iter()
         .map(|d| root.join(d))
-        .chain(["README.md", "ARCHITECTURE.md"].iter().map(|f| root.join(f)))
+        .chain(
+            ["README.md", "ARCHITECTURE.md"]
+                .iter()
+                .map(|f| root.join(f)),
+        )
         .collect();
     let needle = ["..", "/shared"].concat();
     while let Some(p) = stack.pop() {
@@ -139,5 +143,8 @@ fn no_project_file_points_outside_the_repository() {
             offenders.push(p.strip_prefix(&root).unwrap().display().to_string());
         }
     }
-    assert!(offenders.is_empty(), "files pointing outside the repository: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "files pointing outside the repository: {offenders:?}"
+    );
 }

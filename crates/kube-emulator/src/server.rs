@@ -658,14 +658,7 @@ fn table(def: &ResourceDef, items: &[Value], metadata: Value) -> Value {
             let mut cells = vec![obj["metadata"]["name"].clone()];
             for c in &def.printer_columns {
                 let path = c["jsonPath"].as_str().unwrap_or_default();
-                let mut v = obj;
-                for seg in path
-                    .trim_start_matches('.')
-                    .split('.')
-                    .filter(|s| !s.is_empty())
-                {
-                    v = &v[seg];
-                }
+                let v = column_value(obj, path);
                 let cell = match (c["type"].as_str(), v) {
                     (_, Value::Null) => Value::Null,
                     (Some("date"), Value::String(t)) => json!(age_of(t)),
@@ -679,6 +672,33 @@ fn table(def: &ResourceDef, items: &[Value], metadata: Value) -> Value {
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
         "columnDefinitions": columns, "rows": rows})
+}
+
+/// The value a printer column's JSONPath selects, as the API server's table convertor does
+/// (missing keys allowed, the first result wins): `.a.b` and a final union of keys
+/// `.a['x','y']` (the first present of `x`, `y`). `Null` when nothing is selected.
+fn column_value<'a>(obj: &'a Value, path: &str) -> &'a Value {
+    let (dotted, union) = match path.split_once('[') {
+        Some((d, rest)) => (d, Some(rest.trim_end_matches(']'))),
+        None => (path, None),
+    };
+    let mut v = obj;
+    for seg in dotted
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|s| !s.is_empty())
+    {
+        v = &v[seg];
+    }
+    match union {
+        None => v,
+        Some(keys) => keys
+            .split(',')
+            .map(|k| k.trim().trim_matches('\'').trim_matches('"'))
+            .map(|k| &v[k])
+            .find(|x| !x.is_null())
+            .unwrap_or(&Value::Null),
+    }
 }
 
 /// `5s`, `3m20s`, `4h`, `2d3h`... as kubectl shows ages (`<unknown>` for a bad timestamp).
@@ -953,4 +973,28 @@ where
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+#[cfg(test)]
+mod column_tests {
+    use super::column_value;
+    use serde_json::json;
+
+    #[test]
+    fn printer_column_paths_select_like_the_api_server() {
+        let obj = json!({"spec": {"backupName": "b1", "n": 3}, "status": {}});
+        assert_eq!(column_value(&obj, ".spec.n"), &json!(3));
+        assert!(column_value(&obj, ".status.phase").is_null());
+        // A union: the first key present wins.
+        assert_eq!(
+            column_value(&obj, ".spec['snapshotName','backupName']"),
+            &json!("b1")
+        );
+        let both = json!({"spec": {"snapshotName": "s1", "backupName": "b1"}});
+        assert_eq!(
+            column_value(&both, ".spec['snapshotName','backupName']"),
+            &json!("s1")
+        );
+        assert!(column_value(&json!({"spec": {}}), ".spec['a','b']").is_null());
+    }
 }
