@@ -27,6 +27,15 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Labels of a failed reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `snapshot` or `restore`.
+    pub kind: String,
+    /// The Event reason (`StatusWriteRefused`, `ReconcileError`, ...).
+    pub reason: String,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +47,8 @@ pub struct Metrics {
     pub restore_objects: Counter,
     pub leader: Gauge,
     pub ready: AtomicBool,
+    /// Failed reconciles (retried with backoff), by kind and reason.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,6 +67,12 @@ impl Metrics {
         let snapshot_objects = Counter::default();
         let restore_objects = Counter::default();
         let leader = Gauge::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles (retried with backoff), by kind and reason",
+            reconcile_errors.clone(),
+        );
         registry.register(
             "snapshots",
             "Snapshot runs finished, by result (completed, failed)",
@@ -101,6 +118,7 @@ impl Metrics {
             restore_objects,
             leader,
             ready: AtomicBool::new(false),
+            reconcile_errors,
         }
     }
 

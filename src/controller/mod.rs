@@ -347,6 +347,13 @@ impl Context {
         let name = obj.meta().name.clone().unwrap_or_default();
         let key = format!("{kind} {}/{name}", self.options.namespace);
         let (delay, new) = self.failures.record(&key, message);
+        self.metrics
+            .reconcile_errors
+            .get_or_create(&metrics::ErrorLabels {
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
         if new {
             self.publish(obj.object_ref(&()), EventType::Warning, reason, message);
         }

@@ -227,7 +227,7 @@ impl ControllerTask {
         self.handle.abort();
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stream

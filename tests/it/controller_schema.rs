@@ -223,5 +223,13 @@ async fn a_refused_status_write_is_reported_once_with_an_event_and_backs_off() {
     );
     let s = snapshots.get("refused").await.unwrap();
     assert!(s.status.is_none(), "nothing was stored: {:?}", s.status);
+    let (code, metrics) = ctl.get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(
+            "k8s_snap_reconcile_errors_total{kind=\"snapshot\",reason=\"StatusWriteRefused\"}"
+        ),
+        "{metrics}"
+    );
     ctl.stop().await.unwrap();
 }
