@@ -373,17 +373,17 @@ async fn empty_target(cidr: &str) -> EmulatorHandle {
 
 /// `(phase, reason)` of a Snapshot or Restore once it is `Completed` or `Failed`.
 async fn final_phase(mgmt: &Management, kind: &str, name: &str) -> (String, String) {
-    let client = mgmt.emu.client().await;
+    let client = mgmt.client().await;
     let what = format!("{kind} {name} in a final phase");
     wait_for(Duration::from_secs(60), &what, || {
         let client = client.clone();
         async move {
             let (phase, reason) = if kind == "snapshot" {
-                let api: Api<k8s_snap::controller::Snapshot> = Api::namespaced(client, NS);
+                let api: Api<k8s_snap::controller::Snapshot> = Api::namespaced(client, &NS);
                 let s = api.get(name).await.ok()?.status?;
                 (s.phase, s.reason)
             } else {
-                let api: Api<k8s_snap::controller::Restore> = Api::namespaced(client, NS);
+                let api: Api<k8s_snap::controller::Restore> = Api::namespaced(client, &NS);
                 let s = api.get(name).await.ok()?.status?.restore;
                 (s.phase, s.reason)
             };
@@ -395,7 +395,7 @@ async fn final_phase(mgmt: &Management, kind: &str, name: &str) -> (String, Stri
 
 /// The events about `name` in the controller's namespace.
 async fn events_about(mgmt: &Management, name: &str) -> Vec<Event> {
-    let events: Api<Event> = Api::namespaced(mgmt.emu.client().await, NS);
+    let events: Api<Event> = Api::namespaced(mgmt.client().await, &NS);
     events
         .list(&Default::default())
         .await
@@ -553,7 +553,11 @@ async fn the_originals_manifests_reconcile_to_a_final_phase() {
         let (phase, reason) = final_phase(&mgmt, kind, name).await;
         assert_eq!(phase, "Failed", "{kind} {name}: {reason}");
         for f in fields {
-            assert!(reason.contains(f), "{kind} {name}: {f:?} not in {reason:?}");
+            let f = f.replace("k8s-snap/", &format!("{NS}/"));
+            assert!(
+                reason.contains(&f),
+                "{kind} {name}: {f:?} not in {reason:?}"
+            );
         }
         let events = wait_for(Duration::from_secs(5), &format!("event of {name}"), || {
             let mgmt = &mgmt;
@@ -626,7 +630,7 @@ async fn the_originals_manifests_reconcile_to_a_final_phase() {
         "snapshotName and backupName restore alike"
     );
     // The printer column shows whichever name is set.
-    let listed = mgmt.kubectl(&["get", "restores", "-n", NS]);
+    let listed = mgmt.kubectl(&["get", "restores", "-n", &NS]);
     for name in ["by-snapshot-name", "by-backup-name"] {
         let row: Vec<&str> = listed
             .lines()
@@ -638,11 +642,12 @@ async fn the_originals_manifests_reconcile_to_a_final_phase() {
     }
 
     // The original's published ObjectstoreConfig and preference read back through our types.
-    let client = mgmt.emu.client().await;
-    let configs: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client.clone(), NS);
+    let client = mgmt.client().await;
+    let configs: Api<k8s_snap::controller::ObjectstoreConfig> =
+        Api::namespaced(client.clone(), &NS);
     let cfg = configs.get("k8s-snap-ap-northeast-1").await.unwrap();
     assert_eq!(cfg.spec.endpoint, "ap-northeast-1.amazonaws.com");
-    let prefs: Api<k8s_snap::controller::RestorePreference> = Api::namespaced(client, NS);
+    let prefs: Api<k8s_snap::controller::RestorePreference> = Api::namespaced(client, &NS);
     let p = prefs.get("with-options").await.unwrap();
     assert_eq!(
         p.spec.preference.restore_options,

@@ -17,45 +17,86 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube_emulator::{Emulator, EmulatorHandle, Fixture};
 use tempfile::TempDir;
 
-pub(crate) const NS: &str = "k8s-snap";
+/// The controller's namespace in these tests: `k8s-snap` on the management emulator (so the
+/// shipped manifests apply as they are), a namespace of this test run's own on a real
+/// management cluster (`$K8S_SNAP_TEST_KUBECONFIG`), removed again when each test ends.
+pub(crate) struct Ns;
+pub(crate) const NS: Ns = Ns;
 
 pub(crate) fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-#[test]
-fn deploy_crd_yaml_matches_the_generated_crds() {
-    let generated = k8s_snap::controller::crds_yaml().unwrap();
-    let on_disk = std::fs::read_to_string(repo_file("deploy/crd.yaml")).unwrap_or_default();
-    assert!(
-        generated == on_disk,
-        "deploy/crd.yaml is out of date with the Rust CRD types; regenerate it with\n    cargo run -q -- crd > deploy/crd.yaml"
-    );
-    assert_eq!(
-        generated.matches("kind: CustomResourceDefinition").count(),
-        4
-    );
+fn namespace() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        if real_management().is_some() {
+            format!("k8s-snap-it-{:06x}", fastrand::u32(..0x100_0000))
+        } else {
+            "k8s-snap".to_string()
+        }
+    })
+}
+
+impl std::ops::Deref for Ns {
+    type Target = str;
+    fn deref(&self) -> &str {
+        namespace()
+    }
+}
+
+impl std::fmt::Display for Ns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(namespace())
+    }
+}
+
+impl From<Ns> for String {
+    fn from(_: Ns) -> String {
+        namespace().to_string()
+    }
+}
+
+/// The real management cluster's kubeconfig, when the tests run against one.
+fn real_management() -> Option<PathBuf> {
+    std::env::var_os(crate::support::REAL_A)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The management cluster: an emulator without a token (kubectl sends no credentials over
-/// plain http), its kubeconfig file, and the CRDs applied with kubectl.
+/// plain http) or the real cluster of `$K8S_SNAP_TEST_KUBECONFIG`, its kubeconfig file, and
+/// the CRDs applied with kubectl. Tests on a real cluster run one at a time (they share the
+/// run's namespace and its Lease) and each removes what it created when it ends.
 pub(crate) struct Management {
-    pub(crate) emu: EmulatorHandle,
+    emu: Option<EmulatorHandle>,
     pub(crate) kubeconfig: PathBuf,
     pub(crate) dir: TempDir,
+    _serial: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Management {
     pub(crate) async fn start() -> Management {
-        let emu = Emulator::builder()
-            .fixture(Fixture::Empty)
-            .crd_establish_delay(Duration::from_millis(50))
-            .start()
-            .await
-            .expect("management emulator");
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("mgmt.yaml");
-        emu.write_kubeconfig(&kubeconfig, "mgmt").unwrap();
+        let (emu, kubeconfig, serial) = match real_management() {
+            Some(path) => {
+                static SERIAL: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+                    std::sync::OnceLock::new();
+                let lock = SERIAL.get_or_init(Default::default).clone();
+                (None, path, Some(lock.lock_owned().await))
+            }
+            None => {
+                let emu = Emulator::builder()
+                    .fixture(Fixture::Empty)
+                    .crd_establish_delay(Duration::from_millis(50))
+                    .start()
+                    .await
+                    .expect("management emulator");
+                let kubeconfig = dir.path().join("mgmt.yaml");
+                emu.write_kubeconfig(&kubeconfig, "mgmt").unwrap();
+                (Some(emu), kubeconfig, None)
+            }
+        };
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -68,7 +109,13 @@ impl Management {
             "kubectl apply -f deploy/crd.yaml: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let client = emu.client().await;
+        let mgmt = Management {
+            emu,
+            kubeconfig,
+            dir,
+            _serial: serial,
+        };
+        let client = mgmt.client().await;
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for name in [
             "snapshots",
@@ -96,7 +143,7 @@ impl Management {
             .await;
         }
         let namespaces: Api<Namespace> = Api::all(client);
-        namespaces
+        let created = namespaces
             .create(
                 &PostParams::default(),
                 &Namespace {
@@ -107,28 +154,61 @@ impl Management {
                     ..Default::default()
                 },
             )
-            .await
-            .unwrap();
-        Management {
-            emu,
-            kubeconfig,
-            dir,
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 && mgmt.emu.is_none() => {}
+            Err(e) => panic!("creating namespace {NS}: {e}"),
+        }
+        mgmt
+    }
+
+    /// A client of the management cluster.
+    pub(crate) async fn client(&self) -> kube::Client {
+        match &self.emu {
+            Some(emu) => emu.client().await,
+            None => {
+                let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .unwrap();
+                kube::Client::try_from(config).unwrap()
+            }
         }
     }
 
+    /// The management emulator, for tests of emulator-only features (fault injection); `None`
+    /// (and the test returns early) on a real cluster.
+    pub(crate) fn emulator(&self) -> Option<&EmulatorHandle> {
+        if self.emu.is_none() {
+            eprintln!("skipped on a real management cluster: this test needs the emulator");
+        }
+        self.emu.as_ref()
+    }
+
     pub(crate) async fn snapshots(&self) -> Api<Snapshot> {
-        Api::namespaced(self.emu.client().await, NS)
+        Api::namespaced(self.client().await, &NS)
     }
 
     pub(crate) async fn restores(&self) -> Api<Restore> {
-        Api::namespaced(self.emu.client().await, NS)
+        Api::namespaced(self.client().await, &NS)
     }
 
+    /// Runs kubectl against the management cluster. On a real cluster, files given with `-f`
+    /// are applied in the test run's namespace instead of `k8s-snap`.
     pub(crate) fn kubectl(&self, args: &[&str]) -> String {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if self.emu.is_none() {
+            for i in 1..args.len() {
+                if args[i - 1] == "-f" {
+                    args[i] = self.in_namespace(Path::new(&args[i]));
+                }
+            }
+        }
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(args)
+            .args(&args)
             .output()
             .expect("kubectl runs");
         assert!(
@@ -137,6 +217,35 @@ impl Management {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A copy of the manifests at `path` (a file or a directory of YAML files) with the
+    /// namespace `k8s-snap` replaced by the test run's.
+    fn in_namespace(&self, path: &Path) -> String {
+        let files: Vec<PathBuf> = if path.is_dir() {
+            let mut f: Vec<PathBuf> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .collect();
+            f.sort();
+            f
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let mut text = String::new();
+        for f in files {
+            text.push_str("---\n");
+            text.push_str(&std::fs::read_to_string(&f).unwrap());
+            text.push('\n');
+        }
+        let text = text.replace("namespace: k8s-snap\n", &format!("namespace: {NS}\n"));
+        let out = self
+            .dir
+            .path()
+            .join(format!("in-namespace-{}.yaml", fastrand::u32(..)));
+        std::fs::write(&out, text).unwrap();
+        out.display().to_string()
     }
 
     /// Starts the controller in-process, from the same flags `k8s-snap controller` takes,
@@ -162,7 +271,7 @@ impl Management {
             data.to_str().unwrap(),
             "controller",
             "--namespace",
-            NS,
+            &NS,
             "--metrics-addr",
             "127.0.0.1:0",
             "--lease-duration",
@@ -244,6 +353,49 @@ impl ControllerTask {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         (code, buf)
+    }
+}
+
+impl Drop for Management {
+    /// On a real cluster: removes the test run's namespace and everything in it (Snapshot
+    /// finalizers first: no controller runs any more to remove them).
+    fn drop(&mut self) {
+        if self.emu.is_some() {
+            return;
+        }
+        let kubeconfig = self.kubeconfig.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .unwrap();
+                let client = kube::Client::try_from(config).unwrap();
+                let snapshots: Api<Snapshot> = Api::namespaced(client.clone(), &NS);
+                if let Ok(list) = snapshots.list(&Default::default()).await {
+                    for s in list.items {
+                        let name = s.metadata.name.unwrap_or_default();
+                        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+                        let _ = snapshots
+                            .patch(&name, &Default::default(), &kube::api::Patch::Merge(patch))
+                            .await;
+                    }
+                }
+                let namespaces: Api<Namespace> = Api::all(client);
+                let _ = namespaces.delete(&NS, &DeleteParams::default()).await;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline
+                    && matches!(namespaces.get_opt(&NS).await, Ok(Some(_)))
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
@@ -459,8 +611,8 @@ async fn snapshot_and_restore_lifecycle() {
 
     // A snapshot naming an ObjectstoreConfig: a missing config, then an unreachable bucket;
     // the credential never reaches the status.
-    let client = mgmt.emu.client().await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let client = mgmt.client().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &NS);
     let mut secret = k8s_openapi::api::core::v1::Secret::default();
     secret.metadata.name = Some("store-cred".into());
     secret.string_data = Some(
@@ -473,7 +625,7 @@ async fn snapshot_and_restore_lifecycle() {
         .collect(),
     );
     secrets.create(&pp, &secret).await.unwrap();
-    let stores: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client, NS);
+    let stores: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client, &NS);
     let mut cfg = k8s_snap::controller::ObjectstoreConfig::new(
         "store",
         k8s_snap::controller::ObjectstoreConfigSpec {
@@ -502,7 +654,7 @@ async fn snapshot_and_restore_lifecycle() {
     let missing = phase_of(&snaps, "to-missing-store", &["Completed", "Failed"]).await;
     assert_eq!(
         missing.status.unwrap().reason,
-        "spec.objectstoreConfig: ObjectstoreConfig k8s-snap/nope not found"
+        format!("spec.objectstoreConfig: ObjectstoreConfig {NS}/nope not found")
     );
     // An unreachable bucket: Failed with a reason naming the store, without credentials.
     let pushed = phase_of(&snaps, "to-store", &["Completed", "Failed"]).await;
@@ -531,7 +683,7 @@ async fn snapshot_and_restore_lifecycle() {
     assert!(all.contains("cluster-a-001"));
 
     // kubectl lists them (the emulator prints NAME/AGE only: no server-side tables).
-    let listed = mgmt.kubectl(&["get", "snapshots", "-n", NS]);
+    let listed = mgmt.kubectl(&["get", "snapshots", "-n", &NS]);
     assert!(listed.contains("cluster-a-001"), "{listed}");
     // The original printer columns (server-side tables).
     let header: Vec<&str> = listed
@@ -564,7 +716,7 @@ async fn snapshot_and_restore_lifecycle() {
         .await
         .unwrap();
     let prefs: Api<k8s_snap::controller::RestorePreference> =
-        Api::namespaced(mgmt.emu.client().await, NS);
+        Api::namespaced(mgmt.client().await, &NS);
     let mut pref = k8s_snap::controller::RestorePreference::new(
         "no-system",
         k8s_snap::controller::RestorePreferenceCrSpec {
@@ -612,7 +764,7 @@ async fn snapshot_and_restore_lifecycle() {
             .await
         }
     };
-    let listed = mgmt.kubectl(&["get", "restores", "-n", NS]);
+    let listed = mgmt.kubectl(&["get", "restores", "-n", &NS]);
     let header: Vec<&str> = listed
         .lines()
         .next()
@@ -786,7 +938,7 @@ async fn standby_replica_takes_over() {
         .start()
         .await
         .unwrap();
-    let leases: Api<Lease> = Api::namespaced(mgmt.emu.client().await, NS);
+    let leases: Api<Lease> = Api::namespaced(mgmt.client().await, &NS);
     let holder = || async {
         leases
             .get_opt("k8s-snap-controller")
@@ -882,7 +1034,7 @@ async fn original_manifests_apply_with_kubectl() {
     ] {
         mgmt.kubectl(&["apply", "-f", &f]);
     }
-    let client = mgmt.emu.client().await;
+    let client = mgmt.client().await;
     let s = mgmt.snapshots().await.get("cluster01-001").await.unwrap();
     assert_eq!(s.spec.cluster_name, "cluster01");
     assert_eq!(s.spec.ttl.as_deref(), Some("720h"));
@@ -893,7 +1045,7 @@ async fn original_manifests_apply_with_kubectl() {
         .await
         .unwrap();
     assert_eq!(r.spec.backup_name, "cluster01-001");
-    let prefs: Api<k8s_snap::controller::RestorePreference> = Api::namespaced(client.clone(), NS);
+    let prefs: Api<k8s_snap::controller::RestorePreference> = Api::namespaced(client.clone(), &NS);
     assert_eq!(
         prefs
             .get("original-pref")
@@ -914,10 +1066,10 @@ async fn original_manifests_apply_with_kubectl() {
             .restore_app_api_pathes
             .is_empty()
     );
-    let stores: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client.clone(), NS);
+    let stores: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client.clone(), &NS);
     let cfg = stores.get("k8s-snap-ap-northeast-1").await.unwrap();
     assert_eq!(cfg.spec.cloud_credential_secret, "k8s-snap-ap-northeast-1");
-    let listed = mgmt.kubectl(&["get", "snapshots,restores", "-n", NS]);
+    let listed = mgmt.kubectl(&["get", "snapshots,restores", "-n", &NS]);
     assert!(
         listed.contains("cluster01-001") && listed.contains("self-001"),
         "{listed}"
@@ -960,9 +1112,9 @@ const STORE_SECRET: &str = "controller-store-secret-0123456789";
 
 /// The credential Secret and an ObjectstoreConfig `s3` pointing at moto's bucket `ctl`.
 async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
-    let client = mgmt.emu.client().await;
+    let client = mgmt.client().await;
     let pp = PostParams::default();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &NS);
     let mut secret = k8s_openapi::api::core::v1::Secret::default();
     secret.metadata.name = Some("s3-cred".into());
     secret.string_data = Some(
@@ -972,7 +1124,7 @@ async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
             .collect(),
     );
     secrets.create(&pp, &secret).await.unwrap();
-    let configs: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client, NS);
+    let configs: Api<k8s_snap::controller::ObjectstoreConfig> = Api::namespaced(client, &NS);
     let mut cfg = k8s_snap::controller::ObjectstoreConfig::new(
         "s3",
         k8s_snap::controller::ObjectstoreConfigSpec {
@@ -1091,7 +1243,11 @@ async fn snapshots_go_to_the_object_store_and_come_back() {
         .unwrap();
 
     // A management cluster rebuilt from scratch: `--restoresnapshots` recreates the CR from
-    // the store's manifest, Completed with the same counts.
+    // the store's manifest, Completed with the same counts. (A second, empty management
+    // cluster is only to be had from the emulator.)
+    if mgmt.emulator().is_none() {
+        return;
+    }
     let mgmt2 = Management::start().await;
     store_config(&mgmt2, &moto).await;
     let ctl2 = mgmt2

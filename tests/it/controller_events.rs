@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
 
 async fn reasons(mgmt: &Management, name: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(mgmt.emu.client().await, NS);
+    let events: Api<Event> = Api::namespaced(mgmt.client().await, &NS);
     let mut r: Vec<String> = events
         .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
         .await
@@ -48,12 +48,12 @@ async fn describe_shows_events_of_completed_and_failed_snapshots() {
         .then_some(())
     })
     .await;
-    let described = mgmt.kubectl(&["describe", "snapshot", "ok", "-n", NS]);
+    let described = mgmt.kubectl(&["describe", "snapshot", "ok", "-n", &NS]);
     assert!(
         described.contains("Started") && described.contains("Completed"),
         "{described}"
     );
-    let described = mgmt.kubectl(&["describe", "snapshot", "bad", "-n", NS]);
+    let described = mgmt.kubectl(&["describe", "snapshot", "bad", "-n", &NS]);
     assert!(
         described.contains("Warning") && described.contains("spec.ttl"),
         "{described}"
@@ -61,22 +61,29 @@ async fn describe_shows_events_of_completed_and_failed_snapshots() {
     ctl.stop().await.unwrap();
 }
 
-/// A snapshot of the management cluster whose ConfigMap LIST answers after `latency`.
-async fn slow_snapshot(mgmt: &Management, name: &str, latency: &str) {
-    mgmt.emu.faults().add(
+/// A snapshot of the management emulator whose ConfigMap LIST answers after `latency`;
+/// `false` (the test is skipped) on a real management cluster.
+async fn slow_snapshot(mgmt: &Management, name: &str, latency: &str) -> bool {
+    let Some(emu) = mgmt.emulator() else {
+        return false;
+    };
+    emu.faults().add(
         format!("method=GET,path=/api/v1/configmaps,latency={latency}")
             .parse()
             .unwrap(),
     );
     create_snapshot(&mgmt.snapshots().await, name, SnapshotSpec::default()).await;
     phase_of(&mgmt.snapshots().await, name, &["InProgress"]).await;
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_snapshot_in_flight_finish() {
     let mgmt = Management::start().await;
     let ctl = mgmt.controller("graceful").await;
-    slow_snapshot(&mgmt, "inflight", "1500ms").await;
+    if !slow_snapshot(&mgmt, "inflight", "1500ms").await {
+        return;
+    }
     ctl.stop().await.unwrap();
     let s = mgmt.snapshots().await.get("inflight").await.unwrap();
     assert_eq!(s.status.unwrap().phase, "Completed");
@@ -97,7 +104,9 @@ async fn sigterm_past_the_grace_period_marks_the_snapshot_failed() {
             ],
         )
         .await;
-    slow_snapshot(&mgmt, "cut", "5s").await;
+    if !slow_snapshot(&mgmt, "cut", "5s").await {
+        return;
+    }
     ctl.stop().await.unwrap();
     let status = mgmt
         .snapshots()
