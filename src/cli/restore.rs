@@ -242,5 +242,14 @@ pub async fn run(
         }
         format => output::write_data(out, format, &status)?,
     }
+    if status.num_failed > 0 {
+        // Scripts must be able to tell: the status is printed, and the exit code says it failed.
+        out.flush()?;
+        eprintln!(
+            "error: restore of {:?}: {} object(s) failed (listed above); the others were restored",
+            args.common.snapshot, status.num_failed
+        );
+        return Ok(super::exit::FAILURE);
+    }
     Ok(super::exit::OK)
 }

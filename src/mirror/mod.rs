@@ -17,6 +17,7 @@
 mod maintain;
 mod names;
 mod pack;
+mod recover;
 mod transfer;
 mod writer;
 
@@ -32,7 +33,10 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
 pub use maintain::{GcStats, MirrorLock, ObjectStats};
 pub use names::{MAX_NAME_LEN, validate_name, validate_path};
-pub use transfer::{ObjectSet, PackData, StageError, StagedPack, install_pack_files};
+pub use recover::choose_packs;
+pub use transfer::{
+    ObjectSet, PackData, StageError, StagedPack, check_pack_index, install_pack_files,
+};
 pub use writer::{SnapshotWriter, WrittenSnapshot};
 
 /// Prefix of the snapshot tags.

@@ -98,6 +98,31 @@ impl ObjectSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Adds one id; true when it was not there.
+    pub(crate) fn insert_key(&mut self, k: [u8; 20]) -> bool {
+        self.0.insert(k)
+    }
+
+    /// Whether the commit's id is in the set.
+    pub fn contains_commit(&self, id: &CommitId) -> bool {
+        self.0.contains(&key(&id.oid()))
+    }
+
+    /// How many ids of `self` are in `other`.
+    pub fn count_in(&self, other: &ObjectSet) -> usize {
+        self.0.iter().filter(|k| other.0.contains(*k)).count()
+    }
+
+    /// Removes every id of `other`.
+    pub fn remove_all(&mut self, other: &ObjectSet) {
+        self.0.retain(|k| !other.0.contains(k));
+    }
+}
+
+/// The raw key of an id.
+pub(crate) fn key_of(id: &Oid) -> [u8; 20] {
+    key(id)
 }
 
 /// Walks with at least this many known-present ids use two threads.
@@ -208,6 +233,18 @@ pub fn install_pack_files(git_dir: &Path, pack: &[u8], idx: &[u8]) -> Result<Obj
     }
     write_idx(&pack_dir, &base, idx)?;
     Ok(objects)
+}
+
+/// Checks a pack's index against the pack without installing anything (`verify --deep`): the
+/// same structural checks as [`install_pack_files`] (version, SHA-1 trailer, the pack checksum
+/// it records, object count, sorted ids, fan-out). Returns the ids it lists.
+pub fn check_pack_index(pack: &[u8], idx: &[u8]) -> Result<ObjectSet> {
+    if pack.len() < 32 {
+        return Err(install_error("not a git pack"));
+    }
+    let mut tail = [0u8; 20];
+    tail.copy_from_slice(&pack[pack.len() - 20..]);
+    check_idx(&pack[..12], &tail, idx)
 }
 
 fn install_error(reason: &str) -> MirrorError {

@@ -3,6 +3,7 @@
 mod cli;
 mod controller;
 mod controller_deploy;
+mod failures;
 mod mirror;
 mod restore;
 mod snapshot;

@@ -1,0 +1,430 @@
+//! Bounded, clear failure (issue 14): timeouts and retry budgets, one-line errors, no panics,
+//! exit codes, deep verify, recovering a lost manifest, pushing onto a damaged store.
+//! Tests use tiny timeouts and budgets (flags) so each takes seconds.
+
+use std::io::Read as _;
+use std::time::{Duration, Instant};
+
+use k8s_snap::store::MANIFEST_KEY;
+use kube_emulator::{Emulator, Fixture};
+
+use crate::store_support::{Backend, TestStore};
+use crate::support::{DataDir, Run, TestCluster};
+
+fn rule(s: &str) -> kube_emulator::FaultRule {
+    s.parse().expect("fault rule")
+}
+
+/// The `error:` lines of a run's stderr.
+fn error_lines(run: &Run) -> Vec<&str> {
+    run.stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect()
+}
+
+/// A kubeconfig like `cluster`'s, pointing at `url`.
+fn kubeconfig_at(cluster: &TestCluster, data: &DataDir, url: &str) -> std::path::PathBuf {
+    let emu = cluster.emulator.as_ref().expect("emulator");
+    let kc = std::fs::read_to_string(&cluster.kubeconfig)
+        .unwrap()
+        .replace(&emu.url(), url);
+    let path = data.path().join("other-kubeconfig");
+    std::fs::write(&path, kc).unwrap();
+    path
+}
+
+const FAST: &[&str] = &[
+    "--request-timeout",
+    "1s",
+    "--connect-timeout",
+    "1s",
+    "--retry-budget",
+    "3s",
+];
+
+fn with_fast<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = args.to_vec();
+    v.extend_from_slice(FAST);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_fails_within_the_timeout() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let data = DataDir::new();
+    let kc = kubeconfig_at(&cluster, &data, &format!("http://127.0.0.1:{port}"));
+    let started = Instant::now();
+    let run = data
+        .run(Some(&kc), &with_fast(&["snapshot", "s1", "--no-push"]))
+        .exit_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "one error line: {}", run.stderr);
+    assert!(
+        errors[0].contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
+    assert!(errors[0].contains("no answer within"), "{}", run.stderr);
+    assert!(errors[0].contains("nothing was tagged"), "{}", run.stderr);
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_unresolvable_servers_are_named_with_their_cause() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let data = DataDir::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let kc = kubeconfig_at(&cluster, &data, &format!("http://127.0.0.1:{port}"));
+    let run = data
+        .run(Some(&kc), &with_fast(&["snapshot", "s1", "--no-push"]))
+        .exit_code(1);
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("connection refused"), "{}", run.stderr);
+    assert!(
+        errors[0].contains("(cluster \""),
+        "names the cluster: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+
+    let kc = kubeconfig_at(&cluster, &data, "http://no-such-host.invalid:6443");
+    let started = Instant::now();
+    let run = data
+        .run(Some(&kc), &with_fast(&["snapshot", "s1", "--no-push"]))
+        .exit_code(1);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("no-such-host.invalid"), "{}", run.stderr);
+    assert!(
+        errors[0].contains("does not resolve") || errors[0].contains("no connection within"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_503_on_discovery_is_bounded() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let emu = cluster.emulator.as_ref().unwrap();
+    let f = emu.faults().add(rule("method=GET,path=/apis,status=503"));
+    let data = DataDir::new();
+    let started = Instant::now();
+    let run = data
+        .run(
+            Some(&cluster.kubeconfig),
+            &with_fast(&["snapshot", "s1", "--no-push"]),
+        )
+        .exit_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(emu.faults().fired(f) >= 2, "retried");
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("/apis") && errors[0].contains("503"),
+        "{}",
+        run.stderr
+    );
+    assert!(errors[0].contains("gave up after"), "{}", run.stderr);
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_429_on_a_list_is_bounded_and_honours_retry_after() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let emu = cluster.emulator.as_ref().unwrap();
+    let f = emu.faults().add(rule(
+        "method=GET,path=/api/v1/configmaps,status=429,retry-after=1",
+    ));
+    let data = DataDir::new();
+    let started = Instant::now();
+    let run = data
+        .run(
+            Some(&cluster.kubeconfig),
+            &with_fast(&["snapshot", "s1", "--no-push"]),
+        )
+        .exit_code(1);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // Retry-After: 1 within a 3 s budget: two or three attempts, a second apart.
+    let fired = emu.faults().fired(f);
+    assert!((2..=4).contains(&fired), "{fired}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("configmaps") && errors[0].contains("429"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_fails_three_times_then_succeeds_logs_no_error() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Realistic)).await;
+    let emu = cluster.emulator.as_ref().unwrap();
+    let f = emu.faults().add(rule(
+        "method=GET,path=/api/v1/configmaps,status=503,times=3",
+    ));
+    let data = DataDir::new();
+    let run = data
+        .run(Some(&cluster.kubeconfig), &["snapshot", "s1", "--no-push"])
+        .ok();
+    assert_eq!(emu.faults().fired(f), 3);
+    assert!(!run.stderr.contains("ERROR"), "{}", run.stderr);
+    assert!(!run.stderr.contains("error"), "{}", run.stderr);
+    data.git(&["rev-parse", "--verify", "snapshots/s1"]).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_errors_not_panics() {
+    let data = DataDir::new();
+    // A TTL that overflows the calendar.
+    let run = data
+        .run(
+            None,
+            &["snapshot", "s1", "--no-push", "--ttl", "99999999999h"],
+        )
+        .exit_code(1);
+    assert_eq!(error_lines(&run).len(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("--ttl"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    // A name that cannot be a git ref file name, refused before any work.
+    let long = "a".repeat(251);
+    let run = data
+        .run(None, &["snapshot", &long, "--no-push"])
+        .exit_code(1);
+    assert!(run.stderr.contains("longer than 250"), "{}", run.stderr);
+    // Timeouts must be positive.
+    let run = data
+        .run(None, &["list", "--request-timeout", "0s"])
+        .exit_code(2);
+    assert!(run.stderr.contains("more than zero"), "{}", run.stderr);
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let data = DataDir::new();
+    let mut child = data
+        .command(None)
+        .args(["crd"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then close the pipe while the CRDs (many KiB) are still being written.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+/// Flips one byte in the middle of the first `.idx` of a file store.
+fn flip_idx_byte(store: &TestStore) -> String {
+    let packs = store.dir.as_ref().unwrap().join("k8s-snap/packs");
+    let idx = std::fs::read_dir(&packs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "idx"))
+        .expect("an idx");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&idx, bytes).unwrap();
+    idx.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_verify_names_a_flipped_byte_in_an_index() {
+    let cluster = TestCluster::source().await;
+    let store = TestStore::file();
+    let data = DataDir::new();
+    store
+        .run(&data, Some(&cluster.kubeconfig), &["snapshot", "s1"])
+        .ok();
+    store.run(&data, None, &["verify", "--deep"]).ok();
+    let sha = flip_idx_byte(&store);
+    let run = store.run(&data, None, &["verify", "--deep"]).exit_code(1);
+    assert!(
+        run.stdout.contains(&format!("PROBLEM {sha}")) && run.stdout.contains("index"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("snapshots: s1"), "{}", run.stdout);
+}
+
+async fn recover_after_losing_the_manifest(backend: Backend) {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let store = TestStore::new(backend).await;
+    let data = DataDir::new();
+    store
+        .run(&data, kc, &["snapshot", "s1", "--ttl", "720h"])
+        .ok();
+    store
+        .run(&data, kc, &["snapshot", "s2", "--cluster", "other"])
+        .ok();
+    let before: serde_json::Value =
+        serde_json::from_str(&store.run(&data, None, &["list", "-o", "json"]).ok().stdout).unwrap();
+    let remote = store.open().await;
+    remote.delete(MANIFEST_KEY).await.unwrap();
+
+    // verify no longer says "0 problems": the packs are unreferenced.
+    let run = store.run(&data, None, &["verify"]).exit_code(1);
+    assert!(run.stdout.contains("unreferenced"), "{}", run.stdout);
+    // gc keeps them whatever the grace.
+    store.run(&data, None, &["gc", "--grace", "0s"]).ok();
+
+    let dry = store.run(&data, None, &["recover", "--dry-run"]).ok();
+    assert!(dry.stdout.contains("nothing was written"), "{}", dry.stdout);
+    assert!(remote.get(MANIFEST_KEY).await.is_err());
+    let run = store.run(&data, None, &["recover", "-o", "json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["recovered"].as_array().unwrap().len(), 2, "{report}");
+    store.run(&data, None, &["verify", "--deep"]).ok();
+
+    let after: serde_json::Value =
+        serde_json::from_str(&store.run(&data, None, &["list", "-o", "json"]).ok().stdout).unwrap();
+    for name in ["s1", "s2"] {
+        let find = |v: &serde_json::Value| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name} in {v}"))
+        };
+        let (b, a) = (find(&before), find(&after));
+        for field in ["cluster", "availableUntil", "timestamp", "commit"] {
+            assert_eq!(b.get(field), a.get(field), "{name}.{field}: {b} vs {a}");
+        }
+    }
+    // Pull from the recovered store into a fresh mirror: the same trees.
+    let fresh = DataDir::new();
+    store.run(&fresh, None, &["pull"]).ok();
+    for name in ["s1", "s2"] {
+        let tree = |d: &DataDir| {
+            d.git(&["rev-parse", &format!("snapshots/{name}^{{tree}}")])
+                .ok()
+                .stdout
+        };
+        assert_eq!(tree(&fresh), tree(&data));
+    }
+    // And a restore from the pulled copy plans and runs.
+    let target = TestCluster::target().await;
+    store
+        .run(
+            &fresh,
+            Some(&target.kubeconfig),
+            &["restore", "s1", "--dry-run"],
+        )
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_after_losing_the_manifest_file() {
+    recover_after_losing_the_manifest(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_after_losing_the_manifest_s3() {
+    recover_after_losing_the_manifest(Backend::S3).await;
+}
+
+async fn push_onto_a_damaged_store(backend: Backend, truncate: bool) {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let store = TestStore::new(backend).await;
+    let data = DataDir::new();
+    store.run(&data, kc, &["snapshot", "s1"]).ok();
+    let remote = store.open().await;
+    let pack = remote
+        .list("k8s-snap/packs/")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.key.ends_with(".pack"))
+        .unwrap();
+    if truncate {
+        let mut bytes = remote.get(&pack.key).await.unwrap().bytes;
+        bytes.truncate(bytes.len() / 2);
+        remote.delete(&pack.key).await.unwrap();
+        remote.put_if_absent(&pack.key, bytes).await.unwrap();
+    } else {
+        remote.delete(&pack.key).await.unwrap();
+    }
+    // The new snapshot shares most objects with s1, whose pack is damaged: they are uploaded
+    // again, and s2 can be pulled.
+    let run = store.run(&data, kc, &["snapshot", "s2"]).ok();
+    assert!(run.stderr.contains("will not rely on it"), "{}", run.stderr);
+    let fresh = DataDir::new();
+    store.run(&fresh, None, &["pull", "s2"]).ok();
+    // s1 is still reported as damaged.
+    let run = store.run(&data, None, &["verify"]).exit_code(1);
+    assert!(run.stdout.contains("s1"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_onto_a_store_with_a_deleted_pack_file() {
+    push_onto_a_damaged_store(Backend::File, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_onto_a_store_with_a_truncated_pack_s3() {
+    push_onto_a_damaged_store(Backend::S3, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_a_missing_bucket_says_so() {
+    let store = TestStore::s3().await;
+    if store.secret.as_deref() != Some(crate::store_support::MOTO_SECRET) {
+        return; // real S3: the bucket name space is global
+    }
+    let cluster = TestCluster::source().await;
+    let data = DataDir::new();
+    store
+        .run(
+            &data,
+            Some(&cluster.kubeconfig),
+            &["snapshot", "s1", "--no-push"],
+        )
+        .ok();
+    let run = store
+        .run(&data, None, &["push", "--store", "s3://no-such-bucket/x"])
+        .exit_code(1);
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("bucket no-such-bucket does not exist"),
+        "{}",
+        run.stderr
+    );
+}
