@@ -33,6 +33,9 @@ pub struct RecoverReport {
     pub dry_run: bool,
 }
 
+/// How the reason of a pack that could not be downloaded starts.
+pub(super) const UNREADABLE: &str = "cannot read";
+
 /// One pack of the store, read and indexed.
 struct ScannedPack {
     sha: String,
@@ -78,7 +81,7 @@ async fn scan_packs(
         let bytes = match store.get(key).await {
             Ok(o) => o.bytes,
             Err(e) => {
-                problems.push(problem(format!("cannot read: {e}")));
+                problems.push(problem(format!("{UNREADABLE}: {e}")));
                 continue;
             }
         };

@@ -1155,10 +1155,13 @@ pub async fn gc(store: &dyn ObjectStore, opts: GcOptions) -> Result<GcReport> {
                 keep.insert(sha);
             }
         }
-        // A pack that cannot be read is not deleted either: it may be the only copy.
+        // A pack that could not be downloaded is not deleted either (it may hold a snapshot);
+        // a corrupted one (wrong sha256, not a pack) holds nothing usable and goes.
         for p in problems {
-            tracing::warn!(pack = %p.subject, reason = %p.reason, "unlisted pack kept");
-            keep.insert(p.subject);
+            if p.reason.starts_with(super::recover::UNREADABLE) {
+                tracing::warn!(pack = %p.subject, reason = %p.reason, "unlisted pack kept");
+                keep.insert(p.subject);
+            }
         }
     }
     report.kept = keep.iter().cloned().collect();
