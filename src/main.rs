@@ -11,6 +11,7 @@ use k8s_snap::cli::{self, Cli, exit};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    owner_only_files();
     // Go-style `-namespace=x` flags of the original controller are accepted too.
     let cli = Cli::parse_from(cli::controller::go_style_args(std::env::args_os()));
     cli::init_logging(&cli.global);
@@ -59,3 +60,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             == Some(std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// Everything the tool writes (the mirror's packs hold Secret data, the default store, temp
+/// files) is owner-only — 0600 files, 0700 directories — whatever the caller's umask, and
+/// stays so when gc or repack rewrite files: the process umask is 077.
+#[cfg(target_os = "linux")]
+fn owner_only_files() {
+    unsafe extern "C" {
+        fn umask(mask: u32) -> u32;
+    }
+    // SAFETY: umask(2) has no preconditions, cannot fail and only changes this process's mask.
+    unsafe {
+        umask(0o077);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn owner_only_files() {}

@@ -153,6 +153,9 @@ pub struct ShowArgs {
     pub name: String,
     /// A content path (`/api/v1/namespaces/x/configmaps/y`) or a prefix of one (`/apis/apps`).
     pub path: Option<String>,
+    /// Show Secret values (masked as *** by default).
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -168,6 +171,11 @@ pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow:
     };
     if let Some((path, bytes)) = object {
         let text = String::from_utf8(bytes).with_context(|| format!("{path}: not UTF-8"))?;
+        let text = if args.show_secrets {
+            text
+        } else {
+            tree::secret::mask_yaml(&text)
+        };
         match global.output {
             Format::Table | Format::Yaml => out.write_all(text.as_bytes())?,
             Format::Json => {
@@ -217,6 +225,9 @@ pub struct DiffArgs {
     /// Only objects under this content path prefix (e.g. /api/v1/namespaces/shop).
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<String>,
+    /// Show Secret values (masked by default: a diff tells which keys changed, not values).
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,9 +276,15 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
                 .map(|id| mirror.read_blob(id))
                 .transpose()?
                 .unwrap_or_default();
+            let (old, new) = (String::from_utf8_lossy(&old), String::from_utf8_lossy(&new));
+            let (old, new) = if args.show_secrets {
+                (old.into_owned(), new.into_owned())
+            } else {
+                tree::secret::mask_yaml_pair(&old, &new, &args.a, &args.b)
+            };
             Some(tree::unified_diff(
-                &String::from_utf8_lossy(&old),
-                &String::from_utf8_lossy(&new),
+                &old,
+                &new,
                 &format!("{}{path}", args.a),
                 &format!("{}{path}", args.b),
             ))

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod meta;
 pub mod node;
 pub mod path;
+pub mod secret;
 pub mod yaml;
 
 pub use canonical::{

@@ -428,3 +428,130 @@ async fn push_to_a_missing_bucket_says_so() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_are_masked_in_show_diff_and_plan() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let ns = cluster.namespace("it-mask").await;
+    // As `kubectl apply` leaves it: a copy of the object in last-applied-configuration.
+    let first = "c3VwZXItc2VjcmV0LXZhbHVl"; // super-secret-value
+    let plain = "plain-applied-secret";
+    let applied = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db", "namespace": ns},
+        "data": {"password": first}, "stringData": {"token": plain},
+    })
+    .to_string();
+    cluster
+        .post(
+            &format!("/api/v1/namespaces/{ns}/secrets"),
+            &serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db", "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": applied}},
+                "data": {"password": first},
+            }),
+        )
+        .await;
+    let data = DataDir::new();
+    let kc = Some(cluster.kubeconfig.as_path());
+    data.run(kc, &["snapshot", "s1", "--no-push"]).ok();
+    let second = "b3RoZXItc2VjcmV0LXZhbHVl"; // other-secret-value
+    cluster
+        .merge_patch(
+            &format!("/api/v1/namespaces/{ns}/secrets/db"),
+            &serde_json::json!({"data": {"password": second}}),
+        )
+        .await;
+    data.run(kc, &["snapshot", "s2", "--no-push"]).ok();
+    let path = format!("/api/v1/namespaces/{ns}/secrets/db");
+    let leaks = |out: &str| [first, second, plain].iter().any(|v| out.contains(v));
+
+    for args in [
+        vec!["show", "s1", path.as_str()],
+        vec!["show", "s1", path.as_str(), "-o", "json"],
+        vec!["diff", "s1", "s2"],
+        vec!["diff", "s1", "s2", "-o", "json"],
+        vec!["plan", "s1", "--diff"],
+        vec!["plan", "s1", "--diff", "-o", "json"],
+    ] {
+        let run = data.run(kc, &args).ok();
+        assert!(
+            !leaks(&run.stdout) && !leaks(&run.stderr),
+            "{args:?} shows a secret value:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("***") || args[0] == "show",
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
+    let diff = data.run(kc, &["diff", "s1", "s2"]).ok().stdout;
+    assert!(
+        diff.contains("*** (s1)") && diff.contains("*** (s2)"),
+        "{diff}"
+    );
+    let shown = data
+        .run(kc, &["show", "s1", &path, "--show-secrets"])
+        .ok()
+        .stdout;
+    assert!(shown.contains(first), "--show-secrets shows them: {shown}");
+}
+
+/// Every file under the data dir is owner-only, whatever the umask, after each command.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_in_the_data_dir_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    fn check(root: &std::path::Path, after: &str) {
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let meta = e.metadata().unwrap();
+                let mode = meta.permissions().mode() & 0o777;
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "after {after}: {} has mode {mode:o}",
+                    e.path().display()
+                );
+                if meta.is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let data = DataDir::new();
+    let steps: &[&[&str]] = &[
+        &["snapshot", "s1"],
+        &["snapshot", "s2"],
+        &["delete", "s1"],
+        &["gc", "--local-only"],
+        &["gc", "--grace", "0s"],
+        &["pull"],
+    ];
+    for args in steps {
+        // A permissive umask in the caller must not matter.
+        let mut inner = data.command(kc);
+        inner.args(*args);
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let run = crate::support::run(cmd);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        let store_or_data = data.path().join("mirror.git");
+        check(&store_or_data, &args.join(" "));
+        check(&data.path().join("store"), &args.join(" "));
+    }
+}
