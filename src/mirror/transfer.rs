@@ -125,6 +125,84 @@ pub(crate) fn key_of(id: &Oid) -> [u8; 20] {
     key(id)
 }
 
+/// Object files whose body was checked against their path: (blob id, hash of the path).
+pub(crate) type BodySet = HashSet<([u8; 20], u64)>;
+
+impl Mirror {
+    /// Checks that every object file of the commit's tree holds the object its path names
+    /// (name, namespace, apiVersion, and kind from `.k8s-snap/resources.yaml`): a tree from a
+    /// store is untrusted. Files already checked at the same path (`bodies`) are skipped.
+    fn check_bodies(&self, commit: &CommitId, bodies: &mut BodySet) -> Result<()> {
+        use std::hash::{BuildHasher as _, Hash as _};
+        let kinds: std::collections::HashMap<(String, String, String), String> = self
+            .read_file(commit, crate::tree::meta::RESOURCES_FILE)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| crate::tree::from_yaml_str::<Vec<crate::tree::ResourceEntry>>(&t).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| ((r.group, r.version, r.resource), r.kind))
+            .collect();
+        let tree = self
+            .repo
+            .find_commit(commit.oid())
+            .and_then(|c| c.tree())
+            .ctx(|| format!("reading the tree of commit {commit}"))?;
+        let odb = self
+            .repo
+            .odb()
+            .ctx(|| "opening the object database".into())?;
+        let hasher = std::hash::RandomState::new();
+        let mut failure: Option<MirrorError> = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() != Some(ObjectType::Blob) || root.starts_with(".k8s-snap") {
+                return git2::TreeWalkResult::Ok;
+            }
+            let Ok(name) = entry.name() else {
+                return git2::TreeWalkResult::Ok;
+            };
+            let file = format!("{root}{name}");
+            if !crate::tree::is_object_file(&file) {
+                return git2::TreeWalkResult::Ok;
+            }
+            let mut h = hasher.build_hasher();
+            file.hash(&mut h);
+            if !bodies.insert((key(&entry.id()), h.finish())) {
+                return git2::TreeWalkResult::Ok;
+            }
+            let result = crate::tree::ContentPath::from_file_path(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|path| {
+                    let blob = odb
+                        .read(entry.id())
+                        .map_err(|e| format!("cannot read it: {}", e.message()))?;
+                    let kind = kinds.get(&(
+                        path.group().to_owned(),
+                        path.version().to_owned(),
+                        path.resource().to_owned(),
+                    ));
+                    crate::tree::identity::check_identity(
+                        &path,
+                        blob.data(),
+                        kind.map(String::as_str),
+                    )
+                });
+            match result {
+                Ok(()) => git2::TreeWalkResult::Ok,
+                Err(reason) => {
+                    failure = Some(MirrorError::InvalidPath { path: file, reason });
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        })
+        .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })
+        .ctx(|| format!("walking the tree of commit {commit}"))?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Walks with at least this many known-present ids use two threads.
 const PARALLEL_WALK_MIN: usize = 10_000;
 
@@ -711,6 +789,26 @@ impl Mirror {
         items: &[(String, CommitId)],
         present: &ObjectSet,
     ) -> Vec<Result<bool>> {
+        self.create_tags(items, present, false)
+    }
+
+    /// [`Mirror::create_snapshot_tags_with`] for trees from a store (untrusted): also checks
+    /// that every object file holds the object its path names (see `check_bodies`), so that a
+    /// restore creates exactly the objects its plan names.
+    pub fn create_snapshot_tags_checked(
+        &self,
+        items: &[(String, CommitId)],
+        present: &ObjectSet,
+    ) -> Vec<Result<bool>> {
+        self.create_tags(items, present, true)
+    }
+
+    fn create_tags(
+        &self,
+        items: &[(String, CommitId)],
+        present: &ObjectSet,
+        check_bodies: bool,
+    ) -> Vec<Result<bool>> {
         let _lock = match self.lock() {
             Ok(l) => l,
             Err(e) => {
@@ -727,10 +825,17 @@ impl Mirror {
             }
         };
         let mut verified = OidSet::default();
+        let mut bodies = BodySet::default();
         let mut clusters = std::collections::BTreeSet::new();
         let mut out = Vec::with_capacity(items.len());
         for (name, commit) in items {
-            let r = self.tag_one_locked(name, commit, &mut verified, &present.0);
+            let r = self.tag_one_locked(
+                name,
+                commit,
+                &mut verified,
+                &present.0,
+                check_bodies.then_some(&mut bodies),
+            );
             if let Ok(Some(cluster)) = &r {
                 clusters.insert(cluster.clone());
             }
@@ -751,6 +856,7 @@ impl Mirror {
         commit: &CommitId,
         verified: &mut OidSet,
         present: &OidSet,
+        bodies: Option<&mut BodySet>,
     ) -> Result<Option<String>> {
         validate_name("snapshot", name)?;
         if let Some(existing) = self.snapshot(name)? {
@@ -766,6 +872,9 @@ impl Mirror {
             return Err(MirrorError::ObjectNotFound {
                 id: format!("{commit} (snapshot {name:?} is incomplete)"),
             });
+        }
+        if let Some(bodies) = bodies {
+            self.check_bodies(commit, bodies)?;
         }
         let bytes =
             self.read_file(commit, SNAPSHOT_META_FILE)?

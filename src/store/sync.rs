@@ -764,7 +764,7 @@ pub async fn pull(
             report.failed.insert(name, reasons.join("; "));
         }
     }
-    let results = mirror.create_snapshot_tags_with(&ready, &present);
+    let results = mirror.create_snapshot_tags_checked(&ready, &present);
     tracing::debug!(elapsed = ?started.elapsed(), "pull: snapshots checked and tagged");
     for ((name, _), result) in ready.iter().zip(results) {
         match result {
@@ -1015,7 +1015,14 @@ async fn deep_verify(
         if s.packs.iter().any(|p| bad.contains(p)) {
             continue; // already reported with its pack
         }
-        if let Err(e) = repo.create_snapshot_tag(name, &s.commit) {
+        let tagged = repo
+            .create_snapshot_tags_checked(
+                &[(name.clone(), s.commit.clone())],
+                &ObjectSet::default(),
+            )
+            .pop()
+            .unwrap_or(Ok(false));
+        if let Err(e) = tagged {
             report.problems.push(VerifyProblem {
                 subject: name.clone(),
                 snapshots: vec![name.clone()],

@@ -6,6 +6,7 @@
 
 pub mod canonical;
 pub mod diff;
+pub mod identity;
 pub mod meta;
 pub mod node;
 pub mod path;

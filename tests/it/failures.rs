@@ -555,3 +555,99 @@ async fn every_file_in_the_data_dir_is_owner_only() {
         check(&data.path().join("store"), &args.join(" "));
     }
 }
+
+/// Runs git on the data dir's mirror with a private index file.
+fn git_with_index(data: &DataDir, index: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(data.path().join("mirror.git"))
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .env("GIT_INDEX_FILE", index)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
+    let cluster = TestCluster::source().await;
+    let store = TestStore::file();
+    let data = DataDir::new();
+    store
+        .run(
+            &data,
+            Some(&cluster.kubeconfig),
+            &["snapshot", "s1", "--no-push"],
+        )
+        .ok();
+    // A tampered snapshot "evil": one ConfigMap file whose body names another object.
+    let index = data.path().join("tamper-index");
+    git_with_index(&data, &index, &["read-tree", "snapshots/s1"]);
+    let files = git_with_index(&data, &index, &["ls-files"]);
+    let victim = files
+        .lines()
+        .find(|f| f.contains("/configmaps/"))
+        .expect("a configmap")
+        .to_owned();
+    let body = data
+        .git(&["show", &format!("snapshots/s1:{victim}")])
+        .ok()
+        .stdout;
+    let name = victim.rsplit('/').next().unwrap().trim_end_matches(".yaml");
+    let tampered = body.replacen(&format!("  name: {name}\n"), "  name: other-name\n", 1);
+    assert_ne!(tampered, body);
+    let meta = data
+        .git(&["show", "snapshots/s1:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout
+        .replacen("name: s1\n", "name: evil\n", 1);
+    for (path, text) in [
+        (victim.as_str(), tampered),
+        (".k8s-snap/snapshot.yaml", meta),
+    ] {
+        let file = data.path().join("blob");
+        std::fs::write(&file, text).unwrap();
+        let blob = git_with_index(
+            &data,
+            &index,
+            &["hash-object", "-w", file.to_str().unwrap()],
+        );
+        git_with_index(
+            &data,
+            &index,
+            &[
+                "update-index",
+                "--cacheinfo",
+                &format!("100644,{blob},{path}"),
+            ],
+        );
+    }
+    let tree = git_with_index(&data, &index, &["write-tree"]);
+    let commit = git_with_index(&data, &index, &["commit-tree", &tree, "-m", "evil"]);
+    git_with_index(
+        &data,
+        &index,
+        &["update-ref", "refs/tags/snapshots/evil", &commit],
+    );
+    store.run(&data, None, &["push", "evil"]).ok();
+
+    let fresh = DataDir::new();
+    let run = store.run(&fresh, None, &["pull", "evil"]).exit_code(1);
+    assert!(
+        run.stderr.contains(&victim) && run.stderr.contains("metadata.name"),
+        "names the file and the field: {}",
+        run.stderr
+    );
+    assert!(
+        fresh.git(&["rev-parse", "--verify", "snapshots/evil"]).code != 0,
+        "not tagged"
+    );
+}
