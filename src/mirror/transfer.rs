@@ -133,7 +133,7 @@ impl Mirror {
     /// (name, namespace, apiVersion, and kind from `.k8s-snap/resources.yaml`): a tree from a
     /// store is untrusted. Files already checked at the same path (`bodies`) are skipped.
     fn check_bodies(&self, commit: &CommitId, bodies: &mut BodySet) -> Result<()> {
-        use std::hash::{BuildHasher as _, Hash as _};
+        use std::hash::BuildHasher as _;
         let kinds: std::collections::HashMap<(String, String, String), String> = self
             .read_file(commit, crate::tree::meta::RESOURCES_FILE)?
             .and_then(|b| String::from_utf8(b).ok())
@@ -164,9 +164,7 @@ impl Mirror {
             if !crate::tree::is_object_file(&file) {
                 return git2::TreeWalkResult::Ok;
             }
-            let mut h = hasher.build_hasher();
-            file.hash(&mut h);
-            if !bodies.insert((key(&entry.id()), h.finish())) {
+            if !bodies.insert((key(&entry.id()), hasher.hash_one(&file))) {
                 return git2::TreeWalkResult::Ok;
             }
             let result = crate::tree::ContentPath::from_file_path(&file)

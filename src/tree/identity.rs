@@ -55,9 +55,13 @@ fn quick_scan(text: &str) -> Option<Identity> {
         if line.starts_with(' ') || line.starts_with('#') || line.starts_with('-') {
             return None;
         }
-        let Some((key, value)) = line.split_once(':') else {
+        let (key, value) = line.split_once(':')?;
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
             return None;
-        };
+        }
         in_meta = key == "metadata";
         match key {
             "apiVersion" => id.api_version = Some(scalar(value)?),
@@ -66,7 +70,8 @@ fn quick_scan(text: &str) -> Option<Identity> {
             _ => {}
         }
     }
-    Some(id)
+    // Anything missing: let the parser have the last word.
+    (id.name.is_some() && id.api_version.is_some() && id.kind.is_some()).then_some(id)
 }
 
 /// A plain, double-quoted or single-quoted one-line scalar; `None` for anything else.
