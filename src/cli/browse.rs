@@ -52,9 +52,18 @@ struct ListItem {
 
 pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mirror = open_mirror(global)?;
-    let snapshots = match &mirror {
-        Some(m) => m.snapshots()?,
-        None => Vec::new(),
+    // A broken tag is named, and the others are still listed (exit code 1).
+    let (snapshots, bad_tags) = match &mirror {
+        Some(m) => m.snapshots_lenient()?,
+        None => (Vec::new(), Vec::new()),
+    };
+    for (name, reason) in &bad_tags {
+        eprintln!("error: snapshot {name:?} in the local mirror is unreadable: {reason}");
+    }
+    let code = if bad_tags.is_empty() {
+        super::exit::OK
+    } else {
+        super::exit::FAILURE
     };
     // The store's snapshots; an unreachable store is a warning, not a failure of `list`.
     let remote = match super::store::open_store(global).await {
@@ -112,7 +121,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
         Format::Table => {
             if items.is_empty() {
                 writeln!(out, "No snapshots found.")?;
-                return Ok(super::exit::OK);
+                return Ok(code);
             }
             let rows: Vec<Vec<String>> = items
                 .iter()
@@ -144,7 +153,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
         }
         format => output::write_data(out, format, &items)?,
     }
-    Ok(super::exit::OK)
+    Ok(code)
 }
 
 #[derive(Debug, Args)]

@@ -329,6 +329,42 @@ impl Mirror {
         &self.git_dir
     }
 
+    /// All readable snapshots, sorted, and the tags that are not (name and reason): a tag
+    /// pointing at a blob, a commit without valid metadata. For listings that show what they
+    /// can.
+    pub fn snapshots_lenient(&self) -> Result<(Vec<SnapshotInfo>, Vec<(String, String)>)> {
+        let refs = self
+            .repo
+            .references_glob(&format!("{SNAPSHOT_TAG_PREFIX}*"))
+            .ctx(|| format!("listing snapshot tags in {}", self.git_dir.display()))?;
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for r in refs {
+            let r = r.ctx(|| "reading a snapshot tag".into())?;
+            let Some(name) = r
+                .name()
+                .ok()
+                .and_then(|n| n.strip_prefix(SNAPSHOT_TAG_PREFIX))
+            else {
+                continue;
+            };
+            let name = name.to_owned();
+            let info = r
+                .peel_to_commit()
+                .map_err(|e| format!("the tag does not point to a commit ({})", e.message()))
+                .and_then(|c| {
+                    self.info(name.clone(), CommitId::from_oid(c.id()))
+                        .map_err(|e| e.to_string())
+                });
+            match info {
+                Ok(i) => out.push(i),
+                Err(reason) => bad.push((name, reason)),
+            }
+        }
+        sort_snapshots(&mut out);
+        Ok((out, bad))
+    }
+
     /// All snapshots (tags `refs/tags/snapshots/*`), sorted by timestamp, ties by name.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let refs = self

@@ -651,3 +651,52 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
         "not tagged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_packs_of_killed_writers_are_removed_by_the_next_snapshot_and_gc() {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let data = DataDir::new();
+    data.run(kc, &["snapshot", "s1", "--no-push"]).ok();
+    let pack_dir = data.path().join("mirror.git/objects/pack");
+    let leave = |names: &[&str]| {
+        for n in names {
+            std::fs::write(pack_dir.join(n), vec![0u8; 4096]).unwrap();
+        }
+    };
+    // What a snapshot killed with -9 leaves, and a download in progress (kept: it is young).
+    leave(&["tmp_pack_AbC123", "tmp_idx_AbC123", ".tmpDownload"]);
+    data.run(kc, &["snapshot", "s2", "--no-push"]).ok();
+    assert!(!pack_dir.join("tmp_pack_AbC123").exists());
+    assert!(!pack_dir.join("tmp_idx_AbC123").exists());
+    assert!(
+        pack_dir.join(".tmpDownload").exists(),
+        "a live download is left alone"
+    );
+    leave(&["tmp_pack_X"]);
+    data.run(None, &["gc", "--local-only"]).ok();
+    assert!(!pack_dir.join("tmp_pack_X").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_what_it_can_and_names_a_bad_tag() {
+    let cluster = TestCluster::source().await;
+    let data = DataDir::new();
+    data.run(Some(&cluster.kubeconfig), &["snapshot", "s1", "--no-push"])
+        .ok();
+    let blob = data
+        .git(&["rev-parse", "snapshots/s1:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout;
+    data.git(&["update-ref", "refs/tags/snapshots/broken", blob.trim()])
+        .ok();
+    let run = data
+        .run(None, &["list", "--store", "/nonexistent-store"])
+        .exit_code(1);
+    assert!(run.stdout.contains("s1"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("\"broken\"") && run.stderr.contains("does not point to a commit"),
+        "{}",
+        run.stderr
+    );
+}
