@@ -201,6 +201,9 @@ object_id!(
     BlobId
 );
 
+/// A snapshot tag that cannot be read: its name and why.
+pub type BadTag = (String, String);
+
 /// A snapshot in the mirror: its tag name, commit and parsed `.k8s-snap/snapshot.yaml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
@@ -332,7 +335,7 @@ impl Mirror {
     /// All readable snapshots, sorted, and the tags that are not (name and reason): a tag
     /// pointing at a blob, a commit without valid metadata. For listings that show what they
     /// can.
-    pub fn snapshots_lenient(&self) -> Result<(Vec<SnapshotInfo>, Vec<(String, String)>)> {
+    pub fn snapshots_lenient(&self) -> Result<(Vec<SnapshotInfo>, Vec<BadTag>)> {
         let refs = self
             .repo
             .references_glob(&format!("{SNAPSHOT_TAG_PREFIX}*"))
