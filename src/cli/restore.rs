@@ -54,7 +54,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Seconds to wait for a CRD, Namespace or PV/PVC pair to become ready.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub wait_timeout: u64,
 }
 

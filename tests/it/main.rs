@@ -4,6 +4,7 @@ mod cli;
 mod controller;
 mod controller_deploy;
 mod failures;
+mod fuzz;
 mod mirror;
 mod restore;
 mod snapshot;
