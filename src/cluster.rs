@@ -131,6 +131,10 @@ pub struct Cluster {
     server: String,
     cluster_name: Option<String>,
     retry: RetryPolicy,
+    /// Set when a request spent its whole retry budget on transient failures, cleared by the
+    /// next success: while set, requests get one attempt, so that a server that keeps failing
+    /// fails a restore of many objects in one budget, not one budget per object.
+    exhausted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -452,6 +456,7 @@ impl Cluster {
             server,
             cluster_name,
             retry: RetryPolicy::default(),
+            exhausted: Default::default(),
         })
     }
 
@@ -494,8 +499,14 @@ impl Cluster {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> Result<bytes::Bytes> {
+        use std::sync::atomic::Ordering;
         let started = Instant::now();
         let mut attempts = 0u32;
+        let max_retries = if self.exhausted.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.retry.max_retries
+        };
         loop {
             attempts += 1;
             let remaining = self.retry.budget.saturating_sub(started.elapsed());
@@ -508,6 +519,7 @@ impl Cluster {
                 .await;
             let failed = match result {
                 Ok(bytes) => {
+                    self.exhausted.store(false, Ordering::Relaxed);
                     if attempts > 1 {
                         tracing::debug!(%method, path = strip_query(path), attempts, "succeeded after retries");
                     }
@@ -526,11 +538,14 @@ impl Cluster {
                     last
                 }
             };
-            if !failed.error.is_transient() || attempts as usize > self.retry.max_retries {
+            if !failed.error.is_transient() {
                 return Err(give_up(failed.error));
             }
             let delay = self.retry.delay(attempts, failed.retry_after);
-            if started.elapsed() + delay >= self.retry.budget {
+            if attempts as usize > max_retries || started.elapsed() + delay >= self.retry.budget {
+                if attempts > 1 {
+                    self.exhausted.store(true, Ordering::Relaxed);
+                }
                 return Err(give_up(failed.error));
             }
             tracing::debug!(error = %failed.error, delay = ?delay, attempt = attempts, "retrying transient failure");
@@ -790,4 +805,75 @@ pub fn redact_kubeconfig(message: &str, kubeconfig: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn tls(e: rustls::CertificateError) -> NetFailure {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(e),
+        );
+        NetFailure::classify(&Outer(io))
+    }
+
+    #[test]
+    fn network_failures_are_classified() {
+        use rustls::CertificateError as C;
+        assert_eq!(tls(C::UnknownIssuer), NetFailure::TlsUnknownIssuer);
+        assert_eq!(tls(C::Expired), NetFailure::TlsExpired);
+        assert_eq!(tls(C::NotValidForName), NetFailure::TlsNameMismatch);
+        assert!(
+            !tls(C::UnknownIssuer).is_transient(),
+            "a bad certificate is not retried"
+        );
+        let refused = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(NetFailure::classify(&refused), NetFailure::Refused);
+        assert!(NetFailure::Refused.is_transient());
+        let reset = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(NetFailure::classify(&reset), NetFailure::Reset(_)));
+        let dns = Outer(std::io::Error::other(
+            "dns error: failed to lookup address information",
+        ));
+        assert!(matches!(NetFailure::classify(&dns), NetFailure::Dns(_)));
+        assert_eq!(
+            NetFailure::TlsUnknownIssuer.to_string(),
+            "TLS certificate not trusted (unknown issuer)"
+        );
+    }
+
+    #[test]
+    fn retry_delays_grow_and_honour_retry_after() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            budget: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(1),
+        };
+        let d1 = p.delay(1, None);
+        let d4 = p.delay(4, None);
+        assert!(d1 <= Duration::from_millis(100) && d1 >= Duration::from_millis(50));
+        assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800));
+        assert!(p.delay(30, None) <= Duration::from_secs(1));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
 }

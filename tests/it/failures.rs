@@ -700,3 +700,30 @@ async fn list_shows_what_it_can_and_names_a_bad_tag() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_against_persistent_429s_is_bounded_prints_its_status_and_exits_1() {
+    let source = TestCluster::source().await;
+    let target = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let data = DataDir::new();
+    data.run(Some(&source.kubeconfig), &["snapshot", "s1", "--no-push"])
+        .ok();
+    let emu = target.emulator.as_ref().unwrap();
+    let f = emu
+        .faults()
+        .add(rule("method=POST,status=429,retry-after=1"));
+    let started = Instant::now();
+    let run = data
+        .run(
+            Some(&target.kubeconfig),
+            &with_fast(&["restore", "s1", "-o", "json"]),
+        )
+        .exit_code(1);
+    let took = started.elapsed();
+    // One budget (3 s) per request in flight, not one per object.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(emu.faults().fired(f) >= 2);
+    let status: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(status["numFailed"].as_u64().unwrap() > 0, "{status}");
+    assert!(run.stderr.contains("failed"), "{}", run.stderr);
+}
