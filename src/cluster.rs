@@ -318,6 +318,9 @@ impl NetFailure {
             current = err.source();
         }
         let deepest = first_line(&deepest);
+        if let Some(tls) = tls_from_text(&deepest) {
+            return tls;
+        }
         if dns {
             NetFailure::Dns(deepest)
         } else if deepest.contains("connection closed")
@@ -347,6 +350,41 @@ impl NetFailure {
             other => NetFailure::Tls(first_line(&other.to_string())),
         }
     }
+}
+
+/// rustls errors that reach us only as text (wrapped by layers that do not expose them as a
+/// source), recognised by rustls's own wording.
+fn tls_from_text(text: &str) -> Option<NetFailure> {
+    if !(text.contains("invalid peer certificate")
+        || text.contains("peer is incompatible")
+        || text.contains("received fatal alert"))
+    {
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    Some(
+        if text.contains("UnknownIssuer")
+            || lower.contains("unknown issuer")
+            || text.contains("BadSignature")
+        {
+            NetFailure::TlsUnknownIssuer
+        } else if text.contains("Expired")
+            || lower.contains("expired")
+            || lower.contains("not valid yet")
+            || text.contains("NotValidYet")
+        {
+            NetFailure::TlsExpired
+        } else if text.contains("NotValidForName") || lower.contains("not valid for name") {
+            NetFailure::TlsNameMismatch
+        } else if text.contains("CaUsedAsEndEntity") {
+            NetFailure::Tls(
+                "the server presents a CA certificate as its own (self-signed?): not trusted"
+                    .into(),
+            )
+        } else {
+            NetFailure::Tls(text.to_owned())
+        },
+    )
 }
 
 impl std::fmt::Display for NetFailure {
@@ -851,6 +889,22 @@ mod tests {
             "dns error: failed to lookup address information",
         ));
         assert!(matches!(NetFailure::classify(&dns), NetFailure::Dns(_)));
+        // Through layers that only keep the text (rustls's wording).
+        let text = |t: &str| NetFailure::classify(&Outer(std::io::Error::other(t.to_owned())));
+        assert_eq!(
+            text(
+                "invalid peer certificate: certificate expired: verification time 2, but certificate is not valid after 1"
+            ),
+            NetFailure::TlsExpired
+        );
+        assert_eq!(
+            text("invalid peer certificate: certificate not valid for name \"127.0.0.1\""),
+            NetFailure::TlsNameMismatch
+        );
+        assert_eq!(
+            text("invalid peer certificate: UnknownIssuer"),
+            NetFailure::TlsUnknownIssuer
+        );
         assert_eq!(
             NetFailure::TlsUnknownIssuer.to_string(),
             "TLS certificate not trusted (unknown issuer)"

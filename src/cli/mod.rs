@@ -253,8 +253,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
 
 /// Library log targets silenced below `-vvv`: they print raw client errors at ERROR for
 /// requests that are retried (and usually succeed).
-pub const QUIET_LIBRARY_LOGS: &str =
-    "kube_client::client::builder=off,aws_smithy_runtime=off,aws_config=off";
+pub const QUIET_LIBRARY_LOGS: &str = "kube_client::client::builder=off,aws_smithy_runtime=off,aws_config=off,rustls_platform_verifier=off";
 
 /// Sets up `tracing` to stderr from `-v/-q` (or `RUST_LOG`).
 pub fn init_logging(global: &GlobalArgs) {

@@ -727,3 +727,164 @@ async fn a_restore_against_persistent_429s_is_bounded_prints_its_status_and_exit
     assert!(status["numFailed"].as_u64().unwrap() > 0, "{status}");
     assert!(run.stderr.contains("failed"), "{}", run.stderr);
 }
+
+/// A TLS server (`openssl s_server`, a real process) with a self-signed certificate for
+/// `other.example`, killed on drop.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    cert_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_server() -> Option<TlsServer> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let (cert, key) = (p("c.pem"), p("k.pem"));
+    std::fs::write(p("ext"), "subjectAltName=DNS:other.example\n").unwrap();
+    // A test CA, and a server certificate for other.example signed by it.
+    let steps: [Vec<String>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=k8s-snap test CA",
+            "-keyout",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([p("ca.key"), "-out".into(), p("ca.pem")])
+        .collect(),
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=other.example",
+            "-keyout",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([key.clone(), "-out".into(), p("csr.pem")])
+        .collect(),
+        ["x509", "-req", "-days", "1", "-CAcreateserial", "-in"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                p("csr.pem"),
+                "-CA".into(),
+                p("ca.pem"),
+                "-CAkey".into(),
+                p("ca.key"),
+                "-extfile".into(),
+                p("ext"),
+                "-out".into(),
+                cert.clone(),
+            ])
+            .collect(),
+    ];
+    for args in steps {
+        let ok = std::process::Command::new("openssl")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(TlsServer {
+        child,
+        port,
+        cert_pem: std::fs::read_to_string(p("ca.pem")).unwrap(),
+        _dir: dir,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_and_misnamed_certificates_fail_at_once_naming_the_cause() {
+    use base64::Engine as _;
+    let Some(server) = tls_server() else {
+        eprintln!("skipped: openssl is not available");
+        return;
+    };
+    let data = DataDir::new();
+    let kubeconfig = |ca: Option<&str>| {
+        let ca = ca.map_or(String::new(), |pem| {
+            format!(
+                "    certificate-authority-data: {}\n",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        });
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://127.0.0.1:{}\n{ca}users:\n- name: u\n  user:\n    token: t0ken-never-shown\ncontexts:\n- name: c\n  context:\n    cluster: prod\n    user: u\ncurrent-context: c\n",
+            server.port
+        );
+        let path = data.path().join(format!("kc-{}", fastrand::u32(..)));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    for (ca, cause) in [
+        (None, "TLS certificate not trusted (unknown issuer)"),
+        (Some(server.cert_pem.as_str()), "name mismatch"),
+    ] {
+        let kc = kubeconfig(ca);
+        let started = Instant::now();
+        let run = data
+            .run(Some(&kc), &["snapshot", "s1", "--no-push"])
+            .exit_code(1);
+        // Not retried: a certificate that is not trusted will not become trusted.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let errors = error_lines(&run);
+        assert_eq!(errors.len(), 1, "{}", run.stderr);
+        assert!(
+            errors[0].contains(&format!("https://127.0.0.1:{}", server.port))
+                && errors[0].contains("(cluster \"prod\")")
+                && errors[0].contains(cause),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("t0ken-never-shown"));
+    }
+}
