@@ -9,7 +9,8 @@
 //!
 //! Every request is bounded by the process-wide limits ([`crate::cluster::limits`]): the connect
 //! timeout, the request timeout (to the first byte of the answer; stalled bodies are cut by the
-//! SDK's stalled-stream protection) and the retry attempts. Errors are mapped to one clear
+//! SDK's stalled-stream protection), the retry attempts and the retry budget (all attempts of
+//! one operation, an upload's body included). Errors are mapped to one clear
 //! cause: a missing bucket, rejected credentials, access denied, or a classified network failure.
 
 use std::fmt;
@@ -143,6 +144,9 @@ impl S3Store {
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(limits.connect_timeout)
                     .read_timeout(limits.request_timeout)
+                    // All attempts of one request, uploads included (a slow link needs a
+                    // larger --retry-budget for big packs); downloads stream after it.
+                    .operation_timeout(limits.retry_budget)
                     .build(),
             )
             .retry_config(

@@ -888,3 +888,47 @@ async fn untrusted_and_misnamed_certificates_fail_at_once_naming_the_cause() {
         assert!(!run.stderr.contains("t0ken-never-shown"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_endpoint_that_never_answers_fails_within_the_budget() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let data = DataDir::new();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut cmd = data.command(None);
+    cmd.args(with_fast(&[
+        "verify",
+        "--store",
+        "s3://snaps",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "--s3-region",
+        "us-east-1",
+    ]))
+    .env("K8S_SNAP_S3_ACCESS_KEY_ID", "AKIAK8SSNAPNOANSWER")
+    .env(
+        "K8S_SNAP_S3_SECRET_ACCESS_KEY",
+        "no-answer-secret-0123456789",
+    )
+    .env("AWS_EC2_METADATA_DISABLED", "true");
+    let run = crate::support::run(cmd).exit_code(1);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "it did wait for an answer: {took:?}"
+    );
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains(&endpoint), "{}", run.stderr);
+    assert!(errors[0].contains("manifest.json"), "{}", run.stderr);
+    assert!(!run.stderr.contains("no-answer-secret"), "{}", run.stderr);
+}
