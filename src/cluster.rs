@@ -2,16 +2,20 @@
 //!
 //! Owns: kubeconfig loading (`--kubeconfig`, `--context`, inline kubeconfig text, in-cluster),
 //! the default cluster name, and raw API requests with retries (429/5xx/connection errors,
-//! honouring `Retry-After`). Responses are parsed here into JSON so that no library logs a
-//! response body (which may hold Secret data).
+//! honouring `Retry-After`). Every request is bounded: a connect timeout, a per-attempt request
+//! timeout and a retry budget (attempts and total time, [`Limits`]); when the budget is spent the
+//! last cause is returned. Network failures are classified ([`NetFailure`]: refused, DNS,
+//! timeout, TLS, reset) so that one error line says what went wrong. kube's own retry layer is
+//! disabled: retries happen here, within the budget. Responses are parsed here into JSON so that
+//! no library logs a response body (which may hold Secret data).
 //!
 //! Must not touch: the tree format, git, the store. Never logs or returns credentials: errors
 //! name the kubeconfig file, context and server URL only.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::de::DeserializeOwned;
 
@@ -34,6 +38,16 @@ pub enum ClusterError {
     Client { server: String, message: String },
     #[error("{server}: cannot connect: {message}")]
     Unreachable { server: String, message: String },
+    /// A classified network failure of one request (no HTTP answer).
+    #[error("cannot reach {server}: {failure}")]
+    Network { server: String, failure: NetFailure },
+    /// The retry budget is spent; `last` is the last attempt's error.
+    #[error("{last} (gave up after {attempts} attempts in {:.1}s)", elapsed.as_secs_f64())]
+    GaveUp {
+        attempts: u32,
+        elapsed: Duration,
+        last: Box<ClusterError>,
+    },
     #[error("{server}: {method} {path}: {code} {reason}: {message}")]
     Api {
         server: String,
@@ -57,6 +71,7 @@ impl ClusterError {
     pub fn code(&self) -> Option<u16> {
         match self {
             ClusterError::Api { code, .. } => Some(*code),
+            ClusterError::GaveUp { last, .. } => last.code(),
             _ => None,
         }
     }
@@ -65,16 +80,28 @@ impl ClusterError {
     pub fn reason(&self) -> Option<&str> {
         match self {
             ClusterError::Api { reason, .. } => Some(reason),
+            ClusterError::GaveUp { last, .. } => last.reason(),
             _ => None,
         }
     }
 
-    /// Whether retrying the same request may succeed.
+    /// Whether retrying the same request may succeed. A certificate that is not trusted or a
+    /// name that does not resolve will not get better by retrying.
     pub fn is_transient(&self) -> bool {
         match self {
             ClusterError::Unreachable { .. } => true,
+            ClusterError::Network { failure, .. } => failure.is_transient(),
             ClusterError::Api { code, .. } => matches!(code, 429 | 500 | 502 | 503 | 504),
+            ClusterError::GaveUp { last, .. } => last.is_transient(),
             _ => false,
+        }
+    }
+
+    /// The error without the retry wrapper.
+    pub fn root(&self) -> &ClusterError {
+        match self {
+            ClusterError::GaveUp { last, .. } => last.root(),
+            other => other,
         }
     }
 
@@ -104,6 +131,10 @@ pub struct Cluster {
     server: String,
     cluster_name: Option<String>,
     retry: RetryPolicy,
+    /// Set when a request spent its whole retry budget on transient failures, cleared by the
+    /// next success: while set, requests get one attempt, so that a server that keeps failing
+    /// fails a restore of many objects in one budget, not one budget per object.
+    exhausted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -115,6 +146,44 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// What bounds every request of the process: timeouts and the retry budget. The command line
+/// sets them once ([`set_limits`]); every [`Cluster`] made afterwards uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest time to open a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest time one attempt of a request may take, body included.
+    pub request_timeout: Duration,
+    /// Attempts of one request, the first included.
+    pub attempts: u32,
+    /// Longest time one request may take, all its attempts and waits included.
+    pub retry_budget: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            attempts: 7,
+            retry_budget: Duration::from_secs(180),
+        }
+    }
+}
+
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// Sets the process-wide limits (the command line does, once, before connecting). Later calls
+/// are ignored.
+pub fn set_limits(limits: Limits) {
+    let _ = LIMITS.set(limits);
+}
+
+/// The process-wide limits ([`Limits::default`] unless [`set_limits`] was called).
+pub fn limits() -> Limits {
+    LIMITS.get().copied().unwrap_or_default()
+}
+
 /// How transient failures are retried.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -122,14 +191,222 @@ pub struct RetryPolicy {
     pub max_retries: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// Longest time for all attempts and waits of one request.
+    pub budget: Duration,
+    /// Longest time of one attempt.
+    pub request_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
+        let l = limits();
         RetryPolicy {
-            max_retries: 6,
+            max_retries: l.attempts.saturating_sub(1) as usize,
             min_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
+            budget: l.retry_budget,
+            request_timeout: l.request_timeout,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `n + 1` (n ≥ 1 attempts made): exponential with jitter, or the
+    /// server's `Retry-After` when it gave one.
+    fn delay(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after;
+        }
+        let exp = self
+            .min_delay
+            .saturating_mul(
+                1u32.checked_shl(n.saturating_sub(1).min(20))
+                    .unwrap_or(u32::MAX),
+            )
+            .min(self.max_delay);
+        // Full jitter on the upper half: [exp/2, exp].
+        let half = exp / 2;
+        half + half.mul_f64(jitter())
+    }
+}
+
+/// A number in [0, 1) from the clock (good enough to spread retries).
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// Why a request got no HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetFailure {
+    /// Nothing listens there (connection refused).
+    Refused,
+    /// The host name does not resolve.
+    Dns(String),
+    /// No connection within the connect timeout.
+    ConnectTimeout(Duration),
+    /// Connected, but no complete answer within the request timeout.
+    Timeout(Duration),
+    /// The server's certificate is not signed by a trusted CA.
+    TlsUnknownIssuer,
+    /// The server's certificate has expired (or is not yet valid).
+    TlsExpired,
+    /// The server's certificate is for another name.
+    TlsNameMismatch,
+    /// Another TLS failure.
+    Tls(String),
+    /// The connection was reset or closed mid-request.
+    Reset(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl NetFailure {
+    /// Whether another attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            NetFailure::Dns(_)
+                | NetFailure::TlsUnknownIssuer
+                | NetFailure::TlsExpired
+                | NetFailure::TlsNameMismatch
+                | NetFailure::Tls(_)
+        )
+    }
+
+    /// Classifies an error by walking its source chain (io errors, rustls errors, hyper's
+    /// connect errors).
+    pub fn classify(e: &(dyn std::error::Error + 'static)) -> NetFailure {
+        let mut deepest = e.to_string();
+        let mut dns = false;
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = current {
+            if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+                return NetFailure::from_rustls(tls);
+            }
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if let Some(tls) = io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    return NetFailure::from_rustls(tls);
+                }
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return NetFailure::Refused,
+                    std::io::ErrorKind::TimedOut => {
+                        return NetFailure::Timeout(Duration::ZERO);
+                    }
+                    std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof => {
+                        return NetFailure::Reset(first_line(&io.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+            let text = err.to_string();
+            if text.starts_with("dns error") || text.contains("failed to lookup address") {
+                dns = true;
+            }
+            if !text.is_empty() {
+                deepest = text;
+            }
+            current = err.source();
+        }
+        let deepest = first_line(&deepest);
+        if let Some(tls) = tls_from_text(&deepest) {
+            return tls;
+        }
+        if dns {
+            NetFailure::Dns(deepest)
+        } else if deepest.contains("connection closed")
+            || deepest.contains("connection reset")
+            || deepest.contains("IncompleteMessage")
+        {
+            NetFailure::Reset(deepest)
+        } else {
+            NetFailure::Other(deepest)
+        }
+    }
+
+    fn from_rustls(e: &rustls::Error) -> NetFailure {
+        use rustls::CertificateError as C;
+        match e {
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::UnknownIssuer | C::BadSignature => NetFailure::TlsUnknownIssuer,
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => NetFailure::TlsExpired,
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    NetFailure::TlsNameMismatch
+                }
+                other => NetFailure::Tls(format!("invalid certificate: {other:?}")),
+            },
+            other => NetFailure::Tls(first_line(&other.to_string())),
+        }
+    }
+}
+
+/// rustls errors that reach us only as text (wrapped by layers that do not expose them as a
+/// source), recognised by rustls's own wording.
+fn tls_from_text(text: &str) -> Option<NetFailure> {
+    if !(text.contains("invalid peer certificate")
+        || text.contains("peer is incompatible")
+        || text.contains("received fatal alert"))
+    {
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    Some(
+        if text.contains("UnknownIssuer")
+            || lower.contains("unknown issuer")
+            || text.contains("BadSignature")
+        {
+            NetFailure::TlsUnknownIssuer
+        } else if text.contains("Expired")
+            || lower.contains("expired")
+            || lower.contains("not valid yet")
+            || text.contains("NotValidYet")
+        {
+            NetFailure::TlsExpired
+        } else if text.contains("NotValidForName") || lower.contains("not valid for name") {
+            NetFailure::TlsNameMismatch
+        } else if text.contains("CaUsedAsEndEntity") {
+            NetFailure::Tls(
+                "the server presents a CA certificate as its own (self-signed?): not trusted"
+                    .into(),
+            )
+        } else {
+            NetFailure::Tls(text.to_owned())
+        },
+    )
+}
+
+impl std::fmt::Display for NetFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetFailure::Refused => f.write_str("connection refused (nothing listens there)"),
+            NetFailure::Dns(m) => write!(f, "the host name does not resolve (DNS: {m})"),
+            NetFailure::ConnectTimeout(d) => {
+                write!(f, "no connection within {}", secs(*d))
+            }
+            NetFailure::Timeout(d) if d.is_zero() => f.write_str("timed out"),
+            NetFailure::Timeout(d) => write!(f, "no answer within {}", secs(*d)),
+            NetFailure::TlsUnknownIssuer => {
+                f.write_str("TLS certificate not trusted (unknown issuer)")
+            }
+            NetFailure::TlsExpired => f.write_str("TLS certificate expired (or not yet valid)"),
+            NetFailure::TlsNameMismatch => {
+                f.write_str("TLS certificate is for another host name (name mismatch)")
+            }
+            NetFailure::Tls(m) => write!(f, "TLS handshake failed: {m}"),
+            NetFailure::Reset(m) => write!(f, "the connection was dropped: {m}"),
+            NetFailure::Other(m) => f.write_str(m),
         }
     }
 }
@@ -203,9 +480,11 @@ impl Cluster {
             .to_string()
             .trim_end_matches('/')
             .to_string();
-        if config.connect_timeout.is_none() {
-            config.connect_timeout = Some(Duration::from_secs(10));
-        }
+        let limits = limits();
+        config.connect_timeout = Some(limits.connect_timeout);
+        // Our own loop retries, within the budget; kube's layer would retry 15 times for up to
+        // 1000 s each.
+        config.default_retry = false;
         let client = kube::Client::try_from(config).map_err(|e| ClusterError::Client {
             server: server.clone(),
             message: first_line(&e.to_string()),
@@ -215,6 +494,7 @@ impl Cluster {
             server,
             cluster_name,
             retry: RetryPolicy::default(),
+            exhausted: Default::default(),
         })
     }
 
@@ -257,32 +537,91 @@ impl Cluster {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> Result<bytes::Bytes> {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_max_times(self.retry.max_retries)
-            .with_jitter();
-        let attempt = || {
-            let body = body.clone();
-            let method = method.clone();
-            async move { self.request_once(method, path, body, content_type).await }
+        use std::sync::atomic::Ordering;
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        let max_retries = if self.exhausted.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.retry.max_retries
         };
-        attempt
-            .retry(backoff)
-            .when(|e: &Attempt| e.error.is_transient())
-            .adjust(|e: &Attempt, dur| match (e.retry_after, dur) {
-                // Honour the server's Retry-After, but stop when the backoff is used up.
-                (Some(after), Some(_)) => Some(after.min(Duration::from_secs(60))),
-                (_, dur) => dur,
-            })
-            .notify(|e: &Attempt, dur| {
-                tracing::debug!(error = %e.error, delay = ?dur, "retrying transient failure");
-            })
-            .await
-            .map_err(|a| a.error)
+        loop {
+            attempts += 1;
+            let remaining = self.retry.budget.saturating_sub(started.elapsed());
+            let timeout = self
+                .retry
+                .request_timeout
+                .min(remaining.max(Duration::from_millis(1)));
+            let result = self
+                .request_once(method.clone(), path, body.clone(), content_type, timeout)
+                .await;
+            let failed = match result {
+                Ok(bytes) => {
+                    self.exhausted.store(false, Ordering::Relaxed);
+                    if attempts > 1 {
+                        tracing::debug!(%method, path = strip_query(path), attempts, "succeeded after retries");
+                    }
+                    return Ok(bytes);
+                }
+                Err(a) => a,
+            };
+            let give_up = |last: ClusterError| {
+                if attempts > 1 {
+                    ClusterError::GaveUp {
+                        attempts,
+                        elapsed: started.elapsed(),
+                        last: Box::new(last),
+                    }
+                } else {
+                    last
+                }
+            };
+            if !failed.error.is_transient() {
+                return Err(give_up(failed.error));
+            }
+            let delay = self.retry.delay(attempts, failed.retry_after);
+            if attempts as usize > max_retries || started.elapsed() + delay >= self.retry.budget {
+                if attempts > 1 {
+                    self.exhausted.store(true, Ordering::Relaxed);
+                }
+                return Err(give_up(failed.error));
+            }
+            tracing::debug!(error = %failed.error, delay = ?delay, attempt = attempts, "retrying transient failure");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     async fn request_once(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, Attempt> {
+        match tokio::time::timeout(
+            timeout,
+            self.request_unbounded(method, path, body, content_type),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Attempt::new(ClusterError::Network {
+                server: self.target(),
+                failure: NetFailure::Timeout(timeout),
+            })),
+        }
+    }
+
+    /// The server and, when known, the kubeconfig cluster name, for error messages.
+    fn target(&self) -> String {
+        match &self.cluster_name {
+            Some(c) => format!("{} (cluster {c:?})", self.server),
+            None => self.server.clone(),
+        }
+    }
+
+    async fn request_unbounded(
         &self,
         method: http::Method,
         path: &str,
@@ -300,9 +639,9 @@ impl Cluster {
             .body(kube::client::Body::from(body.unwrap_or_default()))
             .map_err(|e| Attempt::new(self.decode_error(method.as_str(), path, e.to_string())))?;
         let response = self.client.send(request).await.map_err(|e| {
-            Attempt::new(ClusterError::Unreachable {
-                server: self.server.clone(),
-                message: first_line(&describe_kube_error(&e)),
+            Attempt::new(ClusterError::Network {
+                server: self.target(),
+                failure: classify_kube_error(&e, limits().connect_timeout),
             })
         })?;
         let status = response.status();
@@ -313,9 +652,12 @@ impl Cluster {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let bytes = response.into_body().collect_bytes().await.map_err(|e| {
-            Attempt::new(ClusterError::Unreachable {
-                server: self.server.clone(),
-                message: format!("reading the response: {}", first_line(&e.to_string())),
+            Attempt::new(ClusterError::Network {
+                server: self.target(),
+                failure: match NetFailure::classify(&e) {
+                    NetFailure::Other(m) => NetFailure::Reset(format!("reading the response: {m}")),
+                    f => f,
+                },
             })
         })?;
         if status.is_success() {
@@ -404,6 +746,16 @@ fn redact_parse_error(message: &str) -> String {
     }
 }
 
+/// `2s`, `1.5s`: a duration for people.
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if (s - s.round()).abs() < 0.05 {
+        format!("{}s", s.round())
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_string()
 }
@@ -412,15 +764,26 @@ fn strip_query(path: &str) -> &str {
     path.split_once('?').map_or(path, |(p, _)| p)
 }
 
-fn describe_kube_error(e: &kube::Error) -> String {
-    // Walk the source chain for the most specific message (e.g. "Connection refused").
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message = s.to_string();
-        source = s.source();
+fn classify_kube_error(e: &kube::Error, connect_timeout: Duration) -> NetFailure {
+    match NetFailure::classify(e) {
+        // hyper-timeout's connect timeout is an io TimedOut inside a Connect error.
+        NetFailure::Timeout(d) if d.is_zero() && is_connect_error(e) => {
+            NetFailure::ConnectTimeout(connect_timeout)
+        }
+        f => f,
     }
-    message
+}
+
+fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        // hyper-util's legacy client error: "client error (Connect)".
+        if err.to_string().contains("(Connect)") {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 fn parse_status_body(bytes: &[u8], status: http::StatusCode) -> (String, String) {
@@ -480,4 +843,91 @@ pub fn redact_kubeconfig(message: &str, kubeconfig: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn tls(e: rustls::CertificateError) -> NetFailure {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(e),
+        );
+        NetFailure::classify(&Outer(io))
+    }
+
+    #[test]
+    fn network_failures_are_classified() {
+        use rustls::CertificateError as C;
+        assert_eq!(tls(C::UnknownIssuer), NetFailure::TlsUnknownIssuer);
+        assert_eq!(tls(C::Expired), NetFailure::TlsExpired);
+        assert_eq!(tls(C::NotValidForName), NetFailure::TlsNameMismatch);
+        assert!(
+            !tls(C::UnknownIssuer).is_transient(),
+            "a bad certificate is not retried"
+        );
+        let refused = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(NetFailure::classify(&refused), NetFailure::Refused);
+        assert!(NetFailure::Refused.is_transient());
+        let reset = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(NetFailure::classify(&reset), NetFailure::Reset(_)));
+        let dns = Outer(std::io::Error::other(
+            "dns error: failed to lookup address information",
+        ));
+        assert!(matches!(NetFailure::classify(&dns), NetFailure::Dns(_)));
+        // Through layers that only keep the text (rustls's wording).
+        let text = |t: &str| NetFailure::classify(&Outer(std::io::Error::other(t.to_owned())));
+        assert_eq!(
+            text(
+                "invalid peer certificate: certificate expired: verification time 2, but certificate is not valid after 1"
+            ),
+            NetFailure::TlsExpired
+        );
+        assert_eq!(
+            text("invalid peer certificate: certificate not valid for name \"127.0.0.1\""),
+            NetFailure::TlsNameMismatch
+        );
+        assert_eq!(
+            text("invalid peer certificate: UnknownIssuer"),
+            NetFailure::TlsUnknownIssuer
+        );
+        assert_eq!(
+            NetFailure::TlsUnknownIssuer.to_string(),
+            "TLS certificate not trusted (unknown issuer)"
+        );
+    }
+
+    #[test]
+    fn retry_delays_grow_and_honour_retry_after() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            budget: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(1),
+        };
+        let d1 = p.delay(1, None);
+        let d4 = p.delay(4, None);
+        assert!(d1 <= Duration::from_millis(100) && d1 >= Duration::from_millis(50));
+        assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800));
+        assert!(p.delay(30, None) <= Duration::from_secs(1));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
 }

@@ -11,6 +11,7 @@ use k8s_snap::cli::{self, Cli, exit};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    owner_only_files();
     // Go-style `-namespace=x` flags of the original controller are accepted too.
     let cli = Cli::parse_from(cli::controller::go_style_args(std::env::args_os()));
     cli::init_logging(&cli.global);
@@ -48,7 +49,31 @@ fn main() {
 
 /// `k8s-snap list | head -1` is not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    // serde_json's error hides its io error from `source()`: ask it for the kind.
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                c.downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
+
+/// Everything the tool writes (the mirror's packs hold Secret data, the default store, temp
+/// files) is owner-only — 0600 files, 0700 directories — whatever the caller's umask, and
+/// stays so when gc or repack rewrite files: the process umask is 077.
+#[cfg(target_os = "linux")]
+fn owner_only_files() {
+    unsafe extern "C" {
+        fn umask(mask: u32) -> u32;
+    }
+    // SAFETY: umask(2) has no preconditions, cannot fail and only changes this process's mask.
+    unsafe {
+        umask(0o077);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn owner_only_files() {}

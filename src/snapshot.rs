@@ -168,7 +168,7 @@ pub async fn take_snapshot(
         let ttl = opts
             .ttl
             .as_deref()
-            .map(|t| parse_duration(t).map_err(SnapshotError::Options))
+            .map(|t| parse_ttl(t, now_seconds()).map_err(SnapshotError::Options))
             .transpose()?;
         {
             let dir = git_dir.clone();
@@ -200,7 +200,9 @@ pub async fn take_snapshot(
             let timestamp = now_seconds();
             let available_until = match (opts.available_until, ttl) {
                 (Some(t), _) => Some(t),
-                (None, Some(d)) => Some(timestamp + d),
+                (None, Some(d)) => Some(timestamp.checked_add(d).map_err(|_| {
+                    SnapshotError::Options(format!("--ttl {:?} ends after the year 9999", opts.ttl.as_deref().unwrap_or_default()))
+                })?),
                 (None, None) => None,
             };
             let base = MetaBase {
@@ -797,6 +799,21 @@ async fn current_resource_version(cluster: &Cluster) -> Result<String> {
 fn now_seconds() -> jiff::Timestamp {
     let now = jiff::Timestamp::now();
     jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// Parses a TTL and checks that `now + ttl` is a representable time (a TTL that overflows the
+/// calendar is an error, not a panic).
+pub fn parse_ttl(s: &str, now: jiff::Timestamp) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let ends = jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|sd| now.checked_add(sd).ok());
+    match ends {
+        Some(_) => Ok(d),
+        None => Err(format!(
+            "TTL {s:?} is too long: it ends after the year 9999"
+        )),
+    }
 }
 
 /// Parses a Go-style or humane duration: `720h`, `168h0m0s`, `90m`, `1h30m`, `7d`.

@@ -55,9 +55,18 @@ struct ListItem {
 
 pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mirror = open_mirror(global)?;
-    let snapshots = match &mirror {
-        Some(m) => m.snapshots()?,
-        None => Vec::new(),
+    // A broken tag is named, and the others are still listed (exit code 1).
+    let (snapshots, bad_tags) = match &mirror {
+        Some(m) => m.snapshots_lenient()?,
+        None => (Vec::new(), Vec::new()),
+    };
+    for (name, reason) in &bad_tags {
+        eprintln!("error: snapshot {name:?} in the local mirror is unreadable: {reason}");
+    }
+    let code = if bad_tags.is_empty() {
+        super::exit::OK
+    } else {
+        super::exit::FAILURE
     };
     // The store's snapshots. A store that cannot be read fails `list` (a script must not
     // mistake it for "no snapshots"); `--local-only` skips it.
@@ -114,7 +123,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
         Format::Table => {
             if items.is_empty() {
                 writeln!(out, "No snapshots found.")?;
-                return Ok(super::exit::OK);
+                return Ok(code);
             }
             let rows: Vec<Vec<String>> = items
                 .iter()
@@ -146,7 +155,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
         }
         format => output::write_data(out, format, &items)?,
     }
-    Ok(super::exit::OK)
+    Ok(code)
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +164,9 @@ pub struct ShowArgs {
     pub name: String,
     /// A content path (`/api/v1/namespaces/x/configmaps/y`) or a prefix of one (`/apis/apps`).
     pub path: Option<String>,
+    /// Show Secret values (masked as *** by default).
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -170,6 +182,11 @@ pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow:
     };
     if let Some((path, bytes)) = object {
         let text = String::from_utf8(bytes).with_context(|| format!("{path}: not UTF-8"))?;
+        let text = if args.show_secrets {
+            text
+        } else {
+            tree::secret::mask_yaml(&text)
+        };
         match global.output {
             Format::Table | Format::Yaml => out.write_all(text.as_bytes())?,
             Format::Json => {
@@ -219,6 +236,9 @@ pub struct DiffArgs {
     /// Only objects under this content path prefix (e.g. /api/v1/namespaces/shop).
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<String>,
+    /// Show Secret values (masked by default: a diff tells which keys changed, not values).
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -267,9 +287,15 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
                 .map(|id| mirror.read_blob(id))
                 .transpose()?
                 .unwrap_or_default();
+            let (old, new) = (String::from_utf8_lossy(&old), String::from_utf8_lossy(&new));
+            let (old, new) = if args.show_secrets {
+                (old.into_owned(), new.into_owned())
+            } else {
+                tree::secret::mask_yaml_pair(&old, &new, &args.a, &args.b)
+            };
             Some(tree::unified_diff(
-                &String::from_utf8_lossy(&old),
-                &String::from_utf8_lossy(&new),
+                &old,
+                &new,
                 &format!("{}{path}", args.a),
                 &format!("{}{path}", args.b),
             ))

@@ -45,11 +45,13 @@ pub struct ControllerArgs {
         long = "maxretryelaspsedminutes",
         visible_alias = "maxretryelapsedminutes",
         default_value_t = 5,
-        value_name = "MINUTES"
+        value_name = "MINUTES",
+        value_parser = clap::value_parser!(u64).range(0..=10_080)
     )]
     pub max_retry_minutes: u64,
     /// Longest time (seconds) to retry a failing snapshot; wins over the minutes flag.
-    #[arg(long = "maxretryelapsedsec", value_name = "SECONDS")]
+    #[arg(long = "maxretryelapsedsec", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub max_retry_seconds: Option<u64>,
     /// Create the bucket when it does not exist.
     #[arg(long = "createbucket", default_value_t = false, action = ArgAction::Set,

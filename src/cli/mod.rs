@@ -100,6 +100,34 @@ pub struct GlobalArgs {
         value_name = "KEY"
     )]
     pub s3_secret_access_key: Option<crate::store::Secret>,
+    /// Longest time one request (to the cluster or the store) may take before it is retried or
+    /// fails (like kubectl's; e.g. 30s, 2m).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_limit)]
+    pub request_timeout: humantime::Duration,
+    /// Longest time to open a connection.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_limit)]
+    pub connect_timeout: humantime::Duration,
+    /// Attempts of one request on transient failures (429, 5xx, timeouts, dropped connections),
+    /// the first included.
+    #[arg(long, global = true, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retry_attempts: u32,
+    /// Longest time one request may take, all its retries and waits (Retry-After) included.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "3m", value_parser = parse_limit)]
+    pub retry_budget: humantime::Duration,
+}
+
+/// A timeout or budget: a positive duration of at most a day.
+pub fn parse_limit(s: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = s
+        .parse()
+        .map_err(|e| format!("not a duration (e.g. 30s, 2m): {e}"))?;
+    if d.is_zero() {
+        return Err("must be more than zero (every request needs a deadline)".into());
+    }
+    if *d > std::time::Duration::from_secs(86_400) {
+        return Err("must be at most 24h".into());
+    }
+    Ok(d)
 }
 
 impl GlobalArgs {
@@ -123,6 +151,16 @@ impl GlobalArgs {
     /// The bare git mirror inside the data directory.
     pub fn mirror_dir(&self) -> anyhow::Result<PathBuf> {
         Ok(self.data_dir()?.join("mirror.git"))
+    }
+
+    /// The timeouts and retry budget the flags give.
+    pub fn limits(&self) -> crate::cluster::Limits {
+        crate::cluster::Limits {
+            connect_timeout: *self.connect_timeout,
+            request_timeout: *self.request_timeout,
+            attempts: self.retry_attempts,
+            retry_budget: *self.retry_budget,
+        }
     }
 
     pub fn connect_options(&self) -> crate::cluster::ConnectOptions {
@@ -156,6 +194,8 @@ pub enum Command {
     Pull(store::PullArgs),
     /// Check the store: every pack present with its size (--deep: re-hash and index).
     Verify(store::VerifyArgs),
+    /// Rebuild the store's manifest from its packs (after manifest.json was lost or damaged).
+    Recover(store::RecoverArgs),
     /// Show what restoring a snapshot onto the target cluster would do (read-only).
     Plan(restore::PlanArgs),
     /// Restore a snapshot onto the target cluster: create what is missing, never overwrite.
@@ -191,6 +231,7 @@ pub type ExitCode = i32;
 
 /// Runs a parsed command line, writing results to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    crate::cluster::set_limits(cli.global.limits());
     match cli.command {
         Command::Snapshot(args) => snapshot::run(&cli.global, args, out).await,
         Command::List(args) => browse::list(&cli.global, args, out).await,
@@ -201,6 +242,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Push(args) => store::push(&cli.global, args, out).await,
         Command::Pull(args) => store::pull(&cli.global, args, out).await,
         Command::Verify(args) => store::verify(&cli.global, args, out).await,
+        Command::Recover(args) => store::recover(&cli.global, args, out).await,
         Command::Plan(args) => restore::plan(&cli.global, args, out).await,
         Command::Restore(args) => restore::run(&cli.global, args, out).await,
         Command::Watch(args) => watch::run(&cli.global, args, out).await,
@@ -208,6 +250,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Controller(args) => controller::run(&cli.global, args).await,
     }
 }
+
+/// Library log targets silenced below `-vvv`: they print raw client errors at ERROR for
+/// requests that are retried (and usually succeed).
+pub const QUIET_LIBRARY_LOGS: &str = "kube_client::client::builder=off,aws_smithy_runtime=off,aws_config=off,rustls_platform_verifier=off";
 
 /// Sets up `tracing` to stderr from `-v/-q` (or `RUST_LOG`).
 pub fn init_logging(global: &GlobalArgs) {
@@ -221,8 +267,17 @@ pub fn init_logging(global: &GlobalArgs) {
             _ => "trace",
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // kube's HTTP trace layer logs every failed attempt (a 503 that the next attempt cures, a
+    // refused connection) at ERROR with the raw client error; our own retry loop reports what
+    // matters — one error line when the budget is spent, debug lines for retries.
+    let quiet_libraries = if global.verbose >= 3 {
+        String::new()
+    } else {
+        format!(",{QUIET_LIBRARY_LOGS}")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default}{quiet_libraries}"))
+    });
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -54,7 +54,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Seconds to wait for a CRD, Namespace or PV/PVC pair to become ready.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub wait_timeout: u64,
 }
 
@@ -241,6 +242,15 @@ pub async fn run(
             }
         }
         format => output::write_data(out, format, &status)?,
+    }
+    if status.num_failed > 0 {
+        // Scripts must be able to tell: the status is printed, and the exit code says it failed.
+        out.flush()?;
+        eprintln!(
+            "error: restore of {:?}: {} object(s) failed (listed above); the others were restored",
+            args.common.snapshot, status.num_failed
+        );
+        return Ok(super::exit::FAILURE);
     }
     Ok(super::exit::OK)
 }

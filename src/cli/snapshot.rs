@@ -41,6 +41,14 @@ pub async fn run(
     // Refuse a bad name or store URL before touching the kubeconfig or the cluster.
     crate::mirror::validate_name("snapshot", &args.name)
         .map_err(|e| anyhow::anyhow!("invalid snapshot name {:?}: {e}", args.name))?;
+    if let Some(cluster) = &args.cluster {
+        crate::mirror::validate_name("cluster", cluster)
+            .map_err(|e| anyhow::anyhow!("invalid --cluster {cluster:?}: {e}"))?;
+    }
+    if let Some(ttl) = &args.ttl {
+        snapshot::parse_ttl(ttl, jiff::Timestamp::now())
+            .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;
+    }
     let store = if args.no_push {
         None
     } else {

@@ -64,6 +64,76 @@ pub struct VerifyArgs {
     pub deep: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Show what would be recovered; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `recover`: rebuilds the manifest from the store's packs.
+pub async fn recover(
+    global: &GlobalArgs,
+    args: RecoverArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let store = open_store(global).await?;
+    let report = store::recover::recover(store.as_ref(), args.dry_run)
+        .await
+        .with_context(|| format!("recovering the manifest of {}", store.describe()))?;
+    match global.output {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = report
+                .recovered
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.entry.cluster.clone(),
+                        s.entry.timestamp.to_string(),
+                        output::time_or_none(s.entry.available_until),
+                        s.entry.commit.to_string(),
+                        s.entry.packs.len().to_string(),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                output::write_table(
+                    out,
+                    &[
+                        "NAME",
+                        "CLUSTER",
+                        "TIMESTAMP",
+                        "AVAILABLE-UNTIL",
+                        "COMMIT",
+                        "PACKS",
+                    ],
+                    &rows,
+                )?;
+            }
+            for p in &report.problems {
+                writeln!(out, "PROBLEM {}: {}", p.subject, p.reason)?;
+            }
+            writeln!(
+                out,
+                "{} {} snapshot(s) from {} pack(s) in {} ({} already listed){}",
+                if args.dry_run { "found" } else { "recovered" },
+                report.recovered.len(),
+                report.packs.len(),
+                store.describe(),
+                report.already_listed.len(),
+                if args.dry_run && !report.recovered.is_empty() {
+                    "; dry run: nothing was written"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        format => output::write_data(out, format, &report)?,
+    }
+    Ok(super::exit::OK)
+}
+
 /// Pushes and prints one line (table) or the report; used by `push` and `snapshot`.
 pub async fn push_and_report(
     global: &GlobalArgs,

@@ -175,6 +175,7 @@ impl Mirror {
     /// new pack, then deletes loose objects and the other packs. Takes the lock.
     pub fn gc(&mut self) -> Result<GcStats> {
         let _lock = self.lock()?;
+        remove_stale_temp_packs(&self.git_dir)?;
         let before = self.object_stats()?;
         let pack_dir = self.git_dir.join("objects").join("pack");
         let mut pb = self
@@ -322,6 +323,53 @@ fn remove_loose_objects(objects: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Temp files a downloader (which writes without the lock) may still be using are removed
+/// only once older than this.
+const STALE_DOWNLOAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes the temp packs and indexes of killed writers from `objects/pack`. Call under the
+/// writer lock: `tmp_pack_*`/`tmp_idx_*` are written only by the lock holder, so any found
+/// then belong to a dead process; downloads' temp files (`.tmp*`, libgit2's `pack_git2_*`) are
+/// written without the lock and go only when older than a day. Returns the bytes freed.
+pub(crate) fn remove_stale_temp_packs(git_dir: &Path) -> Result<u64> {
+    let pack_dir = git_dir.join("objects").join("pack");
+    if !pack_dir.is_dir() {
+        return Ok(0);
+    }
+    let mut freed = 0;
+    for (path, name) in read_dir_names(&pack_dir)? {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let ours = name.starts_with("tmp_pack_") || name.starts_with("tmp_idx_");
+        let download = name.starts_with(".tmp") || name.starts_with("pack_git2_");
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= STALE_DOWNLOAD);
+        if ours || (download && old) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    freed += meta.len();
+                    tracing::info!(file = %path.display(), bytes = meta.len(), "removed a temp file left by a killed process");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(MirrorError::Io {
+                        context: format!("removing {}", path.display()),
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+    Ok(freed)
 }
 
 fn remove_packs_except(pack_dir: &Path, keep: Option<&str>) -> Result<()> {

@@ -17,6 +17,7 @@
 mod maintain;
 mod names;
 mod pack;
+mod recover;
 mod transfer;
 mod writer;
 
@@ -32,7 +33,10 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
 pub use maintain::{GcStats, MirrorLock, ObjectStats};
 pub use names::{MAX_NAME_LEN, validate_name, validate_path};
-pub use transfer::{ObjectSet, PackData, StageError, StagedPack, install_pack_files};
+pub use recover::choose_packs;
+pub use transfer::{
+    ObjectSet, PackData, StageError, StagedPack, check_pack_index, install_pack_files,
+};
 pub use writer::{SnapshotWriter, WrittenSnapshot};
 
 /// Prefix of the snapshot tags.
@@ -197,6 +201,9 @@ object_id!(
     BlobId
 );
 
+/// A snapshot tag that cannot be read: its name and why.
+pub type BadTag = (String, String);
+
 /// A snapshot in the mirror: its tag name, commit and parsed `.k8s-snap/snapshot.yaml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
@@ -323,6 +330,42 @@ impl Mirror {
     /// The repository's directory (`.../mirror.git`).
     pub fn git_dir(&self) -> &Path {
         &self.git_dir
+    }
+
+    /// All readable snapshots, sorted, and the tags that are not (name and reason): a tag
+    /// pointing at a blob, a commit without valid metadata. For listings that show what they
+    /// can.
+    pub fn snapshots_lenient(&self) -> Result<(Vec<SnapshotInfo>, Vec<BadTag>)> {
+        let refs = self
+            .repo
+            .references_glob(&format!("{SNAPSHOT_TAG_PREFIX}*"))
+            .ctx(|| format!("listing snapshot tags in {}", self.git_dir.display()))?;
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for r in refs {
+            let r = r.ctx(|| "reading a snapshot tag".into())?;
+            let Some(name) = r
+                .name()
+                .ok()
+                .and_then(|n| n.strip_prefix(SNAPSHOT_TAG_PREFIX))
+            else {
+                continue;
+            };
+            let name = name.to_owned();
+            let info = r
+                .peel_to_commit()
+                .map_err(|e| format!("the tag does not point to a commit ({})", e.message()))
+                .and_then(|c| {
+                    self.info(name.clone(), CommitId::from_oid(c.id()))
+                        .map_err(|e| e.to_string())
+                });
+            match info {
+                Ok(i) => out.push(i),
+                Err(reason) => bad.push((name, reason)),
+            }
+        }
+        sort_snapshots(&mut out);
+        Ok((out, bad))
     }
 
     /// All snapshots (tags `refs/tags/snapshots/*`), sorted by timestamp, ties by name.

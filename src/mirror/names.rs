@@ -4,13 +4,15 @@
 
 use super::MirrorError;
 
-/// Longest accepted snapshot or cluster name (a Kubernetes DNS subdomain).
-pub const MAX_NAME_LEN: usize = 253;
+/// Longest accepted snapshot or cluster name. A Kubernetes name may have 253 bytes, but the name
+/// is also a file name in git (`refs/tags/snapshots/<name>`, locked as `<name>.lock`), and file
+/// names have at most 255 bytes: 250 is what fits.
+pub const MAX_NAME_LEN: usize = 250;
 
 /// Checks a snapshot or cluster name.
 ///
 /// Accepted names are Kubernetes-name-like and a valid single git ref component:
-/// `[a-z0-9]([-a-z0-9.]*[a-z0-9])?`, at most 253 bytes, without `..` and not ending in `.lock`.
+/// `[a-z0-9]([-a-z0-9.]*[a-z0-9])?`, at most 250 bytes, without `..` and not ending in `.lock`.
 pub fn validate_name(kind: &'static str, name: &str) -> Result<(), MirrorError> {
     let bad = |reason: &str| MirrorError::InvalidName {
         kind,
@@ -21,7 +23,9 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<(), MirrorError> 
         return Err(bad("must not be empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(bad("longer than 253 characters"));
+        return Err(bad(
+            "longer than 250 characters (it must fit a file name with '.lock' appended)",
+        ));
     }
     let bytes = name.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -96,7 +100,7 @@ mod tests {
             "snap-2024.01.01",
             "0",
             "a-b.c-d",
-            &"a".repeat(253),
+            &"a".repeat(250),
         ] {
             assert!(validate_name("snapshot", ok).is_ok(), "{ok}");
         }
@@ -113,7 +117,7 @@ mod tests {
             "x.lock",
             "a b",
             "é",
-            &"a".repeat(254),
+            &"a".repeat(251),
         ] {
             assert!(validate_name("snapshot", bad).is_err(), "{bad:?}");
         }

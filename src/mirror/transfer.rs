@@ -98,6 +98,107 @@ impl ObjectSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Adds one id; true when it was not there.
+    pub(crate) fn insert_key(&mut self, k: [u8; 20]) -> bool {
+        self.0.insert(k)
+    }
+
+    /// Whether the commit's id is in the set.
+    pub fn contains_commit(&self, id: &CommitId) -> bool {
+        self.0.contains(&key(&id.oid()))
+    }
+
+    /// How many ids of `self` are in `other`.
+    pub fn count_in(&self, other: &ObjectSet) -> usize {
+        self.0.iter().filter(|k| other.0.contains(*k)).count()
+    }
+
+    /// Removes every id of `other`.
+    pub fn remove_all(&mut self, other: &ObjectSet) {
+        self.0.retain(|k| !other.0.contains(k));
+    }
+}
+
+/// The raw key of an id.
+pub(crate) fn key_of(id: &Oid) -> [u8; 20] {
+    key(id)
+}
+
+/// Object files whose body was checked against their path: (blob id, hash of the path).
+pub(crate) type BodySet = HashSet<([u8; 20], u64)>;
+
+impl Mirror {
+    /// Checks that every object file of the commit's tree holds the object its path names
+    /// (name, namespace, apiVersion, and kind from `.k8s-snap/resources.yaml`): a tree from a
+    /// store is untrusted. Files already checked at the same path (`bodies`) are skipped.
+    fn check_bodies(&self, commit: &CommitId, bodies: &mut BodySet) -> Result<()> {
+        use std::hash::BuildHasher as _;
+        let kinds: std::collections::HashMap<(String, String, String), String> = self
+            .read_file(commit, crate::tree::meta::RESOURCES_FILE)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| crate::tree::from_yaml_str::<Vec<crate::tree::ResourceEntry>>(&t).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| ((r.group, r.version, r.resource), r.kind))
+            .collect();
+        let tree = self
+            .repo
+            .find_commit(commit.oid())
+            .and_then(|c| c.tree())
+            .ctx(|| format!("reading the tree of commit {commit}"))?;
+        let odb = self
+            .repo
+            .odb()
+            .ctx(|| "opening the object database".into())?;
+        let hasher = std::hash::RandomState::new();
+        let mut failure: Option<MirrorError> = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() != Some(ObjectType::Blob) || root.starts_with(".k8s-snap") {
+                return git2::TreeWalkResult::Ok;
+            }
+            let Ok(name) = entry.name() else {
+                return git2::TreeWalkResult::Ok;
+            };
+            let file = format!("{root}{name}");
+            if !crate::tree::is_object_file(&file) {
+                return git2::TreeWalkResult::Ok;
+            }
+            if !bodies.insert((key(&entry.id()), hasher.hash_one(&file))) {
+                return git2::TreeWalkResult::Ok;
+            }
+            let result = crate::tree::ContentPath::from_file_path(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|path| {
+                    let blob = odb
+                        .read(entry.id())
+                        .map_err(|e| format!("cannot read it: {}", e.message()))?;
+                    let kind = kinds.get(&(
+                        path.group().to_owned(),
+                        path.version().to_owned(),
+                        path.resource().to_owned(),
+                    ));
+                    crate::tree::identity::check_identity(
+                        &path,
+                        blob.data(),
+                        kind.map(String::as_str),
+                    )
+                });
+            match result {
+                Ok(()) => git2::TreeWalkResult::Ok,
+                Err(reason) => {
+                    failure = Some(MirrorError::InvalidPath { path: file, reason });
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        })
+        .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })
+        .ctx(|| format!("walking the tree of commit {commit}"))?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Walks with at least this many known-present ids use two threads.
@@ -208,6 +309,18 @@ pub fn install_pack_files(git_dir: &Path, pack: &[u8], idx: &[u8]) -> Result<Obj
     }
     write_idx(&pack_dir, &base, idx)?;
     Ok(objects)
+}
+
+/// Checks a pack's index against the pack without installing anything (`verify --deep`): the
+/// same structural checks as [`install_pack_files`] (version, SHA-1 trailer, the pack checksum
+/// it records, object count, sorted ids, fan-out). Returns the ids it lists.
+pub fn check_pack_index(pack: &[u8], idx: &[u8]) -> Result<ObjectSet> {
+    if pack.len() < 32 {
+        return Err(install_error("not a git pack"));
+    }
+    let mut tail = [0u8; 20];
+    tail.copy_from_slice(&pack[pack.len() - 20..]);
+    check_idx(&pack[..12], &tail, idx)
 }
 
 fn install_error(reason: &str) -> MirrorError {
@@ -674,6 +787,26 @@ impl Mirror {
         items: &[(String, CommitId)],
         present: &ObjectSet,
     ) -> Vec<Result<bool>> {
+        self.create_tags(items, present, false)
+    }
+
+    /// [`Mirror::create_snapshot_tags_with`] for trees from a store (untrusted): also checks
+    /// that every object file holds the object its path names (see `check_bodies`), so that a
+    /// restore creates exactly the objects its plan names.
+    pub fn create_snapshot_tags_checked(
+        &self,
+        items: &[(String, CommitId)],
+        present: &ObjectSet,
+    ) -> Vec<Result<bool>> {
+        self.create_tags(items, present, true)
+    }
+
+    fn create_tags(
+        &self,
+        items: &[(String, CommitId)],
+        present: &ObjectSet,
+        check_bodies: bool,
+    ) -> Vec<Result<bool>> {
         let _lock = match self.lock() {
             Ok(l) => l,
             Err(e) => {
@@ -690,10 +823,17 @@ impl Mirror {
             }
         };
         let mut verified = OidSet::default();
+        let mut bodies = BodySet::default();
         let mut clusters = std::collections::BTreeSet::new();
         let mut out = Vec::with_capacity(items.len());
         for (name, commit) in items {
-            let r = self.tag_one_locked(name, commit, &mut verified, &present.0);
+            let r = self.tag_one_locked(
+                name,
+                commit,
+                &mut verified,
+                &present.0,
+                check_bodies.then_some(&mut bodies),
+            );
             if let Ok(Some(cluster)) = &r {
                 clusters.insert(cluster.clone());
             }
@@ -714,6 +854,7 @@ impl Mirror {
         commit: &CommitId,
         verified: &mut OidSet,
         present: &OidSet,
+        bodies: Option<&mut BodySet>,
     ) -> Result<Option<String>> {
         validate_name("snapshot", name)?;
         if let Some(existing) = self.snapshot(name)? {
@@ -729,6 +870,9 @@ impl Mirror {
             return Err(MirrorError::ObjectNotFound {
                 id: format!("{commit} (snapshot {name:?} is incomplete)"),
             });
+        }
+        if let Some(bodies) = bodies {
+            self.check_bodies(commit, bodies)?;
         }
         let bytes =
             self.read_file(commit, SNAPSHOT_META_FILE)?

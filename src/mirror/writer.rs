@@ -67,6 +67,7 @@ impl Mirror {
         validate_name("snapshot", name)?;
         validate_name("cluster", cluster)?;
         let lock = self.lock()?;
+        super::maintain::remove_stale_temp_packs(&self.git_dir)?;
         if self.tag_exists(name)? {
             return Err(MirrorError::SnapshotExists {
                 name: name.to_owned(),

@@ -467,25 +467,11 @@ fn is_secret(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("Secret")
 }
 
-/// Masks the values of Secret `data`/`stringData`: equal values show as `***`, values that
-/// differ as `*** (snapshot)` / `*** (live)`, so a diff shows which keys changed, never values.
+/// Masks the values of Secret `data`/`stringData`, and their copies in annotations such as
+/// last-applied-configuration: equal values show as `***`, values that differ as
+/// `*** (snapshot)` / `*** (live)`, so a diff shows which keys changed, never values.
 fn mask_secret(tree: &mut Value, live: &mut Value) {
-    for field in ["data", "stringData"] {
-        let tree_map = tree.get(field).and_then(Value::as_object).cloned();
-        let live_map = live.get(field).and_then(Value::as_object).cloned();
-        if let Some(t) = tree.get_mut(field).and_then(Value::as_object_mut) {
-            for (k, v) in t.iter_mut() {
-                let same = live_map.as_ref().and_then(|m| m.get(k)) == Some(v);
-                *v = Value::String(if same { "***" } else { "*** (snapshot)" }.into());
-            }
-        }
-        if let Some(l) = live.get_mut(field).and_then(Value::as_object_mut) {
-            for (k, v) in l.iter_mut() {
-                let same = tree_map.as_ref().and_then(|m| m.get(k)) == Some(v);
-                *v = Value::String(if same { "***" } else { "*** (live)" }.into());
-            }
-        }
-    }
+    crate::tree::secret::mask_pair(tree, live, "snapshot", "live");
 }
 
 /// Unified diff of the tree object (`-`) against the pruned live object (`+`), both as

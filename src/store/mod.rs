@@ -10,6 +10,7 @@
 mod local;
 pub mod manifest;
 mod memory;
+pub mod recover;
 mod s3;
 pub mod sync;
 mod url;
@@ -21,6 +22,7 @@ use futures::future::BoxFuture;
 pub use local::LocalDirStore;
 pub use manifest::{Manifest, PackEntry, SnapshotEntry};
 pub use memory::MemoryStore;
+pub use recover::RecoverReport;
 pub use s3::{S3Options, S3Store, Secret};
 pub use sync::{
     DeleteReport, GcOptions, GcReport, PullReport, PushReport, RepackReport, StoreSnapshot,
@@ -92,6 +94,17 @@ pub enum StoreError {
         context: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("bucket {bucket} does not exist ({store}); nothing was written")]
+    NoSuchBucket { store: String, bucket: String },
+    #[error("{store}: {reason}")]
+    Credentials { store: String, reason: String },
+    #[error("cannot reach {store}: {op} {key}: {failure}")]
+    Unreachable {
+        store: String,
+        op: &'static str,
+        key: String,
+        failure: crate::cluster::NetFailure,
     },
     #[error("invalid store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },

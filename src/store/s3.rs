@@ -6,6 +6,12 @@
 //! explicit `http://` endpoint or `--insecure`. Credentials (static ones from flags/env, or
 //! the standard AWS chain) live only inside the SDK client: [`Secret`] never prints, and
 //! errors carry only the SDK's error code and message.
+//!
+//! Every request is bounded by the process-wide limits ([`crate::cluster::limits`]): the connect
+//! timeout, the request timeout (to the first byte of the answer; stalled bodies are cut by the
+//! SDK's stalled-stream protection), the retry attempts and the retry budget (all attempts of
+//! one operation, an upload's body included). Errors are mapped to one clear
+//! cause: a missing bucket, rejected credentials, access denied, or a classified network failure.
 
 use std::fmt;
 use std::str::FromStr;
@@ -132,6 +138,22 @@ impl S3Store {
                 ));
             }
         }
+        let limits = crate::cluster::limits();
+        loader = loader
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(limits.connect_timeout)
+                    .read_timeout(limits.request_timeout)
+                    // All attempts of one request, uploads included (a slow link needs a
+                    // larger --retry-budget for big packs); downloads stream after it.
+                    .operation_timeout(limits.retry_budget)
+                    .build(),
+            )
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(limits.attempts)
+                    .with_max_backoff(std::time::Duration::from_secs(10)),
+            );
         let shared = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(opts.path_style)
@@ -196,18 +218,26 @@ impl S3Store {
     fn err<E, R>(&self, op: &'static str, key: &str, e: SdkError<E, R>) -> StoreError
     where
         E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-        R: fmt::Debug + HasStatus,
+        R: fmt::Debug + HasStatus + Send + Sync + 'static,
     {
         let status = e.raw_response().map(HasStatus::status);
-        let code = e.as_service_error().and_then(ProvideErrorMetadata::code);
-        match status {
-            // A missing bucket is not a missing key: nothing in this store can be read.
-            Some(404) if code == Some("NoSuchBucket") => StoreError::Backend {
+        let code = e
+            .as_service_error()
+            .and_then(ProvideErrorMetadata::code)
+            .map(str::to_owned);
+        if code.as_deref() == Some("NoSuchBucket") {
+            return StoreError::NoSuchBucket {
                 store: self.describe(),
-                op,
-                key: key.to_owned(),
-                reason: format!("bucket {:?} does not exist (NoSuchBucket)", self.bucket),
-            },
+                bucket: self.bucket.clone(),
+            };
+        }
+        let backend = |reason: String| StoreError::Backend {
+            store: self.describe(),
+            op,
+            key: key.to_owned(),
+            reason,
+        };
+        match status {
             Some(404) => StoreError::NotFound {
                 store: self.describe(),
                 key: key.to_owned(),
@@ -216,14 +246,43 @@ impl S3Store {
                 store: self.describe(),
                 key: key.to_owned(),
             },
-            _ => StoreError::Backend {
-                store: self.describe(),
-                op,
-                key: key.to_owned(),
-                reason: match status {
-                    Some(s) => format!("HTTP {s}: {}", DisplayErrorContext(&e)),
-                    None => DisplayErrorContext(&e).to_string(),
+            Some(401) | Some(403) => match code.as_deref() {
+                Some(
+                    c @ ("InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "InvalidToken"
+                    | "TokenRefreshRequired"),
+                ) => StoreError::Credentials {
+                    store: self.describe(),
+                    reason: format!("credentials rejected ({c})"),
                 },
+                c => backend(format!(
+                    "access denied (HTTP {}{}): the credentials may not {op} here",
+                    status.unwrap_or(403),
+                    c.map(|c| format!(" {c}")).unwrap_or_default()
+                )),
+            },
+            Some(s) => backend(format!("HTTP {s}: {}", DisplayErrorContext(&e))),
+            None => match &e {
+                SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                    StoreError::Unreachable {
+                        store: self.describe(),
+                        op,
+                        key: key.to_owned(),
+                        failure: match crate::cluster::NetFailure::classify(&e) {
+                            crate::cluster::NetFailure::Other(_)
+                                if matches!(e, SdkError::TimeoutError(_)) =>
+                            {
+                                crate::cluster::NetFailure::Timeout(
+                                    crate::cluster::limits().request_timeout,
+                                )
+                            }
+                            f => f,
+                        },
+                    }
+                }
+                _ => backend(DisplayErrorContext(&e).to_string()),
             },
         }
     }

@@ -167,6 +167,9 @@ pub struct GcReport {
     pub deleted_packs: Vec<String>,
     /// Keys under `k8s-snap/` that no manifest named, deleted.
     pub orphans: Vec<String>,
+    /// Packs no manifest names that hold snapshots (or cannot be read): kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
 }
 
 /// The manifest and its etag; an empty manifest (and no etag) when the store has none.
@@ -187,7 +190,7 @@ pub async fn read_manifest(store: &dyn ObjectStore) -> Result<(Manifest, Option<
 /// Applies `change` to the manifest by compare-and-swap. `change` returns whether it changed
 /// anything; it is re-run on a fresh copy after every lost race, so it must be idempotent.
 /// Returns the manifest as written (or as read, when nothing changed).
-async fn update_manifest(
+pub(super) async fn update_manifest(
     store: &dyn ObjectStore,
     mut change: impl FnMut(&mut Manifest) -> Result<bool>,
 ) -> Result<Manifest> {
@@ -237,7 +240,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(10 * u64::from(attempt.min(10)) + jitter)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -320,10 +323,24 @@ async fn push_once(
     if to_push.is_empty() {
         return Ok(report);
     }
+    // Packs that are missing or truncated in the store (sizes from the manifest): a snapshot
+    // needing one of them is not relied upon, so its objects go into the new pack again.
+    let damaged = damaged_packs(store, &manifest).await?;
+    for (sha, reason) in &damaged {
+        tracing::warn!(
+            store = %store.describe(),
+            pack = %sha,
+            snapshots = ?manifest.snapshots_needing(sha),
+            "{reason}; the new pack will not rely on it (run `k8s-snap verify`)"
+        );
+    }
     // Hide every store snapshot we have locally; the new snapshots then depend on its packs.
     let mut hide = Vec::new();
     let mut deps: BTreeSet<String> = BTreeSet::new();
     for e in manifest.snapshots.values() {
+        if e.packs.iter().any(|p| damaged.contains_key(p)) {
+            continue;
+        }
         if mirror.has_commit(&e.commit)? {
             hide.push(e.commit.clone());
             deps.extend(e.packs.iter().cloned());
@@ -435,6 +452,46 @@ async fn push_once(
     report.pushed = to_push.into_iter().map(|s| s.name).collect();
     tracing::info!(pushed = ?report.pushed, "manifest updated");
     Ok(report)
+}
+
+/// Packs some snapshot of the manifest needs whose `.pack` or `.idx` is missing from the
+/// store or has another size than the manifest records, with the reason. One LIST request.
+async fn damaged_packs(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+) -> Result<BTreeMap<String, String>> {
+    let needed = manifest.needed_packs();
+    if needed.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let listed: BTreeMap<String, u64> = store
+        .list(super::PACKS_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let mut out = BTreeMap::new();
+    for sha in needed {
+        let Some(entry) = manifest.packs.get(&sha) else {
+            out.insert(sha, "the manifest does not list this pack".to_owned());
+            continue;
+        };
+        for (key, expected) in [
+            (pack_key(&sha), entry.size),
+            (idx_key(&sha), entry.idx_size),
+        ] {
+            let reason = match listed.get(&key) {
+                None => format!("{key} is missing"),
+                Some(&n) if n != expected => {
+                    format!("{key} has {n} bytes, the manifest says {expected}")
+                }
+                Some(_) => continue,
+            };
+            out.insert(sha.clone(), reason);
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// What [`repack`] did.
@@ -707,7 +764,7 @@ pub async fn pull(
             report.failed.insert(name, reasons.join("; "));
         }
     }
-    let results = mirror.create_snapshot_tags_with(&ready, &present);
+    let results = mirror.create_snapshot_tags_checked(&ready, &present);
     tracing::debug!(elapsed = ?started.elapsed(), "pull: snapshots checked and tagged");
     for ((name, _), result) in ready.iter().zip(results) {
         match result {
@@ -853,13 +910,24 @@ pub async fn verify(store: &dyn ObjectStore, deep: bool) -> Result<VerifyReport>
         deep,
         problems: Vec::new(),
     };
-    let listed: BTreeMap<String, u64> = store
-        .list(super::PACKS_PREFIX)
-        .await?
-        .into_iter()
-        .map(|o| (o.key, o.size))
-        .collect();
+    let listing = store.list(super::PACKS_PREFIX).await?;
+    let listed: BTreeMap<String, u64> = listing.iter().map(|o| (o.key.clone(), o.size)).collect();
     let needed = manifest.needed_packs();
+    // Packs no manifest names: left by a crashed push, or the manifest was lost or rolled back.
+    let (orphans, orphan_problems) =
+        super::recover::unreferenced(store, &manifest, &listing, deep).await?;
+    for (sha, snapshots) in orphans {
+        report.problems.push(VerifyProblem {
+            reason: if snapshots.is_empty() && deep {
+                format!("unreferenced: the manifest does not list pack {sha} (it holds no snapshot the manifest lacks; gc removes it after the grace period)")
+            } else {
+                format!("unreferenced: the manifest does not list pack {sha}; `k8s-snap recover` adds the snapshots it holds")
+            },
+            subject: sha,
+            snapshots,
+        });
+    }
+    report.problems.extend(orphan_problems);
     let mut broken: BTreeSet<String> = BTreeSet::new();
     for (sha, entry) in &manifest.packs {
         let pending = manifest.pending_delete.contains_key(sha) && !needed.contains(sha);
@@ -921,9 +989,17 @@ async fn deep_verify(
             continue;
         }
         let result = match fetch_pack(store, manifest, &sha).await {
-            Ok(bytes) => repo
-                .index_pack(&bytes)
-                .map_err(|e| format!("pack {sha} cannot be indexed: {e}")),
+            Ok(bytes) => {
+                let indexed = repo
+                    .index_pack(&bytes)
+                    .map_err(|e| format!("pack {sha} cannot be indexed: {e}"));
+                // The stored index is what a pull installs: check it against the pack too.
+                let idx_checked = match fetch_idx(store, manifest, &sha).await {
+                    Ok(idx) => check_stored_idx(manifest, &sha, &bytes, &idx),
+                    Err(reason) => Err(reason),
+                };
+                indexed.and(idx_checked)
+            }
             Err(reason) => Err(reason),
         };
         if let Err(reason) = result {
@@ -939,7 +1015,14 @@ async fn deep_verify(
         if s.packs.iter().any(|p| bad.contains(p)) {
             continue; // already reported with its pack
         }
-        if let Err(e) = repo.create_snapshot_tag(name, &s.commit) {
+        let tagged = repo
+            .create_snapshot_tags_checked(
+                &[(name.clone(), s.commit.clone())],
+                &ObjectSet::default(),
+            )
+            .pop()
+            .unwrap_or(Ok(false));
+        if let Err(e) = tagged {
             report.problems.push(VerifyProblem {
                 subject: name.clone(),
                 snapshots: vec![name.clone()],
@@ -948,6 +1031,33 @@ async fn deep_verify(
         }
     }
     Ok(())
+}
+
+/// A stored `.idx` against its (already checked) pack and the manifest's object count.
+fn check_stored_idx(
+    manifest: &Manifest,
+    sha: &str,
+    pack: &[u8],
+    idx: &[u8],
+) -> std::result::Result<(), String> {
+    let count = crate::mirror::check_pack_index(pack, idx)
+        .map_err(|e| format!("index of pack {sha} is corrupted: {}", io_reason(&e)))?
+        .len() as u64;
+    match manifest.packs.get(sha) {
+        Some(entry) if entry.objects != count => Err(format!(
+            "pack {sha} holds {count} objects, the manifest says {}",
+            entry.objects
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The reason of a mirror error without its generic context.
+fn io_reason(e: &MirrorError) -> String {
+    match e {
+        MirrorError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Removes snapshots from the store's manifest (their packs are freed by [`gc`]).
@@ -1025,8 +1135,51 @@ pub async fn gc(store: &dyn ObjectStore, opts: GcOptions) -> Result<GcReport> {
     })
     .await?;
     // Objects of packs dropped from the manifest, and orphans (crashed pushes, temp files).
-    for o in store.list(ROOT).await? {
+    let listing = store.list(ROOT).await?;
+    // An unlisted pack that holds a snapshot the manifest does not name is kept (the manifest
+    // was lost or rolled back: `recover` brings the snapshot back); only packs the manifest
+    // itself dropped, after their grace period, are deleted.
+    let old_orphan_packs: Vec<super::ObjectMeta> = listing
+        .iter()
+        .filter(|o| {
+            o.key.ends_with(".pack")
+                && !is_named(&manifest, &o.key)
+                && o.last_modified.is_some_and(|t| t <= cutoff)
+                && !report
+                    .deleted_packs
+                    .iter()
+                    .any(|sha| o.key == pack_key(sha))
+        })
+        .cloned()
+        .collect();
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    if !old_orphan_packs.is_empty() {
+        let (found, problems) =
+            super::recover::unreferenced(store, &manifest, &old_orphan_packs, true).await?;
+        for (sha, snapshots) in found {
+            if !snapshots.is_empty() {
+                tracing::warn!(pack = %sha, snapshots = ?snapshots, "the manifest does not list this pack, which holds snapshots: kept (run `k8s-snap recover`)");
+                keep.insert(sha);
+            }
+        }
+        // A pack that could not be downloaded is not deleted either (it may hold a snapshot);
+        // a corrupted one (wrong sha256, not a pack) holds nothing usable and goes.
+        for p in problems {
+            if p.reason.starts_with(super::recover::UNREADABLE) {
+                tracing::warn!(pack = %p.subject, reason = %p.reason, "unlisted pack kept");
+                keep.insert(p.subject);
+            }
+        }
+    }
+    report.kept = keep.iter().cloned().collect();
+    for o in listing {
         if o.key == MANIFEST_KEY || is_named(&manifest, &o.key) {
+            continue;
+        }
+        if keep
+            .iter()
+            .any(|sha| o.key == pack_key(sha) || o.key == idx_key(sha))
+        {
             continue;
         }
         let dropped = report

@@ -6,9 +6,11 @@
 
 pub mod canonical;
 pub mod diff;
+pub mod identity;
 pub mod meta;
 pub mod node;
 pub mod path;
+pub mod secret;
 pub mod yaml;
 
 pub use canonical::{

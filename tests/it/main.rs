@@ -6,6 +6,8 @@ mod controller;
 mod controller_deploy;
 mod controller_events;
 mod controller_schema;
+mod failures;
+mod fuzz;
 mod mirror;
 mod restore;
 mod snapshot;

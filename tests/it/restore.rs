@@ -373,7 +373,7 @@ async fn unsupported_kinds_fail_clearly_and_the_rest_is_restored() {
             &["restore", "s1", "--preference", pref, "-o", "json"],
         )
         .await
-        .ok(),
+        .exit_code(1),
     );
     let failed = strings(&status["failed"]);
     assert_eq!(status["numFailed"].as_u64().unwrap() as usize, failed.len());
@@ -444,7 +444,8 @@ async fn unsupported_kinds_fail_clearly_and_the_rest_is_restored() {
             &["restore", "s1", "--preference", pref, "-o", "json"],
         )
         .await
-        .ok(),
+        // The unsupported kinds still fail: exit 1, with the status printed.
+        .exit_code(1),
     );
     assert!(
         strings(&status["updated"]).contains(&path.to_string()),

@@ -263,23 +263,36 @@ async fn crash_between_packs_and_manifest(backend: Backend) {
         remote.get(MANIFEST_KEY).await,
         Err(StoreError::NotFound { .. })
     ));
-    store.run(&a, None, &["verify"]).ok();
+    // verify names the pack no manifest lists, and (deep) the snapshot it holds.
+    let run = store.run(&a, None, &["verify", "--deep"]).failed();
+    assert!(
+        run.stdout.contains("unreferenced") && run.stdout.contains("(snapshots: s1)"),
+        "{}",
+        run.stdout
+    );
     let list = list_json(&store, &a);
     assert_eq!(list[0]["location"], "local");
-    // A grace period protects them; 0s removes them.
+    // gc never deletes a pack holding a snapshot the manifest does not name, grace or not.
     store.run(&a, None, &["gc"]).ok();
     assert_eq!(remote.list("k8s-snap/packs/").await.unwrap().len(), 2);
     let out = store
         .run(&a, None, &["gc", "--grace", "0s", "-o", "json"])
         .ok();
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(report["store"]["orphans"].as_array().unwrap().len(), 2);
-    assert!(remote.list("k8s-snap/packs/").await.unwrap().is_empty());
+    assert_eq!(
+        report["store"]["kept"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(remote.list("k8s-snap/packs/").await.unwrap().len(), 2);
     // The push then succeeds normally.
     store.run(&a, None, &["push"]).ok();
     let fresh = DataDir::new();
     store.run(&fresh, None, &["pull", "s1"]).ok();
     assert_eq!(tree_id(&fresh, "s1"), tree_id(&a, "s1"));
+    // Once the manifest names the snapshot, a left-over copy of it is an ordinary orphan.
+    store.run(&a, None, &["gc", "--grace", "0s"]).ok();
+    store.run(&a, None, &["verify", "--deep"]).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,16 @@ impl Run {
     }
 
     #[track_caller]
+    pub fn exit_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
     pub fn failed(self) -> Run {
         assert_ne!(
             self.code, 0,

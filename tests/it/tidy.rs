@@ -56,6 +56,32 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A line with the contents of its string literals removed (a log filter naming a crate is
+/// not a use of it).
+fn without_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut in_str = false;
+    let mut escaped = false;
+    for c in line.chars() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+                out.push(c);
+            }
+        } else {
+            if c == '"' {
+                in_str = true;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The violations in one file (`rel` is its path from the repository root).
 fn check(rel: &str, text: &str) -> Vec<String> {
     let mut problems = Vec::new();
@@ -69,6 +95,7 @@ fn check(rel: &str, text: &str) -> Vec<String> {
         !(t.starts_with("//") || t.starts_with("*") || t.starts_with("/*"))
     });
     for (n, line) in code_lines {
+        let line = &without_strings(line);
         for rule in RULES {
             if rule.allowed.iter().any(|a| rel.starts_with(a)) {
                 continue;
@@ -111,7 +138,14 @@ fn the_checks_catch_what_they_forbid() {
     assert!(found[0].contains("git2") && found[1].contains("println!"));
     assert_eq!(check("src/mirror/x.rs", "//! m\nuse git2::Oid;\n").len(), 0);
     assert_eq!(check("src/x.rs", "fn f() {}\n").len(), 1, "missing header");
-    // Comments may name anything.
+    // Comments and strings may name anything.
+    assert!(
+        check(
+            "src/cli2/z.rs",
+            "//! z\nconst F: &str = \"aws_config=off\";\n"
+        )
+        .is_empty()
+    );
     assert!(check("src/restore/y.rs", "//! y\n// git2:: is not used here\n").is_empty());
 }
 
