@@ -1,7 +1,7 @@
 //! API discovery: which resources a cluster serves, and which of them a snapshot reads.
 //!
 //! Owns: walking legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>/<v>`), the
-//! [`ApiResourceInfo`] model with its URL paths, and the snapshot filter of DESIGN.md §2
+//! [`ApiResourceInfo`] model with its URL paths, and the snapshot filter of docs/design.md §2
 //! (verbs `list get create delete`; not nodes, events, subresources, metrics APIs).
 //!
 //! Must not touch: object contents, the tree format, git.
@@ -99,7 +99,7 @@ impl ApiResourceInfo {
         self.verbs.iter().any(|v| v == verb)
     }
 
-    /// Whether a snapshot reads this resource (DESIGN.md §2).
+    /// Whether a snapshot reads this resource (docs/design.md §2).
     pub fn is_snapshotted(&self) -> bool {
         let skipped_kind = (self.group.is_empty()
             && (self.resource == "nodes" || self.resource == "events"))

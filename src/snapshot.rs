@@ -1,6 +1,6 @@
 //! Taking a snapshot: discovery → consistent paginated lists → canonical tree → mirror commit.
 //!
-//! Owns: the read protocol of DESIGN.md §2 (one resourceVersion R for every list,
+//! Owns: the read protocol of docs/design.md §2 (one resourceVersion R for every list,
 //! `resourceVersionMatch=Exact`, pages of 500, bounded parallelism, restart on 410, best-effort
 //! fallback), streaming objects page by page into the mirror's writer (pages pipelined: fetched
 //! by the lister, decoded and emitted by page tasks), and the `.k8s-snap/` metadata of the

@@ -1,6 +1,6 @@
 //! The CRD-driven controller (`k8s-snap controller`): Snapshot and Restore custom resources of
 //! `clustersnapshot.rywt.io/v1alpha1` reconciled with kube-runtime, behind a Lease-based
-//! leader election, with probes and Prometheus metrics (DESIGN.md §7).
+//! leader election, with probes and Prometheus metrics (docs/design.md §7).
 //!
 //! Owns: the CR types ([`crd`]), the reconcilers ([`snapshot`], [`restore`]), leader election
 //! ([`leader`]), metrics ([`metrics`]) and the calls into the store and restore engines ([`work`]).

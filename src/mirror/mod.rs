@@ -1,6 +1,6 @@
 //! The local git mirror: a bare repository (`<data-dir>/mirror.git`) holding every snapshot as a
 //! parentless commit tagged `refs/tags/snapshots/<name>`, plus derived per-cluster history
-//! branches `refs/heads/clusters/<cluster>` (DESIGN.md §4).
+//! branches `refs/heads/clusters/<cluster>` (docs/design.md §4).
 //!
 //! This is the ONLY module that imports `git2`; no git2 type appears in its public API (object
 //! ids are the [`CommitId`], [`TreeId`] and [`BlobId`] newtypes, errors wrap git2 errors in the

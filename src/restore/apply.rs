@@ -1,4 +1,4 @@
-//! Applying a plan: create-only writes in the stage order of DESIGN.md §6.5 with waits, and
+//! Applying a plan: create-only writes in the stage order of docs/design.md §6.5 with waits, and
 //! the resulting Restore status.
 //!
 //! Owns: POST/PUT of planned objects with bounded concurrency per stage, the waits (CRD

@@ -1,5 +1,5 @@
 //! Restore: preference filter, rules, plan (diff tree vs live) and create-only apply
-//! (DESIGN.md §6).
+//! (docs/design.md §6).
 //!
 //! Owns: which snapshot objects are restored, in what order and with which cluster-specific
 //! fields removed; the plan and the Restore status in the original project's shape.

@@ -1,5 +1,5 @@
 //! The restore plan: for each snapshot object, what a restore would do on the target
-//! (DESIGN.md §6.4). Pure code: the live state is given.
+//! (docs/design.md §6.4). Pure code: the live state is given.
 //!
 //! Owns: the actions and their JSON shape, the comparison of a tree object with its live
 //! counterpart (live pruned to the tree object's keys, so server defaults, status and

@@ -1,5 +1,5 @@
 //! Which snapshot objects a restore creates, in which stage, and with which cluster-specific
-//! fields removed (DESIGN.md §6.1–6.3). Pure code: no I/O.
+//! fields removed (docs/design.md §6.1–6.3). Pure code: no I/O.
 //!
 //! Owns: the preference filter applied to content paths, the original project's exclusion
 //! rules and reason strings, the stage order of §6.5, and the cleaning of Services, PVs and
@@ -39,7 +39,7 @@ pub struct SnapshotObject {
     pub object: Value,
 }
 
-/// Apply stages, in order (DESIGN.md §6.5).
+/// Apply stages, in order (docs/design.md §6.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {

@@ -1,4 +1,4 @@
-//! The manifest `k8s-snap/manifest.json` (DESIGN.md §5): which packs exist and which
+//! The manifest `k8s-snap/manifest.json` (docs/design.md §5): which packs exist and which
 //! snapshots they hold. Owns its (de)serialization, validation of untrusted content and the
 //! merge rules; holds no credentials by construction (there is no field for any).
 

@@ -1,4 +1,4 @@
-//! The object store the mirror is pushed to (DESIGN.md §5): a small async [`ObjectStore`]
+//! The object store the mirror is pushed to (docs/design.md §5): a small async [`ObjectStore`]
 //! trait with a local-directory backend ([`LocalDirStore`]), an S3 backend ([`S3Store`]) and an
 //! in-memory one for tests ([`MemoryStore`]); the [`Manifest`]; store URLs; and the operations
 //! push, pull, verify, delete and gc ([`sync`]).

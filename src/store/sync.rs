@@ -1,5 +1,5 @@
 //! Push, pull, verify, delete and gc between the local [`Mirror`] and an [`ObjectStore`]
-//! (DESIGN.md §5).
+//! (docs/design.md §5).
 //!
 //! Consistency model: packs are immutable and named by their sha256, written with
 //! create-if-absent; the manifest is the only mutable object and is changed only by

@@ -1,4 +1,4 @@
-//! The canonical object form (DESIGN.md §3): which server-owned fields are removed before an
+//! The canonical object form (docs/design.md §3): which server-owned fields are removed before an
 //! object is written, and which objects are never written at all.
 //!
 //! Owns: the list of stripped fields and the token-Secret rule. Must not touch: YAML text

@@ -1,4 +1,4 @@
-//! Canonical YAML (DESIGN.md §3): a small hand-written emitter that decides every byte of a
+//! Canonical YAML (docs/design.md §3): a small hand-written emitter that decides every byte of a
 //! snapshot file, and a parser (serde-saphyr) for reading files back as untrusted input.
 //!
 //! Owns: key order, layout and scalar style. Must not touch: which fields an object has

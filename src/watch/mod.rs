@@ -1,4 +1,4 @@
-//! File drops (DESIGN.md §8): a watched directory where dropping a `Restore` request file runs
+//! File drops (docs/design.md §8): a watched directory where dropping a `Restore` request file runs
 //! a restore, and its result is written back beside it.
 //!
 //! Layout of the watched directory `<dir>`:

@@ -182,3 +182,76 @@ fn no_project_file_points_outside_the_repository() {
         "files pointing outside the repository: {offenders:?}"
     );
 }
+
+/// Every flag `k8s-snap <command> --help` shows is named in docs/cli.md, so the reference
+/// cannot fall behind the command line.
+#[test]
+fn docs_cli_md_names_every_flag() {
+    let doc = std::fs::read_to_string(root().join("docs/cli.md")).unwrap();
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_k8s-snap"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "k8s-snap {args:?} --help failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let flags = |text: &str| -> Vec<String> {
+        let mut found = Vec::new();
+        for line in text.lines() {
+            let t = line.trim_start();
+            let t = t
+                .strip_prefix('-')
+                .filter(|r| r.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+                .map_or(t, |r| r[1..].trim_start_matches(", "));
+            if let Some(rest) = t.strip_prefix("--") {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                found.push(format!("--{name}"));
+            }
+            // Aliases clap shows as `[alias: --x]` or `[aliases: --x, --y]`.
+            if let Some(i) = t.find("[alias") {
+                for a in t[i..].split("--").skip(1) {
+                    let name: String = a
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        .collect();
+                    found.push(format!("--{name}"));
+                }
+            }
+        }
+        found
+    };
+    let commands: Vec<String> = help(&["--help"])
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 14, "commands: {commands:?}");
+    let mut missing = Vec::new();
+    let global = flags(&help(&["--help"]));
+    for f in &global {
+        if !doc.contains(&format!("`{f}")) && !doc.contains(&format!("[{f}")) {
+            missing.push(format!("global {f}"));
+        }
+    }
+    for c in &commands {
+        for f in flags(&help(&[c.as_str(), "--help"])) {
+            if global.contains(&f) {
+                continue;
+            }
+            if !doc.contains(&format!("`{f}")) && !doc.contains(&format!("[{f}")) {
+                missing.push(format!("{c} {f}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "flags missing from docs/cli.md: {missing:?}"
+    );
+}

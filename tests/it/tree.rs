@@ -16,7 +16,7 @@ fn emit(v: &Value) -> String {
     to_yaml(v).expect("emit")
 }
 
-/// Both laws of DESIGN.md §3 for one value.
+/// Both laws of docs/design.md §3 for one value.
 fn assert_laws(v: &Value) {
     let y = emit(v);
     let back = from_yaml(&y).unwrap_or_else(|e| panic!("re-parse failed: {e}\n{y}"));
