@@ -344,8 +344,7 @@ impl Context {
     where
         K: kube::Resource<DynamicType = ()>,
     {
-        let name = obj.meta().name.clone().unwrap_or_default();
-        let key = format!("{kind} {}/{name}", self.options.namespace);
+        let key = self.failure_key(kind, obj);
         let (delay, new) = self.failures.record(&key, message);
         self.metrics
             .reconcile_errors
@@ -358,6 +357,35 @@ impl Context {
             self.publish(obj.object_ref(&()), EventType::Warning, reason, message);
         }
         Action::requeue(delay)
+    }
+
+    /// The key of `obj` in [`Failures`] (`snapshot k8s-snap/a-001`).
+    fn failure_key<K: kube::Resource>(&self, kind: &str, obj: &K) -> String {
+        let name = obj.meta().name.as_deref().unwrap_or_default();
+        format!("{kind} {}/{name}", self.options.namespace)
+    }
+
+    /// Runs one reconcile of `obj`; a success forgets its earlier failures (backoff restarts).
+    pub(crate) fn reconcile_tracked<K, E, F, Fut>(
+        self: Arc<Self>,
+        kind: &'static str,
+        obj: Arc<K>,
+        run: F,
+    ) -> futures::future::BoxFuture<'static, Result<Action, E>>
+    where
+        K: kube::Resource + Send + Sync + 'static,
+        F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+        Fut: std::future::Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let key = self.failure_key(kind, obj.as_ref());
+        let fut = run(obj, self.clone());
+        Box::pin(async move {
+            let result = fut.await;
+            if result.is_ok() {
+                self.failures.clear(&key);
+            }
+            result
+        })
     }
 
     /// Publishes an Event in the background; a failure to publish is only logged (Events are

@@ -68,18 +68,7 @@ pub fn reconcile(
     cached: Arc<Restore>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
-    Box::pin(async move {
-        let key = failure_key(&cached, &ctx);
-        let result = reconcile_inner(cached, ctx.clone()).await;
-        if result.is_ok() {
-            ctx.failures.clear(&key);
-        }
-        result
-    })
-}
-
-fn failure_key(obj: &Restore, ctx: &Context) -> String {
-    format!("restore {}/{}", ctx.options.namespace, obj.name_any())
+    ctx.reconcile_tracked("restore", cached, reconcile_inner)
 }
 
 async fn reconcile_inner(

@@ -61,18 +61,7 @@ pub fn reconcile(
     obj: Arc<Snapshot>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
-    Box::pin(async move {
-        let key = failure_key(&obj, &ctx);
-        let result = reconcile_inner(obj, ctx.clone()).await;
-        if result.is_ok() {
-            ctx.failures.clear(&key);
-        }
-        result
-    })
-}
-
-fn failure_key(obj: &Snapshot, ctx: &Context) -> String {
-    format!("snapshot {}/{}", ctx.options.namespace, obj.name_any())
+    ctx.reconcile_tracked("snapshot", obj, reconcile_inner)
 }
 
 async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
