@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
 
 use super::crd::RestorePreferenceCrSpec;
 use super::crd::{
@@ -239,6 +240,12 @@ async fn run(
     patch_status(api, &name, &status).await?;
 
     let started = Instant::now();
+    ctx.publish(
+        obj.object_ref(&()),
+        EventType::Normal,
+        "Started",
+        &format!("restoring snapshot {snap_name}"),
+    );
     match restore(obj, resolved, snapshot.as_ref(), ctx).await {
         Ok(result) => {
             let keep = (
@@ -278,7 +285,17 @@ async fn run(
                 "{} created, {} updated, {} failed",
                 status.restore.num_created, status.restore.num_updated, status.restore.num_failed
             );
-            set_finished(&mut status.conditions, true, "Completed", &msg, generation);
+            // Phase `Completed` as the original says for a run that finished; the conditions
+            // (and the Event) tell whether every object made it.
+            let all_ok = status.restore.num_failed == 0;
+            let reason = if all_ok { "Completed" } else { "ObjectsFailed" };
+            set_finished(&mut status.conditions, all_ok, reason, &msg, generation);
+            let type_ = if all_ok {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            ctx.publish(obj.object_ref(&()), type_, reason, &msg);
             ctx.metrics.restore_finished(
                 true,
                 started.elapsed().as_secs_f64(),

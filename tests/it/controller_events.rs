@@ -122,3 +122,72 @@ async fn sigterm_past_the_grace_period_marks_the_snapshot_failed() {
         "Controller stopped while taking the snapshot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_with_failed_objects_says_so_in_its_conditions() {
+    let mgmt = Management::start().await;
+    let ctl = mgmt.controller("partial").await;
+    let source = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Realistic)
+        .start()
+        .await
+        .unwrap();
+    let snapshots = mgmt.snapshots().await;
+    create_snapshot(
+        &snapshots,
+        "src",
+        SnapshotSpec {
+            kubeconfig: Some(source.kubeconfig_yaml("src")),
+            ..Default::default()
+        },
+    )
+    .await;
+    phase_of(&snapshots, "src", &["Completed"]).await;
+    // Every namespaced core create on the target is refused.
+    let target = kube_emulator::Emulator::builder().start().await.unwrap();
+    target.faults().add(
+        "method=POST,path=/api/v1/namespaces/,status=422"
+            .parse()
+            .unwrap(),
+    );
+    let restores = mgmt.restores().await;
+    let mut r = k8s_snap::controller::Restore::new(
+        "partial",
+        k8s_snap::controller::RestoreSpec {
+            backup_name: "src".into(),
+            kubeconfig: Some(target.kubeconfig_yaml("dst")),
+            ..Default::default()
+        },
+    );
+    r.metadata.namespace = Some(NS.into());
+    restores
+        .create(&kube::api::PostParams::default(), &r)
+        .await
+        .unwrap();
+    let st = wait_for(Duration::from_secs(60), "restore partial final", || async {
+        let st = restores.get("partial").await.ok()?.status?;
+        ["Completed", "Failed"]
+            .contains(&st.restore.phase.as_str())
+            .then_some(st)
+    })
+    .await;
+    assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
+    assert!(st.restore.num_failed > 0);
+    let succeeded = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "ObjectsFailed")
+    );
+    wait_for(Duration::from_secs(5), "an ObjectsFailed Event", || async {
+        reasons(&mgmt, "partial")
+            .await
+            .contains(&"ObjectsFailed".to_string())
+            .then_some(())
+    })
+    .await;
+    ctl.stop().await.unwrap();
+}
