@@ -10,6 +10,14 @@
 //! injects a per-POST latency into the emulator (a fault rule) to model a real API server's
 //! round trip; the output says so. The last line is `restore/raw-create ratio: X.XX`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "examples and benchmarks print their results and stop on setup errors"
+)]
+
 #[path = "common/mod.rs"]
 mod common;
 use common::{mib, peak_rss, raw_list};

@@ -7,6 +7,14 @@
 //! times, their ratio, the snapshot's peak RSS and the git objects an unchanged second snapshot
 //! adds. The last line is `snapshot/list ratio: X.XX`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "examples and benchmarks print their results and stop on setup errors"
+)]
+
 #[path = "common/mod.rs"]
 mod common;
 use common::{mib, peak_rss, raw_list};

@@ -10,6 +10,14 @@
 //!
 //! The last line is exactly `incremental push: X.XX% of full`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "examples and benchmarks print their results and stop on setup errors"
+)]
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

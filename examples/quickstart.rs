@@ -4,6 +4,14 @@
 //!
 //! `cargo run --release --example quickstart [DATA_DIR]` (default `target/quickstart`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "examples and benchmarks print their results and stop on setup errors"
+)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

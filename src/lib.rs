@@ -4,6 +4,8 @@
 //! The data flow is `cluster → tree → git → store → plan → cluster`; see `ARCHITECTURE.md` at
 //! the repository root for the map of modules and the invariants they keep.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod cluster;
 pub mod controller;

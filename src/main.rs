@@ -1,5 +1,12 @@
 //! The `k8s-snap` binary: parses the command line, runs it, maps errors to exit codes.
 
+#![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the binary's edge prints errors"
+)]
+
 use std::io::Write;
 
 use clap::Parser;
@@ -64,16 +71,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Everything the tool writes (the mirror's packs hold Secret data, the default store, temp
 /// files) is owner-only — 0600 files, 0700 directories — whatever the caller's umask, and
 /// stays so when gc or repack rewrite files: the process umask is 077.
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 fn owner_only_files() {
-    unsafe extern "C" {
-        fn umask(mask: u32) -> u32;
-    }
-    // SAFETY: umask(2) has no preconditions, cannot fail and only changes this process's mask.
-    unsafe {
-        umask(0o077);
-    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(unix))]
 fn owner_only_files() {}

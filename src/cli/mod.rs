@@ -6,6 +6,12 @@
 //! Must not touch: git, HTTP or the tree format directly — it calls `snapshot`, `mirror`,
 //! `tree` and friends.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI is the only module that prints"
+)]
+
 mod browse;
 pub mod controller;
 pub mod output;

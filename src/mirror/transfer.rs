@@ -768,6 +768,10 @@ impl Mirror {
     /// that its every path is valid and that its `snapshot.yaml` names the same snapshot and a
     /// valid cluster. An existing tag with the same commit is a no-op (`Ok(false)`); with
     /// another commit it is [`MirrorError::SnapshotExists`].
+    #[allow(
+        clippy::expect_used,
+        reason = "an invariant: create_snapshot_tags answers once per snapshot"
+    )]
     pub fn create_snapshot_tag(&self, name: &str, commit: &CommitId) -> Result<bool> {
         self.create_snapshot_tags(&[(name.to_owned(), commit.clone())])
             .pop()

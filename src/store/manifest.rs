@@ -111,6 +111,10 @@ impl Manifest {
     }
 
     /// The JSON text written to the store.
+    #[allow(
+        clippy::expect_used,
+        reason = "an invariant: plain data with string keys always serializes"
+    )]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
         v.push(b'\n');

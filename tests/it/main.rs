@@ -1,5 +1,13 @@
 //! The one integration-test binary of k8s-snap: a module per topic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "tests and their helpers fail loudly and print what they skip"
+)]
+
 mod cli;
 mod compat;
 mod controller;

@@ -21,7 +21,13 @@ fn sandbox_git_config() {
             git2::ConfigLevel::XDG,
         ] {
             // SAFETY: called once, before any repository is opened by these tests' helpers.
-            unsafe { git2::opts::set_search_path(level, &dir).expect("set search path") };
+            #[allow(
+                unsafe_code,
+                reason = "libgit2's global config search path (test sandbox)"
+            )]
+            unsafe {
+                git2::opts::set_search_path(level, &dir).expect("set search path")
+            };
         }
     });
 }

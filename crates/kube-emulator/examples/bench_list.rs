@@ -4,6 +4,14 @@
 //! `cargo run --release -p kube-emulator --example bench_list -- --objects 50000`
 //! Until the scale fixture produces objects, ConfigMaps are generated here instead.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "examples and benchmarks print their results and stop on setup errors"
+)]
+
 use std::time::Instant;
 
 use kube::api::{Api, DynamicObject, ListParams};

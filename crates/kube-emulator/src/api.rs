@@ -201,6 +201,10 @@ fn random_suffix(n: usize) -> String {
         .collect()
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "an invariant: the object was made just above"
+)]
 fn meta(v: &mut Value) -> &mut Map<String, Value> {
     if !v["metadata"].is_object() {
         v["metadata"] = json!({});
@@ -272,6 +276,10 @@ impl State {
         }
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "an invariant: only built-in resources are asked for"
+    )]
     fn def(&self, group: &str, plural: &str) -> ResourceDef {
         self.catalog
             .find_any(group, plural)

@@ -13,6 +13,8 @@
 //! # drop(client); emu.shutdown().await; Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod catalog;
 mod faults;
@@ -279,6 +281,10 @@ impl EmulatorHandle {
     }
 
     /// A client configuration for this emulator (token included when set).
+    #[allow(
+        clippy::expect_used,
+        reason = "an invariant: a socket address always forms a URI"
+    )]
     pub fn kube_config(&self) -> kube::Config {
         let uri: axum::http::Uri = self
             .url()
@@ -293,6 +299,10 @@ impl EmulatorHandle {
     }
 
     /// A ready `kube::Client`.
+    #[allow(
+        clippy::expect_used,
+        reason = "an invariant: a plain-http configuration is always valid"
+    )]
     pub async fn client(&self) -> kube::Client {
         kube::Client::try_from(self.kube_config())
             .expect("a plain-http client configuration is always valid")

@@ -1,5 +1,7 @@
 //! `kube-emulator serve`: run the Kubernetes API server emulator as a process.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,5 +1,13 @@
 //! Integration tests of the emulator: through `kube` (every behaviour) and the real `kubectl`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "tests and their helpers fail loudly and print what they skip"
+)]
+
 mod behaviours;
 mod faults;
 mod kubectl;
