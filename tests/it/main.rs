@@ -11,5 +11,6 @@ mod store;
 mod store_support;
 mod support;
 mod tree;
+mod versions;
 mod watch;
 mod watch_loop;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kube_emulator::{Emulator, EmulatorHandle, Fixture};
+use kube_emulator::{Emulator, EmulatorHandle, Fixture, ServerVersion};
 use tempfile::TempDir;
 
 /// Env var naming a real cluster's kubeconfig to run the end-to-end tests against.
@@ -41,7 +41,17 @@ impl TestCluster {
                 _dir: dir,
             };
         }
-        Self::emulated(Emulator::builder().fixture(fixture)).await
+        Self::emulated(
+            Emulator::builder()
+                .fixture(fixture)
+                .server_version(ServerVersion::from_env()),
+        )
+        .await
+    }
+
+    /// An emulator playing release `v` (tests of version handling; emulator only).
+    pub async fn emulated_at(v: ServerVersion, fixture: Fixture) -> TestCluster {
+        Self::emulated(Emulator::builder().fixture(fixture).server_version(v)).await
     }
 
     /// Always an emulator (tests of emulator-only features such as fault injection).

@@ -3,6 +3,7 @@
 mod behaviours;
 mod faults;
 mod kubectl;
+mod profiles;
 mod storage;
 mod watch;
 
