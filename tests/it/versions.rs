@@ -93,3 +93,119 @@ async fn a_1_19_snapshot_holds_cronjobs_at_v1beta1_and_ingresses_once() {
         .stdout;
     assert!(meta.contains("v1.19.0"), "{meta}");
 }
+
+/// A preference restoring only namespace `ns`.
+fn only(ns: &str) -> String {
+    format!(
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: RestorePreference\nmetadata:\n  name: only\nspec:\n  includeNamespaces: [{ns}]\n  includeApiPathes: [/api/v1/namespaces/{ns}, /apis]\n"
+    )
+}
+
+pub fn plan_actions(plan: &Value) -> Vec<(String, String)> {
+    plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["path"].as_str().unwrap().to_string(),
+                i["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fields() {
+    let source = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    let target = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
+    let ns = source.namespace("it-jobs").await;
+    source
+        .post(
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "worker"}}),
+        )
+        .await;
+    let job = source
+        .post(
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs"),
+            &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
+                "spec": {"template": {"metadata": {"labels": {"app": "once"}}, "spec": {
+                    "restartPolicy": "Never", "serviceAccountName": "worker",
+                    "containers": [{"name": "c", "image": "busybox:1.36"}]}}}}),
+        )
+        .await;
+    let source_uid = job["metadata"]["uid"].as_str().unwrap().to_string();
+    assert_eq!(
+        job["spec"]["selector"]["matchLabels"]["controller-uid"],
+        source_uid
+    );
+    let sa = source
+        .get(&format!("/api/v1/namespaces/{ns}/serviceaccounts/worker"))
+        .await;
+    assert_eq!(sa["secrets"].as_array().unwrap().len(), 1, "{sa}");
+
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &["snapshot", "s", "--cluster", "a"],
+    )
+    .ok();
+    let pref_path = data.path().join("pref.yaml");
+    std::fs::write(&pref_path, only(&ns)).unwrap();
+    let pref = pref_path.to_str().unwrap();
+    let kb = Some(target.kubeconfig.as_path());
+    let restored = crate::restore::k8s_snap(
+        &data,
+        kb,
+        &["restore", "s", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let status: Value = serde_json::from_str(&restored.stdout).unwrap();
+    assert_eq!(status["numFailed"], 0, "{status}");
+
+    let job = target
+        .get(&format!("/apis/batch/v1/namespaces/{ns}/jobs/once"))
+        .await;
+    let uid = job["metadata"]["uid"].as_str().unwrap();
+    assert_ne!(uid, source_uid);
+    assert_eq!(
+        job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        uid
+    );
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["controller-uid"],
+        uid
+    );
+    assert_eq!(job["spec"]["template"]["metadata"]["labels"]["app"], "once");
+    // No reference to a Secret the target does not have.
+    let sa = target
+        .get(&format!("/api/v1/namespaces/{ns}/serviceaccounts/worker"))
+        .await;
+    for s in sa["secrets"].as_array().into_iter().flatten() {
+        let name = s["name"].as_str().unwrap();
+        target
+            .get(&format!("/api/v1/namespaces/{ns}/secrets/{name}"))
+            .await;
+    }
+    // Right after the restore, everything restored plans as `exists`.
+    let plan = crate::restore::k8s_snap(
+        &data,
+        kb,
+        &["plan", "s", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+    for (path, action) in plan_actions(&plan) {
+        if path.contains(&ns) {
+            assert!(
+                action == "exists" || action == "excluded" || action == "preference-excluded",
+                "{path}: {action}"
+            );
+        }
+    }
+    assert_eq!(plan["summary"]["toCreate"], 0, "{plan}");
+    assert_eq!(plan["summary"]["differs"], 0, "{plan}");
+}
