@@ -68,6 +68,31 @@ pub struct PlanItem {
     /// The live object's resourceVersion (`update` only).
     #[serde(skip)]
     pub live_resource_version: Option<String>,
+    /// Which comparison decided a `differs`/`update` (or, with `--server-side-diff`, an
+    /// `exists`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Where the object goes on the target when that is not `path` (a conversion to another
+    /// version or group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<ContentPath>,
+}
+
+impl PlanItem {
+    /// The object's path on the target: `target` when converted, else `path`.
+    pub fn target_path(&self) -> &ContentPath {
+        self.target.as_ref().unwrap_or(&self.path)
+    }
+}
+
+/// How a plan compared a tree object with its live counterpart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The tree object against the live object (see [`covers`]).
+    Local,
+    /// A `dryRun=All` PUT of the tree object, compared with the live object.
+    ServerSideDiff,
 }
 
 /// Counts of a plan (JSON names as in issue 6).
@@ -116,6 +141,8 @@ pub struct PlanOptions {
     pub diff: bool,
     /// Show Secret values in diffs.
     pub show_secrets: bool,
+    /// Keep the tree object as `body` of `exists`/`differs` items (`--server-side-diff`).
+    pub keep_bodies: bool,
 }
 
 /// What a plan needs to know of one live object: whether it matches the tree object, its
@@ -515,6 +542,8 @@ pub fn build_plan(
             stage: None,
             body: None,
             live_resource_version: None,
+            method: None,
+            target: None,
         };
         match selection {
             Selection::PreferenceExcluded => {
@@ -571,6 +600,9 @@ pub fn build_plan(
                             differing: None, ..
                         }) => {
                             item.action = Action::Exists;
+                            if opts.keep_bodies {
+                                item.body = Some(object);
+                            }
                             summary.already_existed += 1;
                         }
                         Some(LiveObject {
@@ -585,6 +617,7 @@ pub fn build_plan(
                                     opts.show_secrets,
                                 ));
                             }
+                            item.method = Some(Method::Local);
                             if matches_any(&pref.spec.overwrite_api_pathes, item.path.as_str()) {
                                 item.action = Action::Update;
                                 item.live_resource_version = resource_version.clone();
@@ -592,6 +625,9 @@ pub fn build_plan(
                                 summary.to_update += 1;
                             } else {
                                 item.action = Action::Differs;
+                                if opts.keep_bodies {
+                                    item.body = Some(object);
+                                }
                                 summary.differs += 1;
                             }
                         }
@@ -602,6 +638,96 @@ pub fn build_plan(
         items.push(item);
     }
     Plan { summary, items }
+}
+
+/// The summary of `items` (after a step that changed actions).
+pub fn summarize(items: &[PlanItem], num_snapshot_contents: u64) -> PlanSummary {
+    let mut s = PlanSummary {
+        num_snapshot_contents,
+        ..Default::default()
+    };
+    for i in items {
+        match i.action {
+            Action::Create => s.to_create += 1,
+            Action::Exists => s.already_existed += 1,
+            Action::Differs => s.differs += 1,
+            Action::Update => s.to_update += 1,
+            Action::Excluded => s.num_excluded += 1,
+            Action::PreferenceExcluded => s.num_preference_excluded += 1,
+            Action::Unsupported => s.unsupported += 1,
+        }
+    }
+    s
+}
+
+/// The body of a server-side diff's `dryRun=All` PUT: the tree object at the live object's
+/// resourceVersion, with the immutable fields the server generated and a restore dropped
+/// (a Job's selector and generated template labels) taken from the live object.
+pub fn prepare_dry_run_update(body: &mut Value, live: &Value) {
+    if let Some(rv) = live.pointer("/metadata/resourceVersion") {
+        body["metadata"]["resourceVersion"] = rv.clone();
+    }
+    // Keys servers write, which a snapshot object may lack (or a restore dropped).
+    for (field, keys) in [
+        ("labels", SERVER_WRITTEN_LABELS),
+        ("annotations", SERVER_WRITTEN_ANNOTATIONS),
+    ] {
+        let Some(live_map) = live
+            .get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for k in keys {
+            if let Some(v) = live_map.get(*k)
+                && body["metadata"][field].get(*k).is_none()
+            {
+                body["metadata"][field][*k] = v.clone();
+            }
+        }
+    }
+    let kind = body
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    // A bound PV's claimRef carries the claim's uid, which a restore dropped.
+    if kind == "PersistentVolume"
+        && let (Some(b), Some(l)) = (
+            body.pointer("/spec/claimRef"),
+            live.pointer("/spec/claimRef"),
+        )
+        && b.get("name") == l.get("name")
+        && b.get("namespace") == l.get("namespace")
+    {
+        body["spec"]["claimRef"] = l.clone();
+    }
+    if kind == "Job" && body.pointer("/spec/manualSelector") != Some(&Value::Bool(true)) {
+        if let Some(sel) = live.pointer("/spec/selector") {
+            body["spec"]["selector"] = sel.clone();
+        }
+        if let Some(labels) = live
+            .pointer("/spec/template/metadata/labels")
+            .and_then(Value::as_object)
+        {
+            for k in super::rules::JOB_GENERATED_LABELS {
+                if let Some(v) = labels.get(k) {
+                    body["spec"]["template"]["metadata"]["labels"][k] = v.clone();
+                }
+            }
+        }
+    }
+}
+
+/// An object as a server-side diff compares it: without the metadata every write changes.
+pub fn for_comparison(mut v: Value) -> Value {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in ["resourceVersion", "managedFields", "generation"] {
+            m.remove(f);
+        }
+    }
+    v
 }
 
 /// The message for a kind the target does not serve.
@@ -952,6 +1078,7 @@ mod tests {
             &PlanOptions {
                 diff: true,
                 show_secrets: false,
+                keep_bodies: false,
             },
         );
         let actions: Vec<&str> = plan.items.iter().map(|i| i.action.as_str()).collect();

@@ -209,3 +209,189 @@ async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fi
     assert_eq!(plan["summary"]["toCreate"], 0, "{plan}");
     assert_eq!(plan["summary"]["differs"], 0, "{plan}");
 }
+
+const EXCLUDE_SYSTEM: &str = "apiVersion: clustersnapshot.rywt.io/v1alpha1
+kind: RestorePreference
+metadata:
+  name: no-system
+spec:
+  excludeNamespaces: [kube-system, kube-public, kube-node-lease]
+  excludeApiPathes:
+  - /api/v1/namespaces/default/services/kubernetes
+  - /api/v1/namespaces/default/endpoints/kubernetes
+  restoreNfsStorageClasses: [nfs]
+";
+
+async fn put(cluster: &TestCluster, path: &str, body: &Value) {
+    cluster
+        .cluster()
+        .await
+        .request_bytes(
+            http::Method::PUT,
+            path,
+            Some(serde_json::to_vec(body).unwrap()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+}
+
+async fn plan_json(data: &DataDir, kb: &std::path::Path, pref: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["plan", "s", "--preference", pref, "--diff", "-o", "json"];
+    args.extend_from_slice(extra);
+    let run = crate::restore::k8s_snap(data, Some(kb), &args).await.ok();
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_on_the_target_is_found_locally_and_by_a_server_side_diff() {
+    let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
+    let target = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &["snapshot", "s", "--cluster", "a"],
+    )
+    .ok();
+    let pref_path = data.path().join("pref.yaml");
+    std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
+    let pref = pref_path.to_str().unwrap();
+    let kb = target.kubeconfig.as_path();
+    let restored = crate::restore::k8s_snap(
+        &data,
+        Some(kb),
+        &["restore", "s", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let status: Value = serde_json::from_str(&restored.stdout).unwrap();
+    assert_eq!(status["numFailed"], 0, "{status}");
+
+    // A fresh restore: nothing differs, by either method.
+    for extra in [&[][..], &["--server-side-diff"][..]] {
+        let plan = plan_json(&data, kb, pref, extra).await;
+        assert_eq!(plan["summary"]["differs"], 0, "{extra:?}: {plan}");
+        assert_eq!(plan["summary"]["toCreate"], 0, "{extra:?}: {plan}");
+    }
+
+    let cm = "/api/v1/namespaces/shop/configmaps/frontend-config";
+    target
+        .merge_patch(cm, &json!({"data": {"added": "1"}}))
+        .await;
+    let svc = "/api/v1/namespaces/shop/services/api";
+    target
+        .merge_patch(svc, &json!({"metadata": {"labels": {"drift-label": "x"}}}))
+        .await;
+    let secret = "/api/v1/namespaces/shop/secrets/api-credentials";
+    target
+        .merge_patch(
+            secret,
+            &json!({"metadata": {"annotations": {"drift-annotation": "x"}}}),
+        )
+        .await;
+    let deploy = "/apis/apps/v1/namespaces/shop/deployments/api";
+    let mut d = target.get(deploy).await;
+    let container = d["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["env"].is_array())
+        .expect("a container with env vars");
+    container["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "DRIFT_ENV", "value": "1"}));
+    put(&target, deploy, &d).await;
+
+    let changed = [
+        (cm, "added"),
+        (svc, "drift-label"),
+        (secret, "drift-annotation"),
+        (deploy, "DRIFT_ENV"),
+    ];
+    for (extra, method) in [
+        (&[][..], "local"),
+        (&["--server-side-diff"][..], "server-side-diff"),
+    ] {
+        let plan = plan_json(&data, kb, pref, extra).await;
+        for (path, text) in changed {
+            let item = plan["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["path"] == path)
+                .unwrap_or_else(|| panic!("{path} not in plan"));
+            assert_eq!(item["action"], "differs", "{method}: {item}");
+            assert_eq!(item["method"], method, "{item}");
+            let diff = item["diff"].as_str().unwrap();
+            assert!(
+                diff.lines().any(|l| l.starts_with('+') && l.contains(text)),
+                "{method} {path}: {diff}"
+            );
+        }
+        assert_eq!(
+            plan["summary"]["differs"], 4,
+            "{method}: {}",
+            plan["summary"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_diff_catches_a_changed_default_the_snapshot_lacks() {
+    // v1.19 had no internalTrafficPolicy: the snapshot's Service lacks it, the target
+    // defaults it, and a change of it live is invisible to the local comparison.
+    let source = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    let target = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
+    let ns = source.namespace("it-ssd").await;
+    source
+        .post(
+            &format!("/api/v1/namespaces/{ns}/services"),
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        )
+        .await;
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &["snapshot", "s", "--cluster", "a"],
+    )
+    .ok();
+    let pref_path = data.path().join("pref.yaml");
+    std::fs::write(&pref_path, only(&ns)).unwrap();
+    let pref = pref_path.to_str().unwrap();
+    let kb = target.kubeconfig.as_path();
+    crate::restore::k8s_snap(&data, Some(kb), &["restore", "s", "--preference", pref])
+        .await
+        .ok();
+    let path = format!("/api/v1/namespaces/{ns}/services/web");
+    assert_eq!(
+        target.get(&path).await["spec"]["internalTrafficPolicy"],
+        "Cluster"
+    );
+    target
+        .merge_patch(&path, &json!({"spec": {"internalTrafficPolicy": "Local"}}))
+        .await;
+    let item = |plan: &Value| {
+        plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == path.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let local = plan_json(&data, kb, pref, &[]).await;
+    assert_eq!(item(&local)["action"], "exists");
+    let ssd = plan_json(&data, kb, pref, &["--server-side-diff"]).await;
+    let i = item(&ssd);
+    assert_eq!(i["action"], "differs", "{i}");
+    assert_eq!(i["method"], "server-side-diff");
+    assert!(
+        i["diff"]
+            .as_str()
+            .unwrap()
+            .contains("internalTrafficPolicy"),
+        "{i}"
+    );
+}

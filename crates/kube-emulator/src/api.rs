@@ -648,12 +648,16 @@ impl State {
                 Ipv4Addr::from(n).to_string()
             };
             spec["clusterIP"] = json!(ip_str);
-            spec["clusterIPs"] = json!([ip_str]);
-            if ip_str != "None" || spec["ipFamilies"].is_null() {
-                spec["ipFamilies"] = json!(["IPv4"]);
-                spec["ipFamilyPolicy"] = json!("SingleStack");
+            // Dual-stack fields from 1.20, internalTrafficPolicy defaulted from 1.22.
+            let minor = self.config.server_version.minor();
+            if minor >= 20 {
+                spec["clusterIPs"] = json!([ip_str]);
+                if ip_str != "None" || spec["ipFamilies"].is_null() {
+                    spec["ipFamilies"] = json!(["IPv4"]);
+                    spec["ipFamilyPolicy"] = json!("SingleStack");
+                }
             }
-            if spec["internalTrafficPolicy"].is_null() {
+            if minor >= 22 && spec["internalTrafficPolicy"].is_null() {
                 spec["internalTrafficPolicy"] = json!("Cluster");
             }
         }
