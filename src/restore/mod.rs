@@ -10,6 +10,7 @@
 //! store), [`plan()`] (read-only), [`apply_plan`], and [`restore`] = plan + apply.
 
 pub mod apply;
+pub mod convert;
 pub mod live;
 pub mod plan;
 pub mod preference;
@@ -290,10 +291,53 @@ async fn plan_with_discovery(
         _ => Served::No,
     };
 
+    // Objects the target serves only at another version (or in a successor group) are
+    // converted; the plan shows them at their snapshot path with `target` and a reason.
+    let mut selected = selected;
+    let mut converted: HashMap<usize, (ContentPath, String)> = HashMap::new();
+    let mut not_convertible: HashMap<usize, String> = HashMap::new();
+    let mut crd_cache: HashMap<(String, String), Option<convert::CrdInfo>> = HashMap::new();
+    for (i, (path, s)) in selected.iter_mut().enumerate() {
+        let Selection::Restore { object, .. } = s else {
+            continue;
+        };
+        if served(path) != Served::No {
+            continue;
+        }
+        let builtin = is_builtin_group(path.group());
+        let crd = if builtin {
+            None
+        } else {
+            let key = (path.group().to_string(), path.resource().to_string());
+            if !crd_cache.contains_key(&key) {
+                let url = format!(
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{}.{}",
+                    key.1, key.0
+                );
+                let info = cluster
+                    .get_json::<Value>(&url)
+                    .await
+                    .ok()
+                    .map(|crd| convert::CrdInfo::of(&crd));
+                crd_cache.insert(key.clone(), info);
+            }
+            crd_cache.get(&key).cloned().flatten()
+        };
+        match convert::convert(path, object, &discovered.resources, builtin, crd.as_ref()) {
+            Ok(c) => {
+                let original = std::mem::replace(path, c.target);
+                *object = c.object;
+                converted.insert(i, (original, c.reason));
+            }
+            Err(reason) => {
+                not_convertible.insert(i, reason);
+            }
+        }
+    }
+
     // The live objects of every restorable path: one LIST per resource, compared as it comes.
     // The tree objects move into the listing tasks (so the ones found equal on the target are
     // freed there, in parallel) and come back by index.
-    let mut selected = selected;
     let live = {
         let mut wanted: BTreeMap<(&str, &str, &str), (&ApiResourceInfo, live::TreeObjects)> =
             BTreeMap::new();
@@ -336,6 +380,24 @@ async fn plan_with_discovery(
         keep_bodies: opts.server_side_diff,
     };
     let mut plan = build_plan(selected, &served, &live, pref, &plan_opts);
+    // Items are in selection order: put converted objects back at their snapshot path.
+    for (i, (original, reason)) in converted {
+        if let Some(item) = plan.items.get_mut(i) {
+            let target = std::mem::replace(&mut item.path, original);
+            item.target = Some(target);
+            item.reason = Some(match item.reason.take() {
+                Some(r) => format!("{reason}; {r}"),
+                None => reason,
+            });
+        }
+    }
+    for (i, reason) in not_convertible {
+        if let Some(item) = plan.items.get_mut(i)
+            && item.action == Action::Unsupported
+        {
+            item.reason = Some(reason);
+        }
+    }
     tracing::debug!(elapsed = ?started.elapsed(), summary = ?plan.summary, "plan built");
     if opts.server_side_diff {
         server_side_diff(cluster, &mut plan, pref, opts).await;
@@ -345,6 +407,13 @@ async fn plan_with_discovery(
         server_dry_run(cluster, &mut plan, opts.threads).await;
     }
     Ok(plan)
+}
+
+/// Whether a group is built into Kubernetes (dotless like `apps`, or `*.k8s.io`), as opposed
+/// to a CRD's: built-in kinds convert by the table of [`convert`], custom resources by their
+/// CRD's versions.
+fn is_builtin_group(group: &str) -> bool {
+    !group.contains('.') || group.ends_with(".k8s.io")
 }
 
 /// Validates each `create` with `dryRun=All`; a refusal is recorded as the item's reason.
@@ -380,11 +449,8 @@ async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
         .map(|n| {
             let item = &items[n];
             async move {
-                let collection = item
-                    .path
-                    .as_str()
-                    .rsplit_once('/')
-                    .map_or(item.path.as_str(), |(c, _)| c);
+                let target = item.target_path().as_str();
+                let collection = target.rsplit_once('/').map_or(target, |(c, _)| c);
                 let body = item
                     .body
                     .as_ref()

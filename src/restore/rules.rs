@@ -379,6 +379,14 @@ pub fn select(
         if is(path, "batch", "jobs") {
             clean_job(&mut object);
         }
+        if is(path, CRD_GROUP, "customresourcedefinitions")
+            && path.version() == "v1"
+            && object.pointer("/spec/preserveUnknownFields") == Some(&Value::Bool(true))
+        {
+            // A v1 create refuses `preserveUnknownFields: true` (kept by servers that
+            // converted a v1beta1 CRD): the schemas say it instead.
+            super::convert::normalize_crd_v1(&mut object, &mut Vec::new());
+        }
         if is(path, "", "serviceaccounts") {
             let ns = path.namespace().unwrap_or_default();
             clean_service_account(&mut object, |name| {

@@ -395,3 +395,160 @@ async fn a_server_side_diff_catches_a_changed_default_the_snapshot_lacks() {
         "{i}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
+    let source = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    let target = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
+    let ns = source.namespace("it-convert").await;
+    source
+        .post(
+            &format!("/apis/batch/v1beta1/namespaces/{ns}/cronjobs"),
+            &cronjob("nightly", "batch/v1beta1"),
+        )
+        .await;
+    source
+        .post(
+            &format!("/apis/extensions/v1beta1/namespaces/{ns}/ingresses"),
+            &json!({"apiVersion": "extensions/v1beta1", "kind": "Ingress", "metadata": {"name": "web"},
+                "spec": {"rules": [{"host": "a.example", "http": {"paths": [{"path": "/",
+                    "backend": {"serviceName": "web", "servicePort": 80}}]}}]}}),
+        )
+        .await;
+    source
+        .post(
+            &format!("/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets"),
+            &json!({"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": "pdb"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
+        )
+        .await;
+    source
+        .post(
+            "/apis/policy/v1beta1/podsecuritypolicies",
+            &json!({"apiVersion": "policy/v1beta1", "kind": "PodSecurityPolicy", "metadata": {"name": "restricted"},
+                "spec": {"privileged": false, "seLinux": {"rule": "RunAsAny"}, "runAsUser": {"rule": "MustRunAsNonRoot"},
+                    "supplementalGroups": {"rule": "RunAsAny"}, "fsGroup": {"rule": "RunAsAny"}}}),
+        )
+        .await;
+    source
+        .post(
+            "/apis/apiextensions.k8s.io/v1beta1/customresourcedefinitions",
+            &json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "gizmos.example.com"},
+                "spec": {"group": "example.com", "version": "v1alpha1", "scope": "Namespaced",
+                    "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+                    "validation": {"openAPIV3Schema": {"type": "object"}}}}),
+        )
+        .await;
+    let gizmos = format!("/apis/example.com/v1alpha1/namespaces/{ns}/gizmos");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let c = source.cluster().await;
+    while c
+        .request_bytes(
+            http::Method::POST,
+            &gizmos,
+            Some(
+                serde_json::to_vec(
+                    &json!({"apiVersion": "example.com/v1alpha1", "kind": "Gizmo",
+                    "metadata": {"name": "g1"}, "spec": {"size": 3}}),
+                )
+                .unwrap(),
+            ),
+            Some("application/json"),
+        )
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CRD was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &["snapshot", "s", "--cluster", "old"],
+    )
+    .ok();
+    let pref_path = data.path().join("pref.yaml");
+    std::fs::write(&pref_path, only(&ns)).unwrap();
+    let pref = pref_path.to_str().unwrap();
+    let kb = Some(target.kubeconfig.as_path());
+
+    let plan = plan_json(&data, target.kubeconfig.as_path(), pref, &[]).await;
+    let item = |p: &str| {
+        plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == p)
+            .cloned()
+            .unwrap_or_else(|| panic!("{p} not in the plan"))
+    };
+    let cj = item(&format!(
+        "/apis/batch/v1beta1/namespaces/{ns}/cronjobs/nightly"
+    ));
+    assert_eq!(cj["action"], "create", "{cj}");
+    assert_eq!(cj["reason"], "convert batch/v1beta1 → batch/v1");
+    assert_eq!(
+        cj["target"],
+        format!("/apis/batch/v1/namespaces/{ns}/cronjobs/nightly")
+    );
+    let pdb = item(&format!(
+        "/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/pdb"
+    ));
+    assert_eq!(pdb["reason"], "convert policy/v1beta1 → policy/v1");
+    let psp = item("/apis/policy/v1beta1/podsecuritypolicies/restricted");
+    assert_eq!(psp["action"], "unsupported", "{psp}");
+    assert!(
+        psp["reason"]
+            .as_str()
+            .unwrap()
+            .contains("PodSecurityPolicy"),
+        "{psp}"
+    );
+
+    let restored = crate::restore::k8s_snap(
+        &data,
+        kb,
+        &["restore", "s", "--preference", pref, "-o", "json"],
+    )
+    .await;
+    let status: Value = serde_json::from_str(&restored.stdout).unwrap();
+    assert_eq!(
+        status["numFailed"], 1,
+        "only the PodSecurityPolicy: {status}"
+    ); // unsupported
+    let cj = target
+        .get(&format!("/apis/batch/v1/namespaces/{ns}/cronjobs/nightly"))
+        .await;
+    assert_eq!(cj["spec"]["schedule"], "0 1 * * *");
+    let ing = target
+        .get(&format!(
+            "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/web"
+        ))
+        .await;
+    assert_eq!(
+        ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
+        json!({"name": "web", "port": {"number": 80}})
+    );
+    target
+        .get(&format!(
+            "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/pdb"
+        ))
+        .await;
+    let crd = target
+        .get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gizmos.example.com")
+        .await;
+    assert_eq!(crd["spec"]["versions"][0]["name"], "v1alpha1");
+    let g = target.get(&format!("{gizmos}/g1")).await;
+    assert_eq!(g["spec"]["size"], 3);
+
+    // A second run creates nothing.
+    let again = plan_json(&data, target.kubeconfig.as_path(), pref, &[]).await;
+    assert_eq!(again["summary"]["toCreate"], 0, "{again}");
+    assert_eq!(again["summary"]["differs"], 0, "{again}");
+    assert_eq!(again["summary"]["unsupported"], 1, "{again}");
+}
