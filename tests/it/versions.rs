@@ -552,3 +552,76 @@ async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
     assert_eq!(again["summary"]["differs"], 0, "{again}");
     assert_eq!(again["summary"]["unsupported"], 1, "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_pairs_an_object_stored_under_another_version_and_shows_an_exact_path() {
+    let old = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    let new = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
+    let ns = "it-upgrade";
+    for (c, av) in [(&old, "batch/v1beta1"), (&new, "batch/v1")] {
+        c.post(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+        c.post(
+            &format!("/apis/{av}/namespaces/{ns}/cronjobs"),
+            &cronjob("nightly", av),
+        )
+        .await;
+        c.post(
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+                "data": {"v": av}}),
+        )
+        .await;
+    }
+    let data = DataDir::new();
+    data.run(
+        Some(&old.kubeconfig),
+        &["snapshot", "before", "--cluster", "c"],
+    )
+    .ok();
+    data.run(
+        Some(&new.kubeconfig),
+        &["snapshot", "after", "--cluster", "c"],
+    )
+    .ok();
+    let diff = |path: &str| -> Vec<Value> {
+        let run = data
+            .run(
+                None,
+                &["diff", "before", "after", "--path", path, "-o", "json"],
+            )
+            .ok();
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    let cj_new = format!("/apis/batch/v1/namespaces/{ns}/cronjobs/nightly");
+    for path in [
+        cj_new.clone(),
+        format!("/apis/batch/v1beta1/namespaces/{ns}/cronjobs/nightly"),
+    ] {
+        let items = diff(&path);
+        assert_eq!(items.len(), 1, "{path}: {items:?}");
+        assert_eq!(items[0]["path"], cj_new.as_str());
+        assert_eq!(items[0]["change"], "changed");
+        let d = items[0]["diff"].as_str().unwrap();
+        assert!(d.contains("-apiVersion: batch/v1beta1"), "{d}");
+        assert!(d.contains("+apiVersion: batch/v1"), "{d}");
+    }
+    // An exact path of an object that is not a directory.
+    let cm = format!("/api/v1/namespaces/{ns}/configmaps/cfg");
+    let items = diff(&cm);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["path"], cm.as_str());
+    // The whole diff has no removed/added pair for the CronJob.
+    let run = data
+        .run(None, &["diff", "before", "after", "-o", "json"])
+        .ok();
+    let all: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        !all.iter()
+            .any(|i| i["path"].as_str().unwrap().contains("/cronjobs/") && i["change"] != "changed"),
+        "{all:?}"
+    );
+}
