@@ -3,7 +3,9 @@
 //!
 //! Owns: the actions and their JSON shape, the comparison of a tree object with its live
 //! counterpart (live pruned to the tree object's keys, so server defaults, status and
-//! allocated fields are not differences), Secret masking in diffs. Must not touch: the
+//! allocated fields are not differences — except in the maps servers never fill in, compared
+//! exactly: ConfigMap/Secret data, labels, annotations minus server-written keys), the body
+//! and comparison of a server-side diff, Secret masking in diffs. Must not touch: the
 //! network, git.
 
 use std::collections::HashMap;
