@@ -411,29 +411,37 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
             return Ok(false);
         };
         let ctx = self.ctx;
+        // Inside an object's body (the common case) no key is special: skip the checks.
+        let special = !matches!(ctx, Ctx::Inner);
+        let skipped = |k: &str| special && (ctx.ignores(k) || matches!(ctx.child(k), Ctx::Ignored));
         let mut ok = true;
         let mut matched = 0usize;
         let (mut seen_api_version, mut seen_kind) = (false, false);
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match t.get(key.as_ref()) {
                 Some(tv) => {
-                    if !(ctx.ignores(&key) || matches!(ctx.child(&key), Ctx::Ignored)) {
-                        matched += 1;
+                    if skipped(&key) {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
                     }
-                    seen_api_version |= key == "apiVersion";
-                    seen_kind |= key == "kind";
-                    if ok && !ctx.ignores(&key) {
+                    matched += 1;
+                    if self.top {
+                        seen_api_version |= key == "apiVersion";
+                        seen_kind |= key == "kind";
+                    }
+                    if ok {
+                        let child = if special { ctx.child(&key) } else { Ctx::Inner };
                         ok = map.next_value_seed(Covers {
                             tree: tv,
                             top: false,
-                            ctx: ctx.child(&key),
+                            ctx: child,
                         })?;
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
                 None => {
-                    if !ok {
+                    if !ok || !special {
                         map.next_value::<IgnoredAny>()?;
                     } else if matches!(ctx, Ctx::Exact(_)) {
                         ok = ctx.ignores(&key);
@@ -458,10 +466,11 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
             0
         };
         // Tree keys the comparison ignores need not be there.
-        let needed = t
-            .keys()
-            .filter(|k| !(ctx.ignores(k) || matches!(ctx.child(k), Ctx::Ignored)))
-            .count();
+        let needed = if special {
+            t.keys().filter(|k| !skipped(k)).count()
+        } else {
+            t.len()
+        };
         Ok(ok && matched + allowed_missing == needed)
     }
 
