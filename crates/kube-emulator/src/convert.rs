@@ -4,7 +4,8 @@
 //! Owns the schema changes between versions of the built-in kinds whose schema moved:
 //! Ingress (`extensions|networking.k8s.io/v1beta1` ↔ `networking.k8s.io/v1`: backends,
 //! `pathType`), HorizontalPodAutoscaler (`autoscaling/v1|v2beta1` ↔ `v2`/`v2beta2`: metrics),
-//! CustomResourceDefinition (`apiextensions.k8s.io/v1beta1` ↔ `v1`: per-version schemas).
+//! CustomResourceDefinition (`apiextensions.k8s.io/v1beta1` ↔ `v1`: per-version schemas),
+//! EndpointSlice (`discovery.k8s.io/v1beta1` ↔ `v1`: `topology` ↔ `zone`/`nodeName`).
 //! Every other kind (CronJob, PodDisruptionBudget, Lease, ..., custom resources without a
 //! conversion webhook) only changes `apiVersion`. Pure: no store, no catalogue.
 
@@ -32,6 +33,14 @@ pub(crate) fn convert(obj: &mut Value, kind: &str, from: &str, to: &str) {
                     "autoscaling/v1" => hpa_v1_down(obj),
                     "autoscaling/v2beta1" => hpa_v2beta1_down(obj),
                     _ => {}
+                }
+            }
+            "EndpointSlice" => {
+                if from.ends_with("/v1beta1") {
+                    endpointslice_up(obj);
+                }
+                if to.ends_with("/v1beta1") {
+                    endpointslice_down(obj);
                 }
             }
             "CustomResourceDefinition" => {
@@ -319,6 +328,61 @@ fn hpa_v2beta1_down(obj: &mut Value) {
     }
 }
 
+/// `discovery.k8s.io/v1beta1` → `v1`: an endpoint's `topology` map becomes `zone`,
+/// `nodeName` and `deprecatedTopology`.
+fn endpointslice_up(obj: &mut Value) {
+    for ep in obj
+        .get_mut("endpoints")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(m) = ep.as_object_mut() else {
+            continue;
+        };
+        let Some(Value::Object(mut topo)) = take(m, "topology") else {
+            continue;
+        };
+        if let Some(z) = topo.remove("topology.kubernetes.io/zone") {
+            m.insert("zone".into(), z);
+        }
+        if let Some(n) = topo.remove("kubernetes.io/hostname")
+            && !m.contains_key("nodeName")
+        {
+            m.insert("nodeName".into(), n);
+        }
+        if !topo.is_empty() {
+            m.insert("deprecatedTopology".into(), Value::Object(topo));
+        }
+    }
+}
+
+fn endpointslice_down(obj: &mut Value) {
+    for ep in obj
+        .get_mut("endpoints")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(m) = ep.as_object_mut() else {
+            continue;
+        };
+        let mut topo = match take(m, "deprecatedTopology") {
+            Some(Value::Object(t)) => t,
+            _ => Map::new(),
+        };
+        if let Some(z) = take(m, "zone") {
+            topo.insert("topology.kubernetes.io/zone".into(), z);
+        }
+        if let Some(n) = m.get("nodeName") {
+            topo.insert("kubernetes.io/hostname".into(), n.clone());
+        }
+        if !topo.is_empty() {
+            m.insert("topology".into(), Value::Object(topo));
+        }
+    }
+}
+
 /// `apiextensions.k8s.io/v1beta1` → `v1`: the top-level version, schema, subresources and
 /// printer columns move into each version; `JSONPath` becomes `jsonPath`.
 fn crd_up(obj: &mut Value) {
@@ -551,5 +615,31 @@ mod tests {
             json!({"openAPIV3Schema": {"type": "object"}})
         );
         assert_eq!(v["spec"]["version"], "v1");
+    }
+
+    #[test]
+    fn endpointslice_topology() {
+        let mut v = json!({"endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "n1",
+            "topology": {"topology.kubernetes.io/zone": "a", "kubernetes.io/hostname": "n1", "rack": "r1"}}]});
+        convert(
+            &mut v,
+            "EndpointSlice",
+            "discovery.k8s.io/v1beta1",
+            "discovery.k8s.io/v1",
+        );
+        assert_eq!(
+            v["endpoints"][0],
+            json!({"addresses": ["10.0.0.1"], "nodeName": "n1", "zone": "a", "deprecatedTopology": {"rack": "r1"}})
+        );
+        convert(
+            &mut v,
+            "EndpointSlice",
+            "discovery.k8s.io/v1",
+            "discovery.k8s.io/v1beta1",
+        );
+        assert_eq!(
+            v["endpoints"][0]["topology"],
+            json!({"topology.kubernetes.io/zone": "a", "kubernetes.io/hostname": "n1", "rack": "r1"})
+        );
     }
 }
