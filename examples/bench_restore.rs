@@ -234,6 +234,8 @@ async fn parent(
         });
     }
     let (list, plan) = (list.context("list")?, plan.context("plan")?);
+    // `plan --server-side-diff`: one GET and one dry-run PUT per object present (once).
+    let ssd = run_child("plan-ssd", &kc2, threads)?;
     b2.shutdown().await;
     println!(
         "raw LIST of the target: {} objects in {:.3}s; plan: {} objects in {:.3}s, peak RSS {:.1} MiB; plan/list ratio: {:.2} (target <= 1.5), best of {repeat}",
@@ -243,6 +245,13 @@ async fn parent(
         plan.seconds,
         mib(plan.peak_rss_bytes),
         plan.seconds / list.seconds
+    );
+    println!(
+        "plan --server-side-diff: {} objects in {:.3}s, peak RSS {:.1} MiB; plan-ssd/list ratio: {:.2} (no target: a GET and a dry-run PUT per object)",
+        ssd.objects,
+        ssd.seconds,
+        mib(ssd.peak_rss_bytes),
+        ssd.seconds / list.seconds
     );
 
     if plan_only {
@@ -381,7 +390,11 @@ async fn child(
                 peak_rss_bytes: peak_rss(),
             })
         }
-        "plan" => {
+        "plan" | "plan-ssd" => {
+            let opts = RestoreOptions {
+                server_side_diff: mode == "plan-ssd",
+                ..opts
+            };
             let started = Instant::now();
             let plan = restore::plan(&cluster, snapshot, &pref, &opts).await?;
             Ok(ChildReport {

@@ -1,8 +1,10 @@
 //! API discovery: which resources a cluster serves, and which of them a snapshot reads.
 //!
 //! Owns: walking legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>/<v>`), the
-//! [`ApiResourceInfo`] model with its URL paths, and the snapshot filter of docs/design.md §2
-//! (verbs `list get create delete`; not nodes, events, subresources, metrics APIs).
+//! [`ApiResourceInfo`] model with its URL paths, the choice of one version per resource
+//! (server-preferred resources, Kubernetes version priority), and the snapshot filter of
+//! docs/design.md §2 (verbs `list get create delete`; not nodes, events, subresources, metrics
+//! APIs; a deprecated group's copy of a resource another group serves).
 //!
 //! Must not touch: object contents, the tree format, git.
 
@@ -21,6 +23,12 @@ const METRICS_GROUPS: [&str; 3] = [
     "custom.metrics.k8s.io",
     "external.metrics.k8s.io",
 ];
+
+/// Groups whose resources moved to other groups (`extensions` Ingresses to
+/// `networking.k8s.io`, its Deployments/DaemonSets/ReplicaSets to `apps`, its
+/// NetworkPolicies to `networking.k8s.io`, PodSecurityPolicies to `policy`). While both are
+/// served, they are two views of the same objects; a snapshot reads the other group.
+pub const DEPRECATED_GROUPS: [&str; 1] = ["extensions"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -113,7 +121,9 @@ impl ApiResourceInfo {
 /// Which versions of each group to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Versions {
-    /// Only each group's preferred version (snapshots).
+    /// The server-preferred resources (snapshots): each group's preferred version, plus the
+    /// resources served only in other versions at their highest-priority version
+    /// ([`preferred_resources`]).
     Preferred,
     /// Every served version (restores: a snapshot may hold an older version).
     All,
@@ -129,9 +139,20 @@ pub struct Discovered {
 }
 
 impl Discovered {
-    /// The resources a snapshot reads.
+    /// The resources a snapshot reads. A resource of a [`DEPRECATED_GROUPS`] group that
+    /// another group also serves (same plural and kind: the same objects) is left out, so
+    /// those objects are stored once, under the non-deprecated group.
     pub fn snapshotted(&self) -> impl Iterator<Item = &ApiResourceInfo> {
-        self.resources.iter().filter(|r| r.is_snapshotted())
+        self.resources.iter().filter(|r| {
+            r.is_snapshotted()
+                && !(DEPRECATED_GROUPS.contains(&r.group.as_str())
+                    && self.resources.iter().any(|o| {
+                        o.group != r.group
+                            && o.resource == r.resource
+                            && o.kind == r.kind
+                            && o.is_snapshotted()
+                    }))
+        })
     }
 
     /// Finds a served resource by group, version and plural name.
@@ -165,12 +186,14 @@ pub async fn discover(
     let core: APIVersions = cluster.get_json("/api").await.map_err(request("/api"))?;
     let groups: APIGroupList = cluster.get_json("/apis").await.map_err(request("/apis"))?;
 
+    // Every served group version is read in both modes: a resource served only in a version
+    // other than its group's preferred one (CronJobs at batch/v1beta1 on v1.19) must be found.
     let mut group_versions: Vec<(String, String)> = Vec::new();
+    let mut preferred_of: Vec<(String, Option<String>)> = Vec::new();
     for v in &core.versions {
-        if versions == Versions::All || Some(v) == core.versions.first() {
-            group_versions.push((String::new(), v.clone()));
-        }
+        group_versions.push((String::new(), v.clone()));
     }
+    preferred_of.push((String::new(), core.versions.first().cloned()));
     for g in &groups.groups {
         if METRICS_GROUPS.contains(&g.name.as_str()) {
             continue;
@@ -180,24 +203,16 @@ pub async fn discover(
             .as_ref()
             .map(|p| p.version.clone())
             .or_else(|| g.versions.first().map(|v| v.version.clone()));
-        match versions {
-            Versions::Preferred => {
-                if let Some(v) = preferred {
-                    group_versions.push((g.name.clone(), v));
-                }
-            }
-            Versions::All => {
-                // Preferred first, so lookups by kind find it first.
-                if let Some(p) = &preferred {
-                    group_versions.push((g.name.clone(), p.clone()));
-                }
-                for v in &g.versions {
-                    if Some(&v.version) != preferred.as_ref() {
-                        group_versions.push((g.name.clone(), v.version.clone()));
-                    }
-                }
+        // Preferred first, so lookups by kind find it first.
+        if let Some(p) = &preferred {
+            group_versions.push((g.name.clone(), p.clone()));
+        }
+        for v in &g.versions {
+            if Some(&v.version) != preferred.as_ref() {
+                group_versions.push((g.name.clone(), v.version.clone()));
             }
         }
+        preferred_of.push((g.name.clone(), preferred));
     }
 
     let lists: Vec<(String, String, APIResourceList)> = stream::iter(group_versions)
@@ -214,7 +229,7 @@ pub async fn discover(
         .try_collect()
         .await?;
 
-    let mut resources = Vec::new();
+    let mut all = Vec::new();
     for (group, version, list) in lists {
         let names: Vec<&str> = list.resources.iter().map(|r| r.name.as_str()).collect();
         for r in &list.resources {
@@ -222,7 +237,7 @@ pub async fn discover(
                 continue;
             }
             let status = format!("{}/status", r.name);
-            resources.push(ApiResourceInfo {
+            all.push(ApiResourceInfo {
                 group: group.clone(),
                 version: version.clone(),
                 resource: r.name.clone(),
@@ -233,10 +248,70 @@ pub async fn discover(
             });
         }
     }
+    let resources = match versions {
+        Versions::All => all,
+        Versions::Preferred => preferred_resources(all, &preferred_of),
+    };
     Ok(Discovered {
         server_version: version.git_version,
         resources,
     })
+}
+
+/// The server-preferred resources (client-go's `ServerPreferredResources`): for each group,
+/// every resource of its preferred version, then each resource served only in other versions
+/// of the group, at the highest-priority version serving it ([`version_priority`]). Groups
+/// keep their discovery order; `all` holds every served group version.
+pub fn preferred_resources(
+    all: Vec<ApiResourceInfo>,
+    preferred_of: &[(String, Option<String>)],
+) -> Vec<ApiResourceInfo> {
+    let mut out: Vec<ApiResourceInfo> = Vec::new();
+    for (group, preferred) in preferred_of {
+        let mut of_group: Vec<&ApiResourceInfo> =
+            all.iter().filter(|r| &r.group == group).collect();
+        // Stable: within one version, discovery order is kept.
+        of_group.sort_by_key(|r| {
+            (
+                Some(&r.version) != preferred.as_ref(),
+                std::cmp::Reverse(version_priority(&r.version)),
+            )
+        });
+        let start = out.len();
+        for r in of_group {
+            if !out[start..].iter().any(|o| o.resource == r.resource) {
+                out.push(r.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Kubernetes version ordering: GA > beta > alpha, higher numbers first (`v2` > `v1` >
+/// `v2beta1` > `v1beta2` > `v1beta1` > `v1alpha1`); a version not of that form sorts last.
+pub fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let Ok(major) = digits.parse::<u32>() else {
+        return (0, 0, 0);
+    };
+    let tail = &rest[digits.len()..];
+    if tail.is_empty() {
+        return (3, major, 0);
+    }
+    let (level, n) = if let Some(n) = tail.strip_prefix("beta") {
+        (2, n)
+    } else if let Some(n) = tail.strip_prefix("alpha") {
+        (1, n)
+    } else {
+        return (0, 0, 0);
+    };
+    match n.parse::<u32>() {
+        Ok(n) => (level, major, n),
+        Err(_) => (0, 0, 0),
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +351,75 @@ mod tests {
         assert!(!info("", "componentstatuses", &["get", "list"]).is_snapshotted());
         assert!(!info("", "bindings", &["create"]).is_snapshotted());
         assert!(info("example.com", "nodes", &ALL).is_snapshotted());
+    }
+
+    fn at(group: &str, version: &str, resource: &str, kind: &str) -> ApiResourceInfo {
+        let mut r = info(group, resource, &ALL);
+        r.version = version.into();
+        r.kind = kind.into();
+        r
+    }
+
+    #[test]
+    fn version_priority_orders_ga_beta_alpha() {
+        let mut v = vec![
+            "v1alpha1", "v1beta1", "v2beta1", "v1", "v2", "v1beta2", "v10", "foo", "v3alpha2",
+        ];
+        v.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        assert_eq!(
+            v,
+            [
+                "v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v3alpha2", "v1alpha1", "foo"
+            ]
+        );
+    }
+
+    #[test]
+    fn preferred_resources_add_those_served_only_elsewhere() {
+        // batch on v1.19: v1 (preferred) serves jobs, v1beta1 and v2alpha1 serve cronjobs.
+        let all = vec![
+            at("batch", "v1", "jobs", "Job"),
+            at("batch", "v2alpha1", "cronjobs", "CronJob"),
+            at("batch", "v1beta1", "cronjobs", "CronJob"),
+            at("autoscaling", "v2beta2", "horizontalpodautoscalers", "HPA"),
+            at("autoscaling", "v1", "horizontalpodautoscalers", "HPA"),
+        ];
+        let preferred = vec![
+            ("batch".to_string(), Some("v1".to_string())),
+            ("autoscaling".to_string(), Some("v1".to_string())),
+        ];
+        let got: Vec<String> = preferred_resources(all, &preferred)
+            .iter()
+            .map(|r| format!("{}/{}/{}", r.group, r.version, r.resource))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "batch/v1/jobs",
+                "batch/v1beta1/cronjobs",
+                "autoscaling/v1/horizontalpodautoscalers"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deprecated_group_copy_is_not_snapshotted() {
+        let d = Discovered {
+            server_version: "v1.19.0".into(),
+            resources: vec![
+                at("extensions", "v1beta1", "ingresses", "Ingress"),
+                at("extensions", "v1beta1", "widgets", "Widget"),
+                at("networking.k8s.io", "v1", "ingresses", "Ingress"),
+            ],
+        };
+        let got: Vec<String> = d.snapshotted().map(|r| r.api_version()).collect();
+        assert_eq!(got, ["extensions/v1beta1", "networking.k8s.io/v1"]);
+        assert_eq!(
+            d.snapshotted()
+                .filter(|r| r.resource == "ingresses")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -233,8 +233,9 @@ pub struct DiffArgs {
     /// Only a summary line per object.
     #[arg(long)]
     pub stat: bool,
-    /// Only objects under this content path prefix (e.g. /api/v1/namespaces/shop).
-    #[arg(long, value_name = "PREFIX")]
+    /// Only this object (an exact content path, under any version of it) and the objects
+    /// under it, or the objects under a prefix ending in `/` (e.g. /api/v1/namespaces/shop/).
+    #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
     /// Show Secret values (masked by default: a diff tells which keys changed, not values).
     #[arg(long)]
@@ -249,24 +250,100 @@ struct DiffItem {
     diff: Option<String>,
 }
 
+/// The identity of an object across versions: a deprecated group's resources count as their
+/// successor's (`extensions` Ingresses are `networking.k8s.io` ones).
+fn object_identity(p: &ContentPath) -> (String, String, Option<String>, String) {
+    let group = match (p.group(), p.resource()) {
+        ("extensions", "ingresses" | "networkpolicies") => "networking.k8s.io",
+        ("extensions", "deployments" | "daemonsets" | "replicasets") => "apps",
+        ("extensions", "podsecuritypolicies") => "policy",
+        (g, _) => g,
+    };
+    (
+        group.to_string(),
+        p.resource().to_string(),
+        p.namespace().map(str::to_string),
+        p.name().to_string(),
+    )
+}
+
 pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mirror = open_mirror(global)?;
     let a = require_snapshot(mirror.as_ref(), &args.a)?;
     let b = require_snapshot(mirror.as_ref(), &args.b)?;
     let mirror = mirror.context("mirror vanished")?;
-    let prefix = args
-        .path
-        .as_deref()
-        .map(|p| p.trim_matches('/').to_string());
+    let wanted = args.path.as_deref().map(|p| p.trim_end_matches('/'));
+    // An exact object path shows that object (under any version of it) and, like a prefix,
+    // what lies under it (`/api/v1/namespaces/shop` is a Namespace and a directory).
+    let exact = wanted
+        .filter(|_| !args.path.as_deref().is_some_and(|p| p.ends_with('/')))
+        .and_then(|p| ContentPath::parse(p).ok());
+    let prefix = match &exact {
+        Some(_) => None,
+        None => wanted.map(|p| p.trim_matches('/').to_string()),
+    };
+    let under = |p: &str| match wanted {
+        None => true,
+        Some(w) => {
+            let w = w.trim_end_matches('/');
+            p == w || p.starts_with(&format!("{w}/"))
+        }
+    };
     let changes = mirror.diff(&a.commit, &b.commit, prefix.as_deref())?;
-    let mut items = Vec::new();
+    let mut entries: Vec<(ContentPath, Option<ContentPath>, crate::mirror::FileChange)> =
+        Vec::new();
     for c in changes
         .into_iter()
         .filter(|c| tree::is_object_file(&c.path))
     {
-        let path = ContentPath::from_file_path(&c.path)
-            .map(|p| p.as_str().to_string())
-            .unwrap_or(c.path.clone());
+        if let Ok(p) = ContentPath::from_file_path(&c.path) {
+            entries.push((p, None, c));
+        }
+    }
+    // The same object stored under another version (a cluster upgrade) is a change, not a
+    // removal and an addition.
+    let mut removed: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
+    for (i, (p, _, c)) in entries.iter().enumerate() {
+        if c.kind == ChangeKind::Removed {
+            removed.insert(object_identity(p), i);
+        }
+    }
+    let mut consumed = vec![false; entries.len()];
+    for i in 0..entries.len() {
+        if entries[i].2.kind != ChangeKind::Added {
+            continue;
+        }
+        if let Some(&j) = removed.get(&object_identity(&entries[i].0))
+            && !consumed[j]
+        {
+            consumed[j] = true;
+            let old_path = entries[j].0.clone();
+            let old_blob = entries[j].2.old.clone();
+            let e = &mut entries[i];
+            e.1 = Some(old_path);
+            e.2.kind = ChangeKind::Modified;
+            e.2.old = old_blob;
+        }
+    }
+    let mut items = Vec::new();
+    for (i, (new_path, old_path, c)) in entries.into_iter().enumerate() {
+        if consumed[i] {
+            continue;
+        }
+        let old_path = old_path.unwrap_or_else(|| new_path.clone());
+        let matches = match &exact {
+            Some(e) => {
+                new_path == *e
+                    || old_path == *e
+                    || under(new_path.as_str())
+                    || under(old_path.as_str())
+            }
+            None => true,
+        };
+        if !matches {
+            continue;
+        }
+        let path = new_path.as_str().to_string();
         let change = match c.kind {
             ChangeKind::Added => "added",
             ChangeKind::Removed => "removed",
@@ -296,7 +373,7 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
             Some(tree::unified_diff(
                 &old,
                 &new,
-                &format!("{}{path}", args.a),
+                &format!("{}{old_path}", args.a),
                 &format!("{}{path}", args.b),
             ))
         };

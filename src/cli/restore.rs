@@ -41,6 +41,11 @@ pub struct PlanArgs {
     /// Validate every create with a server-side dry run (dryRun=All).
     #[arg(long)]
     pub server_dry_run: bool,
+    /// Decide exists/differs of objects present on the target with a dry-run (dryRun=All)
+    /// update of the snapshot object compared with the live object, as `kubectl diff` does:
+    /// exact for every field, defaults included; one GET and one PUT per object.
+    #[arg(long)]
+    pub server_side_diff: bool,
     /// Exit with 2 when anything would be created or updated.
     #[arg(long)]
     pub exit_code: bool,
@@ -130,6 +135,7 @@ pub async fn plan(global: &GlobalArgs, args: PlanArgs, out: &mut dyn Write) -> a
         diff: args.diff,
         show_secrets: args.show_secrets,
         server_dry_run: args.server_dry_run,
+        server_side_diff: args.server_side_diff,
         ..options(&args.common)
     };
     let name = snapshot.name.clone();

@@ -158,14 +158,13 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(failed_entry(item.path.as_str(), &e.to_string())),
     };
+    // A converted object goes to its path on the target.
+    let target = item.target_path().as_str();
     let (method, url) = match item.action {
-        Action::Update => (http::Method::PUT, item.path.as_str()),
+        Action::Update => (http::Method::PUT, target),
         _ => (
             http::Method::POST,
-            item.path
-                .as_str()
-                .rsplit_once('/')
-                .map_or(item.path.as_str(), |(c, _)| c),
+            target.rsplit_once('/').map_or(target, |(c, _)| c),
         ),
     };
     match cluster
@@ -258,7 +257,10 @@ async fn wait_batch(
     .map(|i| async move {
         (
             i,
-            wait_for(cluster, plan.items[i].path.as_str(), opts, |v| ready(v)).await,
+            wait_for(cluster, plan.items[i].target_path().as_str(), opts, |v| {
+                ready(v)
+            })
+            .await,
         )
     })
     .buffer_unordered(opts.threads.max(1) * 4)

@@ -68,11 +68,12 @@ pub async fn read_live(
     cluster: &Cluster,
     wanted: Vec<(ApiResourceInfo, TreeObjects)>,
     concurrency: usize,
+    keep_equal: bool,
 ) -> Result<LiveRead, (String, ClusterError)> {
     let parts: Vec<LiveRead> = stream::iter(wanted)
         .map(|(resource, objects)| {
             let collection = resource.collection_path(None);
-            let listing = list_resource(cluster, Arc::new(resource), Arc::new(objects));
+            let listing = list_resource(cluster, Arc::new(resource), Arc::new(objects), keep_equal);
             async move { listing.await.map_err(|e| (collection, e)) }
         })
         .buffer_unordered(concurrency.max(1))
@@ -100,6 +101,7 @@ async fn list_resource(
     cluster: &Cluster,
     resource: Arc<ApiResourceInfo>,
     objects: Arc<TreeObjects>,
+    keep_equal: bool,
 ) -> Result<LiveRead, ClusterError> {
     let base = resource.collection_path(None);
     let fetch_page = |token: Option<&str>| {
@@ -130,7 +132,7 @@ async fn list_resource(
             base.clone(),
         );
         comparisons.push(tokio::spawn(async move {
-            compare_page(&cluster, &resource, &objects, &base, page.items)
+            compare_page(&cluster, &resource, &objects, &base, page.items, keep_equal)
         }));
         match next {
             Some(n) => pending = n,
@@ -162,6 +164,7 @@ fn compare_page(
     objects: &TreeObjects,
     base: &str,
     items: Vec<Box<serde_json::value::RawValue>>,
+    keep_equal: bool,
 ) -> Result<Vec<(String, LiveObject)>, ClusterError> {
     let mut out = Vec::new();
     let mut key = resource.group_version_path();
@@ -193,8 +196,10 @@ fn compare_page(
         let mut tree = tree.lock().unwrap_or_else(PoisonError::into_inner);
         let compared = match covers_json(item.get(), &tree) {
             Ok(true) => {
-                // Not needed any more: free it here, on this task.
-                drop(std::mem::take(&mut *tree));
+                // Not needed any more (unless a server-side diff follows): free it here.
+                if !keep_equal {
+                    drop(std::mem::take(&mut *tree));
+                }
                 LiveObject {
                     resource_version: None,
                     differing: None,
@@ -203,7 +208,7 @@ fn compare_page(
             _ => {
                 let v: Value = cluster.decode("GET", base, item.get().as_bytes())?;
                 let compared = LiveObject::compare(v, &tree, resource);
-                if compared.differing.is_none() {
+                if compared.differing.is_none() && !keep_equal {
                     drop(std::mem::take(&mut *tree));
                 }
                 compared

@@ -10,6 +10,7 @@
 //! store), [`plan()`] (read-only), [`apply_plan`], and [`restore`] = plan + apply.
 
 pub mod apply;
+pub mod convert;
 pub mod live;
 pub mod plan;
 pub mod preference;
@@ -89,6 +90,10 @@ pub struct RestoreOptions {
     pub show_secrets: bool,
     /// Validate every `create` with a server-side `dryRun=All` POST (`plan --server-dry-run`).
     pub server_dry_run: bool,
+    /// Decide `exists`/`differs` of every object present on the target with a `dryRun=All`
+    /// PUT of the snapshot object, compared with the live object (`plan --server-side-diff`,
+    /// the method of `kubectl diff`).
+    pub server_side_diff: bool,
     /// How long to wait for CRDs, Namespaces and PV/PVC pairs.
     pub wait_timeout: Duration,
 }
@@ -101,6 +106,7 @@ impl Default for RestoreOptions {
             diff: false,
             show_secrets: false,
             server_dry_run: false,
+            server_side_diff: false,
             wait_timeout: Duration::from_secs(60),
         }
     }
@@ -285,10 +291,53 @@ async fn plan_with_discovery(
         _ => Served::No,
     };
 
+    // Objects the target serves only at another version (or in a successor group) are
+    // converted; the plan shows them at their snapshot path with `target` and a reason.
+    let mut selected = selected;
+    let mut converted: HashMap<usize, (ContentPath, String)> = HashMap::new();
+    let mut not_convertible: HashMap<usize, String> = HashMap::new();
+    let mut crd_cache: HashMap<(String, String), Option<convert::CrdInfo>> = HashMap::new();
+    for (i, (path, s)) in selected.iter_mut().enumerate() {
+        let Selection::Restore { object, .. } = s else {
+            continue;
+        };
+        if served(path) != Served::No {
+            continue;
+        }
+        let builtin = is_builtin_group(path.group());
+        let crd = if builtin {
+            None
+        } else {
+            let key = (path.group().to_string(), path.resource().to_string());
+            if !crd_cache.contains_key(&key) {
+                let url = format!(
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{}.{}",
+                    key.1, key.0
+                );
+                let info = cluster
+                    .get_json::<Value>(&url)
+                    .await
+                    .ok()
+                    .map(|crd| convert::CrdInfo::of(&crd));
+                crd_cache.insert(key.clone(), info);
+            }
+            crd_cache.get(&key).cloned().flatten()
+        };
+        match convert::convert(path, object, &discovered.resources, builtin, crd.as_ref()) {
+            Ok(c) => {
+                let original = std::mem::replace(path, c.target);
+                *object = c.object;
+                converted.insert(i, (original, c.reason));
+            }
+            Err(reason) => {
+                not_convertible.insert(i, reason);
+            }
+        }
+    }
+
     // The live objects of every restorable path: one LIST per resource, compared as it comes.
     // The tree objects move into the listing tasks (so the ones found equal on the target are
     // freed there, in parallel) and come back by index.
-    let mut selected = selected;
     let live = {
         let mut wanted: BTreeMap<(&str, &str, &str), (&ApiResourceInfo, live::TreeObjects)> =
             BTreeMap::new();
@@ -311,7 +360,7 @@ async fn plan_with_discovery(
             .into_values()
             .map(|(r, objects)| (r.clone(), objects))
             .collect();
-        let read = live::read_live(cluster, wanted, opts.threads.max(4))
+        let read = live::read_live(cluster, wanted, opts.threads.max(4), opts.server_side_diff)
             .await
             .map_err(|(collection, source)| RestoreError::Live {
                 collection,
@@ -328,13 +377,43 @@ async fn plan_with_discovery(
     let plan_opts = PlanOptions {
         diff: opts.diff,
         show_secrets: opts.show_secrets,
+        keep_bodies: opts.server_side_diff,
     };
     let mut plan = build_plan(selected, &served, &live, pref, &plan_opts);
+    // Items are in selection order: put converted objects back at their snapshot path.
+    for (i, (original, reason)) in converted {
+        if let Some(item) = plan.items.get_mut(i) {
+            let target = std::mem::replace(&mut item.path, original);
+            item.target = Some(target);
+            item.reason = Some(match item.reason.take() {
+                Some(r) => format!("{reason}; {r}"),
+                None => reason,
+            });
+        }
+    }
+    for (i, reason) in not_convertible {
+        if let Some(item) = plan.items.get_mut(i)
+            && item.action == Action::Unsupported
+        {
+            item.reason = Some(reason);
+        }
+    }
     tracing::debug!(elapsed = ?started.elapsed(), summary = ?plan.summary, "plan built");
+    if opts.server_side_diff {
+        server_side_diff(cluster, &mut plan, pref, opts).await;
+        tracing::debug!(elapsed = ?started.elapsed(), summary = ?plan.summary, "server-side diff done");
+    }
     if opts.server_dry_run {
         server_dry_run(cluster, &mut plan, opts.threads).await;
     }
     Ok(plan)
+}
+
+/// Whether a group is built into Kubernetes (dotless like `apps`, or `*.k8s.io`), as opposed
+/// to a CRD's: built-in kinds convert by the table of [`convert`], custom resources by their
+/// CRD's versions.
+fn is_builtin_group(group: &str) -> bool {
+    !group.contains('.') || group.ends_with(".k8s.io")
 }
 
 /// Validates each `create` with `dryRun=All`; a refusal is recorded as the item's reason.
@@ -370,11 +449,8 @@ async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
         .map(|n| {
             let item = &items[n];
             async move {
-                let collection = item
-                    .path
-                    .as_str()
-                    .rsplit_once('/')
-                    .map_or(item.path.as_str(), |(c, _)| c);
+                let target = item.target_path().as_str();
+                let collection = target.rsplit_once('/').map_or(target, |(c, _)| c);
                 let body = item
                     .body
                     .as_ref()
@@ -400,6 +476,104 @@ async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
             plan.items[n].reason = Some(r);
         }
     }
+}
+
+/// `--server-side-diff`: for every object present on the target, a `dryRun=All` PUT of the
+/// snapshot object onto the live one (what the target would make of it, its defaults
+/// included) is compared with the live object; that decides `exists` or `differs`
+/// (`update` under `overwriteApiPathes`), with `method: server-side-diff`. A refused dry run
+/// keeps the local verdict and says why in `reason`.
+async fn server_side_diff(
+    cluster: &Cluster,
+    plan: &mut Plan,
+    pref: &Preference,
+    opts: &RestoreOptions,
+) {
+    use futures::stream::{self, StreamExt};
+    let candidates: Vec<usize> = plan
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
+            matches!(i.action, Action::Exists | Action::Differs | Action::Update)
+                && i.body.is_some()
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let items = &plan.items;
+    /// The dry-run result and the live object, or why the dry run failed.
+    type Outcome = Result<(Value, Value), String>;
+    let results: Vec<(usize, Outcome)> = stream::iter(candidates)
+        .map(|n| {
+            let item = &items[n];
+            async move {
+                let path = item.target_path().to_string();
+                let r = async {
+                    let live: Value = cluster.get_json(&path).await.map_err(|e| e.to_string())?;
+                    let mut body = item.body.clone().unwrap_or_default();
+                    plan::prepare_dry_run_update(&mut body, &live);
+                    let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+                    let out = cluster
+                        .request_bytes(
+                            http::Method::PUT,
+                            &format!("{path}?dryRun=All"),
+                            Some(bytes),
+                            Some("application/json"),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let result: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+                    Ok::<_, String>((result, live))
+                }
+                .await;
+                (n, r)
+            }
+        })
+        .buffer_unordered(opts.threads.max(4))
+        .collect()
+        .await;
+    for (n, r) in results {
+        let item = &mut plan.items[n];
+        match r {
+            Ok((result, live)) => {
+                let (result, live) = (plan::for_comparison(result), plan::for_comparison(live));
+                let equal = result == live;
+                let overwrite =
+                    preference::matches_any(&pref.spec.overwrite_api_pathes, item.path.as_str());
+                item.method = Some(plan::Method::ServerSideDiff);
+                item.diff = None;
+                if equal {
+                    item.action = Action::Exists;
+                    item.live_resource_version = None;
+                } else {
+                    if opts.diff {
+                        item.diff = Some(plan::object_diff(
+                            &result,
+                            &live,
+                            item.path.as_str(),
+                            opts.show_secrets,
+                        ));
+                    }
+                    if overwrite {
+                        item.action = Action::Update;
+                        item.live_resource_version = live
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                    } else {
+                        item.action = Action::Differs;
+                    }
+                }
+            }
+            Err(e) => {
+                item.reason = Some(format!("server-side diff refused, compared locally: {e}"));
+            }
+        }
+        if item.action != Action::Update && item.action != Action::Create {
+            item.body = None;
+        }
+    }
+    plan.summary = plan::summarize(&plan.items, plan.summary.num_snapshot_contents);
 }
 
 /// Applies a plan (see [`apply()`]) inside a `restore` tracing span.

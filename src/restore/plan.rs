@@ -3,7 +3,9 @@
 //!
 //! Owns: the actions and their JSON shape, the comparison of a tree object with its live
 //! counterpart (live pruned to the tree object's keys, so server defaults, status and
-//! allocated fields are not differences), Secret masking in diffs. Must not touch: the
+//! allocated fields are not differences — except in the maps servers never fill in, compared
+//! exactly: ConfigMap/Secret data, labels, annotations minus server-written keys), the body
+//! and comparison of a server-side diff, Secret masking in diffs. Must not touch: the
 //! network, git.
 
 use std::collections::HashMap;
@@ -68,6 +70,31 @@ pub struct PlanItem {
     /// The live object's resourceVersion (`update` only).
     #[serde(skip)]
     pub live_resource_version: Option<String>,
+    /// Which comparison decided a `differs`/`update` (or, with `--server-side-diff`, an
+    /// `exists`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Where the object goes on the target when that is not `path` (a conversion to another
+    /// version or group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<ContentPath>,
+}
+
+impl PlanItem {
+    /// The object's path on the target: `target` when converted, else `path`.
+    pub fn target_path(&self) -> &ContentPath {
+        self.target.as_ref().unwrap_or(&self.path)
+    }
+}
+
+/// How a plan compared a tree object with its live counterpart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The tree object against the live object (see [`covers`]).
+    Local,
+    /// A `dryRun=All` PUT of the tree object, compared with the live object.
+    ServerSideDiff,
 }
 
 /// Counts of a plan (JSON names as in issue 6).
@@ -116,6 +143,8 @@ pub struct PlanOptions {
     pub diff: bool,
     /// Show Secret values in diffs.
     pub show_secrets: bool,
+    /// Keep the tree object as `body` of `exists`/`differs` items (`--server-side-diff`).
+    pub keep_bodies: bool,
 }
 
 /// What a plan needs to know of one live object: whether it matches the tree object, its
@@ -158,28 +187,180 @@ impl LiveObject {
     }
 }
 
+/// Label keys a server (or its controllers) writes; never a difference.
+pub const SERVER_WRITTEN_LABELS: &[&str] = &[
+    "kubernetes.io/metadata.name",
+    "controller-uid",
+    "job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+    "pod-template-hash",
+    "controller-revision-hash",
+    "statefulset.kubernetes.io/pod-name",
+    "endpointslice.kubernetes.io/managed-by",
+    "kubernetes.io/service-name",
+];
+
+/// Annotation keys a server (or its controllers) writes; never a difference.
+pub const SERVER_WRITTEN_ANNOTATIONS: &[&str] = &[
+    "deployment.kubernetes.io/revision",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.daemonset.template.generation",
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "pv.kubernetes.io/provisioned-by",
+    "pv.kubernetes.io/migrated-to",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/selected-node",
+    "kubernetes.io/service-account.uid",
+    "endpoints.kubernetes.io/last-change-trigger-time",
+    "control-plane.alpha.kubernetes.io/leader",
+    "autoscaling.alpha.kubernetes.io/conditions",
+    "autoscaling.alpha.kubernetes.io/current-metrics",
+    "autoscaling.alpha.kubernetes.io/metrics",
+    "batch.kubernetes.io/job-tracking",
+];
+
+/// Where in an object a comparison is: it decides whether keys only the live object has are
+/// differences. Servers fill in defaults (extra keys, ignored) except in the maps they never
+/// fill in: ConfigMap/Secret `data`/`binaryData`, `metadata.labels`, `metadata.annotations`
+/// (minus the server-written keys above), which must match exactly.
+#[derive(Debug, Clone, Copy)]
+enum Ctx<'a> {
+    /// The object itself (its kind decides the exact maps).
+    Top(&'a str),
+    /// `metadata` of an object of this kind.
+    Meta(&'a str),
+    /// A map compared exactly, except for these keys.
+    Exact(&'static [&'static str]),
+    /// Not compared (a list the server manages).
+    Ignored,
+    /// Anywhere else: only the tree's keys are compared.
+    Inner,
+}
+
+impl<'a> Ctx<'a> {
+    fn child(self, key: &str) -> Ctx<'a> {
+        match self {
+            Ctx::Top(kind) => match key {
+                "metadata" => Ctx::Meta(kind),
+                "data" | "binaryData" if kind == "ConfigMap" || kind == "Secret" => Ctx::Exact(&[]),
+                "secrets" if kind == "ServiceAccount" => Ctx::Ignored,
+                _ => Ctx::Inner,
+            },
+            // A Job's labels default to its template's when it has none.
+            Ctx::Meta(kind) => match key {
+                "labels" if kind != "Job" => Ctx::Exact(SERVER_WRITTEN_LABELS),
+                "annotations" => Ctx::Exact(SERVER_WRITTEN_ANNOTATIONS),
+                _ => Ctx::Inner,
+            },
+            _ => Ctx::Inner,
+        }
+    }
+
+    /// Whether a key only the live object has is a difference here (a key missing from the
+    /// tree object counts as an empty exact map).
+    fn exact_child(self, key: &str) -> Option<&'static [&'static str]> {
+        match self.child(key) {
+            Ctx::Exact(ignored) => Some(ignored),
+            _ => None,
+        }
+    }
+
+    fn ignores(self, key: &str) -> bool {
+        matches!(self, Ctx::Exact(ignored) if ignored.contains(&key))
+    }
+}
+
+fn top_ctx(tree: &Value) -> Ctx<'_> {
+    Ctx::Top(tree.get("kind").and_then(Value::as_str).unwrap_or(""))
+}
+
+static EMPTY_MAP: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| Value::Object(serde_json::Map::new()));
+
 /// [`covers`] at the top level, where a missing `apiVersion`/`kind` is not a difference.
 fn covers_top(live: &Value, tree: &Value) -> bool {
     match (live, tree) {
-        (Value::Object(l), Value::Object(t)) => t.iter().all(|(k, tv)| match l.get(k) {
-            Some(lv) => covers(lv, tv),
-            None => k == "apiVersion" || k == "kind",
-        }),
+        (Value::Object(l), Value::Object(_)) => {
+            let top = top_ctx(tree);
+            covers_map(l, tree, top, &|k| k == "apiVersion" || k == "kind")
+        }
         _ => covers(live, tree),
+    }
+}
+
+/// A live map against a tree value in context `ctx`; `may_miss` names tree keys whose
+/// absence live is not a difference.
+fn covers_map(
+    l: &serde_json::Map<String, Value>,
+    tree: &Value,
+    ctx: Ctx<'_>,
+    may_miss: &dyn Fn(&str) -> bool,
+) -> bool {
+    let Value::Object(t) = tree else {
+        return false;
+    };
+    let tree_ok = t.iter().all(|(k, tv)| {
+        if ctx.ignores(k) || matches!(ctx.child(k), Ctx::Ignored) {
+            return true;
+        }
+        match l.get(k) {
+            Some(lv) => covers_in(lv, tv, ctx.child(k)),
+            None => may_miss(k),
+        }
+    });
+    let live_ok = || {
+        l.iter().all(|(k, lv)| {
+            if t.contains_key(k) {
+                return true;
+            }
+            if matches!(ctx, Ctx::Exact(_)) {
+                return ctx.ignores(k);
+            }
+            match ctx.exact_child(k) {
+                Some(ignored) => covers_in(lv, &EMPTY_MAP, Ctx::Exact(ignored)),
+                None => true,
+            }
+        })
+    };
+    tree_ok && live_ok()
+}
+
+fn covers_in(live: &Value, tree: &Value, ctx: Ctx<'_>) -> bool {
+    match (live, tree, ctx) {
+        (_, _, Ctx::Ignored) => true,
+        (Value::Object(l), Value::Object(_), _) => covers_map(l, tree, ctx, &|_| false),
+        (Value::Array(l), Value::Array(t), _) if l.len() == t.len() => l
+            .iter()
+            .zip(t)
+            .all(|(lv, tv)| covers_in(lv, tv, Ctx::Inner)),
+        _ => live == tree,
     }
 }
 
 /// `covers_top` straight from JSON text: walks the live object's JSON against the tree
 /// object, materialising only the values the tree object has (everything else is skipped
-/// unparsed). This is what keeps a plan's comparison cheaper than parsing the LIST.
+/// unparsed, except maps compared exactly). This is what keeps a plan's comparison cheaper
+/// than parsing the LIST.
 pub fn covers_json(live_json: &str, tree: &Value) -> Result<bool, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(live_json);
-    serde::de::DeserializeSeed::deserialize(Covers { tree, top: true }, &mut de)
+    serde::de::DeserializeSeed::deserialize(
+        Covers {
+            tree,
+            top: true,
+            ctx: top_ctx(tree),
+        },
+        &mut de,
+    )
 }
 
 struct Covers<'t> {
     tree: &'t Value,
     top: bool,
+    ctx: Ctx<'t>,
 }
 
 struct Key<'de>(std::borrow::Cow<'de, str>);
@@ -206,9 +387,15 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 impl<'de> serde::de::DeserializeSeed<'de> for Covers<'_> {
     type Value = bool;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        if matches!(self.ctx, Ctx::Ignored) {
+            serde::de::IgnoredAny::deserialize(d)?;
+            return Ok(true);
+        }
         d.deserialize_any(self)
     }
 }
+
+use serde::Deserialize as _;
 
 impl<'de> serde::de::Visitor<'de> for Covers<'_> {
     type Value = bool;
@@ -223,26 +410,51 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             return Ok(false);
         };
+        let ctx = self.ctx;
+        // Inside an object's body (the common case) no key is special: skip the checks.
+        let special = !matches!(ctx, Ctx::Inner);
+        let skipped = |k: &str| special && (ctx.ignores(k) || matches!(ctx.child(k), Ctx::Ignored));
         let mut ok = true;
         let mut matched = 0usize;
         let (mut seen_api_version, mut seen_kind) = (false, false);
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match t.get(key.as_ref()) {
                 Some(tv) => {
+                    if skipped(&key) {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
                     matched += 1;
-                    seen_api_version |= key == "apiVersion";
-                    seen_kind |= key == "kind";
+                    if self.top {
+                        seen_api_version |= key == "apiVersion";
+                        seen_kind |= key == "kind";
+                    }
                     if ok {
+                        let child = if special { ctx.child(&key) } else { Ctx::Inner };
                         ok = map.next_value_seed(Covers {
                             tree: tv,
                             top: false,
+                            ctx: child,
                         })?;
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    if !ok || !special {
+                        map.next_value::<IgnoredAny>()?;
+                    } else if matches!(ctx, Ctx::Exact(_)) {
+                        ok = ctx.ignores(&key);
+                        map.next_value::<IgnoredAny>()?;
+                    } else if let Some(ignored) = ctx.exact_child(&key) {
+                        ok = map.next_value_seed(Covers {
+                            tree: &EMPTY_MAP,
+                            top: false,
+                            ctx: Ctx::Exact(ignored),
+                        })?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
                 }
             }
         }
@@ -253,7 +465,13 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
         } else {
             0
         };
-        Ok(ok && matched + allowed_missing == t.len())
+        // Tree keys the comparison ignores need not be there.
+        let needed = if special {
+            t.keys().filter(|k| !skipped(k)).count()
+        } else {
+            t.len()
+        };
+        Ok(ok && matched + allowed_missing == needed)
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
@@ -269,6 +487,7 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
                 Some(tv) => match seq.next_element_seed(Covers {
                     tree: tv,
                     top: false,
+                    ctx: Ctx::Inner,
                 })? {
                     Some(r) => {
                         ok = r;
@@ -334,6 +553,8 @@ pub fn build_plan(
             stage: None,
             body: None,
             live_resource_version: None,
+            method: None,
+            target: None,
         };
         match selection {
             Selection::PreferenceExcluded => {
@@ -390,6 +611,9 @@ pub fn build_plan(
                             differing: None, ..
                         }) => {
                             item.action = Action::Exists;
+                            if opts.keep_bodies {
+                                item.body = Some(object);
+                            }
                             summary.already_existed += 1;
                         }
                         Some(LiveObject {
@@ -404,6 +628,7 @@ pub fn build_plan(
                                     opts.show_secrets,
                                 ));
                             }
+                            item.method = Some(Method::Local);
                             if matches_any(&pref.spec.overwrite_api_pathes, item.path.as_str()) {
                                 item.action = Action::Update;
                                 item.live_resource_version = resource_version.clone();
@@ -411,6 +636,9 @@ pub fn build_plan(
                                 summary.to_update += 1;
                             } else {
                                 item.action = Action::Differs;
+                                if opts.keep_bodies {
+                                    item.body = Some(object);
+                                }
                                 summary.differs += 1;
                             }
                         }
@@ -423,6 +651,96 @@ pub fn build_plan(
     Plan { summary, items }
 }
 
+/// The summary of `items` (after a step that changed actions).
+pub fn summarize(items: &[PlanItem], num_snapshot_contents: u64) -> PlanSummary {
+    let mut s = PlanSummary {
+        num_snapshot_contents,
+        ..Default::default()
+    };
+    for i in items {
+        match i.action {
+            Action::Create => s.to_create += 1,
+            Action::Exists => s.already_existed += 1,
+            Action::Differs => s.differs += 1,
+            Action::Update => s.to_update += 1,
+            Action::Excluded => s.num_excluded += 1,
+            Action::PreferenceExcluded => s.num_preference_excluded += 1,
+            Action::Unsupported => s.unsupported += 1,
+        }
+    }
+    s
+}
+
+/// The body of a server-side diff's `dryRun=All` PUT: the tree object at the live object's
+/// resourceVersion, with the immutable fields the server generated and a restore dropped
+/// (a Job's selector and generated template labels) taken from the live object.
+pub fn prepare_dry_run_update(body: &mut Value, live: &Value) {
+    if let Some(rv) = live.pointer("/metadata/resourceVersion") {
+        body["metadata"]["resourceVersion"] = rv.clone();
+    }
+    // Keys servers write, which a snapshot object may lack (or a restore dropped).
+    for (field, keys) in [
+        ("labels", SERVER_WRITTEN_LABELS),
+        ("annotations", SERVER_WRITTEN_ANNOTATIONS),
+    ] {
+        let Some(live_map) = live
+            .get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for k in keys {
+            if let Some(v) = live_map.get(*k)
+                && body["metadata"][field].get(*k).is_none()
+            {
+                body["metadata"][field][*k] = v.clone();
+            }
+        }
+    }
+    let kind = body
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    // A bound PV's claimRef carries the claim's uid, which a restore dropped.
+    if kind == "PersistentVolume"
+        && let (Some(b), Some(l)) = (
+            body.pointer("/spec/claimRef"),
+            live.pointer("/spec/claimRef"),
+        )
+        && b.get("name") == l.get("name")
+        && b.get("namespace") == l.get("namespace")
+    {
+        body["spec"]["claimRef"] = l.clone();
+    }
+    if kind == "Job" && body.pointer("/spec/manualSelector") != Some(&Value::Bool(true)) {
+        if let Some(sel) = live.pointer("/spec/selector") {
+            body["spec"]["selector"] = sel.clone();
+        }
+        if let Some(labels) = live
+            .pointer("/spec/template/metadata/labels")
+            .and_then(Value::as_object)
+        {
+            for k in super::rules::JOB_GENERATED_LABELS {
+                if let Some(v) = labels.get(k) {
+                    body["spec"]["template"]["metadata"]["labels"][k] = v.clone();
+                }
+            }
+        }
+    }
+}
+
+/// An object as a server-side diff compares it: without the metadata every write changes.
+pub fn for_comparison(mut v: Value) -> Value {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in ["resourceVersion", "managedFields", "generation"] {
+            m.remove(f);
+        }
+    }
+    v
+}
+
 /// The message for a kind the target does not serve.
 pub fn unsupported_reason(path: &ContentPath) -> String {
     format!(
@@ -433,32 +751,68 @@ pub fn unsupported_reason(path: &ContentPath) -> String {
 }
 
 /// Whether `live` has every key of `tree` with the same value, recursively for maps and for
-/// arrays of the same length (the allocation-free form of `prune_to(live, tree) == *tree`).
+/// arrays of the same length, and no more keys in the maps compared exactly (see [`Ctx`]):
+/// the allocation-free form of `prune_to(live, tree) == *tree`.
 pub fn covers(live: &Value, tree: &Value) -> bool {
-    match (live, tree) {
-        (Value::Object(l), Value::Object(t)) => t
-            .iter()
-            .all(|(k, tv)| l.get(k).is_some_and(|lv| covers(lv, tv))),
-        (Value::Array(l), Value::Array(t)) if l.len() == t.len() => {
-            l.iter().zip(t).all(|(lv, tv)| covers(lv, tv))
-        }
-        _ => live == tree,
+    match live {
+        Value::Object(l) if tree.is_object() => covers_map(l, tree, top_ctx(tree), &|_| false),
+        _ => covers_in(live, tree, Ctx::Inner),
     }
 }
 
 /// `live` restricted to the keys `tree` has, recursively for maps; arrays of the same length
-/// are pruned element by element (server defaults inside containers, ports...). Server-owned
+/// are pruned element by element (server defaults inside containers, ports...). Maps compared
+/// exactly keep the live object's own keys (an added label shows in a diff). Server-owned
 /// metadata (resourceVersion, uid...) never appears in a tree object, so it is dropped too.
 pub fn prune_to(live: &Value, tree: &Value) -> Value {
+    prune_in(live, tree, top_ctx(tree))
+}
+
+fn prune_in(live: &Value, tree: &Value, ctx: Ctx<'_>) -> Value {
     match (live, tree) {
-        (Value::Object(l), Value::Object(t)) => Value::Object(
-            t.keys()
-                .filter_map(|k| Some((k.clone(), prune_to(l.get(k)?, &t[k]))))
+        (Value::Object(l), Value::Object(t)) => {
+            let mut out = serde_json::Map::new();
+            for (k, lv) in l {
+                let child = ctx.child(k);
+                if matches!(child, Ctx::Ignored) {
+                    if let Some(tv) = t.get(k) {
+                        out.insert(k.clone(), tv.clone());
+                    }
+                    continue;
+                }
+                match t.get(k) {
+                    Some(tv) => {
+                        out.insert(k.clone(), prune_in(lv, tv, child));
+                    }
+                    None if matches!(ctx, Ctx::Exact(_)) && !ctx.ignores(k) => {
+                        out.insert(k.clone(), lv.clone());
+                    }
+                    None => {
+                        if let Some(ignored) = ctx.exact_child(k) {
+                            let pruned = prune_in(lv, &EMPTY_MAP, Ctx::Exact(ignored));
+                            if pruned.as_object().is_some_and(|m| !m.is_empty()) {
+                                out.insert(k.clone(), pruned);
+                            }
+                        }
+                    }
+                }
+            }
+            // Keep the tree's order of keys, then the live object's own.
+            let mut ordered = serde_json::Map::new();
+            for k in t.keys() {
+                if let Some(v) = out.remove(k) {
+                    ordered.insert(k.clone(), v);
+                }
+            }
+            ordered.extend(out);
+            Value::Object(ordered)
+        }
+        (Value::Array(l), Value::Array(t)) if l.len() == t.len() => Value::Array(
+            l.iter()
+                .zip(t)
+                .map(|(lv, tv)| prune_in(lv, tv, Ctx::Inner))
                 .collect(),
         ),
-        (Value::Array(l), Value::Array(t)) if l.len() == t.len() => {
-            Value::Array(l.iter().zip(t).map(|(lv, tv)| prune_to(lv, tv)).collect())
-        }
         _ => live.clone(),
     }
 }
@@ -498,6 +852,98 @@ mod tests {
             path: ContentPath::parse(path).unwrap(),
             object,
         }
+    }
+
+    #[test]
+    fn exact_maps_and_list_lengths_are_differences() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"},
+            "annotations": {"x": "y"}}, "data": {"k": "v"}});
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut l = cm.clone();
+            l["metadata"]["uid"] = json!("u");
+            f(&mut l);
+            l
+        };
+        let cases: Vec<(Value, &Value, bool)> = vec![
+            (with(&|_| {}), &cm, true),
+            (with(&|l| l["data"]["added"] = json!("1")), &cm, false),
+            (
+                with(&|l| l["binaryData"] = json!({"b": "AA=="})),
+                &cm,
+                false,
+            ),
+            (
+                with(&|l| l["metadata"]["labels"]["b"] = json!("2")),
+                &cm,
+                false,
+            ),
+            (
+                with(&|l| l["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!("c")),
+                &cm,
+                true,
+            ),
+            (
+                with(&|l| l["metadata"]["annotations"]["new"] = json!("1")),
+                &cm,
+                false,
+            ),
+            (
+                with(&|l| {
+                    l["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("4")
+                }),
+                &cm,
+                true,
+            ),
+        ];
+        for (live, tree, equal) in &cases {
+            assert_eq!(covers_top(live, tree), *equal, "{live}");
+            assert_eq!(
+                covers_json(&live.to_string(), tree).unwrap(),
+                *equal,
+                "{live}"
+            );
+            assert_eq!(covers(live, tree), *equal, "{live}");
+        }
+        // A tree object without labels: any label added live is a difference.
+        let bare = json!({"kind": "ConfigMap", "metadata": {"name": "c"}});
+        let labelled =
+            json!({"kind": "ConfigMap", "metadata": {"name": "c", "labels": {"team": "x"}}});
+        assert!(!covers_json(&labelled.to_string(), &bare).unwrap());
+        assert!(!covers_top(&labelled, &bare));
+        assert_eq!(
+            prune_to(&labelled, &bare),
+            json!({"kind": "ConfigMap", "metadata": {"name": "c", "labels": {"team": "x"}}})
+        );
+        // The pruned live object shows the added key.
+        let added = with(&|l| l["data"]["added"] = json!("1"));
+        assert_eq!(
+            prune_to(&added, &cm)["data"],
+            json!({"k": "v", "added": "1"})
+        );
+        // A Deployment's container gets an env var: the list grew.
+        let dep = json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
+            {"name": "c", "env": [{"name": "A", "value": "1"}]}]}}}});
+        let mut more = dep.clone();
+        more["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "B", "value": "2"}));
+        more["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
+            json!("/dev/termination-log");
+        assert!(!covers_json(&more.to_string(), &dep).unwrap());
+        let mut defaulted = dep.clone();
+        defaulted["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
+            json!("/dev/termination-log");
+        assert!(covers_json(&defaulted.to_string(), &dep).unwrap());
+        // The server manages a ServiceAccount's `secrets`.
+        let sa = json!({"kind": "ServiceAccount", "metadata": {"name": "s"}, "secrets": [{"name": "a"}]});
+        let live_sa = json!({"kind": "ServiceAccount", "metadata": {"name": "s"}, "secrets": [{"name": "s-token-x"}]});
+        assert!(covers_json(&live_sa.to_string(), &sa).unwrap());
+        assert!(covers_top(&live_sa, &sa));
+        // A Job's labels default to its template's.
+        let job = json!({"kind": "Job", "metadata": {"name": "j"}});
+        let live_job = json!({"kind": "Job", "metadata": {"name": "j", "labels": {"app": "x"}}});
+        assert!(covers_json(&live_job.to_string(), &job).unwrap());
     }
 
     #[test]
@@ -629,6 +1075,7 @@ mod tests {
             &PlanOptions {
                 diff: true,
                 show_secrets: false,
+                keep_bodies: false,
             },
         );
         let actions: Vec<&str> = plan.items.iter().map(|i| i.action.as_str()).collect();

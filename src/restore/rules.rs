@@ -2,8 +2,10 @@
 //! fields removed (docs/design.md §6.1–6.3). Pure code: no I/O.
 //!
 //! Owns: the preference filter applied to content paths, the original project's exclusion
-//! rules and reason strings, the stage order of §6.5, and the cleaning of Services, PVs and
-//! PVCs so that they re-bind on the target. Must not touch: the network, git.
+//! rules and reason strings, the stage order of §6.5, and the cleaning of server-generated
+//! and cluster-specific fields: Services, PVs and PVCs (so that they re-bind on the target),
+//! Jobs (generated selector and labels), ServiceAccounts (token Secret references), bare Pods
+//! (`nodeName`). Must not touch: the network, git.
 
 use std::collections::{HashMap, HashSet};
 
@@ -258,6 +260,16 @@ pub fn select(
         .filter_map(|o| Some((o.path.namespace()?.to_string(), o.path.name().to_string())))
         .collect();
 
+    // Secrets restored with their ServiceAccounts (token Secrets never are).
+    let secrets: HashSet<(String, String)> = kept()
+        .filter(|o| {
+            is(&o.path, "", "secrets")
+                && !has_owner(&o.object)
+                && !crate::tree::is_token_secret(&o.object)
+        })
+        .filter_map(|o| Some((o.path.namespace()?.to_string(), o.path.name().to_string())))
+        .collect();
+
     // Bindings with a ServiceAccount subject in a restored namespace, and the ClusterRoles
     // they (or restored RoleBindings) refer to.
     let mut included_bindings: HashSet<String> = HashSet::new();
@@ -364,6 +376,26 @@ pub fn select(
         if is(path, "", "services") {
             clean_service(&mut object, opts.preserve_nodeports);
         }
+        if is(path, "batch", "jobs") {
+            clean_job(&mut object);
+        }
+        if is(path, CRD_GROUP, "customresourcedefinitions")
+            && path.version() == "v1"
+            && object.pointer("/spec/preserveUnknownFields") == Some(&Value::Bool(true))
+        {
+            // A v1 create refuses `preserveUnknownFields: true` (kept by servers that
+            // converted a v1beta1 CRD): the schemas say it instead.
+            super::convert::normalize_crd_v1(&mut object, &mut Vec::new());
+        }
+        if is(path, "", "serviceaccounts") {
+            let ns = path.namespace().unwrap_or_default();
+            clean_service_account(&mut object, |name| {
+                secrets.contains(&(ns.to_string(), name.to_string()))
+            });
+        }
+        if is(path, "", "pods") {
+            clean_pod(&mut object);
+        }
         Selection::Restore {
             stage: stage_of(path, &app_pathes),
             object,
@@ -421,6 +453,69 @@ pub fn clean_pv(pv: &mut Value, claim_namespace: &str, claim_name: &str) {
 pub fn clean_pvc(pvc: &mut Value) {
     drop_bind_annotations(pvc);
     if let Some(map) = pvc.as_object_mut() {
+        map.remove("status");
+    }
+}
+
+/// Template labels a server generates for a Job (with its selector) from the Job's uid and
+/// name; a create carrying another Job's values is refused.
+pub const JOB_GENERATED_LABELS: [&str; 4] = [
+    "controller-uid",
+    "job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+];
+
+/// A Job loses the selector and template labels its server generated (unless
+/// `spec.manualSelector` is true): the target generates its own from the new uid.
+pub fn clean_job(job: &mut Value) {
+    if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    if let Some(map) = job.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("selector");
+    }
+    if let Some(labels) = job
+        .pointer_mut("/spec/template/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        for l in JOB_GENERATED_LABELS {
+            labels.remove(l);
+        }
+        if labels.is_empty()
+            && let Some(m) = job
+                .pointer_mut("/spec/template/metadata")
+                .and_then(Value::as_object_mut)
+        {
+            m.remove("labels");
+        }
+    }
+}
+
+/// A ServiceAccount keeps in `secrets` only the Secrets restored with it: the source's token
+/// Secrets are never snapshotted, and the target makes its own (before 1.24).
+pub fn clean_service_account(sa: &mut Value, restored: impl Fn(&str) -> bool) {
+    let Some(map) = sa.as_object_mut() else {
+        return;
+    };
+    if let Some(list) = map.get_mut("secrets").and_then(Value::as_array_mut) {
+        list.retain(|s| s.get("name").and_then(Value::as_str).is_some_and(&restored));
+        if list.is_empty() {
+            map.remove("secrets");
+        }
+    }
+}
+
+/// A Pod (one no controller owns) loses `spec.nodeName`: the node it ran on need not exist
+/// on the target, where a Pod bound to a missing node never starts; the scheduler places it.
+pub fn clean_pod(pod: &mut Value) {
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("nodeName");
+    }
+    if let Some(map) = pod.as_object_mut() {
         map.remove("status");
     }
 }
@@ -846,5 +941,29 @@ mod tests {
         assert!(svc.get("status").is_none());
         clean_service(&mut kept, true);
         assert_eq!(kept["spec"]["ports"][1]["nodePort"], 30443);
+    }
+
+    #[test]
+    fn server_generated_fields_are_dropped() {
+        let mut job = json!({"kind": "Job", "spec": {"selector": {"matchLabels": {"controller-uid": "u"}},
+            "template": {"metadata": {"labels": {"controller-uid": "u", "job-name": "j", "app": "x"}}}}});
+        clean_job(&mut job);
+        assert_eq!(
+            job,
+            json!({"kind": "Job", "spec": {"template": {"metadata": {"labels": {"app": "x"}}}}})
+        );
+        let mut manual =
+            json!({"spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
+        let before = manual.clone();
+        clean_job(&mut manual);
+        assert_eq!(manual, before);
+        let mut sa = json!({"kind": "ServiceAccount", "secrets": [{"name": "sa-token-abcde"}, {"name": "registry"}]});
+        clean_service_account(&mut sa, |n| n == "registry");
+        assert_eq!(sa["secrets"], json!([{"name": "registry"}]));
+        clean_service_account(&mut sa, |_| false);
+        assert!(sa.get("secrets").is_none());
+        let mut pod = json!({"spec": {"nodeName": "n1", "containers": []}, "status": {}});
+        clean_pod(&mut pod);
+        assert_eq!(pod, json!({"spec": {"containers": []}}));
     }
 }

@@ -243,3 +243,57 @@ async fn a_refused_status_write_is_reported_once_with_an_event_and_backs_off() {
     );
     ctl.stop().await.unwrap();
 }
+
+/// `kubectl apply` of a file against an emulator of `version`.
+fn apply_on(emu: &kube_emulator::EmulatorHandle, file: &std::path::Path) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    emu.write_kubeconfig(&kubeconfig, "profile").unwrap();
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["apply", "-f"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crds_apply_on_every_server_profile_and_1_19_refuses_empty_string_defaults() {
+    for version in kube_emulator::ServerVersion::ALL {
+        let emu = kube_emulator::Emulator::builder()
+            .server_version(version)
+            .start()
+            .await
+            .unwrap();
+        let out = apply_on(&emu, &repo_file("deploy/crd.yaml"));
+        assert!(
+            out.status.success(),
+            "{version:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // What `k8s-snap crd` emitted before: `default: ""` on a string field. Accepted by
+        // newer servers, refused by kube-apiserver v1.19 exactly so.
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old-crd.yaml");
+        std::fs::write(
+            &old,
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: olds.clustersnapshot.rywt.io\nspec:\n  group: clustersnapshot.rywt.io\n  names: {kind: Old, plural: olds, singular: old}\n  scope: Namespaced\n  versions:\n  - name: v1alpha1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              clusterName: {type: string, default: \"\"}\n",
+        )
+        .unwrap();
+        let out = apply_on(&emu, &old);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if version == kube_emulator::ServerVersion::V1_19 {
+            assert!(!out.status.success());
+            assert!(
+                stderr.contains(
+                    "\"olds.clustersnapshot.rywt.io\" is invalid: spec.validation.openAPIV3Schema.properties[spec].properties[clusterName].default: Invalid value: \"null\": in body must be of type string: \"null\""
+                ),
+                "{stderr}"
+            );
+        } else {
+            assert!(out.status.success(), "{version:?}: {stderr}");
+        }
+        emu.shutdown().await;
+    }
+}

@@ -25,5 +25,6 @@ mod store_support;
 mod support;
 mod tidy;
 mod tree;
+mod versions;
 mod watch;
 mod watch_loop;

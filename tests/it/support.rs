@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kube_emulator::{Emulator, EmulatorHandle, Fixture};
+use kube_emulator::{Emulator, EmulatorHandle, Fixture, ServerVersion};
 use tempfile::TempDir;
 
 /// Env var naming a real cluster's kubeconfig to run the end-to-end tests against.
@@ -18,7 +18,50 @@ pub const REAL_B: &str = "K8S_SNAP_TEST_KUBECONFIG_B";
 pub struct TestCluster {
     pub kubeconfig: PathBuf,
     pub emulator: Option<EmulatorHandle>,
+    /// Namespaces made by [`TestCluster::namespace`]: deleted again on a real cluster.
+    created: std::sync::Mutex<Vec<String>>,
     _dir: TempDir,
+}
+
+impl Drop for TestCluster {
+    /// On a real cluster, deletes the namespaces this test made (their contents go with
+    /// them), on a thread of its own so that dropping inside a runtime is fine.
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.emulator.is_some() || names.is_empty() {
+            return;
+        }
+        let kubeconfig = self.kubeconfig.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(c) =
+                    k8s_snap::cluster::Cluster::connect(&k8s_snap::cluster::ConnectOptions {
+                        kubeconfig: Some(kubeconfig),
+                        ..Default::default()
+                    })
+                    .await
+                else {
+                    return;
+                };
+                for n in names {
+                    let path = format!("/api/v1/namespaces/{n}");
+                    let delete = c.request_bytes(http::Method::DELETE, &path, None, None);
+                    if let Err(e) =
+                        tokio::time::timeout(std::time::Duration::from_secs(30), delete).await
+                    {
+                        eprintln!("cleanup of namespace {n}: {e}");
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
 
 impl TestCluster {
@@ -38,10 +81,21 @@ impl TestCluster {
             return TestCluster {
                 kubeconfig: PathBuf::from(path),
                 emulator: None,
+                created: Default::default(),
                 _dir: dir,
             };
         }
-        Self::emulated(Emulator::builder().fixture(fixture)).await
+        Self::emulated(
+            Emulator::builder()
+                .fixture(fixture)
+                .server_version(ServerVersion::from_env()),
+        )
+        .await
+    }
+
+    /// An emulator playing release `v` (tests of version handling; emulator only).
+    pub async fn emulated_at(v: ServerVersion, fixture: Fixture) -> TestCluster {
+        Self::emulated(Emulator::builder().fixture(fixture).server_version(v)).await
     }
 
     /// Always an emulator (tests of emulator-only features such as fault injection).
@@ -55,6 +109,7 @@ impl TestCluster {
         TestCluster {
             kubeconfig,
             emulator: Some(emulator),
+            created: Default::default(),
             _dir: dir,
         }
     }
@@ -85,6 +140,10 @@ impl TestCluster {
         let name = format!("{prefix}-{:08x}", fastrand::u32(..));
         let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         self.post("/api/v1/namespaces", &body).await;
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.clone());
         name
     }
 

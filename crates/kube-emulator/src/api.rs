@@ -23,8 +23,8 @@ pub(crate) struct Config {
     pub cidr_base: u32,
     pub cidr_size: u32,
     pub legacy_tokens: bool,
-    /// kube-apiserver v1.19 reads a CRD schema's `default: ""` as `null` (see `schema`).
-    pub empty_string_default_is_null: bool,
+    /// The release played: other code asks it for release-specific behaviour.
+    pub server_version: crate::ServerVersion,
 }
 
 /// An error answered as a `Status` object.
@@ -266,7 +266,7 @@ impl State {
     pub fn new(config: Config, window: u64) -> Self {
         State {
             store: Store::new(window),
-            catalog: Catalog::new(),
+            catalog: config.server_version.catalog(),
             config,
             after: Vec::new(),
             ips: HashMap::new(),
@@ -505,6 +505,9 @@ impl State {
             ("", "persistentvolumes") => body["status"] = json!({"phase": "Available"}),
             ("", "persistentvolumeclaims") => body["status"] = json!({"phase": "Pending"}),
             ("", "pods") => body["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            ("batch", "jobs") => {
+                crate::jobs::prepare_create(body, name, self.config.server_version.minor() >= 27)?
+            }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 self.check_crd(def, name, body)?;
                 let names = body["spec"]["names"].clone();
@@ -526,7 +529,7 @@ impl State {
     /// Behaviours of the emulated server release.
     fn quirks(&self) -> schema::Quirks {
         schema::Quirks {
-            empty_string_default_is_null: self.config.empty_string_default_is_null,
+            empty_string_default_is_null: self.config.server_version.minor() < 20,
         }
     }
 
@@ -565,7 +568,7 @@ impl State {
         let Some(schema) = schema::version_schema(&crd, &def.version) else {
             return Ok(());
         };
-        let causes = schema::check_custom_resource(schema, obj);
+        let causes = schema::check_custom_resource(schema, obj, schema::crd_prunes(&crd));
         if causes.is_empty() {
             Ok(())
         } else {
@@ -737,12 +740,16 @@ impl State {
                 Ipv4Addr::from(n).to_string()
             };
             spec["clusterIP"] = json!(ip_str);
-            spec["clusterIPs"] = json!([ip_str]);
-            if ip_str != "None" || spec["ipFamilies"].is_null() {
-                spec["ipFamilies"] = json!(["IPv4"]);
-                spec["ipFamilyPolicy"] = json!("SingleStack");
+            // Dual-stack fields from 1.20, internalTrafficPolicy defaulted from 1.22.
+            let minor = self.config.server_version.minor();
+            if minor >= 20 {
+                spec["clusterIPs"] = json!([ip_str]);
+                if ip_str != "None" || spec["ipFamilies"].is_null() {
+                    spec["ipFamilies"] = json!(["IPv4"]);
+                    spec["ipFamilyPolicy"] = json!("SingleStack");
+                }
             }
-            if spec["internalTrafficPolicy"].is_null() {
+            if minor >= 22 && spec["internalTrafficPolicy"].is_null() {
                 spec["internalTrafficPolicy"] = json!("Cluster");
             }
         }
@@ -1105,6 +1112,35 @@ impl State {
         sub: Option<&str>,
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
+        self.patch_at(def, None, ns, name, content_type, body, sub, opts)
+    }
+
+    /// PATCH through `view`, another version of `def`'s resource (`def` being its storage
+    /// version): the patch applies to the object as `view` serves it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch_at(
+        &mut self,
+        def: &ResourceDef,
+        view: Option<&ResourceDef>,
+        ns: &str,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        sub: Option<&str>,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        let to_view = |mut v: Value| {
+            if let Some(view) = view {
+                crate::convert::convert(&mut v, &def.kind, &def.api_version(), &view.api_version());
+            }
+            v
+        };
+        let to_storage = |mut v: Value| {
+            if let Some(view) = view {
+                crate::convert::convert(&mut v, &def.kind, &view.api_version(), &def.api_version());
+            }
+            v
+        };
         let ns = if def.namespaced { ns } else { "" };
         let ct = content_type
             .split(';')
@@ -1118,7 +1154,10 @@ impl State {
                 qualified(def)
             ))
         };
-        let cur = self.store.get(&def.key(), ns, name).map(|s| s.value());
+        let cur = self
+            .store
+            .get(&def.key(), ns, name)
+            .map(|s| to_view(s.value()));
         if ct == "application/apply-patch+yaml" {
             let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
             let patch: Value = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
@@ -1130,11 +1169,14 @@ impl State {
                 None => {
                     let mut p = patch;
                     meta(&mut p).insert("name".into(), json!(name));
-                    self.create(def, ns, p, &opts)
+                    if let Some(view) = view {
+                        p["apiVersion"] = json!(view.api_version());
+                    }
+                    self.create(def, ns, to_storage(p), &opts)
                 }
                 Some(mut doc) => {
                     smp(&mut doc, &patch);
-                    self.update(def, ns, name, doc, sub, &opts)
+                    self.update(def, ns, name, to_storage(doc), sub, &opts)
                 }
             };
         }
@@ -1181,7 +1223,7 @@ impl State {
                 ));
             }
         }
-        self.update(def, ns, name, doc, sub, opts)
+        self.update(def, ns, name, to_storage(doc), sub, opts)
     }
 
     /// DELETE of one object (finalizers respected, namespaces terminate asynchronously).
@@ -1291,13 +1333,28 @@ impl State {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), av.clone()),
         };
-        let def = self
-            .catalog
-            .resources
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
-            .cloned()
-            .ok_or_else(|| format!("fixture object of kind {kind} ({av}) is not served"))?;
+        let mut obj = obj;
+        let def = match self.catalog.find_kind(&group, &version, &kind) {
+            Some(d) => d.clone(),
+            None => {
+                // An older or newer release: the fixture object at this release's version of
+                // its kind; not served at all, it is not part of this release's cluster.
+                let Some(d) = self
+                    .catalog
+                    .resources
+                    .iter()
+                    .find(|r| r.kind == kind && r.storage && r.key().group == group)
+                    .cloned()
+                else {
+                    return Ok(());
+                };
+                d
+            }
+        };
+        // Stored once, at the storage version.
+        let def = self.catalog.storage_def(&def.key()).cloned().unwrap_or(def);
+        crate::convert::convert(&mut obj, &kind, &av, &def.api_version());
+        let group = def.group.clone();
         let ns = str_of(&obj, &["metadata", "namespace"]).to_string();
         let name = str_of(&obj, &["metadata", "name"]).to_string();
         let status = obj.get("status").cloned();

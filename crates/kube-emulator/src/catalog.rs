@@ -42,6 +42,11 @@ pub(crate) struct ResourceDef {
     pub subresources: Vec<Subresource>,
     /// A CRD version's `additionalPrinterColumns` (server-side tables for kubectl).
     pub printer_columns: Vec<Value>,
+    /// `storageVersionHash` of discovery (recorded profiles only).
+    pub storage_version_hash: Option<String>,
+    /// Whether objects of this resource are stored at this version (one per storage key:
+    /// the preferred version of the owning group for built-ins, `storage: true` for CRDs).
+    pub storage: bool,
 }
 
 impl ResourceDef {
@@ -63,12 +68,25 @@ impl ResourceDef {
         self.verbs.iter().any(|v| v == verb)
     }
 
-    /// Storage identity: objects are stored per (group, plural), whatever the version.
+    /// Storage identity: objects are stored per (group, plural), whatever the version; a
+    /// deprecated group's copy of a resource shares the storage of its successor
+    /// ([`storage_group`]), as on a real server.
     pub fn key(&self) -> ResKey {
         ResKey {
-            group: self.group.clone(),
+            group: storage_group(&self.group, &self.plural).to_string(),
             plural: self.plural.clone(),
         }
+    }
+}
+
+/// The group whose storage holds `group`'s `plural` objects: `extensions` Ingresses,
+/// NetworkPolicies and workloads are the objects of `networking.k8s.io`, `apps` and `policy`.
+pub(crate) fn storage_group<'a>(group: &'a str, plural: &str) -> &'a str {
+    match (group, plural) {
+        ("extensions", "ingresses" | "networkpolicies") => "networking.k8s.io",
+        ("extensions", "deployments" | "daemonsets" | "replicasets") => "apps",
+        ("extensions", "podsecuritypolicies") => "policy",
+        _ => group,
     }
 }
 
@@ -83,6 +101,11 @@ pub(crate) struct ResKey {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Catalog {
     pub resources: Vec<ResourceDef>,
+    /// Built-in groups in the server's discovery order, each with its versions in the
+    /// server's order (preferred first). CRD groups follow, sorted by name.
+    pub builtin_groups: Vec<(String, Vec<String>)>,
+    /// The release this catalogue is of.
+    pub server_version: crate::ServerVersion,
 }
 
 fn strs(v: &[&str]) -> Vec<String> {
@@ -122,11 +145,13 @@ impl B {
             categories: strs(cats),
             subresources,
             printer_columns: Vec::new(),
+            storage_version_hash: None,
+            storage: false,
         }
     }
 }
 
-fn sub(name: &str, kind: &str) -> Subresource {
+pub(crate) fn sub(name: &str, kind: &str) -> Subresource {
     let (k, g, v, verbs): (&str, Option<&str>, Option<&str>, &[&str]) = match name {
         "status" => (kind, None, None, &["get", "patch", "update"]),
         "scale" => (
@@ -593,6 +618,7 @@ const BUILTIN_GROUPS: &[&str] = &[
     "certificates.k8s.io",
     "admissionregistration.k8s.io",
     "apiregistration.k8s.io",
+    "extensions",
 ];
 
 /// Whether a group is built in (not from a CRD).
@@ -622,10 +648,64 @@ pub(crate) fn version_priority(v: &str) -> (u8, u32, u32) {
 }
 
 impl Catalog {
+    /// The latest release's catalogue.
     pub fn new() -> Self {
-        Catalog {
-            resources: builtins(),
+        Self::with_builtins(crate::ServerVersion::Latest, builtins(), None)
+    }
+
+    /// A catalogue of built-in resources; `order` gives the groups and their versions in the
+    /// server's order (computed from `resources` when `None`: versions by priority).
+    pub fn with_builtins(
+        server_version: crate::ServerVersion,
+        resources: Vec<ResourceDef>,
+        order: Option<Vec<(String, Vec<String>)>>,
+    ) -> Self {
+        let mut c = Catalog {
+            resources,
+            builtin_groups: Vec::new(),
+            server_version,
+        };
+        c.builtin_groups = order.unwrap_or_else(|| c.groups());
+        let mut seen: Vec<ResKey> = Vec::new();
+        let groups = c.builtin_groups.clone();
+        // Storage version: the owning group's first (preferred) version serving the resource.
+        for (g, vs) in &groups {
+            for v in vs {
+                for r in c.resources.iter_mut() {
+                    if &r.group == g && &r.version == v && r.group == r.key().group {
+                        let k = r.key();
+                        if !seen.contains(&k) {
+                            r.storage = true;
+                            seen.push(k);
+                        }
+                    }
+                }
+            }
         }
+        // A resource only a deprecated group serves is stored there.
+        for r in c.resources.iter_mut() {
+            let k = r.key();
+            if !seen.contains(&k) {
+                r.storage = true;
+                seen.push(k);
+            }
+        }
+        c
+    }
+
+    /// The version objects of `key` are stored at.
+    pub fn storage_def(&self, key: &ResKey) -> Option<&ResourceDef> {
+        self.resources
+            .iter()
+            .find(|r| r.storage && r.key() == *key)
+            .or_else(|| self.resources.iter().find(|r| r.key() == *key))
+    }
+
+    /// The served resource of a kind at `group/version` (fixtures and conversions).
+    pub fn find_kind(&self, group: &str, version: &str, kind: &str) -> Option<&ResourceDef> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 
     /// The resource served at `group/version/plural`.
@@ -635,18 +715,25 @@ impl Catalog {
             .find(|r| r.group == group && r.version == version && r.plural == plural)
     }
 
-    /// Any served version of a (group, plural).
+    /// Any served version of a (group, plural): the storage version.
     pub fn find_any(&self, group: &str, plural: &str) -> Option<&ResourceDef> {
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.plural == plural)
+        self.storage_def(&ResKey {
+            group: storage_group(group, plural).to_string(),
+            plural: plural.to_string(),
+        })
     }
 
     /// Groups in discovery order, each with its versions in preference order.
     pub fn groups(&self) -> Vec<(String, Vec<String>)> {
-        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        let mut out: Vec<(String, Vec<String>)> = self
+            .builtin_groups
+            .iter()
+            .filter(|(g, _)| !g.is_empty())
+            .cloned()
+            .collect();
+        let fixed = out.len();
         for r in &self.resources {
-            if r.group.is_empty() {
+            if r.group.is_empty() || out[..fixed].iter().any(|(g, _)| *g == r.group) {
                 continue;
             }
             match out.iter_mut().find(|(g, _)| *g == r.group) {
@@ -658,7 +745,7 @@ impl Catalog {
                 None => out.push((r.group.clone(), vec![r.version.clone()])),
             }
         }
-        for (_, vs) in &mut out {
+        for (_, vs) in &mut out[fixed..] {
             vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         out
@@ -729,6 +816,9 @@ impl Catalog {
             if !r.categories.is_empty() {
                 e["categories"] = json!(r.categories);
             }
+            if let Some(h) = &r.storage_version_hash {
+                e["storageVersionHash"] = json!(h);
+            }
             items.push(e);
             for s in &r.subresources {
                 let mut e = json!({
@@ -755,9 +845,13 @@ impl Catalog {
         } else {
             format!("{group}/{version}")
         };
-        Some(
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items}),
-        )
+        let mut list = json!({"kind": "APIResourceList", "groupVersion": gv, "resources": items});
+        // As a real server: the lists of the core group and of `extensions` (both installed
+        // by the legacy installer) carry no apiVersion.
+        if !group.is_empty() && group != "extensions" {
+            list["apiVersion"] = json!("v1");
+        }
+        Some(list)
     }
 
     /// Resource definitions of a CRD object (one per served version).
@@ -818,6 +912,8 @@ impl Catalog {
                     .as_array()
                     .cloned()
                     .unwrap_or_default(),
+                storage_version_hash: None,
+                storage: v["storage"].as_bool() == Some(true),
             });
         }
         out
@@ -832,11 +928,12 @@ impl Catalog {
         }
         self.resources.extend(defs);
         // Keep built-ins first, CRD groups after them sorted by group name.
+        let order: Vec<String> = self.builtin_groups.iter().map(|(g, _)| g.clone()).collect();
         let rank = |g: &str| {
             if g.is_empty() {
                 Some(0)
             } else {
-                BUILTIN_GROUPS.iter().position(|b| *b == g).map(|i| i + 1)
+                order.iter().position(|b| b == g).map(|i| i + 1)
             }
         };
         self.resources.sort_by(|a, b| {
@@ -973,7 +1070,7 @@ impl Catalog {
         }
         Some(json!({
             "openapi": "3.0.0",
-            "info": {"title": "Kubernetes", "version": "v1.32.0"},
+            "info": {"title": "Kubernetes", "version": self.server_version.git_version()},
             "paths": paths,
             "components": {"schemas": {}}
         }))

@@ -17,8 +17,11 @@
 
 mod api;
 mod catalog;
+mod convert;
 mod faults;
 pub mod fixtures;
+mod jobs;
+mod profiles;
 mod protobuf;
 mod schema;
 mod selector;
@@ -33,6 +36,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use faults::{FaultRule, Faults};
+pub use profiles::ServerVersion;
 
 /// Errors of building or starting an emulator.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,9 @@ pub enum Error {
     /// A bad fault rule.
     #[error("fault rule {0}")]
     Fault(String),
+    /// An unknown `--server-version`.
+    #[error("unknown server version {0:?}: expected 1.19, 1.22, 1.25 or latest")]
+    ServerVersion(String),
     /// A bad service CIDR.
     #[error("{0}")]
     Cidr(String),
@@ -107,6 +114,7 @@ pub struct EmulatorBuilder {
     legacy_tokens: bool,
     listen: SocketAddr,
     faults: Vec<FaultRule>,
+    server_version: ServerVersion,
 }
 
 impl Default for EmulatorBuilder {
@@ -120,6 +128,7 @@ impl Default for EmulatorBuilder {
             legacy_tokens: false,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             faults: Vec::new(),
+            server_version: ServerVersion::Latest,
         }
     }
 }
@@ -156,6 +165,18 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The Kubernetes release to play (default `latest`): its groups, versions, resources and preferred versions; before 1.24, token Secrets
+    /// for new ServiceAccounts.
+    pub fn server_version(mut self, v: ServerVersion) -> Self {
+        self.server_version = v;
+        self
+    }
+
+    /// The release this builder plays.
+    pub fn get_server_version(&self) -> ServerVersion {
+        self.server_version
+    }
+
     /// 1.19-style clusters: every new ServiceAccount gets a token Secret.
     pub fn legacy_token_secrets(mut self, on: bool) -> Self {
         self.legacy_tokens = on;
@@ -181,8 +202,8 @@ impl EmulatorBuilder {
             crd_delay: self.crd_delay,
             cidr_base,
             cidr_size,
-            legacy_tokens: self.legacy_tokens,
-            empty_string_default_is_null: false,
+            legacy_tokens: self.legacy_tokens || self.server_version.legacy_token_secrets(),
+            server_version: self.server_version,
         };
         let mut state = api::State::new(config, self.window);
         let first_ip = Ipv4Addr::from(cidr_base + 1).to_string();
@@ -333,6 +354,11 @@ impl EmulatorHandle {
     /// The fault rules of this emulator.
     pub fn faults(&self) -> Faults {
         self.faults.clone()
+    }
+
+    /// The Kubernetes release this emulator plays.
+    pub fn server_version(&self) -> ServerVersion {
+        self.shared.lock().config.server_version
     }
 
     /// The current global resourceVersion.

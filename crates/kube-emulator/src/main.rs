@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kube_emulator::{Emulator, FaultRule, Fixture};
+use kube_emulator::{Emulator, FaultRule, Fixture, ServerVersion};
 
 #[derive(Parser)]
 #[command(
@@ -59,9 +59,13 @@ struct Serve {
     /// Revisions of history kept for lists/watches at a resourceVersion.
     #[arg(long, default_value_t = 100_000)]
     compaction_window: u64,
-    /// 1.19-style token Secrets for every new ServiceAccount.
+    /// 1.19-style token Secrets for every new ServiceAccount (always on before 1.24).
     #[arg(long)]
     legacy_token_secrets: bool,
+    /// The Kubernetes release to play: 1.19 | 1.22 | 1.25 | latest (its groups, versions,
+    /// resources and preferred versions).
+    #[arg(long, default_value = "latest", env = "KUBE_EMULATOR_SERVER_VERSION")]
+    server_version: ServerVersion,
 }
 
 #[tokio::main]
@@ -77,7 +81,8 @@ async fn main() -> anyhow::Result<()> {
         .service_cidr(&s.service_cidr)
         .crd_establish_delay(s.crd_establish_delay)
         .compaction_window(s.compaction_window)
-        .legacy_token_secrets(s.legacy_token_secrets);
+        .legacy_token_secrets(s.legacy_token_secrets)
+        .server_version(s.server_version);
     if let Some(t) = s.token {
         b = b.token(t);
     }

@@ -440,10 +440,25 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, name: &str, out: &m
     }
 }
 
-/// Prunes, defaults and validates a custom resource against its version's schema. `metadata`,
-/// `apiVersion` and `kind` are the server's own and not checked here.
-pub(crate) fn check_custom_resource(schema: &Value, obj: &mut Value) -> Vec<Cause> {
-    prune(schema, obj, true);
+/// Whether a CRD prunes unknown fields: not when it keeps `spec.preserveUnknownFields: true`
+/// (the default of `apiextensions.k8s.io/v1beta1`, kept by servers that converted such a CRD).
+pub(crate) fn crd_prunes(crd: &Value) -> bool {
+    match crd["spec"]["preserveUnknownFields"].as_bool() {
+        Some(p) => !p,
+        None => crd["apiVersion"].as_str() != Some("apiextensions.k8s.io/v1beta1"),
+    }
+}
+
+/// Prunes (when `prune`), defaults and validates a custom resource against its version's
+/// schema. `metadata`, `apiVersion` and `kind` are the server's own and not checked here.
+pub(crate) fn check_custom_resource(
+    schema: &Value,
+    obj: &mut Value,
+    prune_unknown: bool,
+) -> Vec<Cause> {
+    if prune_unknown {
+        prune(schema, obj, true);
+    }
     apply_defaults(schema, obj);
     let mut out = Vec::new();
     let Some(map) = obj.as_object() else {
@@ -657,7 +672,7 @@ mod tests {
             "properties": {"reason": {"type": "string"}, "until": {"type": "string", "nullable": true}}}}});
         let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
             "status": {"reason": null, "until": null, "unknown": 1}});
-        let causes = check_custom_resource(&schema, &mut obj);
+        let causes = check_custom_resource(&schema, &mut obj, true);
         assert_eq!(
             texts(&causes),
             [
@@ -712,7 +727,7 @@ mod tests {
                 "n": {"type": "integer", "minimum": 1, "default": 3},
                 "items": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "boolean"}}}}}}}});
         let mut obj = json!({"spec": {"mode": "c", "at": "yesterday", "items": [{"x": 1}]}});
-        let causes = check_custom_resource(&schema, &mut obj);
+        let causes = check_custom_resource(&schema, &mut obj, true);
         assert_eq!(obj["spec"]["n"], 3, "defaulted");
         assert_eq!(
             texts(&causes),
@@ -724,7 +739,7 @@ mod tests {
         );
         let mut none = json!({"metadata": {"name": "x"}});
         assert_eq!(
-            texts(&check_custom_resource(&schema, &mut none)),
+            texts(&check_custom_resource(&schema, &mut none, true)),
             ["spec: Required value"]
         );
     }
@@ -735,9 +750,19 @@ mod tests {
             "x-kubernetes-preserve-unknown-fields": true, "properties": {
                 "port": {"x-kubernetes-int-or-string": true}}}}});
         let mut obj = json!({"spec": {"port": "http", "other": {"a": 1}}});
-        assert!(check_custom_resource(&schema, &mut obj).is_empty());
+        assert!(check_custom_resource(&schema, &mut obj, true).is_empty());
         assert_eq!(obj["spec"]["other"]["a"], 1);
+        // A CRD that keeps `preserveUnknownFields: true` (v1beta1's default) prunes nothing.
+        let v1beta1 = json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "spec": {}});
+        assert!(!crd_prunes(&v1beta1));
+        assert!(crd_prunes(
+            &json!({"apiVersion": "apiextensions.k8s.io/v1", "spec": {}})
+        ));
+        let plain = json!({"type": "object"});
+        let mut kept = json!({"spec": {"size": 3}});
+        assert!(check_custom_resource(&plain, &mut kept, false).is_empty());
+        assert_eq!(kept["spec"]["size"], 3);
         let mut bad = json!({"spec": {"port": true}});
-        assert_eq!(check_custom_resource(&schema, &mut bad).len(), 1);
+        assert_eq!(check_custom_resource(&schema, &mut bad, true).len(), 1);
     }
 }

@@ -149,11 +149,18 @@ async fn route(
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get = method == Method::GET;
     match segs.as_slice() {
-        ["version"] if get => Ok(json_value(200, &version())),
+        ["version"] if get => Ok(json_value(
+            200,
+            &sh.lock().config.server_version.version_json(),
+        )),
         ["healthz" | "livez" | "readyz"] if get => {
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
         }
-        ["api" | "apis"] if get && wants_aggregated(headers) => {
+        ["api" | "apis"]
+            if get
+                && wants_aggregated(headers)
+                && sh.lock().config.server_version.aggregated_discovery() =>
+        {
             let v = sh.lock().catalog.aggregated(segs[0] == "api");
             let mut r = json_value(200, &v);
             r.headers_mut().insert(
@@ -169,7 +176,10 @@ async fn route(
             &sh.lock().catalog.api_versions(&sh.server_addr),
         )),
         ["apis"] if get => Ok(json_value(200, &sh.lock().catalog.api_group_list())),
-        ["openapi", "v2"] if get => Ok(json_value(200, &openapi_v2())),
+        ["openapi", "v2"] if get => Ok(json_value(
+            200,
+            &openapi_v2(sh.lock().config.server_version.git_version()),
+        )),
         ["openapi", "v3"] if get => Ok(json_value(200, &sh.lock().catalog.openapi_v3_root())),
         ["openapi", "v3", "api", v] if get => sh
             .lock()
@@ -229,17 +239,67 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
         })
 }
 
-fn version() -> Value {
-    json!({
-        "major": "1", "minor": "32", "gitVersion": "v1.32.0",
-        "gitCommit": "70d3cc986aa8221cd1dfb1121852688902d3bf53", "gitTreeState": "clean",
-        "buildDate": "2024-12-11T17:59:15Z", "goVersion": "go1.23.3", "compiler": "gc",
-        "platform": "linux/amd64", "emulator": "kube-emulator"
-    })
+fn openapi_v2(version: &str) -> Value {
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": {}, "definitions": {}})
 }
 
-fn openapi_v2() -> Value {
-    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": {}, "definitions": {}})
+/// How objects stored at their resource's storage version are served at another version.
+#[derive(Debug, Clone)]
+struct View {
+    kind: String,
+    storage: String,
+    served: String,
+}
+
+impl View {
+    /// `None` when `def` is the storage version (objects are served as stored).
+    fn of(def: &ResourceDef, storage: &ResourceDef) -> Option<View> {
+        let (served, stored) = (def.api_version(), storage.api_version());
+        (served != stored).then(|| View {
+            kind: def.kind.clone(),
+            storage: stored,
+            served,
+        })
+    }
+
+    /// A stored object as served.
+    fn out(&self, mut v: Value) -> Value {
+        if v["kind"] == self.kind.as_str() {
+            crate::convert::convert(&mut v, &self.kind, &self.storage, &self.served);
+        }
+        v
+    }
+
+    /// A stored object's JSON as served.
+    fn out_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => serde_json::to_vec(&self.out(v)).unwrap_or_default(),
+            Err(_) => bytes.to_vec(),
+        }
+    }
+
+    /// A request body at the served version, at the storage version.
+    fn to_storage(&self, mut v: Value) -> Result<Value, ApiError> {
+        match v["apiVersion"].as_str() {
+            Some(a) if a != self.served => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({a}) does not match the expected API version ({})",
+                    self.served
+                )));
+            }
+            _ => {}
+        }
+        crate::convert::convert(&mut v, &self.kind, &self.served, &self.storage);
+        Ok(v)
+    }
+}
+
+/// Serves a stored result through an optional view.
+fn served(view: &Option<View>, v: Value) -> Value {
+    match view {
+        Some(view) => view.out(v),
+        None => v,
+    }
 }
 
 /// A parsed resource URL.
@@ -415,6 +475,14 @@ async fn resource(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let t = parse_target(sh, group, version, rest)?;
+    let storage = sh
+        .lock()
+        .catalog
+        .storage_def(&t.def.key())
+        .cloned()
+        .unwrap_or_else(|| t.def.clone());
+    let view = View::of(&t.def, &storage);
+    let sdef = &storage;
     let def = &t.def;
     let ns = t.ns.clone().unwrap_or_default();
     let opts = write_opts(q, headers);
@@ -430,10 +498,10 @@ async fn resource(
             let watch = q.get("watch").is_some_and(|w| w == "1" || w == "true");
             if watch {
                 verb_ok("watch")?;
-                return watch_stream(sh, def, t.ns.as_deref(), q);
+                return watch_stream(sh, def, t.ns.as_deref(), q, view);
             }
             verb_ok("list")?;
-            let bytes = list_bytes(sh, def, t.ns.as_deref(), q)?;
+            let bytes = list_bytes(sh, def, t.ns.as_deref(), q, view.as_ref())?;
             if wants_table(headers, def) {
                 let list: Value = serde_json::from_slice(&bytes)
                     .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
@@ -455,9 +523,19 @@ async fn resource(
             match sub {
                 None if wants_table(headers, def) => Ok(json_value(
                     200,
-                    &table(def, &[obj.value()], json!({"resourceVersion": ""})),
+                    &table(
+                        def,
+                        &[served(&view, obj.value())],
+                        json!({"resourceVersion": ""}),
+                    ),
                 )),
-                None | Some("status") => Ok(json_bytes(200, obj.bytes.to_vec())),
+                None | Some("status") => Ok(json_bytes(
+                    200,
+                    match &view {
+                        Some(view) => view.out_bytes(&obj.bytes),
+                        None => obj.bytes.to_vec(),
+                    },
+                )),
                 Some("scale") => Ok(json_value(200, &scale_of(&obj.value()))),
                 Some("log") => Ok(
                     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response()
@@ -476,8 +554,12 @@ async fn resource(
                 v["status"] = json!({"allowed": true, "authenticated": true});
                 return Ok(json_value(201, &v));
             }
-            let out = write(sh, |st| st.create(def, &ns, v, &opts))?;
-            Ok(json_value(201, &out))
+            let v = match &view {
+                Some(view) => view.to_storage(v)?,
+                None => v,
+            };
+            let out = write(sh, |st| st.create(sdef, &ns, v, &opts))?;
+            Ok(json_value(201, &served(&view, out)))
         }
         (Method::PUT, Some(name), sub) => {
             verb_ok("update")?;
@@ -491,10 +573,17 @@ async fn resource(
                         .value();
                     let mut n = cur.clone();
                     n["spec"]["replicas"] = v["spec"]["replicas"].clone();
-                    st.update(def, &ns, name, n, None, &opts)
+                    st.update(sdef, &ns, name, n, None, &opts)
                         .map(|o| scale_of(&o))
                 })?,
-                Some("status") | None => write(sh, |st| st.update(def, &ns, name, v, sub, &opts))?,
+                Some("status") | None => {
+                    let v = match &view {
+                        Some(view) => view.to_storage(v)?,
+                        None => v,
+                    };
+                    let out = write(sh, |st| st.update(sdef, &ns, name, v, sub, &opts))?;
+                    served(&view, out)
+                }
                 Some(_) => return Err(method_not_allowed()),
             };
             Ok(json_value(200, &out))
@@ -520,11 +609,15 @@ async fn resource(
                     json_patch::merge(&mut sc, &p);
                     let mut n = cur;
                     n["spec"]["replicas"] = sc["spec"]["replicas"].clone();
-                    st.update(def, &ns, name, n, None, &opts)
+                    st.update(sdef, &ns, name, n, None, &opts)
                         .map(|o| scale_of(&o))
                 })?,
                 Some("status") | None => {
-                    write(sh, |st| st.patch(def, &ns, name, &ct, &body, sub, &opts))?
+                    let out = write(sh, |st| match &view {
+                        Some(_) => st.patch_at(sdef, Some(def), &ns, name, &ct, &body, sub, &opts),
+                        None => st.patch(sdef, &ns, name, &ct, &body, sub, &opts),
+                    })?;
+                    served(&view, out)
                 }
                 Some(_) => return Err(method_not_allowed()),
             };
@@ -539,8 +632,8 @@ async fn resource(
             {
                 opts.dry_run = true;
             }
-            let out = write(sh, |st| st.delete(def, &ns, name, &opts))?;
-            Ok(json_value(200, &out))
+            let out = write(sh, |st| st.delete(sdef, &ns, name, &opts))?;
+            Ok(json_value(200, &served(&view, out)))
         }
         (Method::DELETE, None, None) => {
             verb_ok("deletecollection")?;
@@ -560,8 +653,8 @@ async fn resource(
                     if !fields.matches(&ons, &oname, Some(&v)) {
                         continue;
                     }
-                    if let Ok(d) = st.delete(def, &ons, &oname, &opts) {
-                        items.push(d);
+                    if let Ok(d) = st.delete(sdef, &ons, &oname, &opts) {
+                        items.push(served(&view, d));
                     }
                 }
                 (items, rv)
@@ -728,6 +821,7 @@ fn list_bytes(
     def: &ResourceDef,
     ns: Option<&str>,
     q: &HashMap<String, String>,
+    view: Option<&View>,
 ) -> Result<Vec<u8>, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", |s| s))
         .map_err(ApiError::bad_request)?;
@@ -811,7 +905,12 @@ fn list_bytes(
         if i > 0 {
             out.push(b',');
         }
-        o.write_item(&mut out, typed);
+        match view {
+            Some(view) => {
+                crate::store::Stored::from_value(&view.out(o.value())).write_item(&mut out, typed)
+            }
+            None => o.write_item(&mut out, typed),
+        }
     }
     out.extend_from_slice(b"]}");
     Ok(out)
@@ -841,7 +940,16 @@ fn watch_stream(
     def: &ResourceDef,
     ns: Option<&str>,
     q: &HashMap<String, String>,
+    view: Option<View>,
 ) -> Result<Response, ApiError> {
+    fn show<'b>(view: &Option<View>, bytes: &'b [u8]) -> std::borrow::Cow<'b, [u8]> {
+        match view {
+            Some(v) => std::borrow::Cow::Owned(v.out_bytes(bytes)),
+            None => std::borrow::Cow::Borrowed(bytes),
+        }
+    }
+    let shown_view = view.clone();
+    let shown = move |bytes: &[u8]| show(&shown_view, bytes).into_owned();
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", |s| s))
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", |s| s))
@@ -881,7 +989,7 @@ fn watch_stream(
         if rv_param.is_empty() || rv_param == "0" || send_initial {
             for ((ens, ename), o) in st.store.current(&def.key(), ns) {
                 if matches(&ens, &ename, &o) {
-                    initial.push(event_line("ADDED", &o.bytes));
+                    initial.push(event_line("ADDED", &shown(&o.bytes)));
                 }
             }
             if send_initial {
@@ -903,7 +1011,7 @@ fn watch_stream(
             let key = def.key();
             for e in st.store.events_after(r) {
                 if e.res == key && matches(&e.ns, &e.name, &e.obj) {
-                    initial.push(event_line(e.etype.as_str(), &e.obj.bytes));
+                    initial.push(event_line(e.etype.as_str(), &shown(&e.obj.bytes)));
                 }
             }
             (rx, current)
@@ -949,7 +1057,7 @@ fn watch_stream(
                         EventType::Modified => "MODIFIED",
                         EventType::Deleted => "DELETED",
                     };
-                    if tx.send(Ok(event_line(t, &ev.obj.bytes))).await.is_err() {
+                    if tx.send(Ok(event_line(t, &shown(&ev.obj.bytes)))).await.is_err() {
                         return;
                     }
                 }

@@ -11,6 +11,7 @@
 mod behaviours;
 mod faults;
 mod kubectl;
+mod profiles;
 mod storage;
 mod watch;
 

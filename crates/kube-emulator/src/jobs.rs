@@ -1,0 +1,223 @@
+//! Job creation as a real API server does it (`pkg/registry/batch/job/strategy.go`): unless
+//! `spec.manualSelector` is true, the server generates `spec.selector` and the
+//! `controller-uid` / `job-name` template labels from the new Job's uid and name, and refuses
+//! (422) a create whose template labels or selector carry other values (a Job copied from
+//! another cluster keeps its old uid there).
+//!
+//! Owns only that defaulting and validation; must not touch storage.
+
+use serde_json::{Value, json};
+
+use crate::api::ApiError;
+
+const LEGACY_UID: &str = "controller-uid";
+const LEGACY_NAME: &str = "job-name";
+const UID: &str = "batch.kubernetes.io/controller-uid";
+const NAME: &str = "batch.kubernetes.io/job-name";
+
+/// Generates the selector and labels of a new Job and validates them. `batch_labels`: the
+/// `batch.kubernetes.io/` labels of 1.27+ are generated (and selected) too.
+pub(crate) fn prepare_create(
+    body: &mut Value,
+    name: &str,
+    batch_labels: bool,
+) -> Result<(), ApiError> {
+    if body["spec"]["manualSelector"].as_bool() == Some(true) {
+        return Ok(());
+    }
+    let uid = body["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !body["spec"]["template"]["metadata"]["labels"].is_object() {
+        body["spec"]["template"]["metadata"]["labels"] = json!({});
+    }
+    let mut name_keys = vec![LEGACY_NAME];
+    let mut uid_keys = vec![LEGACY_UID];
+    if batch_labels {
+        name_keys.push(NAME);
+        uid_keys.push(UID);
+    }
+    let labels = &mut body["spec"]["template"]["metadata"]["labels"];
+    for k in &name_keys {
+        if labels.get(*k).is_none() {
+            labels[*k] = json!(name);
+        }
+    }
+    for k in &uid_keys {
+        if labels.get(*k).is_none() {
+            labels[*k] = json!(uid);
+        }
+    }
+    let selected = if batch_labels { UID } else { LEGACY_UID };
+    if !body["spec"]["selector"].is_object() {
+        body["spec"]["selector"] = json!({});
+    }
+    if !body["spec"]["selector"]["matchLabels"].is_object() {
+        body["spec"]["selector"]["matchLabels"] = json!({});
+    }
+    if body["spec"]["selector"]["matchLabels"]
+        .get(selected)
+        .is_none()
+    {
+        body["spec"]["selector"]["matchLabels"][selected] = json!(uid);
+    }
+
+    // validateGeneratedSelector
+    let mut causes: Vec<(String, String)> = Vec::new();
+    let labels = &body["spec"]["template"]["metadata"]["labels"];
+    for (k, want) in uid_keys
+        .iter()
+        .map(|k| (*k, uid.as_str()))
+        .chain(name_keys.iter().map(|k| (*k, name)))
+    {
+        let have = labels[k].as_str().unwrap_or_default();
+        if have != want {
+            causes.push((
+                format!("spec.template.metadata.labels[{k}]"),
+                format!("Invalid value: {have:?}: must be '{want}'"),
+            ));
+        }
+    }
+    let mut expected = vec![(LEGACY_UID, uid.as_str())];
+    if batch_labels {
+        expected.push((UID, uid.as_str()));
+        expected.push((NAME, name));
+    }
+    if !selector_matches(&body["spec"]["selector"], &expected) {
+        causes.push((
+            "spec.selector".into(),
+            format!(
+                "Invalid value: {}: `selector` not auto-generated",
+                go_selector(&body["spec"]["selector"])
+            ),
+        ));
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let joined: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+    let message = if joined.len() == 1 {
+        joined[0].clone()
+    } else {
+        format!("[{}]", joined.join(", "))
+    };
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!("Job.batch {name:?} is invalid: {message}"),
+    )
+    .with_details(name, "batch", "Job");
+    if let Some(d) = e.details.as_mut() {
+        d["causes"] = json!(
+            causes
+                .iter()
+                .map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f}))
+                .collect::<Vec<_>>()
+        );
+    }
+    Err(e)
+}
+
+/// Whether a label selector selects a set of labels.
+fn selector_matches(selector: &Value, labels: &[(&str, &str)]) -> bool {
+    let get = |k: &str| labels.iter().find(|(l, _)| *l == k).map(|(_, v)| *v);
+    let match_labels = selector["matchLabels"].as_object();
+    let labels_ok = match_labels
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| get(k) == v.as_str());
+    let exprs_ok = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e["key"].as_str().unwrap_or_default();
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e["operator"].as_str() {
+                Some("In") => get(key).is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => get(key).is_some(),
+                Some("DoesNotExist") => get(key).is_none(),
+                _ => false,
+            }
+        });
+    labels_ok && exprs_ok
+}
+
+/// A selector as Go prints it in validation messages (`&v1.LabelSelector{...}`).
+fn go_selector(selector: &Value) -> String {
+    let labels: Vec<String> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or_default()))
+        .collect();
+    format!(
+        "&v1.LabelSelector{{MatchLabels:map[string]string{{{}}}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}}",
+        labels.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(labels: Value, selector: Option<Value>) -> Value {
+        let mut j = json!({"metadata": {"name": "once", "uid": "new-uid"},
+            "spec": {"template": {"metadata": {"labels": labels}, "spec": {}}}});
+        if let Some(s) = selector {
+            j["spec"]["selector"] = s;
+        }
+        j
+    }
+
+    #[test]
+    fn generates_selector_and_labels() {
+        let mut j = job(json!({"app": "x"}), None);
+        prepare_create(&mut j, "once", true).unwrap();
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "new-uid"}})
+        );
+        let l = &j["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(l["controller-uid"], "new-uid");
+        assert_eq!(l["job-name"], "once");
+        assert_eq!(l["batch.kubernetes.io/job-name"], "once");
+        let mut old = job(json!({}), None);
+        prepare_create(&mut old, "once", false).unwrap();
+        assert_eq!(
+            old["spec"]["selector"],
+            json!({"matchLabels": {"controller-uid": "new-uid"}})
+        );
+    }
+
+    #[test]
+    fn refuses_labels_and_selectors_from_another_job() {
+        let mut j = job(
+            json!({"controller-uid": "old-uid", "job-name": "once"}),
+            Some(json!({"matchLabels": {"controller-uid": "old-uid"}})),
+        );
+        let e = prepare_create(&mut j, "once", false).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message.starts_with(
+                "Job.batch \"once\" is invalid: [spec.template.metadata.labels[controller-uid]: Invalid value: \"old-uid\": must be 'new-uid'"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("`selector` not auto-generated"));
+        let mut manual = job(
+            json!({"controller-uid": "old-uid"}),
+            Some(json!({"matchLabels": {"controller-uid": "old-uid"}})),
+        );
+        manual["spec"]["manualSelector"] = json!(true);
+        prepare_create(&mut manual, "once", false).unwrap();
+    }
+}
