@@ -17,3 +17,30 @@ fi
 
 echo "== cargo test (workspace) =="
 cargo test --workspace --locked --all-targets --no-fail-fast
+
+# The end-to-end tests again against the emulator's profiles of older servers (the run above
+# used the latest), all three at once: each test makes its own emulators on free ports.
+it_bin=$(cargo test --locked --test it --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it":
+        print(m["executable"])')
+logs=$(mktemp -d)
+pids=()
+for v in 1.19 1.22 1.25; do
+  echo "== end-to-end tests on the emulator's Kubernetes $v profile (in parallel) =="
+  KUBE_EMULATOR_SERVER_VERSION=$v "$it_bin" --test-threads 2 >"$logs/$v.log" 2>&1 &
+  pids+=($!)
+done
+failed=0
+for i in 0 1 2; do
+  v=(1.19 1.22 1.25)
+  if ! wait "${pids[$i]}"; then failed=1; fi
+  echo "== profile ${v[$i]} =="
+  grep -E '^test result|FAILED|panicked' "$logs/${v[$i]}.log" || true
+done
+if [ "$failed" != 0 ]; then
+  for v in 1.19 1.22 1.25; do echo "== full log of profile $v =="; cat "$logs/$v.log"; done
+  exit 1
+fi
