@@ -88,7 +88,6 @@ impl Management {
             None => {
                 let emu = Emulator::builder()
                     .fixture(Fixture::Empty)
-                    .server_version(kube_emulator::ServerVersion::from_env())
                     .crd_establish_delay(Duration::from_millis(50))
                     .start()
                     .await

@@ -889,6 +889,113 @@ async fn untrusted_and_misnamed_certificates_fail_at_once_naming_the_cause() {
     }
 }
 
+/// A TLS server (`openssl s_server`) whose certificate, for 127.0.0.1, signed by a CA the
+/// client trusts, expired in 2020 (made with python's `cryptography`, which moto brings).
+fn expired_tls_server() -> Option<TlsServer> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let script = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+out = sys.argv[1]
+t0 = datetime.datetime(2020, 1, 1)
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k8s-snap expired-test CA")])
+ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+      .public_key(ca_key.public_key()).serial_number(1)
+      .not_valid_before(t0).not_valid_after(t0 + datetime.timedelta(days=36500))
+      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+      .sign(ca_key, hashes.SHA256()))
+key = ec.generate_private_key(ec.SECP256R1())
+leaf = (x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(t0).not_valid_after(t0 + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256()))
+pem = serialization.Encoding.PEM
+open(out + "/ca.pem", "wb").write(ca.public_bytes(pem))
+open(out + "/c.pem", "wb").write(leaf.public_bytes(pem))
+open(out + "/k.pem", "wb").write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+"#;
+    let made = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.path())
+        .status()
+        .ok()?
+        .success();
+    if !made {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(p("c.pem"))
+        .arg("-key")
+        .arg(p("k.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(TlsServer {
+        child,
+        port,
+        cert_pem: std::fs::read_to_string(p("ca.pem")).unwrap(),
+        _dir: dir,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_server_certificate_fails_at_once_naming_the_cause() {
+    use base64::Engine as _;
+    let Some(server) = expired_tls_server() else {
+        eprintln!("skipped: python3's cryptography or openssl is not available");
+        return;
+    };
+    let data = DataDir::new();
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: old\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    token: t0ken-never-shown\ncontexts:\n- name: c\n  context:\n    cluster: old\n    user: u\ncurrent-context: c\n",
+        server.port,
+        base64::engine::general_purpose::STANDARD.encode(&server.cert_pem)
+    );
+    let kc = data.path().join("kc-expired");
+    std::fs::write(&kc, text).unwrap();
+    let started = Instant::now();
+    let run = data
+        .run(Some(&kc), &["snapshot", "s1", "--no-push"])
+        .exit_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "retried an expired certificate: {:?}",
+        started.elapsed()
+    );
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains(&format!("https://127.0.0.1:{}", server.port))
+            && errors[0].contains("(cluster \"old\")")
+            && errors[0].contains("TLS certificate expired"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("t0ken-never-shown"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_endpoint_that_never_answers_fails_within_the_budget() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -128,7 +128,7 @@ impl Default for EmulatorBuilder {
             legacy_tokens: false,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             faults: Vec::new(),
-            server_version: ServerVersion::Latest,
+            server_version: ServerVersion::from_env(),
         }
     }
 }
@@ -165,8 +165,9 @@ impl EmulatorBuilder {
         self
     }
 
-    /// The Kubernetes release to play (default `latest`): its groups, versions, resources and preferred versions; before 1.24, token Secrets
-    /// for new ServiceAccounts.
+    /// The Kubernetes release to play: its groups, versions, resources and preferred versions;
+    /// before 1.24, token Secrets for new ServiceAccounts. Default: `$KUBE_EMULATOR_SERVER_VERSION`
+    /// when set (so a whole test suite runs on one profile), else `latest`.
     pub fn server_version(mut self, v: ServerVersion) -> Self {
         self.server_version = v;
         self
