@@ -134,7 +134,10 @@ async fn plan_restore_rerun_and_differs() {
     ] {
         assert!(summary[key].is_u64(), "summary.{key} missing: {summary}");
     }
-    assert!(!items_with(&plan, "create").is_empty(), "{plan}");
+    // A real target may already hold these objects (other tests of the run restore there).
+    if !b.is_real() {
+        assert!(!items_with(&plan, "create").is_empty(), "{plan}");
+    }
     assert!(summary["numPreferenceExcluded"].as_u64().unwrap() > 0);
     assert!(
         items_with(&plan, "excluded")
