@@ -76,12 +76,9 @@ async fn prepare(
     let name = common.snapshot.clone();
     crate::mirror::validate_name("snapshot", &name)?;
     // Only in the store (another machine took it): pull it first.
-    let pulled = crate::store::sync::ensure_local(
-        super::store::open_store(global).await?,
-        git_dir.clone(),
-        name.clone(),
-    )
-    .await;
+    let store = super::store::open_store(global).await?;
+    let mirror = crate::mirror::SharedMirror::open_or_init(&git_dir).await?;
+    let pulled = crate::store::sync::ensure_local(store.as_ref(), &mirror, &name).await;
     let mut not_in_store = None;
     match pulled {
         Ok(true) => tracing::info!(snapshot = %name, "pulled from the store"),

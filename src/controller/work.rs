@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use tracing::Instrument;
 
 use crate::cluster::Cluster;
-use crate::mirror::Mirror;
+use crate::mirror::{Mirror, SharedMirror};
 use crate::restore::RestoreStatus;
 use crate::restore::preference::Preference;
 use crate::snapshot::{NoProgress, SnapshotError, SnapshotOptions, SnapshotSummary};
@@ -219,23 +219,14 @@ pub async fn open_store(target: &StoreTarget) -> Result<S3Store, WorkError> {
     Ok(store)
 }
 
-/// Runs `f` with the mirror at `git_dir` on a blocking thread (a `Mirror` is not `Sync`, so
-/// store operations on it cannot live in the reconcilers' `Send` futures).
-async fn on_mirror<T, F>(git_dir: &Path, f: F) -> Result<T, WorkError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Mirror, &tokio::runtime::Handle) -> Result<T, WorkError> + Send + 'static,
-{
-    let dir = git_dir.to_path_buf();
-    let handle = tokio::runtime::Handle::current();
-    blocking(move || {
-        let mirror = Mirror::open_or_init(&dir).map_err(|e| WorkError::Mirror {
-            path: dir.clone(),
+/// The controller's mirror at `git_dir`, shared by async code (git work on blocking threads).
+async fn shared_mirror(git_dir: &Path) -> Result<SharedMirror, WorkError> {
+    SharedMirror::open_or_init(git_dir)
+        .await
+        .map_err(|e| WorkError::Mirror {
+            path: git_dir.to_path_buf(),
             message: e.to_string(),
-        })?;
-        f(&mirror, &handle)
-    })
-    .await
+        })
 }
 
 /// Pushes the snapshot `name` from the mirror to the store (only the objects it lacks).
@@ -245,11 +236,8 @@ pub async fn push_snapshot(
     target: &StoreTarget,
 ) -> Result<Pushed, WorkError> {
     let store = open_store(target).await?;
-    let names = vec![name.to_string()];
-    let report = on_mirror(git_dir, move |mirror, rt| {
-        Ok(rt.block_on(sync::push(&store, mirror, &names))?)
-    })
-    .await?;
+    let mirror = shared_mirror(git_dir).await?;
+    let report = sync::push(&store, &mirror, &[name.to_string()]).await?;
     Ok(Pushed {
         stored_bytes: report.pack_bytes + report.idx_bytes,
         stored_at: jiff::Timestamp::now(),
@@ -263,11 +251,8 @@ pub async fn pull_snapshot(
     target: &StoreTarget,
 ) -> Result<(), WorkError> {
     let store = open_store(target).await?;
-    let names = vec![name.to_string()];
-    let report = on_mirror(git_dir, move |mirror, rt| {
-        Ok(rt.block_on(sync::pull(&store, mirror, &names))?)
-    })
-    .await?;
+    let mirror = shared_mirror(git_dir).await?;
+    let report = sync::pull(&store, &mirror, &[name.to_string()]).await?;
     match report.failed.into_iter().next() {
         Some((snapshot, reason)) => Err(WorkError::Invalid(format!(
             "pulling snapshot {snapshot} from the store: {reason}"

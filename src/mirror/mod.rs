@@ -12,12 +12,14 @@
 //! - `writer`: [`SnapshotWriter`], the streaming write of one snapshot;
 //! - `pack`: the temporary packfile the writer streams new objects into;
 //! - `maintain`: the writer lock, deletion, branch rebuild, gc and object statistics;
-//! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots.
+//! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots;
+//! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through.
 
 mod maintain;
 mod names;
 mod pack;
 mod recover;
+mod shared;
 mod transfer;
 mod writer;
 
@@ -34,6 +36,7 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 pub use maintain::{GcStats, MirrorLock, ObjectStats};
 pub use names::{MAX_NAME_LEN, validate_name, validate_path};
 pub use recover::choose_packs;
+pub use shared::SharedMirror;
 pub use transfer::{
     ObjectSet, PackData, StageError, StagedPack, check_pack_index, install_pack_files,
 };
@@ -114,6 +117,12 @@ pub enum MirrorError {
     ObjectNotFound { id: String },
     #[error("{path:?} in commit {commit} is a directory, not a file")]
     NotAFile { commit: CommitId, path: String },
+    #[error("{context}: the blocking task failed: {source}")]
+    Blocking {
+        context: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 pub(crate) trait GitContext<T> {

@@ -10,6 +10,10 @@
 //! untrusted: the manifest is validated, packs are checked against their hash and size and
 //! indexed by libgit2, and a snapshot is tagged only when its commit is complete.
 //!
+//! Git work is done through [`SharedMirror::run`], on blocking threads, in a few phases per
+//! operation (never per object); the store requests in between are awaited here, so these
+//! futures are `Send` and never block a runtime thread.
+//!
 //! Must not import git2 (the mirror does the git work) and must not print.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, PackEntry, SnapshotEntry, idx_key, is_pack_name, pack_key};
 use super::{Etag, MANIFEST_KEY, ObjectStore, PutOutcome, ROOT, StoreError};
-use crate::mirror::{CommitId, Mirror, MirrorError, ObjectSet, StageError, StagedPack};
+use crate::mirror::{CommitId, MirrorError, ObjectSet, SharedMirror, StageError, StagedPack};
 
 /// Env var naming a failpoint (tests only): `push-after-packs` makes a push fail after
 /// uploading its packs and before writing the manifest, like a killed process.
@@ -65,6 +69,12 @@ pub enum SyncError {
     },
     #[error("{store}: the manifest kept changing; gave up after {attempts} attempts")]
     Contention { store: String, attempts: u32 },
+    #[error("snapshot {name:?} could not be pulled from {store}: {reason}")]
+    PullFailed {
+        name: String,
+        store: String,
+        reason: String,
+    },
     #[error("failpoint {0} hit")]
     Failpoint(String),
 }
@@ -265,7 +275,7 @@ pub async fn list(store: &dyn ObjectStore) -> Result<Vec<StoreSnapshot>> {
 /// objects the store's snapshots do not already hold, then one manifest update.
 pub async fn push(
     store: &dyn ObjectStore,
-    mirror: &Mirror,
+    mirror: &SharedMirror,
     names: &[String],
 ) -> Result<PushReport> {
     // A concurrent gc may remove a snapshot whose objects the pack relies on: start over then.
@@ -286,10 +296,10 @@ pub async fn push(
 
 async fn push_once(
     store: &dyn ObjectStore,
-    mirror: &Mirror,
+    mirror: &SharedMirror,
     names: &[String],
 ) -> Result<PushReport> {
-    let local = mirror.snapshots()?;
+    let local = mirror.run(|m| m.snapshots()).await?;
     let selected: Vec<_> = if names.is_empty() {
         local
     } else {
@@ -335,19 +345,26 @@ async fn push_once(
         );
     }
     // Hide every store snapshot we have locally; the new snapshots then depend on its packs.
-    let mut hide = Vec::new();
-    let mut deps: BTreeSet<String> = BTreeSet::new();
-    for e in manifest.snapshots.values() {
-        if e.packs.iter().any(|p| damaged.contains_key(p)) {
-            continue;
-        }
-        if mirror.has_commit(&e.commit)? {
-            hide.push(e.commit.clone());
-            deps.extend(e.packs.iter().cloned());
-        }
-    }
+    let candidates: Vec<(CommitId, Vec<String>)> = manifest
+        .snapshots
+        .values()
+        .filter(|e| !e.packs.iter().any(|p| damaged.contains_key(p)))
+        .map(|e| (e.commit.clone(), e.packs.clone()))
+        .collect();
     let include: Vec<CommitId> = to_push.iter().map(|s| s.commit.clone()).collect();
-    let pack = mirror.build_pack(&include, &hide)?;
+    let (deps, pack) = mirror
+        .run(move |m| -> Result<_> {
+            let mut hide = Vec::new();
+            let mut deps: BTreeSet<String> = BTreeSet::new();
+            for (commit, packs) in candidates {
+                if m.has_commit(&commit)? {
+                    hide.push(commit);
+                    deps.extend(packs);
+                }
+            }
+            Ok((deps, m.build_pack(&include, &hide)?))
+        })
+        .await?;
     let mut new_pack = None;
     if let Some(pack) = pack {
         let sha = sha256_hex(&pack.pack);
@@ -515,32 +532,46 @@ pub struct RepackReport {
 /// the grace period. `Ok(None)` when nothing was worth repacking.
 pub async fn repack(
     store: &dyn ObjectStore,
-    mirror: &Mirror,
+    mirror: &SharedMirror,
     threshold: f64,
 ) -> Result<Option<RepackReport>> {
     let (manifest, _) = read_manifest(store).await?;
-    let mut set: Vec<(String, CommitId)> = Vec::new();
-    let mut old: BTreeSet<String> = BTreeSet::new();
-    for (name, e) in &manifest.snapshots {
-        if mirror.has_commit(&e.commit)? && mirror.commit_is_complete(&e.commit)? {
-            set.push((name.clone(), e.commit.clone()));
-            old.extend(e.packs.iter().cloned());
-        }
-    }
-    if old.is_empty() {
-        return Ok(None);
-    }
-    let objects_before: u64 = old
+    let pack_objects: BTreeMap<String, u64> = manifest
+        .packs
         .iter()
-        .filter_map(|p| manifest.packs.get(p))
-        .map(|p| p.objects)
-        .sum();
-    let commits: Vec<CommitId> = set.iter().map(|(_, c)| c.clone()).collect();
-    let live = mirror.count_objects(&commits)?;
-    if set.is_empty() || (live as f64) > (1.0 - threshold) * objects_before as f64 {
-        return Ok(None);
-    }
-    let Some(pack) = mirror.build_pack(&commits, &[])? else {
+        .map(|(sha, p)| (sha.clone(), p.objects))
+        .collect();
+    let snapshots: Vec<(String, CommitId, Vec<String>)> = manifest
+        .snapshots
+        .iter()
+        .map(|(n, e)| (n.clone(), e.commit.clone(), e.packs.clone()))
+        .collect();
+    // One blocking phase: which store snapshots the mirror has, how many objects they need,
+    // and (when the old packs are mostly dead) the new pack.
+    let phase = mirror
+        .run(move |m| -> Result<_> {
+            let mut set: Vec<(String, CommitId)> = Vec::new();
+            let mut old: BTreeSet<String> = BTreeSet::new();
+            for (name, commit, packs) in snapshots {
+                if m.has_commit(&commit)? && m.commit_is_complete(&commit)? {
+                    set.push((name, commit));
+                    old.extend(packs);
+                }
+            }
+            if old.is_empty() {
+                return Ok(None);
+            }
+            let objects_before: u64 = old.iter().filter_map(|p| pack_objects.get(p)).sum();
+            let commits: Vec<CommitId> = set.iter().map(|(_, c)| c.clone()).collect();
+            let live = m.count_objects(&commits)?;
+            if set.is_empty() || (live as f64) > (1.0 - threshold) * objects_before as f64 {
+                return Ok(None);
+            }
+            Ok(m.build_pack(&commits, &[])?
+                .map(|pack| (set, old, objects_before, live, pack)))
+        })
+        .await?;
+    let Some((set, old, objects_before, live, pack)) = phase else {
         return Ok(None);
     };
     let sha = sha256_hex(&pack.pack);
@@ -593,7 +624,7 @@ pub async fn repack(
 /// per snapshot, in [`PullReport::failed`]; nothing incomplete is ever tagged.
 pub async fn pull(
     store: &dyn ObjectStore,
-    mirror: &Mirror,
+    mirror: &SharedMirror,
     names: &[String],
 ) -> Result<PullReport> {
     let started = std::time::Instant::now();
@@ -615,16 +646,32 @@ pub async fn pull(
         v
     };
     let mut report = PullReport::default();
+    // Phase 1 (git): the selection's local state, which commits are already complete, and
+    // whether the mirror has any snapshot at all.
+    let (selected, complete, fresh) = mirror
+        .run(move |m| -> Result<_> {
+            let mut out = Vec::with_capacity(selected.len());
+            let mut complete = BTreeSet::new();
+            for (name, entry) in selected {
+                let local = m.snapshot(&name)?.map(|s| s.commit);
+                if local.is_none() && m.commit_is_complete(&entry.commit)? {
+                    complete.insert(entry.commit.clone());
+                }
+                out.push((name, entry, local));
+            }
+            Ok((out, complete, m.snapshots()?.is_empty()))
+        })
+        .await?;
     let mut to_pull = Vec::new();
-    for (name, entry) in selected {
-        match mirror.snapshot(&name)? {
-            Some(local) if local.commit == entry.commit => report.up_to_date.push(name),
+    for (name, entry, local) in selected {
+        match local {
+            Some(local) if local == entry.commit => report.up_to_date.push(name),
             Some(local) => {
                 report.failed.insert(
                     name.clone(),
                     format!(
-                        "the local snapshot has commit {}, the store's is {}",
-                        local.commit, entry.commit
+                        "the local snapshot has commit {local}, the store's is {}",
+                        entry.commit
                     ),
                 );
             }
@@ -634,29 +681,46 @@ pub async fn pull(
     // Packs to fetch: those of snapshots whose commit is not already complete locally.
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     for (_, e) in &to_pull {
-        if !mirror.commit_is_complete(&e.commit)? {
+        if !complete.contains(&e.commit) {
             wanted.extend(e.packs.iter().cloned());
         }
     }
     tracing::debug!(elapsed = ?started.elapsed(), packs = wanted.len(), "pull: manifest read");
     let mut bad_packs: BTreeMap<String, String> = BTreeMap::new();
     // Into a mirror without snapshots every pack is needed: fetch pack and index together.
-    let fresh = mirror.snapshots()?.is_empty();
     let manifest_ref = &manifest;
     // Stage 1 (a mirror with snapshots): fetch the small indexes and skip packs whose objects
     // the mirror already has (e.g. from an earlier pull).
     let mut indexes: BTreeMap<String, std::result::Result<Vec<u8>, String>> = BTreeMap::new();
     if !fresh {
-        let fetched: Vec<_> = stream::iter(wanted.iter())
-            .map(|sha| async move { (sha.clone(), fetch_idx(store, manifest_ref, sha).await) })
-            .buffered(FETCH_PARALLELISM)
-            .collect()
-            .await;
-        for (sha, idx) in fetched {
-            if let Ok(bytes) = &idx
-                && mirror.objects_missing_from_idx(bytes)? == Some(0)
-            {
-                report.bytes_downloaded += bytes.len() as u64;
+        let fetched: Vec<(String, std::result::Result<Vec<u8>, String>)> =
+            stream::iter(wanted.iter().cloned())
+                .map(|sha: String| async move {
+                    let idx = fetch_idx(store, manifest_ref, &sha).await;
+                    (sha, idx)
+                })
+                .buffered(FETCH_PARALLELISM)
+                .collect()
+                .await;
+        // Phase 2 (git): which of those packs hold objects the mirror lacks.
+        let checked = mirror
+            .run(move |m| -> Result<_> {
+                let mut out = Vec::with_capacity(fetched.len());
+                for (sha, idx) in fetched {
+                    let skip = match &idx {
+                        Ok(bytes) => m.objects_missing_from_idx(bytes)? == Some(0),
+                        Err(_) => false,
+                    };
+                    out.push((sha, idx, skip));
+                }
+                Ok(out)
+            })
+            .await?;
+        for (sha, idx, skip) in checked {
+            if skip {
+                if let Ok(bytes) = &idx {
+                    report.bytes_downloaded += bytes.len() as u64;
+                }
                 report.packs_skipped += 1;
                 continue;
             }
@@ -740,15 +804,23 @@ pub async fn pull(
         }
     }
     drop(downloads);
-    if installed > 0 {
-        mirror.refresh_objects()?;
-    }
-    // Slow path: index the packs whose index was missing or unusable ourselves.
-    for (sha, staged) in unindexed {
-        if let Err(e) = staged.read_back().and_then(|pack| mirror.index_pack(&pack)) {
-            bad_packs.insert(sha.clone(), format!("pack {sha} cannot be indexed: {e}"));
-        }
-    }
+    // Phase 3 (git): index what came without a usable index, then check and tag.
+    let indexed_bad = mirror
+        .run(move |m| -> Result<_> {
+            if installed > 0 {
+                m.refresh_objects()?;
+            }
+            // Slow path: index the packs whose index was missing or unusable ourselves.
+            let mut bad = Vec::new();
+            for (sha, staged) in unindexed {
+                if let Err(e) = staged.read_back().and_then(|pack| m.index_pack(&pack)) {
+                    bad.push((sha.clone(), format!("pack {sha} cannot be indexed: {e}")));
+                }
+            }
+            Ok(bad)
+        })
+        .await?;
+    bad_packs.extend(indexed_bad);
     tracing::debug!(elapsed = ?started.elapsed(), "pull: packs installed");
     let mut ready = Vec::new();
     for (name, entry) in to_pull {
@@ -764,7 +836,12 @@ pub async fn pull(
             report.failed.insert(name, reasons.join("; "));
         }
     }
-    let results = mirror.create_snapshot_tags_checked(&ready, &present);
+    let (ready, results) = mirror
+        .run(move |m| -> Result<_> {
+            let results = m.create_snapshot_tags_checked(&ready, &present);
+            Ok((ready, results))
+        })
+        .await?;
     tracing::debug!(elapsed = ?started.elapsed(), "pull: snapshots checked and tagged");
     for ((name, _), result) in ready.iter().zip(results) {
         match result {
@@ -982,7 +1059,7 @@ async fn deep_verify(
             source: e,
         })
     })?;
-    let repo = Mirror::open_or_init(&scratch.path().join("verify.git"))?;
+    let repo = SharedMirror::open_or_init(&scratch.path().join("verify.git")).await?;
     let mut bad = broken.clone();
     for sha in manifest.needed_packs() {
         if bad.contains(&sha) {
@@ -990,15 +1067,19 @@ async fn deep_verify(
         }
         let result = match fetch_pack(store, manifest, &sha).await {
             Ok(bytes) => {
-                let indexed = repo
-                    .index_pack(&bytes)
-                    .map_err(|e| format!("pack {sha} cannot be indexed: {e}"));
                 // The stored index is what a pull installs: check it against the pack too.
-                let idx_checked = match fetch_idx(store, manifest, &sha).await {
-                    Ok(idx) => check_stored_idx(manifest, &sha, &bytes, &idx),
-                    Err(reason) => Err(reason),
-                };
-                indexed.and(idx_checked)
+                let idx = fetch_idx(store, manifest, &sha).await;
+                let expected = manifest.packs.get(&sha).map(|e| e.objects);
+                let pack_sha = sha.clone();
+                repo.run(move |m| -> Result<_> {
+                    let indexed = m
+                        .index_pack(&bytes)
+                        .map_err(|e| format!("pack {pack_sha} cannot be indexed: {e}"));
+                    let idx_checked =
+                        idx.and_then(|idx| check_stored_idx(expected, &pack_sha, &bytes, &idx));
+                    Ok(indexed.and(idx_checked))
+                })
+                .await?
             }
             Err(reason) => Err(reason),
         };
@@ -1011,31 +1092,42 @@ async fn deep_verify(
             });
         }
     }
-    for (name, s) in &manifest.snapshots {
-        if s.packs.iter().any(|p| bad.contains(p)) {
-            continue; // already reported with its pack
-        }
-        let tagged = repo
-            .create_snapshot_tags_checked(
-                &[(name.clone(), s.commit.clone())],
-                &ObjectSet::default(),
-            )
-            .pop()
-            .unwrap_or(Ok(false));
-        if let Err(e) = tagged {
-            report.problems.push(VerifyProblem {
-                subject: name.clone(),
-                snapshots: vec![name.clone()],
-                reason: e.to_string(),
-            });
-        }
-    }
+    let items: Vec<(String, CommitId)> = manifest
+        .snapshots
+        .iter()
+        // A snapshot needing a bad pack was already reported with its pack.
+        .filter(|(_, s)| !s.packs.iter().any(|p| bad.contains(p)))
+        .map(|(name, s)| (name.clone(), s.commit.clone()))
+        .collect();
+    let problems = repo
+        .run(move |m| -> Result<_> {
+            let mut problems = Vec::new();
+            for item in items {
+                let tagged = m
+                    .create_snapshot_tags_checked(
+                        std::slice::from_ref(&item),
+                        &ObjectSet::default(),
+                    )
+                    .pop()
+                    .unwrap_or(Ok(false));
+                if let Err(e) = tagged {
+                    problems.push(VerifyProblem {
+                        subject: item.0.clone(),
+                        snapshots: vec![item.0],
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            Ok(problems)
+        })
+        .await?;
+    report.problems.extend(problems);
     Ok(())
 }
 
 /// A stored `.idx` against its (already checked) pack and the manifest's object count.
 fn check_stored_idx(
-    manifest: &Manifest,
+    expected: Option<u64>,
     sha: &str,
     pack: &[u8],
     idx: &[u8],
@@ -1043,10 +1135,9 @@ fn check_stored_idx(
     let count = crate::mirror::check_pack_index(pack, idx)
         .map_err(|e| format!("index of pack {sha} is corrupted: {}", io_reason(&e)))?
         .len() as u64;
-    match manifest.packs.get(sha) {
-        Some(entry) if entry.objects != count => Err(format!(
-            "pack {sha} holds {count} objects, the manifest says {}",
-            entry.objects
+    match expected {
+        Some(objects) if objects != count => Err(format!(
+            "pack {sha} holds {count} objects, the manifest says {objects}"
         )),
         _ => Ok(()),
     }
@@ -1210,36 +1301,26 @@ fn is_named(m: &Manifest, key: &str) -> bool {
         .is_some_and(|sha| is_pack_name(sha) && m.packs.contains_key(sha))
 }
 
-/// Makes sure snapshot `name` is in the mirror at `git_dir`, pulling it from `store` when it
-/// is only there; true when it was pulled. The git work runs on a blocking thread, so the
-/// future is `Send` (the controller and the file-drop watcher need that).
+/// Makes sure snapshot `name` is in `mirror`, pulling it from `store` when it is only there;
+/// true when it was pulled. A pull that could not tag it is [`SyncError::PullFailed`].
 pub async fn ensure_local(
-    store: Box<dyn ObjectStore>,
-    git_dir: std::path::PathBuf,
-    name: String,
+    store: &dyn ObjectStore,
+    mirror: &SharedMirror,
+    name: &str,
 ) -> Result<bool> {
-    let handle = tokio::runtime::Handle::current();
-    let joined = tokio::task::spawn_blocking(move || -> Result<bool> {
-        let mirror = Mirror::open_or_init(&git_dir)?;
-        if mirror.snapshot(&name)?.is_some() {
-            return Ok(false);
-        }
-        let report = handle.block_on(pull(store.as_ref(), &mirror, std::slice::from_ref(&name)))?;
-        match report.failed.get(&name) {
-            Some(reason) => Err(SyncError::Mirror(MirrorError::Io {
-                context: format!("pulling snapshot {name:?}"),
-                source: std::io::Error::other(reason.clone()),
-            })),
-            None => Ok(true),
-        }
-    })
-    .await;
-    joined.map_err(|e| {
-        SyncError::Mirror(MirrorError::Io {
-            context: "pulling a snapshot".into(),
-            source: std::io::Error::other(e.to_string()),
-        })
-    })?
+    let owned = name.to_owned();
+    if mirror.run(move |m| m.snapshot(&owned)).await?.is_some() {
+        return Ok(false);
+    }
+    let report = pull(store, mirror, &[name.to_owned()]).await?;
+    match report.failed.get(name) {
+        Some(reason) => Err(SyncError::PullFailed {
+            name: name.to_owned(),
+            store: store.describe(),
+            reason: reason.clone(),
+        }),
+        None => Ok(true),
+    }
 }
 
 #[cfg(test)]

@@ -72,8 +72,10 @@ impl EngineExecutor {
             let store = crate::store::open(url, s3)
                 .await
                 .map_err(|e| e.to_string())?;
-            match crate::store::sync::ensure_local(store, self.git_dir.clone(), name.clone()).await
-            {
+            let mirror = crate::mirror::SharedMirror::open_or_init(&self.git_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            match crate::store::sync::ensure_local(store.as_ref(), &mirror, &name).await {
                 Ok(_) | Err(crate::store::sync::SyncError::NotInStore { .. }) => {}
                 Err(e) => return Err(format!("pulling snapshot {name:?}: {e}")),
             }
