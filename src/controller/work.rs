@@ -41,6 +41,8 @@ pub enum WorkError {
     Invalid(String),
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
+    #[error(transparent)]
+    Prepare(#[from] Box<crate::restore::PrepareError>),
 }
 
 impl WorkError {
@@ -244,23 +246,6 @@ pub async fn push_snapshot(
     })
 }
 
-/// Pulls the snapshot `name` from the store into the mirror (a replica that did not take it).
-pub async fn pull_snapshot(
-    git_dir: &Path,
-    name: &str,
-    target: &StoreTarget,
-) -> Result<(), WorkError> {
-    let store = open_store(target).await?;
-    let mirror = shared_mirror(git_dir).await?;
-    let report = sync::pull(&store, &mirror, &[name.to_string()]).await?;
-    match report.failed.into_iter().next() {
-        Some((snapshot, reason)) => Err(WorkError::Invalid(format!(
-            "pulling snapshot {snapshot} from the store: {reason}"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Removes the snapshot `name` from the store's manifest (its packs go at the next gc).
 pub async fn delete_from_store(name: &str, target: &StoreTarget) -> Result<(), WorkError> {
     let store = open_store(target).await?;
@@ -285,16 +270,6 @@ pub struct RestoreJob<'a> {
 /// (another replica took it) is pulled first.
 pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
     let snapshot = job.snapshot.to_string();
-    if !has_local_snapshot(job.git_dir, &snapshot).await? {
-        match job.store {
-            Some(target) => pull_snapshot(job.git_dir, &snapshot, target).await?,
-            None => {
-                return Err(WorkError::Invalid(
-                    super::messages::SNAPSHOT_FILE_NOT_FOUND.to_string(),
-                ));
-            }
-        }
-    }
     let preference = match job.preference {
         Some(p) => Preference::from_spec(
             job.spec.restore_preference_name.clone(),
@@ -307,9 +282,21 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
         .map_err(|e| WorkError::Invalid(e.to_string()))?,
         None => Preference::default(),
     };
-    let dir = job.git_dir.to_path_buf();
-    let name = snapshot.clone();
-    let loaded = blocking(move || Ok(crate::restore::load_snapshot(&dir, &name)?)).await?;
+    let store = match job.store {
+        Some(target) => Some(open_store(target).await?),
+        None => None,
+    };
+    let store_ref = store.as_ref().map(|s| s as &dyn crate::store::ObjectStore);
+    let loaded = match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target).await
+    {
+        Ok(prepared) => prepared.snapshot,
+        Err(e) if e.is_unknown_snapshot() => {
+            return Err(WorkError::Invalid(
+                super::messages::SNAPSHOT_FILE_NOT_FOUND.to_string(),
+            ));
+        }
+        Err(e) => return Err(Box::new(e).into()),
+    };
     let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
     let (_plan, report) = crate::restore::restore(
         job.target,
