@@ -11,10 +11,14 @@
 //! - `names`: validation of snapshot/cluster names and tree paths;
 //! - `writer`: [`SnapshotWriter`], the streaming write of one snapshot;
 //! - `pack`: the temporary packfile the writer streams new objects into;
-//! - `maintain`: the writer lock, deletion, branch rebuild, gc and object statistics;
+//! - `lock`: the writer lock;
+//! - `encode`: the hand-written commit encoding and object writes;
+//! - `maintain`: deletion, branch rebuild, gc and object statistics;
 //! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots;
 //! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through.
 
+mod encode;
+mod lock;
 mod maintain;
 mod names;
 mod pack;
@@ -33,7 +37,8 @@ use git2::{ErrorCode, ObjectType, Oid, Repository};
 
 use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
-pub use maintain::{GcStats, MirrorLock, ObjectStats};
+pub use lock::MirrorLock;
+pub use maintain::{GcStats, ObjectStats};
 pub use names::{MAX_NAME_LEN, validate_name, validate_path};
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
