@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use k8s_snap::cluster::{Cluster, ConnectOptions};
-use k8s_snap::mirror::Mirror;
+use k8s_snap::mirror::SharedMirror;
 use k8s_snap::snapshot::{self, NoProgress, SnapshotOptions};
 use k8s_snap::store::manifest::{idx_key, pack_key};
 use k8s_snap::store::{LocalDirStore, ObjectStore, S3Options, S3Store, Secret, sync};
@@ -161,7 +161,7 @@ async fn run(objects: usize, backend: &str) -> anyhow::Result<()> {
     let a = tmp.path().join("a");
     let t = take(&cluster, &a, "bench-1").await?;
     println!("snapshot bench-1 of scale:{objects}: {t:.2}s");
-    let mirror = Mirror::open(&a.join("mirror.git"))?;
+    let mirror = SharedMirror::open(&a.join("mirror.git")).await?;
     let started = Instant::now();
     let first = sync::push(store.as_ref(), &mirror, &[]).await?;
     let first_secs = started.elapsed().as_secs_f64();
@@ -199,7 +199,7 @@ async fn run(objects: usize, backend: &str) -> anyhow::Result<()> {
     }
     let t = take(&cluster, &a, "bench-2").await?;
     println!("changed {changed} objects; snapshot bench-2: {t:.2}s");
-    let mirror = Mirror::open(&a.join("mirror.git"))?;
+    let mirror = SharedMirror::open(&a.join("mirror.git")).await?;
     let started = Instant::now();
     let second = sync::push(store.as_ref(), &mirror, &[]).await?;
     let second_secs = started.elapsed().as_secs_f64();
@@ -224,7 +224,7 @@ async fn run(objects: usize, backend: &str) -> anyhow::Result<()> {
     };
     let (raw_bytes, raw_before) = raw().await?;
     let b = tmp.path().join("b");
-    let fresh = Mirror::open_or_init(&b.join("mirror.git"))?;
+    let fresh = SharedMirror::open_or_init(&b.join("mirror.git")).await?;
     let started = Instant::now();
     let pulled = sync::pull(store.as_ref(), &fresh, &[]).await?;
     let pull_secs = started.elapsed().as_secs_f64();

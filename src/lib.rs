@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod controller;
 pub mod discovery;
+pub mod duration;
 pub mod mirror;
 pub mod restore;
 pub mod snapshot;

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -168,7 +168,7 @@ pub async fn take_snapshot(
         let ttl = opts
             .ttl
             .as_deref()
-            .map(|t| parse_ttl(t, now_seconds()).map_err(SnapshotError::Options))
+            .map(|t| crate::duration::parse_ttl(t, now_seconds()).map_err(SnapshotError::Options))
             .transpose()?;
         {
             let dir = git_dir.clone();
@@ -801,31 +801,6 @@ fn now_seconds() -> jiff::Timestamp {
     jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
-/// Parses a TTL and checks that `now + ttl` is a representable time (a TTL that overflows the
-/// calendar is an error, not a panic).
-pub fn parse_ttl(s: &str, now: jiff::Timestamp) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    let ends = jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|sd| now.checked_add(sd).ok());
-    match ends {
-        Some(_) => Ok(d),
-        None => Err(format!(
-            "TTL {s:?} is too long: it ends after the year 9999"
-        )),
-    }
-}
-
-/// Parses a Go-style or humane duration: `720h`, `168h0m0s`, `90m`, `1h30m`, `7d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 720h, 168h0m0s, 90m)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,20 +820,5 @@ mod tests {
         assert_eq!(meta("[]"), None);
         assert_eq!(meta(r#"{"items":[{]}, "metadata":{}}"#), None);
         assert_eq!(meta(r#"{"metadata":{"continue":5}}"#), None);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("720h").unwrap(),
-            Duration::from_secs(720 * 3600)
-        );
-        assert_eq!(
-            parse_duration("168h0m0s").unwrap(),
-            Duration::from_secs(168 * 3600)
-        );
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

@@ -84,7 +84,7 @@ pub struct ControllerArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::snapshot::parse_duration(s)
+    crate::duration::parse_duration(s)
 }
 
 /// The options the flags describe.

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::GlobalArgs;
 use super::output::{self, Format};
-use crate::cluster::{Cluster, RetryPolicy};
+use crate::cluster::Cluster;
 use crate::restore::{self, LoadedSnapshot, Plan, Preference, RestoreOptions};
 
 /// Flags shared by `plan` and `restore`.
@@ -80,44 +80,11 @@ async fn prepare(
     let git_dir = global.mirror_dir()?;
     let name = common.snapshot.clone();
     crate::mirror::validate_name("snapshot", &name)?;
-    // Only in the store (another machine took it): pull it first.
-    let pulled = crate::store::sync::ensure_local(
-        super::store::open_store(global).await?,
-        git_dir.clone(),
-        name.clone(),
-    )
-    .await;
-    let mut not_in_store = None;
-    match pulled {
-        Ok(true) => tracing::info!(snapshot = %name, "pulled from the store"),
-        Ok(false) => {}
-        Err(crate::store::sync::SyncError::NotInStore { store, .. }) => not_in_store = Some(store),
-        Err(e) => return Err(e).context(format!("pulling snapshot {name:?} from the store")),
-    }
-    let loaded = {
-        let (git_dir, name) = (git_dir.clone(), name.clone());
-        tokio::task::spawn_blocking(move || restore::load_snapshot(&git_dir, &name))
-            .await
-            .context("loading the snapshot")?
-    };
-    let snapshot = match (loaded, not_in_store) {
-        (Err(restore::RestoreError::UnknownSnapshot { .. }), Some(store)) => anyhow::bail!(
-            "snapshot {name:?} not found: neither in the mirror {} nor in {store}",
-            git_dir.display()
-        ),
-        (loaded, _) => loaded?,
-    };
     let cluster = Cluster::connect(&global.connect_options()).await?;
-    // Fail fast on a target that does not answer at all (a wrong kubeconfig or context);
-    // transient errors during the restore itself keep the full retry policy.
-    let probe = cluster.clone().with_retry(RetryPolicy {
-        max_retries: 2,
-        ..RetryPolicy::default()
-    });
-    probe
-        .get_json::<serde_json::Value>("/version")
-        .await
-        .context("the target cluster does not answer; nothing was created")?;
+    // Only in the store (another machine took it): `prepare` pulls it first.
+    let store = super::store::open_store(global).await?;
+    let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster).await?;
+    let snapshot = prepared.snapshot;
     Ok((pref, snapshot, cluster))
 }
 

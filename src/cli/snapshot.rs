@@ -46,7 +46,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("invalid --cluster {cluster:?}: {e}"))?;
     }
     if let Some(ttl) = &args.ttl {
-        snapshot::parse_ttl(ttl, jiff::Timestamp::now())
+        crate::duration::parse_ttl(ttl, jiff::Timestamp::now())
             .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;
     }
     let store = if args.no_push {

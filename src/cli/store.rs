@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::GlobalArgs;
 use super::output::{self, Format};
-use crate::mirror::Mirror;
+use crate::mirror::SharedMirror;
 use crate::store::{self, ObjectStore, S3Options, StoreUrl, sync};
 
 /// The store URL: `--store`/`$K8S_SNAP_STORE`, else `<data-dir>/store`.
@@ -39,10 +39,6 @@ pub fn s3_options(global: &GlobalArgs) -> S3Options {
 pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<Box<dyn ObjectStore>> {
     let url = store_url(global)?;
     Ok(store::open(&url, &s3_options(global)).await?)
-}
-
-fn open_mirror_or_init(global: &GlobalArgs) -> anyhow::Result<Mirror> {
-    Ok(Mirror::open_or_init(&global.mirror_dir()?)?)
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +137,7 @@ pub async fn push_and_report(
     names: &[String],
     out: &mut dyn Write,
 ) -> anyhow::Result<sync::PushReport> {
-    let mirror = Mirror::open(&global.mirror_dir()?)?;
+    let mirror = SharedMirror::open(&global.mirror_dir()?).await?;
     let report = sync::push(store, &mirror, names)
         .await
         .with_context(|| format!("push to {} failed", store.describe()))?;
@@ -183,7 +179,7 @@ pub async fn pull(global: &GlobalArgs, args: PullArgs, out: &mut dyn Write) -> a
         crate::mirror::validate_name("snapshot", n)?;
     }
     let store = open_store(global).await?;
-    let mirror = open_mirror_or_init(global)?;
+    let mirror = SharedMirror::open_or_init(&global.mirror_dir()?).await?;
     let report = sync::pull(store.as_ref(), &mirror, &args.names)
         .await
         .with_context(|| format!("pull from {} failed", store.describe()))?;
@@ -284,7 +280,7 @@ pub async fn gc_store(
     let store = open_store(global).await?;
     let mirror_dir = global.mirror_dir()?;
     let repacked = if mirror_dir.exists() {
-        let mirror = Mirror::open(&mirror_dir)?;
+        let mirror = SharedMirror::open(&mirror_dir).await?;
         sync::repack(store.as_ref(), &mirror, repack_threshold)
             .await
             .with_context(|| format!("repacking {} failed", store.describe()))?

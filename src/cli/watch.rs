@@ -39,10 +39,10 @@ pub fn executor(global: &GlobalArgs, threads: u16) -> anyhow::Result<EngineExecu
     Ok(EngineExecutor {
         git_dir: global.mirror_dir()?,
         default_target: global.connect_options(),
-        store: Some((
-            super::store::store_url(global)?,
-            super::store::s3_options(global),
-        )),
+        store: Some(std::sync::Arc::new(crate::watch::FixedStore {
+            url: super::store::store_url(global)?,
+            s3: super::store::s3_options(global),
+        })),
         options: RestoreOptions {
             threads: usize::from(threads.max(1)),
             ..RestoreOptions::default()

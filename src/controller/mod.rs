@@ -7,6 +7,7 @@
 //! Must not touch: the store and restore internals (reached only through [`work`]), stdout.
 
 pub mod crd;
+mod file_drops;
 pub mod leader;
 pub mod metrics;
 pub mod restore;
@@ -689,7 +690,7 @@ where
                 kubeconfig_text: None,
                 context: ctx.options.context.clone(),
             },
-            store: None,
+            store: Some(Arc::new(file_drops::ControllerStores(ctx.clone()))),
             options: crate::restore::RestoreOptions::default(),
         };
         let opts = crate::watch::WatchOptions::new(&dir);

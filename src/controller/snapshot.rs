@@ -100,7 +100,7 @@ pub fn available_until(
         return Ok(t.0);
     }
     let ttl = match ttl.filter(|t| !t.trim().is_empty()) {
-        Some(t) => crate::snapshot::parse_duration(t).map_err(|e| format!("spec.ttl: {e}"))?,
+        Some(t) => crate::duration::parse_duration(t).map_err(|e| format!("spec.ttl: {e}"))?,
         None => default_ttl,
     };
     let span = jiff::SignedDuration::try_from(ttl).map_err(|e| format!("spec.ttl: {e}"))?;

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use tracing::Instrument;
 
 use crate::cluster::Cluster;
-use crate::mirror::Mirror;
+use crate::mirror::{Mirror, SharedMirror};
 use crate::restore::RestoreStatus;
 use crate::restore::preference::Preference;
 use crate::snapshot::{NoProgress, SnapshotError, SnapshotOptions, SnapshotSummary};
@@ -41,6 +41,8 @@ pub enum WorkError {
     Invalid(String),
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
+    #[error(transparent)]
+    Prepare(#[from] Box<crate::restore::PrepareError>),
 }
 
 impl WorkError {
@@ -219,23 +221,14 @@ pub async fn open_store(target: &StoreTarget) -> Result<S3Store, WorkError> {
     Ok(store)
 }
 
-/// Runs `f` with the mirror at `git_dir` on a blocking thread (a `Mirror` is not `Sync`, so
-/// store operations on it cannot live in the reconcilers' `Send` futures).
-async fn on_mirror<T, F>(git_dir: &Path, f: F) -> Result<T, WorkError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Mirror, &tokio::runtime::Handle) -> Result<T, WorkError> + Send + 'static,
-{
-    let dir = git_dir.to_path_buf();
-    let handle = tokio::runtime::Handle::current();
-    blocking(move || {
-        let mirror = Mirror::open_or_init(&dir).map_err(|e| WorkError::Mirror {
-            path: dir.clone(),
+/// The controller's mirror at `git_dir`, shared by async code (git work on blocking threads).
+async fn shared_mirror(git_dir: &Path) -> Result<SharedMirror, WorkError> {
+    SharedMirror::open_or_init(git_dir)
+        .await
+        .map_err(|e| WorkError::Mirror {
+            path: git_dir.to_path_buf(),
             message: e.to_string(),
-        })?;
-        f(&mirror, &handle)
-    })
-    .await
+        })
 }
 
 /// Pushes the snapshot `name` from the mirror to the store (only the objects it lacks).
@@ -245,35 +238,12 @@ pub async fn push_snapshot(
     target: &StoreTarget,
 ) -> Result<Pushed, WorkError> {
     let store = open_store(target).await?;
-    let names = vec![name.to_string()];
-    let report = on_mirror(git_dir, move |mirror, rt| {
-        Ok(rt.block_on(sync::push(&store, mirror, &names))?)
-    })
-    .await?;
+    let mirror = shared_mirror(git_dir).await?;
+    let report = sync::push(&store, &mirror, &[name.to_string()]).await?;
     Ok(Pushed {
         stored_bytes: report.pack_bytes + report.idx_bytes,
         stored_at: jiff::Timestamp::now(),
     })
-}
-
-/// Pulls the snapshot `name` from the store into the mirror (a replica that did not take it).
-pub async fn pull_snapshot(
-    git_dir: &Path,
-    name: &str,
-    target: &StoreTarget,
-) -> Result<(), WorkError> {
-    let store = open_store(target).await?;
-    let names = vec![name.to_string()];
-    let report = on_mirror(git_dir, move |mirror, rt| {
-        Ok(rt.block_on(sync::pull(&store, mirror, &names))?)
-    })
-    .await?;
-    match report.failed.into_iter().next() {
-        Some((snapshot, reason)) => Err(WorkError::Invalid(format!(
-            "pulling snapshot {snapshot} from the store: {reason}"
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Removes the snapshot `name` from the store's manifest (its packs go at the next gc).
@@ -300,16 +270,6 @@ pub struct RestoreJob<'a> {
 /// (another replica took it) is pulled first.
 pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
     let snapshot = job.snapshot.to_string();
-    if !has_local_snapshot(job.git_dir, &snapshot).await? {
-        match job.store {
-            Some(target) => pull_snapshot(job.git_dir, &snapshot, target).await?,
-            None => {
-                return Err(WorkError::Invalid(
-                    super::messages::SNAPSHOT_FILE_NOT_FOUND.to_string(),
-                ));
-            }
-        }
-    }
     let preference = match job.preference {
         Some(p) => Preference::from_spec(
             job.spec.restore_preference_name.clone(),
@@ -322,9 +282,21 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
         .map_err(|e| WorkError::Invalid(e.to_string()))?,
         None => Preference::default(),
     };
-    let dir = job.git_dir.to_path_buf();
-    let name = snapshot.clone();
-    let loaded = blocking(move || Ok(crate::restore::load_snapshot(&dir, &name)?)).await?;
+    let store = match job.store {
+        Some(target) => Some(open_store(target).await?),
+        None => None,
+    };
+    let store_ref = store.as_ref().map(|s| s as &dyn crate::store::ObjectStore);
+    let loaded = match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target).await
+    {
+        Ok(prepared) => prepared.snapshot,
+        Err(e) if e.is_unknown_snapshot() => {
+            return Err(WorkError::Invalid(
+                super::messages::SNAPSHOT_FILE_NOT_FOUND.to_string(),
+            ));
+        }
+        Err(e) => return Err(Box::new(e).into()),
+    };
     let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
     let (_plan, report) = crate::restore::restore(
         job.target,

@@ -1,35 +1,20 @@
-//! Maintenance of the mirror: the exclusive writer lock, snapshot deletion, the derived
-//! per-cluster branches, garbage collection and object statistics.
+//! Maintenance of the mirror: snapshot deletion, the derived per-cluster branches, garbage
+//! collection and object statistics (the writer lock is `lock`, object encoding `encode`).
 //!
 //! Owns the refs `refs/heads/clusters/*` and the files under `objects/`; never rewrites a
 //! snapshot tag except to delete it.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use git2::{ObjectType, Oid, Repository};
 
-use super::writer::{commit_message, encode_commit, write_object};
+use super::encode::{commit_message, encode_commit, write_object};
 use super::{
-    CLUSTER_BRANCH_PREFIX, GitContext, LOCK_FILE, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX,
-    io_ctx, validate_name,
+    CLUSTER_BRANCH_PREFIX, GitContext, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX, io_ctx,
+    validate_name,
 };
-
-/// The exclusive advisory lock on a mirror (`<git_dir>/k8s-snap.lock`), held by writers.
-/// Released when dropped (also when the process dies).
-#[derive(Debug)]
-pub struct MirrorLock {
-    _file: File,
-    path: PathBuf,
-}
-
-impl MirrorLock {
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 /// Object counts and sizes of the repository on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,47 +47,7 @@ pub struct GcStats {
     pub reachable_objects: u64,
 }
 
-const POLL: Duration = Duration::from_millis(50);
-
 impl Mirror {
-    /// Takes the exclusive writer lock, waiting up to the lock timeout
-    /// ([`Mirror::with_lock_timeout`]); fails with [`MirrorError::Locked`] after that.
-    pub fn lock(&self) -> Result<MirrorLock> {
-        let path = self.git_dir.join(LOCK_FILE);
-        let file = io_ctx(
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path),
-            || format!("opening lock file {}", path.display()),
-        )?;
-        let start = Instant::now();
-        let mut logged = false;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(MirrorLock { _file: file, path }),
-                Err(TryLockError::WouldBlock) => {
-                    let waited = start.elapsed();
-                    if waited >= self.lock_timeout {
-                        return Err(MirrorError::Locked { path, waited });
-                    }
-                    if !logged {
-                        tracing::info!(lock = %path.display(), "mirror is locked by another k8s-snap process; waiting");
-                        logged = true;
-                    }
-                    std::thread::sleep(POLL.min(self.lock_timeout - waited));
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(MirrorError::Io {
-                        context: format!("locking {}", path.display()),
-                        source: e,
-                    });
-                }
-            }
-        }
-    }
-
     /// Deletes the tag of snapshot `name` and rebuilds its cluster's branch. Its unique objects
     /// are freed by the next [`Mirror::gc`].
     pub fn delete_snapshot(&self, name: &str) -> Result<()> {

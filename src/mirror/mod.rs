@@ -11,13 +11,19 @@
 //! - `names`: validation of snapshot/cluster names and tree paths;
 //! - `writer`: [`SnapshotWriter`], the streaming write of one snapshot;
 //! - `pack`: the temporary packfile the writer streams new objects into;
-//! - `maintain`: the writer lock, deletion, branch rebuild, gc and object statistics;
-//! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots.
+//! - `lock`: the writer lock;
+//! - `encode`: the hand-written commit encoding and object writes;
+//! - `maintain`: deletion, branch rebuild, gc and object statistics;
+//! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots;
+//! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through.
 
+mod encode;
+mod lock;
 mod maintain;
 mod names;
 mod pack;
 mod recover;
+mod shared;
 mod transfer;
 mod writer;
 
@@ -31,9 +37,11 @@ use git2::{ErrorCode, ObjectType, Oid, Repository};
 
 use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
-pub use maintain::{GcStats, MirrorLock, ObjectStats};
+pub use lock::MirrorLock;
+pub use maintain::{GcStats, ObjectStats};
 pub use names::{MAX_NAME_LEN, validate_name, validate_path};
 pub use recover::choose_packs;
+pub use shared::SharedMirror;
 pub use transfer::{
     ObjectSet, PackData, StageError, StagedPack, check_pack_index, install_pack_files,
 };
@@ -114,6 +122,12 @@ pub enum MirrorError {
     ObjectNotFound { id: String },
     #[error("{path:?} in commit {commit} is a directory, not a file")]
     NotAFile { commit: CommitId, path: String },
+    #[error("{context}: the blocking task failed: {source}")]
+    Blocking {
+        context: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 pub(crate) trait GitContext<T> {

@@ -1,22 +1,20 @@
 //! [`SnapshotWriter`]: streams the files of one snapshot into the object database, then builds
 //! the nested trees, the parentless commit, the tag and the cluster branch at `finish`.
 //!
-//! Owns the git object encodings of trees and commits (written by hand so that ids are
-//! deterministic and new objects can be counted). Must not touch refs other than the snapshot's
-//! tag and its cluster's branch.
+//! Owns the git object encoding of trees (written by hand so that ids are deterministic and
+//! new objects can be counted; commits are encoded by `encode`). Must not touch refs other
+//! than the snapshot's tag and its cluster's branch.
 
 use std::collections::BTreeMap;
 
-use git2::{ObjectType, Odb, OdbLookupFlags, Oid};
+use git2::{ObjectType, Odb, Oid};
 
-use super::maintain::MirrorLock;
+use super::encode::{commit_message, encode_commit};
+use super::lock::MirrorLock;
 use super::names::{validate_name, validate_path};
 use super::pack::PackSink;
 use super::{CommitId, GitContext, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX, TreeId};
 use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
-
-/// Author and committer of every commit k8s-snap writes.
-pub(super) const SIGNATURE: &str = "k8s-snap <k8s-snap@localhost>";
 
 /// What [`SnapshotWriter::finish`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,44 +106,6 @@ impl Mirror {
             Err(e) => Err(e).ctx(|| format!("reading tag {refname}")),
         }
     }
-}
-
-/// Writes `bytes` as an object of `kind` unless the odb already has it.
-/// Returns the id and whether it was new.
-pub(super) fn write_object(odb: &Odb<'_>, kind: ObjectType, bytes: &[u8]) -> Result<(Oid, bool)> {
-    let oid = super::pack::object_id(kind, bytes)?;
-    if odb.exists_ext(oid, OdbLookupFlags::NO_REFRESH) {
-        return Ok((oid, false));
-    }
-    let written = odb
-        .write(kind, bytes)
-        .ctx(|| format!("writing {kind} object {oid}"))?;
-    debug_assert_eq!(written, oid);
-    Ok((oid, true))
-}
-
-/// Encodes a commit object (deterministic: fixed signature, UTC offset).
-pub(super) fn encode_commit(tree: Oid, parent: Option<Oid>, time: i64, message: &str) -> Vec<u8> {
-    let mut s = format!("tree {tree}\n");
-    if let Some(p) = parent {
-        s.push_str(&format!("parent {p}\n"));
-    }
-    s.push_str(&format!("author {SIGNATURE} {time} +0000\n"));
-    s.push_str(&format!("committer {SIGNATURE} {time} +0000\n\n"));
-    s.push_str(message);
-    s.push('\n');
-    s.into_bytes()
-}
-
-/// The commit message of a snapshot (and of its cluster-branch commit).
-pub(super) fn commit_message(meta: &SnapshotMeta) -> String {
-    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
-    format!(
-        "snapshot {} of {} at rv {}",
-        meta.name,
-        meta.cluster_name,
-        clean(&meta.resource_version)
-    )
 }
 
 impl SnapshotWriter<'_> {

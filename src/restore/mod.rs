@@ -3,17 +3,21 @@
 //!
 //! Owns: which snapshot objects are restored, in what order and with which cluster-specific
 //! fields removed; the plan and the Restore status in the original project's shape.
-//! Must not touch: git (reads trees through `mirror`), the source cluster, the store.
+//! Must not touch: git (reads trees through `mirror`), the source cluster, the store (only
+//! [`prepare()`] reaches it, through `store::sync::ensure_local`).
 //!
 //! Entry points (shared by the CLI, the controller and the file-drop watcher):
-//! [`load_snapshot`] (the tree of a snapshot; the one place that will also pull from the
-//! store), [`plan()`] (read-only), [`apply_plan`], and [`restore`] = plan + apply.
+//! [`prepare()`] (the one preparation: pull the snapshot from the store when the mirror lacks
+//! it, load its tree on a blocking thread, probe the target), [`load_snapshot`] (the tree of a
+//! snapshot in the mirror; it never pulls), [`plan()`] (read-only), [`apply_plan`], and
+//! [`restore`] = plan + apply.
 
 pub mod apply;
 pub mod convert;
 pub mod live;
 pub mod plan;
 pub mod preference;
+mod prepare;
 pub mod rules;
 pub mod status;
 
@@ -28,6 +32,7 @@ use tracing::Instrument as _;
 pub use apply::{ApplyOptions, ApplyReport, apply, dry_run_status};
 pub use plan::{Action, LiveObject, Plan, PlanItem, PlanOptions, PlanSummary, Served, build_plan};
 pub use preference::{Preference, PreferenceError, RestorePreferenceSpec};
+pub use prepare::{PrepareError, Prepared, prepare};
 pub use rules::{RuleOptions, Selection, SnapshotObject, Stage, select};
 pub use status::RestoreStatus;
 

@@ -1,17 +1,50 @@
 //! The restore engine as a [`RestoreExecutor`]: what `k8s-snap watch` and the controller's
 //! `--watch-dir` run for each request. Connects to the request's target (its inline
-//! kubeconfig, else the default one), pulls the snapshot from the store when it is only there,
-//! then plans and applies with [`crate::restore::restore`].
+//! kubeconfig, else the default one), prepares with [`crate::restore::prepare()`] (pulling the
+//! snapshot from the request's store when the mirror lacks it, loading it, probing the
+//! target), then plans and applies with [`crate::restore::restore`].
 //!
-//! Owns: the mapping from a request to a restore and back to a result. Must not touch: the
-//! watched directory (the watcher writes results and moves files).
+//! Owns: the mapping from a request to a restore and back to a result, and [`StoreSource`]
+//! (which store a request pulls from). Must not touch: the watched directory (the watcher
+//! writes results and moves files).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{BoxFuture, JobFailure, RestoreExecutor, RestoreOutcome, RestoreRequest};
-use crate::cluster::{Cluster, ConnectOptions, RetryPolicy, redact_kubeconfig};
+use crate::cluster::{Cluster, ConnectOptions, redact_kubeconfig};
 use crate::restore::RestoreOptions;
-use crate::store::{S3Options, StoreUrl};
+use crate::store::{ObjectStore, S3Options, StoreUrl};
+
+/// Where the executor pulls a snapshot the mirror lacks from, per request.
+pub trait StoreSource: Send + Sync + std::fmt::Debug {
+    /// The store for `request`; `None` when it has none (only the mirror is used).
+    fn store_for<'a>(
+        &'a self,
+        request: &'a RestoreRequest,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn ObjectStore>>, String>>;
+}
+
+/// One store for every request: `k8s-snap watch` and its global store flags.
+#[derive(Debug, Clone)]
+pub struct FixedStore {
+    pub url: StoreUrl,
+    pub s3: S3Options,
+}
+
+impl StoreSource for FixedStore {
+    fn store_for<'a>(
+        &'a self,
+        _request: &'a RestoreRequest,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn ObjectStore>>, String>> {
+        Box::pin(async move {
+            crate::store::open(&self.url, &self.s3)
+                .await
+                .map(Some)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
 
 /// Restores from the mirror at `git_dir`.
 #[derive(Debug, Clone)]
@@ -21,7 +54,7 @@ pub struct EngineExecutor {
     /// The target of requests without `spec.kubeconfig`.
     pub default_target: ConnectOptions,
     /// Where to pull snapshots the mirror lacks from.
-    pub store: Option<(StoreUrl, S3Options)>,
+    pub store: Option<Arc<dyn StoreSource>>,
     /// Restore options (threads, waits).
     pub options: RestoreOptions,
 }
@@ -56,39 +89,21 @@ impl EngineExecutor {
         let cluster = Cluster::connect(&connect)
             .await
             .map_err(|e| format!("target cluster: {e}"))?;
-        // An unreachable target fails fast, before anything else is done.
-        cluster
-            .clone()
-            .with_retry(RetryPolicy {
-                max_retries: 2,
-                ..RetryPolicy::default()
-            })
-            .get_json::<serde_json::Value>("/version")
-            .await
-            .map_err(|e| format!("the target cluster does not answer: {e}"))?;
-
-        let name = request.backup_name.clone();
-        if let Some((url, s3)) = &self.store {
-            let store = crate::store::open(url, s3)
-                .await
-                .map_err(|e| e.to_string())?;
-            match crate::store::sync::ensure_local(store, self.git_dir.clone(), name.clone()).await
-            {
-                Ok(_) | Err(crate::store::sync::SyncError::NotInStore { .. }) => {}
-                Err(e) => return Err(format!("pulling snapshot {name:?}: {e}")),
-            }
-        }
-        let git_dir = self.git_dir.clone();
-        let snapshot_name = name.clone();
-        let snapshot = tokio::task::spawn_blocking(move || {
-            crate::restore::load_snapshot(&git_dir, &snapshot_name)
-        })
+        let store = match &self.store {
+            Some(source) => source.store_for(&request).await?,
+            None => None,
+        };
+        let prepared = crate::restore::prepare(
+            &self.git_dir,
+            &request.backup_name,
+            store.as_deref(),
+            &cluster,
+        )
         .await
-        .map_err(|e| format!("loading snapshot {name:?}: {e}"))?
         .map_err(|e| e.to_string())?;
         let preference = request.preference.clone().unwrap_or_default();
         let (plan, report) =
-            crate::restore::restore(&cluster, snapshot, &preference, &self.options)
+            crate::restore::restore(&cluster, prepared.snapshot, &preference, &self.options)
                 .await
                 .map_err(|e| e.to_string())?;
         for w in &report.warnings {

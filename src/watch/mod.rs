@@ -26,7 +26,7 @@ use notify::RecursiveMode;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-pub use executor::EngineExecutor;
+pub use executor::{EngineExecutor, FixedStore, StoreSource};
 pub use request::{RequestError, RestoreRequest};
 
 use crate::restore::status::{RestoreStatus, phase};

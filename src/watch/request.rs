@@ -46,6 +46,9 @@ struct RequestSpec {
     restore_preference_name: Option<String>,
     #[serde(default)]
     preference: Option<RestorePreferenceSpec>,
+    /// The ObjectstoreConfig to pull from (used by `controller --watch-dir`).
+    #[serde(default)]
+    objectstore_config: Option<String>,
     // Accepted for compatibility with Restore CRs; a file-drop result has no lifetime.
     #[serde(default)]
     #[allow(dead_code)]
@@ -76,6 +79,9 @@ pub struct RestoreRequest {
     pub kubeconfig: Option<String>,
     /// The preference, inline or by name; `None` = restore everything restorable.
     pub preference: Option<Preference>,
+    /// `spec.objectstoreConfig`: where `controller --watch-dir` pulls a missing snapshot from
+    /// (`k8s-snap watch` pulls from its own store flags).
+    pub objectstore_config: Option<String>,
 }
 
 impl std::fmt::Debug for RestoreRequest {
@@ -188,6 +194,7 @@ pub fn parse(text: &str, file: &Path, preferences: &Path) -> Result<RestoreReque
         cluster_name: spec.cluster_name,
         kubeconfig: spec.kubeconfig,
         preference,
+        objectstore_config: spec.objectstore_config.filter(|s| !s.trim().is_empty()),
     })
 }
 

@@ -1337,3 +1337,86 @@ async fn the_controller_serves_file_drops() {
     assert!(status["status"]["numCreated"].as_u64().unwrap() > 0);
     ctl.stop().await.unwrap();
 }
+
+/// A file drop in the controller's `--watch-dir` names a snapshot that only the store holds
+/// (another replica took and pushed it): the controller pulls it from the Snapshot CR's
+/// ObjectstoreConfig, as it does for a Restore CR, and restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_watch_dir_pulls_a_snapshot_only_in_the_store() {
+    let moto = crate::store_support::Moto::start();
+    let mgmt = Management::start().await;
+    let source = Emulator::builder()
+        .fixture(Fixture::Realistic)
+        .start()
+        .await
+        .unwrap();
+    let target = Emulator::builder()
+        .fixture(Fixture::Empty)
+        .start()
+        .await
+        .unwrap();
+    store_config(&mgmt, &moto).await;
+    // Replica "taker" takes the snapshot and pushes it, then goes away.
+    let taker = mgmt
+        .controller_with(
+            "taker",
+            &[
+                "--housekeepstore=false",
+                "--restoresnapshots=false",
+                "--createbucket",
+            ],
+        )
+        .await;
+    let snaps = mgmt.snapshots().await;
+    create_snapshot(
+        &snaps,
+        "only-stored",
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
+            objectstore_config: Some("s3".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = phase_of(&snaps, "only-stored", &["Completed", "Failed"]).await;
+    assert_eq!(done.status.unwrap().phase, "Completed");
+    assert_eq!(stored(&moto).await.len(), 1);
+    taker.stop().await.unwrap();
+
+    // Replica "drops" (its own, empty data dir) serves the file drop.
+    let drops = mgmt.dir.path().join("drops");
+    std::fs::create_dir_all(&drops).unwrap();
+    let ctl = mgmt
+        .controller_with(
+            "drops",
+            &[
+                "--housekeepstore=false",
+                "--restoresnapshots=false",
+                "--watch-dir",
+                drops.to_str().unwrap(),
+            ],
+        )
+        .await;
+    let kc = target.kubeconfig_yaml("cluster-b");
+    let indented: String = kc.lines().map(|l| format!("    {l}\n")).collect();
+    let request = format!(
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: only-stored\n  preference:\n    excludeNamespaces: [kube-system]\n  kubeconfig: |\n{indented}"
+    );
+    std::fs::write(drops.join(".r1.yaml.tmp"), request).unwrap();
+    std::fs::rename(drops.join(".r1.yaml.tmp"), drops.join("r1.yaml")).unwrap();
+    wait_for(Duration::from_secs(30), "the file-drop result", || async {
+        (drops.join("done/r1.yaml").exists() || drops.join("failed/r1.yaml").exists()).then_some(())
+    })
+    .await;
+    let result = drops.join("results/r1.status.yaml");
+    let status = k8s_snap::tree::from_yaml(&std::fs::read_to_string(result).unwrap()).unwrap();
+    assert_eq!(status["status"]["phase"], "Completed", "{status}");
+    assert!(status["status"]["numCreated"].as_u64().unwrap() > 0);
+    // The snapshot is now in this replica's mirror.
+    let mirror =
+        k8s_snap::mirror::Mirror::open(&mgmt.dir.path().join("data-drops").join("mirror.git"))
+            .unwrap();
+    assert!(mirror.snapshot("only-stored").unwrap().is_some());
+    ctl.stop().await.unwrap();
+}

@@ -97,9 +97,9 @@ proptest! {
             );
         }
         let _ = k8s_snap::cli::parse_limit(&v);
-        let _ = k8s_snap::snapshot::parse_duration(&v);
+        let _ = k8s_snap::duration::parse_duration(&v);
         for now in [jiff::Timestamp::MIN, jiff::Timestamp::now(), jiff::Timestamp::MAX] {
-            if let Ok(d) = k8s_snap::snapshot::parse_ttl(&v, now) {
+            if let Ok(d) = k8s_snap::duration::parse_ttl(&v, now) {
                 // Accepted: then the expiry is representable.
                 let sd = jiff::SignedDuration::try_from(d).unwrap();
                 prop_assert!(now.checked_add(sd).is_ok());

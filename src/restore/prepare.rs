@@ -1,0 +1,134 @@
+//! [`prepare`]: the one preparation of every restore (the CLI's `plan`/`restore`, the
+//! file-drop executor of `k8s-snap watch` and `controller --watch-dir`, and the controller's
+//! Restores): pull the snapshot from the store when the mirror lacks it, load its tree on a
+//! blocking thread, then probe the target so an unreachable cluster fails before anything is
+//! planned or written.
+//!
+//! Owns: that order and its errors. Must not touch: git (through [`SharedMirror`] and
+//! [`load_snapshot`]), the store beyond [`crate::store::sync::ensure_local`], planning or
+//! applying.
+
+use std::path::{Path, PathBuf};
+
+use super::{LoadedSnapshot, RestoreError, load_snapshot};
+use crate::cluster::{Cluster, ClusterError, RetryPolicy};
+use crate::mirror::{MirrorError, SharedMirror};
+use crate::store::ObjectStore;
+use crate::store::sync::{SyncError, ensure_local};
+
+/// Why a restore could not be prepared; each names the snapshot, mirror, store or target.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("opening the mirror {path}: {source}")]
+    Mirror {
+        path: PathBuf,
+        #[source]
+        source: MirrorError,
+    },
+    #[error("pulling snapshot {name:?} from the store: {source}")]
+    Pull {
+        name: String,
+        #[source]
+        source: SyncError,
+    },
+    #[error("snapshot {name:?} not found: neither in the mirror {} nor in {store}", git_dir.display())]
+    NotFound {
+        name: String,
+        git_dir: PathBuf,
+        store: String,
+    },
+    #[error(transparent)]
+    Load(#[from] RestoreError),
+    #[error("loading snapshot {name:?}: {source}")]
+    LoadTask {
+        name: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("the target cluster does not answer; nothing was created: {source}")]
+    Unreachable {
+        #[source]
+        source: ClusterError,
+    },
+}
+
+impl PrepareError {
+    /// Whether the snapshot is in neither the mirror nor the store.
+    pub fn is_unknown_snapshot(&self) -> bool {
+        matches!(
+            self,
+            PrepareError::NotFound { .. }
+                | PrepareError::Load(RestoreError::UnknownSnapshot { .. })
+        )
+    }
+}
+
+/// A prepared restore: the snapshot's tree, and whether it was pulled from the store.
+#[derive(Debug)]
+pub struct Prepared {
+    pub snapshot: LoadedSnapshot,
+    pub pulled: bool,
+}
+
+/// Prepares the restore of snapshot `name` from the mirror at `git_dir` onto `target`:
+/// pulls it from `store` when only the store has it, loads its tree (blocking thread), and
+/// probes the target (`/version`, two retries) so nothing is planned against a dead cluster.
+pub async fn prepare(
+    git_dir: &Path,
+    name: &str,
+    store: Option<&dyn ObjectStore>,
+    target: &Cluster,
+) -> Result<Prepared, PrepareError> {
+    let mut pulled = false;
+    let mut not_in_store = None;
+    if let Some(store) = store {
+        let mirror = SharedMirror::open_or_init(git_dir)
+            .await
+            .map_err(|source| PrepareError::Mirror {
+                path: git_dir.to_path_buf(),
+                source,
+            })?;
+        match ensure_local(store, &mirror, name).await {
+            Ok(p) => pulled = p,
+            Err(SyncError::NotInStore { store, .. }) => not_in_store = Some(store),
+            Err(source) => {
+                return Err(PrepareError::Pull {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        }
+        if pulled {
+            tracing::info!(snapshot = %name, store = %store.describe(), "pulled from the store");
+        }
+    }
+    let (dir, owned) = (git_dir.to_path_buf(), name.to_owned());
+    let loaded = tokio::task::spawn_blocking(move || load_snapshot(&dir, &owned))
+        .await
+        .map_err(|source| PrepareError::LoadTask {
+            name: name.to_owned(),
+            source,
+        })?;
+    let snapshot = match (loaded, not_in_store) {
+        (Err(RestoreError::UnknownSnapshot { .. }), Some(store)) => {
+            return Err(PrepareError::NotFound {
+                name: name.to_owned(),
+                git_dir: git_dir.to_path_buf(),
+                store,
+            });
+        }
+        (loaded, _) => loaded?,
+    };
+    // Fail fast on a target that does not answer at all (a wrong kubeconfig or context);
+    // transient errors during the restore itself keep the full retry policy.
+    target
+        .clone()
+        .with_retry(RetryPolicy {
+            max_retries: 2,
+            ..RetryPolicy::default()
+        })
+        .get_json::<serde_json::Value>("/version")
+        .await
+        .map_err(|source| PrepareError::Unreachable { source })?;
+    Ok(Prepared { snapshot, pulled })
+}

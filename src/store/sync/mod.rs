@@ -1,0 +1,208 @@
+//! Push, pull, verify, delete and gc between the local mirror and an [`ObjectStore`]
+//! (docs/design.md §5), one file per operation: [`push`](push()), [`repack`](repack()),
+//! [`pull`](pull()), [`verify`](verify()), [`delete`](delete()), [`gc`](gc()) and
+//! [`ensure_local`]. This file owns what they share: [`SyncError`], reading the manifest and
+//! changing it by compare-and-swap, and [`list`].
+//!
+//! Consistency model: packs are immutable and named by their sha256, written with
+//! create-if-absent; the manifest is the only mutable object and is changed only by
+//! compare-and-swap (re-read, re-apply the change, retry on a lost race). After each write the
+//! manifest is read back and the change re-checked, so a backend that ignored the condition is
+//! caught in most interleavings (see docs/store.md for the residual window). A manifest is
+//! written only after every pack it names is fully uploaded. Everything read from the store is
+//! untrusted: the manifest is validated, packs are checked against their hash and size and
+//! indexed by libgit2, and a snapshot is tagged only when its commit is complete.
+//!
+//! Git work is done through [`SharedMirror::run`](crate::mirror::SharedMirror::run), on
+//! blocking threads, in a few phases per operation (never per object); the store requests in
+//! between are awaited here, so these futures are `Send` and never block a runtime thread.
+//!
+//! Must not import git2 (the mirror does the git work) and must not print.
+
+mod delete;
+mod ensure_local;
+mod gc;
+mod pull;
+mod push;
+mod repack;
+mod verify;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::manifest::{Manifest, SnapshotEntry};
+use super::{Etag, MANIFEST_KEY, ObjectStore, StoreError};
+use crate::mirror::{CommitId, MirrorError};
+
+pub use delete::{DeleteReport, delete};
+pub use ensure_local::ensure_local;
+pub use gc::{GcOptions, GcReport, gc};
+pub use pull::{PullReport, pull};
+pub use push::{FAILPOINT_ENV, PushReport, push};
+pub use repack::{RepackReport, repack};
+pub use verify::{VerifyProblem, VerifyReport, verify};
+
+/// How many times a manifest compare-and-swap is retried after losing a race.
+const CAS_ATTEMPTS: u32 = 30;
+
+/// Errors of the store operations; each names the snapshot, pack or store at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("{store}: the manifest is invalid: {reason}")]
+    BadManifest { store: String, reason: String },
+    #[error("snapshot {name:?} not found in the local mirror")]
+    NotLocal { name: String },
+    #[error("snapshot {name:?} not found in {store}")]
+    NotInStore { name: String, store: String },
+    #[error(
+        "snapshot {name:?} is in {store} with commit {theirs}, the local one is {ours}; \
+         delete one of them or use another name"
+    )]
+    Conflict {
+        name: String,
+        store: String,
+        ours: CommitId,
+        theirs: CommitId,
+    },
+    #[error("{store}: pack {sha} already exists with {found} bytes, expected {expected}")]
+    PackMismatch {
+        store: String,
+        sha: String,
+        found: u64,
+        expected: u64,
+    },
+    #[error("{store}: the manifest kept changing; gave up after {attempts} attempts")]
+    Contention { store: String, attempts: u32 },
+    #[error("snapshot {name:?} could not be pulled from {store}: {reason}")]
+    PullFailed {
+        name: String,
+        store: String,
+        reason: String,
+    },
+    #[error("failpoint {0} hit")]
+    Failpoint(String),
+}
+
+pub type Result<T, E = SyncError> = std::result::Result<T, E>;
+
+/// A snapshot as the store lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSnapshot {
+    pub name: String,
+    #[serde(flatten)]
+    pub entry: SnapshotEntry,
+}
+
+/// The manifest and its etag; an empty manifest (and no etag) when the store has none.
+pub async fn read_manifest(store: &dyn ObjectStore) -> Result<(Manifest, Option<Etag>)> {
+    match store.get(MANIFEST_KEY).await {
+        Ok(o) => {
+            let m = Manifest::parse(&o.bytes).map_err(|reason| SyncError::BadManifest {
+                store: store.describe(),
+                reason,
+            })?;
+            Ok((m, Some(o.etag)))
+        }
+        Err(StoreError::NotFound { .. }) => Ok((Manifest::default(), None)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies `change` to the manifest by compare-and-swap. `change` returns whether it changed
+/// anything; it is re-run on a fresh copy after every lost race, so it must be idempotent.
+/// Returns the manifest as written (or as read, when nothing changed).
+pub(crate) async fn update_manifest(
+    store: &dyn ObjectStore,
+    mut change: impl FnMut(&mut Manifest) -> Result<bool>,
+) -> Result<Manifest> {
+    for attempt in 0..CAS_ATTEMPTS {
+        let (current, etag) = read_manifest(store).await?;
+        let mut next = current.clone();
+        if !change(&mut next)? {
+            return Ok(current);
+        }
+        next.generation = current.generation + 1;
+        match store
+            .put_if_match(MANIFEST_KEY, next.to_bytes(), etag.as_ref())
+            .await
+        {
+            Ok(_) => {
+                // Read back: a backend that ignored the condition may have let another writer
+                // overwrite us (or we them); re-apply if our change is missing.
+                let (after, _) = read_manifest(store).await?;
+                let mut check = after.clone();
+                if !change(&mut check)? {
+                    tracing::debug!(generation = next.generation, "manifest updated");
+                    return Ok(after);
+                }
+                tracing::warn!(store = %store.describe(), "manifest write was lost; retrying");
+            }
+            Err(StoreError::PreconditionFailed { .. }) => {
+                tracing::debug!(attempt, "manifest changed concurrently; re-reading");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Err(SyncError::Contention {
+        store: store.describe(),
+        attempts: CAS_ATTEMPTS,
+    })
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            % 50,
+    );
+    Duration::from_millis(10 * u64::from(attempt.min(10)) + jitter)
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The store's snapshots, sorted by timestamp then name.
+pub async fn list(store: &dyn ObjectStore) -> Result<Vec<StoreSnapshot>> {
+    let (m, _) = read_manifest(store).await?;
+    let mut out: Vec<StoreSnapshot> = m
+        .snapshots
+        .into_iter()
+        .map(|(name, entry)| StoreSnapshot { name, entry })
+        .collect();
+    out.sort_by(|a, b| {
+        a.entry
+            .timestamp
+            .cmp(&b.entry.timestamp)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(super) mod test_support {
+    use super::SnapshotEntry;
+
+    /// A manifest entry of a snapshot needing `packs`.
+    pub(in crate::store) fn entry(packs: &[&str], until: Option<jiff::Timestamp>) -> SnapshotEntry {
+        SnapshotEntry {
+            commit: "1".repeat(40).parse().expect("commit id"),
+            cluster: "prod".into(),
+            timestamp: jiff::Timestamp::UNIX_EPOCH,
+            resource_version: "1".into(),
+            number_of_contents: 1,
+            available_until: until,
+            packs: packs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! [`push`]: local snapshots the store lacks go up as one pack of the objects the store's
+//! snapshots do not already hold (packs the store has damaged are not relied upon), then one
+//! manifest update by compare-and-swap.
+//!
+//! Owns: choosing what to upload and the failpoint of a push killed before its manifest.
+//! Must not touch: packs or snapshots it did not upload or add; git beyond the mirror's API.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{Result, SyncError, read_manifest, sha256_hex, update_manifest};
+use crate::mirror::{CommitId, SharedMirror};
+use crate::store::ObjectStore;
+use crate::store::PutOutcome;
+use crate::store::manifest::{Manifest, PackEntry, SnapshotEntry, idx_key, pack_key};
+
+/// Env var naming a failpoint (tests only): `push-after-packs` makes a push fail after
+/// uploading its packs and before writing the manifest, like a killed process.
+pub const FAILPOINT_ENV: &str = "K8S_SNAP_FAILPOINT";
+
+/// What [`push`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushReport {
+    /// Snapshots added to the manifest.
+    pub pushed: Vec<String>,
+    /// Snapshots the store already had.
+    pub up_to_date: Vec<String>,
+    /// The new pack (sha256), if any.
+    pub pack: Option<String>,
+    pub pack_bytes: u64,
+    pub idx_bytes: u64,
+    pub objects: u64,
+    /// Whether the pack was uploaded by this push (false: the store had it).
+    pub uploaded: bool,
+}
+
+/// Pushes local snapshots (`names`, or all when empty) that the store lacks: one pack with the
+/// objects the store's snapshots do not already hold, then one manifest update.
+pub async fn push(
+    store: &dyn ObjectStore,
+    mirror: &SharedMirror,
+    names: &[String],
+) -> Result<PushReport> {
+    // A concurrent gc may remove a snapshot whose objects the pack relies on: start over then.
+    let mut last = None;
+    for _ in 0..3 {
+        match push_once(store, mirror, names).await {
+            Err(SyncError::Contention { store, attempts }) => {
+                last = Some(SyncError::Contention { store, attempts })
+            }
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or(SyncError::Contention {
+        store: store.describe(),
+        attempts: 3,
+    }))
+}
+
+async fn push_once(
+    store: &dyn ObjectStore,
+    mirror: &SharedMirror,
+    names: &[String],
+) -> Result<PushReport> {
+    let local = mirror.run(|m| m.snapshots()).await?;
+    let selected: Vec<_> = if names.is_empty() {
+        local
+    } else {
+        let mut v = Vec::new();
+        for n in names {
+            let s = local
+                .iter()
+                .find(|s| &s.name == n)
+                .ok_or_else(|| SyncError::NotLocal { name: n.clone() })?;
+            v.push(s.clone());
+        }
+        v
+    };
+    let (manifest, _) = read_manifest(store).await?;
+    let mut report = PushReport::default();
+    let mut to_push = Vec::new();
+    for s in selected {
+        match manifest.snapshots.get(&s.name) {
+            Some(e) if e.commit == s.commit => report.up_to_date.push(s.name),
+            Some(e) => {
+                return Err(SyncError::Conflict {
+                    name: s.name,
+                    store: store.describe(),
+                    ours: s.commit,
+                    theirs: e.commit.clone(),
+                });
+            }
+            None => to_push.push(s),
+        }
+    }
+    if to_push.is_empty() {
+        return Ok(report);
+    }
+    // Packs that are missing or truncated in the store (sizes from the manifest): a snapshot
+    // needing one of them is not relied upon, so its objects go into the new pack again.
+    let damaged = damaged_packs(store, &manifest).await?;
+    for (sha, reason) in &damaged {
+        tracing::warn!(
+            store = %store.describe(),
+            pack = %sha,
+            snapshots = ?manifest.snapshots_needing(sha),
+            "{reason}; the new pack will not rely on it (run `k8s-snap verify`)"
+        );
+    }
+    // Hide every store snapshot we have locally; the new snapshots then depend on its packs.
+    let candidates: Vec<(CommitId, Vec<String>)> = manifest
+        .snapshots
+        .values()
+        .filter(|e| !e.packs.iter().any(|p| damaged.contains_key(p)))
+        .map(|e| (e.commit.clone(), e.packs.clone()))
+        .collect();
+    let include: Vec<CommitId> = to_push.iter().map(|s| s.commit.clone()).collect();
+    let (deps, pack) = mirror
+        .run(move |m| -> Result<_> {
+            let mut hide = Vec::new();
+            let mut deps: BTreeSet<String> = BTreeSet::new();
+            for (commit, packs) in candidates {
+                if m.has_commit(&commit)? {
+                    hide.push(commit);
+                    deps.extend(packs);
+                }
+            }
+            Ok((deps, m.build_pack(&include, &hide)?))
+        })
+        .await?;
+    let mut new_pack = None;
+    if let Some(pack) = pack {
+        let sha = sha256_hex(&pack.pack);
+        let entry = PackEntry {
+            size: pack.pack.len() as u64,
+            idx_size: pack.idx.len() as u64,
+            objects: pack.objects,
+            created: jiff::Timestamp::now(),
+        };
+        report.pack_bytes = entry.size;
+        report.idx_bytes = entry.idx_size;
+        report.objects = entry.objects;
+        // The idx first, the pack last: a present pack implies a present idx.
+        for (key, bytes, expected) in [
+            (idx_key(&sha), pack.idx, entry.idx_size),
+            (pack_key(&sha), pack.pack, entry.size),
+        ] {
+            match store.put_if_absent(&key, bytes).await? {
+                PutOutcome::Created => report.uploaded = true,
+                PutOutcome::AlreadyExists => {
+                    let found = store.head(&key).await?.size;
+                    if found != expected {
+                        return Err(SyncError::PackMismatch {
+                            store: store.describe(),
+                            sha: sha.clone(),
+                            found,
+                            expected,
+                        });
+                    }
+                }
+            }
+        }
+        tracing::info!(pack = %sha, bytes = entry.size, objects = entry.objects, "pack uploaded");
+        report.pack = Some(sha.clone());
+        new_pack = Some((sha, entry));
+    }
+    if std::env::var(FAILPOINT_ENV).as_deref() == Ok("push-after-packs") {
+        return Err(SyncError::Failpoint("push-after-packs".into()));
+    }
+    let mut packs: Vec<String> = deps.iter().cloned().collect();
+    if let Some((sha, _)) = &new_pack
+        && !deps.contains(sha)
+    {
+        packs.push(sha.clone());
+    }
+    packs.sort();
+    let store_name = store.describe();
+    update_manifest(store, |m| {
+        let mut changed = false;
+        for d in &deps {
+            if !m.packs.contains_key(d) {
+                // A pack our new pack relies on was garbage-collected meanwhile.
+                return Err(SyncError::Contention {
+                    store: store_name.clone(),
+                    attempts: 1,
+                });
+            }
+            if m.pending_delete.remove(d).is_some() {
+                changed = true;
+            }
+        }
+        if let Some((sha, entry)) = &new_pack {
+            if !m.packs.contains_key(sha) {
+                m.packs.insert(sha.clone(), entry.clone());
+                changed = true;
+            }
+            if m.pending_delete.remove(sha).is_some() {
+                changed = true;
+            }
+        }
+        for s in &to_push {
+            match m.snapshots.get(&s.name) {
+                Some(e) if e.commit == s.commit => {}
+                Some(e) => {
+                    return Err(SyncError::Conflict {
+                        name: s.name.clone(),
+                        store: store_name.clone(),
+                        ours: s.commit.clone(),
+                        theirs: e.commit.clone(),
+                    });
+                }
+                None => {
+                    m.snapshots.insert(
+                        s.name.clone(),
+                        SnapshotEntry {
+                            commit: s.commit.clone(),
+                            cluster: s.meta.cluster_name.clone(),
+                            timestamp: s.meta.timestamp,
+                            resource_version: s.meta.resource_version.clone(),
+                            number_of_contents: s.meta.number_of_contents,
+                            available_until: s.meta.available_until,
+                            packs: packs.clone(),
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    })
+    .await?;
+    report.pushed = to_push.into_iter().map(|s| s.name).collect();
+    tracing::info!(pushed = ?report.pushed, "manifest updated");
+    Ok(report)
+}
+
+/// Packs some snapshot of the manifest needs whose `.pack` or `.idx` is missing from the
+/// store or has another size than the manifest records, with the reason. One LIST request.
+async fn damaged_packs(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+) -> Result<BTreeMap<String, String>> {
+    let needed = manifest.needed_packs();
+    if needed.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let listed: BTreeMap<String, u64> = store
+        .list(crate::store::PACKS_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let mut out = BTreeMap::new();
+    for sha in needed {
+        let Some(entry) = manifest.packs.get(&sha) else {
+            out.insert(sha, "the manifest does not list this pack".to_owned());
+            continue;
+        };
+        for (key, expected) in [
+            (pack_key(&sha), entry.size),
+            (idx_key(&sha), entry.idx_size),
+        ] {
+            let reason = match listed.get(&key) {
+                None => format!("{key} is missing"),
+                Some(&n) if n != expected => {
+                    format!("{key} has {n} bytes, the manifest says {expected}")
+                }
+                Some(_) => continue,
+            };
+            out.insert(sha.clone(), reason);
+            break;
+        }
+    }
+    Ok(out)
+}
