@@ -29,10 +29,14 @@ use super::crd::{ObjectstoreConfigSpec, RestorePreferenceCrSpec, RestoreSpec};
 pub enum WorkError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("mirror {path}: {message}")]
-    Mirror { path: PathBuf, message: String },
+    #[error("mirror {path}: {source}")]
+    Mirror {
+        path: PathBuf,
+        #[source]
+        source: crate::mirror::MirrorError,
+    },
     #[error("worker task failed: {0}")]
-    Join(String),
+    Join(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Sync(#[from] crate::store::sync::SyncError),
     #[error(transparent)]
@@ -129,7 +133,7 @@ pub async fn has_local_snapshot(git_dir: &Path, name: &str) -> Result<bool, Work
             .map(|s| s.is_some())
             .map_err(|e| WorkError::Mirror {
                 path: dir.clone(),
-                message: e.to_string(),
+                source: e,
             }),
         Err(_) => Ok(false),
     })
@@ -143,7 +147,7 @@ pub async fn snapshot_contents(git_dir: &Path, name: &str) -> Result<Vec<String>
     blocking(move || {
         let err = |e: crate::mirror::MirrorError| WorkError::Mirror {
             path: dir.clone(),
-            message: e.to_string(),
+            source: e,
         };
         let mirror = Mirror::open(&dir).map_err(err)?;
         let Some(snap) = mirror.snapshot(&name).map_err(err)? else {
@@ -178,7 +182,7 @@ pub async fn delete_snapshot_data(
         };
         let err = |e: crate::mirror::MirrorError| WorkError::Mirror {
             path: dir.clone(),
-            message: e.to_string(),
+            source: e,
         };
         if mirror.snapshot(&name).map_err(err)?.is_some() {
             mirror.delete_snapshot(&name).map_err(err)?;
@@ -227,7 +231,7 @@ async fn shared_mirror(git_dir: &Path) -> Result<SharedMirror, WorkError> {
         .await
         .map_err(|e| WorkError::Mirror {
             path: git_dir.to_path_buf(),
-            message: e.to_string(),
+            source: e,
         })
 }
 
@@ -368,5 +372,5 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, WorkError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| WorkError::Join(e.to_string()))?
+        .map_err(WorkError::Join)?
 }
