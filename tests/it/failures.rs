@@ -808,6 +808,12 @@ fn tls_server() -> Option<TlsServer> {
             return None;
         }
     }
+    let ca_pem = std::fs::read_to_string(p("ca.pem")).unwrap();
+    serve_tls(dir, &cert, &key, ca_pem)
+}
+
+/// `openssl s_server` on a free port with `cert`/`key`, once it accepts connections.
+fn serve_tls(dir: tempfile::TempDir, cert: &str, key: &str, ca_pem: String) -> Option<TlsServer> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -817,9 +823,9 @@ fn tls_server() -> Option<TlsServer> {
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("-cert")
-        .arg(&cert)
+        .arg(cert)
         .arg("-key")
-        .arg(&key)
+        .arg(key)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -833,7 +839,7 @@ fn tls_server() -> Option<TlsServer> {
     Some(TlsServer {
         child,
         port,
-        cert_pem: std::fs::read_to_string(p("ca.pem")).unwrap(),
+        cert_pem: ca_pem,
         _dir: dir,
     })
 }
@@ -930,34 +936,9 @@ open(out + "/k.pem", "wb").write(key.private_bytes(pem, serialization.PrivateFor
     if !made {
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-cert")
-        .arg(p("c.pem"))
-        .arg("-key")
-        .arg(p("k.pem"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(TlsServer {
-        child,
-        port,
-        cert_pem: std::fs::read_to_string(p("ca.pem")).unwrap(),
-        _dir: dir,
-    })
+    let (cert, key) = (p("c.pem"), p("k.pem"));
+    let ca_pem = std::fs::read_to_string(p("ca.pem")).unwrap();
+    serve_tls(dir, &cert, &key, ca_pem)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
