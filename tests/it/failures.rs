@@ -812,25 +812,40 @@ fn tls_server() -> Option<TlsServer> {
     serve_tls(dir, &cert, &key, ca_pem)
 }
 
-/// `openssl s_server` on a free port with `cert`/`key`, once it accepts connections.
+/// `openssl s_server` on a port the OS picks (read from its `ACCEPT` line, so that parallel
+/// runs never race for one "free" port) with `cert`/`key`, once it accepts connections.
 fn serve_tls(dir: tempfile::TempDir, cert: &str, key: &str, ca_pem: String) -> Option<TlsServer> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_server", "-www", "-accept", "127.0.0.1:0"])
         .arg("-cert")
         .arg(cert)
         .arg("-key")
         .arg(key)
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the port from "ACCEPT 127.0.0.1:<port>", then drains the per-connection log.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if let Some(port) = line
+                .strip_prefix("ACCEPT 127.0.0.1:")
+                .and_then(|p| p.trim().parse::<u16>().ok())
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let Ok(port) = rx.recv_timeout(Duration::from_secs(10)) else {
+        let _ = child.kill();
+        panic!("openssl s_server did not say which port it listens on");
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "openssl s_server did not start");

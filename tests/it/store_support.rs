@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,25 +30,41 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Starts moto on a port the OS picks (`-p 0`) and reads the port from what moto prints, so
+    /// that parallel test runs never race for one "free" port.
     pub fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+        let mut child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("python3 -m moto.server (install with: python3 -m pip install 'moto[server]')");
+        let stderr = child.stderr.take().expect("moto stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the port from " * Running on http://127.0.0.1:<port>", then keeps draining
+        // moto's request log so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if let Some(port) = line
+                    .split("Running on http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|rest| rest.trim().parse::<u16>().ok())
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto did not say which port it listens on within 60s");
+            }
+        };
         let moto = Moto { child, port };
         let start = Instant::now();
         loop {
@@ -59,7 +75,7 @@ impl Moto {
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "moto did not start on port {port}"
+                "moto did not answer on port {port}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -92,10 +108,20 @@ impl Moto {
         Ok((status, buf))
     }
 
+    /// Creates `bucket`, retrying transient connection errors for up to 30s (moto is a
+    /// single-threaded development server and a loaded machine can make it slow to accept).
     pub fn create_bucket(&self, bucket: &str) {
-        let (status, body) = self
-            .http("PUT", &format!("/{bucket}"), b"")
-            .expect("PUT bucket");
+        let start = Instant::now();
+        let (status, body) = loop {
+            match self.http("PUT", &format!("/{bucket}"), b"") {
+                Ok(answer) => break answer,
+                Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                    eprintln!("create bucket {bucket}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("create bucket {bucket} on port {}: {e}", self.port),
+            }
+        };
         assert!(
             status == 200 || status == 409,
             "create bucket: {status} {}",
