@@ -12,6 +12,11 @@
     reason = "examples and benchmarks print their results and stop on setup errors"
 )]
 
+/// The binary's command line (not part of the library's API), compiled into this example.
+#[path = "../src/cli/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod cli;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -160,26 +165,26 @@ spec:
             kubeconfig_b.display().to_string(),
         ];
         argv.extend(args.iter().map(|a| a.to_string()));
-        k8s_snap::cli::Cli::try_parse_from(argv)
+        cli::Cli::try_parse_from(argv)
     };
     let pref = preference.display().to_string();
     let mut stdout = std::io::stdout();
     println!("== k8s-snap plan demo-2 --preference {pref}   (against the second cluster)");
-    k8s_snap::cli::run(
+    cli::run(
         run(&["plan", "demo-2", "--preference", &pref])?,
         &mut stdout,
     )
     .await?;
     println!();
     println!("== k8s-snap restore demo-2 --preference {pref}");
-    k8s_snap::cli::run(
+    cli::run(
         run(&["restore", "demo-2", "--preference", &pref])?,
         &mut stdout,
     )
     .await?;
     println!();
     println!("== k8s-snap restore demo-2 again: creates nothing");
-    k8s_snap::cli::run(
+    cli::run(
         run(&["restore", "demo-2", "--preference", &pref])?,
         &mut stdout,
     )

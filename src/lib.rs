@@ -6,7 +6,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod cluster;
 pub mod controller;
 pub mod discovery;

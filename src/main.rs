@@ -9,8 +9,10 @@
 
 use std::io::Write;
 
+mod cli;
+
 use clap::Parser;
-use k8s_snap::cli::{self, Cli, exit};
+use cli::{Cli, exit};
 
 /// mimalloc: snapshots allocate and free millions of small JSON and YAML nodes; glibc's
 /// allocator spends a tenth of a snapshot's CPU time on them.

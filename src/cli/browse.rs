@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::GlobalArgs;
 use super::output::{self, Format};
-use crate::mirror::{ChangeKind, Mirror, SnapshotInfo};
-use crate::tree::{self, ContentPath};
+use k8s_snap::mirror::{ChangeKind, Mirror, SnapshotInfo};
+use k8s_snap::tree::{self, ContentPath};
 
 /// Opens the mirror, or `None` when the data dir has none yet.
 fn open_mirror(global: &GlobalArgs) -> anyhow::Result<Option<Mirror>> {
@@ -77,7 +77,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
             .await
             .context("cannot open the store (use --local-only to list the mirror alone)")?;
         // The store errors name the store (`s3://bucket/prefix at endpoint`).
-        crate::store::sync::list(store.as_ref())
+        k8s_snap::store::sync::list(store.as_ref())
             .await
             .context("cannot read the store (use --local-only to list the mirror alone)")?
     };
@@ -290,8 +290,11 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
         }
     };
     let changes = mirror.diff(&a.commit, &b.commit, prefix.as_deref())?;
-    let mut entries: Vec<(ContentPath, Option<ContentPath>, crate::mirror::FileChange)> =
-        Vec::new();
+    let mut entries: Vec<(
+        ContentPath,
+        Option<ContentPath>,
+        k8s_snap::mirror::FileChange,
+    )> = Vec::new();
     for c in changes
         .into_iter()
         .filter(|c| tree::is_object_file(&c.path))
@@ -415,7 +418,7 @@ pub async fn delete(
     args: DeleteArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    crate::mirror::validate_name("snapshot", &args.name)?;
+    k8s_snap::mirror::validate_name("snapshot", &args.name)?;
     let mirror = open_mirror(global)?;
     let mut local = false;
     if let Some(m) = &mirror
@@ -427,9 +430,10 @@ pub async fn delete(
     let mut in_store = false;
     if !args.local_only {
         let store = super::store::open_store(global).await?;
-        let report = crate::store::sync::delete(store.as_ref(), std::slice::from_ref(&args.name))
-            .await
-            .with_context(|| format!("deleting {:?} from {}", args.name, store.describe()))?;
+        let report =
+            k8s_snap::store::sync::delete(store.as_ref(), std::slice::from_ref(&args.name))
+                .await
+                .with_context(|| format!("deleting {:?} from {}", args.name, store.describe()))?;
         in_store = !report.deleted.is_empty();
     }
     if !local && !in_store {
@@ -485,9 +489,9 @@ struct GcReport {
     bytes_before: u64,
     bytes_after: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    store: Option<crate::store::GcReport>,
+    store: Option<k8s_snap::store::GcReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    repack: Option<crate::store::RepackReport>,
+    repack: Option<k8s_snap::store::RepackReport>,
 }
 
 pub async fn gc(global: &GlobalArgs, args: GcArgs, out: &mut dyn Write) -> anyhow::Result<i32> {

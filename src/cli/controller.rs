@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args};
 
 use super::GlobalArgs;
-use crate::controller::{self, ControllerOptions};
+use k8s_snap::controller::{self, ControllerOptions};
 
 /// Flags of `k8s-snap controller` (names and defaults of the original controller).
 #[derive(Debug, Args)]
@@ -84,7 +84,7 @@ pub struct ControllerArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse_duration(s)
+    k8s_snap::duration::parse_duration(s)
 }
 
 /// The options the flags describe.
@@ -196,8 +196,8 @@ pub fn go_style_args(
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Cli, Command};
     use super::*;
-    use crate::cli::{Cli, Command};
     use clap::Parser;
 
     fn parse(args: &[&str]) -> ControllerOptions {

@@ -96,7 +96,7 @@ pub struct GlobalArgs {
         hide_env_values = true,
         value_name = "ID"
     )]
-    pub s3_access_key_id: Option<crate::store::Secret>,
+    pub s3_access_key_id: Option<k8s_snap::store::Secret>,
     /// S3 secret access key (prefer the env var; default: the standard AWS credential chain).
     #[arg(
         long,
@@ -105,7 +105,7 @@ pub struct GlobalArgs {
         hide_env_values = true,
         value_name = "KEY"
     )]
-    pub s3_secret_access_key: Option<crate::store::Secret>,
+    pub s3_secret_access_key: Option<k8s_snap::store::Secret>,
     /// Longest time one request (to the cluster or the store) may take before it is retried or
     /// fails (like kubectl's; e.g. 30s, 2m).
     #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_limit)]
@@ -160,8 +160,8 @@ impl GlobalArgs {
     }
 
     /// The timeouts and retry budget the flags give.
-    pub fn limits(&self) -> crate::cluster::Limits {
-        crate::cluster::Limits {
+    pub fn limits(&self) -> k8s_snap::cluster::Limits {
+        k8s_snap::cluster::Limits {
             connect_timeout: *self.connect_timeout,
             request_timeout: *self.request_timeout,
             attempts: self.retry_attempts,
@@ -169,8 +169,8 @@ impl GlobalArgs {
         }
     }
 
-    pub fn connect_options(&self) -> crate::cluster::ConnectOptions {
-        crate::cluster::ConnectOptions {
+    pub fn connect_options(&self) -> k8s_snap::cluster::ConnectOptions {
+        k8s_snap::cluster::ConnectOptions {
             kubeconfig: self.kubeconfig.clone(),
             kubeconfig_text: None,
             context: self.context.clone(),
@@ -237,7 +237,7 @@ pub type ExitCode = i32;
 
 /// Runs a parsed command line, writing results to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    crate::cluster::set_limits(cli.global.limits());
+    k8s_snap::cluster::set_limits(cli.global.limits());
     match cli.command {
         Command::Snapshot(args) => snapshot::run(&cli.global, args, out).await,
         Command::List(args) => browse::list(&cli.global, args, out).await,

@@ -28,7 +28,7 @@ pub fn write_data<T: Serialize>(
             writeln!(out)?;
         }
         Format::Yaml => {
-            out.write_all(crate::tree::to_yaml_string(value)?.as_bytes())?;
+            out.write_all(k8s_snap::tree::to_yaml_string(value)?.as_bytes())?;
         }
     }
     Ok(())

@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::GlobalArgs;
 use super::output::{self, Format};
-use crate::cluster::Cluster;
-use crate::restore::{self, LoadedSnapshot, Plan, Preference, RestoreOptions};
+use k8s_snap::cluster::Cluster;
+use k8s_snap::restore::{self, LoadedSnapshot, Plan, Preference, RestoreOptions};
 
 /// Flags shared by `plan` and `restore`.
 #[derive(Debug, Args, Clone)]
@@ -79,7 +79,7 @@ async fn prepare(
     };
     let git_dir = global.mirror_dir()?;
     let name = common.snapshot.clone();
-    crate::mirror::validate_name("snapshot", &name)?;
+    k8s_snap::mirror::validate_name("snapshot", &name)?;
     let cluster = Cluster::connect(&global.connect_options()).await?;
     // Only in the store (another machine took it): `prepare` pulls it first.
     let store = super::store::open_store(global).await?;

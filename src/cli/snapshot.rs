@@ -8,8 +8,8 @@ use clap::Args;
 
 use super::GlobalArgs;
 use super::output::{self, Format};
-use crate::cluster::Cluster;
-use crate::snapshot::{self, Observer, SnapshotOptions};
+use k8s_snap::cluster::Cluster;
+use k8s_snap::snapshot::{self, Observer, SnapshotOptions};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
@@ -39,14 +39,14 @@ pub async fn run(
 ) -> anyhow::Result<i32> {
     let git_dir = global.mirror_dir()?;
     // Refuse a bad name or store URL before touching the kubeconfig or the cluster.
-    crate::mirror::validate_name("snapshot", &args.name)
+    k8s_snap::mirror::validate_name("snapshot", &args.name)
         .map_err(|e| anyhow::anyhow!("invalid snapshot name {:?}: {e}", args.name))?;
     if let Some(cluster) = &args.cluster {
-        crate::mirror::validate_name("cluster", cluster)
+        k8s_snap::mirror::validate_name("cluster", cluster)
             .map_err(|e| anyhow::anyhow!("invalid --cluster {cluster:?}: {e}"))?;
     }
     if let Some(ttl) = &args.ttl {
-        crate::duration::parse_ttl(ttl, jiff::Timestamp::now())
+        k8s_snap::duration::parse_ttl(ttl, jiff::Timestamp::now())
             .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;
     }
     let store = if args.no_push {
@@ -161,7 +161,7 @@ impl Observer for ProgressBar {
         }
     }
 
-    fn resource_done(&self, _resource: &crate::discovery::ApiResourceInfo, _count: u64) {
+    fn resource_done(&self, _resource: &k8s_snap::discovery::ApiResourceInfo, _count: u64) {
         if let Some(b) = &self.bar {
             b.inc(1);
         }

@@ -12,8 +12,8 @@ use clap::Args;
 
 use super::GlobalArgs;
 use super::output::{self, Format};
-use crate::mirror::SharedMirror;
-use crate::store::{self, ObjectStore, S3Options, StoreUrl, sync};
+use k8s_snap::mirror::SharedMirror;
+use k8s_snap::store::{self, ObjectStore, S3Options, StoreUrl, sync};
 
 /// The store URL: `--store`/`$K8S_SNAP_STORE`, else `<data-dir>/store`.
 pub fn store_url(global: &GlobalArgs) -> anyhow::Result<StoreUrl> {
@@ -164,7 +164,7 @@ pub async fn push_and_report(
 
 pub async fn push(global: &GlobalArgs, args: PushArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     for n in &args.names {
-        crate::mirror::validate_name("snapshot", n)?;
+        k8s_snap::mirror::validate_name("snapshot", n)?;
     }
     let store = open_store(global).await?;
     let report = push_and_report(global, store.as_ref(), &args.names, out).await?;
@@ -176,7 +176,7 @@ pub async fn push(global: &GlobalArgs, args: PushArgs, out: &mut dyn Write) -> a
 
 pub async fn pull(global: &GlobalArgs, args: PullArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     for n in &args.names {
-        crate::mirror::validate_name("snapshot", n)?;
+        k8s_snap::mirror::validate_name("snapshot", n)?;
     }
     let store = open_store(global).await?;
     let mirror = SharedMirror::open_or_init(&global.mirror_dir()?).await?;

@@ -1,6 +1,6 @@
 //! `k8s-snap watch <dir>`: restores triggered by request files dropped into a directory
-//! (docs/watch.md). The watching is `crate::watch`; the restores are `crate::restore` through
-//! [`crate::watch::EngineExecutor`].
+//! (docs/watch.md). The watching is `k8s_snap::watch`; the restores are `k8s_snap::restore` through
+//! [`k8s_snap::watch::EngineExecutor`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::{Format, GlobalArgs, output};
-use crate::restore::RestoreOptions;
-use crate::watch::{self, EngineExecutor, WatchOptions};
+use k8s_snap::restore::RestoreOptions;
+use k8s_snap::watch::{self, EngineExecutor, WatchOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
@@ -39,7 +39,7 @@ pub fn executor(global: &GlobalArgs, threads: u16) -> anyhow::Result<EngineExecu
     Ok(EngineExecutor {
         git_dir: global.mirror_dir()?,
         default_target: global.connect_options(),
-        store: Some(std::sync::Arc::new(crate::watch::FixedStore {
+        store: Some(std::sync::Arc::new(k8s_snap::watch::FixedStore {
             url: super::store::store_url(global)?,
             s3: super::store::s3_options(global),
         })),

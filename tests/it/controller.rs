@@ -282,11 +282,11 @@ impl Management {
             identity,
         ];
         argv.extend_from_slice(extra);
-        let cli = k8s_snap::cli::Cli::try_parse_from(argv).expect("controller flags parse");
-        let k8s_snap::cli::Command::Controller(args) = cli.command else {
+        let cli = crate::k8s_snap_cli::Cli::try_parse_from(argv).expect("controller flags parse");
+        let crate::k8s_snap_cli::Command::Controller(args) = cli.command else {
             panic!("not the controller command");
         };
-        let opts = k8s_snap::cli::controller::options(&cli.global, args).unwrap();
+        let opts = crate::k8s_snap_cli::controller::options(&cli.global, args).unwrap();
         assert_eq!(opts.max_retry_elapsed, Duration::from_secs(3));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
@@ -829,7 +829,7 @@ async fn snapshot_and_restore_lifecycle() {
     .unwrap();
     let cli_status = {
         use clap::Parser;
-        let cli = k8s_snap::cli::Cli::try_parse_from([
+        let cli = crate::k8s_snap_cli::Cli::try_parse_from([
             "k8s-snap",
             "--kubeconfig",
             kc_c.to_str().unwrap(),
@@ -844,7 +844,7 @@ async fn snapshot_and_restore_lifecycle() {
         ])
         .unwrap();
         let mut out = Vec::new();
-        let code = k8s_snap::cli::run(cli, &mut out).await.unwrap();
+        let code = crate::k8s_snap_cli::run(cli, &mut out).await.unwrap();
         assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
         serde_json::from_slice::<serde_json::Value>(&out).unwrap()
     };

@@ -92,11 +92,11 @@ proptest! {
             vec!["k8s-snap", "controller", &ns, &retry],
         ];
         for argv in argvs {
-            let _ = k8s_snap::cli::Cli::try_parse_from(
-                k8s_snap::cli::controller::go_style_args(argv.iter().map(std::ffi::OsString::from)),
+            let _ = crate::k8s_snap_cli::Cli::try_parse_from(
+                crate::k8s_snap_cli::controller::go_style_args(argv.iter().map(std::ffi::OsString::from)),
             );
         }
-        let _ = k8s_snap::cli::parse_limit(&v);
+        let _ = crate::k8s_snap_cli::parse_limit(&v);
         let _ = k8s_snap::duration::parse_duration(&v);
         for now in [jiff::Timestamp::MIN, jiff::Timestamp::now(), jiff::Timestamp::MAX] {
             if let Ok(d) = k8s_snap::duration::parse_ttl(&v, now) {

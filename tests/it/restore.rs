@@ -2,7 +2,7 @@
 //! realistic emulator (or `$K8S_SNAP_TEST_KUBECONFIG`), target B an empty emulator with its own
 //! service CIDR (or `$K8S_SNAP_TEST_KUBECONFIG_B`).
 //!
-//! Commands run in-process through `k8s_snap::cli` so that the test exercises exactly this
+//! Commands run in-process through the binary's `cli` module (compiled into this test binary) so that the test exercises exactly this
 //! build of the library.
 
 use std::path::Path;
@@ -40,7 +40,7 @@ pub async fn k8s_snap(data: &DataDir, kubeconfig: Option<&Path>, args: &[&str]) 
         argv.push(kc.display().to_string());
     }
     argv.extend(args.iter().map(|s| s.to_string()));
-    let cli = match k8s_snap::cli::Cli::try_parse_from(&argv) {
+    let cli = match crate::k8s_snap_cli::Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
             return Run {
@@ -51,7 +51,7 @@ pub async fn k8s_snap(data: &DataDir, kubeconfig: Option<&Path>, args: &[&str]) 
         }
     };
     let mut out = Vec::new();
-    let result = k8s_snap::cli::run(cli, &mut out).await;
+    let result = crate::k8s_snap_cli::run(cli, &mut out).await;
     let stdout = String::from_utf8_lossy(&out).into_owned();
     match result {
         Ok(code) => Run {

@@ -1,0 +1,255 @@
+//! Taking a snapshot: discovery → consistent paginated lists → canonical tree → mirror commit.
+//!
+//! Owns: the read protocol of docs/design.md §2 (one resourceVersion R for every list,
+//! `resourceVersionMatch=Exact`, pages of 500, bounded parallelism, restart on 410, best-effort
+//! fallback), streaming objects page by page into the mirror's writer (pages pipelined: fetched
+//! by the lister, decoded and emitted by page tasks), and the `.k8s-snap/` metadata of the
+//! snapshot.
+//!
+//! Must not touch: the source cluster beyond GET requests (snapshots need only read RBAC), git
+//! internals (goes through `mirror`), the byte format (goes through `tree`).
+//!
+//! The API (options, errors, summary, [`take_snapshot`]: validation, discovery, restarts on an
+//! expired resourceVersion) is here; the request protocol in `protocol`, one attempt's tasks
+//! and writer in `pipeline`, the `.k8s-snap/` files in `metadata`.
+
+mod metadata;
+mod pipeline;
+mod protocol;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::discovery::{self, ApiResourceInfo, DiscoveryError, Versions};
+use crate::mirror::{Mirror, MirrorError};
+use crate::tree::{Consistency, TreeError};
+
+use metadata::MetaBase;
+use pipeline::{AttemptError, attempt_snapshot};
+use protocol::current_resource_version;
+
+/// How many times a snapshot starts over with a fresh resourceVersion after a 410 Gone.
+const MAX_RV_RESTARTS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("invalid snapshot name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("snapshot {0:?} already exists")]
+    AlreadyExists(String),
+    #[error(transparent)]
+    Discovery(Box<DiscoveryError>),
+    #[error("listing {resource}: {source}")]
+    List {
+        resource: String,
+        #[source]
+        source: Box<ClusterError>,
+    },
+    #[error("reading the snapshot's resourceVersion: {0}")]
+    ResourceVersion(#[source] Box<ClusterError>),
+    #[error(
+        "resourceVersion {rv} kept expiring (410 Gone) after {attempts} attempts; the cluster compacts faster than it can be listed"
+    )]
+    Expired { rv: String, attempts: usize },
+    #[error("{what}: {source}")]
+    Tree {
+        what: String,
+        #[source]
+        source: TreeError,
+    },
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("the mirror writer stopped unexpectedly")]
+    WriterGone,
+    #[error("a listing task failed: {0}")]
+    Task(String),
+    #[error("invalid option: {0}")]
+    Options(String),
+}
+
+impl SnapshotError {
+    /// The cluster error behind this one, if any.
+    pub fn cluster_error(&self) -> Option<&ClusterError> {
+        match self {
+            SnapshotError::Discovery(d) => Some(d.cluster_error()),
+            SnapshotError::List { source, .. } | SnapshotError::ResourceVersion(source) => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
+
+/// What to snapshot and how.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub name: String,
+    /// Defaults to the kubeconfig context's cluster name.
+    pub cluster_name: Option<String>,
+    /// Kept as given (`720h`) in the metadata; sets `availableUntil` when that is not given.
+    pub ttl: Option<String>,
+    pub available_until: Option<jiff::Timestamp>,
+    /// Resources listed at once.
+    pub threads: usize,
+    /// Objects per LIST page.
+    pub page_size: u32,
+}
+
+impl SnapshotOptions {
+    pub fn new(name: impl Into<String>) -> Self {
+        SnapshotOptions {
+            name: name.into(),
+            cluster_name: None,
+            ttl: None,
+            available_until: None,
+            threads: 8,
+            page_size: 500,
+        }
+    }
+}
+
+/// Progress callbacks (the CLI draws a bar from them). All methods have no-op defaults.
+pub trait Observer: Send + Sync {
+    fn started(&self, _resources: usize) {}
+    fn objects_written(&self, _n: u64) {}
+    fn resource_done(&self, _resource: &ApiResourceInfo, _count: u64) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoProgress;
+impl Observer for NoProgress {}
+
+/// The result of a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSummary {
+    pub name: String,
+    pub cluster_name: String,
+    pub commit: String,
+    pub snapshot_resource_version: String,
+    pub snapshot_timestamp: jiff::Timestamp,
+    pub number_of_contents: u64,
+    pub resources: usize,
+    pub skipped: usize,
+    pub consistency: Consistency,
+    pub new_objects: u64,
+    pub new_bytes: u64,
+    pub duration_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_until: Option<jiff::Timestamp>,
+}
+
+/// Takes a snapshot of `cluster` into the mirror at `git_dir`.
+pub async fn take_snapshot(
+    cluster: &Cluster,
+    git_dir: PathBuf,
+    opts: &SnapshotOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<SnapshotSummary> {
+    let span = tracing::info_span!("snapshot", name = %opts.name, server = %cluster.server());
+    async move {
+        let started = Instant::now();
+        crate::mirror::validate_name("snapshot", &opts.name).map_err(|e| SnapshotError::InvalidName {
+            name: opts.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let cluster_name = opts
+            .cluster_name
+            .clone()
+            .or_else(|| cluster.cluster_name().map(str::to_string))
+            .unwrap_or_else(|| "default".to_string());
+        crate::mirror::validate_name("cluster", &cluster_name).map_err(|e| SnapshotError::Options(format!("cluster name {cluster_name:?}: {e}")))?;
+        if opts.threads == 0 || opts.page_size == 0 {
+            return Err(SnapshotError::Options("--threads and the page size must be at least 1".into()));
+        }
+        let ttl = opts
+            .ttl
+            .as_deref()
+            .map(|t| crate::duration::parse_ttl(t, now_seconds()).map_err(SnapshotError::Options))
+            .transpose()?;
+        {
+            let dir = git_dir.clone();
+            let name = opts.name.clone();
+            let exists = tokio::task::spawn_blocking(move || -> Result<bool> {
+                match Mirror::open(&dir) {
+                    Ok(m) => Ok(m.snapshot(&name)?.is_some()),
+                    Err(_) => Ok(false),
+                }
+            })
+            .await
+            .map_err(|_| SnapshotError::WriterGone)??;
+            if exists {
+                return Err(SnapshotError::AlreadyExists(opts.name.clone()));
+            }
+        }
+
+        let discovered = discovery::discover(cluster, Versions::Preferred, opts.threads)
+            .await
+            .map_err(|e| SnapshotError::Discovery(Box::new(e)))?;
+        let resources: Vec<ApiResourceInfo> = discovered.snapshotted().cloned().collect();
+        observer.started(resources.len());
+        tracing::info!(resources = resources.len(), server_version = %discovered.server_version, "discovered");
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let rv = current_resource_version(cluster).await?;
+            let timestamp = now_seconds();
+            let available_until = match (opts.available_until, ttl) {
+                (Some(t), _) => Some(t),
+                (None, Some(d)) => Some(timestamp.checked_add(d).map_err(|_| {
+                    SnapshotError::Options(format!("--ttl {:?} ends after the year 9999", opts.ttl.as_deref().unwrap_or_default()))
+                })?),
+                (None, None) => None,
+            };
+            let base = MetaBase {
+                name: opts.name.clone(),
+                cluster_name: cluster_name.clone(),
+                resource_version: rv.clone(),
+                timestamp,
+                server_version: discovered.server_version.clone(),
+                ttl: opts.ttl.clone(),
+                available_until,
+            };
+            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, observer.clone()).await {
+                Err(AttemptError::Expired) if attempt < MAX_RV_RESTARTS => {
+                    tracing::warn!(rv = %rv, "resourceVersion expired while listing; starting over");
+                    continue;
+                }
+                Err(AttemptError::Expired) => return Err(SnapshotError::Expired { rv, attempts: attempt }),
+                Err(AttemptError::Failed(e)) => return Err(e),
+                Ok(done) => {
+                    return Ok(SnapshotSummary {
+                        name: opts.name.clone(),
+                        cluster_name,
+                        commit: done.commit.to_string(),
+                        snapshot_resource_version: rv,
+                        snapshot_timestamp: timestamp,
+                        number_of_contents: done.number_of_contents,
+                        resources: resources.len(),
+                        skipped: done.skipped,
+                        consistency: done.consistency,
+                        new_objects: done.new_objects,
+                        new_bytes: done.new_bytes,
+                        duration_seconds: started.elapsed().as_secs_f64(),
+                        available_until,
+                    });
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn now_seconds() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
