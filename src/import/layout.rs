@@ -160,11 +160,18 @@ pub const BUILTIN_STATUS_SUBRESOURCES: &[(&str, &str)] = &[
     ("storage.k8s.io", "volumeattachments"),
 ];
 
-/// Whether the built-in resource `group`/`resource` has a `/status` subresource.
-pub fn builtin_has_status(group: &str, resource: &str) -> bool {
+/// Versions of those resources served without `/status` (group, version, plural).
+pub const BUILTIN_STATUS_EXCEPTIONS: &[(&str, &str, &str)] =
+    &[("storage.k8s.io", "v1beta1", "volumeattachments")];
+
+/// Whether the built-in resource `group`/`version`/`resource` has a `/status` subresource.
+pub fn builtin_has_status(group: &str, version: &str, resource: &str) -> bool {
     BUILTIN_STATUS_SUBRESOURCES
         .iter()
         .any(|(g, r)| *g == group && *r == resource)
+        && !BUILTIN_STATUS_EXCEPTIONS
+            .iter()
+            .any(|(g, v, r)| *g == group && *v == version && *r == resource)
 }
 
 #[cfg(test)]
@@ -273,9 +280,19 @@ mod tests {
 
     #[test]
     fn status_table() {
-        assert!(builtin_has_status("apps", "deployments"));
-        assert!(builtin_has_status("", "pods"));
-        assert!(!builtin_has_status("", "configmaps"));
-        assert!(!builtin_has_status("example.com", "widgets"));
+        assert!(builtin_has_status("apps", "v1", "deployments"));
+        assert!(builtin_has_status("", "v1", "pods"));
+        assert!(!builtin_has_status("", "v1", "configmaps"));
+        assert!(!builtin_has_status("example.com", "v1", "widgets"));
+        assert!(builtin_has_status(
+            "storage.k8s.io",
+            "v1",
+            "volumeattachments"
+        ));
+        assert!(!builtin_has_status(
+            "storage.k8s.io",
+            "v1beta1",
+            "volumeattachments"
+        ));
     }
 }

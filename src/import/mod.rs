@@ -711,7 +711,7 @@ fn choose(
         }
         let has_status = match scan.crds.get(&(g.to_owned(), r.to_owned())) {
             Some(versions) => versions.contains(&o.version),
-            None => layout::builtin_has_status(g, r),
+            None => layout::builtin_has_status(g, &o.version, r),
         };
         let info = ApiResourceInfo {
             group: g.to_owned(),

@@ -301,7 +301,10 @@ async fn an_original_archive_imports_as_a_live_snapshot_of_the_same_cluster() {
             !body.contains("kubernetes.io/service-account-token"),
             "{f} is a token Secret"
         );
-        assert!(!body.contains("kind: Snapshot\n"), "{f} is the original's Snapshot");
+        assert!(
+            !body.contains("kind: Snapshot\n"),
+            "{f} is the original's Snapshot"
+        );
     }
     let list = k8s_snap(&data, None, &["list", "--local-only", "-o", "json"])
         .await
@@ -566,4 +569,32 @@ async fn each_bad_archive_is_refused_with_its_own_message_and_leaves_no_tag() {
     .unwrap();
     let f = write_archive(dir, "c1.tgz", &b.into_inner().unwrap().finish().unwrap());
     refused(&data, &f, &["configmaps/l.json", "symbolic link"]).await;
+}
+
+/// The built-in `/status` table an import uses in place of discovery agrees with the discovery
+/// of every emulated release (v1.19's recorded from a real server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_status_table_agrees_with_discovery_of_every_release() {
+    use k8s_snap::discovery::{self, Versions};
+    let mut wrong = Vec::new();
+    for v in kube_emulator::ServerVersion::ALL {
+        let c = TestCluster::emulated_at(v, kube_emulator::Fixture::Empty).await;
+        let found = discovery::discover(&c.cluster().await, Versions::All, 4)
+            .await
+            .unwrap();
+        let mut checked = 0;
+        for r in found.resources.iter().filter(|r| r.is_snapshotted()) {
+            let table =
+                k8s_snap::import::layout::builtin_has_status(&r.group, &r.version, &r.resource);
+            if table != r.has_status_subresource {
+                wrong.push(format!(
+                    "{v:?}: {}/{} {}: table {table}, discovery {}",
+                    r.group, r.version, r.resource, r.has_status_subresource
+                ));
+            }
+            checked += 1;
+        }
+        assert!(checked > 30, "{v:?}: {checked}");
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
