@@ -598,3 +598,167 @@ async fn the_builtin_status_table_agrees_with_discovery_of_every_release() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Against moto: an archive of the original controller at the bucket root becomes, after a
+/// controller start with `--restoresnapshots`, a `Completed` Snapshot CR annotated as
+/// imported, which a Restore CR restores; `--housekeepstore` leaves the archive alone; deleting
+/// the imported CR deletes the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_imports_the_original_archives_at_the_bucket_root() {
+    use crate::controller::{Management, NS, phase_of, store_config, test_store, wait_for};
+    use k8s_snap::controller::{Restore, RestoreSpec};
+    use k8s_snap::store::ObjectStore as _;
+    use kube::api::{DeleteParams, PostParams};
+    use std::time::Duration;
+
+    let moto = crate::store_support::Moto::start();
+    let mgmt = Management::start().await;
+    let source = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Realistic)
+        .start()
+        .await
+        .unwrap();
+    let target = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Empty)
+        .service_cidr("10.200.0.0/16")
+        .start()
+        .await
+        .unwrap();
+    store_config(&mgmt, &moto).await;
+    // The bucket as the original controller left it: `<name>.tgz` at its root.
+    let root = k8s_snap::store::S3Store::connect(
+        "ctl",
+        "",
+        &k8s_snap::store::S3Options {
+            endpoint: Some(moto.endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            insecure: false,
+            access_key_id: Some(k8s_snap::store::Secret::new(
+                crate::controller::STORE_KEY_ID,
+            )),
+            secret_access_key: Some(k8s_snap::store::Secret::new(
+                crate::controller::STORE_SECRET,
+            )),
+        },
+    )
+    .await
+    .unwrap();
+    root.ensure_bucket().await.unwrap();
+    let client = k8s_snap::cluster::Cluster::connect(&k8s_snap::cluster::ConnectOptions {
+        kubeconfig_text: Some(source.kubeconfig_yaml("cluster-a")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut entries = original_entries(&client, "cluster-a-001", "cluster-a").await;
+    // Not expired yet: availableUntil a day from now.
+    let until = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .unwrap();
+    let last = entries.last_mut().unwrap();
+    let mut snapshot: Value = serde_json::from_slice(&last.bytes).unwrap();
+    snapshot["status"]["availableUntil"] = json!(until.to_string());
+    last.bytes = serde_json::to_vec(&snapshot).unwrap();
+    root.put_if_absent("cluster-a-001.tgz", tgz(&entries))
+        .await
+        .unwrap();
+    // A bad archive next to it is logged and left alone; it does not stop the good one.
+    root.put_if_absent("broken-001.tgz", b"not gzip".to_vec())
+        .await
+        .unwrap();
+
+    let ctl = mgmt.controller_with("imp", &[]).await;
+    let snaps = mgmt.snapshots().await;
+    let done = phase_of(&snaps, "cluster-a-001", &["Completed", "Failed"]).await;
+    let st = done.status.clone().unwrap();
+    assert_eq!(st.phase, "Completed", "reason: {}", st.reason);
+    assert_eq!(
+        done.metadata.annotations.as_ref().unwrap()["clustersnapshot.rywt.io/imported-from"],
+        "s3://ctl/cluster-a-001.tgz"
+    );
+    assert_eq!(st.cluster_name, "cluster-a");
+    assert_eq!(
+        st.snapshot_resource_version,
+        snapshot["status"]["snapshotResourceVersion"]
+            .as_str()
+            .unwrap()
+    );
+    assert!(st.number_of_contents > 10);
+    assert_eq!(
+        st.available_until.as_ref().unwrap().0.as_second(),
+        until.as_second()
+    );
+    assert!(st.stored_timestamp.is_some(), "pushed to the store");
+    assert!(snaps.get_opt("broken-001").await.unwrap().is_none());
+
+    // A Restore CR restores it onto an empty cluster.
+    let restores = mgmt.restores().await;
+    let mut r = Restore::new(
+        "r-imported",
+        RestoreSpec {
+            cluster_name: "cluster-b".into(),
+            backup_name: "cluster-a-001".into(),
+            kubeconfig: Some(target.kubeconfig_yaml("cluster-b")),
+            ..Default::default()
+        },
+    );
+    r.metadata.namespace = Some(NS.into());
+    restores.create(&PostParams::default(), &r).await.unwrap();
+    let restored = wait_for(Duration::from_secs(60), "r-imported finished", || async {
+        let s = restores.get("r-imported").await.ok()?.status?;
+        (s.restore.phase == "Failed" || s.restore.phase == "Completed").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        restored.restore.phase, "Completed",
+        "{}",
+        restored.restore.reason
+    );
+    assert!(restored.restore.num_created > 0);
+    let target_client = k8s_snap::cluster::Cluster::connect(&k8s_snap::cluster::ConnectOptions {
+        kubeconfig_text: Some(target.kubeconfig_yaml("cluster-b")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let shop: Value = target_client
+        .get_json("/api/v1/namespaces/shop")
+        .await
+        .unwrap();
+    assert_eq!(shop["metadata"]["name"], "shop");
+    ctl.stop().await.unwrap();
+
+    // Housekeeping of the store never deletes the original's archives.
+    let h = k8s_snap::store::sync::gc(
+        &test_store(&moto).await,
+        k8s_snap::store::sync::GcOptions {
+            grace: Duration::ZERO,
+            now: jiff::Timestamp::now(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(h.orphans.iter().all(|o| !o.ends_with(".tgz")), "{h:?}");
+    root.head("cluster-a-001.tgz").await.unwrap();
+    root.head("broken-001.tgz").await.unwrap();
+
+    // Deleting the imported Snapshot CR deletes its archive (and its data in the store).
+    let ctl = mgmt
+        .controller_with("imp-2", &["--housekeepstore=false"])
+        .await;
+    snaps
+        .delete("cluster-a-001", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "cluster-a-001 gone", || async {
+        matches!(snaps.get_opt("cluster-a-001").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(matches!(
+        root.head("cluster-a-001.tgz").await,
+        Err(k8s_snap::store::StoreError::NotFound { .. })
+    ));
+    root.head("broken-001.tgz").await.unwrap();
+    ctl.stop().await.unwrap();
+}
