@@ -377,7 +377,7 @@ fn for_each_entry(
                     type_name(kind)
                 )));
             }
-            let size = entry.header().size().map_err(|e| damaged(&path, e))?;
+            let size = entry.size();
             if size > MAX_ENTRY_BYTES {
                 return Err(fault(format!(
                     "is {size} bytes, more than the {MAX_ENTRY_BYTES} accepted for one object"
@@ -815,6 +815,48 @@ mod tests {
         let e = read_snapshot_json(incomplete.to_string().as_bytes(), "c1-001").unwrap_err();
         assert!(e.contains("snapshotResourceVersion"), "{e}");
         assert!(!e.contains("SECRET"));
+    }
+
+    /// Go's archive/tar writes a long name as a USTAR prefix (up to 256 bytes) or in a PAX
+    /// header; both are read as the entry's path.
+    #[test]
+    fn long_names_in_ustar_prefix_and_pax_headers() {
+        let long = format!(
+            "c1/apis/example.com/v1/namespaces/{}/widgets/w.json",
+            "n".repeat(60)
+        );
+        let longer = format!(
+            "c1/apis/example.com/v1/namespaces/{}/widgets/w.json",
+            "m".repeat(250)
+        );
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_ustar();
+        h.set_path(&long).unwrap();
+        h.set_size(2);
+        h.set_mode(0o755);
+        h.set_cksum();
+        assert!(
+            h.as_ustar().is_some_and(|u| u.prefix[0] != 0),
+            "the name uses the prefix"
+        );
+        b.append(&h, &b"{}"[..]).unwrap();
+        b.append_pax_extensions([("path", longer.as_bytes())])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("c1/placeholder.json").unwrap();
+        h.set_size(2);
+        h.set_cksum();
+        b.append(&h, &b"{}"[..]).unwrap();
+        let bytes = b.into_inner().unwrap().finish().unwrap();
+        let mut seen = Vec::new();
+        for_each_entry(&bytes[..], "c1.tgz", |p, body| {
+            assert_eq!(body, b"{}");
+            seen.push(p.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![long, longer]);
     }
 
     #[test]
