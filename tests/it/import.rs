@@ -762,3 +762,86 @@ async fn the_controller_imports_the_original_archives_at_the_bucket_root() {
     root.head("broken-001.tgz").await.unwrap();
     ctl.stop().await.unwrap();
 }
+
+/// `k8s-snap import <key>` reads the key from the root of the `--store` bucket (where the
+/// original controller kept its archives), `import s3://bucket/key` from any bucket; the
+/// import records where it came from. Against moto, or real S3 from the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_at_the_bucket_root_imports_by_key() {
+    let store = crate::store_support::TestStore::s3().await;
+    let name = format!("imp-{:08x}", fastrand::u32(..));
+    let key = format!("{name}.tgz");
+    let entries = vec![
+        Entry {
+            path: format!("{name}/api/v1/namespaces/default/configmaps/a.json"),
+            bytes: serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "namespace": "default", "uid": "u-a",
+                    "resourceVersion": "7", "managedFields": []},
+                "data": {"k": "v"}}))
+            .unwrap(),
+        },
+        Entry {
+            path: format!("{name}/snapshot.json"),
+            bytes: serde_json::to_vec(&json!({"kind": "Snapshot",
+                "apiVersion": "clustersnapshot.rywt.io/v1alpha1",
+                "metadata": {"name": name},
+                "spec": {"clusterName": "c9", "kubeconfig": KUBECONFIG_SECRET},
+                "status": {"snapshotResourceVersion": "42",
+                    "snapshotTimestamp": "2020-01-02T03:04:05Z"}}))
+            .unwrap(),
+        },
+    ];
+    let (root, _) = store.open_root().await;
+    root.put_if_absent(&key, tgz(&entries)).await.unwrap();
+
+    let data = DataDir::new();
+    let run = store.run(&data, None, &["import", &key]).ok();
+    let label = format!("s3://{}/{key}", store.bucket);
+    assert!(
+        run.stdout.contains(&format!(
+            "imported {label} as snapshot {name} of c9 at rv 42"
+        )),
+        "{}",
+        run.stdout
+    );
+    let body = data
+        .git(&[
+            "show",
+            &format!("snapshots/{name}:api/v1/namespaces/default/configmaps/a.yaml"),
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(
+        body,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: default\ndata:\n  k: v\n"
+    );
+    let meta = data
+        .git(&["show", &format!("snapshots/{name}:.k8s-snap/snapshot.yaml")])
+        .ok()
+        .stdout;
+    assert!(meta.contains(&format!("importedFrom: {label}")), "{meta}");
+    store
+        .run(
+            &data,
+            None,
+            &["import", &label, "--name", "again", "-o", "json"],
+        )
+        .ok();
+    // A key that is not there: the error names it; nothing is tagged.
+    let missing = store.run(&data, None, &["import", "nope-001.tgz"]);
+    assert_eq!(missing.code, 1, "{}", missing.stdout);
+    assert!(
+        missing.stderr.contains("nope-001.tgz"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!tags(&data).contains("nope-001"));
+    // The temporary download is gone.
+    let tmp = data.path().join("tmp");
+    assert!(
+        std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) == 0,
+        "left in {}",
+        tmp.display()
+    );
+    root.delete(&key).await.unwrap();
+}
