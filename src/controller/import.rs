@@ -58,7 +58,7 @@ async fn import_one(
     data_dir: &Path,
     key: &str,
     label: &str,
-) -> Result<(ImportSummary, work::Pushed), WorkError> {
+) -> Result<(ImportSummary, Option<work::Pushed>), WorkError> {
     let tmp = import::fetch_archive(root, key, &import::download_dir(data_dir)).await?;
     let opts = ImportOptions {
         name: None,
@@ -94,8 +94,16 @@ async fn import_one(
         .await
         .map_err(WorkError::Join)??;
     drop(tmp);
+    if summary
+        .available_until
+        .is_some_and(|t| t <= jiff::Timestamp::now())
+    {
+        // Expired: no Snapshot resource, nothing pushed; the archive stays where it is.
+        work::delete_snapshot_data(git_dir, &summary.name, None).await?;
+        return Ok((summary, None));
+    }
     let pushed = work::push_snapshot(git_dir, &summary.name, target).await?;
-    Ok((summary, pushed))
+    Ok((summary, Some(pushed)))
 }
 
 /// Imports every archive of the original controller at the root of `config`'s bucket that
@@ -124,7 +132,6 @@ pub async fn import_archives(ctx: &Context, config: &str, target: &StoreTarget) 
             return;
         }
     };
-    let now = jiff::Timestamp::now();
     let bucket = target.spec.bucket.trim();
     for (name, key) in found {
         if existing.contains(&name) {
@@ -147,11 +154,10 @@ pub async fn import_archives(ctx: &Context, config: &str, target: &StoreTarget) 
                 continue;
             }
         };
-        if summary.available_until.is_some_and(|t| t <= now) {
-            tracing::info!(archive = %label, "imported archive already expired: no Snapshot resource");
-            let _ = work::delete_snapshot_data(&ctx.options.git_dir(), &name, Some(target)).await;
+        let Some(pushed) = pushed else {
+            tracing::info!(archive = %label, "the original's archive has expired (availableUntil passed): not imported");
             continue;
-        }
+        };
         let mut cr = Snapshot::new(
             &name,
             crd::SnapshotSpec {
