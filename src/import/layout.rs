@@ -87,14 +87,19 @@ pub fn classify(dir: &str, path: &str) -> Result<EntryKind, PathFault> {
         namespace: None,
         name: name.to_owned(),
     };
+    let top_level = |l: ObjectLocation| {
+        // The version comes from the body; any valid one checks the name here.
+        l.content_path("v1").map_err(PathFault::Unknown)?;
+        Ok(EntryKind::Object(l))
+    };
     match rest {
         ["snapshot.json"] => Ok(EntryKind::SnapshotJson),
-        ["namespaces", _] => Ok(EntryKind::Object(loc("", "namespaces", stem))),
-        ["crds", _] => Ok(EntryKind::Object(loc(
+        ["namespaces", _] => top_level(loc("", "namespaces", stem)),
+        ["crds", _] => top_level(loc(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
             stem,
-        ))),
+        )),
         [top, ..] if *top == "api" || *top == "apis" => {
             let mut api_path = String::with_capacity(path.len());
             for s in &rest[..rest.len() - 1] {
@@ -294,5 +299,30 @@ mod tests {
             "v1beta1",
             "volumeattachments"
         ));
+    }
+
+    proptest::proptest! {
+        /// Any entry path: no panic; an object entry is always a valid content path inside
+        /// the snapshot directory, and nothing with `..`, `.`, an empty segment or a leading
+        /// `/` is accepted.
+        #[test]
+        fn classify_never_lets_a_path_out(
+            segs in proptest::collection::vec("[a-z0-9.:_-]{0,12}|\\.\\.|\\.|api|apis|v1|namespaces|crds|c1|snapshot\\.json|x\\.json|\\.json", 0..9),
+            lead in proptest::bool::ANY,
+        ) {
+            let path = format!("{}{}", if lead { "/" } else { "" }, segs.join("/"));
+            match classify("c1", &path) {
+                Ok(kind) => {
+                    proptest::prop_assert!(path.starts_with("c1/"), "{path}");
+                    proptest::prop_assert!(!path.split('/').any(|s| s == ".." || s == "." || s.is_empty()), "{path}");
+                    if let EntryKind::Object(loc) = kind {
+                        let v = loc.version.clone().unwrap_or_else(|| "v1".into());
+                        proptest::prop_assert!(loc.content_path(&v).is_ok(), "{path}");
+                    }
+                }
+                Err(PathFault::OtherDirectory(d)) => proptest::prop_assert_ne!(d, "c1"),
+                Err(_) => {}
+            }
+        }
     }
 }
