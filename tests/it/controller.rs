@@ -1107,11 +1107,11 @@ async fn original_manifests_apply_with_kubectl() {
     );
 }
 
-const STORE_KEY_ID: &str = "AKIDCONTROLLERTEST01";
-const STORE_SECRET: &str = "controller-store-secret-0123456789";
+pub(crate) const STORE_KEY_ID: &str = "AKIDCONTROLLERTEST01";
+pub(crate) const STORE_SECRET: &str = "controller-store-secret-0123456789";
 
 /// The credential Secret and an ObjectstoreConfig `s3` pointing at moto's bucket `ctl`.
-async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
+pub(crate) async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
     let client = mgmt.client().await;
     let pp = PostParams::default();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &NS);
@@ -1141,7 +1141,7 @@ async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
 }
 
 /// moto's bucket `ctl` under prefix `team`, through the store API.
-async fn test_store(moto: &crate::store_support::Moto) -> k8s_snap::store::S3Store {
+pub(crate) async fn test_store(moto: &crate::store_support::Moto) -> k8s_snap::store::S3Store {
     k8s_snap::store::S3Store::connect(
         "ctl",
         "team",
