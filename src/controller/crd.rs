@@ -20,6 +20,7 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::restore::status::Phase;
 use crate::restore::{RestorePreferenceSpec, RestoreStatus};
 
 /// The CRDs' API group.
@@ -109,7 +110,7 @@ pub struct SnapshotSpec {
 pub struct SnapshotStatus {
     /// `""`, `InQueue`, `InProgress`, `Completed` or `Failed`.
     #[serde(default)]
-    pub phase: String,
+    pub phase: Phase,
     /// Why the snapshot failed (empty otherwise).
     #[serde(default)]
     pub reason: String,

@@ -300,7 +300,7 @@ impl Drop for InFlightGuard<'_> {
 /// Marks the runs still in flight at the end of the shutdown grace period Failed, with the
 /// original's reason, so that no CR is left `InProgress`.
 async fn fail_interrupted(ctx: &Context) {
-    use crate::restore::status::phase;
+    use crate::restore::status::Phase;
     for (kind, name) in ctx.in_flight.take_all() {
         let ns = &ctx.options.namespace;
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
@@ -317,14 +317,14 @@ async fn fail_interrupted(ctx: &Context) {
             "snapshot" => {
                 let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), ns);
                 let reason = messages::STOPPED_WHILE_SNAPSHOT;
-                let status = serde_json::json!({"phase": phase::FAILED, "reason": reason,
+                let status = serde_json::json!({"phase": Phase::Failed, "reason": reason,
                     "conditions": failed(reason)});
                 patch_status(&api, "snapshot", &name, &status).await
             }
             _ => {
                 let api: Api<Restore> = Api::namespaced(ctx.client.clone(), ns);
                 let reason = messages::STOPPED_WHILE_RESTORE;
-                let status = serde_json::json!({"phase": phase::FAILED, "reason": reason,
+                let status = serde_json::json!({"phase": Phase::Failed, "reason": reason,
                     "conditions": failed(reason)});
                 patch_status(&api, "restore", &name, &status).await
             }

@@ -25,7 +25,7 @@ use super::target::TargetError;
 use super::work::{self, RestoreJob, StoreTarget};
 use super::{Context, ControllerError, RESTORE_TTL, messages, target};
 use crate::cluster::Cluster;
-use crate::restore::status::phase;
+use crate::restore::status::Phase;
 
 /// Errors of one reconcile (a restore's own failure is status, not an error); retried.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +87,8 @@ async fn reconcile_inner(
     if status.available_until.is_none() {
         status.available_until = status.restore.preserve_until.clone();
     }
-    match status.restore.phase.as_str() {
-        phase::NEW => {
+    match status.restore.phase {
+        Phase::New => {
             let now = jiff::Timestamp::now();
             let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
             match available_until(
@@ -102,7 +102,7 @@ async fn reconcile_inner(
                 Ok(t) => {
                     let ttl = go_duration(t.as_second() - now.as_second());
                     status.set_expiry(Some(format_time(t)), ttl);
-                    status.restore.phase = phase::IN_QUEUE.into();
+                    status.restore.phase = Phase::InQueue;
                     set_condition(
                         &mut status.conditions,
                         condition::READY,
@@ -116,8 +116,8 @@ async fn reconcile_inner(
             patch_status(&api, &name, &status).await?;
             Ok(Action::requeue(Duration::from_millis(10)))
         }
-        phase::IN_QUEUE => run(&api, &obj, status, &ctx).await,
-        phase::IN_PROGRESS => {
+        Phase::InQueue => run(&api, &obj, status, &ctx).await,
+        Phase::InProgress => {
             tracing::warn!(restore = %name, "found InProgress from a stopped controller");
             fail(&mut status, messages::STOPPED_WHILE_RESTORE, generation);
             ctx.metrics.restore_finished(false, 0.0, 0);
@@ -163,7 +163,7 @@ fn format_time(t: jiff::Timestamp) -> String {
 }
 
 fn fail(status: &mut RestoreCrStatus, reason: &str, generation: Option<i64>) {
-    status.restore.phase = phase::FAILED.into();
+    status.restore.phase = Phase::Failed;
     status.restore.reason = reason.to_string();
     set_finished(&mut status.conditions, false, "Failed", reason, generation);
 }
@@ -214,7 +214,7 @@ async fn run(
         .await
         .map_err(|e| ControllerError::kube(format!("reading snapshot {snap_name}"), e))?;
     let precheck = match &snapshot {
-        Some(s) if s.status.as_ref().map(|st| st.phase.as_str()) != Some(phase::COMPLETED) => {
+        Some(s) if s.status.as_ref().map(|st| &st.phase) != Some(&Phase::Completed) => {
             Some(messages::SNAPSHOT_NOT_COMPLETED.to_string())
         }
         Some(_) => None,
@@ -228,7 +228,7 @@ async fn run(
         tracing::warn!(restore = %name, "restore failed: {reason}");
         return finish_failed(api, obj, status, &reason, "Failed", ctx).await;
     }
-    status.restore.phase = phase::IN_PROGRESS.into();
+    status.restore.phase = Phase::InProgress;
     set_condition(
         &mut status.conditions,
         condition::READY,
@@ -255,7 +255,7 @@ async fn run(
             status.restore = result;
             status.restore.preserve_until = keep.0;
             status.conditions = keep.1;
-            status.restore.phase = phase::COMPLETED.into();
+            status.restore.phase = Phase::Completed;
             status.restore.reason = String::new();
             let r = &mut status.restore;
             let mut cut = false;

@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition, set_finished};
 use super::work::{self, StoreTarget, WorkError};
 use super::{Context, ControllerError, SNAPSHOT_TTL, messages, target};
-use crate::restore::status::phase;
+use crate::restore::status::Phase;
 use crate::snapshot::SnapshotOptions;
 use crate::store::sync::StoreSnapshot;
 
@@ -128,7 +128,7 @@ async fn patch_status(
 }
 
 fn fail(status: &mut SnapshotStatus, reason: &str, generation: Option<i64>) {
-    status.phase = phase::FAILED.into();
+    status.phase = Phase::Failed;
     status.reason = reason.to_string();
     set_finished(&mut status.conditions, false, "Failed", reason, generation);
 }
@@ -147,12 +147,12 @@ async fn apply(
     };
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
-    if status.phase == phase::NEW && obj.annotations().contains_key(RESTORED_FROM_STORE) {
+    if status.phase == Phase::New && obj.annotations().contains_key(RESTORED_FROM_STORE) {
         // Recreated from the store: its status is being written by the store job.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    match status.phase.as_str() {
-        phase::NEW => {
+    match status.phase {
+        Phase::New => {
             let now = now_seconds();
             status.cluster_name = obj.spec.cluster_name.clone();
             status.ttl = obj.spec.ttl.clone().unwrap_or_default();
@@ -166,7 +166,7 @@ async fn apply(
                 Ok(t) if t <= now => fail(&mut status, messages::AVAILABLE_UNTIL_PAST, generation),
                 Ok(t) => {
                     status.available_until = Some(Time(t));
-                    status.phase = phase::IN_QUEUE.into();
+                    status.phase = Phase::InQueue;
                     set_condition(
                         &mut status.conditions,
                         condition::READY,
@@ -178,7 +178,7 @@ async fn apply(
                 }
             }
             patch_status(api, &name, &status).await?;
-            if status.phase == phase::FAILED {
+            if status.phase == Phase::Failed {
                 ctx.publish(
                     obj.object_ref(&()),
                     EventType::Warning,
@@ -188,8 +188,8 @@ async fn apply(
             }
             Ok(Action::requeue(Duration::from_millis(10)))
         }
-        phase::IN_QUEUE => {
-            status.phase = phase::IN_PROGRESS.into();
+        Phase::InQueue => {
+            status.phase = Phase::InProgress;
             set_condition(
                 &mut status.conditions,
                 condition::READY,
@@ -207,7 +207,7 @@ async fn apply(
             );
             run(api, &obj, status, ctx).await
         }
-        phase::IN_PROGRESS => {
+        Phase::InProgress => {
             // Nobody runs it (this controller would still be inside `run`): the controller
             // that started it stopped.
             tracing::warn!(snapshot = %name, "found InProgress from a stopped controller");
@@ -249,7 +249,7 @@ async fn run(
     match take(obj, ctx).await {
         Ok(outcome) => {
             let s = &outcome.summary;
-            status.phase = phase::COMPLETED.into();
+            status.phase = Phase::Completed;
             status.reason = String::new();
             status.cluster_name = s.cluster_name.clone();
             status.number_of_contents = s.number_of_contents;
@@ -296,7 +296,7 @@ async fn run(
         }
     }
     patch_status(api, &name, &status).await?;
-    let (type_, reason, note) = if status.phase == phase::COMPLETED {
+    let (type_, reason, note) = if status.phase == Phase::Completed {
         let n = status.number_of_contents;
         let rv = &status.snapshot_resource_version;
         let note = format!("{n} objects at resourceVersion {rv}");
@@ -501,7 +501,7 @@ async fn restore_snapshot_crs(ctx: &Context, config: &str, stored: Vec<StoreSnap
             }
         }
         let mut status = SnapshotStatus {
-            phase: phase::COMPLETED.into(),
+            phase: Phase::Completed,
             cluster_name: s.entry.cluster.clone(),
             available_until: s.entry.available_until.map(Time),
             number_of_contents: s.entry.number_of_contents,
@@ -548,7 +548,7 @@ async fn fail_vanished(ctx: &Context, config: &str, stored: &std::collections::B
         };
         let pushed_here = cr.spec.objectstore_config.as_deref() == Some(config)
             && status.stored_timestamp.is_some();
-        if status.phase != phase::COMPLETED
+        if status.phase != Phase::Completed
             || !pushed_here
             || stored.contains(&name)
             || cr.metadata.deletion_timestamp.is_some()

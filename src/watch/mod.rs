@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 pub use executor::{EngineExecutor, FixedStore, StoreSource};
 pub use request::{RequestError, RestoreRequest};
 
-use crate::restore::status::{RestoreStatus, phase};
+use crate::restore::status::{Phase, RestoreStatus};
 
 /// Sub-directories of the watched directory.
 pub const RESULTS_DIR: &str = "results";
@@ -420,7 +420,7 @@ async fn run_job(layout: &Layout, executor: &dyn RestoreExecutor, job: &Job) -> 
         Ok(o) => (o.status, o.plan),
         Err(f) => (failed_status(f.reason), None),
     };
-    let ok = status.phase == phase::COMPLETED;
+    let ok = status.phase == Phase::Completed;
     tracing::info!(phase = %status.phase, created = status.num_created, failed = status.num_failed, "request finished");
     let result = tokio::task::block_in_place(|| {
         finish(
@@ -440,7 +440,7 @@ async fn run_job(layout: &Layout, executor: &dyn RestoreExecutor, job: &Job) -> 
 
 fn failed_status(reason: String) -> RestoreStatus {
     RestoreStatus {
-        phase: phase::FAILED.to_string(),
+        phase: Phase::Failed,
         reason,
         restore_timestamp: Some(now_rfc3339()),
         ..RestoreStatus::default()
