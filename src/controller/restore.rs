@@ -32,9 +32,17 @@ use crate::restore::status::Phase;
 pub enum ReconcileError {
     #[error(transparent)]
     Controller(#[from] ControllerError),
-    /// A transient API failure while resolving what the Restore names.
-    #[error("{0}")]
-    Transient(String),
+    /// A transient API failure while resolving the target or the store the Restore names.
+    #[error(transparent)]
+    Target(TargetError),
+    /// A transient API failure while reading the RestorePreference the Restore names.
+    #[error("spec.restorePreferenceName: reading RestorePreference {what}: {source}")]
+    Preference {
+        /// `namespace/name`.
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Everything a Restore names, resolved before it starts.
@@ -51,13 +59,13 @@ enum StartError {
     /// Its spec is at fault: the status reason, naming the field.
     Invalid(String),
     /// The API failed; worth retrying.
-    Transient(String),
+    Transient(ReconcileError),
 }
 
 impl From<TargetError> for StartError {
     fn from(e: TargetError) -> StartError {
         if e.is_transient() {
-            StartError::Transient(e.to_string())
+            StartError::Transient(ReconcileError::Target(e))
         } else {
             StartError::Invalid(e.to_string())
         }
@@ -136,7 +144,7 @@ pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) 
         obj.as_ref(),
         match err {
             ReconcileError::Controller(e) => e.event_reason(),
-            ReconcileError::Transient(_) => "ReconcileError",
+            ReconcileError::Target(_) | ReconcileError::Preference { .. } => "ReconcileError",
         },
         &err.to_string(),
     )
@@ -204,7 +212,7 @@ async fn run(
             tracing::warn!(restore = %name, "cannot start: {reason}");
             return finish_failed(api, obj, status, &reason, "CannotStart", ctx).await;
         }
-        Err(StartError::Transient(e)) => return Err(ReconcileError::Transient(e)),
+        Err(StartError::Transient(e)) => return Err(e),
     };
     // The snapshot must be Completed (or at least present in the mirror when its CR is gone).
     let snapshots: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
@@ -377,13 +385,14 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
                 Err(e) => {
                     let transient =
                         !matches!(&e, kube::Error::Api(s) if s.code < 500 && s.code != 429);
-                    let msg = format!(
-                        "spec.restorePreferenceName: reading RestorePreference {ns}/{p}: {e}"
-                    );
+                    let e = ReconcileError::Preference {
+                        what: format!("{ns}/{p}"),
+                        source: e,
+                    };
                     return Err(if transient {
-                        StartError::Transient(msg)
+                        StartError::Transient(e)
                     } else {
-                        StartError::Invalid(msg)
+                        StartError::Invalid(e.to_string())
                     });
                 }
             }

@@ -15,6 +15,7 @@ use kube::runtime::finalizer::{self, Event};
 use kube::{Api, Resource, ResourceExt};
 
 use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition, set_finished};
+use super::target::TargetError;
 use super::work::{self, StoreTarget, WorkError};
 use super::{Context, ControllerError, SNAPSHOT_TTL, messages, target};
 use crate::restore::status::Phase;
@@ -28,8 +29,12 @@ pub enum ReconcileError {
     Controller(#[from] ControllerError),
     #[error("{}", finalizer_message(.0))]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
-    #[error("cleaning up snapshot {name}: {message}")]
-    Cleanup { name: String, message: String },
+    #[error("cleaning up snapshot {name}: {source}")]
+    Cleanup {
+        name: String,
+        #[source]
+        source: AttemptError,
+    },
 }
 
 /// The reconcile's own error when the finalizer helper only wrapped it.
@@ -318,7 +323,13 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
         let attempt = attempt(obj, ctx).await;
         match attempt {
             Ok(o) => return Ok(o),
-            Err((reason, retryable)) => {
+            Err(e) => {
+                let retryable = e.is_retryable();
+                // The status reason: never the kubeconfig's contents.
+                let reason = match obj.spec.kubeconfig.as_deref() {
+                    Some(kc) => target::redact(&e.to_string(), kc),
+                    None => e.to_string(),
+                };
                 if !retryable || Instant::now() + delay >= deadline {
                     return Err(reason);
                 }
@@ -330,21 +341,34 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
     }
 }
 
-async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, (String, bool)> {
+/// Why one attempt at a snapshot (or at removing its data) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Work(#[from] WorkError),
+}
+
+impl AttemptError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Target(e) => e.is_transient(),
+            AttemptError::Work(e) => e.is_retryable(),
+        }
+    }
+}
+
+async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, AttemptError> {
     let spec = &obj.spec;
     let cluster = target::spec_cluster(
         ctx,
         spec.kubeconfig.as_deref(),
         spec.kubeconfig_secret_ref.as_ref(),
     )
-    .await
-    .map_err(|e| (e.to_string(), e.is_transient()))?;
+    .await?;
     let store = match spec.objectstore_config.as_deref().filter(|s| !s.is_empty()) {
-        Some(c) => Some(
-            target::spec_store(ctx, c)
-                .await
-                .map_err(|e| (e.to_string(), e.is_transient()))?,
-        ),
+        Some(c) => Some(target::spec_store(ctx, c).await?),
         None => None,
     };
     let mut opts = SnapshotOptions::new(obj.name_any());
@@ -356,17 +380,10 @@ async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome,
         .map(|t| t.0);
     opts.ttl = None;
     opts.threads = 4;
-    let redact = |e: WorkError| {
-        let msg = e.to_string();
-        let msg = match spec.kubeconfig.as_deref() {
-            Some(kc) => target::redact(&msg, kc),
-            None => msg,
-        };
-        (msg, e.is_retryable())
-    };
-    work::take_and_push_snapshot(&cluster, &ctx.options.git_dir(), &opts, store.as_ref())
-        .await
-        .map_err(redact)
+    Ok(
+        work::take_and_push_snapshot(&cluster, &ctx.options.git_dir(), &opts, store.as_ref())
+            .await?,
+    )
 }
 
 async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -382,7 +399,7 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
             Err(e) => {
                 return Err(ReconcileError::Cleanup {
                     name,
-                    message: e.to_string(),
+                    source: e.into(),
                 });
             }
         },
@@ -392,7 +409,7 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
         .await
         .map_err(|e| ReconcileError::Cleanup {
             name: name.clone(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
     tracing::info!(snapshot = %name, "snapshot data removed");
     let note = match &store {

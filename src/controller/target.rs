@@ -16,12 +16,15 @@ use crate::cluster::{Cluster, ConnectOptions};
 /// Why a target could not be resolved; messages never hold credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    /// The spec is at fault. Text only: a kubeconfig's connect error is redacted of the
+    /// kubeconfig's contents ([`redact`]) before it is kept, so no source can leak them.
     #[error("{0}")]
     Invalid(String),
-    #[error("{what}: {message}")]
+    #[error("{what}: {source}")]
     Api {
         what: String,
-        message: String,
+        #[source]
+        source: kube::Error,
         /// Whether retrying may help (API unreachable, 5xx).
         transient: bool,
     },
@@ -34,11 +37,11 @@ impl TargetError {
             TargetError::Invalid(m) => TargetError::Invalid(format!("{field}: {m}")),
             TargetError::Api {
                 what,
-                message,
+                source,
                 transient,
             } => TargetError::Api {
                 what: format!("{field}: {what}"),
-                message,
+                source,
                 transient,
             },
         }
@@ -62,7 +65,7 @@ fn api_error(what: String, e: kube::Error) -> TargetError {
     };
     TargetError::Api {
         what,
-        message: e.to_string(),
+        source: e,
         transient,
     }
 }

@@ -41,8 +41,12 @@ pub enum WorkError {
     Sync(#[from] crate::store::sync::SyncError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("ObjectstoreConfig {config}: spec.bucket is empty")]
+    EmptyBucket { config: String },
+    #[error(transparent)]
+    Preference(#[from] crate::restore::PreferenceError),
+    #[error("{}", super::messages::SNAPSHOT_FILE_NOT_FOUND)]
+    SnapshotFileNotFound(#[source] Box<crate::restore::PrepareError>),
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
     #[error(transparent)]
@@ -196,10 +200,9 @@ pub async fn delete_snapshot_data(
 pub async fn open_store(target: &StoreTarget) -> Result<S3Store, WorkError> {
     let spec = &target.spec;
     if spec.bucket.trim().is_empty() {
-        return Err(WorkError::Invalid(format!(
-            "ObjectstoreConfig {}: spec.bucket is empty",
-            target.config_name
-        )));
+        return Err(WorkError::EmptyBucket {
+            config: target.config_name.clone(),
+        });
     }
     let endpoint = spec.endpoint.trim();
     let opts = S3Options {
@@ -282,8 +285,7 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
                 "RestorePreference {}",
                 job.spec.restore_preference_name.as_deref().unwrap_or("")
             ),
-        )
-        .map_err(|e| WorkError::Invalid(e.to_string()))?,
+        )?,
         None => Preference::default(),
     };
     let store = match job.store {
@@ -295,9 +297,7 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
     {
         Ok(prepared) => prepared.snapshot,
         Err(e) if e.is_unknown_snapshot() => {
-            return Err(WorkError::Invalid(
-                super::messages::SNAPSHOT_FILE_NOT_FOUND.to_string(),
-            ));
+            return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
         }
         Err(e) => return Err(Box::new(e).into()),
     };

@@ -133,7 +133,9 @@ async fn deep_verify(
         let result = match fetch_pack(store, manifest, &sha).await {
             Ok(bytes) => {
                 // The stored index is what a pull installs: check it against the pack too.
-                let idx = fetch_idx(store, manifest, &sha).await;
+                let idx = fetch_idx(store, manifest, &sha)
+                    .await
+                    .map_err(|e| e.to_string());
                 let expected = manifest.packs.get(&sha).map(|e| e.objects);
                 let pack_sha = sha.clone();
                 repo.run(move |m| -> Result<_> {
