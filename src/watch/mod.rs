@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::RecursiveMode;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use executor::{EngineExecutor, FixedStore, StoreSource};
 pub use request::{RequestError, RestoreRequest};
@@ -300,7 +301,18 @@ pub async fn run(
 ) -> Result<WatchStats, WatchError> {
     let layout = Arc::new(Layout::create(&opts.dir)?);
     let span = tracing::info_span!("watch", dir = %layout.dir.display());
-    let _enter = span.enter();
+    watch_loop(opts, layout, executor, shutdown)
+        .instrument(span)
+        .await
+}
+
+/// The body of [`run`], inside its span.
+async fn watch_loop(
+    opts: WatchOptions,
+    layout: Arc<Layout>,
+    executor: Arc<dyn RestoreExecutor>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<WatchStats, WatchError> {
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut debouncer = notify_debouncer_full::new_debouncer(
         Duration::from_millis(200),
@@ -414,28 +426,33 @@ pub async fn run(
 /// Runs one request and records its result; true when it completed.
 async fn run_job(layout: &Layout, executor: &dyn RestoreExecutor, job: &Job) -> bool {
     let span = tracing::info_span!("restore_request", request = %job.request.name, snapshot = %job.request.backup_name);
-    let _enter = span.enter();
-    let outcome = executor.execute(job.request.clone()).await;
-    let (status, plan) = match outcome {
-        Ok(o) => (o.status, o.plan),
-        Err(f) => (failed_status(f.reason), None),
-    };
-    let ok = status.phase == Phase::Completed;
-    tracing::info!(phase = %status.phase, created = status.num_created, failed = status.num_failed, "request finished");
-    let result = tokio::task::block_in_place(|| {
-        finish(
-            layout,
-            &job.file,
-            Some(&job.request),
-            &status,
-            plan.as_ref(),
-            ok,
-        )
-    });
-    if let Err(e) = result {
-        tracing::error!(file = %job.file.display(), error = %e, "cannot record the result");
-    }
-    ok
+    let outcome = executor
+        .execute(job.request.clone())
+        .instrument(span.clone())
+        .await;
+    // The rest is synchronous: no `.await` inside the span.
+    span.in_scope(|| {
+        let (status, plan) = match outcome {
+            Ok(o) => (o.status, o.plan),
+            Err(f) => (failed_status(f.reason), None),
+        };
+        let ok = status.phase == Phase::Completed;
+        tracing::info!(phase = %status.phase, created = status.num_created, failed = status.num_failed, "request finished");
+        let result = tokio::task::block_in_place(|| {
+            finish(
+                layout,
+                &job.file,
+                Some(&job.request),
+                &status,
+                plan.as_ref(),
+                ok,
+            )
+        });
+        if let Err(e) = result {
+            tracing::error!(file = %job.file.display(), error = %e, "cannot record the result");
+        }
+        ok
+    })
 }
 
 fn failed_status(reason: String) -> RestoreStatus {
