@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::cluster::{Cluster, ClusterError};
 
 /// Verbs a resource must support to be snapshotted (and so restorable).
-pub const REQUIRED_VERBS: [&str; 4] = ["list", "get", "create", "delete"];
+pub(crate) const REQUIRED_VERBS: [&str; 4] = ["list", "get", "create", "delete"];
 
 /// Groups never read: aggregated metrics APIs are computed, not stored.
 const METRICS_GROUPS: [&str; 3] = [
@@ -28,7 +28,7 @@ const METRICS_GROUPS: [&str; 3] = [
 /// `networking.k8s.io`, its Deployments/DaemonSets/ReplicaSets to `apps`, its
 /// NetworkPolicies to `networking.k8s.io`, PodSecurityPolicies to `policy`). While both are
 /// served, they are two views of the same objects; a snapshot reads the other group.
-pub const DEPRECATED_GROUPS: [&str; 1] = ["extensions"];
+pub(crate) const DEPRECATED_GROUPS: [&str; 1] = ["extensions"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -42,7 +42,7 @@ pub enum DiscoveryError {
 
 impl DiscoveryError {
     /// The underlying cluster error.
-    pub fn cluster_error(&self) -> &ClusterError {
+    pub(crate) fn cluster_error(&self) -> &ClusterError {
         match self {
             DiscoveryError::Request { source, .. } => source,
         }
@@ -75,7 +75,7 @@ impl ApiResourceInfo {
     }
 
     /// URL prefix of the group version: `/api/v1` or `/apis/apps/v1`.
-    pub fn group_version_path(&self) -> String {
+    pub(crate) fn group_version_path(&self) -> String {
         if self.group.is_empty() {
             format!("/api/{}", self.version)
         } else {
@@ -98,17 +98,12 @@ impl ApiResourceInfo {
         }
     }
 
-    /// The URL of one object.
-    pub fn object_path(&self, namespace: Option<&str>, name: &str) -> String {
-        format!("{}/{}", self.collection_path(namespace), name)
-    }
-
-    pub fn supports(&self, verb: &str) -> bool {
+    pub(crate) fn supports(&self, verb: &str) -> bool {
         self.verbs.iter().any(|v| v == verb)
     }
 
     /// Whether a snapshot reads this resource (docs/design.md §2).
-    pub fn is_snapshotted(&self) -> bool {
+    pub(crate) fn is_snapshotted(&self) -> bool {
         let skipped_kind = (self.group.is_empty()
             && (self.resource == "nodes" || self.resource == "events"))
             || (self.group == "events.k8s.io" && self.resource == "events");
@@ -262,7 +257,7 @@ pub async fn discover(
 /// every resource of its preferred version, then each resource served only in other versions
 /// of the group, at the highest-priority version serving it ([`version_priority`]). Groups
 /// keep their discovery order; `all` holds every served group version.
-pub fn preferred_resources(
+pub(crate) fn preferred_resources(
     all: Vec<ApiResourceInfo>,
     preferred_of: &[(String, Option<String>)],
 ) -> Vec<ApiResourceInfo> {
@@ -427,12 +422,12 @@ mod tests {
         let mut r = info("apps", "deployments", &ALL);
         assert_eq!(r.collection_path(None), "/apis/apps/v1/deployments");
         assert_eq!(
-            r.object_path(Some("x"), "d"),
-            "/apis/apps/v1/namespaces/x/deployments/d"
+            r.collection_path(Some("x")),
+            "/apis/apps/v1/namespaces/x/deployments"
         );
         r.group = String::new();
         r.namespaced = false;
-        assert_eq!(r.object_path(Some("x"), "n"), "/api/v1/deployments/n");
+        assert_eq!(r.collection_path(Some("x")), "/api/v1/deployments");
         assert_eq!(r.api_version(), "v1");
     }
 }

@@ -29,7 +29,7 @@ use crate::restore::status::Phase;
 
 /// Errors of one reconcile (a restore's own failure is status, not an error); retried.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error(transparent)]
     Controller(#[from] ControllerError),
     /// A transient API failure while resolving the target or the store the Restore names.
@@ -73,7 +73,7 @@ impl From<TargetError> for StartError {
 }
 
 /// Reconciles one Restore.
-pub fn reconcile(
+pub(crate) fn reconcile(
     cached: Arc<Restore>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
@@ -138,7 +138,7 @@ async fn reconcile_inner(
 
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
-pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.on_error(
         "restore",
         obj.as_ref(),
@@ -152,7 +152,7 @@ pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) 
 
 /// A duration of whole seconds as Go prints it (`168h0m0s`, `5m0s`, `2s`), the format of the
 /// original's `metav1.Duration` fields.
-pub fn go_duration(secs: i64) -> String {
+pub(crate) fn go_duration(secs: i64) -> String {
     let secs = secs.max(0);
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     if h > 0 {

@@ -24,7 +24,7 @@ use crate::store::sync::StoreSnapshot;
 
 /// Errors of one reconcile (the CR's own failures become status, not errors).
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error(transparent)]
     Controller(#[from] ControllerError),
     #[error("{}", finalizer_message(.0))]
@@ -62,7 +62,7 @@ impl ReconcileError {
 }
 
 /// Reconciles one Snapshot.
-pub fn reconcile(
+pub(crate) fn reconcile(
     obj: Arc<Snapshot>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
@@ -85,7 +85,7 @@ async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action
 
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
-pub fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.on_error(
         "snapshot",
         obj.as_ref(),
@@ -343,7 +343,7 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
 
 /// Why one attempt at a snapshot (or at removing its data) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error(transparent)]
@@ -422,11 +422,11 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
 
 /// Annotation on Snapshot CRs recreated from a store manifest: their status comes from the
 /// store, so the reconciler must not take a new snapshot for them.
-pub const RESTORED_FROM_STORE: &str = "clustersnapshot.rywt.io/restored-from-store";
+pub(crate) const RESTORED_FROM_STORE: &str = "clustersnapshot.rywt.io/restored-from-store";
 
 /// `--restoresnapshots` once at start and `--housekeepstore` every 300 s, over every
 /// ObjectstoreConfig of the namespace. Never returns.
-pub async fn store_jobs(ctx: Arc<Context>) {
+pub(crate) async fn store_jobs(ctx: Arc<Context>) {
     let api: Api<crd::ObjectstoreConfig> =
         Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
     let mut first = true;

@@ -32,7 +32,7 @@ pub enum TargetError {
 
 impl TargetError {
     /// The same error with the spec field that led to it named first (`spec.kubeconfig: ...`).
-    pub fn in_field(self, field: &str) -> TargetError {
+    pub(crate) fn in_field(self, field: &str) -> TargetError {
         match self {
             TargetError::Invalid(m) => TargetError::Invalid(format!("{field}: {m}")),
             TargetError::Api {
@@ -47,7 +47,7 @@ impl TargetError {
         }
     }
 
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             TargetError::Api {
@@ -98,7 +98,7 @@ pub async fn cluster(
 
 /// The cluster a CR's spec targets ([`cluster`]), errors naming the field at fault
 /// (`spec.kubeconfig`, `spec.kubeconfigSecretRef`). Does not contact the cluster.
-pub async fn spec_cluster(
+pub(crate) async fn spec_cluster(
     ctx: &Context,
     kubeconfig: Option<&str>,
     secret_ref: Option<&SecretKeyRef>,
@@ -115,7 +115,10 @@ pub async fn spec_cluster(
 
 /// The store a CR's `spec.objectstoreConfig` names ([`store`]), errors naming that field.
 /// Does not contact the store.
-pub async fn spec_store(ctx: &Context, config_name: &str) -> Result<StoreTarget, TargetError> {
+pub(crate) async fn spec_store(
+    ctx: &Context,
+    config_name: &str,
+) -> Result<StoreTarget, TargetError> {
     store(ctx, config_name)
         .await
         .map_err(|e| e.in_field("spec.objectstoreConfig"))

@@ -55,7 +55,7 @@ pub enum WorkError {
 
 impl WorkError {
     /// Whether retrying may succeed (transient cluster errors only; never auth errors).
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             WorkError::Snapshot(e) => e
                 .cluster_error()
@@ -91,14 +91,14 @@ impl std::fmt::Debug for StoreTarget {
 
 /// What was stored, for the Snapshot status (`storedFileSize`, `storedTimestamp`).
 #[derive(Debug, Clone)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     pub stored_bytes: u64,
     pub stored_at: jiff::Timestamp,
 }
 
 /// A finished snapshot: the summary, its content paths (all of them) and where it was pushed.
 #[derive(Debug, Clone)]
-pub struct SnapshotOutcome {
+pub(crate) struct SnapshotOutcome {
     pub summary: SnapshotSummary,
     pub contents: Vec<String>,
     pub pushed: Option<Pushed>,
@@ -106,7 +106,7 @@ pub struct SnapshotOutcome {
 
 /// Takes a snapshot of `cluster` into the mirror at `git_dir`, lists its contents and, when
 /// `store` is given, pushes it there.
-pub async fn take_and_push_snapshot(
+pub(crate) async fn take_and_push_snapshot(
     cluster: &Cluster,
     git_dir: &Path,
     opts: &SnapshotOptions,
@@ -145,7 +145,10 @@ pub async fn has_local_snapshot(git_dir: &Path, name: &str) -> Result<bool, Work
 }
 
 /// The content paths (`/api/v1/...`) of a snapshot in the mirror, sorted.
-pub async fn snapshot_contents(git_dir: &Path, name: &str) -> Result<Vec<String>, WorkError> {
+pub(crate) async fn snapshot_contents(
+    git_dir: &Path,
+    name: &str,
+) -> Result<Vec<String>, WorkError> {
     let dir = git_dir.to_path_buf();
     let name = name.to_string();
     blocking(move || {
@@ -169,7 +172,7 @@ pub async fn snapshot_contents(git_dir: &Path, name: &str) -> Result<Vec<String>
 
 /// Deletes a snapshot's data: the local mirror tag and, when it was pushed, the store
 /// copy.
-pub async fn delete_snapshot_data(
+pub(crate) async fn delete_snapshot_data(
     git_dir: &Path,
     name: &str,
     store: Option<&StoreTarget>,
@@ -239,7 +242,7 @@ async fn shared_mirror(git_dir: &Path) -> Result<SharedMirror, WorkError> {
 }
 
 /// Pushes the snapshot `name` from the mirror to the store (only the objects it lacks).
-pub async fn push_snapshot(
+pub(crate) async fn push_snapshot(
     git_dir: &Path,
     name: &str,
     target: &StoreTarget,
@@ -254,14 +257,14 @@ pub async fn push_snapshot(
 }
 
 /// Removes the snapshot `name` from the store's manifest (its packs go at the next gc).
-pub async fn delete_from_store(name: &str, target: &StoreTarget) -> Result<(), WorkError> {
+pub(crate) async fn delete_from_store(name: &str, target: &StoreTarget) -> Result<(), WorkError> {
     let store = open_store(target).await?;
     sync::delete(&store, &[name.to_string()]).await?;
     Ok(())
 }
 
 /// Everything a restore needs, resolved by the reconciler (no credentials in `Debug`).
-pub struct RestoreJob<'a> {
+pub(crate) struct RestoreJob<'a> {
     pub name: &'a str,
     /// The snapshot to restore (`spec.snapshotName` or `spec.backupName`, resolved).
     pub snapshot: &'a str,
@@ -275,7 +278,7 @@ pub struct RestoreJob<'a> {
 /// Plans and applies a restore (the engine of `k8s-snap restore`); returns the status in the
 /// original shape (lists uncapped; the reconciler caps them). A snapshot only in the store
 /// (another replica took it) is pulled first.
-pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
+pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
     let snapshot = job.snapshot.to_string();
     let preference = match job.preference {
         Some(p) => Preference::from_spec(
@@ -314,7 +317,9 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
 }
 
 /// The snapshots listed in a store's manifest (`--restoresnapshots` recreates their CRs).
-pub async fn stored_snapshots(target: &StoreTarget) -> Result<Vec<StoreSnapshot>, WorkError> {
+pub(crate) async fn stored_snapshots(
+    target: &StoreTarget,
+) -> Result<Vec<StoreSnapshot>, WorkError> {
     let store = open_store(target).await?;
     Ok(sync::list(&store).await?)
 }
@@ -332,7 +337,7 @@ pub struct Housekeeping {
 
 /// Grace period of the controller's store gc: packs unneeded for this long, and orphans
 /// this old, are deleted (a concurrent push finishes well within it).
-pub const STORE_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const STORE_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// `--housekeepstore`: verifies the store (sizes of every pack, with `validate_file_info`),
 /// garbage-collects it, and returns what it holds afterwards.

@@ -38,7 +38,7 @@ impl Default for ApplyOptions {
 
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Created,
     AlreadyExisted,
     Updated,

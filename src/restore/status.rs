@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Longest failure message kept in a `failed` entry (as the original).
-pub const FAILED_MESSAGE_MAX: usize = 300;
+pub(crate) const FAILED_MESSAGE_MAX: usize = 300;
 
 /// Phase of a Snapshot, a Restore or a watch request: `""` (new), `InQueue`, `InProgress`,
 /// `Completed` or `Failed`, serialized as exactly these strings (the original's CRs).
@@ -41,11 +41,6 @@ impl Phase {
             Phase::Failed => "Failed",
             Phase::Other(s) => s,
         }
-    }
-
-    /// `Completed` or `Failed`.
-    pub fn is_final(&self) -> bool {
-        matches!(self, Phase::Completed | Phase::Failed)
     }
 }
 
@@ -128,12 +123,12 @@ pub struct RestoreStatus {
 }
 
 /// `"<path>,(<reason>)"`.
-pub fn excluded_entry(path: &str, reason: &str) -> String {
+pub(crate) fn excluded_entry(path: &str, reason: &str) -> String {
     format!("{path},({reason})")
 }
 
 /// `"<path>,<message cut to 300 chars>"`.
-pub fn failed_entry(path: &str, message: &str) -> String {
+pub(crate) fn failed_entry(path: &str, message: &str) -> String {
     let cut: String = message.chars().take(FAILED_MESSAGE_MAX).collect();
     format!("{path},{cut}")
 }

@@ -33,7 +33,7 @@ impl Secret {
         Secret(s.into())
     }
     /// The secret value, for the SDK only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -174,7 +174,7 @@ impl S3Store {
     }
 
     /// Creates the bucket when it does not exist (`--createbucket`); true when created.
-    pub async fn ensure_bucket(&self) -> Result<bool> {
+    pub(crate) async fn ensure_bucket(&self) -> Result<bool> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(false),
             Err(e) if e.raw_response().map(HasStatus::status) == Some(404) => {

@@ -33,10 +33,10 @@ pub use request::{RequestError, RestoreRequest};
 use crate::restore::status::{Phase, RestoreStatus};
 
 /// Sub-directories of the watched directory.
-pub const RESULTS_DIR: &str = "results";
-pub const DONE_DIR: &str = "done";
-pub const FAILED_DIR: &str = "failed";
-pub const PREFERENCES_DIR: &str = "preferences";
+pub(crate) const RESULTS_DIR: &str = "results";
+pub(crate) const DONE_DIR: &str = "done";
+pub(crate) const FAILED_DIR: &str = "failed";
+pub(crate) const PREFERENCES_DIR: &str = "preferences";
 
 /// Errors that stop the watcher (one request's failure never does).
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,7 @@ pub struct WatchStats {
 
 /// The paths of a watched directory.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     pub dir: PathBuf,
     pub results: PathBuf,
     pub done: PathBuf,
@@ -153,7 +153,7 @@ impl Layout {
     }
 
     /// `results/<stem>.status.yaml`.
-    pub fn result_path(&self, request_file: &Path) -> PathBuf {
+    pub(crate) fn result_path(&self, request_file: &Path) -> PathBuf {
         self.results
             .join(format!("{}.status.yaml", file_stem(request_file)))
     }
@@ -167,7 +167,7 @@ fn file_stem(path: &Path) -> String {
 
 /// Whether a file name in the watched directory is a request: `.yaml`, `.yml` or `.json`, not
 /// a dotfile (`.r1.yaml.swp`, `.tmp-x.yaml`), not an editor backup (`r1.yaml~`, `#r1.yaml#`).
-pub fn is_request_file_name(name: &str) -> bool {
+pub(crate) fn is_request_file_name(name: &str) -> bool {
     if name.starts_with('.') || name.starts_with('#') || name.ends_with('~') {
         return false;
     }
@@ -473,7 +473,7 @@ fn now_rfc3339() -> String {
 }
 
 /// The result document: a `Restore` with the request's spec (never its kubeconfig) and status.
-pub fn result_document(
+pub(crate) fn result_document(
     name: &str,
     request: Option<&RestoreRequest>,
     status: &RestoreStatus,
@@ -521,7 +521,7 @@ fn finish(
 }
 
 /// Writes `bytes` to a temp file beside `path`, syncs it and renames it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
