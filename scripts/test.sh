@@ -15,12 +15,13 @@ if ! python3 -c 'import moto.server, flask' >/dev/null 2>&1; then
   pip_install || pip_install --user || pip_install --user --break-system-packages
 fi
 
+# `failpoints`: the test-only fault injection the crash tests need (off in release builds).
 echo "== cargo test (workspace) =="
-cargo test --workspace --locked --all-targets --no-fail-fast
+cargo test --workspace --locked --all-targets --no-fail-fast --features k8s-snap/failpoints
 
 # The end-to-end tests again against the emulator's profiles of older servers (the run above
 # used the latest), all three at once: each test makes its own emulators on free ports.
-it_bin=$(cargo test --locked --test it --no-run --message-format=json 2>/dev/null |
+it_bin=$(cargo test --locked --features failpoints --test it --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)

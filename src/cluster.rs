@@ -87,7 +87,7 @@ impl ClusterError {
 
     /// Whether retrying the same request may succeed. A certificate that is not trusted or a
     /// name that does not resolve will not get better by retrying.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             ClusterError::Unreachable { .. } => true,
             ClusterError::Network { failure, .. } => failure.is_transient(),
@@ -106,7 +106,7 @@ impl ClusterError {
     }
 
     /// Whether the credentials were refused (no point retrying).
-    pub fn is_auth(&self) -> bool {
+    pub(crate) fn is_auth(&self) -> bool {
         matches!(self.code(), Some(401 | 403))
     }
 }
@@ -186,7 +186,7 @@ pub fn limits() -> Limits {
 
 /// How transient failures are retried.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts after the first one.
     pub max_retries: usize,
     pub min_delay: Duration,
@@ -266,7 +266,7 @@ pub enum NetFailure {
 
 impl NetFailure {
     /// Whether another attempt may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         !matches!(
             self,
             NetFailure::Dns(_)
@@ -279,7 +279,7 @@ impl NetFailure {
 
     /// Classifies an error by walking its source chain (io errors, rustls errors, hyper's
     /// connect errors).
-    pub fn classify(e: &(dyn std::error::Error + 'static)) -> NetFailure {
+    pub(crate) fn classify(e: &(dyn std::error::Error + 'static)) -> NetFailure {
         let mut deepest = e.to_string();
         let mut dns = false;
         let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -473,7 +473,10 @@ impl Cluster {
     }
 
     /// Wraps an existing configuration (tests, the emulator).
-    pub fn from_config(mut config: kube::Config, cluster_name: Option<String>) -> Result<Cluster> {
+    pub(crate) fn from_config(
+        mut config: kube::Config,
+        cluster_name: Option<String>,
+    ) -> Result<Cluster> {
         install_crypto_provider();
         let server = config
             .cluster_url
@@ -499,7 +502,7 @@ impl Cluster {
     }
 
     /// Replaces the retry policy.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+    pub(crate) fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
     }
@@ -714,7 +717,7 @@ impl Attempt {
 }
 
 /// Reads and parses a kubeconfig file.
-pub fn read_kubeconfig(path: &Path) -> Result<Kubeconfig> {
+pub(crate) fn read_kubeconfig(path: &Path) -> Result<Kubeconfig> {
     let text = std::fs::read_to_string(path).map_err(|source| ClusterError::KubeconfigRead {
         path: path.to_path_buf(),
         source,
@@ -724,7 +727,7 @@ pub fn read_kubeconfig(path: &Path) -> Result<Kubeconfig> {
 
 /// Parses kubeconfig text. The error keeps only the parser's first line (its position), never
 /// a quote of the text, which may hold a token.
-pub fn parse_kubeconfig(text: &str, origin: &str) -> Result<Kubeconfig> {
+pub(crate) fn parse_kubeconfig(text: &str, origin: &str) -> Result<Kubeconfig> {
     let malformed = |message: String| ClusterError::KubeconfigMalformed {
         origin: origin.to_string(),
         message,
@@ -814,7 +817,7 @@ fn parse_status_body(bytes: &[u8], status: http::StatusCode) -> (String, String)
 }
 
 /// Installs the process-wide rustls provider once (kube and the AWS SDK both link rustls).
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 

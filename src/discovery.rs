@@ -42,7 +42,7 @@ pub enum DiscoveryError {
 
 impl DiscoveryError {
     /// The underlying cluster error.
-    pub fn cluster_error(&self) -> &ClusterError {
+    pub(crate) fn cluster_error(&self) -> &ClusterError {
         match self {
             DiscoveryError::Request { source, .. } => source,
         }
@@ -75,7 +75,7 @@ impl ApiResourceInfo {
     }
 
     /// URL prefix of the group version: `/api/v1` or `/apis/apps/v1`.
-    pub fn group_version_path(&self) -> String {
+    pub(crate) fn group_version_path(&self) -> String {
         if self.group.is_empty() {
             format!("/api/{}", self.version)
         } else {
@@ -103,6 +103,7 @@ impl ApiResourceInfo {
         format!("{}/{}", self.collection_path(namespace), name)
     }
 
+    /// Whether the resource supports `verb` (`list`, `create`, ...).
     pub fn supports(&self, verb: &str) -> bool {
         self.verbs.iter().any(|v| v == verb)
     }
@@ -262,7 +263,7 @@ pub async fn discover(
 /// every resource of its preferred version, then each resource served only in other versions
 /// of the group, at the highest-priority version serving it ([`version_priority`]). Groups
 /// keep their discovery order; `all` holds every served group version.
-pub fn preferred_resources(
+pub(crate) fn preferred_resources(
     all: Vec<ApiResourceInfo>,
     preferred_of: &[(String, Option<String>)],
 ) -> Vec<ApiResourceInfo> {
@@ -427,12 +428,12 @@ mod tests {
         let mut r = info("apps", "deployments", &ALL);
         assert_eq!(r.collection_path(None), "/apis/apps/v1/deployments");
         assert_eq!(
-            r.object_path(Some("x"), "d"),
-            "/apis/apps/v1/namespaces/x/deployments/d"
+            r.collection_path(Some("x")),
+            "/apis/apps/v1/namespaces/x/deployments"
         );
         r.group = String::new();
         r.namespaced = false;
-        assert_eq!(r.object_path(Some("x"), "n"), "/api/v1/deployments/n");
+        assert_eq!(r.collection_path(Some("x")), "/api/v1/deployments");
         assert_eq!(r.api_version(), "v1");
     }
 }

@@ -193,7 +193,7 @@ pub async fn run(
                 status.num_updated.to_string(),
                 status.num_already_existed.to_string(),
                 status.num_failed.to_string(),
-                status.phase.clone(),
+                status.phase.to_string(),
             ]];
             output::write_table(
                 out,

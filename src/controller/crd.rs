@@ -20,23 +20,22 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::restore::status::Phase;
 use crate::restore::{RestorePreferenceSpec, RestoreStatus};
 
-/// The CRDs' API group.
-pub const GROUP: &str = "clustersnapshot.rywt.io";
 /// The finalizer the controller puts on Snapshots (removes their stored data on deletion).
-pub const SNAPSHOT_FINALIZER: &str = "clustersnapshot.rywt.io/snapshot-data";
+pub(crate) const SNAPSHOT_FINALIZER: &str = "clustersnapshot.rywt.io/snapshot-data";
 /// Most entries kept in one status list (`contents`, `created`, ...); counts stay exact.
-pub const STATUS_LIST_MAX: usize = 1000;
+pub(crate) const STATUS_LIST_MAX: usize = 1000;
 
 /// Condition types.
 pub mod condition {
     /// The resource finished successfully and is usable (a snapshot available for restore).
-    pub const READY: &str = "Ready";
+    pub(crate) const READY: &str = "Ready";
     /// The snapshot/restore run finished (status True) or failed (False).
-    pub const SUCCEEDED: &str = "Succeeded";
+    pub(crate) const SUCCEEDED: &str = "Succeeded";
     /// A status list was cut to [`super::STATUS_LIST_MAX`] entries.
-    pub const TRUNCATED: &str = "Truncated";
+    pub(crate) const TRUNCATED: &str = "Truncated";
 }
 
 /// A reference to a key of a Secret in the resource's namespace.
@@ -109,7 +108,7 @@ pub struct SnapshotSpec {
 pub struct SnapshotStatus {
     /// `""`, `InQueue`, `InProgress`, `Completed` or `Failed`.
     #[serde(default)]
-    pub phase: String,
+    pub phase: Phase,
     /// Why the snapshot failed (empty otherwise).
     #[serde(default)]
     pub reason: String,
@@ -252,7 +251,7 @@ pub struct RestoreCrStatus {
 
 impl RestoreCrStatus {
     /// Sets `preserveUntil` and `availableUntil` to `until` and `ttl` to `ttl`.
-    pub fn set_expiry(&mut self, until: Option<String>, ttl: String) {
+    pub(crate) fn set_expiry(&mut self, until: Option<String>, ttl: String) {
         self.restore.preserve_until = until.clone();
         self.available_until = until;
         self.ttl = ttl;

@@ -19,7 +19,7 @@ use super::Context;
 use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition};
 use super::work::{self, StoreTarget, WorkError};
 use crate::import::{self, ImportOptions, ImportSummary};
-use crate::restore::status::phase;
+use crate::restore::status::Phase;
 use crate::store::ObjectStore;
 
 /// Annotation of a Snapshot CR imported from an archive of the original controller: the
@@ -188,7 +188,7 @@ pub async fn import_archives(ctx: &Context, config: &str, target: &StoreTarget) 
             }
         }
         let mut status = SnapshotStatus {
-            phase: phase::COMPLETED.into(),
+            phase: Phase::Completed,
             cluster_name: summary.cluster_name.clone(),
             available_until: summary.available_until.map(Time),
             number_of_contents: summary.number_of_contents,

@@ -31,7 +31,7 @@ pub enum LeaderError {
 }
 
 /// One replica's view of the Lease.
-pub struct LeaderElector {
+pub(crate) struct LeaderElector {
     api: Api<Lease>,
     namespace: String,
     name: String,
@@ -61,10 +61,6 @@ impl LeaderElector {
         }
     }
 
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     fn retry_period(&self) -> Duration {
         (self.lease_duration / 3).max(Duration::from_millis(200))
     }
@@ -78,7 +74,7 @@ impl LeaderElector {
     }
 
     /// Waits until this replica holds the Lease.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         let mut logged = false;
         loop {
             match self.try_acquire_or_renew().await {
@@ -99,7 +95,7 @@ impl LeaderElector {
     }
 
     /// Renews the Lease until it is lost; only returns on loss.
-    pub async fn keep_renewing(&self) -> LeaderError {
+    pub(crate) async fn keep_renewing(&self) -> LeaderError {
         let mut last_renew = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.retry_period()).await;

@@ -123,14 +123,14 @@ impl Metrics {
     }
 
     /// Counts a finished snapshot.
-    pub fn snapshot_finished(&self, ok: bool, seconds: f64, objects: u64) {
+    pub(crate) fn snapshot_finished(&self, ok: bool, seconds: f64, objects: u64) {
         self.snapshots.get_or_create(&result(ok)).inc();
         self.snapshot_duration.observe(seconds);
         self.snapshot_objects.inc_by(objects);
     }
 
     /// Counts a finished restore.
-    pub fn restore_finished(&self, ok: bool, seconds: f64, objects: u64) {
+    pub(crate) fn restore_finished(&self, ok: bool, seconds: f64, objects: u64) {
         self.restores.get_or_create(&result(ok)).inc();
         self.restore_duration.observe(seconds);
         self.restore_objects.inc_by(objects);

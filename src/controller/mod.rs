@@ -37,21 +37,22 @@ pub use metrics::Metrics;
 
 /// Messages of the original controller (users and scripts match on them).
 pub mod messages {
-    pub const AVAILABLE_UNTIL_PAST: &str = "AvailableUntil is set as past.";
-    pub const SNAPSHOT_NOT_COMPLETED: &str = "Snapshot data is not in status 'Completed'";
-    pub const STOPPED_WHILE_SNAPSHOT: &str = "Controller stopped while taking the snapshot";
-    pub const STOPPED_WHILE_RESTORE: &str = "Controller stopped while restoring the snapshot";
-    pub const SNAPSHOT_FILE_NOT_FOUND: &str = "Snapshot file not found";
+    pub(crate) const AVAILABLE_UNTIL_PAST: &str = "AvailableUntil is set as past.";
+    pub(crate) const SNAPSHOT_NOT_COMPLETED: &str = "Snapshot data is not in status 'Completed'";
+    pub(crate) const STOPPED_WHILE_SNAPSHOT: &str = "Controller stopped while taking the snapshot";
+    pub(crate) const STOPPED_WHILE_RESTORE: &str =
+        "Controller stopped while restoring the snapshot";
+    pub(crate) const SNAPSHOT_FILE_NOT_FOUND: &str = "Snapshot file not found";
 }
 
 /// Default Snapshot TTL (720h).
-pub const SNAPSHOT_TTL: Duration = Duration::from_secs(720 * 3600);
+pub(crate) const SNAPSHOT_TTL: Duration = Duration::from_secs(720 * 3600);
 /// Default Restore TTL (168h).
-pub const RESTORE_TTL: Duration = Duration::from_secs(168 * 3600);
+pub(crate) const RESTORE_TTL: Duration = Duration::from_secs(168 * 3600);
 /// Interval of `--housekeepstore`.
-pub const HOUSEKEEP_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const HOUSEKEEP_INTERVAL: Duration = Duration::from_secs(300);
 /// Name of the leader-election Lease.
-pub const LEASE_NAME: &str = "k8s-snap-controller";
+pub(crate) const LEASE_NAME: &str = "k8s-snap-controller";
 
 /// Errors of the controller.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +152,7 @@ impl ControllerError {
 }
 
 /// The field manager of the controller's server-side applies.
-pub const FIELD_MANAGER: &str = "k8s-snap-controller";
+pub(crate) const FIELD_MANAGER: &str = "k8s-snap-controller";
 
 /// Writes `status` to the status subresource of `name` by server-side apply (the controller
 /// owns the whole status; fields left unset are omitted, never sent as `null`).
@@ -301,7 +302,7 @@ impl Drop for InFlightGuard<'_> {
 /// Marks the runs still in flight at the end of the shutdown grace period Failed, with the
 /// original's reason, so that no CR is left `InProgress`.
 async fn fail_interrupted(ctx: &Context) {
-    use crate::restore::status::phase;
+    use crate::restore::status::Phase;
     for (kind, name) in ctx.in_flight.take_all() {
         let ns = &ctx.options.namespace;
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
@@ -318,14 +319,14 @@ async fn fail_interrupted(ctx: &Context) {
             "snapshot" => {
                 let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), ns);
                 let reason = messages::STOPPED_WHILE_SNAPSHOT;
-                let status = serde_json::json!({"phase": phase::FAILED, "reason": reason,
+                let status = serde_json::json!({"phase": Phase::Failed, "reason": reason,
                     "conditions": failed(reason)});
                 patch_status(&api, "snapshot", &name, &status).await
             }
             _ => {
                 let api: Api<Restore> = Api::namespaced(ctx.client.clone(), ns);
                 let reason = messages::STOPPED_WHILE_RESTORE;
-                let status = serde_json::json!({"phase": phase::FAILED, "reason": reason,
+                let status = serde_json::json!({"phase": Phase::Failed, "reason": reason,
                     "conditions": failed(reason)});
                 patch_status(&api, "restore", &name, &status).await
             }
@@ -428,7 +429,7 @@ pub struct Failures(std::sync::Mutex<std::collections::HashMap<String, (String, 
 
 impl Failures {
     /// First retry delay.
-    pub const BASE: Duration = Duration::from_secs(5);
+    pub(crate) const BASE: Duration = Duration::from_secs(5);
     /// Longest retry delay.
     pub const MAX: Duration = Duration::from_secs(300);
 
@@ -461,7 +462,7 @@ impl Failures {
 }
 
 /// Name the controller's Events are reported under.
-pub const EVENT_REPORTER: &str = "k8s-snap-controller";
+pub(crate) const EVENT_REPORTER: &str = "k8s-snap-controller";
 
 /// Publishes a `Warning` Event about `obj` (shown by `kubectl describe`); see
 /// [`Context::publish`].
@@ -473,7 +474,9 @@ where
 }
 
 /// Builds the management cluster's configuration from the options.
-pub async fn management_config(opts: &ControllerOptions) -> Result<kube::Config, ControllerError> {
+pub(crate) async fn management_config(
+    opts: &ControllerOptions,
+) -> Result<kube::Config, ControllerError> {
     crate::cluster::install_crypto_provider();
     let kc_opts = kube::config::KubeConfigOptions {
         context: opts.context.clone(),
@@ -508,7 +511,7 @@ pub async fn management_config(opts: &ControllerOptions) -> Result<kube::Config,
 }
 
 /// The leader-election identity of this process.
-pub fn default_identity() -> String {
+pub(crate) fn default_identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()

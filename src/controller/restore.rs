@@ -25,16 +25,24 @@ use super::target::TargetError;
 use super::work::{self, RestoreJob, StoreTarget};
 use super::{Context, ControllerError, RESTORE_TTL, messages, target};
 use crate::cluster::Cluster;
-use crate::restore::status::phase;
+use crate::restore::status::Phase;
 
 /// Errors of one reconcile (a restore's own failure is status, not an error); retried.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error(transparent)]
     Controller(#[from] ControllerError),
-    /// A transient API failure while resolving what the Restore names.
-    #[error("{0}")]
-    Transient(String),
+    /// A transient API failure while resolving the target or the store the Restore names.
+    #[error(transparent)]
+    Target(TargetError),
+    /// A transient API failure while reading the RestorePreference the Restore names.
+    #[error("spec.restorePreferenceName: reading RestorePreference {what}: {source}")]
+    Preference {
+        /// `namespace/name`.
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Everything a Restore names, resolved before it starts.
@@ -51,13 +59,13 @@ enum StartError {
     /// Its spec is at fault: the status reason, naming the field.
     Invalid(String),
     /// The API failed; worth retrying.
-    Transient(String),
+    Transient(ReconcileError),
 }
 
 impl From<TargetError> for StartError {
     fn from(e: TargetError) -> StartError {
         if e.is_transient() {
-            StartError::Transient(e.to_string())
+            StartError::Transient(ReconcileError::Target(e))
         } else {
             StartError::Invalid(e.to_string())
         }
@@ -65,7 +73,7 @@ impl From<TargetError> for StartError {
 }
 
 /// Reconciles one Restore.
-pub fn reconcile(
+pub(crate) fn reconcile(
     cached: Arc<Restore>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
@@ -87,8 +95,8 @@ async fn reconcile_inner(
     if status.available_until.is_none() {
         status.available_until = status.restore.preserve_until.clone();
     }
-    match status.restore.phase.as_str() {
-        phase::NEW => {
+    match status.restore.phase {
+        Phase::New => {
             let now = jiff::Timestamp::now();
             let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
             match available_until(
@@ -102,7 +110,7 @@ async fn reconcile_inner(
                 Ok(t) => {
                     let ttl = go_duration(t.as_second() - now.as_second());
                     status.set_expiry(Some(format_time(t)), ttl);
-                    status.restore.phase = phase::IN_QUEUE.into();
+                    status.restore.phase = Phase::InQueue;
                     set_condition(
                         &mut status.conditions,
                         condition::READY,
@@ -116,8 +124,8 @@ async fn reconcile_inner(
             patch_status(&api, &name, &status).await?;
             Ok(Action::requeue(Duration::from_millis(10)))
         }
-        phase::IN_QUEUE => run(&api, &obj, status, &ctx).await,
-        phase::IN_PROGRESS => {
+        Phase::InQueue => run(&api, &obj, status, &ctx).await,
+        Phase::InProgress => {
             tracing::warn!(restore = %name, "found InProgress from a stopped controller");
             fail(&mut status, messages::STOPPED_WHILE_RESTORE, generation);
             ctx.metrics.restore_finished(false, 0.0, 0);
@@ -130,13 +138,13 @@ async fn reconcile_inner(
 
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
-pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.on_error(
         "restore",
         obj.as_ref(),
         match err {
             ReconcileError::Controller(e) => e.event_reason(),
-            ReconcileError::Transient(_) => "ReconcileError",
+            ReconcileError::Target(_) | ReconcileError::Preference { .. } => "ReconcileError",
         },
         &err.to_string(),
     )
@@ -144,7 +152,7 @@ pub fn error_policy(obj: Arc<Restore>, err: &ReconcileError, ctx: Arc<Context>) 
 
 /// A duration of whole seconds as Go prints it (`168h0m0s`, `5m0s`, `2s`), the format of the
 /// original's `metav1.Duration` fields.
-pub fn go_duration(secs: i64) -> String {
+pub(crate) fn go_duration(secs: i64) -> String {
     let secs = secs.max(0);
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     if h > 0 {
@@ -163,7 +171,7 @@ fn format_time(t: jiff::Timestamp) -> String {
 }
 
 fn fail(status: &mut RestoreCrStatus, reason: &str, generation: Option<i64>) {
-    status.restore.phase = phase::FAILED.into();
+    status.restore.phase = Phase::Failed;
     status.restore.reason = reason.to_string();
     set_finished(&mut status.conditions, false, "Failed", reason, generation);
 }
@@ -204,7 +212,7 @@ async fn run(
             tracing::warn!(restore = %name, "cannot start: {reason}");
             return finish_failed(api, obj, status, &reason, "CannotStart", ctx).await;
         }
-        Err(StartError::Transient(e)) => return Err(ReconcileError::Transient(e)),
+        Err(StartError::Transient(e)) => return Err(e),
     };
     // The snapshot must be Completed (or at least present in the mirror when its CR is gone).
     let snapshots: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
@@ -214,7 +222,7 @@ async fn run(
         .await
         .map_err(|e| ControllerError::kube(format!("reading snapshot {snap_name}"), e))?;
     let precheck = match &snapshot {
-        Some(s) if s.status.as_ref().map(|st| st.phase.as_str()) != Some(phase::COMPLETED) => {
+        Some(s) if s.status.as_ref().map(|st| &st.phase) != Some(&Phase::Completed) => {
             Some(messages::SNAPSHOT_NOT_COMPLETED.to_string())
         }
         Some(_) => None,
@@ -228,7 +236,7 @@ async fn run(
         tracing::warn!(restore = %name, "restore failed: {reason}");
         return finish_failed(api, obj, status, &reason, "Failed", ctx).await;
     }
-    status.restore.phase = phase::IN_PROGRESS.into();
+    status.restore.phase = Phase::InProgress;
     set_condition(
         &mut status.conditions,
         condition::READY,
@@ -255,7 +263,7 @@ async fn run(
             status.restore = result;
             status.restore.preserve_until = keep.0;
             status.conditions = keep.1;
-            status.restore.phase = phase::COMPLETED.into();
+            status.restore.phase = Phase::Completed;
             status.restore.reason = String::new();
             let r = &mut status.restore;
             let mut cut = false;
@@ -377,13 +385,14 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
                 Err(e) => {
                     let transient =
                         !matches!(&e, kube::Error::Api(s) if s.code < 500 && s.code != 429);
-                    let msg = format!(
-                        "spec.restorePreferenceName: reading RestorePreference {ns}/{p}: {e}"
-                    );
+                    let e = ReconcileError::Preference {
+                        what: format!("{ns}/{p}"),
+                        source: e,
+                    };
                     return Err(if transient {
-                        StartError::Transient(msg)
+                        StartError::Transient(e)
                     } else {
-                        StartError::Invalid(msg)
+                        StartError::Invalid(e.to_string())
                     });
                 }
             }

@@ -15,21 +15,26 @@ use kube::runtime::finalizer::{self, Event};
 use kube::{Api, Resource, ResourceExt};
 
 use super::crd::{self, Snapshot, SnapshotStatus, condition, set_condition, set_finished};
+use super::target::TargetError;
 use super::work::{self, StoreTarget, WorkError};
 use super::{Context, ControllerError, SNAPSHOT_TTL, messages, target};
-use crate::restore::status::phase;
+use crate::restore::status::Phase;
 use crate::snapshot::SnapshotOptions;
 use crate::store::sync::StoreSnapshot;
 
 /// Errors of one reconcile (the CR's own failures become status, not errors).
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error(transparent)]
     Controller(#[from] ControllerError),
     #[error("{}", finalizer_message(.0))]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
-    #[error("cleaning up snapshot {name}: {message}")]
-    Cleanup { name: String, message: String },
+    #[error("cleaning up snapshot {name}: {source}")]
+    Cleanup {
+        name: String,
+        #[source]
+        source: AttemptError,
+    },
 }
 
 /// The reconcile's own error when the finalizer helper only wrapped it.
@@ -57,7 +62,7 @@ impl ReconcileError {
 }
 
 /// Reconciles one Snapshot.
-pub fn reconcile(
+pub(crate) fn reconcile(
     obj: Arc<Snapshot>,
     ctx: Arc<Context>,
 ) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>> {
@@ -80,7 +85,7 @@ async fn reconcile_inner(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action
 
 /// Retries API failures with a growing delay per object, logging each distinct error once
 /// (the CR's status holds run failures).
-pub fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(obj: Arc<Snapshot>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.on_error(
         "snapshot",
         obj.as_ref(),
@@ -128,7 +133,7 @@ async fn patch_status(
 }
 
 fn fail(status: &mut SnapshotStatus, reason: &str, generation: Option<i64>) {
-    status.phase = phase::FAILED.into();
+    status.phase = Phase::Failed;
     status.reason = reason.to_string();
     set_finished(&mut status.conditions, false, "Failed", reason, generation);
 }
@@ -147,12 +152,12 @@ async fn apply(
     };
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
-    if status.phase == phase::NEW && obj.annotations().contains_key(RESTORED_FROM_STORE) {
+    if status.phase == Phase::New && obj.annotations().contains_key(RESTORED_FROM_STORE) {
         // Recreated from the store: its status is being written by the store job.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    match status.phase.as_str() {
-        phase::NEW => {
+    match status.phase {
+        Phase::New => {
             let now = now_seconds();
             status.cluster_name = obj.spec.cluster_name.clone();
             status.ttl = obj.spec.ttl.clone().unwrap_or_default();
@@ -166,7 +171,7 @@ async fn apply(
                 Ok(t) if t <= now => fail(&mut status, messages::AVAILABLE_UNTIL_PAST, generation),
                 Ok(t) => {
                     status.available_until = Some(Time(t));
-                    status.phase = phase::IN_QUEUE.into();
+                    status.phase = Phase::InQueue;
                     set_condition(
                         &mut status.conditions,
                         condition::READY,
@@ -178,7 +183,7 @@ async fn apply(
                 }
             }
             patch_status(api, &name, &status).await?;
-            if status.phase == phase::FAILED {
+            if status.phase == Phase::Failed {
                 ctx.publish(
                     obj.object_ref(&()),
                     EventType::Warning,
@@ -188,8 +193,8 @@ async fn apply(
             }
             Ok(Action::requeue(Duration::from_millis(10)))
         }
-        phase::IN_QUEUE => {
-            status.phase = phase::IN_PROGRESS.into();
+        Phase::InQueue => {
+            status.phase = Phase::InProgress;
             set_condition(
                 &mut status.conditions,
                 condition::READY,
@@ -207,7 +212,7 @@ async fn apply(
             );
             run(api, &obj, status, ctx).await
         }
-        phase::IN_PROGRESS => {
+        Phase::InProgress => {
             // Nobody runs it (this controller would still be inside `run`): the controller
             // that started it stopped.
             tracing::warn!(snapshot = %name, "found InProgress from a stopped controller");
@@ -249,7 +254,7 @@ async fn run(
     match take(obj, ctx).await {
         Ok(outcome) => {
             let s = &outcome.summary;
-            status.phase = phase::COMPLETED.into();
+            status.phase = Phase::Completed;
             status.reason = String::new();
             status.cluster_name = s.cluster_name.clone();
             status.number_of_contents = s.number_of_contents;
@@ -296,7 +301,7 @@ async fn run(
         }
     }
     patch_status(api, &name, &status).await?;
-    let (type_, reason, note) = if status.phase == phase::COMPLETED {
+    let (type_, reason, note) = if status.phase == Phase::Completed {
         let n = status.number_of_contents;
         let rv = &status.snapshot_resource_version;
         let note = format!("{n} objects at resourceVersion {rv}");
@@ -318,7 +323,13 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
         let attempt = attempt(obj, ctx).await;
         match attempt {
             Ok(o) => return Ok(o),
-            Err((reason, retryable)) => {
+            Err(e) => {
+                let retryable = e.is_retryable();
+                // The status reason: never the kubeconfig's contents.
+                let reason = match obj.spec.kubeconfig.as_deref() {
+                    Some(kc) => target::redact(&e.to_string(), kc),
+                    None => e.to_string(),
+                };
                 if !retryable || Instant::now() + delay >= deadline {
                     return Err(reason);
                 }
@@ -330,21 +341,34 @@ async fn take(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, St
     }
 }
 
-async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, (String, bool)> {
+/// Why one attempt at a snapshot (or at removing its data) failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttemptError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Work(#[from] WorkError),
+}
+
+impl AttemptError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Target(e) => e.is_transient(),
+            AttemptError::Work(e) => e.is_retryable(),
+        }
+    }
+}
+
+async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome, AttemptError> {
     let spec = &obj.spec;
     let cluster = target::spec_cluster(
         ctx,
         spec.kubeconfig.as_deref(),
         spec.kubeconfig_secret_ref.as_ref(),
     )
-    .await
-    .map_err(|e| (e.to_string(), e.is_transient()))?;
+    .await?;
     let store = match spec.objectstore_config.as_deref().filter(|s| !s.is_empty()) {
-        Some(c) => Some(
-            target::spec_store(ctx, c)
-                .await
-                .map_err(|e| (e.to_string(), e.is_transient()))?,
-        ),
+        Some(c) => Some(target::spec_store(ctx, c).await?),
         None => None,
     };
     let mut opts = SnapshotOptions::new(obj.name_any());
@@ -356,17 +380,10 @@ async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome,
         .map(|t| t.0);
     opts.ttl = None;
     opts.threads = 4;
-    let redact = |e: WorkError| {
-        let msg = e.to_string();
-        let msg = match spec.kubeconfig.as_deref() {
-            Some(kc) => target::redact(&msg, kc),
-            None => msg,
-        };
-        (msg, e.is_retryable())
-    };
-    work::take_and_push_snapshot(&cluster, &ctx.options.git_dir(), &opts, store.as_ref())
-        .await
-        .map_err(redact)
+    Ok(
+        work::take_and_push_snapshot(&cluster, &ctx.options.git_dir(), &opts, store.as_ref())
+            .await?,
+    )
 }
 
 async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -382,7 +399,7 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
             Err(e) => {
                 return Err(ReconcileError::Cleanup {
                     name,
-                    message: e.to_string(),
+                    source: e.into(),
                 });
             }
         },
@@ -392,14 +409,14 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
         .await
         .map_err(|e| ReconcileError::Cleanup {
             name: name.clone(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
     if let Some(target) = &store {
         super::import::delete_archive(&obj, target)
             .await
             .map_err(|e| ReconcileError::Cleanup {
                 name: name.clone(),
-                message: e.to_string(),
+                source: e.into(),
             })?;
     }
     tracing::info!(snapshot = %name, "snapshot data removed");
@@ -413,11 +430,11 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
 
 /// Annotation on Snapshot CRs recreated from a store manifest: their status comes from the
 /// store, so the reconciler must not take a new snapshot for them.
-pub const RESTORED_FROM_STORE: &str = "clustersnapshot.rywt.io/restored-from-store";
+pub(crate) const RESTORED_FROM_STORE: &str = "clustersnapshot.rywt.io/restored-from-store";
 
 /// `--restoresnapshots` once at start and `--housekeepstore` every 300 s, over every
 /// ObjectstoreConfig of the namespace. Never returns.
-pub async fn store_jobs(ctx: Arc<Context>) {
+pub(crate) async fn store_jobs(ctx: Arc<Context>) {
     let api: Api<crd::ObjectstoreConfig> =
         Api::namespaced(ctx.client.clone(), &ctx.options.namespace);
     let mut first = true;
@@ -511,7 +528,7 @@ async fn restore_snapshot_crs(ctx: &Context, config: &str, stored: Vec<StoreSnap
             }
         }
         let mut status = SnapshotStatus {
-            phase: phase::COMPLETED.into(),
+            phase: Phase::Completed,
             cluster_name: s.entry.cluster.clone(),
             available_until: s.entry.available_until.map(Time),
             number_of_contents: s.entry.number_of_contents,
@@ -558,7 +575,7 @@ async fn fail_vanished(ctx: &Context, config: &str, stored: &std::collections::B
         };
         let pushed_here = cr.spec.objectstore_config.as_deref() == Some(config)
             && status.stored_timestamp.is_some();
-        if status.phase != phase::COMPLETED
+        if status.phase != Phase::Completed
             || !pushed_here
             || stored.contains(&name)
             || cr.metadata.deletion_timestamp.is_some()

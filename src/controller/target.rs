@@ -16,12 +16,15 @@ use crate::cluster::{Cluster, ConnectOptions};
 /// Why a target could not be resolved; messages never hold credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    /// The spec is at fault. Text only: a kubeconfig's connect error is redacted of the
+    /// kubeconfig's contents ([`redact`]) before it is kept, so no source can leak them.
     #[error("{0}")]
     Invalid(String),
-    #[error("{what}: {message}")]
+    #[error("{what}: {source}")]
     Api {
         what: String,
-        message: String,
+        #[source]
+        source: kube::Error,
         /// Whether retrying may help (API unreachable, 5xx).
         transient: bool,
     },
@@ -29,22 +32,22 @@ pub enum TargetError {
 
 impl TargetError {
     /// The same error with the spec field that led to it named first (`spec.kubeconfig: ...`).
-    pub fn in_field(self, field: &str) -> TargetError {
+    pub(crate) fn in_field(self, field: &str) -> TargetError {
         match self {
             TargetError::Invalid(m) => TargetError::Invalid(format!("{field}: {m}")),
             TargetError::Api {
                 what,
-                message,
+                source,
                 transient,
             } => TargetError::Api {
                 what: format!("{field}: {what}"),
-                message,
+                source,
                 transient,
             },
         }
     }
 
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             TargetError::Api {
@@ -62,7 +65,7 @@ fn api_error(what: String, e: kube::Error) -> TargetError {
     };
     TargetError::Api {
         what,
-        message: e.to_string(),
+        source: e,
         transient,
     }
 }
@@ -95,7 +98,7 @@ pub async fn cluster(
 
 /// The cluster a CR's spec targets ([`cluster`]), errors naming the field at fault
 /// (`spec.kubeconfig`, `spec.kubeconfigSecretRef`). Does not contact the cluster.
-pub async fn spec_cluster(
+pub(crate) async fn spec_cluster(
     ctx: &Context,
     kubeconfig: Option<&str>,
     secret_ref: Option<&SecretKeyRef>,
@@ -112,7 +115,10 @@ pub async fn spec_cluster(
 
 /// The store a CR's `spec.objectstoreConfig` names ([`store`]), errors naming that field.
 /// Does not contact the store.
-pub async fn spec_store(ctx: &Context, config_name: &str) -> Result<StoreTarget, TargetError> {
+pub(crate) async fn spec_store(
+    ctx: &Context,
+    config_name: &str,
+) -> Result<StoreTarget, TargetError> {
     store(ctx, config_name)
         .await
         .map_err(|e| e.in_field("spec.objectstoreConfig"))

@@ -41,8 +41,12 @@ pub enum WorkError {
     Sync(#[from] crate::store::sync::SyncError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("ObjectstoreConfig {config}: spec.bucket is empty")]
+    EmptyBucket { config: String },
+    #[error(transparent)]
+    Preference(#[from] crate::restore::PreferenceError),
+    #[error("{}", super::messages::SNAPSHOT_FILE_NOT_FOUND)]
+    SnapshotFileNotFound(#[source] Box<crate::restore::PrepareError>),
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
     #[error(transparent)]
@@ -53,7 +57,7 @@ pub enum WorkError {
 
 impl WorkError {
     /// Whether retrying may succeed (transient cluster errors only; never auth errors).
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             WorkError::Snapshot(e) => e
                 .cluster_error()
@@ -89,14 +93,14 @@ impl std::fmt::Debug for StoreTarget {
 
 /// What was stored, for the Snapshot status (`storedFileSize`, `storedTimestamp`).
 #[derive(Debug, Clone)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     pub stored_bytes: u64,
     pub stored_at: jiff::Timestamp,
 }
 
 /// A finished snapshot: the summary, its content paths (all of them) and where it was pushed.
 #[derive(Debug, Clone)]
-pub struct SnapshotOutcome {
+pub(crate) struct SnapshotOutcome {
     pub summary: SnapshotSummary,
     pub contents: Vec<String>,
     pub pushed: Option<Pushed>,
@@ -104,7 +108,7 @@ pub struct SnapshotOutcome {
 
 /// Takes a snapshot of `cluster` into the mirror at `git_dir`, lists its contents and, when
 /// `store` is given, pushes it there.
-pub async fn take_and_push_snapshot(
+pub(crate) async fn take_and_push_snapshot(
     cluster: &Cluster,
     git_dir: &Path,
     opts: &SnapshotOptions,
@@ -143,7 +147,10 @@ pub async fn has_local_snapshot(git_dir: &Path, name: &str) -> Result<bool, Work
 }
 
 /// The content paths (`/api/v1/...`) of a snapshot in the mirror, sorted.
-pub async fn snapshot_contents(git_dir: &Path, name: &str) -> Result<Vec<String>, WorkError> {
+pub(crate) async fn snapshot_contents(
+    git_dir: &Path,
+    name: &str,
+) -> Result<Vec<String>, WorkError> {
     let dir = git_dir.to_path_buf();
     let name = name.to_string();
     blocking(move || {
@@ -167,7 +174,7 @@ pub async fn snapshot_contents(git_dir: &Path, name: &str) -> Result<Vec<String>
 
 /// Deletes a snapshot's data: the local mirror tag and, when it was pushed, the store
 /// copy.
-pub async fn delete_snapshot_data(
+pub(crate) async fn delete_snapshot_data(
     git_dir: &Path,
     name: &str,
     store: Option<&StoreTarget>,
@@ -198,10 +205,9 @@ pub async fn delete_snapshot_data(
 pub async fn open_store(target: &StoreTarget) -> Result<S3Store, WorkError> {
     let spec = &target.spec;
     if spec.bucket.trim().is_empty() {
-        return Err(WorkError::Invalid(format!(
-            "ObjectstoreConfig {}: spec.bucket is empty",
-            target.config_name
-        )));
+        return Err(WorkError::EmptyBucket {
+            config: target.config_name.clone(),
+        });
     }
     let endpoint = spec.endpoint.trim();
     let opts = S3Options {
@@ -238,7 +244,7 @@ async fn shared_mirror(git_dir: &Path) -> Result<SharedMirror, WorkError> {
 }
 
 /// Pushes the snapshot `name` from the mirror to the store (only the objects it lacks).
-pub async fn push_snapshot(
+pub(crate) async fn push_snapshot(
     git_dir: &Path,
     name: &str,
     target: &StoreTarget,
@@ -253,14 +259,14 @@ pub async fn push_snapshot(
 }
 
 /// Removes the snapshot `name` from the store's manifest (its packs go at the next gc).
-pub async fn delete_from_store(name: &str, target: &StoreTarget) -> Result<(), WorkError> {
+pub(crate) async fn delete_from_store(name: &str, target: &StoreTarget) -> Result<(), WorkError> {
     let store = open_store(target).await?;
     sync::delete(&store, &[name.to_string()]).await?;
     Ok(())
 }
 
 /// Everything a restore needs, resolved by the reconciler (no credentials in `Debug`).
-pub struct RestoreJob<'a> {
+pub(crate) struct RestoreJob<'a> {
     pub name: &'a str,
     /// The snapshot to restore (`spec.snapshotName` or `spec.backupName`, resolved).
     pub snapshot: &'a str,
@@ -274,7 +280,7 @@ pub struct RestoreJob<'a> {
 /// Plans and applies a restore (the engine of `k8s-snap restore`); returns the status in the
 /// original shape (lists uncapped; the reconciler caps them). A snapshot only in the store
 /// (another replica took it) is pulled first.
-pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
+pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
     let snapshot = job.snapshot.to_string();
     let preference = match job.preference {
         Some(p) => Preference::from_spec(
@@ -284,8 +290,7 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
                 "RestorePreference {}",
                 job.spec.restore_preference_name.as_deref().unwrap_or("")
             ),
-        )
-        .map_err(|e| WorkError::Invalid(e.to_string()))?,
+        )?,
         None => Preference::default(),
     };
     let store = match job.store {
@@ -297,9 +302,7 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
     {
         Ok(prepared) => prepared.snapshot,
         Err(e) if e.is_unknown_snapshot() => {
-            return Err(WorkError::Invalid(
-                super::messages::SNAPSHOT_FILE_NOT_FOUND.to_string(),
-            ));
+            return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
         }
         Err(e) => return Err(Box::new(e).into()),
     };
@@ -316,7 +319,9 @@ pub async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError
 }
 
 /// The snapshots listed in a store's manifest (`--restoresnapshots` recreates their CRs).
-pub async fn stored_snapshots(target: &StoreTarget) -> Result<Vec<StoreSnapshot>, WorkError> {
+pub(crate) async fn stored_snapshots(
+    target: &StoreTarget,
+) -> Result<Vec<StoreSnapshot>, WorkError> {
     let store = open_store(target).await?;
     Ok(sync::list(&store).await?)
 }
@@ -334,7 +339,7 @@ pub struct Housekeeping {
 
 /// Grace period of the controller's store gc: packs unneeded for this long, and orphans
 /// this old, are deleted (a concurrent push finishes well within it).
-pub const STORE_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const STORE_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// `--housekeepstore`: verifies the store (sizes of every pack, with `validate_file_info`),
 /// garbage-collects it, and returns what it holds afterwards.

@@ -48,13 +48,13 @@ pub use transfer::{
 pub use writer::{SnapshotWriter, WrittenSnapshot};
 
 /// Prefix of the snapshot tags.
-pub const SNAPSHOT_TAG_PREFIX: &str = "refs/tags/snapshots/";
+pub(crate) const SNAPSHOT_TAG_PREFIX: &str = "refs/tags/snapshots/";
 /// Prefix of the derived per-cluster history branches.
-pub const CLUSTER_BRANCH_PREFIX: &str = "refs/heads/clusters/";
+pub(crate) const CLUSTER_BRANCH_PREFIX: &str = "refs/heads/clusters/";
 /// Name of the lock file inside the git dir.
-pub const LOCK_FILE: &str = "k8s-snap.lock";
+pub(crate) const LOCK_FILE: &str = "k8s-snap.lock";
 /// How long [`Mirror::lock`] waits by default.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Result type of this module.
 pub type Result<T, E = MirrorError> = std::result::Result<T, E>;
@@ -216,7 +216,7 @@ object_id!(
 );
 
 /// A snapshot tag that cannot be read: its name and why.
-pub type BadTag = (String, String);
+pub(crate) type BadTag = (String, String);
 
 /// A snapshot in the mirror: its tag name, commit and parsed `.k8s-snap/snapshot.yaml`.
 #[derive(Debug, Clone, PartialEq)]

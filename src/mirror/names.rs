@@ -79,7 +79,7 @@ pub fn validate_path(path: &str) -> Result<(), MirrorError> {
 }
 
 /// Normalizes a directory prefix (`""`, `"api/v1"`, `"api/v1/"`) and validates it.
-pub fn normalize_prefix(prefix: &str) -> Result<&str, MirrorError> {
+pub(crate) fn normalize_prefix(prefix: &str) -> Result<&str, MirrorError> {
     let trimmed = prefix.trim_end_matches('/');
     if trimmed.is_empty() {
         return Ok("");

@@ -15,7 +15,7 @@ use crate::tree::meta::SNAPSHOT_META_FILE;
 impl Mirror {
     /// Indexes a pack into the object database (as [`Mirror::index_pack`]) and returns the ids
     /// it holds and the index libgit2 wrote.
-    pub fn index_pack_ids(&self, pack: &[u8]) -> Result<(ObjectSet, Vec<u8>)> {
+    pub(crate) fn index_pack_ids(&self, pack: &[u8]) -> Result<(ObjectSet, Vec<u8>)> {
         self.index_pack(pack)?;
         if pack.len() < 32 {
             return Err(MirrorError::Io {
@@ -40,7 +40,7 @@ impl Mirror {
     /// Every parentless commit of the object database whose tree holds a valid
     /// `.k8s-snap/snapshot.yaml`, with that metadata, sorted by timestamp then name. Commits
     /// whose metadata is unreadable are skipped (and logged at debug).
-    pub fn find_snapshot_commits(&self) -> Result<Vec<(CommitId, SnapshotMeta)>> {
+    pub(crate) fn find_snapshot_commits(&self) -> Result<Vec<(CommitId, SnapshotMeta)>> {
         let odb = self
             .repo
             .odb()
@@ -84,7 +84,7 @@ impl Mirror {
     }
 
     /// The ids of the commit, its trees and its blobs; an error when one is missing.
-    pub fn commit_closure(&self, commit: &CommitId) -> Result<ObjectSet> {
+    pub(crate) fn commit_closure(&self, commit: &CommitId) -> Result<ObjectSet> {
         let c = self
             .repo
             .find_commit(commit.oid())

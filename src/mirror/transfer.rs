@@ -105,17 +105,17 @@ impl ObjectSet {
     }
 
     /// Whether the commit's id is in the set.
-    pub fn contains_commit(&self, id: &CommitId) -> bool {
+    pub(crate) fn contains_commit(&self, id: &CommitId) -> bool {
         self.0.contains(&key(&id.oid()))
     }
 
     /// How many ids of `self` are in `other`.
-    pub fn count_in(&self, other: &ObjectSet) -> usize {
+    pub(crate) fn count_in(&self, other: &ObjectSet) -> usize {
         self.0.iter().filter(|k| other.0.contains(*k)).count()
     }
 
     /// Removes every id of `other`.
-    pub fn remove_all(&mut self, other: &ObjectSet) {
+    pub(crate) fn remove_all(&mut self, other: &ObjectSet) {
         self.0.retain(|k| !other.0.contains(k));
     }
 }
@@ -479,7 +479,7 @@ impl StagedPack {
     }
 
     /// The bytes written (to index them another way).
-    pub fn read_back(&self) -> Result<Vec<u8>> {
+    pub(crate) fn read_back(&self) -> Result<Vec<u8>> {
         io_ctx(std::fs::read(self.file.path()), || {
             format!("reading {}", self.file.path().display())
         })
@@ -522,7 +522,7 @@ pub enum StageError {
 
 impl Mirror {
     /// Whether the mirror has the commit object itself (its tree may still be incomplete).
-    pub fn has_commit(&self, commit: &CommitId) -> Result<bool> {
+    pub(crate) fn has_commit(&self, commit: &CommitId) -> Result<bool> {
         let odb = self
             .repo
             .odb()
@@ -592,7 +592,7 @@ impl Mirror {
 
     /// How many objects [`Mirror::build_pack`] would pack for `include` (nothing hidden),
     /// without compressing anything.
-    pub fn count_objects(&self, include: &[CommitId]) -> Result<u64> {
+    pub(crate) fn count_objects(&self, include: &[CommitId]) -> Result<u64> {
         let mut walk = self.repo.revwalk().ctx(|| "creating a revwalk".into())?;
         for c in include {
             walk.push(c.oid())
@@ -610,7 +610,7 @@ impl Mirror {
     /// Indexes the bytes of a downloaded pack into the object database (libgit2's indexer
     /// checks every object's encoding and the trailer checksum; a truncated or corrupted pack
     /// is an error and nothing is installed).
-    pub fn index_pack(&self, pack: &[u8]) -> Result<()> {
+    pub(crate) fn index_pack(&self, pack: &[u8]) -> Result<()> {
         let odb = self
             .repo
             .odb()
@@ -630,13 +630,6 @@ impl Mirror {
         Ok(())
     }
 
-    /// Installs a downloaded pack with its downloaded index into `objects/pack` without
-    /// re-indexing: [`install_pack_files`] then [`Mirror::refresh_objects`].
-    pub fn install_pack(&self, pack: &[u8], idx: &[u8]) -> Result<()> {
-        install_pack_files(&self.git_dir, pack, idx)?;
-        self.refresh_objects()
-    }
-
     /// Makes the object database see packs installed by [`install_pack_files`].
     pub fn refresh_objects(&self) -> Result<()> {
         let odb = self
@@ -650,7 +643,7 @@ impl Mirror {
 
     /// How many of the objects a version-2 pack index lists are missing from the mirror
     /// (`None` if the bytes are not a well-formed index). Lets a pull skip packs it has.
-    pub fn objects_missing_from_idx(&self, idx: &[u8]) -> Result<Option<u64>> {
+    pub(crate) fn objects_missing_from_idx(&self, idx: &[u8]) -> Result<Option<u64>> {
         use sha1::{Digest, Sha1};
         if idx.len() < 8 + 256 * 4 + 40 || idx[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
             return Ok(None);
@@ -680,7 +673,7 @@ impl Mirror {
 
     /// Whether the commit and every tree and blob of its tree are in the mirror. Never fails
     /// because of a missing object (that is `Ok(false)`); fails on unreadable or corrupt ones.
-    pub fn commit_is_complete(&self, commit: &CommitId) -> Result<bool> {
+    pub(crate) fn commit_is_complete(&self, commit: &CommitId) -> Result<bool> {
         self.scan(commit, false, &mut OidSet::default(), &OidSet::default())
     }
 
@@ -763,29 +756,16 @@ impl Mirror {
         Ok(true)
     }
 
-    /// Tags a complete commit (e.g. a pulled one) as snapshot `name` and rebuilds its
-    /// cluster's branch. Untrusted input: re-validates the name, checks the commit is complete,
+    /// Tags complete commits (e.g. pulled ones) as snapshots (`(name, commit)` each) and
+    /// rebuilds their clusters' branches. Untrusted input: re-validates each name, checks the
+    /// commit is complete,
     /// that its every path is valid and that its `snapshot.yaml` names the same snapshot and a
     /// valid cluster. An existing tag with the same commit is a no-op (`Ok(false)`); with
-    /// another commit it is [`MirrorError::SnapshotExists`].
-    #[allow(
-        clippy::expect_used,
-        reason = "an invariant: create_snapshot_tags answers once per snapshot"
-    )]
-    pub fn create_snapshot_tag(&self, name: &str, commit: &CommitId) -> Result<bool> {
-        self.create_snapshot_tags(&[(name.to_owned(), commit.clone())])
-            .pop()
-            .expect("one result per snapshot")
-    }
-
-    /// [`Mirror::create_snapshot_tag`] for many snapshots at once (objects shared between
-    /// them are checked once, each cluster branch is rebuilt once). One result per snapshot.
-    pub fn create_snapshot_tags(&self, items: &[(String, CommitId)]) -> Vec<Result<bool>> {
-        self.create_snapshot_tags_with(items, &ObjectSet::default())
-    }
-
-    /// [`Mirror::create_snapshot_tags`] knowing that the ids of `present` (returned by
-    /// [`install_pack_files`] for packs installed into this mirror) are in the object database.
+    /// another commit it is [`MirrorError::SnapshotExists`]. One result per snapshot; objects
+    /// shared between them are checked once, each cluster branch is rebuilt once.
+    ///
+    /// The ids of `present` (returned by [`install_pack_files`] for packs installed into this
+    /// mirror) are known to be in the object database.
     pub fn create_snapshot_tags_with(
         &self,
         items: &[(String, CommitId)],
@@ -797,7 +777,7 @@ impl Mirror {
     /// [`Mirror::create_snapshot_tags_with`] for trees from a store (untrusted): also checks
     /// that every object file holds the object its path names (see `check_bodies`), so that a
     /// restore creates exactly the objects its plan names.
-    pub fn create_snapshot_tags_checked(
+    pub(crate) fn create_snapshot_tags_checked(
         &self,
         items: &[(String, CommitId)],
         present: &ObjectSet,

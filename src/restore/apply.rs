@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::plan::{Action, Plan, PlanItem};
 use super::rules::Stage;
-use super::status::{RestoreStatus, excluded_entry, failed_entry, phase};
+use super::status::{Phase, RestoreStatus, excluded_entry, failed_entry};
 use crate::cluster::{Cluster, ClusterError};
 
 /// How a plan is applied.
@@ -38,7 +38,7 @@ impl Default for ApplyOptions {
 
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Created,
     AlreadyExisted,
     Updated,
@@ -93,7 +93,7 @@ pub fn dry_run_status(plan: &Plan) -> RestoreStatus {
 fn status_from(plan: &Plan, outcomes: &[Outcome]) -> RestoreStatus {
     let mut s = RestoreStatus {
         num_snapshot_contents: plan.summary.num_snapshot_contents,
-        phase: phase::COMPLETED.to_string(),
+        phase: Phase::Completed,
         ..Default::default()
     };
     fn push(list: &mut Option<Vec<String>>, n: &mut u64, entry: String) {

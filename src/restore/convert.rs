@@ -235,30 +235,6 @@ pub fn convert(
     })
 }
 
-/// A custom resource of a CRD the same restore creates: the version its snapshot CRD serves.
-pub fn convert_to_crd_version(
-    path: &ContentPath,
-    object: &Value,
-    crd: &CrdInfo,
-) -> Result<(ContentPath, Value, String), String> {
-    let from = path.api_version();
-    let version = crd
-        .create_version(path, "the CRD")?
-        .ok_or_else(|| format!("the CRD of {from} {} serves no version", path.resource()))?;
-    let target = ContentPath::new(
-        path.group(),
-        &version,
-        path.resource(),
-        path.namespace(),
-        path.name(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut obj = object.clone();
-    let to = target.api_version();
-    obj["apiVersion"] = json!(to);
-    Ok((target, obj, format!("convert {from} → {to}")))
-}
-
 /// Converts an object's schema between two versions of its kind; returns what changed.
 fn convert_object(obj: &mut Value, kind: &str, from: &str, to: &str) -> Vec<String> {
     let mut notes = Vec::new();
@@ -481,7 +457,7 @@ fn crd_to_v1(obj: &mut Value, notes: &mut Vec<String>) {
 /// A v1 CRD as a current server accepts it: `preserveUnknownFields: true` (kept by servers
 /// that converted a v1beta1 CRD) becomes `x-kubernetes-preserve-unknown-fields: true` at the
 /// root of each version's schema, and a version without a schema gets a permissive one.
-pub fn normalize_crd_v1(obj: &mut Value, notes: &mut Vec<String>) {
+pub(crate) fn normalize_crd_v1(obj: &mut Value, notes: &mut Vec<String>) {
     let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };

@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::discovery::ApiResourceInfo;
 
 /// Objects per LIST page.
-pub const PAGE_SIZE: u32 = 500;
+pub(crate) const PAGE_SIZE: u32 = 500;
 
 #[derive(serde::Deserialize)]
 struct ListPage {
@@ -50,12 +50,12 @@ struct ListMeta {
 /// object in the plan's selections, and the object itself. An object found equal on the
 /// target is taken out (left `Null`) and dropped by the task that compared it, so freeing
 /// the objects a plan does not need is spread over the listing tasks.
-pub type TreeObjects = HashMap<String, (usize, Mutex<Value>)>;
+pub(crate) type TreeObjects = HashMap<String, (usize, Mutex<Value>)>;
 
 /// What [`read_live`] found: the live objects at the wanted paths (keyed by content path),
 /// and every tree object handed in, by index, to be put back into the selections (`Null`
 /// where the live object matched it, so it is no longer needed).
-pub struct LiveRead {
+pub(crate) struct LiveRead {
     pub live: HashMap<String, LiveObject>,
     pub objects: Vec<(usize, Value)>,
 }
@@ -64,7 +64,7 @@ pub struct LiveRead {
 /// live object found at one of the wanted paths with its tree object as pages arrive: the
 /// next page is fetched while the current one is compared on its own task, and live objects
 /// are never all held at once.
-pub async fn read_live(
+pub(crate) async fn read_live(
     cluster: &Cluster,
     wanted: Vec<(ApiResourceInfo, TreeObjects)>,
     concurrency: usize,

@@ -631,7 +631,7 @@ pub struct SnapshotNameError {
 
 /// The snapshot a Restore manifest names: `spec.snapshotName` (the original's later API) or
 /// `spec.backupName` (its README). Either may be set; both set must agree.
-pub fn snapshot_name_of<'a>(
+pub(crate) fn snapshot_name_of<'a>(
     snapshot_name: &'a str,
     backup_name: &'a str,
 ) -> Result<&'a str, SnapshotNameError> {

@@ -82,7 +82,7 @@ pub struct PlanItem {
 
 impl PlanItem {
     /// The object's path on the target: `target` when converted, else `path`.
-    pub fn target_path(&self) -> &ContentPath {
+    pub(crate) fn target_path(&self) -> &ContentPath {
         self.target.as_ref().unwrap_or(&self.path)
     }
 }
@@ -188,7 +188,7 @@ impl LiveObject {
 }
 
 /// Label keys a server (or its controllers) writes; never a difference.
-pub const SERVER_WRITTEN_LABELS: &[&str] = &[
+pub(crate) const SERVER_WRITTEN_LABELS: &[&str] = &[
     "kubernetes.io/metadata.name",
     "controller-uid",
     "job-name",
@@ -202,7 +202,7 @@ pub const SERVER_WRITTEN_LABELS: &[&str] = &[
 ];
 
 /// Annotation keys a server (or its controllers) writes; never a difference.
-pub const SERVER_WRITTEN_ANNOTATIONS: &[&str] = &[
+pub(crate) const SERVER_WRITTEN_ANNOTATIONS: &[&str] = &[
     "deployment.kubernetes.io/revision",
     "deployment.kubernetes.io/desired-replicas",
     "deployment.kubernetes.io/max-replicas",
@@ -345,7 +345,7 @@ fn covers_in(live: &Value, tree: &Value, ctx: Ctx<'_>) -> bool {
 /// object, materialising only the values the tree object has (everything else is skipped
 /// unparsed, except maps compared exactly). This is what keeps a plan's comparison cheaper
 /// than parsing the LIST.
-pub fn covers_json(live_json: &str, tree: &Value) -> Result<bool, serde_json::Error> {
+pub(crate) fn covers_json(live_json: &str, tree: &Value) -> Result<bool, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(live_json);
     serde::de::DeserializeSeed::deserialize(
         Covers {
@@ -652,7 +652,7 @@ pub fn build_plan(
 }
 
 /// The summary of `items` (after a step that changed actions).
-pub fn summarize(items: &[PlanItem], num_snapshot_contents: u64) -> PlanSummary {
+pub(crate) fn summarize(items: &[PlanItem], num_snapshot_contents: u64) -> PlanSummary {
     let mut s = PlanSummary {
         num_snapshot_contents,
         ..Default::default()
@@ -674,7 +674,7 @@ pub fn summarize(items: &[PlanItem], num_snapshot_contents: u64) -> PlanSummary 
 /// The body of a server-side diff's `dryRun=All` PUT: the tree object at the live object's
 /// resourceVersion, with the immutable fields the server generated and a restore dropped
 /// (a Job's selector and generated template labels) taken from the live object.
-pub fn prepare_dry_run_update(body: &mut Value, live: &Value) {
+pub(crate) fn prepare_dry_run_update(body: &mut Value, live: &Value) {
     if let Some(rv) = live.pointer("/metadata/resourceVersion") {
         body["metadata"]["resourceVersion"] = rv.clone();
     }
@@ -732,7 +732,7 @@ pub fn prepare_dry_run_update(body: &mut Value, live: &Value) {
 }
 
 /// An object as a server-side diff compares it: without the metadata every write changes.
-pub fn for_comparison(mut v: Value) -> Value {
+pub(crate) fn for_comparison(mut v: Value) -> Value {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         for f in ["resourceVersion", "managedFields", "generation"] {
             m.remove(f);
@@ -742,7 +742,7 @@ pub fn for_comparison(mut v: Value) -> Value {
 }
 
 /// The message for a kind the target does not serve.
-pub fn unsupported_reason(path: &ContentPath) -> String {
+pub(crate) fn unsupported_reason(path: &ContentPath) -> String {
     format!(
         "the target does not serve {} {}",
         path.api_version(),
@@ -764,7 +764,7 @@ pub fn covers(live: &Value, tree: &Value) -> bool {
 /// are pruned element by element (server defaults inside containers, ports...). Maps compared
 /// exactly keep the live object's own keys (an added label shows in a diff). Server-owned
 /// metadata (resourceVersion, uid...) never appears in a tree object, so it is dropped too.
-pub fn prune_to(live: &Value, tree: &Value) -> Value {
+pub(crate) fn prune_to(live: &Value, tree: &Value) -> Value {
     prune_in(live, tree, top_ctx(tree))
 }
 
@@ -830,7 +830,12 @@ fn mask_secret(tree: &mut Value, live: &mut Value) {
 
 /// Unified diff of the tree object (`-`) against the pruned live object (`+`), both as
 /// canonical YAML.
-pub fn object_diff(tree: &Value, live_pruned: &Value, path: &str, show_secrets: bool) -> String {
+pub(crate) fn object_diff(
+    tree: &Value,
+    live_pruned: &Value,
+    path: &str,
+    show_secrets: bool,
+) -> String {
     let mut t = tree.clone();
     let mut l = live_pruned.clone();
     if !show_secrets && (is_secret(&t) || is_secret(&l)) {

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// API group and version of the CRDs.
-pub const API_VERSION: &str = "clustersnapshot.rywt.io/v1alpha1";
+pub(crate) const API_VERSION: &str = "clustersnapshot.rywt.io/v1alpha1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreferenceError {
@@ -100,7 +100,7 @@ fn path_rule(entry: &str) -> PathRule<'_> {
 }
 
 /// Whether `path` matches one of `entries` (`prefix` or `prefix,contains`).
-pub fn matches_any(entries: &[String], path: &str) -> bool {
+pub(crate) fn matches_any(entries: &[String], path: &str) -> bool {
     entries.iter().any(|e| {
         let rule = path_rule(e);
         path.starts_with(rule.prefix) && rule.contains.is_none_or(|c| path.contains(c))
@@ -108,7 +108,7 @@ pub fn matches_any(entries: &[String], path: &str) -> bool {
 }
 
 /// Default app paths restored last (as the original).
-pub const DEFAULT_APP_PATHES: [&str; 3] = [
+pub(crate) const DEFAULT_APP_PATHES: [&str; 3] = [
     "/apis/apps/v1,deployments",
     "/apis/apps/v1,statefulsets",
     "/apis/apps/v1,daemonsets",
@@ -159,7 +159,7 @@ impl Preference {
     }
 
     /// Validates a spec (from a CRD object or an inline preference).
-    pub fn from_spec(
+    pub(crate) fn from_spec(
         name: Option<String>,
         spec: RestorePreferenceSpec,
         origin: &str,
@@ -210,7 +210,7 @@ impl Preference {
     }
 
     /// The app paths restored last: the preference's, or the default.
-    pub fn app_pathes(&self) -> Vec<String> {
+    pub(crate) fn app_pathes(&self) -> Vec<String> {
         if self.spec.restore_app_api_pathes.is_empty() {
             DEFAULT_APP_PATHES.iter().map(|s| s.to_string()).collect()
         } else {

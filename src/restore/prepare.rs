@@ -54,7 +54,7 @@ pub enum PrepareError {
 
 impl PrepareError {
     /// Whether the snapshot is in neither the mirror nor the store.
-    pub fn is_unknown_snapshot(&self) -> bool {
+    pub(crate) fn is_unknown_snapshot(&self) -> bool {
         matches!(
             self,
             PrepareError::NotFound { .. }

@@ -17,18 +17,18 @@ use crate::tree::ContentPath;
 /// Reason strings of the original project (entry `"<path>,(<reason>)"`).
 pub mod reason {
     pub const OWNER_REF: &str = "owner-ref";
-    pub const TOKEN_SECRET: &str = "token-secret";
-    pub const NOT_BINDED_TO_NS: &str = "not-binded-to-ns";
-    pub const SERVICE_EXISTS: &str = "service-exists";
-    pub const NO_PVC_SPEC: &str = "no-pvc-spec";
-    pub const NO_STORAGECLASS: &str = "no-storageclass";
-    pub const NOT_BOUNDED: &str = "not-bounded";
-    pub const PV_NOT_FOUND: &str = "pv-not-found";
-    pub const NO_PV_SPEC: &str = "no-pv-spec";
+    pub(crate) const TOKEN_SECRET: &str = "token-secret";
+    pub(crate) const NOT_BINDED_TO_NS: &str = "not-binded-to-ns";
+    pub(crate) const SERVICE_EXISTS: &str = "service-exists";
+    pub(crate) const NO_PVC_SPEC: &str = "no-pvc-spec";
+    pub(crate) const NO_STORAGECLASS: &str = "no-storageclass";
+    pub(crate) const NOT_BOUNDED: &str = "not-bounded";
+    pub(crate) const PV_NOT_FOUND: &str = "pv-not-found";
+    pub(crate) const NO_PV_SPEC: &str = "no-pv-spec";
 }
 
 /// Annotations that record a past binding; dropped so PV and PVC bind afresh.
-pub const BIND_ANNOTATIONS: [&str; 2] = [
+pub(crate) const BIND_ANNOTATIONS: [&str; 2] = [
     "pv.kubernetes.io/bind-completed",
     "pv.kubernetes.io/bound-by-controller",
 ];
@@ -112,7 +112,7 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 /// Whether objects of `namespace` are restored according to the namespace lists.
-pub fn namespace_selected(pref: &Preference, namespace: &str) -> bool {
+pub(crate) fn namespace_selected(pref: &Preference, namespace: &str) -> bool {
     !pref.spec.exclude_namespaces.iter().any(|n| n == namespace)
         && (pref.spec.include_namespaces.is_empty()
             || pref.spec.include_namespaces.iter().any(|n| n == namespace))
@@ -205,7 +205,7 @@ fn preference_excludes(
 }
 
 /// The stage of an object that is restored (`app_pathes` from [`Preference::app_pathes`]).
-pub fn stage_of(path: &ContentPath, app_pathes: &[String]) -> Stage {
+pub(crate) fn stage_of(path: &ContentPath, app_pathes: &[String]) -> Stage {
     let (g, r) = (path.group(), path.resource());
     if g == CRD_GROUP && r == "customresourcedefinitions" {
         Stage::Crds
@@ -436,7 +436,7 @@ fn drop_bind_annotations(obj: &mut Value) {
 
 /// A PV keeps `claimRef {namespace, name}` only (no uid/resourceVersion), so it binds to the
 /// restored claim of that name; status and bind annotations go.
-pub fn clean_pv(pv: &mut Value, claim_namespace: &str, claim_name: &str) {
+pub(crate) fn clean_pv(pv: &mut Value, claim_namespace: &str, claim_name: &str) {
     drop_bind_annotations(pv);
     if let Some(map) = pv.as_object_mut() {
         map.remove("status");
@@ -450,7 +450,7 @@ pub fn clean_pv(pv: &mut Value, claim_namespace: &str, claim_name: &str) {
 }
 
 /// A PVC keeps `volumeName` (its PV is restored with it); status and bind annotations go.
-pub fn clean_pvc(pvc: &mut Value) {
+pub(crate) fn clean_pvc(pvc: &mut Value) {
     drop_bind_annotations(pvc);
     if let Some(map) = pvc.as_object_mut() {
         map.remove("status");
@@ -459,7 +459,7 @@ pub fn clean_pvc(pvc: &mut Value) {
 
 /// Template labels a server generates for a Job (with its selector) from the Job's uid and
 /// name; a create carrying another Job's values is refused.
-pub const JOB_GENERATED_LABELS: [&str; 4] = [
+pub(crate) const JOB_GENERATED_LABELS: [&str; 4] = [
     "controller-uid",
     "job-name",
     "batch.kubernetes.io/controller-uid",
@@ -468,7 +468,7 @@ pub const JOB_GENERATED_LABELS: [&str; 4] = [
 
 /// A Job loses the selector and template labels its server generated (unless
 /// `spec.manualSelector` is true): the target generates its own from the new uid.
-pub fn clean_job(job: &mut Value) {
+pub(crate) fn clean_job(job: &mut Value) {
     if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
         return;
     }
@@ -497,7 +497,7 @@ pub fn clean_job(job: &mut Value) {
 
 /// A ServiceAccount keeps in `secrets` only the Secrets restored with it: the source's token
 /// Secrets are never snapshotted, and the target makes its own (before 1.24).
-pub fn clean_service_account(sa: &mut Value, restored: impl Fn(&str) -> bool) {
+pub(crate) fn clean_service_account(sa: &mut Value, restored: impl Fn(&str) -> bool) {
     let Some(map) = sa.as_object_mut() else {
         return;
     };
@@ -511,7 +511,7 @@ pub fn clean_service_account(sa: &mut Value, restored: impl Fn(&str) -> bool) {
 
 /// A Pod (one no controller owns) loses `spec.nodeName`: the node it ran on need not exist
 /// on the target, where a Pod bound to a missing node never starts; the scheduler places it.
-pub fn clean_pod(pod: &mut Value) {
+pub(crate) fn clean_pod(pod: &mut Value) {
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         spec.remove("nodeName");
     }
@@ -522,7 +522,7 @@ pub fn clean_pod(pod: &mut Value) {
 
 /// A Service loses `clusterIP`/`clusterIPs` (unless headless `None`), and node ports that the
 /// last-applied configuration does not name (unless `preserve_nodeports`); status goes.
-pub fn clean_service(svc: &mut Value, preserve_nodeports: bool) {
+pub(crate) fn clean_service(svc: &mut Value, preserve_nodeports: bool) {
     let applied_ports: Vec<(Option<String>, Option<i64>, i64)> = svc
         .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
         .and_then(Value::as_str)

@@ -5,15 +5,98 @@
 use serde::{Deserialize, Serialize};
 
 /// Longest failure message kept in a `failed` entry (as the original).
-pub const FAILED_MESSAGE_MAX: usize = 300;
+pub(crate) const FAILED_MESSAGE_MAX: usize = 300;
 
-/// Restore phases (as the original).
-pub mod phase {
-    pub const NEW: &str = "";
-    pub const IN_QUEUE: &str = "InQueue";
-    pub const IN_PROGRESS: &str = "InProgress";
-    pub const FAILED: &str = "Failed";
-    pub const COMPLETED: &str = "Completed";
+/// Phase of a Snapshot, a Restore or a watch request: `""` (new), `InQueue`, `InProgress`,
+/// `Completed` or `Failed`, serialized as exactly these strings (the original's CRs).
+///
+/// A phase this version does not know (written by someone else) is kept as written in
+/// [`Phase::Other`], so one odd object never makes a whole list unreadable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Phase {
+    /// `""`: not yet looked at.
+    #[default]
+    New,
+    /// `InQueue`: accepted, waiting for a worker.
+    InQueue,
+    /// `InProgress`: being worked on.
+    InProgress,
+    /// `Completed`: finished (a restore may still list failed objects).
+    Completed,
+    /// `Failed`: finished without a result; `reason` says why.
+    Failed,
+    /// Any other text, kept as written.
+    Other(String),
+}
+
+impl Phase {
+    /// The phase as written in statuses.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Phase::New => "",
+            Phase::InQueue => "InQueue",
+            Phase::InProgress => "InProgress",
+            Phase::Completed => "Completed",
+            Phase::Failed => "Failed",
+            Phase::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for Phase {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "" => Phase::New,
+            "InQueue" => Phase::InQueue,
+            "InProgress" => Phase::InProgress,
+            "Completed" => Phase::Completed,
+            "Failed" => Phase::Failed,
+            _ => Phase::Other(s),
+        }
+    }
+}
+
+impl From<Phase> for String {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Other(s) => s,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Phase {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Phase {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// In the CRD schemas a phase is a plain string (any value is accepted and kept).
+impl schemars::JsonSchema for Phase {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        String::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
 }
 
 /// Status of a restore. Lists are `null` when empty, like the original's Go nil slices.
@@ -32,7 +115,7 @@ pub struct RestoreStatus {
     pub num_preference_excluded: u64,
     pub num_snapshot_contents: u64,
     pub num_updated: u64,
-    pub phase: String,
+    pub phase: Phase,
     pub reason: String,
     pub restore_resource_version: String,
     pub restore_timestamp: Option<String>,
@@ -40,12 +123,12 @@ pub struct RestoreStatus {
 }
 
 /// `"<path>,(<reason>)"`.
-pub fn excluded_entry(path: &str, reason: &str) -> String {
+pub(crate) fn excluded_entry(path: &str, reason: &str) -> String {
     format!("{path},({reason})")
 }
 
 /// `"<path>,<message cut to 300 chars>"`.
-pub fn failed_entry(path: &str, message: &str) -> String {
+pub(crate) fn failed_entry(path: &str, message: &str) -> String {
     let cut: String = message.chars().take(FAILED_MESSAGE_MAX).collect();
     format!("{path},{cut}")
 }
@@ -66,5 +149,24 @@ mod tests {
         assert!(json["created"].is_null());
         assert_eq!(json["numCreated"], 0);
         assert_eq!(json["phase"], "");
+    }
+
+    #[test]
+    fn phases_serialize_to_the_originals_strings() {
+        for (phase, text) in [
+            (Phase::New, ""),
+            (Phase::InQueue, "InQueue"),
+            (Phase::InProgress, "InProgress"),
+            (Phase::Completed, "Completed"),
+            (Phase::Failed, "Failed"),
+            (Phase::Other("Paused".into()), "Paused"),
+        ] {
+            assert_eq!(serde_json::to_value(&phase).unwrap(), text);
+            let back: Phase = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(back, phase);
+        }
+        let status: RestoreStatus =
+            serde_json::from_value(serde_json::json!({"phase": "Completed"})).unwrap();
+        assert_eq!(status.phase, Phase::Completed);
     }
 }

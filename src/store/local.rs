@@ -218,7 +218,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Io {
             store: store.describe(),
             context: "a file-system task".into(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         })?
 }
 

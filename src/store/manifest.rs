@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::mirror::{CommitId, validate_name};
 
 /// The manifest format this code writes and understands.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 1;
 
 /// A pack in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +66,7 @@ impl Default for Manifest {
 }
 
 /// Whether `s` is a pack name: 64 lower-case hex digits (sha256).
-pub fn is_pack_name(s: &str) -> bool {
+pub(crate) fn is_pack_name(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -130,7 +130,7 @@ impl Manifest {
     }
 
     /// Snapshots that need pack `sha`.
-    pub fn snapshots_needing(&self, sha: &str) -> Vec<String> {
+    pub(crate) fn snapshots_needing(&self, sha: &str) -> Vec<String> {
         self.snapshots
             .iter()
             .filter(|(_, s)| s.packs.iter().any(|p| p == sha))

@@ -35,7 +35,8 @@ impl MemoryStore {
     }
 
     /// Sets an object's modification time (tests: age an orphan).
-    pub fn set_modified(&self, key: &str, t: jiff::Timestamp) {
+    #[cfg(test)]
+    pub(crate) fn set_modified(&self, key: &str, t: jiff::Timestamp) {
         if let Some(v) = self.map().get_mut(key) {
             v.1 = t;
         }

@@ -31,11 +31,11 @@ pub use sync::{
 pub use url::StoreUrl;
 
 /// Key prefix of everything k8s-snap writes in a store.
-pub const ROOT: &str = "k8s-snap/";
+pub(crate) const ROOT: &str = "k8s-snap/";
 /// Key of the manifest: the only mutable object.
 pub const MANIFEST_KEY: &str = "k8s-snap/manifest.json";
 /// Key prefix of the packs.
-pub const PACKS_PREFIX: &str = "k8s-snap/packs/";
+pub(crate) const PACKS_PREFIX: &str = "k8s-snap/packs/";
 
 /// Result type of this module.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

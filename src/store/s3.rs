@@ -33,7 +33,7 @@ impl Secret {
         Secret(s.into())
     }
     /// The secret value, for the SDK only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

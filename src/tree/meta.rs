@@ -2,12 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Directory in the tree that holds the metadata files.
-pub const META_DIR: &str = ".k8s-snap";
 /// File path (in the tree) of [`SnapshotMeta`].
 pub const SNAPSHOT_META_FILE: &str = ".k8s-snap/snapshot.yaml";
 /// File path (in the tree) of the list of [`ResourceEntry`].
-pub const RESOURCES_FILE: &str = ".k8s-snap/resources.yaml";
+pub(crate) const RESOURCES_FILE: &str = ".k8s-snap/resources.yaml";
 /// The tree format this code writes and understands.
 pub const FORMAT_VERSION: u32 = 1;
 

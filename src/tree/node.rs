@@ -59,7 +59,7 @@ impl<'a> Node<'a> {
 
     /// Removes every entry whose key is one of `keys` (one pass); other nodes are left
     /// unchanged.
-    pub fn remove_all(&mut self, keys: &[&str]) {
+    pub(crate) fn remove_all(&mut self, keys: &[&str]) {
         if let Node::Object(entries) = self {
             entries.retain(|(k, _)| !keys.contains(&k.as_ref()));
         }

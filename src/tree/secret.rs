@@ -9,10 +9,10 @@
 use serde_json::{Map, Value};
 
 /// What a masked value shows.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// Whether the object is a Secret.
-pub fn is_secret(v: &Value) -> bool {
+pub(crate) fn is_secret(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("Secret")
 }
 
@@ -27,7 +27,7 @@ pub fn mask(v: &mut Value) {
 /// Masks two versions of a Secret for a diff: equal values show as `***`, values that differ
 /// as `*** (<label_a>)` / `*** (<label_b>)`, so a diff tells which keys changed, never their
 /// values. Applied when either side is a Secret.
-pub fn mask_pair(a: &mut Value, b: &mut Value, label_a: &str, label_b: &str) {
+pub(crate) fn mask_pair(a: &mut Value, b: &mut Value, label_a: &str, label_b: &str) {
     if is_secret(a) || is_secret(b) {
         mask_pair_labelled(a, b, label_a, label_b);
     }

@@ -25,17 +25,18 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::RecursiveMode;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use executor::{EngineExecutor, FixedStore, StoreSource};
 pub use request::{RequestError, RestoreRequest};
 
-use crate::restore::status::{RestoreStatus, phase};
+use crate::restore::status::{Phase, RestoreStatus};
 
 /// Sub-directories of the watched directory.
-pub const RESULTS_DIR: &str = "results";
-pub const DONE_DIR: &str = "done";
-pub const FAILED_DIR: &str = "failed";
-pub const PREFERENCES_DIR: &str = "preferences";
+pub(crate) const RESULTS_DIR: &str = "results";
+pub(crate) const DONE_DIR: &str = "done";
+pub(crate) const FAILED_DIR: &str = "failed";
+pub(crate) const PREFERENCES_DIR: &str = "preferences";
 
 /// Errors that stop the watcher (one request's failure never does).
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +112,7 @@ pub struct WatchStats {
 
 /// The paths of a watched directory.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     pub dir: PathBuf,
     pub results: PathBuf,
     pub done: PathBuf,
@@ -152,7 +153,7 @@ impl Layout {
     }
 
     /// `results/<stem>.status.yaml`.
-    pub fn result_path(&self, request_file: &Path) -> PathBuf {
+    pub(crate) fn result_path(&self, request_file: &Path) -> PathBuf {
         self.results
             .join(format!("{}.status.yaml", file_stem(request_file)))
     }
@@ -166,7 +167,7 @@ fn file_stem(path: &Path) -> String {
 
 /// Whether a file name in the watched directory is a request: `.yaml`, `.yml` or `.json`, not
 /// a dotfile (`.r1.yaml.swp`, `.tmp-x.yaml`), not an editor backup (`r1.yaml~`, `#r1.yaml#`).
-pub fn is_request_file_name(name: &str) -> bool {
+pub(crate) fn is_request_file_name(name: &str) -> bool {
     if name.starts_with('.') || name.starts_with('#') || name.ends_with('~') {
         return false;
     }
@@ -300,7 +301,18 @@ pub async fn run(
 ) -> Result<WatchStats, WatchError> {
     let layout = Arc::new(Layout::create(&opts.dir)?);
     let span = tracing::info_span!("watch", dir = %layout.dir.display());
-    let _enter = span.enter();
+    watch_loop(opts, layout, executor, shutdown)
+        .instrument(span)
+        .await
+}
+
+/// The body of [`run`], inside its span.
+async fn watch_loop(
+    opts: WatchOptions,
+    layout: Arc<Layout>,
+    executor: Arc<dyn RestoreExecutor>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<WatchStats, WatchError> {
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut debouncer = notify_debouncer_full::new_debouncer(
         Duration::from_millis(200),
@@ -414,33 +426,38 @@ pub async fn run(
 /// Runs one request and records its result; true when it completed.
 async fn run_job(layout: &Layout, executor: &dyn RestoreExecutor, job: &Job) -> bool {
     let span = tracing::info_span!("restore_request", request = %job.request.name, snapshot = %job.request.backup_name);
-    let _enter = span.enter();
-    let outcome = executor.execute(job.request.clone()).await;
-    let (status, plan) = match outcome {
-        Ok(o) => (o.status, o.plan),
-        Err(f) => (failed_status(f.reason), None),
-    };
-    let ok = status.phase == phase::COMPLETED;
-    tracing::info!(phase = %status.phase, created = status.num_created, failed = status.num_failed, "request finished");
-    let result = tokio::task::block_in_place(|| {
-        finish(
-            layout,
-            &job.file,
-            Some(&job.request),
-            &status,
-            plan.as_ref(),
-            ok,
-        )
-    });
-    if let Err(e) = result {
-        tracing::error!(file = %job.file.display(), error = %e, "cannot record the result");
-    }
-    ok
+    let outcome = executor
+        .execute(job.request.clone())
+        .instrument(span.clone())
+        .await;
+    // The rest is synchronous: no `.await` inside the span.
+    span.in_scope(|| {
+        let (status, plan) = match outcome {
+            Ok(o) => (o.status, o.plan),
+            Err(f) => (failed_status(f.reason), None),
+        };
+        let ok = status.phase == Phase::Completed;
+        tracing::info!(phase = %status.phase, created = status.num_created, failed = status.num_failed, "request finished");
+        let result = tokio::task::block_in_place(|| {
+            finish(
+                layout,
+                &job.file,
+                Some(&job.request),
+                &status,
+                plan.as_ref(),
+                ok,
+            )
+        });
+        if let Err(e) = result {
+            tracing::error!(file = %job.file.display(), error = %e, "cannot record the result");
+        }
+        ok
+    })
 }
 
 fn failed_status(reason: String) -> RestoreStatus {
     RestoreStatus {
-        phase: phase::FAILED.to_string(),
+        phase: Phase::Failed,
         reason,
         restore_timestamp: Some(now_rfc3339()),
         ..RestoreStatus::default()
@@ -456,7 +473,7 @@ fn now_rfc3339() -> String {
 }
 
 /// The result document: a `Restore` with the request's spec (never its kubeconfig) and status.
-pub fn result_document(
+pub(crate) fn result_document(
     name: &str,
     request: Option<&RestoreRequest>,
     status: &RestoreStatus,
@@ -504,7 +521,7 @@ fn finish(
 }
 
 /// Writes `bytes` to a temp file beside `path`, syncs it and renames it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path

@@ -101,7 +101,7 @@ impl std::fmt::Debug for RestoreRequest {
 
 impl RestoreRequest {
     /// A key naming the target cluster: requests with the same key run one at a time.
-    pub fn target_key(&self) -> String {
+    pub(crate) fn target_key(&self) -> String {
         use sha2::Digest;
         match &self.kubeconfig {
             Some(k) => hex::encode(&sha2::Sha256::digest(k.as_bytes())[..8]),
@@ -111,7 +111,7 @@ impl RestoreRequest {
 }
 
 /// Reads and validates the request in `file`, resolving a named preference in `preferences`.
-pub fn load(file: &Path, preferences: &Path) -> Result<RestoreRequest, RequestError> {
+pub(crate) fn load(file: &Path, preferences: &Path) -> Result<RestoreRequest, RequestError> {
     let text = std::fs::read_to_string(file).map_err(|source| RequestError::Read {
         file: file.to_path_buf(),
         source,

@@ -381,11 +381,11 @@ async fn final_phase(mgmt: &Management, kind: &str, name: &str) -> (String, Stri
             let (phase, reason) = if kind == "snapshot" {
                 let api: Api<k8s_snap::controller::Snapshot> = Api::namespaced(client, &NS);
                 let s = api.get(name).await.ok()?.status?;
-                (s.phase, s.reason)
+                (s.phase.to_string(), s.reason)
             } else {
                 let api: Api<k8s_snap::controller::Restore> = Api::namespaced(client, &NS);
                 let s = api.get(name).await.ok()?.status?.restore;
-                (s.phase, s.reason)
+                (s.phase.to_string(), s.reason)
             };
             (phase == "Completed" || phase == "Failed").then_some((phase, reason))
         }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_snap::restore::status::{RestoreStatus, phase};
+use k8s_snap::restore::status::{Phase, RestoreStatus};
 use k8s_snap::watch::{
     self, BoxFuture, JobFailure, RestoreExecutor, RestoreOutcome, RestoreRequest, WatchOptions,
 };
@@ -31,7 +31,7 @@ impl RestoreExecutor for Recorder {
             }
             Ok(RestoreOutcome {
                 status: RestoreStatus {
-                    phase: phase::COMPLETED.into(),
+                    phase: Phase::Completed,
                     num_created: 1,
                     ..RestoreStatus::default()
                 },

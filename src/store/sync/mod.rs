@@ -40,7 +40,9 @@ pub use delete::{DeleteReport, delete};
 pub use ensure_local::ensure_local;
 pub use gc::{GcOptions, GcReport, gc};
 pub use pull::{PullReport, pull};
-pub use push::{FAILPOINT_ENV, PushReport, push};
+#[cfg(feature = "failpoints")]
+pub use push::FAILPOINT_ENV;
+pub use push::{PushReport, push};
 pub use repack::{RepackReport, repack};
 pub use verify::{VerifyProblem, VerifyReport, verify};
 
@@ -85,6 +87,8 @@ pub enum SyncError {
         store: String,
         reason: String,
     },
+    /// A test's failpoint (the `failpoints` feature) stopped the operation.
+    #[cfg(feature = "failpoints")]
     #[error("failpoint {0} hit")]
     Failpoint(String),
 }

@@ -7,6 +7,7 @@
 //! snapshots it was not asked for.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures::{StreamExt, stream};
 use serde::Serialize;
@@ -106,17 +107,18 @@ pub async fn pull(
     let manifest_ref = &manifest;
     // Stage 1 (a mirror with snapshots): fetch the small indexes and skip packs whose objects
     // the mirror already has (e.g. from an earlier pull).
-    let mut indexes: BTreeMap<String, std::result::Result<Vec<u8>, String>> = BTreeMap::new();
+    // (An index error only makes the pull index the pack itself: shared, not re-typed.)
+    type Fetch = std::result::Result<Vec<u8>, Arc<PackError>>;
+    let mut indexes: BTreeMap<String, Fetch> = BTreeMap::new();
     if !fresh {
-        let fetched: Vec<(String, std::result::Result<Vec<u8>, String>)> =
-            stream::iter(wanted.iter().cloned())
-                .map(|sha: String| async move {
-                    let idx = fetch_idx(store, manifest_ref, &sha).await;
-                    (sha, idx)
-                })
-                .buffered(FETCH_PARALLELISM)
-                .collect()
-                .await;
+        let fetched: Vec<(String, Fetch)> = stream::iter(wanted.iter().cloned())
+            .map(|sha: String| async move {
+                let idx = fetch_idx(store, manifest_ref, &sha).await.map_err(Arc::new);
+                (sha, idx)
+            })
+            .buffered(FETCH_PARALLELISM)
+            .collect()
+            .await;
         // Phase 2 (git): which of those packs hold objects the mirror lacks.
         let checked = mirror
             .run(move |m| -> Result<_> {
@@ -162,7 +164,7 @@ pub async fn pull(
                 ),
                 None => futures::join!(
                     fetch_pack_staged(store, manifest_ref, &sha, git_dir_ref),
-                    fetch_idx(store, manifest_ref, &sha)
+                    async { fetch_idx(store, manifest_ref, &sha).await.map_err(Arc::new) }
                 ),
             };
             let outcome = match (pack, idx) {
@@ -186,10 +188,15 @@ pub async fn pull(
                                 idx_bytes,
                             }
                         }
-                        Ok(Err(StageError::Failed(e))) => {
-                            Fetched::Bad(format!("pack {sha}: installing it failed: {e}"))
-                        }
-                        Err(e) => Fetched::Bad(format!("pack {sha}: installing it failed: {e}")),
+                        Ok(Err(StageError::Failed(e))) => Fetched::Bad(PackError::Install {
+                            sha: sha.clone(),
+                            source: e,
+                        }),
+                        Err(e) => Fetched::Bad(PackError::Worker {
+                            sha: sha.clone(),
+                            doing: "installing it",
+                            source: e,
+                        }),
                     }
                 }
             };
@@ -214,7 +221,7 @@ pub async fn pull(
                 unindexed.push((sha, staged));
             }
             Fetched::Bad(reason) => {
-                bad_packs.insert(sha, reason);
+                bad_packs.insert(sha, reason.to_string());
             }
         }
     }
@@ -276,7 +283,61 @@ enum Fetched {
     /// Checked, but its index was missing or unusable: to index locally.
     Unindexed { staged: StagedPack, idx_bytes: u64 },
     /// Missing, truncated or corrupted (the reason names the pack).
-    Bad(String),
+    Bad(PackError),
+}
+
+/// Why a pack (or its index) from the store cannot be used; each names the pack.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PackError {
+    #[error("pack {sha} is not listed in the manifest")]
+    NotListed { sha: String },
+    #[error("pack {sha}: {source}")]
+    Mirror {
+        sha: String,
+        #[source]
+        source: MirrorError,
+    },
+    #[error("pack {sha}: {source}")]
+    Download {
+        sha: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("pack {sha}: {doing} failed: {source}")]
+    Worker {
+        sha: String,
+        doing: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("pack {sha}: installing it failed: {source}")]
+    Install {
+        sha: String,
+        #[source]
+        source: MirrorError,
+    },
+    #[error("pack {sha} has more than the {limit} bytes the manifest says (corrupted)")]
+    TooLong { sha: String, limit: u64 },
+    #[error("pack {sha} has {found} bytes, the manifest says {expected} (truncated or corrupted)")]
+    Size {
+        sha: String,
+        found: u64,
+        expected: u64,
+    },
+    #[error("pack {sha} is corrupted: its sha256 is {actual}")]
+    Digest { sha: String, actual: String },
+    #[error("index of pack {sha}: {source}")]
+    IndexDownload {
+        sha: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("index of pack {sha} has {found} bytes, the manifest says {expected}")]
+    IndexSize {
+        sha: String,
+        found: u64,
+        expected: u64,
+    },
 }
 
 /// Downloads a pack straight into a [`StagedPack`] of the mirror at `git_dir`: a blocking
@@ -288,11 +349,16 @@ async fn fetch_pack_staged(
     manifest: &Manifest,
     sha: &str,
     git_dir: &std::path::Path,
-) -> std::result::Result<StagedPack, String> {
+) -> std::result::Result<StagedPack, PackError> {
+    let sha_owned = || sha.to_string();
     let Some(entry) = manifest.packs.get(sha) else {
-        return Err(format!("pack {sha} is not listed in the manifest"));
+        return Err(PackError::NotListed { sha: sha_owned() });
     };
-    let mut staged = StagedPack::create(git_dir).map_err(|e| format!("pack {sha}: {e}"))?;
+    let mirror_err = |source| PackError::Mirror {
+        sha: sha_owned(),
+        source,
+    };
+    let mut staged = StagedPack::create(git_dir).map_err(mirror_err)?;
     let (tx, rx) = std::sync::mpsc::channel::<bytes::Bytes>();
     let writer = tokio::task::spawn_blocking(move || {
         let mut hasher = Sha256::new();
@@ -316,26 +382,35 @@ async fn fetch_pack_staged(
     };
     let got = store.get_streamed(&pack_key(sha), &mut sink).await;
     drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| format!("pack {sha}: writing it failed: {e}"))?;
+    let written = writer.await.map_err(|source| PackError::Worker {
+        sha: sha_owned(),
+        doing: "writing it",
+        source,
+    })?;
     if too_long {
-        return Err(format!(
-            "pack {sha} has more than the {limit} bytes the manifest says (corrupted)"
-        ));
+        return Err(PackError::TooLong {
+            sha: sha_owned(),
+            limit,
+        });
     }
-    got.map_err(|e| format!("pack {sha}: {e}"))?;
-    let (staged, digest) = written.map_err(|e| format!("pack {sha}: {e}"))?;
+    got.map_err(|source| PackError::Download {
+        sha: sha_owned(),
+        source,
+    })?;
+    let (staged, digest) = written.map_err(mirror_err)?;
     if staged.len() != entry.size {
-        return Err(format!(
-            "pack {sha} has {} bytes, the manifest says {} (truncated or corrupted)",
-            staged.len(),
-            entry.size
-        ));
+        return Err(PackError::Size {
+            sha: sha_owned(),
+            found: staged.len(),
+            expected: entry.size,
+        });
     }
     let actual = hex::encode(digest);
     if actual != sha {
-        return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
+        return Err(PackError::Digest {
+            sha: sha_owned(),
+            actual,
+        });
     }
     Ok(staged)
 }
@@ -352,41 +427,51 @@ pub(super) async fn fetch_idx(
     store: &dyn ObjectStore,
     manifest: &Manifest,
     sha: &str,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<Vec<u8>, PackError> {
     fetch_sized(store, manifest, sha, PackFile::Idx).await
 }
 
-/// Downloads a pack's file and checks its size against the manifest; a reason naming the
-/// pack otherwise.
+/// Downloads a pack's file and checks its size against the manifest.
 pub(super) async fn fetch_sized(
     store: &dyn ObjectStore,
     manifest: &Manifest,
     sha: &str,
     file: PackFile,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<Vec<u8>, PackError> {
     let Some(entry) = manifest.packs.get(sha) else {
-        return Err(format!("pack {sha} is not listed in the manifest"));
+        return Err(PackError::NotListed {
+            sha: sha.to_string(),
+        });
     };
-    let (key, what, expected, hint) = match file {
-        PackFile::Pack => (
-            pack_key(sha),
-            format!("pack {sha}"),
-            entry.size,
-            " (truncated or corrupted)",
-        ),
-        PackFile::Idx => (
-            idx_key(sha),
-            format!("index of pack {sha}"),
-            entry.idx_size,
-            "",
-        ),
+    let (key, expected) = match file {
+        PackFile::Pack => (pack_key(sha), entry.size),
+        PackFile::Idx => (idx_key(sha), entry.idx_size),
     };
-    let obj = store.get(&key).await.map_err(|e| format!("{what}: {e}"))?;
-    if obj.bytes.len() as u64 != expected {
-        return Err(format!(
-            "{what} has {} bytes, the manifest says {expected}{hint}",
-            obj.bytes.len(),
-        ));
+    let sha = sha.to_string();
+    let obj = store.get(&key).await.map_err(|source| match file {
+        PackFile::Pack => PackError::Download {
+            sha: sha.clone(),
+            source,
+        },
+        PackFile::Idx => PackError::IndexDownload {
+            sha: sha.clone(),
+            source,
+        },
+    })?;
+    let found = obj.bytes.len() as u64;
+    if found != expected {
+        return Err(match file {
+            PackFile::Pack => PackError::Size {
+                sha,
+                found,
+                expected,
+            },
+            PackFile::Idx => PackError::IndexSize {
+                sha,
+                found,
+                expected,
+            },
+        });
     }
     Ok(obj.bytes)
 }
@@ -425,7 +510,7 @@ mod tests {
             ([b"X", &good[1..]].concat(), "corrupted: its sha256"),
         ] {
             store.overwrite(&pack_key(&sha), bytes);
-            let err = fetch().await.unwrap_err();
+            let err = fetch().await.unwrap_err().to_string();
             assert!(err.contains(&sha) && err.contains(want), "{err}");
         }
         // Nothing staged is left behind in the pack directory.

@@ -2,7 +2,8 @@
 //! snapshots do not already hold (packs the store has damaged are not relied upon), then one
 //! manifest update by compare-and-swap.
 //!
-//! Owns: choosing what to upload and the failpoint of a push killed before its manifest.
+//! Owns: choosing what to upload and (with the `failpoints` feature, for tests) the failpoint
+//! of a push killed before its manifest.
 //! Must not touch: packs or snapshots it did not upload or add; git beyond the mirror's API.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +16,10 @@ use crate::store::ObjectStore;
 use crate::store::PutOutcome;
 use crate::store::manifest::{Manifest, PackEntry, SnapshotEntry, idx_key, pack_key};
 
-/// Env var naming a failpoint (tests only): `push-after-packs` makes a push fail after
-/// uploading its packs and before writing the manifest, like a killed process.
+/// Env var naming a failpoint (tests only, with the `failpoints` feature): `push-after-packs`
+/// makes a push fail after uploading its packs and before writing the manifest, like a
+/// killed process.
+#[cfg(feature = "failpoints")]
 pub const FAILPOINT_ENV: &str = "K8S_SNAP_FAILPOINT";
 
 /// What [`push`] did.
@@ -166,6 +169,7 @@ async fn push_once(
         report.pack = Some(sha.clone());
         new_pack = Some((sha, entry));
     }
+    #[cfg(feature = "failpoints")]
     if std::env::var(FAILPOINT_ENV).as_deref() == Ok("push-after-packs") {
         return Err(SyncError::Failpoint("push-after-packs".into()));
     }

@@ -133,7 +133,9 @@ async fn deep_verify(
         let result = match fetch_pack(store, manifest, &sha).await {
             Ok(bytes) => {
                 // The stored index is what a pull installs: check it against the pack too.
-                let idx = fetch_idx(store, manifest, &sha).await;
+                let idx = fetch_idx(store, manifest, &sha)
+                    .await
+                    .map_err(|e| e.to_string());
                 let expected = manifest.packs.get(&sha).map(|e| e.objects);
                 let pack_sha = sha.clone();
                 repo.run(move |m| -> Result<_> {
@@ -223,7 +225,9 @@ async fn fetch_pack(
     manifest: &Manifest,
     sha: &str,
 ) -> std::result::Result<Vec<u8>, String> {
-    let bytes = fetch_sized(store, manifest, sha, PackFile::Pack).await?;
+    let bytes = fetch_sized(store, manifest, sha, PackFile::Pack)
+        .await
+        .map_err(|e| e.to_string())?;
     let actual = sha256_hex(&bytes);
     if actual != sha {
         return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
