@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod duration;
 pub mod mirror;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod tree;
