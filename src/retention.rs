@@ -106,9 +106,8 @@ pub struct Item {
     pub state: State,
 }
 
-/// Why a snapshot is kept or removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Why a snapshot is kept or removed (serialized as its text: `daily`, `newest success`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     /// Kept by a rule.
     Keep(Rule),
@@ -138,6 +137,12 @@ impl std::fmt::Display for Reason {
             Reason::OutsidePolicy => "outside the policy",
             Reason::FailedSuperseded => "failed, superseded by a success",
         })
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

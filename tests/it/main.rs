@@ -22,6 +22,7 @@ mod fuzz;
 #[allow(dead_code, unused_imports)]
 mod k8s_snap_cli;
 mod mirror;
+mod prune;
 mod restore;
 mod snapshot;
 mod snapshot_faults;
