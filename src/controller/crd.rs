@@ -424,6 +424,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Restore::crd(),
         RestorePreference::crd(),
         ObjectstoreConfig::crd(),
+        super::schedule_crd::SnapshotSchedule::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
