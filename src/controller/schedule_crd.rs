@@ -118,34 +118,35 @@ pub enum ConcurrencyPolicy {
     Allow,
 }
 
-/// Status of a SnapshotSchedule.
+/// Status of a SnapshotSchedule. Every field is written on each status apply (an unset one as
+/// `null`, all are nullable), so that a field the controller no longer sets goes away.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotScheduleStatus {
     /// The scheduled time of the last run started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_schedule_time: Option<Time>,
     /// The scheduled time of the newest run that completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_successful_time: Option<Time>,
     /// When the next run is due (absent while paused).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub next_schedule_time: Option<Time>,
     /// The Snapshot of the last run started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_snapshot: Option<String>,
     /// The phase of `lastSnapshot` when it last finished (`Completed` or `Failed`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_snapshot_phase: Option<String>,
-    /// This schedule's Snapshots not finished yet.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// This schedule's Snapshots not finished yet (always written, `[]` when none).
+    #[serde(default)]
     pub active: Vec<String>,
     /// Runs missed (past `startingDeadlineSeconds`, passed over while the controller was
     /// down, or skipped by `Forbid`), in total.
     #[serde(default)]
     pub missed_runs: u64,
     /// The scheduled time of the last run missed or skipped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_missed_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

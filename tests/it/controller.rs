@@ -122,6 +122,7 @@ impl Management {
             "restores",
             "restorepreferences",
             "objectstoreconfigs",
+            "snapshotschedules",
         ] {
             let full = format!("{name}.clustersnapshot.rywt.io");
             wait_for(
@@ -261,6 +262,16 @@ impl Management {
 
     /// The controller with extra flags after the common ones.
     pub(crate) async fn controller_with(&self, identity: &str, extra: &[&str]) -> ControllerTask {
+        self.controller_tweaked(identity, extra, |_| {}).await
+    }
+
+    /// The controller with extra flags, and options changed by `tweak` (e.g. a test clock).
+    pub(crate) async fn controller_tweaked(
+        &self,
+        identity: &str,
+        extra: &[&str],
+        tweak: impl FnOnce(&mut k8s_snap::controller::ControllerOptions),
+    ) -> ControllerTask {
         use clap::Parser;
         let data = self.dir.path().join(format!("data-{identity}"));
         let mut argv = vec![
@@ -286,8 +297,9 @@ impl Management {
         let crate::k8s_snap_cli::Command::Controller(args) = cli.command else {
             panic!("not the controller command");
         };
-        let opts = crate::k8s_snap_cli::controller::options(&cli.global, args).unwrap();
+        let mut opts = crate::k8s_snap_cli::controller::options(&cli.global, args).unwrap();
         assert_eq!(opts.max_retry_elapsed, Duration::from_secs(3));
+        tweak(&mut opts);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let handle = tokio::spawn(k8s_snap::controller::run(
@@ -1111,7 +1123,7 @@ const STORE_KEY_ID: &str = "AKIDCONTROLLERTEST01";
 const STORE_SECRET: &str = "controller-store-secret-0123456789";
 
 /// The credential Secret and an ObjectstoreConfig `s3` pointing at moto's bucket `ctl`.
-async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
+pub(crate) async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
     let client = mgmt.client().await;
     let pp = PostParams::default();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &NS);
@@ -1159,7 +1171,9 @@ async fn test_store(moto: &crate::store_support::Moto) -> k8s_snap::store::S3Sto
 }
 
 /// The snapshots moto's store lists, read with the store API.
-async fn stored(moto: &crate::store_support::Moto) -> Vec<k8s_snap::store::sync::StoreSnapshot> {
+pub(crate) async fn stored(
+    moto: &crate::store_support::Moto,
+) -> Vec<k8s_snap::store::sync::StoreSnapshot> {
     k8s_snap::store::sync::list(&test_store(moto).await)
         .await
         .unwrap()

@@ -24,6 +24,7 @@ mod k8s_snap_cli;
 mod mirror;
 mod prune;
 mod restore;
+mod schedule;
 mod snapshot;
 mod snapshot_faults;
 mod store;
