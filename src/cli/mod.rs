@@ -212,9 +212,9 @@ pub enum Command {
     /// Run restores dropped as request files into a directory (docs/watch.md).
     Watch(watch::WatchArgs),
     /// Print the CustomResourceDefinitions (Snapshot, Restore, RestorePreference,
-    /// ObjectstoreConfig) as YAML.
+    /// ObjectstoreConfig, SnapshotSchedule) as YAML.
     Crd,
-    /// Run the CRD-driven controller (Snapshot and Restore resources).
+    /// Run the CRD-driven controller (Snapshot, Restore and SnapshotSchedule resources).
     Controller(controller::ControllerArgs),
 }
 
