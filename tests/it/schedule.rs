@@ -62,7 +62,7 @@ async fn schedule(mgmt: &Management, name: &str) -> SnapshotSchedule {
     api.get(name).await.unwrap()
 }
 
-/// The names of the Snapshots schedule `name` created, sorted.
+/// The names of the Snapshots schedule `name` created (labelled and owned), sorted.
 async fn children(mgmt: &Management, name: &str) -> Vec<String> {
     let api = mgmt.snapshots().await;
     let mut names: Vec<String> = api
@@ -72,6 +72,12 @@ async fn children(mgmt: &Management, name: &str) -> Vec<String> {
         .items
         .into_iter()
         .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .filter(|s| {
+            s.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty())
+        })
         .map(|s| s.metadata.name.unwrap())
         .collect();
     names.sort();
@@ -146,6 +152,17 @@ async fn hourly_keep_last_3_over_six_hours_then_paused() {
     )
     .await;
     let snaps = mgmt.snapshots().await;
+    // A Snapshot with the schedule's label that the schedule did not create: never touched.
+    let mut manual = crate::controller::snapshot(
+        "hourly-manual",
+        k8s_snap::controller::SnapshotSpec {
+            cluster_name: "mgmt".into(),
+            ..Default::default()
+        },
+    );
+    manual.metadata.labels = Some([(SCHEDULE_LABEL.to_string(), "hourly".to_string())].into());
+    snaps.create(&PostParams::default(), &manual).await.unwrap();
+    completed(&snaps, "hourly-manual").await;
     let mut names = Vec::new();
     for i in 0..6 {
         let at = start + hours(i);
@@ -183,7 +200,11 @@ async fn hourly_keep_last_3_over_six_hours_then_paused() {
     wait_for(
         Duration::from_secs(20),
         "the mirror holds the 3 newest",
-        || async { (mirror_snapshots(&ctl.data) == newest).then_some(()) },
+        || async {
+            let mut mirror = mirror_snapshots(&ctl.data);
+            mirror.retain(|n| n != "hourly-manual");
+            (mirror == newest).then_some(())
+        },
     )
     .await;
     wait_for(
@@ -268,6 +289,52 @@ async fn hourly_keep_last_3_over_six_hours_then_paused() {
     );
     let listed = mgmt.kubectl(&["get", "snapshotschedules", "-n", &NS]);
     assert!(listed.lines().nth(1).unwrap().contains("true"), "{listed}");
+
+    // Resumed with a new schedule: it takes effect for the next run (the latest run due
+    // while paused is taken once, as a resumed CronJob does).
+    api.patch(
+        "hourly",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"paused": false, "schedule": "30 * * * *"}})),
+    )
+    .await
+    .unwrap();
+    let resumed = format!(
+        "hourly-{}",
+        stamp(start + hours(7) + SignedDuration::from_mins(30))
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the run after resuming",
+        || async { snaps.get_opt(&resumed).await.ok().flatten() },
+    )
+    .await;
+    completed(&snaps, &resumed).await;
+    clock.set(start + hours(8) + SignedDuration::from_mins(31));
+    let edited = format!(
+        "hourly-{}",
+        stamp(start + hours(8) + SignedDuration::from_mins(30))
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the run of the edited schedule",
+        || async { snaps.get_opt(&edited).await.ok().flatten() },
+    )
+    .await;
+    completed(&snaps, &edited).await;
+    let mut want = vec![names[5].clone(), resumed, edited];
+    want.sort();
+    wait_for(
+        Duration::from_secs(20),
+        "retention after the edit",
+        || async { (children(&mgmt, "hourly").await == want).then_some(()) },
+    )
+    .await;
+    let manual = snaps.get("hourly-manual").await.unwrap();
+    assert!(
+        manual.metadata.deletion_timestamp.is_none(),
+        "not the schedule's: kept"
+    );
     ctl.stop().await.unwrap();
 }
 
@@ -361,6 +428,34 @@ async fn a_restart_catches_up_once_inside_the_deadline_and_not_outside() {
         Some(2.0),
         "this process missed two: {text}"
     );
+
+    // A bad cron expression or time zone is the status's reason, naming the field.
+    for (name, expr, tz, field) in [
+        ("bad-cron", "every hour", None, "spec.schedule"),
+        ("bad-zone", "@daily", Some("Mars/Olympus"), "spec.timeZone"),
+    ] {
+        create_schedule(
+            &mgmt,
+            name,
+            SnapshotScheduleSpec {
+                schedule: expr.into(),
+                time_zone: tz.map(String::from),
+                ..Default::default()
+            },
+        )
+        .await;
+        let ready = wait_for(Duration::from_secs(10), "InvalidSchedule", || async {
+            let st = schedule(&mgmt, name).await.status?;
+            st.conditions.into_iter().find(|c| c.type_ == "Ready")
+        })
+        .await;
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSchedule")
+        );
+        assert!(ready.message.starts_with(field), "{}", ready.message);
+        assert!(children(&mgmt, name).await.is_empty());
+    }
     ctl.stop().await.unwrap();
 }
 
