@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod controller;
 pub mod discovery;
 pub mod duration;
+pub mod import;
 pub mod mirror;
 pub mod restore;
 pub mod retention;

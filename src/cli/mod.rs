@@ -14,6 +14,7 @@
 
 mod browse;
 pub mod controller;
+mod import;
 pub mod output;
 mod prune;
 mod restore;
@@ -183,6 +184,8 @@ impl GlobalArgs {
 pub enum Command {
     /// Take a snapshot of the cluster into the local git mirror.
     Snapshot(snapshot::SnapshotArgs),
+    /// Import a snapshot archive of the original Go k8s-snap (`<name>.tgz`) into the mirror.
+    Import(import::ImportArgs),
     /// List snapshots.
     #[command(visible_alias = "ls")]
     List(browse::ListArgs),
@@ -243,6 +246,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     k8s_snap::cluster::set_limits(cli.global.limits());
     match cli.command {
         Command::Snapshot(args) => snapshot::run(&cli.global, args, out).await,
+        Command::Import(args) => import::run(&cli.global, args, out).await,
         Command::List(args) => browse::list(&cli.global, args, out).await,
         Command::Show(args) => browse::show(&cli.global, args, out),
         Command::Diff(args) => browse::diff(&cli.global, args, out),

@@ -9,6 +9,7 @@
 
 pub mod crd;
 mod file_drops;
+pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod restore;

@@ -394,6 +394,14 @@ async fn cleanup(obj: Arc<Snapshot>, ctx: Arc<Context>) -> Result<Action, Reconc
             name: name.clone(),
             message: e.to_string(),
         })?;
+    if let Some(target) = &store {
+        super::import::delete_archive(&obj, target)
+            .await
+            .map_err(|e| ReconcileError::Cleanup {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
+    }
     tracing::info!(snapshot = %name, "snapshot data removed");
     let note = match &store {
         Some(_) => "the snapshot's data was removed from the mirror and the object store",
@@ -433,6 +441,8 @@ pub async fn store_jobs(ctx: Arc<Context>) {
                                     tracing::warn!(config = %name, "restoresnapshots: {e}")
                                 }
                             }
+                            // The original controller's `<name>.tgz` archives (issue 20).
+                            super::import::import_archives(&ctx, &name, &target).await;
                         }
                         if ctx.options.housekeep_store {
                             match work::housekeep_store(&target, ctx.options.validate_file_info)

@@ -47,6 +47,8 @@ pub enum WorkError {
     Restore(#[from] crate::restore::RestoreError),
     #[error(transparent)]
     Prepare(#[from] Box<crate::restore::PrepareError>),
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
 }
 
 impl WorkError {

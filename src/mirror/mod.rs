@@ -350,29 +350,12 @@ impl Mirror {
     /// pointing at a blob, a commit without valid metadata. For listings that show what they
     /// can.
     pub fn snapshots_lenient(&self) -> Result<(Vec<SnapshotInfo>, Vec<BadTag>)> {
-        let refs = self
-            .repo
-            .references_glob(&format!("{SNAPSHOT_TAG_PREFIX}*"))
-            .ctx(|| format!("listing snapshot tags in {}", self.git_dir.display()))?;
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        for r in refs {
-            let r = r.ctx(|| "reading a snapshot tag".into())?;
-            let Some(name) = r
-                .name()
-                .ok()
-                .and_then(|n| n.strip_prefix(SNAPSHOT_TAG_PREFIX))
-            else {
-                continue;
-            };
-            let name = name.to_owned();
-            let info = r
-                .peel_to_commit()
+        for (name, commit) in self.snapshot_tags()? {
+            let info = commit
                 .map_err(|e| format!("the tag does not point to a commit ({})", e.message()))
-                .and_then(|c| {
-                    self.info(name.clone(), CommitId::from_oid(c.id()))
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|c| self.info(name.clone(), c).map_err(|e| e.to_string()));
             match info {
                 Ok(i) => out.push(i),
                 Err(reason) => bad.push((name, reason)),
@@ -382,13 +365,13 @@ impl Mirror {
         Ok((out, bad))
     }
 
-    /// All snapshots (tags `refs/tags/snapshots/*`), sorted by timestamp, ties by name.
-    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+    /// Every snapshot tag: its name and the commit it points to (or why it points to none).
+    fn snapshot_tags(&self) -> Result<Vec<(String, std::result::Result<CommitId, git2::Error>)>> {
         let refs = self
             .repo
             .references_glob(&format!("{SNAPSHOT_TAG_PREFIX}*"))
             .ctx(|| format!("listing snapshot tags in {}", self.git_dir.display()))?;
-        let mut out = Vec::new();
+        let mut tags = Vec::new();
         for r in refs {
             let r = r.ctx(|| "reading a snapshot tag".into())?;
             let Some(name) = r
@@ -398,11 +381,19 @@ impl Mirror {
             else {
                 continue;
             };
-            let name = name.to_owned();
-            let commit = r
-                .peel_to_commit()
-                .ctx(|| format!("snapshot {name:?}: tag does not point to a commit"))?;
-            out.push(self.info(name, CommitId::from_oid(commit.id()))?);
+            let commit = r.peel_to_commit().map(|c| CommitId::from_oid(c.id()));
+            tags.push((name.to_owned(), commit));
+        }
+        Ok(tags)
+    }
+
+    /// All snapshots (tags `refs/tags/snapshots/*`), sorted by timestamp, ties by name.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let mut out = Vec::new();
+        for (name, commit) in self.snapshot_tags()? {
+            let commit =
+                commit.ctx(|| format!("snapshot {name:?}: tag does not point to a commit"))?;
+            out.push(self.info(name, commit)?);
         }
         sort_snapshots(&mut out);
         Ok(out)

@@ -119,6 +119,26 @@ impl CrdInfo {
                 == Some("Webhook"),
         }
     }
+
+    /// The version a custom resource at `path` is created at: the storage version when it is
+    /// served, else the first served one. Refused when the CRD converts through a webhook
+    /// (`whose` names the CRD in that error).
+    fn create_version(&self, path: &ContentPath, whose: &str) -> Result<Option<String>, String> {
+        if self.webhook {
+            return Err(format!(
+                "{whose} serves {} of {}.{} through a conversion webhook, not {}",
+                self.served.join(", "),
+                path.resource(),
+                path.group(),
+                path.api_version()
+            ));
+        }
+        Ok(self
+            .storage
+            .clone()
+            .filter(|v| self.served.contains(v))
+            .or_else(|| self.served.first().cloned()))
+    }
 }
 
 /// Converts a snapshot object the target does not serve at `path`. `served` are every
@@ -177,20 +197,8 @@ pub fn convert(
         let Some(crd) = crd else {
             return Err(elsewhere());
         };
-        if crd.webhook {
-            return Err(format!(
-                "the target's CRD serves {} of {}.{} through a conversion webhook, not {from}",
-                crd.served.join(", "),
-                path.resource(),
-                path.group()
-            ));
-        }
-        let version = crd
-            .storage
-            .clone()
-            .filter(|v| crd.served.contains(v))
-            .or_else(|| crd.served.first().cloned());
-        version.and_then(|v| candidates.iter().find(|r| r.version == v).copied())
+        crd.create_version(path, "the target's CRD")?
+            .and_then(|v| candidates.iter().find(|r| r.version == v).copied())
     };
     let Some(target) = target else {
         return Err(elsewhere());
@@ -234,19 +242,8 @@ pub fn convert_to_crd_version(
     crd: &CrdInfo,
 ) -> Result<(ContentPath, Value, String), String> {
     let from = path.api_version();
-    if crd.webhook {
-        return Err(format!(
-            "the CRD serves {} of {}.{} through a conversion webhook, not {from}",
-            crd.served.join(", "),
-            path.resource(),
-            path.group()
-        ));
-    }
     let version = crd
-        .storage
-        .clone()
-        .filter(|v| crd.served.contains(v))
-        .or_else(|| crd.served.first().cloned())
+        .create_version(path, "the CRD")?
         .ok_or_else(|| format!("the CRD of {from} {} serves no version", path.resource()))?;
     let target = ContentPath::new(
         path.group(),

@@ -844,15 +844,9 @@ pub fn object_diff(tree: &Value, live_pruned: &Value, path: &str, show_secrets: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restore::rules::tests::obj;
     use crate::restore::rules::{RuleOptions, SnapshotObject, select};
     use serde_json::json;
-
-    fn obj(path: &str, object: Value) -> SnapshotObject {
-        SnapshotObject {
-            path: ContentPath::parse(path).unwrap(),
-            object,
-        }
-    }
 
     #[test]
     fn exact_maps_and_list_lengths_are_differences() {

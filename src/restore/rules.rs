@@ -574,12 +574,13 @@ pub fn clean_service(svc: &mut Value, preserve_nodeports: bool) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::restore::preference::RestorePreferenceSpec;
     use serde_json::json;
 
-    fn obj(path: &str, object: Value) -> SnapshotObject {
+    /// A snapshot object at `path` (shared with the plan's tests).
+    pub(crate) fn obj(path: &str, object: Value) -> SnapshotObject {
         SnapshotObject {
             path: ContentPath::parse(path).unwrap(),
             object,

@@ -2,7 +2,7 @@
 //! listed at the version chosen for each with their object counts, and `snapshot.yaml`, what
 //! the snapshot is (name, cluster, resourceVersion, time, consistency, skipped objects, TTL).
 //!
-//! Owns: turning one attempt's results into those two files. Must not touch: the cluster or the
+//! Owns: turning one attempt's (or one import's, `crate::import`) results into those two files. Must not touch: the cluster or the
 //! mirror (the pipeline sends the files to the writer).
 
 use crate::discovery::ApiResourceInfo;
@@ -11,7 +11,7 @@ use crate::tree::{self, Consistency, ResourceEntry, SkippedEntry, SnapshotMeta};
 use super::{Result, SnapshotError};
 
 /// What is known of a snapshot before its objects are listed.
-pub(super) struct MetaBase {
+pub(crate) struct MetaBase {
     pub name: String,
     pub cluster_name: String,
     pub resource_version: String,
@@ -19,17 +19,19 @@ pub(super) struct MetaBase {
     pub server_version: String,
     pub ttl: Option<String>,
     pub available_until: Option<jiff::Timestamp>,
+    /// The archive an imported snapshot was read from (`None` for a live snapshot).
+    pub imported_from: Option<String>,
 }
 
 /// The metadata of a finished attempt and its two files, in the order they are written.
-pub(super) struct Built {
+pub(crate) struct Built {
     pub meta: SnapshotMeta,
     pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// Builds the metadata from the object count of each listed resource, the objects skipped and
 /// whether every list was read at the snapshot's exact resourceVersion.
-pub(super) fn build(
+pub(crate) fn build(
     base: MetaBase,
     mut counts: Vec<(ApiResourceInfo, u64)>,
     mut skipped: Vec<SkippedEntry>,
@@ -68,6 +70,7 @@ pub(super) fn build(
         number_of_contents,
         ttl: base.ttl,
         available_until: base.available_until,
+        imported_from: base.imported_from,
         tool_version: format!("k8s-snap {}", env!("CARGO_PKG_VERSION")),
         skipped,
     };

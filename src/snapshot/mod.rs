@@ -29,8 +29,9 @@ use crate::discovery::{self, ApiResourceInfo, DiscoveryError, Versions};
 use crate::mirror::{Mirror, MirrorError};
 use crate::tree::{Consistency, TreeError};
 
-use metadata::MetaBase;
+pub(crate) use metadata::{MetaBase, build as build_metadata};
 use pipeline::{AttemptError, attempt_snapshot};
+pub(crate) use pipeline::{Prepared, prepare_node};
 use protocol::current_resource_version;
 
 /// How many times a snapshot starts over with a fresh resourceVersion after a 410 Gone.
@@ -217,6 +218,7 @@ pub async fn take_snapshot(
                 server_version: discovered.server_version.clone(),
                 ttl: opts.ttl.clone(),
                 available_until,
+                imported_from: None,
             };
             match attempt_snapshot(cluster, &git_dir, opts, &resources, base, observer.clone()).await {
                 Err(AttemptError::Expired) if attempt < MAX_RV_RESTARTS => {

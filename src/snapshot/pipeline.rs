@@ -346,12 +346,35 @@ async fn prepare_object<'a>(
     obj: &mut Node<'a>,
     state: &ListState,
 ) -> Result<Option<ContentPath>, AttemptError> {
+    match prepare_node(r, obj)? {
+        Prepared::Write(path) => Ok(Some(path)),
+        Prepared::Skip(entry) => {
+            state.skipped.lock().await.push(entry);
+            Ok(None)
+        }
+    }
+}
+
+/// What becomes of one object of resource `r`: written at its content path (in canonical form),
+/// or skipped with the reason recorded in `.k8s-snap/snapshot.yaml`.
+pub(crate) enum Prepared {
+    Write(ContentPath),
+    Skip(SkippedEntry),
+}
+
+/// The per-object rules of a snapshot, shared by live snapshots and imports of the original's
+/// archives (`crate::import`): `apiVersion`/`kind` set from the resource, an object with an
+/// unusable name skipped (`invalid-name`), a service-account token Secret skipped
+/// (`token-secret`), and the rest canonicalised in place (`tree::canonicalize_node`).
+pub(crate) fn prepare_node<'a>(
+    r: &'a ApiResourceInfo,
+    obj: &mut Node<'a>,
+) -> Result<Prepared, SnapshotError> {
     if !obj.is_object() {
         return Err(SnapshotError::Options(format!(
             "{}: a list item is not an object",
             r.resource
-        ))
-        .into());
+        )));
     }
     // Items of typed lists carry no apiVersion/kind.
     obj.set("apiVersion", Node::String(r.api_version().into()));
@@ -371,20 +394,18 @@ async fn prepare_object<'a>(
         Err(e) => {
             tracing::warn!(resource = %r.resource, error = %e, "object with an unusable name skipped");
             let path = format!("{}/{}", r.collection_path(namespace), name.escape_debug());
-            state.skipped.lock().await.push(SkippedEntry {
+            return Ok(Prepared::Skip(SkippedEntry {
                 path,
                 reason: "invalid-name".into(),
-            });
-            return Ok(None);
+            }));
         }
     };
     if tree::is_token_secret_node(obj) {
-        state.skipped.lock().await.push(SkippedEntry {
+        return Ok(Prepared::Skip(SkippedEntry {
             path: path.as_str().to_string(),
             reason: "token-secret".into(),
-        });
-        return Ok(None);
+        }));
     }
     tree::canonicalize_node(obj, r.has_status_subresource);
-    Ok(Some(path))
+    Ok(Prepared::Write(path))
 }

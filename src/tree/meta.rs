@@ -50,6 +50,11 @@ pub struct SnapshotMeta {
     pub ttl: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_until: Option<jiff::Timestamp>,
+    /// The archive of the original Go k8s-snap this snapshot was imported from (`k8s-snap
+    /// import`), e.g. `cluster01-001.tgz` or `s3://bucket/cluster01-001.tgz`; absent for a
+    /// live snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
     /// `k8s-snap <version>` that wrote the tree.
     pub tool_version: String,
     #[serde(default)]

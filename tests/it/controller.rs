@@ -1119,8 +1119,8 @@ async fn original_manifests_apply_with_kubectl() {
     );
 }
 
-const STORE_KEY_ID: &str = "AKIDCONTROLLERTEST01";
-const STORE_SECRET: &str = "controller-store-secret-0123456789";
+pub(crate) const STORE_KEY_ID: &str = "AKIDCONTROLLERTEST01";
+pub(crate) const STORE_SECRET: &str = "controller-store-secret-0123456789";
 
 /// The credential Secret and an ObjectstoreConfig `s3` pointing at moto's bucket `ctl`.
 pub(crate) async fn store_config(mgmt: &Management, moto: &crate::store_support::Moto) {
@@ -1153,7 +1153,7 @@ pub(crate) async fn store_config(mgmt: &Management, moto: &crate::store_support:
 }
 
 /// moto's bucket `ctl` under prefix `team`, through the store API.
-async fn test_store(moto: &crate::store_support::Moto) -> k8s_snap::store::S3Store {
+pub(crate) async fn test_store(moto: &crate::store_support::Moto) -> k8s_snap::store::S3Store {
     k8s_snap::store::S3Store::connect(
         "ctl",
         "team",

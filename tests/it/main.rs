@@ -16,6 +16,7 @@ mod controller_events;
 mod controller_schema;
 mod failures;
 mod fuzz;
+mod import;
 /// The binary's command line, compiled into this test binary (it is not part of the library's
 /// API) so that tests run commands in-process against exactly this build.
 #[path = "../../src/cli/mod.rs"]

@@ -85,6 +85,7 @@ fn meta(name: &str, cluster: &str, ts: i64, rv: &str) -> SnapshotMeta {
         number_of_contents: 0,
         ttl: None,
         available_until: None,
+        imported_from: None,
         tool_version: "k8s-snap test".into(),
         skipped: vec![],
     }

@@ -11,7 +11,7 @@ use clap::Parser as _;
 use kube_emulator::{Emulator, Fixture};
 use serde_json::{Value, json};
 
-use crate::support::{DataDir, REAL_B, Run, TestCluster};
+use crate::support::{DataDir, REAL_B, RestoreCleanup, Run, TestCluster};
 
 /// The target's service CIDR when emulated (the source uses the default 10.96.0.0/16).
 const B_CIDR_PREFIX: &str = "10.200.";
@@ -103,6 +103,7 @@ fn strings(v: &Value) -> Vec<String> {
 async fn plan_restore_rerun_and_differs() {
     let a = TestCluster::source().await;
     let b = target().await;
+    let cleanup = RestoreCleanup::new(&b).await;
     let data = DataDir::new();
     let pref = data.path().join("pref.yaml");
     std::fs::write(&pref, PREFERENCE).unwrap();
@@ -134,7 +135,8 @@ async fn plan_restore_rerun_and_differs() {
     ] {
         assert!(summary[key].is_u64(), "summary.{key} missing: {summary}");
     }
-    // A real target may already hold these objects (other tests of the run restore there).
+    // A real target may already hold these objects (left there by something else than this
+    // test suite, whose restores onto it run one at a time and clean up after themselves).
     if !b.is_real() {
         assert!(!items_with(&plan, "create").is_empty(), "{plan}");
     }
@@ -173,9 +175,9 @@ async fn plan_restore_rerun_and_differs() {
         kb,
         &["restore", "s1", "--preference", pref, "-o", "json"],
     )
-    .await
-    .ok();
-    let first = json_of(&first);
+    .await;
+    cleanup.record_run(&first);
+    let first = json_of(&first.ok());
     assert_eq!(first["phase"], "Completed", "{first}");
     let created = strings(&first["created"]);
     assert!(!created.is_empty());
@@ -279,9 +281,9 @@ async fn plan_restore_rerun_and_differs() {
         kb,
         &["restore", "s1", "--preference", pref, "-o", "json"],
     )
-    .await
-    .ok();
-    let second = json_of(&second);
+    .await;
+    cleanup.record_run(&second);
+    let second = json_of(&second.ok());
     assert_eq!(second["numCreated"], 0, "{second}");
     assert_eq!(
         second["numAlreadyExisted"].as_u64().unwrap(),
@@ -326,6 +328,17 @@ async fn plan_restore_rerun_and_differs() {
     let diff = item["diff"].as_str().unwrap();
     assert!(diff.contains(&format!("+  {key}: patched-value")), "{diff}");
     assert_eq!(plan["summary"]["differs"], 1, "{}", plan["summary"]);
+
+    // The cleanup (which keeps a real target clean) deletes everything the restore created,
+    // Namespaces (terminating first) included.
+    let left = cleanup.finish().await;
+    assert!(left.is_empty(), "left on the target: {left:?}");
+    for c in &created {
+        assert!(!b.exists(c).await, "{c} is still on the target");
+    }
+    assert!(created.iter().any(|c| c == "/api/v1/namespaces/shop") || a.is_real());
+    // What the target had before the restore is still there.
+    b.get("/api/v1/namespaces/default").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,6 +564,7 @@ async fn unknown_snapshot_or_unreachable_target_creates_nothing() {
 async fn a_snapshot_only_in_the_store_is_pulled_then_restored() {
     let source = TestCluster::source().await;
     let b = target().await;
+    let cleanup = RestoreCleanup::new(&b).await;
     let store = tempfile::tempdir().unwrap();
     let store_arg = store.path().display().to_string();
     // Machine 1 takes the snapshot and pushes it to a shared store.
@@ -586,6 +600,7 @@ async fn a_snapshot_only_in_the_store_is_pulled_then_restored() {
         ],
     )
     .await;
+    cleanup.record_run(&run);
     // An empty preference file is malformed: nothing pulled is restored, the error names it.
     assert_ne!(run.code, 0);
     let pref = two.path().join("pref.yaml");
@@ -604,9 +619,9 @@ async fn a_snapshot_only_in_the_store_is_pulled_then_restored() {
             pref.to_str().unwrap(),
         ],
     )
-    .await
-    .ok();
-    let status = json_of(&run);
+    .await;
+    cleanup.record_run(&run);
+    let status = json_of(&run.ok());
     assert_eq!(status["phase"], "Completed", "{status}");
     assert!(status["numCreated"].as_u64().unwrap() > 0, "{status}");
     // The pulled snapshot is browsable locally now.

@@ -175,6 +175,20 @@ impl TestCluster {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// Whether `path` exists on the cluster (a 404 is `false`, any other error fails the test).
+    pub async fn exists(&self, path: &str) -> bool {
+        match self
+            .cluster()
+            .await
+            .request_bytes(http::Method::GET, path, None, None)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(404) => false,
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> serde_json::Value {
         self.cluster()
             .await
@@ -294,4 +308,294 @@ fn sandbox_git_env(cmd: &mut Command, home: &Path) {
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("GIT_DIR");
+}
+
+/// Restores onto a real target run one at a time: each plans against a target holding none of
+/// the others' objects, and its cleanup cannot delete what another is restoring.
+static REAL_TARGET_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Longest wait for deleted objects (terminating namespaces above all) to be gone.
+const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Deadline of one cleanup request.
+const CLEANUP_REQUEST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Deletes from a restore target every object the restores of one test created, when the test
+/// ends, passing or failing: the `created` entries of each recorded restore status, in reverse
+/// order, Namespaces last, a missing object (404) being fine; then waits (with a deadline) until
+/// they are gone. It runs on every target, emulated or real, so that the code that keeps real
+/// clusters clean is the code the emulator runs exercise; on a real target it also holds a
+/// process-wide lock from its creation to the end of the cleanup, so that restores onto a
+/// real cluster never run concurrently.
+///
+/// Create it right after the target (it borrows it, so it is dropped first) and before the
+/// first restore; record every restore's status as soon as it is returned.
+pub struct RestoreCleanup<'a> {
+    target: &'a TestCluster,
+    /// `created` entries recorded so far (content paths, in creation order).
+    created: std::sync::Mutex<Vec<String>>,
+    /// Directories of `k8s-snap watch` results (`*.status.yaml`), read at cleanup time.
+    result_dirs: std::sync::Mutex<Vec<PathBuf>>,
+    done: bool,
+    /// Dropped after the cleanup ran (fields drop after `Drop::drop`).
+    _serial: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+impl<'a> RestoreCleanup<'a> {
+    /// A cleanup for restores onto `target`; on a real cluster waits for the restores of other
+    /// tests onto it to be cleaned up first.
+    pub async fn new(target: &'a TestCluster) -> RestoreCleanup<'a> {
+        let serial = if target.is_real() {
+            Some(REAL_TARGET_SERIAL.lock().await)
+        } else {
+            None
+        };
+        RestoreCleanup {
+            target,
+            created: Default::default(),
+            result_dirs: Default::default(),
+            done: false,
+            _serial: serial,
+        }
+    }
+
+    /// Records a restore status: `{"created": [...]}` as printed by `restore -o json`, or a
+    /// document with that status under `status` (a Restore, a watch result).
+    pub fn record(&self, status: &serde_json::Value) {
+        let list = status
+            .get("created")
+            .or_else(|| status.get("status").and_then(|s| s.get("created")));
+        let paths = list
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_string));
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(paths);
+    }
+
+    /// Records what a `restore -o json` run printed (a run that printed no JSON created
+    /// nothing it reported).
+    pub fn record_run(&self, run: &Run) {
+        if let Ok(status) = serde_json::from_str::<serde_json::Value>(&run.stdout) {
+            self.record(&status);
+        }
+    }
+
+    /// Records the results directory of a `k8s-snap watch` run: every `*.status.yaml` in it is
+    /// read when the cleanup runs (so restores of a watcher that a failing test left are
+    /// cleaned up too). The directory must outlive this cleanup.
+    pub fn record_watch_results(&self, dir: &Path) {
+        self.result_dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.to_path_buf());
+    }
+
+    /// Runs the cleanup now and returns the recorded paths still present on the target
+    /// afterwards (empty when all is gone).
+    pub async fn finish(mut self) -> Vec<String> {
+        self.done = true;
+        let paths = self.paths();
+        delete_created(&self.target.kubeconfig, paths).await
+    }
+
+    /// Every recorded `created` path, watch results included.
+    fn paths(&self) -> Vec<String> {
+        let dirs = std::mem::take(&mut *self.result_dirs.lock().unwrap_or_else(|e| e.into_inner()));
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".status.yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if let Ok(v) = k8s_snap::tree::from_yaml(&text) {
+                    self.record(&v);
+                }
+            }
+        }
+        let mut paths =
+            std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        // Once each, keeping the first occurrence (creation order).
+        let mut seen = std::collections::HashSet::new();
+        paths.retain(|p| seen.insert(p.clone()));
+        paths
+    }
+}
+
+impl Drop for RestoreCleanup<'_> {
+    /// The cleanup of a test that did not call [`RestoreCleanup::finish`] (a failing one above
+    /// all), on a thread of its own so that dropping inside a runtime is fine.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let paths = self.paths();
+        if paths.is_empty() {
+            return;
+        }
+        let kubeconfig = self.target.kubeconfig.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                eprintln!("cleanup: no runtime; left on the target: {paths:?}");
+                return;
+            };
+            let left = rt.block_on(delete_created(&kubeconfig, paths));
+            if !left.is_empty() {
+                eprintln!("cleanup: still on the target after the deadline: {left:?}");
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Deletes `created` (content paths of a snapshot, as a restore status lists them) from the
+/// cluster of `kubeconfig` and waits until they are gone; returns those still present (or not
+/// checkable) at the deadline. An object converted on restore (`batch/v1beta1` → `batch/v1`,
+/// `extensions` → `networking.k8s.io`) is deleted at a version the target serves.
+async fn delete_created(kubeconfig: &Path, created: Vec<String>) -> Vec<String> {
+    use k8s_snap::tree::ContentPath;
+    if created.is_empty() {
+        return Vec::new();
+    }
+    let options = k8s_snap::cluster::ConnectOptions {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        ..Default::default()
+    };
+    let connect = k8s_snap::cluster::Cluster::connect(&options);
+    let cluster = match tokio::time::timeout(CLEANUP_REQUEST, connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            eprintln!("cleanup: cannot connect to the target: {e}");
+            return created;
+        }
+        Err(_) => {
+            eprintln!("cleanup: the target did not answer in {CLEANUP_REQUEST:?}");
+            return created;
+        }
+    };
+    let discovered = match tokio::time::timeout(
+        CLEANUP_REQUEST,
+        k8s_snap::discovery::discover(&cluster, k8s_snap::discovery::Versions::All, 4),
+    )
+    .await
+    {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            eprintln!("cleanup: discovery of the target failed: {e}");
+            return created;
+        }
+        Err(_) => {
+            eprintln!("cleanup: discovery of the target took over {CLEANUP_REQUEST:?}");
+            return created;
+        }
+    };
+    // Where each object is on the target; objects whose kind the target does not serve (any
+    // more) are not there to delete.
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for p in &created {
+        let Ok(path) = ContentPath::parse(p) else {
+            eprintln!("cleanup: not a content path: {p}");
+            continue;
+        };
+        let served = discovered
+            .find(path.group(), path.version(), path.resource())
+            .or_else(|| {
+                let moved = k8s_snap::discovery::DEPRECATED_GROUPS.contains(&path.group());
+                discovered
+                    .resources
+                    .iter()
+                    .filter(|r| {
+                        r.resource == path.resource()
+                            && (r.group == path.group() || moved)
+                            && r.namespaced == path.namespace().is_some()
+                    })
+                    .max_by_key(|r| {
+                        (
+                            r.group == path.group(),
+                            k8s_snap::discovery::version_priority(&r.version),
+                        )
+                    })
+            });
+        match served {
+            Some(r) => targets.push((p.clone(), r.object_path(path.namespace(), path.name()))),
+            None => eprintln!("cleanup: the target does not serve {p} any more"),
+        }
+    }
+    // Reverse creation order (custom resources before their definitions, contents before
+    // their namespaces), Namespaces last.
+    targets.reverse();
+    targets
+        .sort_by_key(|(_, t)| t.starts_with("/api/v1/namespaces/") && t.matches('/').count() == 4);
+    let mut failed = Vec::new();
+    for (recorded, path) in &targets {
+        let with_policy = format!("{path}?propagationPolicy=Background");
+        let delete = cluster.request_bytes(http::Method::DELETE, &with_policy, None, None);
+        match tokio::time::timeout(CLEANUP_REQUEST, delete).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.code() == Some(404) => {}
+            Ok(Err(e)) => {
+                eprintln!("cleanup: DELETE {path}: {e}");
+                failed.push(recorded.clone());
+            }
+            Err(_) => {
+                eprintln!("cleanup: DELETE {path}: no answer in {CLEANUP_REQUEST:?}");
+                failed.push(recorded.clone());
+            }
+        }
+    }
+    // Gone means 404 (a Namespace terminates, its contents go first). Finalizers the restore
+    // carried over from the source (`kubernetes.io/pvc-protection`, a custom resource's
+    // `example.com/cleanup` that no controller on the target handles) are removed from
+    // objects being deleted: they are the test's own objects, and nothing else would.
+    let started = std::time::Instant::now();
+    let mut pending: Vec<&(String, String)> = targets
+        .iter()
+        .filter(|(recorded, _)| !failed.contains(recorded))
+        .collect();
+    loop {
+        let mut still = Vec::new();
+        for t in pending {
+            let get = cluster.request_bytes(http::Method::GET, &t.1, None, None);
+            match tokio::time::timeout(CLEANUP_REQUEST, get).await {
+                Ok(Err(e)) if e.code() == Some(404) => {}
+                Ok(Ok(body)) => {
+                    still.push(t);
+                    let live: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let meta = &live["metadata"];
+                    let finalized = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+                    if finalized && !meta["deletionTimestamp"].is_null() {
+                        let patch = cluster.request_bytes(
+                            http::Method::PATCH,
+                            &t.1,
+                            Some(br#"{"metadata":{"finalizers":null}}"#.to_vec()),
+                            Some("application/merge-patch+json"),
+                        );
+                        match tokio::time::timeout(CLEANUP_REQUEST, patch).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) if e.code() == Some(404) => {}
+                            Ok(Err(e)) => eprintln!("cleanup: finalizers of {}: {e}", t.1),
+                            Err(_) => eprintln!("cleanup: finalizers of {}: no answer", t.1),
+                        }
+                    }
+                }
+                _ => still.push(t),
+            }
+        }
+        pending = still;
+        if pending.is_empty() || started.elapsed() > CLEANUP_DEADLINE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    failed.extend(pending.into_iter().map(|(recorded, _)| recorded.clone()));
+    failed
 }

@@ -259,6 +259,7 @@ fn meta_files_round_trip() {
         number_of_contents: 42,
         ttl: Some("24h".into()),
         available_until: None,
+        imported_from: None,
         tool_version: "k8s-snap 0.1.0".into(),
         skipped: vec![tree::SkippedEntry {
             path: "/api/v1/namespaces/a/secrets/t".into(),

@@ -6,7 +6,7 @@
 use kube_emulator::{Fixture, ServerVersion};
 use serde_json::{Value, json};
 
-use crate::support::{DataDir, TestCluster};
+use crate::support::{DataDir, RestoreCleanup, TestCluster};
 
 pub fn cronjob(name: &str, api_version: &str) -> Value {
     json!({"apiVersion": api_version, "kind": "CronJob", "metadata": {"name": name},
@@ -400,6 +400,7 @@ async fn a_server_side_diff_catches_a_changed_default_the_snapshot_lacks() {
 async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
     let source = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
     let target = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
+    let cleanup = RestoreCleanup::new(&target).await;
     let ns = source.namespace("it-convert").await;
     source
         .post(
@@ -516,6 +517,7 @@ async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
         &["restore", "s", "--preference", pref, "-o", "json"],
     )
     .await;
+    cleanup.record_run(&restored);
     let status: Value = serde_json::from_str(&restored.stdout).unwrap();
     assert_eq!(
         status["numFailed"], 1,
@@ -551,6 +553,19 @@ async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
     assert_eq!(again["summary"]["toCreate"], 0, "{again}");
     assert_eq!(again["summary"]["differs"], 0, "{again}");
     assert_eq!(again["summary"]["unsupported"], 1, "{again}");
+
+    // The cleanup finds the converted objects at the versions the target serves them.
+    let left = cleanup.finish().await;
+    assert!(left.is_empty(), "left on the target: {left:?}");
+    for gone in [
+        format!("/apis/batch/v1/namespaces/{ns}/cronjobs/nightly"),
+        format!("/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/web"),
+        format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/pdb"),
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gizmos.example.com".to_string(),
+        format!("/api/v1/namespaces/{ns}"),
+    ] {
+        assert!(!target.exists(&gone).await, "{gone} is still on the target");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{DataDir, TestCluster, run};
+use crate::support::{DataDir, RestoreCleanup, TestCluster, run};
 
 /// A restore request for `snapshot` limited to namespace `ns` (inline preference).
 fn request(snapshot: &str, ns: &str) -> String {
@@ -91,6 +91,8 @@ async fn dropped_requests_restore_onto_the_target() {
     let b = TestCluster::target().await;
     let drop_dir = tempfile::tempdir().unwrap();
     let d: PathBuf = drop_dir.path().to_path_buf();
+    let cleanup = RestoreCleanup::new(&b).await;
+    cleanup.record_watch_results(&d.join("results"));
 
     let writer = {
         let d = d.clone();
@@ -193,6 +195,11 @@ async fn dropped_requests_restore_onto_the_target() {
         names(&d)
     );
     assert_eq!(names(&d.join("results")).len(), 24);
+
+    // The cleanup reads what the watcher's restores created from their results and deletes it.
+    let left = cleanup.finish().await;
+    assert!(left.is_empty(), "left on the target: {left:?}");
+    assert!(!b.exists(&format!("/api/v1/namespaces/{ns}")).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,6 +209,8 @@ async fn the_cli_processes_pending_requests_once_and_exits() {
     let b = TestCluster::target().await;
     let drop_dir = tempfile::tempdir().unwrap();
     let d = drop_dir.path();
+    let cleanup = RestoreCleanup::new(&b).await;
+    cleanup.record_watch_results(&d.join("results"));
     std::fs::create_dir_all(d.join("preferences")).unwrap();
     std::fs::write(
         d.join("preferences/only-ours.yaml"),

@@ -340,24 +340,52 @@ async fn fetch_pack_staged(
     Ok(staged)
 }
 
+/// A stored file of a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PackFile {
+    Pack,
+    Idx,
+}
+
 /// Downloads a pack's index and checks its size against the manifest.
 pub(super) async fn fetch_idx(
     store: &dyn ObjectStore,
     manifest: &Manifest,
     sha: &str,
 ) -> std::result::Result<Vec<u8>, String> {
+    fetch_sized(store, manifest, sha, PackFile::Idx).await
+}
+
+/// Downloads a pack's file and checks its size against the manifest; a reason naming the
+/// pack otherwise.
+pub(super) async fn fetch_sized(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    sha: &str,
+    file: PackFile,
+) -> std::result::Result<Vec<u8>, String> {
     let Some(entry) = manifest.packs.get(sha) else {
         return Err(format!("pack {sha} is not listed in the manifest"));
     };
-    let obj = store
-        .get(&idx_key(sha))
-        .await
-        .map_err(|e| format!("index of pack {sha}: {e}"))?;
-    if obj.bytes.len() as u64 != entry.idx_size {
+    let (key, what, expected, hint) = match file {
+        PackFile::Pack => (
+            pack_key(sha),
+            format!("pack {sha}"),
+            entry.size,
+            " (truncated or corrupted)",
+        ),
+        PackFile::Idx => (
+            idx_key(sha),
+            format!("index of pack {sha}"),
+            entry.idx_size,
+            "",
+        ),
+    };
+    let obj = store.get(&key).await.map_err(|e| format!("{what}: {e}"))?;
+    if obj.bytes.len() as u64 != expected {
         return Err(format!(
-            "index of pack {sha} has {} bytes, the manifest says {}",
+            "{what} has {} bytes, the manifest says {expected}{hint}",
             obj.bytes.len(),
-            entry.idx_size
         ));
     }
     Ok(obj.bytes)

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::pull::fetch_idx;
+use super::pull::{PackFile, fetch_idx, fetch_sized};
 use super::{Result, SyncError, read_manifest, sha256_hex};
 use crate::mirror::{CommitId, MirrorError, ObjectSet, SharedMirror};
 use crate::store::ObjectStore;
@@ -223,25 +223,12 @@ async fn fetch_pack(
     manifest: &Manifest,
     sha: &str,
 ) -> std::result::Result<Vec<u8>, String> {
-    let Some(entry) = manifest.packs.get(sha) else {
-        return Err(format!("pack {sha} is not listed in the manifest"));
-    };
-    let obj = store
-        .get(&pack_key(sha))
-        .await
-        .map_err(|e| format!("pack {sha}: {e}"))?;
-    if obj.bytes.len() as u64 != entry.size {
-        return Err(format!(
-            "pack {sha} has {} bytes, the manifest says {} (truncated or corrupted)",
-            obj.bytes.len(),
-            entry.size
-        ));
-    }
-    let actual = sha256_hex(&obj.bytes);
+    let bytes = fetch_sized(store, manifest, sha, PackFile::Pack).await?;
+    let actual = sha256_hex(&bytes);
     if actual != sha {
         return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
     }
-    Ok(obj.bytes)
+    Ok(bytes)
 }
 
 #[cfg(test)]
