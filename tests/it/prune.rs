@@ -22,6 +22,7 @@ fn write_snapshot(m: &Mirror, name: &str, cluster: &str, time: &str) {
         available_until: None,
         tool_version: "k8s-snap test".into(),
         skipped: vec![],
+        imported_from: None,
     };
     let mut w = m.writer(name, cluster).expect("writer");
     let cm = format!(
