@@ -13,6 +13,7 @@ pub mod duration;
 pub mod import;
 pub mod mirror;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod tree;

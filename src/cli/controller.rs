@@ -146,7 +146,7 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// `k8s-snap crd`: the four CRDs as one YAML stream.
+/// `k8s-snap crd`: the five CRDs as one YAML stream.
 pub fn crd(out: &mut dyn Write) -> anyhow::Result<i32> {
     out.write_all(controller::crds_yaml()?.as_bytes())?;
     Ok(super::exit::OK)

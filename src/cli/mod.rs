@@ -16,6 +16,7 @@ mod browse;
 pub mod controller;
 mod import;
 pub mod output;
+mod prune;
 mod restore;
 mod snapshot;
 mod store;
@@ -197,6 +198,8 @@ pub enum Command {
     Delete(browse::DeleteArgs),
     /// Remove expired snapshots and unreachable git objects, locally and in the store.
     Gc(browse::GcArgs),
+    /// Remove a cluster's snapshots that a retention policy (--keep-*) does not keep.
+    Prune(prune::PruneArgs),
     /// Push local snapshots to the store (only the objects it lacks).
     Push(store::PushArgs),
     /// Pull snapshots from the store into the local mirror.
@@ -212,9 +215,9 @@ pub enum Command {
     /// Run restores dropped as request files into a directory (docs/watch.md).
     Watch(watch::WatchArgs),
     /// Print the CustomResourceDefinitions (Snapshot, Restore, RestorePreference,
-    /// ObjectstoreConfig) as YAML.
+    /// ObjectstoreConfig, SnapshotSchedule) as YAML.
     Crd,
-    /// Run the CRD-driven controller (Snapshot and Restore resources).
+    /// Run the CRD-driven controller (Snapshot, Restore and SnapshotSchedule resources).
     Controller(controller::ControllerArgs),
 }
 
@@ -249,6 +252,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => browse::diff(&cli.global, args, out),
         Command::Delete(args) => browse::delete(&cli.global, args, out).await,
         Command::Gc(args) => browse::gc(&cli.global, args, out).await,
+        Command::Prune(args) => prune::prune(&cli.global, args, out).await,
         Command::Push(args) => store::push(&cli.global, args, out).await,
         Command::Pull(args) => store::pull(&cli.global, args, out).await,
         Command::Verify(args) => store::verify(&cli.global, args, out).await,

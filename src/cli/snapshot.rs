@@ -13,8 +13,9 @@ use k8s_snap::snapshot::{self, Observer, SnapshotOptions};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
-    /// Snapshot name (lower-case letters, digits, '-' and '.'; unique in the mirror).
-    pub name: String,
+    /// Snapshot name (lower-case letters, digits, '-' and '.'; unique in the mirror; default
+    /// `<cluster>-<yyyymmddhhmmss>`, UTC).
+    pub name: Option<String>,
     /// Cluster name recorded with the snapshot (default: the kubeconfig context's cluster).
     #[arg(long = "cluster", value_name = "NAME")]
     pub cluster: Option<String>,
@@ -39,8 +40,10 @@ pub async fn run(
 ) -> anyhow::Result<i32> {
     let git_dir = global.mirror_dir()?;
     // Refuse a bad name or store URL before touching the kubeconfig or the cluster.
-    k8s_snap::mirror::validate_name("snapshot", &args.name)
-        .map_err(|e| anyhow::anyhow!("invalid snapshot name {:?}: {e}", args.name))?;
+    if let Some(name) = &args.name {
+        k8s_snap::mirror::validate_name("snapshot", name)
+            .map_err(|e| anyhow::anyhow!("invalid snapshot name {name:?}: {e}"))?;
+    }
     if let Some(cluster) = &args.cluster {
         k8s_snap::mirror::validate_name("cluster", cluster)
             .map_err(|e| anyhow::anyhow!("invalid --cluster {cluster:?}: {e}"))?;
@@ -55,8 +58,26 @@ pub async fn run(
         Some(super::store::open_store(global).await?)
     };
     let cluster = Cluster::connect(&global.connect_options()).await?;
+    // No name: `<cluster>-<yyyymmddhhmmss>` (the cluster name as the snapshot records it).
+    let name = match args.name {
+        Some(n) => n,
+        None => {
+            let cluster_name = args
+                .cluster
+                .as_deref()
+                .or(cluster.cluster_name())
+                .unwrap_or("default");
+            let name = k8s_snap::mirror::timestamped_name(cluster_name, jiff::Timestamp::now());
+            k8s_snap::mirror::validate_name("snapshot", &name).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot name the snapshot after the cluster ({name:?}: {e}); give a name"
+                )
+            })?;
+            name
+        }
+    };
     let opts = SnapshotOptions {
-        name: args.name.clone(),
+        name: name.clone(),
         cluster_name: args.cluster,
         ttl: args.ttl,
         available_until: args.available_until,
@@ -68,7 +89,7 @@ pub async fn run(
     let result = snapshot::take_snapshot(&cluster, git_dir, &opts, bar.clone()).await;
     bar.finish();
     let summary =
-        result.with_context(|| format!("snapshot {:?} failed; nothing was tagged", args.name))?;
+        result.with_context(|| format!("snapshot {name:?} failed; nothing was tagged"))?;
     match global.output {
         Format::Table => {
             writeln!(
@@ -99,12 +120,12 @@ pub async fn run(
         } else {
             &mut sink
         };
-        super::store::push_and_report(global, store.as_ref(), std::slice::from_ref(&args.name), target)
+        super::store::push_and_report(global, store.as_ref(), std::slice::from_ref(&name), target)
             .await
             .with_context(|| {
                 format!(
                     "snapshot {:?} is in the local mirror but was not pushed; retry with `k8s-snap push {}`",
-                    args.name, args.name
+                    name, name
                 )
             })?;
     }

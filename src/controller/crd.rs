@@ -1,5 +1,5 @@
-//! The four custom resources of `clustersnapshot.rywt.io/v1alpha1` (Snapshot, Restore,
-//! RestorePreference, ObjectstoreConfig), their status shapes, conditions and the generated
+//! The custom resources of `clustersnapshot.rywt.io/v1alpha1` (Snapshot, Restore,
+//! RestorePreference, ObjectstoreConfig; SnapshotSchedule lives in `schedule_crd`), their status shapes, conditions and the generated
 //! CustomResourceDefinitions (`k8s-snap crd`, `deploy/crd.yaml`).
 //!
 //! Owns: field names on the wire (the original project's), printer columns, the schema rules
@@ -415,7 +415,7 @@ pub struct ObjectstoreConfigSpec {
     pub insecure: Option<bool>,
 }
 
-/// The four CRDs, with `spec` of each accepting unknown fields (the original CRDs had no
+/// The five CRDs (the four above and SnapshotSchedule), with `spec` of each accepting unknown fields (the original CRDs had no
 /// schema, so existing manifests may carry fields we do not know).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
@@ -423,6 +423,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Restore::crd(),
         RestorePreference::crd(),
         ObjectstoreConfig::crd(),
+        super::schedule_crd::SnapshotSchedule::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

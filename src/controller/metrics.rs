@@ -36,6 +36,20 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// Labels of a SnapshotSchedule run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleRunLabels {
+    pub schedule: String,
+    /// `completed`, `failed` or `skipped` (Forbid).
+    pub result: String,
+}
+
+/// Label of a SnapshotSchedule.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabel {
+    pub schedule: String,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +63,12 @@ pub struct Metrics {
     pub ready: AtomicBool,
     /// Failed reconciles (retried with backoff), by kind and reason.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// `k8s_snap_schedule_runs_total{schedule,result}`.
+    pub schedule_runs: Family<ScheduleRunLabels, Counter>,
+    /// `k8s_snap_schedule_missed_runs_total{schedule}`.
+    pub schedule_missed_runs: Family<ScheduleLabel, Counter>,
+    /// `k8s_snap_schedule_last_success_timestamp_seconds{schedule}`.
+    pub schedule_last_success: Family<ScheduleLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -68,6 +88,24 @@ impl Metrics {
         let restore_objects = Counter::default();
         let leader = Gauge::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let schedule_runs = Family::<ScheduleRunLabels, Counter>::default();
+        let schedule_missed_runs = Family::<ScheduleLabel, Counter>::default();
+        let schedule_last_success = Family::<ScheduleLabel, Gauge>::default();
+        registry.register(
+            "schedule_runs",
+            "SnapshotSchedule runs, by schedule and result (completed, failed, skipped)",
+            schedule_runs.clone(),
+        );
+        registry.register(
+            "schedule_missed_runs",
+            "SnapshotSchedule runs missed (past the starting deadline, or skipped by Forbid)",
+            schedule_missed_runs.clone(),
+        );
+        registry.register(
+            "schedule_last_success_timestamp_seconds",
+            "Scheduled time of the newest completed run of each SnapshotSchedule",
+            schedule_last_success.clone(),
+        );
         registry.register(
             "reconcile_errors",
             "Failed reconciles (retried with backoff), by kind and reason",
@@ -119,6 +157,9 @@ impl Metrics {
             leader,
             ready: AtomicBool::new(false),
             reconcile_errors,
+            schedule_runs,
+            schedule_missed_runs,
+            schedule_last_success,
         }
     }
 

@@ -2,7 +2,8 @@
 //! `clustersnapshot.rywt.io/v1alpha1` reconciled with kube-runtime, behind a Lease-based
 //! leader election, with probes and Prometheus metrics (docs/design.md §7).
 //!
-//! Owns: the CR types ([`crd`]), the reconcilers ([`snapshot`], [`restore`]), leader election
+//! Owns: the CR types ([`crd`], [`schedule_crd`]), the reconcilers ([`snapshot`], [`restore`],
+//! [`schedule`]), leader election
 //! ([`leader`]), metrics ([`metrics`]) and the calls into the store and restore engines ([`work`]).
 //! Must not touch: the store and restore internals (reached only through [`work`]), stdout.
 
@@ -12,6 +13,8 @@ pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod restore;
+pub mod schedule;
+pub mod schedule_crd;
 pub mod snapshot;
 pub mod target;
 pub mod work;
@@ -212,6 +215,8 @@ pub struct ControllerOptions {
     pub watch_dir: Option<PathBuf>,
     /// How long in-flight runs may go on after shutdown is asked for.
     pub shutdown_grace_period: Duration,
+    /// The time SnapshotSchedules run by (tests inject a faster one).
+    pub clock: schedule::SharedClock,
 }
 
 impl ControllerOptions {
@@ -236,6 +241,7 @@ impl ControllerOptions {
             identity: None,
             watch_dir: None,
             shutdown_grace_period: Duration::from_secs(25),
+            clock: Arc::new(schedule::SystemClock),
         }
     }
 
@@ -671,6 +677,22 @@ where
                 Err(e) => tracing::warn!("snapshot controller: {e}"),
             }
         });
+    let schedules: Api<schedule_crd::SnapshotSchedule> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned: Api<Snapshot> = Api::namespaced(ctx.client.clone(), &ns);
+    let schedule_ctl = Controller::new(schedules, watcher::Config::default())
+        .owns(
+            owned,
+            watcher::Config::default().labels(schedule::SCHEDULE_LABEL),
+        )
+        .graceful_shutdown_on(stopping())
+        .run(schedule::reconcile, schedule::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            match r {
+                // Already reported (once per distinct error) by the error policy.
+                Err(controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(e) => tracing::warn!("snapshotschedule controller: {e}"),
+            }
+        });
     let restore_ctl = Controller::new(restores, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(ctx.options.restore_threads))
         .graceful_shutdown_on(stopping())
@@ -706,7 +728,7 @@ where
     // Both controllers end together after a graceful shutdown (each after its in-flight
     // runs); the store jobs and file drops simply stop with them.
     tokio::select! {
-        _ = futures::future::join(snap_ctl, restore_ctl) => tracing::info!("controllers stopped"),
+        _ = futures::future::join3(snap_ctl, restore_ctl, schedule_ctl) => tracing::info!("controllers stopped"),
         () = snapshot::store_jobs(ctx.clone()) => {},
         () = file_drops => {},
     }

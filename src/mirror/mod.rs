@@ -39,7 +39,7 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
 pub use lock::MirrorLock;
 pub use maintain::{GcStats, ObjectStats};
-pub use names::{MAX_NAME_LEN, validate_name, validate_path};
+pub use names::{MAX_NAME_LEN, timestamped_name, validate_name, validate_path};
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
 pub use transfer::{

@@ -46,6 +46,12 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<(), MirrorError> 
     Ok(())
 }
 
+/// `<prefix>-<yyyymmddhhmmss>` (UTC): the name of a snapshot taken at `t` without a given name
+/// (`k8s-snap snapshot` with no name uses the cluster name, a SnapshotSchedule its own name).
+pub fn timestamped_name(prefix: &str, t: jiff::Timestamp) -> String {
+    format!("{prefix}-{}", t.strftime("%Y%m%d%H%M%S"))
+}
+
 /// Checks a file path of a snapshot tree (`api/v1/namespaces/x/configmaps/y.yaml`).
 ///
 /// Rejects empty paths, absolute paths, empty segments (`a//b`, trailing `/`), `.`/`..`

@@ -122,6 +122,7 @@ impl Management {
             "restores",
             "restorepreferences",
             "objectstoreconfigs",
+            "snapshotschedules",
         ] {
             let full = format!("{name}.clustersnapshot.rywt.io");
             wait_for(
@@ -261,6 +262,16 @@ impl Management {
 
     /// The controller with extra flags after the common ones.
     pub(crate) async fn controller_with(&self, identity: &str, extra: &[&str]) -> ControllerTask {
+        self.controller_tweaked(identity, extra, |_| {}).await
+    }
+
+    /// The controller with extra flags, and options changed by `tweak` (e.g. a test clock).
+    pub(crate) async fn controller_tweaked(
+        &self,
+        identity: &str,
+        extra: &[&str],
+        tweak: impl FnOnce(&mut k8s_snap::controller::ControllerOptions),
+    ) -> ControllerTask {
         use clap::Parser;
         let data = self.dir.path().join(format!("data-{identity}"));
         let mut argv = vec![
@@ -286,8 +297,9 @@ impl Management {
         let crate::k8s_snap_cli::Command::Controller(args) = cli.command else {
             panic!("not the controller command");
         };
-        let opts = crate::k8s_snap_cli::controller::options(&cli.global, args).unwrap();
+        let mut opts = crate::k8s_snap_cli::controller::options(&cli.global, args).unwrap();
         assert_eq!(opts.max_retry_elapsed, Duration::from_secs(3));
+        tweak(&mut opts);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let handle = tokio::spawn(k8s_snap::controller::run(
@@ -1159,7 +1171,9 @@ pub(crate) async fn test_store(moto: &crate::store_support::Moto) -> k8s_snap::s
 }
 
 /// The snapshots moto's store lists, read with the store API.
-async fn stored(moto: &crate::store_support::Moto) -> Vec<k8s_snap::store::sync::StoreSnapshot> {
+pub(crate) async fn stored(
+    moto: &crate::store_support::Moto,
+) -> Vec<k8s_snap::store::sync::StoreSnapshot> {
     k8s_snap::store::sync::list(&test_store(moto).await)
         .await
         .unwrap()
@@ -1210,9 +1224,10 @@ async fn snapshots_go_to_the_object_store_and_come_back() {
     assert!(st.stored_file_size > 0);
     let in_store = stored(&moto).await;
     assert_eq!(in_store.len(), 2);
-    assert_eq!(in_store[1].name, "nightly-1");
-    assert_eq!(in_store[1].entry.number_of_contents, st.number_of_contents);
-    assert_eq!(in_store[1].entry.cluster, "cluster-a");
+    // Both were taken at once: their order in the store (by timestamp) is not fixed.
+    let one = in_store.iter().find(|s| s.name == "nightly-1").unwrap();
+    assert_eq!(one.entry.number_of_contents, st.number_of_contents);
+    assert_eq!(one.entry.cluster, "cluster-a");
     ctl.stop().await.unwrap();
 
     // nightly-0's data vanishes from the store behind the controller's back: the next

@@ -320,6 +320,7 @@ fn kustomization_installs_the_controller_and_nothing_else() {
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "CustomResourceDefinition",
+        "CustomResourceDefinition",
         "Deployment",
         "Namespace",
         "ObjectstoreConfig",

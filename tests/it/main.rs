@@ -23,7 +23,9 @@ mod import;
 #[allow(dead_code, unused_imports)]
 mod k8s_snap_cli;
 mod mirror;
+mod prune;
 mod restore;
+mod schedule;
 mod snapshot;
 mod snapshot_faults;
 mod store;

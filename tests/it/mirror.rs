@@ -11,7 +11,7 @@ use k8s_snap::tree::meta::{Consistency, SNAPSHOT_META_FILE, SnapshotMeta};
 use tempfile::TempDir;
 
 /// Points libgit2's system/global/XDG config search paths at an empty temp dir, once.
-fn sandbox_git_config() {
+pub(crate) fn sandbox_git_config() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let dir = TempDir::new().expect("temp dir").keep();
