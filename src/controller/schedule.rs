@@ -25,7 +25,7 @@ use super::crd::{Snapshot, condition, set_condition};
 use super::metrics::{ScheduleLabel, ScheduleRunLabels};
 use super::schedule_crd::{ConcurrencyPolicy, SnapshotSchedule};
 use super::{Context, ControllerError};
-use crate::restore::status::phase;
+use crate::restore::status::Phase;
 use crate::retention::{self, Item, State};
 
 /// The label naming the schedule that created a Snapshot.
@@ -203,12 +203,13 @@ fn time_of(s: &Snapshot) -> Option<Timestamp> {
         .or_else(|| s.meta().creation_timestamp.as_ref().map(|t| t.0))
 }
 
-fn phase_of(s: &Snapshot) -> &str {
-    s.status.as_ref().map_or("", |st| st.phase.as_str())
+fn phase_of(s: &Snapshot) -> &Phase {
+    static NEW: Phase = Phase::New;
+    s.status.as_ref().map_or(&NEW, |st| &st.phase)
 }
 
 fn is_finished(s: &Snapshot) -> bool {
-    matches!(phase_of(s), phase::COMPLETED | phase::FAILED)
+    matches!(phase_of(s), Phase::Completed | Phase::Failed)
 }
 
 async fn reconcile_inner(
@@ -255,9 +256,9 @@ async fn reconcile_inner(
     if let Some(last) = status.last_snapshot.clone()
         && let Some(child) = children.iter().find(|s| s.name_any() == last)
         && is_finished(child)
-        && status.last_snapshot_phase.as_deref() != Some(phase_of(child))
+        && status.last_snapshot_phase.as_deref() != Some(phase_of(child).as_str())
     {
-        let ok = phase_of(child) == phase::COMPLETED;
+        let ok = *phase_of(child) == Phase::Completed;
         status.last_snapshot_phase = Some(phase_of(child).to_string());
         ctx.metrics
             .schedule_runs
@@ -296,7 +297,7 @@ async fn reconcile_inner(
     }
     if let Some(newest) = children
         .iter()
-        .filter(|s| phase_of(s) == phase::COMPLETED)
+        .filter(|s| *phase_of(s) == Phase::Completed)
         .filter_map(time_of)
         .max()
         && status
@@ -340,7 +341,7 @@ async fn reconcile_inner(
     // Retention over this schedule's Snapshots, after a success (idempotent: a policy that
     // kept a set keeps it again).
     if let Some(policy) = spec.retention.map(|r| r.policy()).filter(|p| !p.is_empty())
-        && children.iter().any(|s| phase_of(s) == phase::COMPLETED)
+        && children.iter().any(|s| *phase_of(s) == Phase::Completed)
     {
         let items: Vec<Item> = children
             .iter()
@@ -349,8 +350,8 @@ async fn reconcile_inner(
                     name: s.name_any(),
                     time: time_of(s)?,
                     state: match phase_of(s) {
-                        phase::COMPLETED => State::Completed,
-                        phase::FAILED => State::Failed,
+                        Phase::Completed => State::Completed,
+                        Phase::Failed => State::Failed,
                         _ => State::Running,
                     },
                 })
