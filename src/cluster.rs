@@ -22,46 +22,94 @@ use serde::de::DeserializeOwned;
 /// Errors of connecting to and talking with a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// The kubeconfig file cannot be read.
     #[error("kubeconfig {path}: cannot read: {source}")]
     KubeconfigRead {
+        /// The kubeconfig file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The kubeconfig is not valid YAML of the expected shape.
     #[error("kubeconfig {origin}: malformed: {message}")]
-    KubeconfigMalformed { origin: String, message: String },
+    KubeconfigMalformed {
+        /// Where the kubeconfig came from (file path or environment).
+        origin: String,
+        /// What is malformed.
+        message: String,
+    },
+    /// The kubeconfig parses but cannot be used (e.g. missing context or user).
     #[error("kubeconfig {origin}: {message}")]
-    KubeconfigInvalid { origin: String, message: String },
+    KubeconfigInvalid {
+        /// Where the kubeconfig came from (file path or environment).
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Neither a kubeconfig nor an in-cluster service account was found.
     #[error("no kubeconfig found (set --kubeconfig or KUBECONFIG) and not running in a cluster")]
     NoConfig,
+    /// The HTTP client for the server cannot be built (e.g. bad certificates).
     #[error("cannot build a client for {server}: {message}")]
-    Client { server: String, message: String },
+    Client {
+        /// The API server URL.
+        server: String,
+        /// Why it cannot be built.
+        message: String,
+    },
+    /// The API server cannot be connected to.
     #[error("{server}: cannot connect: {message}")]
-    Unreachable { server: String, message: String },
+    Unreachable {
+        /// The API server URL.
+        server: String,
+        /// The connection failure.
+        message: String,
+    },
     /// A classified network failure of one request (no HTTP answer).
     #[error("cannot reach {server}: {failure}")]
-    Network { server: String, failure: NetFailure },
+    Network {
+        /// The API server URL.
+        server: String,
+        /// The classified failure.
+        failure: NetFailure,
+    },
     /// The retry budget is spent; `last` is the last attempt's error.
     #[error("{last} (gave up after {attempts} attempts in {:.1}s)", elapsed.as_secs_f64())]
     GaveUp {
+        /// How many attempts were made.
         attempts: u32,
+        /// Time spent on all attempts.
         elapsed: Duration,
+        /// The last attempt's error.
         last: Box<ClusterError>,
     },
+    /// The API server answered with an error status.
     #[error("{server}: {method} {path}: {code} {reason}: {message}")]
     Api {
+        /// The API server URL.
         server: String,
+        /// The HTTP method.
         method: String,
+        /// The request path.
         path: String,
+        /// The HTTP status code.
         code: u16,
+        /// The `reason` of the returned Status (or the HTTP reason phrase).
         reason: String,
+        /// The `message` of the returned Status (or the response body).
         message: String,
     },
+    /// The API server's response body cannot be decoded.
     #[error("{server}: {method} {path}: unreadable response: {message}")]
     Decode {
+        /// The API server URL.
         server: String,
+        /// The HTTP method.
         method: String,
+        /// The request path.
         path: String,
+        /// The decoding error.
         message: String,
     },
 }
@@ -111,6 +159,7 @@ impl ClusterError {
     }
 }
 
+/// Result of a cluster operation.
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
 
 /// Where to find the cluster.

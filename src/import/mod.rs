@@ -38,56 +38,97 @@ pub const MAX_ENTRIES: usize = 2_000_000;
 /// The name prefix of the original's resource-version marker ConfigMaps (in `default`).
 pub const MARKER_PREFIX: &str = "resource-version-marker-";
 
+/// Why importing an original k8s-snap archive failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// The archive cannot be used.
     #[error("{archive}: {reason}")]
-    Archive { archive: String, reason: String },
+    Archive {
+        /// The archive (file path or `s3://` URL).
+        archive: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The archive is not gzip-compressed.
     #[error("{archive}: not a gzip'ed tar archive (it does not start with the gzip magic bytes)")]
-    NotGzip { archive: String },
+    NotGzip {
+        /// The archive (file path or `s3://` URL).
+        archive: String,
+    },
+    /// Reading the archive failed part-way (truncated or corrupt).
     #[error("{archive}: the archive is truncated or damaged{at}: {source}")]
     Damaged {
+        /// The archive (file path or `s3://` URL).
         archive: String,
         /// ` (in entry "x")` or empty.
         at: String,
+        /// The read error.
         #[source]
         source: std::io::Error,
     },
+    /// One entry of the archive cannot be imported.
     #[error("{archive}: entry {entry:?}: {reason}")]
     Entry {
+        /// The archive (file path or `s3://` URL).
         archive: String,
+        /// The entry's path in the archive.
         entry: String,
+        /// Why it cannot be imported.
         reason: String,
     },
+    /// An entry holds one of many objects that overwrote each other (no selfLink).
     #[error(
         "{archive}: entry {entry:?}: the original wrote every object of this snapshot to this one file (its objects have no selfLink: the cluster ran Kubernetes 1.20 or later), each overwriting the last; the archive holds one object of many and cannot be imported faithfully"
     )]
-    NoSelfLink { archive: String, entry: String },
+    NoSelfLink {
+        /// The archive (file path or `s3://` URL).
+        archive: String,
+        /// The entry's path in the archive.
+        entry: String,
+    },
+    /// The archive has no `snapshot.json` where expected.
     #[error(
         "{archive}: there is no {expected:?}: not a snapshot archive of the original k8s-snap, or an incomplete one"
     )]
-    MissingSnapshotJson { archive: String, expected: String },
+    MissingSnapshotJson {
+        /// The archive (file path or `s3://` URL).
+        archive: String,
+        /// The entry path that was expected.
+        expected: String,
+    },
+    /// The snapshot name is not valid in the mirror.
     #[error("invalid snapshot name {name:?}: {source}")]
     InvalidName {
+        /// The rejected name.
         name: String,
+        /// Why the mirror rejects it.
         #[source]
         source: MirrorError,
     },
+    /// A snapshot of this name is already in the mirror.
     #[error("snapshot {0:?} already exists")]
     AlreadyExists(String),
+    /// A filesystem operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The git mirror failed.
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    /// Writing the snapshot failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The object store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// Result of an import operation.
 pub type Result<T, E = ImportError> = std::result::Result<T, E>;
 
 /// What to import.
@@ -104,30 +145,44 @@ pub struct ImportOptions {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportSummary {
+    /// The snapshot's name in the mirror.
     pub name: String,
+    /// The cluster name recorded in the archive.
     pub cluster_name: String,
+    /// The commit written for the snapshot.
     pub commit: String,
+    /// The resource version the original snapshot was taken at.
     pub snapshot_resource_version: String,
+    /// When the original snapshot was taken.
     pub snapshot_timestamp: jiff::Timestamp,
+    /// When the original snapshot expires, if it had a TTL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available_until: Option<jiff::Timestamp>,
+    /// Objects written to the snapshot.
     pub number_of_contents: u64,
     /// Object files in the archive (snapshot.json not counted).
     pub archive_entries: u64,
     /// Objects the archive holds that a live snapshot would not write (other versions, other
     /// groups' copies, token Secrets, the marker ConfigMap, skipped kinds).
     pub dropped: u64,
+    /// The archive's file path or `s3://bucket/key`.
     pub imported_from: String,
 }
 
 /// The fields read from the archive's `snapshot.json` (never its `spec.kubeconfig`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OriginalSnapshot {
+    /// The snapshot's name.
     pub name: String,
+    /// The name of the cluster it was taken from.
     pub cluster_name: String,
+    /// The resource version it was taken at.
     pub resource_version: String,
+    /// When it was taken.
     pub timestamp: jiff::Timestamp,
+    /// When it expires, if it has a TTL.
     pub available_until: Option<jiff::Timestamp>,
+    /// Its TTL as written in the archive (e.g. `24h`), if any.
     pub ttl: Option<String>,
 }
 

@@ -75,56 +75,123 @@ impl std::error::Error for GitError {}
 /// path or object at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
+    /// The path holds no usable git mirror.
     #[error("no git mirror at {path}: {reason}")]
-    NotARepository { path: PathBuf, reason: String },
+    NotARepository {
+        /// The mirror's directory.
+        path: PathBuf,
+        /// Why it is not a mirror.
+        reason: String,
+    },
+    /// A git operation failed.
     #[error("{context}: {source}")]
     Git {
+        /// What was being done.
         context: String,
+        /// The git error.
         #[source]
         source: GitError,
     },
+    /// A filesystem operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A snapshot or other name is not valid as a git ref or file name.
     #[error("invalid {kind} name {name:?}: {reason}")]
     InvalidName {
+        /// What the name names (e.g. "snapshot").
         kind: &'static str,
+        /// The rejected name.
         name: String,
+        /// Why it is rejected.
         reason: String,
     },
+    /// A path to add to a snapshot tree is not valid.
     #[error("invalid path {path:?} in snapshot tree: {reason}")]
-    InvalidPath { path: String, reason: String },
+    InvalidPath {
+        /// The rejected path.
+        path: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The same path was added twice to one snapshot.
     #[error("path {path:?} was already added to this snapshot")]
-    DuplicatePath { path: String },
+    DuplicatePath {
+        /// The duplicated path.
+        path: String,
+    },
+    /// A path is both a file and a directory in one snapshot.
     #[error("path {path:?} conflicts with {other:?} (a file and a directory of the same name)")]
-    PathConflict { path: String, other: String },
+    PathConflict {
+        /// The path being added.
+        path: String,
+        /// The already-added path it conflicts with.
+        other: String,
+    },
+    /// A snapshot of that name is already in the mirror.
     #[error("snapshot {name:?} already exists in the mirror")]
-    SnapshotExists { name: String },
+    SnapshotExists {
+        /// The snapshot's name.
+        name: String,
+    },
+    /// No snapshot of that name is in the mirror.
     #[error("snapshot {name:?} not found in the mirror")]
-    SnapshotNotFound { name: String },
+    SnapshotNotFound {
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Another process holds the mirror's lock and did not release it in time.
     #[error(
         "mirror {path} is locked by another k8s-snap process (waited {waited:?}); \
          retry later or check for a hung process"
     )]
-    Locked { path: PathBuf, waited: Duration },
+    Locked {
+        /// The mirror's directory.
+        path: PathBuf,
+        /// How long this process waited for the lock.
+        waited: Duration,
+    },
+    /// A snapshot's metadata file cannot be parsed.
     #[error("snapshot {snapshot:?}: bad {file}: {reason}")]
     BadMeta {
+        /// The snapshot's name.
         snapshot: String,
+        /// The metadata file (e.g. `.k8s-snap/snapshot.yaml`).
         file: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
+    /// A string is not a git object id.
     #[error("invalid object id {value:?}: expected 40 lower-case hex digits")]
-    BadObjectId { value: String },
+    BadObjectId {
+        /// The rejected string.
+        value: String,
+    },
+    /// A git object is not in the mirror.
     #[error("object {id} not found in the mirror")]
-    ObjectNotFound { id: String },
+    ObjectNotFound {
+        /// The object id.
+        id: String,
+    },
+    /// A path in a commit's tree is a directory where a file was expected.
     #[error("{path:?} in commit {commit} is a directory, not a file")]
-    NotAFile { commit: CommitId, path: String },
+    NotAFile {
+        /// The commit whose tree was read.
+        commit: CommitId,
+        /// The path in that tree.
+        path: String,
+    },
+    /// The blocking thread doing git work panicked or was cancelled.
     #[error("{context}: the blocking task failed: {source}")]
     Blocking {
+        /// What was being done.
         context: String,
+        /// The join error.
         #[source]
         source: tokio::task::JoinError,
     },
@@ -221,16 +288,22 @@ pub(crate) type BadTag = (String, String);
 /// A snapshot in the mirror: its tag name, commit and parsed `.k8s-snap/snapshot.yaml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
+    /// The snapshot's name (its tag name).
     pub name: String,
+    /// The commit the tag points to.
     pub commit: CommitId,
+    /// The parsed `.k8s-snap/snapshot.yaml`.
     pub meta: SnapshotMeta,
 }
 
 /// How a file differs between two snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
+    /// The file is only in the newer snapshot.
     Added,
+    /// The file is only in the older snapshot.
     Removed,
+    /// The file is in both, with different content.
     Modified,
 }
 
@@ -239,6 +312,7 @@ pub enum ChangeKind {
 pub struct FileChange {
     /// Full path in the tree.
     pub path: String,
+    /// How it differs.
     pub kind: ChangeKind,
     /// The blob in the first snapshot (`None` when added).
     pub old: Option<BlobId>,
