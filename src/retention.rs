@@ -24,14 +24,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
+    /// Keep the `n` newest snapshots.
     #[serde(default)]
     pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last `n` hours that have one.
     #[serde(default)]
     pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last `n` days that have one.
     #[serde(default)]
     pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the last `n` ISO weeks that have one.
     #[serde(default)]
     pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last `n` months that have one.
     #[serde(default)]
     pub keep_monthly: u32,
 }
@@ -57,10 +62,15 @@ impl Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
+    /// `keepLast`.
     Last,
+    /// `keepHourly`.
     Hourly,
+    /// `keepDaily`.
     Daily,
+    /// `keepWeekly`.
     Weekly,
+    /// `keepMonthly`.
     Monthly,
 }
 
@@ -92,7 +102,9 @@ impl Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum State {
+    /// The snapshot completed: it fills the rules' buckets.
     Completed,
+    /// The snapshot failed: removed once a newer `Completed` one exists.
     Failed,
     /// Queued or in progress: never removed.
     Running,
@@ -101,8 +113,11 @@ pub enum State {
 /// A snapshot the policy decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The snapshot's name.
     pub name: String,
+    /// When it was taken.
     pub time: Timestamp,
+    /// Its state.
     pub state: State,
 }
 
@@ -149,8 +164,11 @@ impl Serialize for Reason {
 /// The decision on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// The snapshot's name.
     pub name: String,
+    /// When it was taken.
     pub time: Timestamp,
+    /// Whether the policy keeps it (otherwise it is to be removed).
     pub keep: bool,
     /// Every reason that applies (all the rules that keep it), never empty.
     pub reasons: Vec<Reason>,
@@ -159,6 +177,7 @@ pub struct Decision {
 /// Errors of [`apply`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RetentionError {
+    /// The policy has no rule; it would remove every snapshot.
     #[error(
         "the retention policy has no rule (set at least one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly): refusing to remove every snapshot"
     )]

@@ -60,11 +60,15 @@ pub(crate) const LEASE_NAME: &str = "k8s-snap-controller";
 /// Errors of the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
+    /// The management cluster's configuration cannot be loaded.
     #[error("management cluster: {0}")]
     Config(String),
+    /// A Kubernetes API call of the controller failed.
     #[error("{what}: {}", kube_error_line(.source))]
     Kube {
+        /// What was being done.
         what: String,
+        /// The client error.
         #[source]
         source: kube::Error,
     },
@@ -72,20 +76,29 @@ pub enum ControllerError {
     /// the installed CRD's schema).
     #[error("status write for {kind} {namespace}/{name} {}", kube_error_line(.source))]
     StatusWrite {
+        /// The resource kind (e.g. "Snapshot").
         kind: &'static str,
+        /// The object's namespace.
         namespace: String,
+        /// The object's name.
         name: String,
+        /// The client error.
         #[source]
         source: kube::Error,
     },
+    /// Leader election failed.
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
+    /// The metrics endpoint cannot be served.
     #[error("metrics address {addr}: {source}")]
     Metrics {
+        /// The address it was to listen on.
         addr: SocketAddr,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// Something asked of the controller that it does not support (not constructed today).
     #[error("{0}")]
     Unsupported(String),
 }
@@ -189,25 +202,37 @@ where
 /// Validated `k8s-snap controller` options.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
+    /// Kubeconfig file of the management cluster (default: `KUBECONFIG`, else in-cluster).
     pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current one).
     pub context: Option<String>,
     /// Overrides the kubeconfig's server URL.
     pub master: Option<String>,
     /// Namespace of the CRs, Secrets and the Lease.
     pub namespace: String,
+    /// Snapshots run at once (default 5).
     pub snapshot_threads: u16,
+    /// Restores run at once (default 2).
     pub restore_threads: u16,
+    /// Check and clean up the object store periodically (`--housekeepstore`, default true).
     pub housekeep_store: bool,
+    /// Recreate Snapshot resources from the object store on start (`--restoresnapshots`, default true).
     pub restore_snapshots: bool,
+    /// Validate the sizes of the store's files when housekeeping (`--validatefileinfo`, default true).
     pub validate_file_info: bool,
     /// Retries of a failing snapshot stop after this long.
     pub max_retry_elapsed: Duration,
+    /// Create the bucket when it does not exist (default false).
     pub create_bucket: bool,
+    /// Accept plain http and unverified TLS object-store endpoints (default false).
     pub insecure: bool,
     /// Holds the controller's mirror (`<data-dir>/mirror.git`).
     pub data_dir: PathBuf,
+    /// Address of the metrics endpoint (default `0.0.0.0:8080`).
     pub metrics_addr: SocketAddr,
+    /// Run only while holding the Lease (default true).
     pub leader_election: bool,
+    /// How long a Lease is valid without renewal (default 15 s).
     pub lease_duration: Duration,
     /// Leader-election identity (default: `$POD_NAME` or the host name, plus the pid).
     pub identity: Option<String>,
@@ -220,6 +245,7 @@ pub struct ControllerOptions {
 }
 
 impl ControllerOptions {
+    /// Options with the original's defaults for CRs in `namespace`, keeping the mirror in `data_dir`.
     pub fn new(namespace: impl Into<String>, data_dir: PathBuf) -> ControllerOptions {
         ControllerOptions {
             kubeconfig: None,
@@ -245,6 +271,7 @@ impl ControllerOptions {
         }
     }
 
+    /// The controller's mirror: `<data_dir>/mirror.git`.
     pub fn git_dir(&self) -> PathBuf {
         self.data_dir.join("mirror.git")
     }
@@ -256,7 +283,9 @@ pub struct Context {
     pub client: kube::Client,
     /// Configuration of the management cluster, for CRs that name no other cluster.
     pub own_config: kube::Config,
+    /// The controller's options.
     pub options: ControllerOptions,
+    /// The controller's metrics.
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object (backoff, one log line per distinct error).
     pub failures: Failures,

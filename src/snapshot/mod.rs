@@ -37,38 +37,64 @@ use protocol::current_resource_version;
 /// How many times a snapshot starts over with a fresh resourceVersion after a 410 Gone.
 const MAX_RV_RESTARTS: usize = 3;
 
+/// Why taking a snapshot failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The snapshot name is not valid.
     #[error("invalid snapshot name {name:?}: {reason}")]
-    InvalidName { name: String, reason: String },
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// A snapshot of this name is already in the mirror.
     #[error("snapshot {0:?} already exists")]
     AlreadyExists(String),
+    /// Discovering the cluster's resources failed.
     #[error(transparent)]
     Discovery(Box<DiscoveryError>),
+    /// Listing one resource failed.
     #[error("listing {resource}: {source}")]
     List {
+        /// The resource being listed.
         resource: String,
+        /// The cluster error.
         #[source]
         source: Box<ClusterError>,
     },
+    /// The cluster's current resourceVersion cannot be read.
     #[error("reading the snapshot's resourceVersion: {0}")]
     ResourceVersion(#[source] Box<ClusterError>),
+    /// The snapshot's resourceVersion kept expiring (410 Gone) while listing.
     #[error(
         "resourceVersion {rv} kept expiring (410 Gone) after {attempts} attempts; the cluster compacts faster than it can be listed"
     )]
-    Expired { rv: String, attempts: usize },
+    Expired {
+        /// The last resourceVersion tried.
+        rv: String,
+        /// How many times listing was started.
+        attempts: usize,
+    },
+    /// Building the snapshot's file tree failed.
     #[error("{what}: {source}")]
     Tree {
+        /// The object or path being added.
         what: String,
+        /// The tree error.
         #[source]
         source: TreeError,
     },
+    /// The git mirror failed.
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    /// The task writing to the mirror ended before the snapshot was complete.
     #[error("the mirror writer stopped unexpectedly")]
     WriterGone,
+    /// A listing task panicked or was cancelled.
     #[error("a listing task failed: {0}")]
     Task(String),
+    /// The snapshot options are not valid.
     #[error("invalid option: {0}")]
     Options(String),
 }
@@ -86,16 +112,19 @@ impl SnapshotError {
     }
 }
 
+/// Result of a snapshot operation.
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
 
 /// What to snapshot and how.
 #[derive(Debug, Clone)]
 pub struct SnapshotOptions {
+    /// The snapshot's name.
     pub name: String,
     /// Defaults to the kubeconfig context's cluster name.
     pub cluster_name: Option<String>,
     /// Kept as given (`720h`) in the metadata; sets `availableUntil` when that is not given.
     pub ttl: Option<String>,
+    /// When the snapshot expires (overrides `ttl`).
     pub available_until: Option<jiff::Timestamp>,
     /// Resources listed at once.
     pub threads: usize,
@@ -104,6 +133,7 @@ pub struct SnapshotOptions {
 }
 
 impl SnapshotOptions {
+    /// Options for a snapshot named `name`, with defaults: 8 threads, 500 objects per page, no TTL.
     pub fn new(name: impl Into<String>) -> Self {
         SnapshotOptions {
             name: name.into(),
@@ -118,8 +148,11 @@ impl SnapshotOptions {
 
 /// Progress callbacks (the CLI draws a bar from them). All methods have no-op defaults.
 pub trait Observer: Send + Sync {
+    /// Listing begins; `_resources` resources will be listed.
     fn started(&self, _resources: usize) {}
+    /// `_n` more objects were written to the mirror.
     fn objects_written(&self, _n: u64) {}
+    /// All `_count` objects of one resource were listed.
     fn resource_done(&self, _resource: &ApiResourceInfo, _count: u64) {}
 }
 
@@ -131,18 +164,31 @@ impl Observer for NoProgress {}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotSummary {
+    /// The snapshot's name.
     pub name: String,
+    /// The cluster name recorded in the snapshot.
     pub cluster_name: String,
+    /// The snapshot's commit id.
     pub commit: String,
+    /// The resourceVersion the snapshot was taken at.
     pub snapshot_resource_version: String,
+    /// When the snapshot was taken.
     pub snapshot_timestamp: jiff::Timestamp,
+    /// Objects written to the snapshot.
     pub number_of_contents: u64,
+    /// Resources listed.
     pub resources: usize,
+    /// Objects seen but deliberately not written.
     pub skipped: usize,
+    /// Whether all lists were read at the same resourceVersion.
     pub consistency: Consistency,
+    /// Git objects the mirror did not hold before.
     pub new_objects: u64,
+    /// Uncompressed bytes of those new git objects.
     pub new_bytes: u64,
+    /// Wall-clock time the snapshot took, in seconds.
     pub duration_seconds: f64,
+    /// When the snapshot expires, if it has a TTL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available_until: Option<jiff::Timestamp>,
 }

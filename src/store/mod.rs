@@ -53,21 +53,27 @@ impl fmt::Display for Etag {
 /// The bytes of an object and their etag.
 #[derive(Debug, Clone)]
 pub struct Object {
+    /// The object's content.
     pub bytes: Vec<u8>,
+    /// The object's etag (for conditional writes).
     pub etag: Etag,
 }
 
 /// An object's key (relative to the store prefix), size and modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
+    /// The key, relative to the store prefix.
     pub key: String,
+    /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, if the store reports it.
     pub last_modified: Option<jiff::Timestamp>,
 }
 
 /// Whether a conditional create wrote the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
+    /// The object was written.
     Created,
     /// The key existed already; nothing was written.
     AlreadyExists,
@@ -77,41 +83,89 @@ pub enum PutOutcome {
 /// credentials) and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No object under that key.
     #[error("{store}: {key} not found")]
-    NotFound { store: String, key: String },
+    NotFound {
+        /// The store (no credentials).
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// Another writer changed the object since it was read.
     #[error("{store}: {key} was changed by another writer (precondition failed)")]
-    PreconditionFailed { store: String, key: String },
+    PreconditionFailed {
+        /// The store (no credentials).
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// The store refused or failed an operation.
     #[error("{store}: {op} {key}: {reason}")]
     Backend {
+        /// The store (no credentials).
         store: String,
+        /// The operation (e.g. `GET`).
         op: &'static str,
+        /// The key.
         key: String,
+        /// The store's answer.
         reason: String,
     },
+    /// A local filesystem operation failed.
     #[error("{store}: {context}: {source}")]
     Io {
+        /// The store (no credentials).
         store: String,
+        /// What was being done.
         context: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The bucket does not exist.
     #[error("bucket {bucket} does not exist ({store}); nothing was written")]
-    NoSuchBucket { store: String, bucket: String },
+    NoSuchBucket {
+        /// The store (no credentials).
+        store: String,
+        /// The bucket's name.
+        bucket: String,
+    },
+    /// The store's credentials are missing or refused.
     #[error("{store}: {reason}")]
-    Credentials { store: String, reason: String },
+    Credentials {
+        /// The store (no credentials).
+        store: String,
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// The store cannot be reached (no answer).
     #[error("cannot reach {store}: {op} {key}: {failure}")]
     Unreachable {
+        /// The store (no credentials).
         store: String,
+        /// The operation (e.g. `GET`).
         op: &'static str,
+        /// The key.
         key: String,
+        /// The classified network failure.
         failure: crate::cluster::NetFailure,
     },
+    /// The store URL is not valid.
     #[error("invalid store URL {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The rejected URL.
+        url: String,
+        /// Why it is not valid.
+        reason: String,
+    },
+    /// A key is not valid for the store.
     #[error("{store}: invalid key {key:?}: {reason}")]
     BadKey {
+        /// The store (no credentials).
         store: String,
+        /// The rejected key.
         key: String,
+        /// Why it is rejected.
         reason: String,
     },
 }

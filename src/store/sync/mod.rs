@@ -52,39 +52,77 @@ const CAS_ATTEMPTS: u32 = 30;
 /// Errors of the store operations; each names the snapshot, pack or store at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The object store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The local git mirror failed.
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    /// The store's manifest cannot be parsed or is inconsistent.
     #[error("{store}: the manifest is invalid: {reason}")]
-    BadManifest { store: String, reason: String },
+    BadManifest {
+        /// The store (no credentials).
+        store: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The snapshot is not in the local mirror.
     #[error("snapshot {name:?} not found in the local mirror")]
-    NotLocal { name: String },
+    NotLocal {
+        /// The snapshot's name.
+        name: String,
+    },
+    /// The snapshot is not in the store.
     #[error("snapshot {name:?} not found in {store}")]
-    NotInStore { name: String, store: String },
+    NotInStore {
+        /// The snapshot's name.
+        name: String,
+        /// The store (no credentials).
+        store: String,
+    },
+    /// The store and the local mirror hold different snapshots of the same name.
     #[error(
         "snapshot {name:?} is in {store} with commit {theirs}, the local one is {ours}; \
          delete one of them or use another name"
     )]
     Conflict {
+        /// The snapshot's name.
         name: String,
+        /// The store (no credentials).
         store: String,
+        /// The local snapshot's commit.
         ours: CommitId,
+        /// The store's snapshot's commit.
         theirs: CommitId,
     },
+    /// A pack of the same name but another size is already in the store.
     #[error("{store}: pack {sha} already exists with {found} bytes, expected {expected}")]
     PackMismatch {
+        /// The store (no credentials).
         store: String,
+        /// The pack's checksum (its name).
         sha: String,
+        /// Size of the pack in the store, in bytes.
         found: u64,
+        /// Size of the local pack, in bytes.
         expected: u64,
     },
+    /// Concurrent writers kept changing the manifest; the update gave up.
     #[error("{store}: the manifest kept changing; gave up after {attempts} attempts")]
-    Contention { store: String, attempts: u32 },
+    Contention {
+        /// The store (no credentials).
+        store: String,
+        /// How many updates were tried.
+        attempts: u32,
+    },
+    /// A snapshot could not be fetched from the store.
     #[error("snapshot {name:?} could not be pulled from {store}: {reason}")]
     PullFailed {
+        /// The snapshot's name.
         name: String,
+        /// The store (no credentials).
         store: String,
+        /// Why it could not be fetched.
         reason: String,
     },
     /// A test's failpoint (the `failpoints` feature) stopped the operation.
@@ -93,13 +131,16 @@ pub enum SyncError {
     Failpoint(String),
 }
 
+/// Result of a sync operation.
 pub type Result<T, E = SyncError> = std::result::Result<T, E>;
 
 /// A snapshot as the store lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreSnapshot {
+    /// The snapshot's name.
     pub name: String,
+    /// Its manifest entry (flattened into this object when serialized).
     #[serde(flatten)]
     pub entry: SnapshotEntry,
 }
