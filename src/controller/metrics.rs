@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 /// Label of a finished run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
+    /// `completed` or `failed`.
     pub result: String,
 }
 
@@ -39,6 +40,7 @@ pub struct ErrorLabels {
 /// Labels of a SnapshotSchedule run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScheduleRunLabels {
+    /// The SnapshotSchedule's name.
     pub schedule: String,
     /// `completed`, `failed` or `skipped` (Forbid).
     pub result: String,
@@ -47,19 +49,28 @@ pub struct ScheduleRunLabels {
 /// Label of a SnapshotSchedule.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScheduleLabel {
+    /// The SnapshotSchedule's name.
     pub schedule: String,
 }
 
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// `k8s_snap_snapshots`: snapshot runs finished, by result.
     pub snapshots: Family<ResultLabel, Counter>,
+    /// `k8s_snap_restores`: restore runs finished, by result.
     pub restores: Family<ResultLabel, Counter>,
+    /// `k8s_snap_snapshot_duration_seconds`: duration of snapshot runs.
     pub snapshot_duration: Histogram,
+    /// `k8s_snap_restore_duration_seconds`: duration of restore runs.
     pub restore_duration: Histogram,
+    /// `k8s_snap_snapshot_objects`: objects written by completed snapshots.
     pub snapshot_objects: Counter,
+    /// `k8s_snap_restore_objects`: objects created or updated by completed restores.
     pub restore_objects: Counter,
+    /// `k8s_snap_leader`: 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Whether `/readyz` answers ok.
     pub ready: AtomicBool,
     /// Failed reconciles (retried with backoff), by kind and reason.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -78,6 +89,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every metric (prefix `k8s_snap`), not ready yet.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("k8s_snap");
         let snapshots = Family::<ResultLabel, Counter>::default();

@@ -27,30 +27,46 @@ use super::crd::{ObjectstoreConfigSpec, RestorePreferenceCrSpec, RestoreSpec};
 /// Errors of the controller's work items.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkError {
+    /// Taking the snapshot failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The controller's mirror failed.
     #[error("mirror {path}: {source}")]
     Mirror {
+        /// The mirror's directory.
         path: PathBuf,
+        /// The mirror error.
         #[source]
         source: crate::mirror::MirrorError,
     },
+    /// A blocking worker task panicked or was cancelled.
     #[error("worker task failed: {0}")]
     Join(#[source] tokio::task::JoinError),
+    /// Pushing to or pulling from the store failed.
     #[error(transparent)]
     Sync(#[from] crate::store::sync::SyncError),
+    /// The object store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The ObjectstoreConfig names no bucket.
     #[error("ObjectstoreConfig {config}: spec.bucket is empty")]
-    EmptyBucket { config: String },
+    EmptyBucket {
+        /// `namespace/name` of the ObjectstoreConfig.
+        config: String,
+    },
+    /// The RestorePreference is not valid.
     #[error(transparent)]
     Preference(#[from] crate::restore::PreferenceError),
+    /// The snapshot to restore is neither in the mirror nor in the store.
     #[error("{}", super::messages::SNAPSHOT_FILE_NOT_FOUND)]
     SnapshotFileNotFound(#[source] Box<crate::restore::PrepareError>),
+    /// The restore failed.
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
+    /// Preparing the restore failed.
     #[error(transparent)]
     Prepare(#[from] Box<crate::restore::PrepareError>),
+    /// Importing an original archive failed.
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
 }
@@ -73,8 +89,11 @@ impl WorkError {
 pub struct StoreTarget {
     /// `namespace/name` of the ObjectstoreConfig.
     pub config_name: String,
+    /// The ObjectstoreConfig's spec.
     pub spec: ObjectstoreConfigSpec,
+    /// The access key, from the Secret's `accesskey`.
     pub access_key: String,
+    /// The secret key, from the Secret's `secretkey`.
     pub secret_key: String,
     /// `--createbucket`.
     pub create_bucket: bool,

@@ -44,25 +44,42 @@ use crate::tree::ContentPath;
 /// Errors that stop a plan or a restore before anything is written.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The snapshot is not in the mirror.
     #[error("snapshot {name:?} not found in the mirror {}", git_dir.display())]
-    UnknownSnapshot { name: String, git_dir: PathBuf },
+    UnknownSnapshot {
+        /// The snapshot's name.
+        name: String,
+        /// The mirror's directory.
+        git_dir: PathBuf,
+    },
+    /// Reading the snapshot from the mirror failed.
     #[error("snapshot {name:?}: {source}")]
     Mirror {
+        /// The snapshot's name.
         name: String,
+        /// The mirror error.
         #[source]
         source: MirrorError,
     },
+    /// A file of the snapshot is not a valid object.
     #[error("snapshot {name:?}: file {file}: {message}")]
     BadObject {
+        /// The snapshot's name.
         name: String,
+        /// The file's path in the snapshot.
         file: String,
+        /// What is wrong with it.
         message: String,
     },
+    /// Discovering the target cluster's resources failed.
     #[error("target cluster: {0}")]
     Discovery(Box<DiscoveryError>),
+    /// Listing the target's live objects failed.
     #[error("target cluster: listing {collection}: {source}")]
     Live {
+        /// The collection being listed.
         collection: String,
+        /// The cluster error.
         #[source]
         source: Box<ClusterError>,
     },
@@ -77,8 +94,11 @@ impl From<DiscoveryError> for RestoreError {
 /// A snapshot's objects, read from the mirror.
 #[derive(Debug, Clone)]
 pub struct LoadedSnapshot {
+    /// The snapshot's name.
     pub name: String,
+    /// The snapshot's commit id.
     pub commit: String,
+    /// Its objects.
     pub objects: Vec<SnapshotObject>,
 }
 
@@ -626,6 +646,7 @@ pub async fn restore(
 pub struct SnapshotNameError {
     /// The spec field at fault.
     pub field: &'static str,
+    /// What is wrong.
     pub message: String,
 }
 

@@ -39,6 +39,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action's name as shown in plans (`create`, `exists`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -55,10 +56,14 @@ impl Action {
 /// One row of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanItem {
+    /// The object's path in the snapshot.
     pub path: ContentPath,
+    /// What the restore does with it.
     pub action: Action,
+    /// Why (rule reason, server-side diff fallback, ...), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The difference with the live object, when it differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
     /// The apply stage (restored objects only).
@@ -101,20 +106,30 @@ pub enum Method {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanSummary {
+    /// Objects in the snapshot.
     pub num_snapshot_contents: u64,
+    /// Objects left out by the preference.
     pub num_preference_excluded: u64,
+    /// Objects left out by a rule.
     pub num_excluded: u64,
+    /// Objects to create.
     pub to_create: u64,
+    /// Objects present on the target and identical.
     pub already_existed: u64,
+    /// Objects present on the target and different, left alone.
     pub differs: u64,
+    /// Objects present, different and to be updated (PUT).
     pub to_update: u64,
+    /// Objects of kinds the target does not serve.
     pub unsupported: u64,
 }
 
 /// A restore plan: the summary and one item per snapshot object.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
+    /// The counts.
     pub summary: PlanSummary,
+    /// One item per snapshot object.
     pub items: Vec<PlanItem>,
 }
 
@@ -129,7 +144,10 @@ impl Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
     /// Served now; whether it has a `/status` subresource.
-    Yes { has_status_subresource: bool },
+    Yes {
+        /// Whether the resource has a `/status` subresource.
+        has_status_subresource: bool,
+    },
     /// Served once a CRD restored by the same restore is established.
     AfterCrd,
     /// Not served.
@@ -151,6 +169,7 @@ pub struct PlanOptions {
 /// resourceVersion, and (only when it differs) the live object pruned to the tree's keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveObject {
+    /// The live object's resourceVersion (`None` when it matches the tree object).
     pub resource_version: Option<String>,
     /// `None` when the live object matches the tree object.
     pub differing: Option<Value>,

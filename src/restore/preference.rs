@@ -11,18 +11,35 @@ use serde::{Deserialize, Serialize};
 /// API group and version of the CRDs.
 pub(crate) const API_VERSION: &str = "clustersnapshot.rywt.io/v1alpha1";
 
+/// Why a RestorePreference is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum PreferenceError {
+    /// The preference is not valid YAML.
     #[error("preference {origin}: not valid YAML: {message}")]
-    Yaml { origin: String, message: String },
-    #[error("preference {origin}: field {field}: {message}")]
-    Field {
+    Yaml {
+        /// Where the preference came from (as given by the caller, e.g. a file path).
         origin: String,
-        field: String,
+        /// The YAML error.
         message: String,
     },
+    /// A field of the preference is not valid.
+    #[error("preference {origin}: field {field}: {message}")]
+    Field {
+        /// Where the preference came from (as given by the caller, e.g. a file path).
+        origin: String,
+        /// The field at fault.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The preference is not valid as a whole.
     #[error("preference {origin}: {message}")]
-    Invalid { origin: String, message: String },
+    Invalid {
+        /// Where the preference came from (as given by the caller, e.g. a file path).
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// The spec of a RestorePreference.
@@ -75,7 +92,9 @@ struct PreferenceDocument {
 /// A validated preference, ready to match content paths.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Preference {
+    /// The preference's `metadata.name`, if it has one.
     pub name: Option<String>,
+    /// Its validated spec.
     pub spec: RestorePreferenceSpec,
 }
 

@@ -19,34 +19,50 @@ use crate::store::sync::{SyncError, ensure_local};
 /// Why a restore could not be prepared; each names the snapshot, mirror, store or target.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    /// The local mirror cannot be opened.
     #[error("opening the mirror {path}: {source}")]
     Mirror {
+        /// The mirror's directory.
         path: PathBuf,
+        /// The mirror error.
         #[source]
         source: MirrorError,
     },
+    /// The snapshot could not be pulled from the store.
     #[error("pulling snapshot {name:?} from the store: {source}")]
     Pull {
+        /// The snapshot's name.
         name: String,
+        /// The sync error.
         #[source]
         source: SyncError,
     },
+    /// The snapshot is neither in the mirror nor in the store.
     #[error("snapshot {name:?} not found: neither in the mirror {} nor in {store}", git_dir.display())]
     NotFound {
+        /// The snapshot's name.
         name: String,
+        /// The mirror's directory.
         git_dir: PathBuf,
+        /// The store (no credentials).
         store: String,
     },
+    /// Reading the snapshot from the mirror failed.
     #[error(transparent)]
     Load(#[from] RestoreError),
+    /// The blocking task reading the snapshot panicked or was cancelled.
     #[error("loading snapshot {name:?}: {source}")]
     LoadTask {
+        /// The snapshot's name.
         name: String,
+        /// The join error.
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The target cluster does not answer; nothing was created.
     #[error("the target cluster does not answer; nothing was created: {source}")]
     Unreachable {
+        /// The cluster error.
         #[source]
         source: ClusterError,
     },
@@ -66,7 +82,9 @@ impl PrepareError {
 /// A prepared restore: the snapshot's tree, and whether it was pulled from the store.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The snapshot's objects.
     pub snapshot: LoadedSnapshot,
+    /// Whether the snapshot was pulled from the store (it was not in the mirror).
     pub pulled: bool,
 }
 

@@ -103,22 +103,39 @@ impl schemars::JsonSchema for Phase {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RestoreStatus {
+    /// Paths of objects that existed on the target already.
     pub already_existed: Option<Vec<String>>,
+    /// Paths of objects created.
     pub created: Option<Vec<String>>,
+    /// One entry per object left out by a rule (with the rule's reason).
     pub excluded: Option<Vec<String>>,
+    /// One entry per object whose restore failed (with the error).
     pub failed: Option<Vec<String>>,
+    /// Paths of objects updated (PUT).
     pub updated: Option<Vec<String>>,
+    /// Number of `already_existed` entries.
     pub num_already_existed: u64,
+    /// Number of `created` entries.
     pub num_created: u64,
+    /// Number of `excluded` entries.
     pub num_excluded: u64,
+    /// Number of `failed` entries.
     pub num_failed: u64,
+    /// Objects left out by the preference.
     pub num_preference_excluded: u64,
+    /// Objects in the snapshot.
     pub num_snapshot_contents: u64,
+    /// Number of `updated` entries.
     pub num_updated: u64,
+    /// The restore's phase.
     pub phase: Phase,
+    /// Why the restore failed (empty otherwise).
     pub reason: String,
+    /// The target's resourceVersion read after the restore.
     pub restore_resource_version: String,
+    /// When the restore finished (RFC 3339, whole seconds).
     pub restore_timestamp: Option<String>,
+    /// When the Restore resource expires (RFC 3339), if it does.
     pub preserve_until: Option<String>,
 }
 

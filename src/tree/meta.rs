@@ -32,8 +32,11 @@ pub struct SkippedEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotMeta {
+    /// Version of this tree format ([`FORMAT_VERSION`]).
     pub format_version: u32,
+    /// The snapshot's name.
     pub name: String,
+    /// The name of the cluster it was taken from.
     pub cluster_name: String,
     /// The resourceVersion every list was read at.
     pub resource_version: String,
@@ -41,11 +44,14 @@ pub struct SnapshotMeta {
     pub timestamp: jiff::Timestamp,
     /// `gitVersion` of the server (`/version`).
     pub server_version: String,
+    /// Whether all lists were read at the same resourceVersion.
     pub consistency: Consistency,
     /// Number of object files in the tree (metadata files not counted).
     pub number_of_contents: u64,
+    /// The TTL as given (e.g. `720h`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+    /// When the snapshot expires, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_until: Option<jiff::Timestamp>,
     /// The archive of the original Go k8s-snap this snapshot was imported from (`k8s-snap
@@ -55,6 +61,7 @@ pub struct SnapshotMeta {
     pub imported_from: Option<String>,
     /// `k8s-snap <version>` that wrote the tree.
     pub tool_version: String,
+    /// Objects seen but deliberately not written.
     #[serde(default)]
     pub skipped: Vec<SkippedEntry>,
 }
@@ -65,12 +72,17 @@ pub struct SnapshotMeta {
 pub struct ResourceEntry {
     /// API group, `""` for the core group.
     pub group: String,
+    /// API version (`v1`).
     pub version: String,
     /// Plural resource name (`configmaps`).
     pub resource: String,
+    /// Kind (`ConfigMap`).
     pub kind: String,
+    /// Whether objects of the resource live in namespaces.
     pub namespaced: bool,
+    /// The verbs the server lists for the resource.
     pub verbs: Vec<String>,
+    /// Whether the resource has a `/status` subresource.
     pub has_status_subresource: bool,
     /// Objects of this resource written to the tree.
     pub count: u64,

@@ -11,22 +11,41 @@ use crate::restore::preference::{API_VERSION, Preference, RestorePreferenceSpec}
 /// never quotes a kubeconfig.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// The request file cannot be read.
     #[error("{file}: cannot read: {source}")]
     Read {
+        /// The request file.
         file: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The request file is not valid YAML of the expected shape.
     #[error("{file}: malformed: {message}")]
-    Malformed { file: PathBuf, message: String },
-    #[error("{file}: field {field}: {message}")]
-    Field {
+    Malformed {
+        /// The request file.
         file: PathBuf,
-        field: String,
+        /// What is malformed.
         message: String,
     },
+    /// A field of the request is not valid.
+    #[error("{file}: field {field}: {message}")]
+    Field {
+        /// The request file.
+        file: PathBuf,
+        /// The field at fault.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The request's restore preference is not valid.
     #[error("{file}: {message}")]
-    Preference { file: PathBuf, message: String },
+    Preference {
+        /// The request file.
+        file: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// The `spec` of a dropped `Restore` (the CRD's fields, plus `preference` inline).
