@@ -30,11 +30,15 @@ const METRICS_GROUPS: [&str; 3] = [
 /// served, they are two views of the same objects; a snapshot reads the other group.
 pub const DEPRECATED_GROUPS: [&str; 1] = ["extensions"];
 
+/// Why discovering the served resources failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
+    /// A discovery request failed.
     #[error("discovery of {what} failed: {source}")]
     Request {
+        /// What was being discovered.
         what: String,
+        /// The cluster error.
         #[source]
         source: ClusterError,
     },
@@ -55,12 +59,17 @@ impl DiscoveryError {
 pub struct ApiResourceInfo {
     /// API group, `""` for core.
     pub group: String,
+    /// API version (`v1`).
     pub version: String,
     /// Plural name (`configmaps`).
     pub resource: String,
+    /// Kind (`ConfigMap`).
     pub kind: String,
+    /// Whether objects of the resource live in namespaces.
     pub namespaced: bool,
+    /// The verbs the server lists for the resource.
     pub verbs: Vec<String>,
+    /// Whether the resource has a `/status` subresource.
     pub has_status_subresource: bool,
 }
 

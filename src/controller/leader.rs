@@ -13,19 +13,28 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
+/// Why leader election failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
+    /// Reading or writing the Lease failed.
     #[error("lease {namespace}/{name}: {source}")]
     Api {
+        /// The Lease's namespace.
         namespace: String,
+        /// The Lease's name.
         name: String,
+        /// The client error.
         #[source]
         source: kube::Error,
     },
+    /// The Lease was not renewed in time: this replica is no longer the leader.
     #[error("lease {namespace}/{name}: lost leadership (not renewed within {seconds}s)")]
     Lost {
+        /// The Lease's namespace.
         namespace: String,
+        /// The Lease's name.
         name: String,
+        /// The lease duration, in seconds.
         seconds: u64,
     },
 }

@@ -132,11 +132,26 @@ pub enum Plan {
     /// Nothing is due (or the schedule is paused).
     Wait,
     /// Start the run of `at`; `missed` earlier due times are passed over (never a burst).
-    Start { at: Timestamp, missed: u64 },
+    Start {
+        /// The due time of the run.
+        at: Timestamp,
+        /// Earlier due times passed over.
+        missed: u64,
+    },
     /// The latest due run is past `startingDeadlineSeconds`: `missed` runs are missed.
-    TooLate { at: Timestamp, missed: u64 },
+    TooLate {
+        /// The latest due time.
+        at: Timestamp,
+        /// Runs missed.
+        missed: u64,
+    },
     /// `Forbid` and a run is unfinished: the `missed` due runs (the latest `at`) are skipped.
-    Overlap { at: Timestamp, missed: u64 },
+    Overlap {
+        /// The latest due time.
+        at: Timestamp,
+        /// Due runs skipped.
+        missed: u64,
+    },
 }
 
 /// The CronJob decision: the due times after `earliest` up to `now`, at most one run.
@@ -173,6 +188,7 @@ pub fn plan(
 /// Errors of one reconcile (a bad spec becomes status, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
+    /// A controller error.
     #[error(transparent)]
     Controller(#[from] ControllerError),
 }

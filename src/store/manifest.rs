@@ -21,6 +21,7 @@ pub struct PackEntry {
     pub idx_size: u64,
     /// Objects in the pack.
     pub objects: u64,
+    /// When the pack was pushed.
     pub created: jiff::Timestamp,
 }
 
@@ -28,11 +29,17 @@ pub struct PackEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SnapshotEntry {
+    /// The snapshot's commit id.
     pub commit: CommitId,
+    /// The name of the cluster it was taken from.
     pub cluster: String,
+    /// When it was taken.
     pub timestamp: jiff::Timestamp,
+    /// The resourceVersion it was taken at.
     pub resource_version: String,
+    /// Objects in the snapshot.
     pub number_of_contents: u64,
+    /// When it expires, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_until: Option<jiff::Timestamp>,
     /// Every pack needed to rebuild the snapshot's commit (sha256 of the pack).
@@ -43,10 +50,13 @@ pub struct SnapshotEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manifest {
+    /// Version of the manifest format (1).
     pub format_version: u32,
     /// Incremented by every successful write.
     pub generation: u64,
+    /// The packs in the store, by name.
     pub packs: BTreeMap<String, PackEntry>,
+    /// The snapshots in the store, by name.
     pub snapshots: BTreeMap<String, SnapshotEntry>,
     /// Packs no snapshot needs, and since when; deleted after the grace period.
     #[serde(default)]

@@ -29,17 +29,36 @@ pub use yaml::{emit, emit_into, from_yaml, from_yaml_str, to_yaml, to_yaml_strin
 pub enum TreeError {
     /// A path segment (group, version, resource, namespace or name) is not allowed.
     #[error("invalid name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The rejected segment.
+        name: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
     /// A content path or tree file path is malformed.
     #[error("invalid tree path {path:?}: {reason}")]
-    InvalidPath { path: String, reason: String },
+    InvalidPath {
+        /// The rejected path.
+        path: String,
+        /// Why it is rejected.
+        reason: String,
+    },
     /// A document is not valid YAML (or exceeds the parser's limits).
     #[error("invalid YAML: {message}")]
-    Yaml { message: String },
+    Yaml {
+        /// The parser's error.
+        message: String,
+    },
     /// A value could not be turned into JSON for emitting.
     #[error("cannot serialize value to YAML: {message}")]
-    Serialize { message: String },
+    Serialize {
+        /// The serializer's error.
+        message: String,
+    },
     /// A parsed document does not have the expected shape.
     #[error("YAML document does not match the expected type: {message}")]
-    Deserialize { message: String },
+    Deserialize {
+        /// The mismatch.
+        message: String,
+    },
 }

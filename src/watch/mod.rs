@@ -41,14 +41,23 @@ pub(crate) const PREFERENCES_DIR: &str = "preferences";
 /// Errors that stop the watcher (one request's failure never does).
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// The watch directory (or one of its subdirectories) cannot be set up or read.
     #[error("watch directory {path}: {source}")]
     Dir {
+        /// The directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The file-system watch cannot be set up.
     #[error("cannot watch {path}: {message}")]
-    Notify { path: PathBuf, message: String },
+    Notify {
+        /// The directory.
+        path: PathBuf,
+        /// The watcher's error.
+        message: String,
+    },
 }
 
 /// How the watcher runs.
@@ -68,6 +77,7 @@ pub struct WatchOptions {
 }
 
 impl WatchOptions {
+    /// Options for `dir` with defaults: 2 s quiet period, 256 queued, 2 parallel targets.
     pub fn new(dir: impl Into<PathBuf>) -> WatchOptions {
         WatchOptions {
             dir: dir.into(),
@@ -95,10 +105,12 @@ pub struct JobFailure {
     pub reason: String,
 }
 
+/// A boxed, sendable future (the return type of [`RestoreExecutor::execute`]).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs one restore request: plans and applies it against the request's target.
 pub trait RestoreExecutor: Send + Sync + 'static {
+    /// Runs `request`; `Err` when the restore could not run at all.
     fn execute(&self, request: RestoreRequest)
     -> BoxFuture<'_, Result<RestoreOutcome, JobFailure>>;
 }
@@ -106,7 +118,9 @@ pub trait RestoreExecutor: Send + Sync + 'static {
 /// Counts of requests handled by a watcher.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct WatchStats {
+    /// Requests that ran and completed.
     pub done: u64,
+    /// Requests that were rejected or did not complete.
     pub failed: u64,
 }
 
