@@ -142,6 +142,7 @@ pub struct SnapshotStatus {
     /// The snapshot's git commit in the mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// Standard conditions (`Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -238,6 +239,7 @@ impl RestoreSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreCrStatus {
+    /// The restore's outcome, in the original's fields.
     #[serde(flatten)]
     pub restore: RestoreStatus,
     /// The Restore resource is deleted at this time (the same as `preserveUntil`).
@@ -245,6 +247,7 @@ pub struct RestoreCrStatus {
     /// How long the Restore resource is kept (Go duration, e.g. `168h0m0s`).
     #[serde(default)]
     pub ttl: String,
+    /// Standard conditions (`Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -371,6 +374,7 @@ mod restore_compat_tests {
     doc = "Which objects a restore leaves out, restores last, or may overwrite."
 )]
 pub struct RestorePreferenceCrSpec {
+    /// The preference, in the original's fields.
     #[serde(flatten)]
     pub preference: RestorePreferenceSpec,
 }
@@ -394,11 +398,13 @@ pub struct RestorePreferenceCrSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectstoreConfigSpec {
+    /// The bucket's region.
     #[serde(default)]
     pub region: String,
     /// Host (`s3.amazonaws.com`) or URL (`http://127.0.0.1:9000`).
     #[serde(default)]
     pub endpoint: String,
+    /// The bucket's name.
     #[serde(default)]
     pub bucket: String,
     /// Secret (same namespace) with `accesskey` and `secretkey`.

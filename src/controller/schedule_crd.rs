@@ -83,14 +83,19 @@ pub struct SnapshotScheduleSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionSpec {
+    /// Keep the `n` newest snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last `n` hours that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last `n` days that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last `n` ISO weeks that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last `n` months that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_monthly: Option<u32>,
 }
@@ -148,6 +153,7 @@ pub struct SnapshotScheduleStatus {
     /// The scheduled time of the last run missed or skipped.
     #[serde(default)]
     pub last_missed_time: Option<Time>,
+    /// Standard conditions of the schedule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

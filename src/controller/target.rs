@@ -20,9 +20,12 @@ pub enum TargetError {
     /// kubeconfig's contents ([`redact`]) before it is kept, so no source can leak them.
     #[error("{0}")]
     Invalid(String),
+    /// A Kubernetes API call resolving the target failed (e.g. reading a Secret).
     #[error("{what}: {source}")]
     Api {
+        /// What was being read.
         what: String,
+        /// The client error.
         #[source]
         source: kube::Error,
         /// Whether retrying may help (API unreachable, 5xx).

@@ -22,10 +22,15 @@ pub enum EntryKind {
 /// top-level `namespaces/` and `crds/` files (their version is the body's `apiVersion`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectLocation {
+    /// API group, `""` for the core group.
     pub group: String,
+    /// API version, `None` for the top-level `namespaces/` and `crds/` files.
     pub version: Option<String>,
+    /// Plural resource name.
     pub resource: String,
+    /// Namespace, `None` for cluster-scoped objects.
     pub namespace: Option<String>,
+    /// The object's name.
     pub name: String,
 }
 

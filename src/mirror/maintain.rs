@@ -19,9 +19,13 @@ use super::{
 /// Object counts and sizes of the repository on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ObjectStats {
+    /// Loose objects.
     pub loose_objects: u64,
+    /// Bytes of the loose objects' files.
     pub loose_bytes: u64,
+    /// Pack files.
     pub packs: u64,
+    /// Objects in the packs.
     pub pack_objects: u64,
     /// Bytes of `.pack` and `.idx` files.
     pub pack_bytes: u64,
@@ -41,7 +45,9 @@ impl ObjectStats {
 /// What [`Mirror::gc`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcStats {
+    /// The repository before the collection.
     pub before: ObjectStats,
+    /// The repository after the collection.
     pub after: ObjectStats,
     /// Objects reachable from the refs, now in one pack.
     pub reachable_objects: u64,

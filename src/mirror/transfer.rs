@@ -95,6 +95,7 @@ impl ObjectSet {
         self.0.len()
     }
 
+    /// Whether there are no ids.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -455,6 +456,7 @@ impl StagedPack {
         self.len
     }
 
+    /// Whether nothing was written yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -19,7 +19,9 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 /// What [`SnapshotWriter::finish`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenSnapshot {
+    /// The snapshot's commit.
     pub commit: CommitId,
+    /// The commit's root tree.
     pub tree: TreeId,
     /// Objects (blobs, trees, commit) that were not in the mirror before this snapshot.
     pub new_objects: u64,

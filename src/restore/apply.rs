@@ -51,7 +51,9 @@ pub(crate) enum Outcome {
 /// The result of applying a plan: the status, and warnings (waits that timed out).
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
+    /// The restore's status.
     pub status: RestoreStatus,
+    /// Waits that timed out, and other problems that did not fail the restore (e.g. the resourceVersion could not be read).
     pub warnings: Vec<String>,
 }
 

@@ -30,8 +30,11 @@ use crate::tree::ContentPath;
 /// A converted object: where it goes and what changed.
 #[derive(Debug, Clone)]
 pub struct Converted {
+    /// Where the converted object goes on the target.
     pub target: ContentPath,
+    /// The target's resource for it.
     pub resource: ApiResourceInfo,
+    /// The converted object.
     pub object: Value,
     /// `convert batch/v1beta1 → batch/v1`, with the field changes when there are any.
     pub reason: String,

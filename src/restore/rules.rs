@@ -16,6 +16,7 @@ use crate::tree::ContentPath;
 
 /// Reason strings of the original project (entry `"<path>,(<reason>)"`).
 pub mod reason {
+    /// An object with `ownerReferences` (its owner recreates it).
     pub const OWNER_REF: &str = "owner-ref";
     pub(crate) const TOKEN_SECRET: &str = "token-secret";
     pub(crate) const NOT_BINDED_TO_NS: &str = "not-binded-to-ns";
@@ -36,6 +37,7 @@ pub(crate) const BIND_ANNOTATIONS: [&str; 2] = [
 /// One object of a snapshot tree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotObject {
+    /// The object's content path.
     pub path: ContentPath,
     /// The object as stored in the tree (canonical form).
     pub object: Value,
@@ -49,6 +51,7 @@ pub enum Stage {
     Crds,
     /// Namespaces (then wait `Active`).
     Namespaces,
+    /// StorageClasses.
     StorageClasses,
     /// PersistentVolumes then their claims (then wait `Bound`).
     Volumes,
@@ -63,6 +66,7 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in apply order.
     pub const ALL: [Stage; 8] = [
         Stage::Crds,
         Stage::Namespaces,
@@ -83,7 +87,12 @@ pub enum Selection {
     /// Left out by a rule; the original reason string.
     Excluded(&'static str),
     /// To be restored in `stage`, as `object` (cluster-specific fields removed).
-    Restore { stage: Stage, object: Value },
+    Restore {
+        /// The stage it is applied in.
+        stage: Stage,
+        /// The object to apply.
+        object: Value,
+    },
 }
 
 /// Options of the rules.

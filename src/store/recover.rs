@@ -30,6 +30,7 @@ pub struct RecoverReport {
     pub already_listed: Vec<String>,
     /// Unreadable packs, incomplete snapshots, name clashes.
     pub problems: Vec<VerifyProblem>,
+    /// Whether this was a dry run (the manifest was not changed).
     pub dry_run: bool,
 }
 

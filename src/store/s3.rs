@@ -29,6 +29,7 @@ use super::{Etag, Object, ObjectMeta, ObjectStore, PutOutcome, Result, StoreErro
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a credential.
     pub fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
@@ -70,6 +71,7 @@ pub struct S3Options {
     pub insecure: bool,
     /// Static credentials; both or neither. Otherwise the standard AWS chain is used.
     pub access_key_id: Option<Secret>,
+    /// The secret key matching `access_key_id`.
     pub secret_access_key: Option<Secret>,
 }
 

@@ -13,7 +13,12 @@ pub enum StoreUrl {
     /// A local directory.
     Dir(PathBuf),
     /// An S3 bucket, with a key prefix (no leading or trailing `/`; may be empty).
-    S3 { bucket: String, prefix: String },
+    S3 {
+        /// The bucket's name.
+        bucket: String,
+        /// The key prefix.
+        prefix: String,
+    },
 }
 
 impl fmt::Display for StoreUrl {

@@ -13,9 +13,13 @@ use super::ContentPath;
 /// What a body says it is.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The body's `apiVersion`.
     pub api_version: Option<String>,
+    /// The body's `kind`.
     pub kind: Option<String>,
+    /// The body's `metadata.name`.
     pub name: Option<String>,
+    /// The body's `metadata.namespace`.
     pub namespace: Option<String>,
 }
 

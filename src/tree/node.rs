@@ -20,10 +20,15 @@ use serde_json::{Number, Value};
 /// A JSON value whose strings borrow from the parsed bytes where they can.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node<'a> {
+    /// `null`.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A number.
     Number(Number),
+    /// A string, borrowed from the input when it has no escapes.
     String(Cow<'a, str>),
+    /// A sequence.
     Array(Vec<Node<'a>>),
     /// Entries in document order; a key may occur more than once (the last one counts).
     Object(Vec<(Cow<'a, str>, Node<'a>)>),

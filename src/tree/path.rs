@@ -186,6 +186,7 @@ impl ContentPath {
         &self.group
     }
 
+    /// API version (`v1`).
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -200,6 +201,7 @@ impl ContentPath {
         self.namespace.as_deref()
     }
 
+    /// The object's name.
     pub fn name(&self) -> &str {
         &self.name
     }

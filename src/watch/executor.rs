@@ -28,7 +28,9 @@ pub trait StoreSource: Send + Sync + std::fmt::Debug {
 /// One store for every request: `k8s-snap watch` and its global store flags.
 #[derive(Debug, Clone)]
 pub struct FixedStore {
+    /// The store's URL.
     pub url: StoreUrl,
+    /// How to reach it when it is S3.
     pub s3: S3Options,
 }
 

@@ -11,7 +11,9 @@ use crate::store::ObjectStore;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteReport {
+    /// Snapshots removed from the manifest.
     pub deleted: Vec<String>,
+    /// Snapshots the manifest did not name.
     pub not_found: Vec<String>,
 }
 

@@ -25,13 +25,17 @@ const FETCH_PARALLELISM: usize = 4;
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PullReport {
+    /// Snapshots tagged in the mirror by this pull.
     pub pulled: Vec<String>,
+    /// Snapshots the mirror already had.
     pub up_to_date: Vec<String>,
     /// Snapshots not tagged, with the reason (naming the pack at fault).
     pub failed: BTreeMap<String, String>,
+    /// Packs downloaded whole.
     pub packs_downloaded: u64,
     /// Packs whose objects the mirror already had (only their index was downloaded).
     pub packs_skipped: u64,
+    /// Bytes downloaded (packs and indexes).
     pub bytes_downloaded: u64,
 }
 

@@ -32,8 +32,11 @@ pub struct PushReport {
     pub up_to_date: Vec<String>,
     /// The new pack (sha256), if any.
     pub pack: Option<String>,
+    /// Bytes of the new pack.
     pub pack_bytes: u64,
+    /// Bytes of its index.
     pub idx_bytes: u64,
+    /// Objects in the new pack.
     pub objects: u64,
     /// Whether the pack was uploaded by this push (false: the store had it).
     pub uploaded: bool,

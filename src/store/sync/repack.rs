@@ -21,9 +21,11 @@ pub struct RepackReport {
     pub snapshots: Vec<String>,
     /// The packs they needed before.
     pub old_packs: Vec<String>,
+    /// The new pack (sha256), if one was written.
     pub new_pack: Option<String>,
     /// Objects in the old packs and in the new one.
     pub objects_before: u64,
+    /// Objects in the new pack.
     pub objects_after: u64,
 }
 

@@ -22,6 +22,7 @@ pub struct VerifyProblem {
     pub subject: String,
     /// The snapshots affected.
     pub snapshots: Vec<String>,
+    /// What is wrong.
     pub reason: String,
 }
 
@@ -29,13 +30,18 @@ pub struct VerifyProblem {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
+    /// Snapshots the manifest names.
     pub snapshots: usize,
+    /// Packs the manifest names.
     pub packs: usize,
+    /// Whether every needed pack was downloaded and re-hashed.
     pub deep: bool,
+    /// Everything found wrong (empty when the store is sound).
     pub problems: Vec<VerifyProblem>,
 }
 
 impl VerifyReport {
+    /// Whether no problem was found.
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
