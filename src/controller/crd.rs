@@ -142,7 +142,7 @@ pub struct SnapshotStatus {
     /// The snapshot's git commit in the mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    /// Standard conditions (`Ready`).
+    /// Standard conditions (`Ready`, `Succeeded`, `Truncated`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -247,7 +247,7 @@ pub struct RestoreCrStatus {
     /// How long the Restore resource is kept (Go duration, e.g. `168h0m0s`).
     #[serde(default)]
     pub ttl: String,
-    /// Standard conditions (`Ready`).
+    /// Standard conditions (`Ready`, `Succeeded`, `Truncated`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -153,7 +153,7 @@ pub struct SnapshotScheduleStatus {
     /// The scheduled time of the last run missed or skipped.
     #[serde(default)]
     pub last_missed_time: Option<Time>,
-    /// Standard conditions of the schedule.
+    /// Standard conditions (`Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

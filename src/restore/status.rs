@@ -113,7 +113,7 @@ pub struct RestoreStatus {
     pub failed: Option<Vec<String>>,
     /// Paths of objects updated (PUT).
     pub updated: Option<Vec<String>>,
-    /// Number of `already_existed` entries.
+    /// Number of `alreadyExisted` entries.
     pub num_already_existed: u64,
     /// Number of `created` entries.
     pub num_created: u64,
