@@ -59,7 +59,9 @@ pub enum Error {
     /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Listen {
+        /// The address.
         addr: SocketAddr,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -98,6 +100,7 @@ impl std::str::FromStr for Fixture {
 pub struct Emulator;
 
 impl Emulator {
+    /// A builder with the defaults (see [`EmulatorBuilder`]).
     pub fn builder() -> EmulatorBuilder {
         EmulatorBuilder::default()
     }
