@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod controller;
+pub mod crypt;
 pub mod discovery;
 pub mod duration;
 pub mod mirror;
