@@ -26,8 +26,7 @@ use sha2::Sha256;
 
 use crate::tree::{ContentPath, Node};
 
-/// What every sealed value starts with.
-pub const SEALED_PREFIX: &str = "k8s-snap:age:v1:";
+pub use crate::tree::sealed::{SEALED_PREFIX, is_sealed, parse_sealed, sealed_fingerprint};
 /// Name of the fingerprint key file inside the mirror directory (`mirror.git/`).
 pub const FINGERPRINT_KEY_FILE: &str = "k8s-snap-fingerprint.key";
 /// The Secret fields whose values are sealed.
@@ -380,23 +379,6 @@ impl FingerprintKey {
         ]);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&mac[..FINGERPRINT_BYTES])
     }
-}
-
-/// The two parts of a sealed value, `None` when the string is not one.
-pub fn parse_sealed(s: &str) -> Option<(&str, &str)> {
-    let rest = s.strip_prefix(SEALED_PREFIX)?;
-    rest.split_once(':')
-}
-
-/// Whether the string is a sealed value.
-pub fn is_sealed(s: &str) -> bool {
-    parse_sealed(s).is_some()
-}
-
-/// The fingerprint of a sealed value (what tells, without a key, whether two sealed values
-/// hold the same plaintext of the same object and key).
-pub fn sealed_fingerprint(s: &str) -> Option<&str> {
-    parse_sealed(s).map(|(fp, _)| fp)
 }
 
 /// The ciphertexts of a previous snapshot, by fingerprint.

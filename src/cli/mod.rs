@@ -14,6 +14,7 @@
 
 mod browse;
 pub mod controller;
+mod crypt;
 pub mod output;
 mod restore;
 mod snapshot;
@@ -213,6 +214,8 @@ pub enum Command {
     Crd,
     /// Run the CRD-driven controller (Snapshot and Restore resources).
     Controller(controller::ControllerArgs),
+    /// Write a new age identity for encrypted Secrets; print its recipient (docs/encryption.md).
+    Keygen(crypt::KeygenArgs),
 }
 
 /// The error and its causes on one line, `outer: cause: root cause`, leaving out a cause whose
@@ -254,6 +257,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => watch::run(&cli.global, args, out).await,
         Command::Crd => controller::crd(out),
         Command::Controller(args) => controller::run(&cli.global, args).await,
+        Command::Keygen(args) => crypt::keygen(&cli.global, args, out),
     }
 }
 

@@ -19,6 +19,7 @@ pub(super) struct MetaBase {
     pub server_version: String,
     pub ttl: Option<String>,
     pub available_until: Option<jiff::Timestamp>,
+    pub encryption: Option<tree::Encryption>,
 }
 
 /// The metadata of a finished attempt and its two files, in the order they are written.
@@ -70,6 +71,7 @@ pub(super) fn build(
         available_until: base.available_until,
         tool_version: format!("k8s-snap {}", env!("CARGO_PKG_VERSION")),
         skipped,
+        encryption: base.encryption,
     };
     let meta_yaml = tree::to_yaml_string(&meta).map_err(|source| SnapshotError::Tree {
         what: tree::meta::SNAPSHOT_META_FILE.into(),

@@ -87,6 +87,7 @@ fn meta(name: &str, cluster: &str, ts: i64, rv: &str) -> SnapshotMeta {
         available_until: None,
         tool_version: "k8s-snap test".into(),
         skipped: vec![],
+        encryption: None,
     }
 }
 
