@@ -283,9 +283,11 @@ async fn sealer_for(
     let dir = git_dir.to_path_buf();
     let cluster = cluster_name.to_owned();
     tokio::task::spawn_blocking(move || -> Result<crate::crypt::Sealer> {
+        // The key lives inside the mirror directory, which must be a repository first.
+        let mirror = Mirror::open_or_init(&dir)?;
         let key = crate::crypt::FingerprintKey::load_or_create(&dir)?;
         let mut previous = crate::crypt::Previous::new();
-        if let Ok(mirror) = Mirror::open(&dir) {
+        {
             let wanted = crate::tree::Encryption {
                 recipients: recipients.names().to_vec(),
                 fingerprint_key_id: key.id(),
