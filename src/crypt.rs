@@ -485,7 +485,9 @@ impl Sealer {
         }
         Ok(n)
     }
+}
 
+impl Recipients {
     /// Re-encrypts a sealed value for these recipients, keeping its fingerprint (rekey).
     pub fn reseal(&self, sealed: &str, ids: &Identities, path: &str) -> Result<String, CryptError> {
         let (fp, _) = parse_sealed(sealed).ok_or_else(|| CryptError::Damaged {
@@ -506,13 +508,10 @@ impl Sealer {
                 reason,
             },
         })?;
-        let ct = self
-            .recipients
-            .encrypt(&plain)
-            .map_err(|reason| CryptError::Encrypt {
-                path: path.to_owned(),
-                reason,
-            })?;
+        let ct = self.encrypt(&plain).map_err(|reason| CryptError::Encrypt {
+            path: path.to_owned(),
+            reason,
+        })?;
         Ok(format!(
             "{SEALED_PREFIX}{fp}:{}",
             base64::engine::general_purpose::STANDARD.encode(ct)

@@ -12,6 +12,7 @@ pub mod crypt;
 pub mod discovery;
 pub mod duration;
 pub mod mirror;
+pub mod rekey;
 pub mod restore;
 pub mod snapshot;
 pub mod store;

@@ -216,6 +216,8 @@ pub enum Command {
     Controller(controller::ControllerArgs),
     /// Write a new age identity for encrypted Secrets; print its recipient (docs/encryption.md).
     Keygen(crypt::KeygenArgs),
+    /// Re-encrypt snapshots' Secret values for new recipients, in the mirror and the store.
+    Rekey(crypt::RekeyArgs),
 }
 
 /// The error and its causes on one line, `outer: cause: root cause`, leaving out a cause whose
@@ -258,6 +260,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Crd => controller::crd(out),
         Command::Controller(args) => controller::run(&cli.global, args).await,
         Command::Keygen(args) => crypt::keygen(&cli.global, args, out),
+        Command::Rekey(args) => crypt::rekey(&cli.global, args, out).await,
     }
 }
 

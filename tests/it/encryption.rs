@@ -407,3 +407,125 @@ async fn restore_opens_sealed_secrets_only_with_the_identity() {
     let mode = std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// `rekey` re-encrypts a snapshot for new recipients in the mirror and the store, changing no
+/// other file; the new identity opens it, the old one is refused, and snapshots not rekeyed
+/// still open with the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_moves_snapshots_to_new_recipients() {
+    let source = TestCluster::source().await;
+    let target = TestCluster::target().await;
+    let data = DataDir::new();
+    let (old_id, old_r) = keygen(&data, "old.txt");
+    let (new_id, new_r) = keygen(&data, "new.txt");
+    let sk = Some(source.kubeconfig.as_path());
+    data.run(sk, &["snapshot", "s1", "--encrypt-to", &old_r])
+        .ok();
+    data.run(sk, &["snapshot", "s2", "--encrypt-to", &old_r])
+        .ok();
+    let before = data.git(&["rev-parse", "snapshots/s1"]).ok().stdout;
+
+    let r = data
+        .run(
+            None,
+            &[
+                "rekey",
+                "s1",
+                "--to",
+                &new_r,
+                "--identity",
+                new_id.to_str().unwrap(),
+            ],
+        )
+        .failed();
+    assert!(
+        r.stderr.contains(&old_r),
+        "the wrong identity is refused: {}",
+        r.stderr
+    );
+    assert_eq!(data.git(&["rev-parse", "snapshots/s1"]).ok().stdout, before);
+
+    let r = data
+        .run(
+            None,
+            &[
+                "rekey",
+                "s1",
+                "--to",
+                &new_r,
+                "--identity",
+                old_id.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    assert!(r.stdout.contains("s1: rekeyed"), "{}", r.stdout);
+    let after = data.git(&["rev-parse", "snapshots/s1"]).ok().stdout;
+    assert_ne!(before, after);
+    let changed = data
+        .git(&["diff", "--name-only", before.trim(), after.trim()])
+        .ok()
+        .stdout;
+    assert!(changed.lines().count() >= 3, "{changed}");
+    for f in changed.lines() {
+        assert!(
+            f == ".k8s-snap/snapshot.yaml" || f.contains("/secrets/"),
+            "only Secrets and the metadata change: {changed}"
+        );
+    }
+    let meta = data
+        .git(&["show", "snapshots/s1:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout;
+    assert!(meta.contains(&new_r) && !meta.contains(&old_r), "{meta}");
+    // The Secret files differ (new ciphertexts), but diff sees no value change: the
+    // fingerprints are the same.
+    let d = data.run(None, &["diff", "s1", "s2"]).ok();
+    assert!(!d.stdout.contains("*** (s"), "{}", d.stdout);
+
+    // The store holds the rekeyed commit: a fresh machine pulls it.
+    let fresh = DataDir::new();
+    let store = format!("file://{}", data.path().join("store").display());
+    fresh.run(None, &["--store", &store, "pull", "s1"]).ok();
+    assert_eq!(fresh.git(&["rev-parse", "snapshots/s1"]).ok().stdout, after);
+
+    let tk = Some(target.kubeconfig.as_path());
+    let r = fresh
+        .run(
+            tk,
+            &[
+                "--store",
+                &store,
+                "plan",
+                "s1",
+                "--identity",
+                old_id.to_str().unwrap(),
+            ],
+        )
+        .failed();
+    assert!(r.stderr.contains(&new_r), "{}", r.stderr);
+    data.run(tk, &["plan", "s2", "--identity", old_id.to_str().unwrap()])
+        .ok();
+    fresh
+        .run(
+            tk,
+            &[
+                "--store",
+                &store,
+                "restore",
+                "s1",
+                "--identity",
+                new_id.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    let src = source
+        .get("/api/v1/namespaces/shop/secrets/api-credentials")
+        .await;
+    if source.is_real() {
+        return;
+    }
+    let t = target
+        .get("/api/v1/namespaces/shop/secrets/api-credentials")
+        .await;
+    assert_eq!(t["data"], src["data"]);
+}
