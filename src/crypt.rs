@@ -385,25 +385,23 @@ impl FingerprintKey {
 pub type Previous = HashMap<String, String>;
 
 /// Adds the sealed values of one object file of a previous snapshot to `previous`.
+///
+/// A text scan, not a YAML parse (a snapshot of many Secrets reads them all): a sealed value
+/// is one token of `[A-Za-z0-9+/=_:-]` starting with the prefix, on one line, plain or inside
+/// double quotes (it needs no escapes). Reuse is keyed by the fingerprint, which binds the
+/// object path, field, key and value, so a token can only ever stand for its own value.
 pub fn collect_sealed(yaml: &str, previous: &mut Previous) {
-    let Ok(v) = crate::tree::from_yaml(yaml) else {
-        return;
-    };
-    let mut add = |s: &str| {
+    let token =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | ':' | '-');
+    let mut rest = yaml;
+    while let Some(at) = rest.find(SEALED_PREFIX) {
+        let from = &rest[at..];
+        let end = from.find(|c: char| !token(c)).unwrap_or(from.len());
+        let s = &from[..end];
         if let Some((fp, _)) = parse_sealed(s) {
             previous.insert(fp.to_owned(), s.to_owned());
         }
-    };
-    for field in SEALED_FIELDS {
-        if let Some(m) = v.get(field).and_then(Value::as_object) {
-            m.values().filter_map(Value::as_str).for_each(&mut add);
-        }
-    }
-    if let Some(m) = v
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-    {
-        m.values().filter_map(Value::as_str).for_each(&mut add);
+        rest = &from[end.max(1)..];
     }
 }
 
