@@ -19,6 +19,7 @@ pub mod plan;
 pub mod preference;
 mod prepare;
 pub mod rules;
+mod sealed;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -60,6 +61,9 @@ pub enum RestoreError {
     },
     #[error("target cluster: {0}")]
     Discovery(Box<DiscoveryError>),
+    /// Sealed Secret values that were not opened (no identity, or a wrong one).
+    #[error(transparent)]
+    Sealed(#[from] crate::crypt::CryptError),
     #[error("target cluster: listing {collection}: {source}")]
     Live {
         collection: String,
@@ -80,6 +84,8 @@ pub struct LoadedSnapshot {
     pub name: String,
     pub commit: String,
     pub objects: Vec<SnapshotObject>,
+    /// How its Secret values are sealed (`None`: in the clear); see [`LoadedSnapshot::open_sealed`].
+    pub encryption: Option<crate::tree::Encryption>,
 }
 
 /// Everything a plan or restore can be told.
@@ -177,6 +183,7 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
         name: name.to_string(),
         commit: info.commit.to_string(),
         objects,
+        encryption: info.meta.encryption,
     })
 }
 
@@ -223,6 +230,8 @@ pub async fn plan(
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
     let span = tracing::info_span!("plan", snapshot = %snapshot.name, server = %cluster.server());
+    // Never plan (let alone restore) ciphertext as Secret values: fail before any request.
+    snapshot.ensure_opened()?;
     async move {
         let started = std::time::Instant::now();
         // Discovery (network) runs on its own task while the rules (pure CPU) run here: on a
