@@ -1,6 +1,9 @@
 //! Benchmark: a snapshot vs a raw paginated LIST of the same objects.
 //!
-//! `cargo run --release --example bench_snapshot -- --objects 50000 [--threads 8]`
+//! `cargo run --release --example bench_snapshot -- --objects 50000 [--threads 8] [--encrypt]`
+//!
+//! `--encrypt` seals every Secret value to a fresh age recipient (`--encrypt-to`, issue 18) in
+//! both snapshots and prints the fixture's Secret share.
 //!
 //! The emulator (fixture `scale:N`) runs in this process; the raw list and the snapshots run in
 //! child processes (this binary re-executed) so that each one's peak RSS is its own. Prints both
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             threads,
             arg(&args, "--data-dir"),
             arg(&args, "--name"),
+            arg(&args, "--encrypt-to"),
         ))?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -77,10 +81,26 @@ fn main() -> anyhow::Result<()> {
     let threads: usize = arg(&args, "--threads")
         .unwrap_or_else(|| "8".into())
         .parse()?;
-    rt.block_on(parent(objects, threads))
+    let encrypt = args.iter().any(|a| a == "--encrypt");
+    rt.block_on(parent(objects, threads, encrypt))
 }
 
-async fn parent(objects: usize, threads: usize) -> anyhow::Result<()> {
+async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result<()> {
+    let recipient = encrypt.then(|| k8s_snap::crypt::generate_identity().1);
+    if encrypt {
+        let all = kube_emulator::fixtures::scale::objects(objects);
+        let secrets = all.iter().filter(|o| o["kind"] == "Secret").count();
+        let values: usize = all
+            .iter()
+            .filter(|o| o["kind"] == "Secret")
+            .map(|o| o["data"].as_object().map_or(0, |m| m.len()))
+            .sum();
+        println!(
+            "encryption on: {secrets} of {} objects are Secrets ({:.0}%), {values} values sealed",
+            all.len(),
+            100.0 * secrets as f64 / all.len().max(1) as f64
+        );
+    }
     let tmp = tempfile::tempdir()?;
     let started = Instant::now();
     let emulator = kube_emulator::Emulator::builder()
@@ -104,6 +124,9 @@ async fn parent(objects: usize, threads: usize) -> anyhow::Result<()> {
             .arg(&data_dir);
         if let Some(n) = name {
             cmd.args(["--name", n]);
+        }
+        if let (Some(r), "snapshot") = (&recipient, mode) {
+            cmd.args(["--encrypt-to", r]);
         }
         let out = tokio::task::block_in_place(|| cmd.output())?;
         if !out.status.success() {
@@ -146,6 +169,13 @@ async fn parent(objects: usize, threads: usize) -> anyhow::Result<()> {
         mib(first.peak_rss_bytes.max(second.peak_rss_bytes))
     );
     emulator.shutdown().await;
+    if encrypt {
+        // Steady state: an unchanged value reuses its ciphertext instead of being encrypted.
+        println!(
+            "unchanged 2nd snapshot/list ratio (sealed values reused): {:.2}",
+            second.seconds / raw.seconds
+        );
+    }
     println!("snapshot/list ratio: {:.2}", first.seconds / raw.seconds);
     Ok(())
 }
@@ -156,6 +186,7 @@ async fn child(
     threads: usize,
     data_dir: Option<String>,
     name: Option<String>,
+    encrypt_to: Option<String>,
 ) -> anyhow::Result<ChildReport> {
     let cluster = Cluster::connect(&ConnectOptions {
         kubeconfig: Some(kubeconfig.to_path_buf()),
@@ -187,6 +218,9 @@ async fn child(
             let git_dir = PathBuf::from(data_dir.context("--data-dir")?).join("mirror.git");
             let mut opts = SnapshotOptions::new(name.context("--name")?);
             opts.threads = threads;
+            opts.encrypt_to = encrypt_to
+                .map(|r| k8s_snap::crypt::Recipients::parse(&[r]))
+                .transpose()?;
             let s = snapshot::take_snapshot(&cluster, git_dir, &opts, Arc::new(NoProgress)).await?;
             Ok(ChildReport {
                 seconds: started.elapsed().as_secs_f64(),

@@ -8,10 +8,12 @@
 
 pub mod cluster;
 pub mod controller;
+pub mod crypt;
 pub mod discovery;
 pub mod duration;
 pub mod import;
 pub mod mirror;
+pub mod rekey;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;

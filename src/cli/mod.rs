@@ -14,6 +14,7 @@
 
 mod browse;
 pub mod controller;
+mod crypt;
 mod import;
 pub mod output;
 mod prune;
@@ -219,6 +220,10 @@ pub enum Command {
     Crd,
     /// Run the CRD-driven controller (Snapshot, Restore and SnapshotSchedule resources).
     Controller(controller::ControllerArgs),
+    /// Write a new age identity for encrypted Secrets; print its recipient (docs/encryption.md).
+    Keygen(crypt::KeygenArgs),
+    /// Re-encrypt snapshots' Secret values for new recipients, in the mirror and the store.
+    Rekey(crypt::RekeyArgs),
 }
 
 /// The error and its causes on one line, `outer: cause: root cause`, leaving out a cause whose
@@ -262,6 +267,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => watch::run(&cli.global, args, out).await,
         Command::Crd => controller::crd(out),
         Command::Controller(args) => controller::run(&cli.global, args).await,
+        Command::Keygen(args) => crypt::keygen(&cli.global, args, out),
+        Command::Rekey(args) => crypt::rekey(&cli.global, args, out).await,
     }
 }
 

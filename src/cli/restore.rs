@@ -26,6 +26,10 @@ pub struct CommonArgs {
     /// Requests in flight at once (per stage).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
+    /// An age identity file that opens the snapshot's encrypted Secret values
+    /// (docs/encryption.md).
+    #[arg(long, value_name = "FILE", env = "K8S_SNAP_IDENTITY")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -80,11 +84,16 @@ async fn prepare(
     let git_dir = global.mirror_dir()?;
     let name = common.snapshot.clone();
     k8s_snap::mirror::validate_name("snapshot", &name)?;
+    let identities = super::crypt::load_identities(common.identity.as_deref())?;
     let cluster = Cluster::connect(&global.connect_options()).await?;
     // Only in the store (another machine took it): `prepare` pulls it first.
     let store = super::store::open_store(global).await?;
     let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster).await?;
-    let snapshot = prepared.snapshot;
+    let mut snapshot = prepared.snapshot;
+    let opened = snapshot.open_sealed(identities.as_ref())?;
+    if opened > 0 {
+        tracing::info!(snapshot = %name, values = opened, "encrypted Secret values opened");
+    }
     Ok((pref, snapshot, cluster))
 }
 

@@ -31,6 +31,15 @@ pub struct SnapshotArgs {
     /// Do not push the snapshot to the store when done.
     #[arg(long)]
     pub no_push: bool,
+    /// Seal every Secret value to this age recipient (age1…, from `k8s-snap keygen`);
+    /// repeatable, or comma-separated in K8S_SNAP_ENCRYPT_TO.
+    #[arg(
+        long,
+        value_name = "RECIPIENT",
+        env = "K8S_SNAP_ENCRYPT_TO",
+        value_delimiter = ','
+    )]
+    pub encrypt_to: Vec<String>,
 }
 
 pub async fn run(
@@ -52,6 +61,11 @@ pub async fn run(
         k8s_snap::duration::parse_ttl(ttl, jiff::Timestamp::now())
             .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;
     }
+    let encrypt_to = if args.encrypt_to.is_empty() {
+        None
+    } else {
+        Some(k8s_snap::crypt::Recipients::parse(&args.encrypt_to).context("--encrypt-to")?)
+    };
     let store = if args.no_push {
         None
     } else {
@@ -83,6 +97,7 @@ pub async fn run(
         available_until: args.available_until,
         threads: usize::from(args.threads),
         page_size: 500,
+        encrypt_to,
     };
     let show_progress = !global.quiet && std::io::stderr().is_terminal();
     let bar = Arc::new(ProgressBar::new(show_progress));
@@ -90,6 +105,12 @@ pub async fn run(
     bar.finish();
     let summary =
         result.with_context(|| format!("snapshot {name:?} failed; nothing was tagged"))?;
+    if summary.unencrypted_secrets > 0 && !global.quiet {
+        eprintln!(
+            "notice: {} Secrets stored unencrypted; seal their values with --encrypt-to (docs/encryption.md)",
+            summary.unencrypted_secrets
+        );
+    }
     match global.output {
         Format::Table => {
             writeln!(

@@ -288,6 +288,8 @@ pub fn import_file(file: &Path, git_dir: &Path, opts: &ImportOptions) -> Result<
         ttl: scan.original.ttl.clone(),
         available_until: scan.original.available_until,
         imported_from: Some(opts.source.clone()),
+        // Imports keep Secret values as the archive holds them (docs/import.md).
+        encryption: None,
     };
     let listed: Vec<(ApiResourceInfo, u64)> = resources.into_iter().zip(counts).collect();
     let built = build_metadata(base, listed, skipped, Consistency::Exact)?;

@@ -632,6 +632,50 @@ impl Mirror {
         Ok(())
     }
 
+    /// Calls `f(path, content)` for every file under `<namespaces>/<ns>/<resource>/` (e.g. the
+    /// Secrets, `api/v1/namespaces` and `secrets`) without reading other resources' blobs.
+    pub fn walk_namespaced_files(
+        &self,
+        commit: &CommitId,
+        namespaces: &str,
+        resource: &str,
+        mut f: impl FnMut(&str, &[u8]),
+    ) -> Result<()> {
+        let Some(tree) = self.subtree(commit, namespaces)? else {
+            return Ok(());
+        };
+        let base = names::normalize_prefix(namespaces)?.to_owned();
+        for entry in tree.iter() {
+            let (Ok(ns), Some(ObjectType::Tree)) = (entry.name(), entry.kind()) else {
+                continue;
+            };
+            let ns_tree = self
+                .repo
+                .find_tree(entry.id())
+                .ctx(|| format!("reading directory {base}/{ns}"))?;
+            let Some(sub) = ns_tree.get_name(resource) else {
+                continue;
+            };
+            if sub.kind() != Some(ObjectType::Tree) {
+                continue;
+            }
+            let sub = self
+                .repo
+                .find_tree(sub.id())
+                .ctx(|| format!("reading directory {base}/{ns}/{resource}"))?;
+            let mut path = format!("{base}/{ns}/{resource}");
+            let _ = self.visit(&sub, &mut path, &mut |p, oid| {
+                let blob = self
+                    .repo
+                    .find_blob(oid)
+                    .ctx(|| format!("reading {p:?} of commit {commit}"))?;
+                f(p, blob.content());
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Depth-first walk of the blobs under `tree`, whose path is `base`.
     fn visit(
         &self,

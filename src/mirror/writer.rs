@@ -57,22 +57,45 @@ pub struct SnapshotWriter<'m> {
     files: u64,
     new_objects: u64,
     new_bytes: u64,
+    /// Moves an existing tag to the new commit (`rekey`) instead of creating one.
+    replace: bool,
 }
 
 impl Mirror {
+    /// Starts rewriting existing snapshot `name` of `cluster` (re-encrypted Secrets, `rekey`):
+    /// the same as [`Mirror::writer`], but `finish` moves the existing tag to the new commit.
+    pub fn rewriter(&self, name: &str, cluster: &str) -> Result<SnapshotWriter<'_>> {
+        validate_name("snapshot", name)?;
+        let mut w = self.writer_unchecked(name, cluster)?;
+        if !self.tag_exists(name)? {
+            return Err(MirrorError::Git {
+                context: format!("rewriting snapshot {name:?}"),
+                source: super::GitError(git2::Error::from_str("no such snapshot")),
+            });
+        }
+        w.replace = true;
+        Ok(w)
+    }
+
     /// Starts writing snapshot `name` of `cluster`: validates both names, takes the writer lock
     /// (waiting up to the lock timeout) and refuses a name that already exists, all before
     /// anything is written.
     pub fn writer(&self, name: &str, cluster: &str) -> Result<SnapshotWriter<'_>> {
         validate_name("snapshot", name)?;
         validate_name("cluster", cluster)?;
-        let lock = self.lock()?;
-        super::maintain::remove_stale_temp_packs(&self.git_dir)?;
+        let w = self.writer_unchecked(name, cluster)?;
         if self.tag_exists(name)? {
             return Err(MirrorError::SnapshotExists {
                 name: name.to_owned(),
             });
         }
+        Ok(w)
+    }
+
+    fn writer_unchecked(&self, name: &str, cluster: &str) -> Result<SnapshotWriter<'_>> {
+        validate_name("cluster", cluster)?;
+        let lock = self.lock()?;
+        super::maintain::remove_stale_temp_packs(&self.git_dir)?;
         let odb = self
             .repo
             .odb()
@@ -97,6 +120,7 @@ impl Mirror {
             files: 0,
             new_objects: 0,
             new_bytes: 0,
+            replace: false,
         })
     }
 
@@ -221,7 +245,7 @@ impl SnapshotWriter<'_> {
         let refname = format!("{SNAPSHOT_TAG_PREFIX}{}", self.name);
         self.mirror
             .repo
-            .reference(&refname, commit, false, "k8s-snap: snapshot")
+            .reference(&refname, commit, self.replace, "k8s-snap: snapshot")
             .map_err(|e| match e.code() {
                 git2::ErrorCode::Exists => MirrorError::SnapshotExists {
                     name: self.name.clone(),

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod preference;
 mod prepare;
 pub mod rules;
+mod sealed;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -74,6 +75,9 @@ pub enum RestoreError {
     /// Discovering the target cluster's resources failed.
     #[error("target cluster: {0}")]
     Discovery(Box<DiscoveryError>),
+    /// Sealed Secret values that were not opened (no identity, or a wrong one).
+    #[error(transparent)]
+    Sealed(#[from] crate::crypt::CryptError),
     /// Listing the target's live objects failed.
     #[error("target cluster: listing {collection}: {source}")]
     Live {
@@ -100,6 +104,8 @@ pub struct LoadedSnapshot {
     pub commit: String,
     /// Its objects.
     pub objects: Vec<SnapshotObject>,
+    /// How its Secret values are sealed (`None`: in the clear); see [`LoadedSnapshot::open_sealed`].
+    pub encryption: Option<crate::tree::Encryption>,
 }
 
 /// Everything a plan or restore can be told.
@@ -197,6 +203,7 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
         name: name.to_string(),
         commit: info.commit.to_string(),
         objects,
+        encryption: info.meta.encryption,
     })
 }
 
@@ -243,6 +250,8 @@ pub async fn plan(
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
     let span = tracing::info_span!("plan", snapshot = %snapshot.name, server = %cluster.server());
+    // Never plan (let alone restore) ciphertext as Secret values: fail before any request.
+    snapshot.ensure_opened()?;
     async move {
         let started = std::time::Instant::now();
         // Discovery (network) runs on its own task while the rules (pure CPU) run here: on a

@@ -21,6 +21,8 @@ pub(crate) struct MetaBase {
     pub available_until: Option<jiff::Timestamp>,
     /// The archive an imported snapshot was read from (`None` for a live snapshot).
     pub imported_from: Option<String>,
+    /// The recipients Secret values are sealed to (`None`: stored as read).
+    pub encryption: Option<tree::Encryption>,
 }
 
 /// The metadata of a finished attempt and its two files, in the order they are written.
@@ -73,6 +75,7 @@ pub(crate) fn build(
         imported_from: base.imported_from,
         tool_version: format!("k8s-snap {}", env!("CARGO_PKG_VERSION")),
         skipped,
+        encryption: base.encryption,
     };
     let meta_yaml = tree::to_yaml_string(&meta).map_err(|source| SnapshotError::Tree {
         what: tree::meta::SNAPSHOT_META_FILE.into(),

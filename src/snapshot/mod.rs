@@ -97,6 +97,9 @@ pub enum SnapshotError {
     /// The snapshot options are not valid.
     #[error("invalid option: {0}")]
     Options(String),
+    /// Sealing Secret values failed.
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
 }
 
 impl SnapshotError {
@@ -130,6 +133,8 @@ pub struct SnapshotOptions {
     pub threads: usize,
     /// Objects per LIST page.
     pub page_size: u32,
+    /// Seal Secret values to these recipients (docs/encryption.md); `None`: plaintext.
+    pub encrypt_to: Option<crate::crypt::Recipients>,
 }
 
 impl SnapshotOptions {
@@ -142,6 +147,7 @@ impl SnapshotOptions {
             available_until: None,
             threads: 8,
             page_size: 500,
+            encrypt_to: None,
         }
     }
 }
@@ -191,6 +197,12 @@ pub struct SnapshotSummary {
     /// When the snapshot expires, if it has a TTL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available_until: Option<jiff::Timestamp>,
+    /// Secrets written with their values sealed (`--encrypt-to`).
+    #[serde(default)]
+    pub encrypted_secrets: u64,
+    /// Secrets written with their values in the clear (no recipients configured).
+    #[serde(default)]
+    pub unencrypted_secrets: u64,
 }
 
 /// Takes a snapshot of `cluster` into the mirror at `git_dir`.
@@ -237,6 +249,15 @@ pub async fn take_snapshot(
             }
         }
 
+        let sealer = match &opts.encrypt_to {
+            Some(r) if !r.is_empty() => Some(Arc::new(sealer_for(&git_dir, &cluster_name, r.clone()).await?)),
+            _ => None,
+        };
+        let encryption = sealer.as_ref().map(|s| crate::tree::Encryption {
+            recipients: s.recipients.names().to_vec(),
+            fingerprint_key_id: s.key.id(),
+        });
+
         let discovered = discovery::discover(cluster, Versions::Preferred, opts.threads)
             .await
             .map_err(|e| SnapshotError::Discovery(Box::new(e)))?;
@@ -265,8 +286,9 @@ pub async fn take_snapshot(
                 ttl: opts.ttl.clone(),
                 available_until,
                 imported_from: None,
+                encryption: encryption.clone(),
             };
-            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, observer.clone()).await {
+            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, sealer.clone(), observer.clone()).await {
                 Err(AttemptError::Expired) if attempt < MAX_RV_RESTARTS => {
                     tracing::warn!(rv = %rv, "resourceVersion expired while listing; starting over");
                     continue;
@@ -288,6 +310,8 @@ pub async fn take_snapshot(
                         new_bytes: done.new_bytes,
                         duration_seconds: started.elapsed().as_secs_f64(),
                         available_until,
+                        encrypted_secrets: done.encrypted_secrets,
+                        unencrypted_secrets: done.unencrypted_secrets,
                     });
                 }
             }
@@ -295,6 +319,46 @@ pub async fn take_snapshot(
     }
     .instrument(span)
     .await
+}
+
+/// The sealer of a snapshot of `cluster_name`: the mirror's fingerprint key (created on first
+/// use) and the ciphertexts of the cluster's latest snapshot sealed to the same recipients
+/// under the same key, so unchanged values keep their bytes.
+async fn sealer_for(
+    git_dir: &std::path::Path,
+    cluster_name: &str,
+    recipients: crate::crypt::Recipients,
+) -> Result<crate::crypt::Sealer> {
+    let dir = git_dir.to_path_buf();
+    let cluster = cluster_name.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<crate::crypt::Sealer> {
+        // The key lives inside the mirror directory, which must be a repository first.
+        let mirror = Mirror::open_or_init(&dir)?;
+        let key = crate::crypt::FingerprintKey::load_or_create(&dir)?;
+        let mut previous = crate::crypt::Previous::new();
+        {
+            let wanted = crate::tree::Encryption {
+                recipients: recipients.names().to_vec(),
+                fingerprint_key_id: key.id(),
+            };
+            let last = mirror
+                .snapshots()?
+                .into_iter()
+                .rev()
+                .find(|s| s.meta.cluster_name == cluster && s.meta.encryption.as_ref() == Some(&wanted));
+            if let Some(last) = last {
+                mirror.walk_namespaced_files(&last.commit, "api/v1/namespaces", "secrets", |_, bytes| {
+                    if let Ok(text) = std::str::from_utf8(bytes) {
+                        crate::crypt::collect_sealed(text, &mut previous);
+                    }
+                })?;
+                tracing::debug!(snapshot = %last.name, values = previous.len(), "reusing sealed values of the previous snapshot");
+            }
+        }
+        Ok(crate::crypt::Sealer { recipients, key, previous })
+    })
+    .await
+    .map_err(|e| SnapshotError::Task(e.to_string()))?
 }
 
 fn now_seconds() -> jiff::Timestamp {

@@ -8,13 +8,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::stream::{self, StreamExt};
 use tokio::sync::{Mutex, mpsc};
 use tracing::Instrument;
 
 use crate::cluster::Cluster;
+use crate::crypt::Sealer;
 use crate::discovery::ApiResourceInfo;
 use crate::mirror::{CommitId, Mirror};
 use crate::tree::{self, Consistency, ContentPath, Node, SkippedEntry, SnapshotMeta};
@@ -34,6 +35,8 @@ pub(super) struct AttemptDone {
     pub consistency: Consistency,
     pub new_objects: u64,
     pub new_bytes: u64,
+    pub encrypted_secrets: u64,
+    pub unencrypted_secrets: u64,
 }
 
 /// Why an attempt stopped: its resourceVersion expired (the caller starts over), or a failure.
@@ -64,6 +67,10 @@ struct ListState {
     best_effort: AtomicBool,
     skipped: Mutex<Vec<SkippedEntry>>,
     observer: Arc<dyn Observer>,
+    /// Seals Secret values (`--encrypt-to`); `None`: they are written in the clear.
+    sealer: Option<Arc<Sealer>>,
+    encrypted_secrets: AtomicU64,
+    unencrypted_secrets: AtomicU64,
 }
 
 /// One attempt: lists every resource at `base.resource_version` into a new snapshot of the
@@ -74,6 +81,7 @@ pub(super) async fn attempt_snapshot(
     opts: &SnapshotOptions,
     resources: &[ApiResourceInfo],
     base: MetaBase,
+    sealer: Option<Arc<Sealer>>,
     observer: Arc<dyn Observer>,
 ) -> Result<AttemptDone, AttemptError> {
     let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
@@ -106,6 +114,9 @@ pub(super) async fn attempt_snapshot(
         best_effort: AtomicBool::new(false),
         skipped: Mutex::new(Vec::new()),
         observer,
+        sealer,
+        encrypted_secrets: AtomicU64::new(0),
+        unencrypted_secrets: AtomicU64::new(0),
     });
 
     // Kinds served by more than one group are listed one after another in discovery order, so
@@ -182,6 +193,8 @@ pub(super) async fn attempt_snapshot(
     let state = Arc::into_inner(state).ok_or(SnapshotError::WriterGone)?;
 
     let skipped = state.skipped.into_inner();
+    let encrypted_secrets = state.encrypted_secrets.into_inner();
+    let unencrypted_secrets = state.unencrypted_secrets.into_inner();
     let consistency = if state.best_effort.load(Ordering::Relaxed) {
         Consistency::BestEffort
     } else {
@@ -209,6 +222,8 @@ pub(super) async fn attempt_snapshot(
         consistency,
         new_objects: written.new_objects,
         new_bytes: written.new_bytes,
+        encrypted_secrets,
+        unencrypted_secrets,
     })
 }
 
@@ -347,7 +362,20 @@ async fn prepare_object<'a>(
     state: &ListState,
 ) -> Result<Option<ContentPath>, AttemptError> {
     match prepare_node(r, obj)? {
-        Prepared::Write(path) => Ok(Some(path)),
+        Prepared::Write(path) => {
+            if r.group.is_empty() && r.resource == "secrets" {
+                match &state.sealer {
+                    Some(sealer) => {
+                        sealer.seal_node(&path, obj).map_err(SnapshotError::from)?;
+                        state.encrypted_secrets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        state.unencrypted_secrets.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(Some(path))
+        }
         Prepared::Skip(entry) => {
             state.skipped.lock().await.push(entry);
             Ok(None)

@@ -64,6 +64,21 @@ pub struct SnapshotMeta {
     /// Objects seen but deliberately not written.
     #[serde(default)]
     pub skipped: Vec<SkippedEntry>,
+    /// Present when Secret values are sealed (docs/design.md §3, "Sealed values").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// How a snapshot's Secret values are sealed: to which recipients, fingerprinted under which
+/// key (its public id; the key itself never leaves the mirror directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// `age` X25519 recipients (`age1…`, public keys), sorted: an identity of one of them
+    /// opens the snapshot's sealed values.
+    pub recipients: Vec<String>,
+    /// The id of the fingerprint key (`crypt::FingerprintKey::id`).
+    pub fingerprint_key_id: String,
 }
 
 /// One entry of `.k8s-snap/resources.yaml`: a resource the snapshot listed.

@@ -1,5 +1,5 @@
 //! Masking Secret values for display (`plan --diff`, `diff`, `show`): the values of `data` and
-//! `stringData`, and every annotation holding a copy of the object (such as
+//! `stringData` (sealed values compared by fingerprint), and every annotation holding a copy of the object (such as
 //! `kubectl.kubernetes.io/last-applied-configuration`, written by `kubectl apply`), whose own
 //! `data`/`stringData` values are masked the same way.
 //!
@@ -55,12 +55,29 @@ fn mask_map(field: Option<&mut Value>, other: Option<&Map<String, Value>>, label
     match map.as_object_mut() {
         Some(m) => {
             for (k, v) in m.iter_mut() {
-                let same = other.and_then(|o| o.get(k)) == Some(v);
+                let same = other
+                    .and_then(|o| o.get(k))
+                    .is_some_and(|o| same_value(o, v));
                 *v = Value::String(masked(same, label));
             }
         }
         // Not a map (malformed): hide it whole.
         None => *map = Value::String(MASK.into()),
+    }
+}
+
+/// Equal values, or sealed values with the same fingerprint (the same plaintext even when
+/// re-encrypted, as after `rekey`).
+fn same_value(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.as_str(), b.as_str()) {
+        (Some(x), Some(y)) => matches!(
+            (super::sealed::sealed_fingerprint(x), super::sealed::sealed_fingerprint(y)),
+            (Some(fx), Some(fy)) if fx == fy
+        ),
+        _ => false,
     }
 }
 
@@ -184,6 +201,16 @@ mod tests {
         let mut c = json!({"kind": "ConfigMap", "data": {"x": "1"}});
         mask(&mut c);
         assert_eq!(c["data"]["x"], "1");
+    }
+
+    #[test]
+    fn sealed_values_compare_by_fingerprint() {
+        let mut a = json!({"kind": "Secret", "data": {"x": "k8s-snap:age:v1:fp1:AAAA", "y": "k8s-snap:age:v1:fp2:BBBB"}});
+        let mut b = json!({"kind": "Secret", "data": {"x": "k8s-snap:age:v1:fp1:CCCC", "y": "k8s-snap:age:v1:fp3:DDDD"}});
+        mask_pair(&mut a, &mut b, "s1", "s2");
+        assert_eq!(a["data"]["x"], "***");
+        assert_eq!(a["data"]["y"], "*** (s1)");
+        assert_eq!(b["data"]["y"], "*** (s2)");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod controller;
 mod controller_deploy;
 mod controller_events;
 mod controller_schema;
+mod encryption;
 mod failures;
 mod fuzz;
 mod import;

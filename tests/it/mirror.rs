@@ -88,6 +88,7 @@ fn meta(name: &str, cluster: &str, ts: i64, rv: &str) -> SnapshotMeta {
         imported_from: None,
         tool_version: "k8s-snap test".into(),
         skipped: vec![],
+        encryption: None,
     }
 }
 

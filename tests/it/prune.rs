@@ -23,6 +23,7 @@ fn write_snapshot(m: &Mirror, name: &str, cluster: &str, time: &str) {
         tool_version: "k8s-snap test".into(),
         skipped: vec![],
         imported_from: None,
+        encryption: None,
     };
     let mut w = m.writer(name, cluster).expect("writer");
     let cm = format!(

@@ -265,6 +265,10 @@ fn meta_files_round_trip() {
             path: "/api/v1/namespaces/a/secrets/t".into(),
             reason: "token-secret".into(),
         }],
+        encryption: Some(tree::Encryption {
+            recipients: vec!["age1abc".into()],
+            fingerprint_key_id: "0011223344556677".into(),
+        }),
     };
     let y = tree::to_yaml_string(&meta).expect("emit");
     assert!(y.contains("resourceVersion: \"12345\"\n"), "{y}");

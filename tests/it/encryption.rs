@@ -1,0 +1,531 @@
+//! Secrets encrypted at rest (issue 18 acceptance): `keygen`, `snapshot --encrypt-to`,
+//! `plan/restore --identity`, byte-stable sealed values and `diff`, through the binary against
+//! the realistic fixture (or real clusters from the environment) and a file and a moto S3 store.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::store_support::{Backend, TestStore};
+use crate::support::{DataDir, Run, TestCluster};
+
+/// `keygen --out <dir>/<name>`: the identity file and its recipient.
+fn keygen(data: &DataDir, name: &str) -> (PathBuf, String) {
+    let path = data.path().join(name);
+    let out = data
+        .run(None, &["keygen", "--out", path.to_str().unwrap()])
+        .ok();
+    let recipient = out.stdout.trim().to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (path, recipient)
+}
+
+/// Every Secret value written to a snapshot (token Secrets are never written): raw (as the
+/// API gives it, base64) and decoded. Decoded values shorter than 8 bytes (`shop`, `wp`) are
+/// left out: they are also ordinary names elsewhere in the cluster.
+async fn secret_values(cluster: &TestCluster) -> Vec<String> {
+    let list = cluster.get("/api/v1/secrets").await;
+    let mut out = Vec::new();
+    for s in list["items"].as_array().unwrap() {
+        if s["type"] == "kubernetes.io/service-account-token" {
+            continue;
+        }
+        for v in s["data"].as_object().into_iter().flatten().map(|(_, v)| v) {
+            let raw = v.as_str().unwrap();
+            if raw.len() >= 4 {
+                out.push(raw.to_owned());
+            }
+            if let Ok(plain) = base64::engine::general_purpose::STANDARD.decode(raw)
+                && plain.len() >= 8
+                && let Ok(text) = String::from_utf8(plain)
+            {
+                out.push(text);
+            }
+        }
+    }
+    assert!(out.len() >= 4, "the fixture has Secret values: {out:?}");
+    out
+}
+
+/// Every file under `dir`, raw, and, for git repositories found there, every object
+/// decompressed (`git cat-file --batch-all-objects`).
+fn everything_under(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.join("objects").is_dir() && p.join("HEAD").is_file() {
+                    let r =
+                        crate::support::git(&p, &["cat-file", "--batch-all-objects", "--batch"]);
+                    assert_eq!(r.code, 0, "{}", r.stderr);
+                    out.extend_from_slice(r.stdout.as_bytes());
+                }
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.extend_from_slice(&bytes);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[track_caller]
+fn assert_no_value(haystack: &[u8], values: &[String], what: &str) {
+    for v in values {
+        assert!(
+            !contains(haystack, v),
+            "a Secret value ({} bytes) appears in {what}",
+            v.len()
+        );
+    }
+}
+
+fn run_text(r: &Run) -> Vec<u8> {
+    format!("{}\n{}", r.stdout, r.stderr).into_bytes()
+}
+
+async fn no_value_anywhere(backend: Backend) {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let values = secret_values(&cluster).await;
+
+    // Control: without recipients the values are there to be found (and a notice says so).
+    let plain = DataDir::new();
+    let r = plain
+        .run(kc, &["snapshot", "p1", "--cluster", "demo", "--no-push"])
+        .ok();
+    assert!(
+        r.stderr.contains("Secrets stored unencrypted"),
+        "{}",
+        r.stderr
+    );
+    let all = everything_under(plain.path());
+    assert!(values.iter().any(|v| contains(&all, v)), "control grep");
+
+    let store = TestStore::new(backend).await;
+    let keys = DataDir::new();
+    let (identity, recipient) = keygen(&keys, "id.txt");
+    let data = DataDir::new();
+    let mut seen = Vec::new();
+    let r = store
+        .run(
+            &data,
+            kc,
+            &[
+                "-vvv",
+                "-o",
+                "json",
+                "snapshot",
+                "s1",
+                "--cluster",
+                "demo",
+                "--encrypt-to",
+                &recipient,
+            ],
+        )
+        .ok();
+    assert!(!r.stderr.contains("unencrypted"), "{}", r.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        summary["encryptedSecrets"].as_u64().unwrap() >= 3,
+        "{summary}"
+    );
+    assert_eq!(summary["unencryptedSecrets"], 0);
+    seen.extend(run_text(&r));
+    // The recipients are recorded.
+    let meta = data
+        .git(&["show", "snapshots/s1:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout;
+    assert!(meta.contains(&recipient), "{meta}");
+    for args in [
+        &["-vvv", "-o", "json", "list"][..],
+        &["-vvv", "-o", "json", "show", "s1"],
+        &["-vvv", "-o", "json", "verify"],
+    ] {
+        seen.extend(run_text(&store.run(&data, kc, args)));
+    }
+    assert_no_value(&seen, &values, "logs at -vvv or -o json outputs");
+    assert_no_value(&everything_under(data.path()), &values, "the data dir");
+
+    // The store, raw, and what a fresh machine pulls from it.
+    let (root, _) = store.open_root().await;
+    let mut stored = Vec::new();
+    for o in root.list("").await.unwrap() {
+        stored.extend_from_slice(&root.get(&o.key).await.unwrap().bytes);
+    }
+    assert!(!stored.is_empty());
+    assert_no_value(&stored, &values, "the store");
+    let other = DataDir::new();
+    let r = store.run(&other, None, &["-vvv", "pull", "s1"]).ok();
+    assert_no_value(&run_text(&r), &values, "pull's logs");
+    assert_no_value(&everything_under(other.path()), &values, "a pulled mirror");
+
+    // With the identity, a plan on the source itself sees every Secret as existing.
+    let r = store
+        .run(
+            &other,
+            kc,
+            &[
+                "-vvv",
+                "-o",
+                "json",
+                "plan",
+                "s1",
+                "--identity",
+                identity.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    assert_no_value(&run_text(&r), &values, "plan's output");
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let secrets: Vec<&serde_json::Value> = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["path"].as_str().unwrap().contains("/secrets/"))
+        .collect();
+    assert!(!secrets.is_empty());
+    for i in secrets {
+        assert_eq!(i["action"], "exists", "{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_value_leaks_file_store() {
+    no_value_anywhere(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_value_leaks_s3_store() {
+    no_value_anywhere(Backend::S3).await;
+}
+
+/// Two snapshots of an unchanged cluster differ only in their metadata; a changed value shows
+/// in `diff` as its key, never as a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_secrets_are_byte_stable_and_diffable() {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let ns = cluster.namespace("enc").await;
+    cluster
+        .post(
+            &format!("/api/v1/namespaces/{ns}/secrets"),
+            &serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "creds"}, "type": "Opaque",
+                "data": {"password": "b2xkLXBhc3N3b3JkLTE=", "user": "YWRtaW4tdXNlcg=="}}),
+        )
+        .await;
+    let data = DataDir::new();
+    let (_, recipient) = keygen(&data, "id.txt");
+    let snap = |name: &str| -> serde_json::Value {
+        let r = data
+            .run(
+                kc,
+                &[
+                    "-o",
+                    "json",
+                    "snapshot",
+                    name,
+                    "--no-push",
+                    "--encrypt-to",
+                    &recipient,
+                ],
+            )
+            .ok();
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let s1 = snap("s1");
+    let s2 = snap("s2");
+    let changed = |a: &str, b: &str| -> Vec<String> {
+        data.git(&[
+            "diff",
+            "--name-only",
+            &format!("snapshots/{a}"),
+            &format!("snapshots/{b}"),
+        ])
+        .ok()
+        .stdout
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    };
+    let secret_file = format!("api/v1/namespaces/{ns}/secrets/creds.yaml");
+    if cluster.is_real() {
+        assert!(!changed("s1", "s2").contains(&secret_file));
+    } else {
+        assert_eq!(changed("s1", "s2"), [".k8s-snap/snapshot.yaml"]);
+        // As without encryption: the commit, the root and .k8s-snap trees and snapshot.yaml.
+        let plain = DataDir::new();
+        let p = |name: &str| -> serde_json::Value {
+            let r = plain
+                .run(kc, &["-o", "json", "snapshot", name, "--no-push"])
+                .ok();
+            serde_json::from_str(&r.stdout).unwrap()
+        };
+        p("p1");
+        let p2 = p("p2");
+        assert_eq!(s2["newObjects"], p2["newObjects"], "{s1} {s2} {p2}");
+    }
+
+    // One value changes: its file changes, and diff names the key, not the values.
+    cluster
+        .merge_patch(
+            &format!("/api/v1/namespaces/{ns}/secrets/creds"),
+            &serde_json::json!({"data": {"password": "bmV3LXBhc3N3b3JkLTI="}}),
+        )
+        .await;
+    snap("s3");
+    assert!(changed("s2", "s3").contains(&secret_file));
+    let r = data
+        .run(
+            None,
+            &[
+                "diff",
+                "s2",
+                "s3",
+                "--path",
+                &format!("/api/v1/namespaces/{ns}/secrets/creds"),
+            ],
+        )
+        .ok();
+    assert!(
+        r.stdout.contains("password: '*** (s3)'")
+            || r.stdout.contains("password: \"*** (s3)\"")
+            || r.stdout.contains("password: *** (s3)"),
+        "{}",
+        r.stdout
+    );
+    for v in [
+        "bmV3LXBhc3N3b3JkLTI=",
+        "b2xkLXBhc3N3b3JkLTE=",
+        "new-password",
+        "old-password",
+        "k8s-snap:age",
+    ] {
+        assert!(!r.stdout.contains(v), "{}", r.stdout);
+    }
+    let user_lines: Vec<&str> = r.stdout.lines().filter(|l| l.contains("user:")).collect();
+    assert!(
+        user_lines.iter().all(|l| l.starts_with(' ')),
+        "user unchanged: {}",
+        r.stdout
+    );
+}
+
+fn namespaces(list: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Restore needs the identity: without it, or with another one, nothing is written and the
+/// error names the recipient; with it every Secret comes back with its exact values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_opens_sealed_secrets_only_with_the_identity() {
+    let source = TestCluster::source().await;
+    let target = TestCluster::target().await;
+    let data = DataDir::new();
+    let (identity, recipient) = keygen(&data, "id.txt");
+    let (other, other_recipient) = keygen(&data, "other.txt");
+    data.run(
+        Some(&source.kubeconfig),
+        &["snapshot", "s1", "--no-push", "--encrypt-to", &recipient],
+    )
+    .ok();
+    let before = namespaces(&target.get("/api/v1/namespaces").await);
+    let tk = Some(target.kubeconfig.as_path());
+
+    let r = data.run(tk, &["restore", "s1"]).failed();
+    assert!(
+        r.stderr.contains(&recipient) && r.stderr.contains("--identity"),
+        "{}",
+        r.stderr
+    );
+    let r = data
+        .run(tk, &["plan", "s1", "--identity", other.to_str().unwrap()])
+        .failed();
+    assert!(
+        r.stderr.contains(&recipient) && r.stderr.contains(&other_recipient),
+        "{}",
+        r.stderr
+    );
+    let r = data
+        .run(
+            tk,
+            &["restore", "s1", "--identity", other.to_str().unwrap()],
+        )
+        .failed();
+    assert!(r.stderr.contains(&recipient), "{}", r.stderr);
+    assert_eq!(
+        namespaces(&target.get("/api/v1/namespaces").await),
+        before,
+        "nothing written"
+    );
+
+    let mut cmd = data.command(tk);
+    cmd.args(["restore", "s1"])
+        .env("K8S_SNAP_IDENTITY", &identity);
+    crate::support::run(cmd).ok();
+    let after = namespaces(&target.get("/api/v1/namespaces").await);
+    let created: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(!created.is_empty(), "the restore created namespaces");
+    let mut compared = 0;
+    for ns in created {
+        let src = source
+            .get(&format!("/api/v1/namespaces/{ns}/secrets"))
+            .await;
+        for s in src["items"].as_array().unwrap() {
+            if s["type"] == "kubernetes.io/service-account-token" {
+                continue;
+            }
+            let name = s["metadata"]["name"].as_str().unwrap();
+            let t = target
+                .get(&format!("/api/v1/namespaces/{ns}/secrets/{name}"))
+                .await;
+            assert_eq!(t["data"], s["data"], "{ns}/{name}");
+            assert_eq!(t["type"], s["type"], "{ns}/{name}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 3, "compared {compared} Secrets");
+    // Keys are private files.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// `rekey` re-encrypts a snapshot for new recipients in the mirror and the store, changing no
+/// other file; the new identity opens it, the old one is refused, and snapshots not rekeyed
+/// still open with the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_moves_snapshots_to_new_recipients() {
+    let source = TestCluster::source().await;
+    let target = TestCluster::target().await;
+    let data = DataDir::new();
+    let (old_id, old_r) = keygen(&data, "old.txt");
+    let (new_id, new_r) = keygen(&data, "new.txt");
+    let sk = Some(source.kubeconfig.as_path());
+    data.run(sk, &["snapshot", "s1", "--encrypt-to", &old_r])
+        .ok();
+    data.run(sk, &["snapshot", "s2", "--encrypt-to", &old_r])
+        .ok();
+    let before = data.git(&["rev-parse", "snapshots/s1"]).ok().stdout;
+
+    let r = data
+        .run(
+            None,
+            &[
+                "rekey",
+                "s1",
+                "--to",
+                &new_r,
+                "--identity",
+                new_id.to_str().unwrap(),
+            ],
+        )
+        .failed();
+    assert!(
+        r.stderr.contains(&old_r),
+        "the wrong identity is refused: {}",
+        r.stderr
+    );
+    assert_eq!(data.git(&["rev-parse", "snapshots/s1"]).ok().stdout, before);
+
+    let r = data
+        .run(
+            None,
+            &[
+                "rekey",
+                "s1",
+                "--to",
+                &new_r,
+                "--identity",
+                old_id.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    assert!(r.stdout.contains("s1: rekeyed"), "{}", r.stdout);
+    let after = data.git(&["rev-parse", "snapshots/s1"]).ok().stdout;
+    assert_ne!(before, after);
+    let changed = data
+        .git(&["diff", "--name-only", before.trim(), after.trim()])
+        .ok()
+        .stdout;
+    assert!(changed.lines().count() >= 3, "{changed}");
+    for f in changed.lines() {
+        assert!(
+            f == ".k8s-snap/snapshot.yaml" || f.contains("/secrets/"),
+            "only Secrets and the metadata change: {changed}"
+        );
+    }
+    let meta = data
+        .git(&["show", "snapshots/s1:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout;
+    assert!(meta.contains(&new_r) && !meta.contains(&old_r), "{meta}");
+    // The Secret files differ (new ciphertexts), but diff sees no value change: the
+    // fingerprints are the same.
+    let d = data.run(None, &["diff", "s1", "s2"]).ok();
+    assert!(!d.stdout.contains("*** (s"), "{}", d.stdout);
+
+    // The store holds the rekeyed commit: a fresh machine pulls it.
+    let fresh = DataDir::new();
+    let store = format!("file://{}", data.path().join("store").display());
+    fresh.run(None, &["--store", &store, "pull", "s1"]).ok();
+    assert_eq!(fresh.git(&["rev-parse", "snapshots/s1"]).ok().stdout, after);
+
+    let tk = Some(target.kubeconfig.as_path());
+    let r = fresh
+        .run(
+            tk,
+            &[
+                "--store",
+                &store,
+                "plan",
+                "s1",
+                "--identity",
+                old_id.to_str().unwrap(),
+            ],
+        )
+        .failed();
+    assert!(r.stderr.contains(&new_r), "{}", r.stderr);
+    data.run(tk, &["plan", "s2", "--identity", old_id.to_str().unwrap()])
+        .ok();
+    fresh
+        .run(
+            tk,
+            &[
+                "--store",
+                &store,
+                "restore",
+                "s1",
+                "--identity",
+                new_id.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    if source.is_real() {
+        return; // the fixture's Secret below exists on the emulator only
+    }
+    let src = source
+        .get("/api/v1/namespaces/shop/secrets/api-credentials")
+        .await;
+    let t = target
+        .get("/api/v1/namespaces/shop/secrets/api-credentials")
+        .await;
+    assert_eq!(t["data"], src["data"]);
+}
