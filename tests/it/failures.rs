@@ -887,27 +887,33 @@ async fn untrusted_and_misnamed_certificates_fail_at_once_naming_the_cause() {
         (Some(server.cert_pem.as_str()), "name mismatch"),
     ] {
         let kc = kubeconfig(ca);
-        let started = Instant::now();
-        let run = data
-            .run(Some(&kc), &["snapshot", "s1", "--no-push"])
-            .exit_code(1);
         // Not retried: a certificate that is not trusted will not become trusted.
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
-        let errors = error_lines(&run);
-        assert_eq!(errors.len(), 1, "{}", run.stderr);
-        assert!(
-            errors[0].contains(&format!("https://127.0.0.1:{}", server.port))
-                && errors[0].contains("(cluster \"prod\")")
-                && errors[0].contains(cause),
-            "{}",
-            run.stderr
-        );
-        assert!(!run.stderr.contains("t0ken-never-shown"));
+        assert_tls_refused(&data, &kc, server.port, "prod", cause);
     }
+}
+
+/// A snapshot through `kc` fails at once (no retries) with one error line naming the server,
+/// its cluster and `cause`, and never the kubeconfig's token.
+fn assert_tls_refused(data: &DataDir, kc: &std::path::Path, port: u16, cluster: &str, cause: &str) {
+    let started = Instant::now();
+    let run = data
+        .run(Some(kc), &["snapshot", "s1", "--no-push"])
+        .exit_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "retried a refused certificate: {:?}",
+        started.elapsed()
+    );
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains(&format!("https://127.0.0.1:{port}"))
+            && errors[0].contains(&format!("(cluster {cluster:?})"))
+            && errors[0].contains(cause),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("t0ken-never-shown"));
 }
 
 /// A TLS server (`openssl s_server`) whose certificate, for 127.0.0.1, signed by a CA the
@@ -971,25 +977,7 @@ async fn an_expired_server_certificate_fails_at_once_naming_the_cause() {
     );
     let kc = data.path().join("kc-expired");
     std::fs::write(&kc, text).unwrap();
-    let started = Instant::now();
-    let run = data
-        .run(Some(&kc), &["snapshot", "s1", "--no-push"])
-        .exit_code(1);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "retried an expired certificate: {:?}",
-        started.elapsed()
-    );
-    let errors = error_lines(&run);
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(
-        errors[0].contains(&format!("https://127.0.0.1:{}", server.port))
-            && errors[0].contains("(cluster \"old\")")
-            && errors[0].contains("TLS certificate expired"),
-        "{}",
-        run.stderr
-    );
-    assert!(!run.stderr.contains("t0ken-never-shown"));
+    assert_tls_refused(&data, &kc, server.port, "old", "TLS certificate expired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
