@@ -44,13 +44,16 @@ pub(crate) fn is_compressed(head: &[u8]) -> bool {
     head.starts_with(&ZSTD_MAGIC)
 }
 
+/// Compressed frames with their sequence numbers.
+type Frames = Vec<(usize, Vec<u8>)>;
+
 /// A [`Write`] sink compressing what it is given into zstd frames on background threads; the
 /// stored bytes come back from [`FrameEncoder::finish`].
 pub(crate) struct FrameEncoder {
     frame: Vec<u8>,
     next: usize,
     senders: Vec<mpsc::SyncSender<(usize, Vec<u8>)>>,
-    workers: Vec<std::thread::JoinHandle<std::io::Result<Vec<(usize, Vec<u8>)>>>>,
+    workers: Vec<std::thread::JoinHandle<std::io::Result<Frames>>>,
 }
 
 impl FrameEncoder {
