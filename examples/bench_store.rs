@@ -206,7 +206,10 @@ async fn run(objects: usize, backend: &str) -> anyhow::Result<()> {
     );
     // A plain upload of the same bytes (pack and idx under other keys), twice: the faster one
     // counts, so the baseline is never the slower side.
-    let sha = first.pack.clone().context("the first push uploaded no pack")?;
+    let sha = first
+        .pack
+        .clone()
+        .context("the first push uploaded no pack")?;
     let pack_bytes = store.get(&pack_key(&sha)).await?.bytes;
     let idx_bytes = store.get(&idx_key(&sha)).await?.bytes;
     let mut raw_upload = f64::MAX;

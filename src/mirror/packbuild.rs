@@ -26,6 +26,9 @@ pub struct BuiltPack {
     pub objects: u64,
     /// Bytes of the pack written.
     pub pack_len: u64,
+    /// Objects whose entry was copied from a mirror pack (the others were read through
+    /// libgit2: deltas, loose objects).
+    pub reused: u64,
 }
 
 impl Mirror {
@@ -70,6 +73,7 @@ impl Mirror {
         };
         let mut pack = PackStream::new(out, count).map_err(write_err)?;
         let mut raw = Vec::new();
+        let mut reused = 0u64;
         for (id, kind) in objects {
             let copied = match files.locate(id) {
                 Some(at) => {
@@ -91,6 +95,7 @@ impl Mirror {
                 None => false,
             };
             if copied {
+                reused += 1;
                 pack.copy_entry(id, &raw).map_err(write_err)?;
             } else {
                 let object = odb
@@ -107,6 +112,7 @@ impl Mirror {
                 idx,
                 objects: u64::from(count),
                 pack_len,
+                reused,
             },
         )))
     }

@@ -472,7 +472,10 @@ mod tests {
         let repo = git2::Repository::init_bare(dir.path()).unwrap();
         let big = vec![b'x'; STORED_BLOCK * 2 + 17];
         let objects: Vec<(ObjectType, Vec<u8>)> = vec![
-            (ObjectType::Blob, b"apiVersion: v1\nkind: ConfigMap\n".to_vec()),
+            (
+                ObjectType::Blob,
+                b"apiVersion: v1\nkind: ConfigMap\n".to_vec(),
+            ),
             (ObjectType::Blob, Vec::new()),
             (ObjectType::Blob, big),
         ];

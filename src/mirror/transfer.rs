@@ -138,7 +138,12 @@ impl Mirror {
     /// Bodies are read straight from the pack files ([`PackFiles`]: one positioned read of an
     /// undeltified entry, its content hashed against the blob id) on two threads; an object
     /// that is a delta or in no readable pack is read through libgit2.
-    fn check_bodies(&self, commit: &CommitId, bodies: &mut BodySet, files: &PackFiles) -> Result<()> {
+    fn check_bodies(
+        &self,
+        commit: &CommitId,
+        bodies: &mut BodySet,
+        files: &PackFiles,
+    ) -> Result<()> {
         use std::hash::BuildHasher as _;
         let kinds: std::collections::HashMap<(String, String, String), String> = self
             .read_file(commit, crate::tree::meta::RESOURCES_FILE)?

@@ -279,7 +279,10 @@ mod tests {
     fn sample(n: usize) -> Vec<u8> {
         let mut v = b"PACK\0\0\0\x02".to_vec();
         for i in 0..n {
-            v.extend_from_slice(format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: obj-{i:06}\n").as_bytes());
+            v.extend_from_slice(
+                format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: obj-{i:06}\n")
+                    .as_bytes(),
+            );
         }
         v
     }
@@ -294,7 +297,12 @@ mod tests {
             }
             let stored = enc.finish().unwrap();
             if pack.len() > FRAME_BYTES {
-                assert!(stored.len() * 5 < pack.len(), "{} of {}", stored.len(), pack.len());
+                assert!(
+                    stored.len() * 5 < pack.len(),
+                    "{} of {}",
+                    stored.len(),
+                    pack.len()
+                );
             }
             assert!(is_compressed(&stored));
             assert_eq!(&decode(&stored).unwrap()[..], &pack[..]);

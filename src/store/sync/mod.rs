@@ -66,6 +66,7 @@ pub(super) fn build_stored_pack(
     let pack = encoder.finish().map_err(io)?;
     tracing::debug!(
         objects = built.objects,
+        reused = built.reused,
         pack_bytes = built.pack_len,
         stored_bytes = pack.len(),
         "pack built"

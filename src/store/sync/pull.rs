@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use super::{Result, SyncError, read_manifest};
 use crate::mirror::{MirrorError, ObjectSet, SharedMirror, StageError, StagedPack};
 use crate::store::ObjectStore;
-use crate::store::packcodec::StreamDecoder;
 use crate::store::manifest::{Manifest, SnapshotEntry, idx_key, pack_key};
+use crate::store::packcodec::StreamDecoder;
 
 /// Packs (or indexes) downloaded at once by a pull.
 const FETCH_PARALLELISM: usize = 4;
