@@ -672,6 +672,13 @@ fn large_pulls_check_completeness_on_two_threads() {
             .expect("objects to pack")
     };
 
+    // Every entry is copied from the writer's undeltified packs, none read through libgit2.
+    let (_, built) = m
+        .build_pack_to(std::slice::from_ref(&big.commit), &[], Vec::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(built.reused, built.objects);
+
     // Complete: every object of `big` arrives (more than 10,000 present ids).
     let complete = Fixture::new();
     let m2 = complete.mirror();
