@@ -68,6 +68,13 @@ struct RequestSpec {
     /// The ObjectstoreConfig to pull from (used by `controller --watch-dir`).
     #[serde(default)]
     objectstore_config: Option<String>,
+    /// As the Restore CR's: replace the preference's fields of the same names when set.
+    #[serde(default)]
+    include_paths: Vec<String>,
+    #[serde(default)]
+    namespace_mapping: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    create_namespaces: Option<bool>,
     // Accepted for compatibility with Restore CRs; a file-drop result has no lifetime.
     #[serde(default)]
     #[allow(dead_code)]
@@ -202,6 +209,32 @@ pub fn parse(text: &str, file: &Path, preferences: &Path) -> Result<RestoreReque
             )?,
         ),
         (None, None) => None,
+    };
+    let selects = !spec.include_paths.is_empty()
+        || !spec.namespace_mapping.is_empty()
+        || spec.create_namespaces.is_some();
+    let preference = match preference {
+        p if !selects => p,
+        p => {
+            let base = p.unwrap_or_default();
+            let mut merged = base.spec.clone();
+            if !spec.include_paths.is_empty() {
+                merged.include_paths = spec.include_paths;
+            }
+            if !spec.namespace_mapping.is_empty() {
+                merged.namespace_mapping = spec.namespace_mapping;
+            }
+            if let Some(c) = spec.create_namespaces {
+                merged.create_namespaces = c;
+            }
+            Some(
+                Preference::from_spec(base.name.clone(), merged, &format!("{origin}: spec"))
+                    .map_err(|e| RequestError::Preference {
+                        file: file.to_path_buf(),
+                        message: e.to_string(),
+                    })?,
+            )
+        }
     };
     let name = file
         .file_stem()
