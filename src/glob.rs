@@ -99,8 +99,16 @@ mod tests {
             "/api/v1/namespaces/a/configmaps/x",
             sep
         ));
-        assert!(matches("/apis/**", "/apis/apps/v1/namespaces/a/deployments/d", sep));
-        assert!(!matches("/api/v1/namespaces/shop/*", "/api/v1/namespaces/shop/configmaps/a", sep));
+        assert!(matches(
+            "/apis/**",
+            "/apis/apps/v1/namespaces/a/deployments/d",
+            sep
+        ));
+        assert!(!matches(
+            "/api/v1/namespaces/shop/*",
+            "/api/v1/namespaces/shop/configmaps/a",
+            sep
+        ));
         assert!(matches("**", "", sep));
         assert!(matches("*", "", None));
         assert!(!matches("?", "", None));

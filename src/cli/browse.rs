@@ -184,7 +184,11 @@ pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow:
     if let Some(f) = &snap.meta.filter
         && !global.quiet
     {
-        eprintln!("note: {} is a partial snapshot: {}", args.name, f.describe());
+        eprintln!(
+            "note: {} is a partial snapshot: {}",
+            args.name,
+            f.describe()
+        );
     }
     let prefix = args.path.as_deref().unwrap_or("/").trim_end_matches('/');
     let object = match ContentPath::parse(prefix) {

@@ -127,8 +127,7 @@ async fn prepare(
     let cluster = Cluster::connect(&global.connect_options()).await?;
     // Only in the store (another machine took it): `prepare` pulls it first.
     let store = super::store::open_store(global).await?;
-    let prepared =
-        restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster, &pref).await?;
+    let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster, &pref).await?;
     let mut snapshot = prepared.snapshot;
     let opened = snapshot.open_sealed(identities.as_ref())?;
     if opened > 0 {

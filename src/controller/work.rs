@@ -335,21 +335,16 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         None => None,
     };
     let store_ref = store.as_ref().map(|s| s as &dyn crate::store::ObjectStore);
-    let loaded = match crate::restore::prepare(
-        job.git_dir,
-        &snapshot,
-        store_ref,
-        job.target,
-        &preference,
-    )
-    .await
-    {
-        Ok(prepared) => prepared.snapshot,
-        Err(e) if e.is_unknown_snapshot() => {
-            return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
-        }
-        Err(e) => return Err(Box::new(e).into()),
-    };
+    let loaded =
+        match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target, &preference)
+            .await
+        {
+            Ok(prepared) => prepared.snapshot,
+            Err(e) if e.is_unknown_snapshot() => {
+                return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
+            }
+            Err(e) => return Err(Box::new(e).into()),
+        };
     let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
     let (_plan, report) = crate::restore::restore(
         job.target,

@@ -91,13 +91,23 @@ pub fn apply(
             message,
         })?;
         rewrite(&path, &mut object, mapping);
-        if let Some(text) = object
-            .pointer(&format!("/metadata/annotations/{}", LAST_APPLIED.replace('/', "~1")))
+        let applied_text = object
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                LAST_APPLIED.replace('/', "~1")
+            ))
             .and_then(Value::as_str)
-            && let Ok(mut applied) = serde_json::from_str::<Value>(text)
+            .map(str::to_string);
+        if let Some(text) = applied_text
+            && let Ok(mut applied) = serde_json::from_str::<Value>(&text)
         {
+            let before = applied.clone();
             rewrite(&path, &mut applied, mapping);
-            if let Ok(mut json) = serde_json::to_string(&applied) {
+            // Only a configuration that changed is written again (an untouched one keeps its
+            // bytes, so it never shows as a difference).
+            if applied != before
+                && let Ok(mut json) = serde_json::to_string(&applied)
+            {
                 if text.ends_with('\n') {
                     json.push('\n');
                 }
@@ -109,9 +119,8 @@ pub fn apply(
                 }
             }
         }
-        let new_path = mapped.unwrap_or(path.clone());
-        if let Some(first) = seen.insert(new_path.as_str().to_string(), path.as_str().to_string())
-        {
+        let new_path = mapped.unwrap_or_else(|| path.clone());
+        if let Some(first) = seen.insert(new_path.as_str().to_string(), path.as_str().to_string()) {
             return Err(MappingError::Collision {
                 path: new_path.as_str().to_string(),
                 first,
@@ -156,6 +165,7 @@ fn rewrite(path: &ContentPath, object: &mut Value, mapping: &BTreeMap<String, St
     let moved = path.namespace().and_then(|ns| mapping.get(ns));
     if let Some(new) = moved
         && let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta.contains_key("namespace")
     {
         meta.insert("namespace".into(), Value::String(new.clone()));
     }
@@ -192,7 +202,9 @@ fn rewrite(path: &ContentPath, object: &mut Value, mapping: &BTreeMap<String, St
     }
     if group.is_empty()
         && resource == "persistentvolumes"
-        && let Some(claim) = object.pointer_mut("/spec/claimRef").and_then(Value::as_object_mut)
+        && let Some(claim) = object
+            .pointer_mut("/spec/claimRef")
+            .and_then(Value::as_object_mut)
         && let Some(new) = claim
             .get("namespace")
             .and_then(Value::as_str)
@@ -289,7 +301,10 @@ mod tests {
         );
         assert_eq!(out[0].object["metadata"]["name"], "shop-copy");
         assert_eq!(out[0].object["metadata"]["labels"][NAME_LABEL], "shop-copy");
-        assert_eq!(out[0].object["metadata"]["labels"]["team"], "shop", "other labels stay");
+        assert_eq!(
+            out[0].object["metadata"]["labels"]["team"], "shop",
+            "other labels stay"
+        );
         assert_eq!(out[1].object["metadata"]["namespace"], "shop-copy");
         assert_eq!(out[2].object["metadata"]["namespace"], "blog");
         let subjects = &out[3].object["subjects"];
@@ -301,7 +316,9 @@ mod tests {
         let svc = &out[6].object;
         assert_eq!(svc["spec"]["ports"][0], json!({"port": 80}));
         assert!(svc["spec"].get("healthCheckNodePort").is_none());
-        let applied = svc["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap();
+        let applied = svc["metadata"]["annotations"][LAST_APPLIED]
+            .as_str()
+            .unwrap();
         assert!(applied.ends_with('\n'));
         let applied: Value = serde_json::from_str(applied).unwrap();
         assert_eq!(applied["metadata"]["namespace"], "shop-copy");
@@ -325,7 +342,11 @@ mod tests {
             "{e}"
         );
         assert!(check_entry("shop", "shop-copy").is_ok());
-        assert!(check_entry("shop", "shop").unwrap_err().contains("onto itself"));
+        assert!(
+            check_entry("shop", "shop")
+                .unwrap_err()
+                .contains("onto itself")
+        );
         assert!(check_entry("shop", "Shop").is_err());
         assert!(check_entry("", "a").is_err());
         assert!(check_entry("a", "-a").is_err());

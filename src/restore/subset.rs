@@ -261,7 +261,11 @@ mod tests {
         let s = apply(snapshot(), &spec).unwrap();
         assert_eq!(s.objects.len(), 5, "{:?}", paths(&s));
         // The snapshot's own Namespace object comes back with its labels.
-        let ns = s.objects.iter().find(|o| o.path.as_str() == "/api/v1/namespaces/shop").unwrap();
+        let ns = s
+            .objects
+            .iter()
+            .find(|o| o.path.as_str() == "/api/v1/namespaces/shop")
+            .unwrap();
         assert_eq!(ns.object["metadata"]["labels"]["kept"], "yes");
         let e = apply(
             snapshot(),

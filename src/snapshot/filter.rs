@@ -113,12 +113,18 @@ impl Filter {
     /// resource patterns applied, cluster-scoped resources dropped unless
     /// [`Filter::cluster_resources`] (Namespaces stay). Every pattern must match a resource
     /// of `served`.
-    pub fn resources(&self, served: &[ApiResourceInfo]) -> Result<Vec<ApiResourceInfo>, FilterError> {
+    pub fn resources(
+        &self,
+        served: &[ApiResourceInfo],
+    ) -> Result<Vec<ApiResourceInfo>, FilterError> {
         for (field, list) in [
             ("includeResources", &self.spec.include_resources),
             ("excludeResources", &self.spec.exclude_resources),
         ] {
-            if let Some(p) = list.iter().find(|p| !served.iter().any(|r| resource_matches(p, r))) {
+            if let Some(p) = list
+                .iter()
+                .find(|p| !served.iter().any(|r| resource_matches(p, r)))
+            {
                 return Err(FilterError::Unserved {
                     field,
                     pattern: p.clone(),
@@ -223,9 +229,9 @@ pub fn validate_label_selector(selector: &str) -> Result<(), String> {
         // Set-based: `key in (a,b)` / `key notin (a,b)`.
         if let Some(open) = req.find('(') {
             let head = req[..open].trim_end();
-            let (key, op) = head
-                .rsplit_once(char::is_whitespace)
-                .ok_or_else(|| format!("{req:?}: expected `key in (values)` or `key notin (values)`"))?;
+            let (key, op) = head.rsplit_once(char::is_whitespace).ok_or_else(|| {
+                format!("{req:?}: expected `key in (values)` or `key notin (values)`")
+            })?;
             if op != "in" && op != "notin" {
                 return Err(format!("{req:?}: unknown operator {op:?} (in, notin)"));
             }
@@ -261,7 +267,9 @@ pub fn validate_label_selector(selector: &str) -> Result<(), String> {
             }
             None => {
                 if req.contains(char::is_whitespace) {
-                    return Err(format!("{req:?}: expected an operator (=, ==, !=, in, notin)"));
+                    return Err(format!(
+                        "{req:?}: expected an operator (=, ==, !=, in, notin)"
+                    ));
                 }
                 check_key(req)?;
             }
@@ -321,12 +329,15 @@ fn check_key(key: &str) -> Result<(), String> {
                 && prefix.split('.').all(|l| {
                     !l.is_empty()
                         && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && l.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                         && !l.starts_with('-')
                         && !l.ends_with('-')
                 });
             if !ok {
-                return Err(format!("label key prefix {prefix:?} is not a DNS subdomain"));
+                return Err(format!(
+                    "label key prefix {prefix:?} is not a DNS subdomain"
+                ));
             }
             name
         }
@@ -366,7 +377,12 @@ mod tests {
             res("", "nodes", "Node", false),
             res("apps", "deployments", "Deployment", true),
             res("example.com", "widgets", "Widget", true),
-            res("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", false),
+            res(
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "ClusterRole",
+                false,
+            ),
         ]
     }
 
@@ -412,7 +428,13 @@ mod tests {
         assert!(none.recorded().is_some());
         assert_eq!(
             names(none.resources(&served()).unwrap()),
-            ["namespaces", "configmaps", "secrets", "deployments", "widgets"]
+            [
+                "namespaces",
+                "configmaps",
+                "secrets",
+                "deployments",
+                "widgets"
+            ]
         );
     }
 
@@ -443,12 +465,19 @@ mod tests {
                 pattern: "confimgaps".into()
             }
         );
-        assert!(e.to_string().starts_with("includeResources \"confimgaps\": no resource the server serves matches"));
+        assert!(
+            e.to_string().starts_with(
+                "includeResources \"confimgaps\": no resource the server serves matches"
+            )
+        );
         let f = filter(SnapshotFilter {
             exclude_resources: vec!["secret.v1".into()],
             ..Default::default()
         });
-        assert!(f.resources(&r).is_err(), "an exclusion naming nothing is an error too");
+        assert!(
+            f.resources(&r).is_err(),
+            "an exclusion naming nothing is an error too"
+        );
     }
 
     #[test]
@@ -486,13 +515,21 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(e.to_string().starts_with("includeNamespaces \"shop/x\": '/' is not allowed"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("includeNamespaces \"shop/x\": '/' is not allowed"),
+            "{e}"
+        );
         let e = Filter::new(&SnapshotFilter {
             exclude_resources: vec![" ".into()],
             ..Default::default()
         })
         .unwrap_err();
-        assert!(e.to_string().contains("excludeResources \"\": empty pattern"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("excludeResources \"\": empty pattern"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -532,7 +569,11 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(e.to_string().starts_with("labelSelector \"app=we b\": label value"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("labelSelector \"app=we b\": label value"),
+            "{e}"
+        );
     }
 
     proptest::proptest! {

@@ -246,7 +246,8 @@ async fn list_resource(
             let mut count = 0;
             for ns in namespaces {
                 let collection = r.collection_path(Some(&ns));
-                count += list_collection(cluster, r, &collection, state, seen.as_deref_mut()).await?;
+                count +=
+                    list_collection(cluster, r, &collection, state, seen.as_deref_mut()).await?;
             }
             Ok(count)
         }

@@ -108,7 +108,10 @@ impl SnapshotFilter {
             && self.exclude_namespaces.is_empty()
             && self.include_resources.is_empty()
             && self.exclude_resources.is_empty()
-            && self.label_selector.as_deref().is_none_or(|s| s.trim().is_empty())
+            && self
+                .label_selector
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
             && self.include_cluster_resources != Some(false)
     }
 
@@ -126,7 +129,11 @@ impl SnapshotFilter {
                 parts.push(format!("{flag} {}", values.join(",")));
             }
         }
-        if let Some(s) = self.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(s) = self
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             parts.push(format!("--selector {s}"));
         }
         if let Some(c) = self.include_cluster_resources {

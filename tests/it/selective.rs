@@ -71,7 +71,9 @@ async fn namespace(source: &TestCluster) -> String {
 
 /// The content paths of a snapshot, from `show -o json`.
 async fn contents(data: &DataDir, name: &str) -> BTreeSet<String> {
-    let run = k8s_snap(data, None, &["show", name, "-o", "json"]).await.ok();
+    let run = k8s_snap(data, None, &["show", name, "-o", "json"])
+        .await
+        .ok();
     let v: Value = serde_json::from_str(&run.stdout).expect("show -o json");
     v.as_array()
         .expect("an array")
@@ -108,20 +110,30 @@ async fn partial_snapshots_hold_only_what_the_filter_selects() {
     let ns = namespace(&source).await;
     let data = DataDir::new();
 
-    let filter = ["--include-namespaces", &ns, "--exclude-resources", "secrets"];
+    let filter = [
+        "--include-namespaces",
+        &ns,
+        "--exclude-resources",
+        "secrets",
+    ];
     let mut args = vec!["snapshot", "part", "--no-push"];
     args.extend(filter);
     let part = k8s_snap(&data, kc, &args).await.ok();
     assert!(
-        part.stdout
-            .contains(&format!("partial snapshot: --include-namespaces {ns} --exclude-resources secrets")),
+        part.stdout.contains(&format!(
+            "partial snapshot: --include-namespaces {ns} --exclude-resources secrets"
+        )),
         "{}",
         part.stdout
     );
     let selector = format!("{PART_OF}={ns}");
-    k8s_snap(&data, kc, &["snapshot", "sel", "--no-push", "-l", &selector])
-        .await
-        .ok();
+    k8s_snap(
+        &data,
+        kc,
+        &["snapshot", "sel", "--no-push", "-l", &selector],
+    )
+    .await
+    .ok();
     k8s_snap(&data, kc, &["snapshot", "full", "--no-push"])
         .await
         .ok();
@@ -136,16 +148,36 @@ async fn partial_snapshots_hold_only_what_the_filter_selects() {
         .collect();
     assert!(expected.len() > 5, "{expected:?}");
     assert!(
-        full.iter().any(|p| in_namespace(p, &ns) && resource_of(p) == "secrets"),
+        full.iter()
+            .any(|p| in_namespace(p, &ns) && resource_of(p) == "secrets"),
         "the namespace holds Secrets to leave out"
     );
     let got = contents(&data, "part").await;
     assert_eq!(got, expected);
     assert!(got.iter().all(|p| p.contains("/namespaces/")));
+    // The same through a glob (each resource listed across all namespaces, then filtered).
+    let glob = format!("{}?", &ns[..ns.len() - 1]);
+    k8s_snap(
+        &data,
+        kc,
+        &[
+            "snapshot",
+            "glob",
+            "--no-push",
+            "--include-namespaces",
+            &glob,
+            "--exclude-resources",
+            "Secret",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(contents(&data, "glob").await, expected);
 
     // The label selector: every object carrying the label, and no other.
     let labelled = |o: &k8s_snap::restore::SnapshotObject| {
-        o.object.pointer(&format!("/metadata/labels/{}", PART_OF.replace('/', "~1")))
+        o.object
+            .pointer(&format!("/metadata/labels/{}", PART_OF.replace('/', "~1")))
             == Some(&json!(ns))
     };
     let expected: BTreeSet<String> = snapshot_objects(&data, "full")
@@ -193,21 +225,30 @@ async fn partial_snapshots_hold_only_what_the_filter_selects() {
     let bad = k8s_snap(
         &data,
         kc,
-        &["snapshot", "bad", "--no-push", "--include-resources", "configmaps,confimgaps"],
+        &[
+            "snapshot",
+            "bad",
+            "--no-push",
+            "--include-resources",
+            "configmaps,confimgaps",
+        ],
     )
     .await
     .failed();
     assert!(
-        bad.stderr.contains(
-            "includeResources \"confimgaps\": no resource the server serves matches"
-        ),
+        bad.stderr
+            .contains("includeResources \"confimgaps\": no resource the server serves matches"),
         "{}",
         bad.stderr
     );
     // A malformed selector is refused before the cluster is asked anything.
-    let bad_selector = k8s_snap(&data, kc, &["snapshot", "bad", "--no-push", "-l", "app=a b"])
-        .await
-        .failed();
+    let bad_selector = k8s_snap(
+        &data,
+        kc,
+        &["snapshot", "bad", "--no-push", "-l", "app=a b"],
+    )
+    .await
+    .failed();
     assert!(
         bad_selector.stderr.contains("labelSelector \"app=a b\""),
         "{}",
@@ -253,11 +294,19 @@ async fn include_restores_only_the_matching_objects() {
         .ok();
     let plan = json_of(&plan);
     let items = plan["items"].as_array().unwrap();
-    assert!(items.iter().all(|i| {
-        let p = i["path"].as_str().unwrap();
-        p.starts_with(&format!("/api/v1/namespaces/{ns}/configmaps/"))
-    }), "{plan}");
-    let run = k8s_snap(&data, kc, &["restore", "s1", "--include", &glob, "-o", "json"]).await;
+    assert!(
+        items.iter().all(|i| {
+            let p = i["path"].as_str().unwrap();
+            p.starts_with(&format!("/api/v1/namespaces/{ns}/configmaps/"))
+        }),
+        "{plan}"
+    );
+    let run = k8s_snap(
+        &data,
+        kc,
+        &["restore", "s1", "--include", &glob, "-o", "json"],
+    )
+    .await;
     cleanup.record_run(&run);
     let status = json_of(&run.ok());
     let created: BTreeSet<String> = status["created"]
@@ -272,10 +321,18 @@ async fn include_restores_only_the_matching_objects() {
         assert!(source.exists(p).await, "{p} not restored");
     }
     // A glob matching nothing is an error, not an empty restore.
-    let none = k8s_snap(&data, kc, &["plan", "s1", "--include", "/api/v1/namespaces/nope/**"])
-        .await
-        .failed();
-    assert!(none.stderr.contains("no object matches --include"), "{}", none.stderr);
+    let none = k8s_snap(
+        &data,
+        kc,
+        &["plan", "s1", "--include", "/api/v1/namespaces/nope/**"],
+    )
+    .await
+    .failed();
+    assert!(
+        none.stderr.contains("no object matches --include"),
+        "{}",
+        none.stderr
+    );
     let left = cleanup.finish().await;
     assert!(left.is_empty(), "left on the cluster: {left:?}");
 }
@@ -306,7 +363,10 @@ async fn include_onto_another_cluster_reports_or_creates_the_namespace() {
     for i in items {
         assert_eq!(i["action"], "excluded", "{i}");
         assert!(
-            i["reason"].as_str().unwrap().starts_with(&format!("missing-namespace: {ns} ")),
+            i["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("missing-namespace: {ns} ")),
             "{i}"
         );
     }
@@ -315,21 +375,39 @@ async fn include_onto_another_cluster_reports_or_creates_the_namespace() {
     let run = k8s_snap(
         &data,
         kt,
-        &["restore", "s1", "--include", &glob, "--create-namespaces", "-o", "json"],
+        &[
+            "restore",
+            "s1",
+            "--include",
+            &glob,
+            "--create-namespaces",
+            "-o",
+            "json",
+        ],
     )
     .await;
     cleanup.record_run(&run);
     let status = json_of(&run.ok());
-    let created: Vec<&str> = status["created"]
+    let created: BTreeSet<String> = status["created"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p.as_str().unwrap())
+        .map(|p| p.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(created.len(), items.len() + 1, "{status}");
-    assert!(created.contains(&format!("/api/v1/namespaces/{ns}").as_str()));
+    // The target's own controller makes `kube-root-ca.crt` in the new namespace first.
+    let mut expected: BTreeSet<String> = items
+        .iter()
+        .map(|i| i["path"].as_str().unwrap().to_string())
+        .filter(|p| !p.ends_with("/kube-root-ca.crt"))
+        .collect();
+    expected.insert(format!("/api/v1/namespaces/{ns}"));
+    assert_eq!(created, expected, "{status}");
+    assert_eq!(status["numFailed"], 0, "{status}");
     let ns_object = target.get(&format!("/api/v1/namespaces/{ns}")).await;
-    assert_eq!(ns_object["metadata"]["labels"]["kubernetes.io/metadata.name"], json!(ns));
+    assert_eq!(
+        ns_object["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        json!(ns)
+    );
     let left = cleanup.finish().await;
     assert!(left.is_empty(), "left on the target: {left:?}");
 }
@@ -345,7 +423,13 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     k8s_snap(
         &data,
         kc,
-        &["snapshot", "before", "--no-push", "--include-namespaces", &ns],
+        &[
+            "snapshot",
+            "before",
+            "--no-push",
+            "--include-namespaces",
+            &ns,
+        ],
     )
     .await
     .ok();
@@ -354,7 +438,14 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     let run = k8s_snap(
         &data,
         kc,
-        &["restore", "before", "--namespace-mapping", &mapping, "-o", "json"],
+        &[
+            "restore",
+            "before",
+            "--namespace-mapping",
+            &mapping,
+            "-o",
+            "json",
+        ],
     )
     .await;
     cleanup.record_run(&run);
@@ -381,9 +472,11 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
             continue;
         }
         let moved = match path.namespace() {
-            Some(_) => path
-                .as_str()
-                .replacen(&format!("/namespaces/{ns}/"), &format!("/namespaces/{copy}/"), 1),
+            Some(_) => path.as_str().replacen(
+                &format!("/namespaces/{ns}/"),
+                &format!("/namespaces/{copy}/"),
+                1,
+            ),
             None => format!("/api/v1/namespaces/{copy}"),
         };
         assert!(source.exists(&moved).await, "{moved} missing in the copy");
@@ -391,7 +484,10 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     }
     assert!(checked > 5, "{checked}");
     let ns_object = source.get(&format!("/api/v1/namespaces/{copy}")).await;
-    assert_eq!(ns_object["metadata"]["labels"]["kubernetes.io/metadata.name"], json!(copy));
+    assert_eq!(
+        ns_object["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        json!(copy)
+    );
     // RoleBinding subjects point at the copy.
     let rb = source
         .get(&format!(
@@ -406,14 +502,23 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
         let original = source.get(&svc(&ns)).await;
         let copied = source.get(&svc(&copy)).await;
         let port = |s: &Value| s["spec"]["ports"][0]["nodePort"].clone();
-        assert!(port(&copied).is_u64() && port(&copied) != port(&original), "{copied}");
+        assert!(
+            port(&copied).is_u64() && port(&copied) != port(&original),
+            "{copied}"
+        );
     }
 
     // Nothing in the source namespace changed.
     k8s_snap(
         &data,
         kc,
-        &["snapshot", "after", "--no-push", "--include-namespaces", &ns],
+        &[
+            "snapshot",
+            "after",
+            "--no-push",
+            "--include-namespaces",
+            &ns,
+        ],
     )
     .await
     .ok();
@@ -430,7 +535,14 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     let plan = k8s_snap(
         &data,
         kc,
-        &["plan", "before", "--namespace-mapping", &mapping, "-o", "json"],
+        &[
+            "plan",
+            "before",
+            "--namespace-mapping",
+            &mapping,
+            "-o",
+            "json",
+        ],
     )
     .await
     .ok();
