@@ -551,3 +551,102 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     let left = cleanup.finish().await;
     assert!(left.is_empty(), "left on the cluster: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
+    use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
+    use k8s_snap::controller::{Restore, RestoreSpec, SnapshotSpec};
+
+    let mgmt = Management::start().await;
+    let ctl = mgmt.controller("selective").await;
+    // Source and target: an in-process realistic emulator the controller reaches.
+    let source = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Realistic)
+        .start()
+        .await
+        .unwrap();
+    let snapshots = mgmt.snapshots().await;
+    let filter = k8s_snap::tree::SnapshotFilter {
+        include_namespaces: vec!["shop".into()],
+        exclude_resources: vec!["secrets".into()],
+        ..Default::default()
+    };
+    create_snapshot(
+        &snapshots,
+        "shop-only",
+        SnapshotSpec {
+            kubeconfig: Some(source.kubeconfig_yaml("src")),
+            filter: filter.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    create_snapshot(
+        &snapshots,
+        "typo",
+        SnapshotSpec {
+            kubeconfig: Some(source.kubeconfig_yaml("src")),
+            filter: k8s_snap::tree::SnapshotFilter {
+                include_resources: vec!["confimgaps".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    phase_of(&snapshots, "shop-only", &["Completed"]).await;
+    phase_of(&snapshots, "typo", &["Failed"]).await;
+    let typo = snapshots.get("typo").await.unwrap().status.unwrap();
+    assert!(
+        typo.reason.contains("includeResources \"confimgaps\""),
+        "{}",
+        typo.reason
+    );
+    let status = snapshots.get("shop-only").await.unwrap().status.unwrap();
+    let contents = status.contents.unwrap_or_default();
+    assert!(contents.len() > 5, "{contents:?}");
+    assert!(
+        contents
+            .iter()
+            .all(|p| in_namespace(p, "shop") && resource_of(p) != "secrets"),
+        "{contents:?}"
+    );
+
+    // A Restore mapping shop onto shop-copy, back onto the source.
+    let restores = mgmt.restores().await;
+    let mut r = Restore::new(
+        "copy",
+        RestoreSpec {
+            snapshot_name: "shop-only".into(),
+            kubeconfig: Some(source.kubeconfig_yaml("src")),
+            namespace_mapping: [("shop".to_string(), "shop-copy".to_string())].into(),
+            ..Default::default()
+        },
+    );
+    r.metadata.namespace = Some(NS.into());
+    restores
+        .create(&kube::api::PostParams::default(), &r)
+        .await
+        .unwrap();
+    let st = wait_for(std::time::Duration::from_secs(60), "restore copy final", || async {
+        let st = restores.get("copy").await.ok()?.status?;
+        ["Completed", "Failed"]
+            .contains(&st.restore.phase.as_str())
+            .then_some(st)
+    })
+    .await;
+    assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
+    assert_eq!(st.restore.num_failed, 0);
+    let created = st.restore.created.clone().unwrap_or_default();
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|p| in_namespace(p, "shop-copy")), "{created:?}");
+    let client = source.client().await;
+    let rb: kube::Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        kube::Api::namespaced(client, "shop-copy");
+    let rb = rb.get("api-config-reader").await.unwrap();
+    assert_eq!(
+        rb.subjects.unwrap()[0].namespace.as_deref(),
+        Some("shop-copy")
+    );
+    ctl.stop().await.unwrap();
+}
