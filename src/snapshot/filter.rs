@@ -48,6 +48,15 @@ pub enum FilterError {
         /// The pattern.
         pattern: String,
     },
+    /// The filter leaves no resource to list (e.g. only cluster-scoped resources asked for
+    /// while a namespace filter leaves cluster-scoped objects out).
+    #[error(
+        "the filter leaves no resource to list ({filter}); cluster-scoped resources need --include-cluster-resources true with a namespace filter"
+    )]
+    NothingSelected {
+        /// The filter, as `snapshot` flags.
+        filter: String,
+    },
 }
 
 /// A validated snapshot filter.
@@ -132,7 +141,7 @@ impl Filter {
             }
         }
         let cluster = self.cluster_resources();
-        Ok(served
+        let selected: Vec<ApiResourceInfo> = served
             .iter()
             .filter(|r| {
                 let any = |list: &[String]| list.iter().any(|p| resource_matches(p, r));
@@ -141,7 +150,13 @@ impl Filter {
                     && (r.namespaced || cluster || is_namespaces(r))
             })
             .cloned()
-            .collect())
+            .collect();
+        if selected.is_empty() {
+            return Err(FilterError::NothingSelected {
+                filter: self.spec.describe(),
+            });
+        }
+        Ok(selected)
     }
 
     /// The namespaces a namespaced resource is listed in, one LIST each, when that is cheap
@@ -477,6 +492,19 @@ mod tests {
         assert!(
             f.resources(&r).is_err(),
             "an exclusion naming nothing is an error too"
+        );
+        // Served, but left out by the namespace filter: nothing to list is an error too.
+        let f = filter(SnapshotFilter {
+            include_namespaces: vec!["shop".into()],
+            include_resources: vec!["nodes".into()],
+            ..Default::default()
+        });
+        let e = f.resources(&r).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "the filter leaves no resource to list (--include-namespaces shop --include-resources nodes)"
+            ),
+            "{e}"
         );
     }
 

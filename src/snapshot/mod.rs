@@ -31,7 +31,7 @@ use crate::mirror::{Mirror, MirrorError};
 use crate::tree::{Consistency, TreeError};
 
 pub(crate) use metadata::{MetaBase, build as build_metadata};
-use pipeline::{AttemptError, attempt_snapshot};
+use pipeline::{AttemptError, ObjectPolicy, attempt_snapshot};
 pub(crate) use pipeline::{Prepared, prepare_node};
 use protocol::current_resource_version;
 
@@ -302,7 +302,8 @@ pub async fn take_snapshot(
                 encryption: encryption.clone(),
                 filter: filter.recorded(),
             };
-            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, sealer.clone(), filter.clone(), observer.clone()).await {
+            let policy = ObjectPolicy { filter: filter.clone(), sealer: sealer.clone() };
+            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, policy, observer.clone()).await {
                 Err(AttemptError::Expired) if attempt < MAX_RV_RESTARTS => {
                     tracing::warn!(rv = %rv, "resourceVersion expired while listing; starting over");
                     continue;

@@ -76,6 +76,13 @@ struct ListState {
     filter: Arc<Filter>,
 }
 
+/// What every object of an attempt goes through besides the canonical form: the filter that
+/// keeps it or not, and the sealer of Secret values (`None`: written in the clear).
+pub(super) struct ObjectPolicy {
+    pub filter: Arc<Filter>,
+    pub sealer: Option<Arc<Sealer>>,
+}
+
 /// One attempt: lists every resource at `base.resource_version` into a new snapshot of the
 /// mirror at `git_dir`; nothing is tagged unless every list succeeded.
 pub(super) async fn attempt_snapshot(
@@ -84,10 +91,10 @@ pub(super) async fn attempt_snapshot(
     opts: &SnapshotOptions,
     resources: &[ApiResourceInfo],
     base: MetaBase,
-    sealer: Option<Arc<Sealer>>,
-    filter: Arc<Filter>,
+    policy: ObjectPolicy,
     observer: Arc<dyn Observer>,
 ) -> Result<AttemptDone, AttemptError> {
+    let ObjectPolicy { filter, sealer } = policy;
     let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
     let dir = git_dir.to_path_buf();
     let name = opts.name.clone();

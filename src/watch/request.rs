@@ -324,6 +324,30 @@ mod tests {
     }
 
     #[test]
+    fn selection_fields_replace_the_preference_s() {
+        let r = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n  preference:\n    includePaths: [/apis/**]\n    createNamespaces: false\n  includePaths: ['/api/v1/namespaces/shop/configmaps/*']\n  namespaceMapping: {shop: shop-copy}\n  createNamespaces: true\n",
+        )
+        .unwrap();
+        let spec = r.preference.unwrap().spec;
+        assert_eq!(spec.include_paths, ["/api/v1/namespaces/shop/configmaps/*"]);
+        assert_eq!(spec.namespace_mapping["shop"], "shop-copy");
+        assert!(spec.create_namespaces);
+        // Without them, no preference means none.
+        let r = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n",
+        )
+        .unwrap();
+        assert!(r.preference.is_none());
+        let e = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n  namespaceMapping: {shop: Shop}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("spec.namespaceMapping.shop"), "{e}");
+    }
+
+    #[test]
     fn snapshot_name_is_accepted_as_backup_name() {
         let r = parse_str(
             "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nmetadata:\n  name: x\nspec:\n  snapshotName: s1\n",

@@ -195,7 +195,7 @@ async fn partial_snapshots_hold_only_what_the_filter_selects() {
     let mirror = k8s_snap::mirror::Mirror::open(&data.git_dir()).expect("mirror");
     let meta = |name: &str| mirror.snapshot(name).expect("read").expect("exists").meta;
     let recorded = meta("part").filter.expect("filter recorded");
-    assert_eq!(recorded.include_namespaces, [ns.clone()]);
+    assert_eq!(recorded.include_namespaces, vec![ns.clone()]);
     assert_eq!(recorded.exclude_resources, ["secrets"]);
     assert_eq!(
         meta("sel").filter.and_then(|f| f.label_selector),
@@ -628,18 +628,25 @@ async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
         .create(&kube::api::PostParams::default(), &r)
         .await
         .unwrap();
-    let st = wait_for(std::time::Duration::from_secs(60), "restore copy final", || async {
-        let st = restores.get("copy").await.ok()?.status?;
-        ["Completed", "Failed"]
-            .contains(&st.restore.phase.as_str())
-            .then_some(st)
-    })
+    let st = wait_for(
+        std::time::Duration::from_secs(60),
+        "restore copy final",
+        || async {
+            let st = restores.get("copy").await.ok()?.status?;
+            ["Completed", "Failed"]
+                .contains(&st.restore.phase.as_str())
+                .then_some(st)
+        },
+    )
     .await;
     assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
     assert_eq!(st.restore.num_failed, 0);
     let created = st.restore.created.clone().unwrap_or_default();
     assert!(!created.is_empty());
-    assert!(created.iter().all(|p| in_namespace(p, "shop-copy")), "{created:?}");
+    assert!(
+        created.iter().all(|p| in_namespace(p, "shop-copy")),
+        "{created:?}"
+    );
     let client = source.client().await;
     let rb: kube::Api<k8s_openapi::api::rbac::v1::RoleBinding> =
         kube::Api::namespaced(client, "shop-copy");
