@@ -43,9 +43,13 @@ pub enum SubsetError {
 }
 
 /// Whether a content path matches an `--include` glob (`*` within a path segment, `**`
-/// across segments).
+/// across segments; a pattern ending in `/` matches everything under it, as `<pattern>**`).
 pub fn include_matches(pattern: &str, path: &str) -> bool {
-    crate::glob::matches(pattern.trim_end_matches('/'), path, Some('/'))
+    if pattern.ends_with('/') {
+        crate::glob::matches(&format!("{pattern}**"), path, Some('/'))
+    } else {
+        crate::glob::matches(pattern, path, Some('/'))
+    }
 }
 
 /// The objects of `snapshot` a restore under `spec` starts from (see the module's
@@ -267,6 +271,19 @@ mod tests {
             .find(|o| o.path.as_str() == "/api/v1/namespaces/shop")
             .unwrap();
         assert_eq!(ns.object["metadata"]["labels"]["kept"], "yes");
+        // A trailing `/`: everything under it.
+        assert!(include_matches(
+            "/api/v1/namespaces/shop/",
+            "/api/v1/namespaces/shop/configmaps/a"
+        ));
+        assert!(!include_matches(
+            "/api/v1/namespaces/shop/",
+            "/api/v1/namespaces/shop"
+        ));
+        assert!(!include_matches(
+            "/api/v1/namespaces/shop/configmaps/*",
+            "/api/v1/namespaces/shop/configmaps"
+        ));
         let e = apply(
             snapshot(),
             &RestorePreferenceSpec {
