@@ -58,8 +58,17 @@ fn with_selection_flags(pref: Preference, common: &CommonArgs) -> anyhow::Result
         return Ok(pref);
     }
     let mut spec = pref.spec;
+    for glob in &common.include {
+        if !glob.starts_with('/') {
+            anyhow::bail!(
+                "--include {glob:?}: a content path glob starts with '/' (e.g. /api/v1/namespaces/shop/configmaps/*)"
+            );
+        }
+    }
     spec.include_paths.extend(common.include.iter().cloned());
     for (old, new) in &common.namespace_mapping {
+        restore::mapping::check_entry(old, new)
+            .map_err(|e| anyhow::anyhow!("--namespace-mapping {old}={new}: {e}"))?;
         if let Some(prev) = spec.namespace_mapping.insert(old.clone(), new.clone())
             && &prev != new
         {

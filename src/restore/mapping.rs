@@ -54,7 +54,7 @@ pub enum MappingError {
 }
 
 /// Checks one mapping entry: both sides namespace names (DNS-1123 labels), different.
-pub(crate) fn check_entry(old: &str, new: &str) -> Result<(), String> {
+pub fn check_entry(old: &str, new: &str) -> Result<(), String> {
     for n in [old, new] {
         let b = n.as_bytes();
         let ok = !n.is_empty()

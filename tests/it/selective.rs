@@ -657,3 +657,53 @@ async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
     );
     ctl.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn bad_selection_flags_name_the_flag() {
+    let data = DataDir::new();
+    let refused = |args: &'static [&'static str], want: &'static str| {
+        let data = &data;
+        async move {
+            let run = k8s_snap(data, None, args).await;
+            assert_ne!(run.code, 0);
+            assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+        }
+    };
+    refused(
+        &["plan", "s1", "--namespace-mapping", "shop"],
+        "expected OLD=NEW",
+    )
+    .await;
+    refused(
+        &["plan", "s1", "--namespace-mapping", "shop=Shop"],
+        "--namespace-mapping shop=Shop: \"Shop\" is not a namespace name",
+    )
+    .await;
+    refused(
+        &[
+            "plan",
+            "s1",
+            "--namespace-mapping",
+            "a=c",
+            "--namespace-mapping",
+            "b=c",
+        ],
+        "both mapped onto \"c\"",
+    )
+    .await;
+    refused(
+        &["restore", "s1", "--include", "api/v1/namespaces/shop/**"],
+        "--include \"api/v1/namespaces/shop/**\": a content path glob starts with '/'",
+    )
+    .await;
+    refused(
+        &["snapshot", "s1", "--include-namespaces", "shop/x"],
+        "includeNamespaces \"shop/x\"",
+    )
+    .await;
+    refused(
+        &["snapshot", "s1", "--include-cluster-resources", "maybe"],
+        "maybe",
+    )
+    .await;
+}
