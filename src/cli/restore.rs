@@ -30,6 +30,53 @@ pub struct CommonArgs {
     /// (docs/encryption.md).
     #[arg(long, value_name = "FILE", env = "K8S_SNAP_IDENTITY")]
     pub identity: Option<PathBuf>,
+    /// Only objects whose content path matches this glob (`*` within a path segment, `**`
+    /// across); repeatable. Nothing implicit: see --create-namespaces.
+    #[arg(long, value_name = "PATH-GLOB")]
+    pub include: Vec<String>,
+    /// Restore the objects of namespace OLD in NEW, references rewritten (docs/restore.md);
+    /// repeatable.
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_mapping)]
+    pub namespace_mapping: Vec<(String, String)>,
+    /// Also create the Namespace of every restored object (the snapshot's, or a bare one).
+    #[arg(long)]
+    pub create_namespaces: bool,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((old, new)) => Ok((old.trim().to_string(), new.trim().to_string())),
+        None => Err(format!("{s:?}: expected OLD=NEW (e.g. shop=shop-copy)")),
+    }
+}
+
+/// The preference with the selection flags (`--include`, `--namespace-mapping`,
+/// `--create-namespaces`) added to it, validated again.
+fn with_selection_flags(pref: Preference, common: &CommonArgs) -> anyhow::Result<Preference> {
+    if common.include.is_empty() && common.namespace_mapping.is_empty() && !common.create_namespaces
+    {
+        return Ok(pref);
+    }
+    let mut spec = pref.spec;
+    for glob in &common.include {
+        if !glob.starts_with('/') {
+            anyhow::bail!(
+                "--include {glob:?}: a content path glob starts with '/' (e.g. /api/v1/namespaces/shop/configmaps/*)"
+            );
+        }
+    }
+    spec.include_paths.extend(common.include.iter().cloned());
+    for (old, new) in &common.namespace_mapping {
+        restore::mapping::check_entry(old, new)
+            .map_err(|e| anyhow::anyhow!("--namespace-mapping {old}={new}: {e}"))?;
+        if let Some(prev) = spec.namespace_mapping.insert(old.clone(), new.clone())
+            && &prev != new
+        {
+            anyhow::bail!("--namespace-mapping {old}={new}: {old} is already mapped onto {prev}");
+        }
+    }
+    spec.create_namespaces |= common.create_namespaces;
+    Ok(Preference::from_spec(pref.name, spec, "of the flags")?)
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +128,7 @@ async fn prepare(
         }
         None => Preference::default(),
     };
+    let pref = with_selection_flags(pref, common)?;
     let git_dir = global.mirror_dir()?;
     let name = common.snapshot.clone();
     k8s_snap::mirror::validate_name("snapshot", &name)?;
@@ -88,7 +136,7 @@ async fn prepare(
     let cluster = Cluster::connect(&global.connect_options()).await?;
     // Only in the store (another machine took it): `prepare` pulls it first.
     let store = super::store::open_store(global).await?;
-    let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster).await?;
+    let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster, &pref).await?;
     let mut snapshot = prepared.snapshot;
     let opened = snapshot.open_sealed(identities.as_ref())?;
     if opened > 0 {

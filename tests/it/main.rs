@@ -27,6 +27,7 @@ mod mirror;
 mod prune;
 mod restore;
 mod schedule;
+mod selective;
 mod snapshot;
 mod snapshot_faults;
 mod store;

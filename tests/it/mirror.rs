@@ -89,6 +89,7 @@ fn meta(name: &str, cluster: &str, ts: i64, rv: &str) -> SnapshotMeta {
         tool_version: "k8s-snap test".into(),
         skipped: vec![],
         encryption: None,
+        filter: None,
     }
 }
 
