@@ -15,13 +15,15 @@
 //! - `encode`: the hand-written commit encoding and object writes;
 //! - `maintain`: deletion, branch rebuild, gc and object statistics;
 //! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots;
-//! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through.
+//! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through;
+//! - `parallel`: [`Mirror::map_files`], reading a snapshot's files on several threads.
 
 mod encode;
 mod lock;
 mod maintain;
 mod names;
 mod pack;
+mod parallel;
 mod recover;
 mod shared;
 mod transfer;
@@ -39,6 +41,7 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
 pub use lock::MirrorLock;
 pub use maintain::{GcStats, ObjectStats};
+pub use parallel::MapResult;
 pub use names::{MAX_NAME_LEN, timestamped_name, validate_name, validate_path};
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
