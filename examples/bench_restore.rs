@@ -97,7 +97,9 @@ fn main() -> anyhow::Result<()> {
     let plan_only = args.iter().any(|a| a == "--plan-only");
     // `--load-only`: only time reading the snapshot tree from the mirror (`repeat` times).
     let load_only = args.iter().any(|a| a == "--load-only");
-    rt.block_on(parent(objects, threads, latency_ms, repeat, plan_only, load_only))
+    rt.block_on(parent(
+        objects, threads, latency_ms, repeat, plan_only, load_only,
+    ))
 }
 
 async fn empty_target(

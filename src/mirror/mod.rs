@@ -41,8 +41,8 @@ use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
 pub use lock::MirrorLock;
 pub use maintain::{GcStats, ObjectStats};
-pub use parallel::MapResult;
 pub use names::{MAX_NAME_LEN, timestamped_name, validate_name, validate_path};
+pub use parallel::MapResult;
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
 pub use transfer::{

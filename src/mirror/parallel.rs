@@ -84,8 +84,9 @@ impl Mirror {
         // after it (those before it still run, so the failure reported is the first in order).
         let next = AtomicUsize::new(0);
         let stop_after = AtomicUsize::new(usize::MAX);
-        let results: Vec<Mutex<Option<Result<MapResult<T, E>>>>> =
-            chunks.iter().map(|_| Mutex::new(None)).collect();
+        /// One chunk's outcome, filled in by the thread that read it.
+        type Slot<T, E> = Mutex<Option<Result<MapResult<T, E>>>>;
+        let results: Vec<Slot<T, E>> = chunks.iter().map(|_| Mutex::new(None)).collect();
         let git_dir = self.git_dir.clone();
         std::thread::scope(|scope| {
             let worker = || {
@@ -113,7 +114,9 @@ impl Mirror {
                     .spawn_scoped(scope, move || match Repository::open_bare(git_dir) {
                         Ok(repo) => run(&repo),
                         // The calling thread reads every chunk left: no failure is lost.
-                        Err(e) => tracing::debug!(error = %e, "opening the mirror on a reading thread"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "opening the mirror on a reading thread")
+                        }
                     });
                 if let Err(e) = spawned {
                     tracing::debug!(error = %e, "starting a reading thread");

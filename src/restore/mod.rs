@@ -165,7 +165,9 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
     })?;
     // Blobs are read and parsed on every core (one repository handle per thread), in tree
     // order: the same objects, in the same order, as one walk would give.
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(8);
     let objects = mirror
         .map_files(
             &info.commit,

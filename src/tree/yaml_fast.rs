@@ -57,7 +57,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// The number of spaces at `pos`.
     fn line_indent(&self) -> usize {
-        self.b[self.pos..].iter().take_while(|&&c| c == b' ').count()
+        self.b[self.pos..]
+            .iter()
+            .take_while(|&&c| c == b' ')
+            .count()
     }
 
     /// The rest of the current line (without its line feed) from `pos`.
@@ -410,35 +413,35 @@ mod tests {
     #[test]
     fn leaves_everything_else_to_the_general_parser() {
         for doc in [
-            "a: 1\na: 2\n",             // duplicate key
-            "a: 1 # comment\n",         // comment
-            "# c\na: 1\n",              // comment line
-            "a: [1, 2]\n",              // flow sequence
-            "a: {b: 1}\n",              // flow mapping
-            "a: &x 1\nb: *x\n",         // anchor and alias
-            "a: !!str 1\n",             // tag
-            "a: 1.5\n",                 // float
-            "a: 'x'\n",                 // single quotes
-            "a:\n    b: 1\n",           // other indentation
-            "a:\n  - 1\n",              // indented sequence
-            "a: >\n  folded\n",         // folded block
-            "a: |2\n   x\n",            // indentation indicator
-            "a: |\n    x\n",            // block more indented than canonical
-            "a: |\n  x\n  \n  y\n",     // line of spaces in a block
-            "a: x\n",                   // fine...
-            "---\na: 1\n",              // document marker
-            "a: 1",                     // no final line feed
-            "- a\n",                    // root sequence
-            "x\n",                      // root scalar
-            "a: \"x\ty\"\n",            // raw tab in double quotes
-            "a: \"\\q\"\n",             // unknown escape
-            "a: yes\n",                 // YAML 1.1 bool
-            "a: 0777\n",                // octal-like
-            "a: -0\n",                  // negative zero
-            "a:\n",                     // empty value
-            "a: 1\n b: 2\n",            // bad indentation
-            "\"a\": 1\n\"a\": 2\n",     // duplicate quoted key
-            "a: \"x\" y\n",             // text after a quoted string
+            "a: 1\na: 2\n",         // duplicate key
+            "a: 1 # comment\n",     // comment
+            "# c\na: 1\n",          // comment line
+            "a: [1, 2]\n",          // flow sequence
+            "a: {b: 1}\n",          // flow mapping
+            "a: &x 1\nb: *x\n",     // anchor and alias
+            "a: !!str 1\n",         // tag
+            "a: 1.5\n",             // float
+            "a: 'x'\n",             // single quotes
+            "a:\n    b: 1\n",       // other indentation
+            "a:\n  - 1\n",          // indented sequence
+            "a: >\n  folded\n",     // folded block
+            "a: |2\n   x\n",        // indentation indicator
+            "a: |\n    x\n",        // block more indented than canonical
+            "a: |\n  x\n  \n  y\n", // line of spaces in a block
+            "a: x\n",               // fine...
+            "---\na: 1\n",          // document marker
+            "a: 1",                 // no final line feed
+            "- a\n",                // root sequence
+            "x\n",                  // root scalar
+            "a: \"x\ty\"\n",        // raw tab in double quotes
+            "a: \"\\q\"\n",         // unknown escape
+            "a: yes\n",             // YAML 1.1 bool
+            "a: 0777\n",            // octal-like
+            "a: -0\n",              // negative zero
+            "a:\n",                 // empty value
+            "a: 1\n b: 2\n",        // bad indentation
+            "\"a\": 1\n\"a\": 2\n", // duplicate quoted key
+            "a: \"x\" y\n",         // text after a quoted string
         ] {
             let fast = parse(doc);
             if let Some(v) = &fast {

@@ -906,7 +906,10 @@ fn assert_same_reading(doc: &str) -> Result<(), TestCaseError> {
 
 #[test]
 fn from_yaml_reads_fixture_objects_as_the_general_parser() {
-    for o in realistic::objects().iter().chain(scale::objects(300).iter()) {
+    for o in realistic::objects()
+        .iter()
+        .chain(scale::objects(300).iter())
+    {
         let y = emit(o);
         assert_eq!(from_yaml(&y).expect("fast"), *o, "{y}");
         assert_eq!(tree::from_yaml_general(&y).expect("general"), *o, "{y}");
