@@ -55,3 +55,21 @@ pub fn peak_rss() -> u64 {
 pub fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
+
+/// CPU time (user + system, all threads) this process has used so far, in seconds (from
+/// `/proc/self/stat`, clock ticks of 10 ms): on a shared machine, a measure that other
+/// processes' load does not inflate the way it inflates wall time.
+pub fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which is in parentheses and may hold spaces):
+            // utime and stime are the 14th and 15th fields of the line.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}

@@ -15,7 +15,8 @@
 //! - `encode`: the hand-written commit encoding and object writes;
 //! - `maintain`: deletion, branch rebuild, gc and object statistics;
 //! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots;
-//! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through.
+//! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through;
+//! - `parallel`: [`Mirror::map_files`], reading a snapshot's files on several threads.
 
 mod encode;
 mod lock;
@@ -24,6 +25,7 @@ mod names;
 mod pack;
 mod packbuild;
 mod packread;
+mod parallel;
 mod recover;
 mod shared;
 mod transfer;
@@ -43,6 +45,7 @@ pub use lock::MirrorLock;
 pub use maintain::{GcStats, ObjectStats};
 pub use names::{MAX_NAME_LEN, timestamped_name, validate_name, validate_path};
 pub use packbuild::BuiltPack;
+pub use parallel::MapResult;
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
 pub use transfer::{

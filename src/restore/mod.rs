@@ -27,7 +27,6 @@ pub mod status;
 pub mod subset;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -168,41 +167,30 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
             git_dir: git_dir.to_path_buf(),
         }
     })?;
-    let mut objects = Vec::new();
-    let mut failure = None;
-    for prefix in ["api", "apis"] {
-        mirror
-            .walk_files(&info.commit, prefix, |file, bytes| {
-                if !crate::tree::is_object_file(file) {
-                    return ControlFlow::Continue(());
-                }
-                let parsed = ContentPath::from_file_path(file)
-                    .map_err(|e| e.to_string())
-                    .and_then(|path| {
-                        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-                        let object = crate::tree::from_yaml(text).map_err(|e| e.to_string())?;
-                        Ok(SnapshotObject { path, object })
-                    });
-                match parsed {
-                    Ok(o) => {
-                        objects.push(o);
-                        ControlFlow::Continue(())
-                    }
-                    Err(message) => {
-                        failure = Some(RestoreError::BadObject {
-                            name: name.to_string(),
-                            file: file.to_string(),
-                            message,
-                        });
-                        ControlFlow::Break(())
-                    }
-                }
-            })
-            .map_err(mirror_err)?;
-        if let Some(e) = failure.take() {
-            return Err(e);
-        }
-    }
+    // Blobs are read and parsed on every core (one repository handle per thread), in tree
+    // order: the same objects, in the same order, as one walk would give.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(8);
+    let objects = mirror
+        .map_files(
+            &info.commit,
+            &["api", "apis"],
+            threads,
+            crate::tree::is_object_file,
+            |file, bytes| {
+                let path = ContentPath::from_file_path(file).map_err(|e| e.to_string())?;
+                let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+                let object = crate::tree::from_yaml(text).map_err(|e| e.to_string())?;
+                Ok(Some(SnapshotObject { path, object }))
+            },
+        )
+        .map_err(mirror_err)?
+        .map_err(|(file, message)| RestoreError::BadObject {
+            name: name.to_string(),
+            file,
+            message,
+        })?;
     Ok(LoadedSnapshot {
         name: name.to_string(),
         commit: info.commit.to_string(),

@@ -13,6 +13,7 @@ pub mod path;
 pub mod sealed;
 pub mod secret;
 pub mod yaml;
+mod yaml_fast;
 
 pub use canonical::{
     SERVER_OWNED_METADATA, SERVICE_ACCOUNT_TOKEN_TYPE, canonicalize, canonicalize_node,
@@ -24,7 +25,9 @@ pub use meta::{
 };
 pub use node::Node;
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
-pub use yaml::{emit, emit_into, from_yaml, from_yaml_str, to_yaml, to_yaml_string};
+pub use yaml::{
+    emit, emit_into, from_yaml, from_yaml_general, from_yaml_str, to_yaml, to_yaml_string,
+};
 
 /// Errors of the tree format. Each names the input at fault; none quotes object contents
 /// (which may be secret).

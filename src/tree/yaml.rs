@@ -66,7 +66,19 @@ pub fn to_yaml_string<T: Serialize>(v: &T) -> Result<String, TreeError> {
 /// Parses one YAML document into a JSON value. The input is untrusted: parsing is budgeted
 /// (serde-saphyr's default limits), duplicate keys are errors, and error messages do not quote
 /// the input (it may hold secret data).
+///
+/// Canonical documents (what [`to_yaml`] writes) are read by a fast reader of that subset,
+/// which gives the same value; anything else goes to the general parser.
 pub fn from_yaml(s: &str) -> Result<Value, TreeError> {
+    match super::yaml_fast::parse(s) {
+        Some(v) => Ok(v),
+        None => from_yaml_general(s),
+    }
+}
+
+/// [`from_yaml`] by the general parser alone (serde-saphyr), never the fast reader of
+/// canonical documents: tests compare the two.
+pub fn from_yaml_general(s: &str) -> Result<Value, TreeError> {
     serde_saphyr::from_str_with_options::<Value>(s, parse_options()).map_err(|e| TreeError::Yaml {
         message: e.to_string(),
     })
@@ -272,7 +284,7 @@ fn push_number(out: &mut String, n: &serde_json::Number) {
 
 /// Characters that are always escaped in double quotes and never written raw anywhere:
 /// C0/C1 controls, DEL, the YAML 1.1 line separators, BOM and non-characters.
-fn is_special_char(c: char) -> bool {
+pub(super) fn is_special_char(c: char) -> bool {
     matches!(c,
         '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}'
         | '\u{fffe}' | '\u{ffff}')
@@ -280,7 +292,7 @@ fn is_special_char(c: char) -> bool {
 
 /// Whether `s` can be written as a plain scalar and read back as the same string by YAML 1.1
 /// and 1.2 parsers. Deliberately conservative.
-fn plain_ok(s: &str) -> bool {
+pub(super) fn plain_ok(s: &str) -> bool {
     let mut chars = s.chars();
     let Some(first) = chars.next() else {
         return false;

@@ -718,3 +718,65 @@ fn large_pulls_check_completeness_on_two_threads() {
     }
     assert!(m3.snapshot("mixed").unwrap().is_none());
 }
+
+/// `map_files` (the restore's parallel read) gives what one walk gives, in the same order, on
+/// any number of threads; the error it reports is the first in tree order.
+#[test]
+fn map_files_matches_one_walk_in_order_on_several_threads() {
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    // Enough files for several chunks of work (256 each).
+    let names: Vec<String> = (0..1100)
+        .map(|i| format!("api/v1/namespaces/ns-{}/configmaps/cm-{i:04}.yaml", i % 7))
+        .collect();
+    let contents: Vec<String> = (0..1100).map(|i| format!("i: {i}\n")).collect();
+    let mut files: Vec<(&str, &str)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(contents.iter().map(String::as_str))
+        .collect();
+    files.push((DEPLOY, "web\n"));
+    files.push(("api/v1/namespaces/ns-1/configmaps/not-an-object.txt", "x\n"));
+    let w = write(&m, "many", "prod", 1_700_000_000, &files);
+
+    let mut walked = Vec::new();
+    for prefix in ["api", "apis"] {
+        m.walk_files(&w.commit, prefix, |p, c| {
+            if p.ends_with(".yaml") {
+                walked.push((p.to_owned(), c.to_vec()));
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    }
+    assert_eq!(walked.len(), 1101);
+    for threads in [1, 2, 5] {
+        let mapped = m
+            .map_files(
+                &w.commit,
+                &["api", "apis"],
+                threads,
+                |p| p.ends_with(".yaml"),
+                |p, c| Ok::<_, String>(Some((p.to_owned(), c.to_vec()))),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(mapped, walked, "threads {threads}");
+    }
+    // Two failing files: the one first in tree order is reported, whatever the threads.
+    let bad = |p: &str| p.ends_with("cm-0010.yaml") || p.ends_with("cm-1090.yaml");
+    let first_bad = walked.iter().find(|(p, _)| bad(p)).unwrap().0.clone();
+    for threads in [1, 3] {
+        let err = m
+            .map_files(
+                &w.commit,
+                &["api", "apis"],
+                threads,
+                |_| true,
+                |p, _| if bad(p) { Err("bad") } else { Ok(Some(())) },
+            )
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err, (first_bad.clone(), "bad"), "threads {threads}");
+    }
+}

@@ -891,3 +891,56 @@ fn scale_fixture_is_cheap() {
     assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
     eprintln!("scale::objects(50_000) took {elapsed:?}");
 }
+
+// ------------------------------------------------------------------------------------------
+// The fast reader of canonical documents inside `from_yaml` (src/tree/yaml_fast.rs) must read
+// exactly what the general parser reads, and leave to it everything else (errors included).
+
+fn assert_same_reading(doc: &str) -> Result<(), TestCaseError> {
+    match (from_yaml(doc), tree::from_yaml_general(doc)) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", doc),
+        (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string(), "{:?}", doc),
+        (a, b) => prop_assert!(false, "{:?}: from_yaml {:?}, general {:?}", doc, a, b),
+    }
+    Ok(())
+}
+
+#[test]
+fn from_yaml_reads_fixture_objects_as_the_general_parser() {
+    for o in realistic::objects()
+        .iter()
+        .chain(scale::objects(300).iter())
+    {
+        let y = emit(o);
+        assert_eq!(from_yaml(&y).expect("fast"), *o, "{y}");
+        assert_eq!(tree::from_yaml_general(&y).expect("general"), *o, "{y}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn from_yaml_agrees_with_the_general_parser(
+        v in json_value(),
+        at in 0usize..4096,
+        junk in prop::sample::select(vec![
+            "\n", " ", "  ", "- ", ": ", ":", "#", " #x", "a: 1\n", "\"", "'", "|", "|-\n", "\t",
+            "x", "\n  ", "\n- ", "&a ", "*a", "{", "[", "!", "-", "\\", "0", "1.5", "a:\n",
+            "\n  \n", "---\n", "\r", "\u{85}", "~",
+        ]),
+    ) {
+        // Canonical documents of objects (a root mapping: what the fast reader takes).
+        let doc = emit(&json!({ "apiVersion": "v1", "kind": "K", "metadata": { "name": "n" }, "v": v }));
+        assert_same_reading(&doc)?;
+        assert_same_reading(&emit(&v))?;
+        // The same with a small edit anywhere: most are no longer canonical, some not YAML.
+        let mut at = at % (doc.len() + 1);
+        while !doc.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut edited = doc.clone();
+        edited.insert_str(at, junk);
+        assert_same_reading(&edited)?;
+    }
+}
