@@ -40,6 +40,11 @@ pub struct SnapshotArgs {
         value_delimiter = ','
     )]
     pub encrypt_to: Vec<String>,
+    /// Also seal this field of every object of a resource: `<resource>[.<group>]:<field
+    /// path>` (e.g. `widgets.example.com:spec.credentials.password`); repeatable; needs
+    /// --encrypt-to.
+    #[arg(long = "encrypt-path", value_name = "RESOURCE:FIELD")]
+    pub encrypt_path: Vec<String>,
 }
 
 pub async fn run(
@@ -66,6 +71,15 @@ pub async fn run(
     } else {
         Some(k8s_snap::crypt::Recipients::parse(&args.encrypt_to).context("--encrypt-to")?)
     };
+    let encrypt_paths = args
+        .encrypt_path
+        .iter()
+        .map(|p| p.parse::<k8s_snap::crypt::SealedPath>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid --encrypt-path {e}"))?;
+    if !encrypt_paths.is_empty() && encrypt_to.is_none() {
+        anyhow::bail!("--encrypt-path needs recipients: give --encrypt-to (or K8S_SNAP_ENCRYPT_TO)");
+    }
     let store = if args.no_push {
         None
     } else {
@@ -98,6 +112,7 @@ pub async fn run(
         threads: usize::from(args.threads),
         page_size: 500,
         encrypt_to,
+        encrypt_paths,
     };
     let show_progress = !global.quiet && std::io::stderr().is_terminal();
     let bar = Arc::new(ProgressBar::new(show_progress));

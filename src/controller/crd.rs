@@ -100,6 +100,9 @@ pub struct SnapshotSpec {
     /// Name of the ObjectstoreConfig the snapshot is pushed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectstore_config: Option<String>,
+    /// Seal Secret values to these recipients (else to the ObjectstoreConfig's; docs/encryption.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::encryption::EncryptionSpec>,
 }
 
 /// Status of a Snapshot (the original's fields plus `conditions`).
@@ -221,6 +224,10 @@ pub struct RestoreSpec {
     /// ObjectstoreConfig to pull the snapshot from when it is not in the local mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectstore_config: Option<String>,
+    /// A Secret key holding the age identity that opens the snapshot's encrypted Secret
+    /// values (key default `identity`; docs/encryption.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret_ref: Option<super::encryption::KeyRef>,
 }
 
 impl RestoreSpec {
@@ -419,6 +426,10 @@ pub struct ObjectstoreConfigSpec {
     /// Accept plain http / unverified TLS for this endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
+    /// Seal the Secret values of snapshots pushed here to these recipients, unless the
+    /// Snapshot names its own (docs/encryption.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::encryption::EncryptionSpec>,
 }
 
 /// The five CRDs (the four above and SnapshotSchedule), with `spec` of each accepting unknown fields (the original CRDs had no

@@ -106,6 +106,8 @@ pub struct LoadedSnapshot {
     pub objects: Vec<SnapshotObject>,
     /// How its Secret values are sealed (`None`: in the clear); see [`LoadedSnapshot::open_sealed`].
     pub encryption: Option<crate::tree::Encryption>,
+    /// Its wrapped data keys (`.k8s-snap/keys/<id>.age`), by id.
+    pub keys: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// Everything a plan or restore can be told.
@@ -199,11 +201,13 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
             return Err(e);
         }
     }
+    let keys = sealed::load_keys(&mirror, &info.commit).map_err(mirror_err)?;
     Ok(LoadedSnapshot {
         name: name.to_string(),
         commit: info.commit.to_string(),
         objects,
         encryption: info.meta.encryption,
+        keys,
     })
 }
 
