@@ -454,7 +454,9 @@ impl std::str::FromStr for SealedPath {
 
     fn from_str(s: &str) -> Result<SealedPath, String> {
         let bad = |why: &str| {
-            format!("{s:?}: {why} (expected <resource>[.<group>]:<field path>, e.g. widgets.example.com:spec.credentials.password)")
+            format!(
+                "{s:?}: {why} (expected <resource>[.<group>]:<field path>, e.g. widgets.example.com:spec.credentials.password)"
+            )
         };
         let (target, path) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
         let (resource, group) = target.split_once('.').unwrap_or((target, ""));
@@ -763,7 +765,11 @@ impl Sealer {
     ) -> Result<usize, CryptError> {
         let p = path.as_str();
         let mut sealed = Vec::new();
-        for sp in self.paths.iter().filter(|sp| sp.applies_to(group, resource)) {
+        for sp in self
+            .paths
+            .iter()
+            .filter(|sp| sp.applies_to(group, resource))
+        {
             let Some((last, parents)) = sp.fields.split_last() else {
                 continue;
             };
@@ -832,8 +838,7 @@ impl Sealer {
         if let Some(sealed) = self.previous.get(&fp) {
             return Ok(sealed.clone());
         }
-        self.data_key
-            .seal(&fp, path, field, key, value.as_bytes())
+        self.data_key.seal(&fp, path, field, key, value.as_bytes())
     }
 
     /// Seals a Secret in place (a canonical object of the snapshot pipeline): every value of
@@ -903,7 +908,8 @@ impl Sealer {
     /// without reading every Secret file back (atomic; ciphertexts only, no key).
     pub fn write_cache(&self, git_dir: &Path, cluster: &str, commit: &str) -> std::io::Result<()> {
         let values = std::mem::take(&mut *self.written_values());
-        let mut text = String::with_capacity(64 + values.iter().map(|v| v.len() + 1).sum::<usize>());
+        let mut text =
+            String::with_capacity(64 + values.iter().map(|v| v.len() + 1).sum::<usize>());
         text.push_str(&cache_header(commit));
         text.push('\n');
         for v in &values {
@@ -1047,7 +1053,8 @@ impl<'a> Opener<'a> {
         field: &str,
         key: &str,
     ) -> Result<Vec<u8>, OpenError> {
-        let p = parse_sealed(sealed).ok_or_else(|| OpenError::Damaged("not a sealed value".into()))?;
+        let p =
+            parse_sealed(sealed).ok_or_else(|| OpenError::Damaged("not a sealed value".into()))?;
         match p.key_id {
             None => open_value(sealed, self.ids),
             Some(id) => self
@@ -1124,19 +1131,22 @@ impl OpenContext<'_, '_> {
                 Value::String(s) if is_sealed(s) => {
                     let field = parents.join(".");
                     let at = || format!("{} ({field}.{k})", self.path);
-                    let plain = self.opener.open(s, self.path, &field, k).map_err(|e| match e {
-                        OpenError::NoMatch => CryptError::WrongIdentity {
-                            snapshot: self.snapshot.to_owned(),
-                            path: at(),
-                            recipients: self.recipients.to_vec(),
-                            given: self.opener.ids.recipients.clone(),
-                        },
-                        OpenError::Damaged(reason) => CryptError::Damaged {
-                            snapshot: self.snapshot.to_owned(),
-                            path: at(),
-                            reason,
-                        },
-                    })?;
+                    let plain = self
+                        .opener
+                        .open(s, self.path, &field, k)
+                        .map_err(|e| match e {
+                            OpenError::NoMatch => CryptError::WrongIdentity {
+                                snapshot: self.snapshot.to_owned(),
+                                path: at(),
+                                recipients: self.recipients.to_vec(),
+                                given: self.opener.ids.recipients.clone(),
+                            },
+                            OpenError::Damaged(reason) => CryptError::Damaged {
+                                snapshot: self.snapshot.to_owned(),
+                                path: at(),
+                                reason,
+                            },
+                        })?;
                     let text = String::from_utf8(plain).map_err(|_| CryptError::Damaged {
                         snapshot: self.snapshot.to_owned(),
                         path: at(),
@@ -1166,7 +1176,13 @@ mod tests {
     }
 
     fn sealer(r: Recipients) -> Sealer {
-        Sealer::new(r, FingerprintKey::generate(), Previous::new(), BTreeMap::new()).unwrap()
+        Sealer::new(
+            r,
+            FingerprintKey::generate(),
+            Previous::new(),
+            BTreeMap::new(),
+        )
+        .unwrap()
     }
 
     /// The key files of what `s` sealed, by id (as a snapshot tree holds them).
@@ -1194,13 +1210,29 @@ mod tests {
         let mut node = Node::from(&v1);
         let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
         s.seal_node(&path, &mut node).unwrap();
-        let a = node.get("data").unwrap().get("k").unwrap().as_str().unwrap().to_owned();
-        assert!(a.starts_with(SEALED_PREFIX) && !a.contains("c2VjcmV0"), "{a}");
+        let a = node
+            .get("data")
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            a.starts_with(SEALED_PREFIX) && !a.contains("c2VjcmV0"),
+            "{a}"
+        );
         assert_eq!(open(&s, &ids, &a, P, "data", "k"), b"c2VjcmV0");
         // Moved to another object or key, it does not open.
         let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
-        assert!(matches!(opener.open(&a, P, "data", "j"), Err(OpenError::Damaged(_))));
-        assert!(matches!(opener.open(&a, "/api/v1/namespaces/a/secrets/y", "data", "k"), Err(OpenError::Damaged(_))));
+        assert!(matches!(
+            opener.open(&a, P, "data", "j"),
+            Err(OpenError::Damaged(_))
+        ));
+        assert!(matches!(
+            opener.open(&a, "/api/v1/namespaces/a/secrets/y", "data", "k"),
+            Err(OpenError::Damaged(_))
+        ));
         // Sealing is randomized: without the previous value a new one differs.
         let b = s.seal(P, "data", "k", "c2VjcmV0").unwrap();
         assert_ne!(a, b);
@@ -1213,13 +1245,18 @@ mod tests {
         let v2 = serde_json::json!({"kind": "Secret", "data": {"k": "c2VjcmV0"}});
         let mut node = Node::from(&v2);
         next.seal_node(&path, &mut node).unwrap();
-        assert_eq!(node.get("data").unwrap().get("k").unwrap().as_str(), Some(a.as_str()));
+        assert_eq!(
+            node.get("data").unwrap().get("k").unwrap().as_str(),
+            Some(a.as_str())
+        );
         assert_eq!(keys_of(&next), keys_of(&s));
         // Without its key file a previous value is not reused.
         let orphan = Sealer::new(r, s.key.clone(), prev, BTreeMap::new()).unwrap();
         assert_eq!(orphan.reusable(), 0);
         // Another object or key with the same value: another fingerprint.
-        let d = s.seal("/api/v1/namespaces/a/secrets/y", "data", "k", "c2VjcmV0").unwrap();
+        let d = s
+            .seal("/api/v1/namespaces/a/secrets/y", "data", "k", "c2VjcmV0")
+            .unwrap();
         assert_ne!(sealed_fingerprint(&a), sealed_fingerprint(&d));
     }
 
@@ -1235,8 +1272,14 @@ mod tests {
         s.write_cache(dir.path(), "c1", "abc").unwrap();
         let cached = read_cache(dir.path(), "c1", "abc").unwrap();
         assert_eq!(cached.len(), 2);
-        assert!(cached.values().all(|v| node.get("data").unwrap().get("k").unwrap().as_str() == Some(v)
-            || node.get("data").unwrap().get("l").unwrap().as_str() == Some(v)));
+        assert!(
+            cached
+                .values()
+                .all(
+                    |v| node.get("data").unwrap().get("k").unwrap().as_str() == Some(v)
+                        || node.get("data").unwrap().get("l").unwrap().as_str() == Some(v)
+                )
+        );
         assert!(read_cache(dir.path(), "c1", "abd").is_none());
         assert!(read_cache(dir.path(), "c2", "abc").is_none());
     }
@@ -1252,21 +1295,35 @@ mod tests {
         let mut node = Node::from(&v4);
         let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
         s.seal_node(&path, &mut node).unwrap();
-        let v = node.get("data").unwrap().get("k").unwrap().as_str().unwrap().to_owned();
+        let v = node
+            .get("data")
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(open(&s, &ids1, &v, P, "data", "k"), b"dg==");
         assert_eq!(open(&s, &ids2, &v, P, "data", "k"), b"dg==");
         let e = Opener::new(&ids3, &keys_of(&s), "s1", s.recipients.names()).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains(&s.recipients.names()[0]) && msg.contains("s1") && msg.contains(".k8s-snap/keys/"),
+            msg.contains(&s.recipients.names()[0])
+                && msg.contains("s1")
+                && msg.contains(".k8s-snap/keys/"),
             "{msg}"
         );
         assert!(!msg.contains("dg=="), "{msg}");
         // A value whose key file is missing: damaged, naming the key.
         let opener = Opener::new(&ids1, &BTreeMap::new(), "s1", &[]).unwrap();
         let mut obj = serde_json::json!({"kind": "Secret", "data": {"k": v}});
-        let e = open_object(&mut obj, &opener, "s1", P, &[]).unwrap_err().to_string();
-        assert!(e.contains(".k8s-snap/keys/") && e.contains("not in the snapshot"), "{e}");
+        let e = open_object(&mut obj, &opener, "s1", P, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(".k8s-snap/keys/") && e.contains("not in the snapshot"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1275,7 +1332,10 @@ mod tests {
         let (ids2, r2) = keypair();
         let fp = FingerprintKey::generate().fingerprint(P, "data", "k", "dg==");
         let ct = r.encrypt(b"dg==").unwrap();
-        let v1 = format!("{SEALED_PREFIX_V1}{fp}:{}", base64::engine::general_purpose::STANDARD.encode(ct));
+        let v1 = format!(
+            "{SEALED_PREFIX_V1}{fp}:{}",
+            base64::engine::general_purpose::STANDARD.encode(ct)
+        );
         let opener = Opener::new(&ids, &BTreeMap::new(), "s", &[]).unwrap();
         assert_eq!(opener.open(&v1, P, "data", "k").unwrap(), b"dg==");
         let moved = r2.reseal(&v1, &ids, P).unwrap();
@@ -1305,18 +1365,39 @@ mod tests {
         let opener = Opener::new(&ids2, &keys, "s", &[]).unwrap();
         assert_eq!(opener.open(&v, P, "data", "k").unwrap(), b"dg==");
         assert!(Opener::new(&ids, &keys, "s", &[]).is_err());
-        assert!(matches!(r2.rewrap(&keys_of(&s).into_values().next().unwrap(), &ids2), Err(OpenError::NoMatch)));
+        assert!(matches!(
+            r2.rewrap(&keys_of(&s).into_values().next().unwrap(), &ids2),
+            Err(OpenError::NoMatch)
+        ));
     }
 
     #[test]
     fn user_named_paths_parse_seal_and_open() {
-        let sp: SealedPath = "widgets.example.com:spec.credentials.password".parse().unwrap();
-        assert_eq!((sp.group.as_str(), sp.resource.as_str()), ("example.com", "widgets"));
+        let sp: SealedPath = "widgets.example.com:spec.credentials.password"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (sp.group.as_str(), sp.resource.as_str()),
+            ("example.com", "widgets")
+        );
         assert_eq!(sp.fields, ["spec", "credentials", "password"]);
-        assert_eq!(sp.to_string(), "widgets.example.com:spec.credentials.password");
+        assert_eq!(
+            sp.to_string(),
+            "widgets.example.com:spec.credentials.password"
+        );
         let cm: SealedPath = "configmaps:data".parse().unwrap();
-        assert_eq!((cm.group.as_str(), cm.to_string().as_str()), ("", "configmaps:data"));
-        for bad in ["configmaps", "configmaps:", "configmaps:a..b", "Widgets:spec.x", "configmaps:metadata.name", ":data"] {
+        assert_eq!(
+            (cm.group.as_str(), cm.to_string().as_str()),
+            ("", "configmaps:data")
+        );
+        for bad in [
+            "configmaps",
+            "configmaps:",
+            "configmaps:a..b",
+            "Widgets:spec.x",
+            "configmaps:metadata.name",
+            ":data",
+        ] {
             let e = bad.parse::<SealedPath>().unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
@@ -1331,18 +1412,35 @@ mod tests {
             "other": "plain"}});
         let path = ContentPath::new("example.com", "v1", "widgets", Some("n"), "w").unwrap();
         let mut node = Node::from(&original);
-        assert_eq!(s.seal_paths("example.com", "widgets", &path, &mut node).unwrap(), 3);
+        assert_eq!(
+            s.seal_paths("example.com", "widgets", &path, &mut node)
+                .unwrap(),
+            3
+        );
         let yaml = crate::tree::emit(&node);
-        assert!(!yaml.contains("pw-1234567") && !yaml.contains("tok-a-123456"), "{yaml}");
-        assert!(yaml.contains("user: bob") && yaml.contains("other: plain"), "{yaml}");
+        assert!(
+            !yaml.contains("pw-1234567") && !yaml.contains("tok-a-123456"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("user: bob") && yaml.contains("other: plain"),
+            "{yaml}"
+        );
         // Absent fields are left alone; sealing twice does not seal a sealed value again.
         let sealed_once = crate::tree::from_yaml(&yaml).unwrap();
         let mut again = Node::from(&sealed_once);
-        assert_eq!(s.seal_paths("example.com", "widgets", &path, &mut again).unwrap(), 0);
+        assert_eq!(
+            s.seal_paths("example.com", "widgets", &path, &mut again)
+                .unwrap(),
+            0
+        );
         let mut back = crate::tree::from_yaml(&yaml).unwrap();
         assert!(has_sealed(&back));
         let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
-        assert_eq!(open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(), 3);
+        assert_eq!(
+            open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),
+            3
+        );
         assert_eq!(back, original);
     }
 

@@ -121,11 +121,20 @@ pub fn rekey(
                 return ControlFlow::Continue(());
             }
             let result = if let Some(id) = crate::crypt::key_id_of_file(file) {
-                rewrap_key(&s.name, file, id, bytes, to, ids, &enc.recipients, &mut rewrapped)
-                    .and_then(|new| {
-                        keys += 1;
-                        w.add(file, &new).map_err(RekeyError::from)
-                    })
+                rewrap_key(
+                    &s.name,
+                    file,
+                    id,
+                    bytes,
+                    to,
+                    ids,
+                    &enc.recipients,
+                    &mut rewrapped,
+                )
+                .and_then(|new| {
+                    keys += 1;
+                    w.add(file, &new).map_err(RekeyError::from)
+                })
             } else if file.starts_with("api/v1/namespaces/")
                 && file.contains("/secrets/")
                 && bytes
@@ -175,7 +184,10 @@ pub fn rekey(
 }
 
 /// A data key file re-wrapped for `to` (once per key id and run).
-#[allow(clippy::too_many_arguments, reason = "one call site; the arguments are the context of its errors")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the arguments are the context of its errors"
+)]
 fn rewrap_key(
     snapshot: &str,
     file: &str,

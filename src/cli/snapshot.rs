@@ -78,7 +78,9 @@ pub async fn run(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("invalid --encrypt-path {e}"))?;
     if !encrypt_paths.is_empty() && encrypt_to.is_none() {
-        anyhow::bail!("--encrypt-path needs recipients: give --encrypt-to (or K8S_SNAP_ENCRYPT_TO)");
+        anyhow::bail!(
+            "--encrypt-path needs recipients: give --encrypt-to (or K8S_SNAP_ENCRYPT_TO)"
+        );
     }
     let store = if args.no_push {
         None

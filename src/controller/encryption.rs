@@ -28,7 +28,10 @@ pub struct KeyRef {
 
 impl KeyRef {
     fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
-        self.key.as_deref().filter(|k| !k.is_empty()).unwrap_or(default)
+        self.key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or(default)
     }
 }
 
@@ -77,8 +80,8 @@ pub(crate) async fn recipients(
             .map_err(|e| e.in_field(&format!("{field}.recipientsSecretRef")))?;
         given.push(text);
     }
-    let parsed = Recipients::parse(&given)
-        .map_err(|e| TargetError::Invalid(format!("{field}: {e}")))?;
+    let parsed =
+        Recipients::parse(&given).map_err(|e| TargetError::Invalid(format!("{field}: {e}")))?;
     if parsed.is_empty() {
         return Err(TargetError::Invalid(format!(
             "{field}: no recipient (age1…) given"

@@ -401,8 +401,7 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
         }
         None => None,
     };
-    let identities =
-        super::encryption::identities(ctx, spec.identity_secret_ref.as_ref()).await?;
+    let identities = super::encryption::identities(ctx, spec.identity_secret_ref.as_ref()).await?;
     Ok(Resolved {
         snapshot,
         cluster,

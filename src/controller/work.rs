@@ -319,15 +319,14 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         None => None,
     };
     let store_ref = store.as_ref().map(|s| s as &dyn crate::store::ObjectStore);
-    let mut loaded = match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target)
-        .await
-    {
-        Ok(prepared) => prepared.snapshot,
-        Err(e) if e.is_unknown_snapshot() => {
-            return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
-        }
-        Err(e) => return Err(Box::new(e).into()),
-    };
+    let mut loaded =
+        match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target).await {
+            Ok(prepared) => prepared.snapshot,
+            Err(e) if e.is_unknown_snapshot() => {
+                return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
+            }
+            Err(e) => return Err(Box::new(e).into()),
+        };
     // All or nothing, before any write: without the identity (or with another) this fails
     // naming the recipients the snapshot is sealed to.
     loaded

@@ -75,8 +75,13 @@ impl LoadedSnapshot {
         for o in &self.objects {
             if self.may_hold_sealed(o, &paths) && crypt::has_sealed(&o.object) {
                 let mut object = o.object.clone();
-                n +=
-                    crypt::open_object(&mut object, &opener, &self.name, o.path.as_str(), &recipients)?;
+                n += crypt::open_object(
+                    &mut object,
+                    &opener,
+                    &self.name,
+                    o.path.as_str(),
+                    &recipients,
+                )?;
                 opened.push(Some(object));
             } else {
                 opened.push(None);

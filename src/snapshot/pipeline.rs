@@ -203,8 +203,7 @@ pub(super) async fn attempt_snapshot(
     } else {
         Consistency::Exact
     };
-    let metadata::Built { meta, mut files } =
-        metadata::build(base, counts, skipped, consistency)?;
+    let metadata::Built { meta, mut files } = metadata::build(base, counts, skipped, consistency)?;
     if let Some(sealer) = &state.sealer {
         // The data keys the sealed values name (`.k8s-snap/keys/<id>.age`).
         files.splice(0..0, sealer.key_files());

@@ -95,7 +95,10 @@ mod tests {
             })
         );
         let v1 = "k8s-snap:age:v1:fp:YWJj";
-        assert_eq!(parse_sealed(v1).map(|p| (p.key_id, p.fingerprint)), Some((None, "fp")));
+        assert_eq!(
+            parse_sealed(v1).map(|p| (p.key_id, p.fingerprint)),
+            Some((None, "fp"))
+        );
         for not in [
             "c2VjcmV0",
             "k8s-snap:v2:short:fp:YWJj",
@@ -105,8 +108,14 @@ mod tests {
         ] {
             assert!(!is_sealed(not), "{not}");
         }
-        assert_eq!(key_file("0123456789abcdef"), ".k8s-snap/keys/0123456789abcdef.age");
-        assert_eq!(key_id_of_file(".k8s-snap/keys/0123456789abcdef.age"), Some("0123456789abcdef"));
+        assert_eq!(
+            key_file("0123456789abcdef"),
+            ".k8s-snap/keys/0123456789abcdef.age"
+        );
+        assert_eq!(
+            key_id_of_file(".k8s-snap/keys/0123456789abcdef.age"),
+            Some("0123456789abcdef")
+        );
         assert_eq!(key_id_of_file(".k8s-snap/keys/x.age"), None);
         assert_eq!(key_id_of_file(".k8s-snap/snapshot.yaml"), None);
     }

@@ -617,14 +617,26 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
     }
     assert!(values.len() >= 4, "{values:?}");
     let git_dir = ctl.data.join("mirror.git");
-    let meta = crate::support::git(&git_dir, &["show", "snapshots/enc-src:.k8s-snap/snapshot.yaml"]);
+    let meta = crate::support::git(
+        &git_dir,
+        &["show", "snapshots/enc-src:.k8s-snap/snapshot.yaml"],
+    );
     assert!(meta.stdout.contains(&recipient), "{}", meta.stdout);
-    assert_no_value(&everything_under(&ctl.data), &values, "the controller's data dir");
+    assert_no_value(
+        &everything_under(&ctl.data),
+        &values,
+        "the controller's data dir",
+    );
 
     // A Restore without the identity fails naming the recipient, and writes nothing.
     let target = kube_emulator::Emulator::builder().start().await.unwrap();
     let target_ns: Api<Namespace> = Api::all(target.client().await);
-    let before = target_ns.list(&Default::default()).await.unwrap().items.len();
+    let before = target_ns
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
     let restores = mgmt.restores().await;
     let restore = |name: &str, identity: Option<KeyRef>| {
         let mut r = Restore::new(
@@ -651,7 +663,10 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
             .await
         }
     };
-    restores.create(&pp, &restore("enc-no-id", None)).await.unwrap();
+    restores
+        .create(&pp, &restore("enc-no-id", None))
+        .await
+        .unwrap();
     let st = final_status("enc-no-id").await;
     assert_eq!(st.restore.phase, "Failed");
     assert!(
@@ -660,7 +675,12 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
         st.restore.reason
     );
     assert_eq!(
-        target_ns.list(&Default::default()).await.unwrap().items.len(),
+        target_ns
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
         before,
         "nothing written"
     );
@@ -748,14 +768,28 @@ async fn user_named_paths_are_sealed_and_restored() {
     let r = data
         .run(
             sk,
-            &["snapshot", "x", "--no-push", "--encrypt-path", "configmaps:data.password"],
+            &[
+                "snapshot",
+                "x",
+                "--no-push",
+                "--encrypt-path",
+                "configmaps:data.password",
+            ],
         )
         .failed();
     assert!(r.stderr.contains("--encrypt-to"), "{}", r.stderr);
     let r = data
         .run(
             sk,
-            &["snapshot", "x", "--no-push", "--encrypt-to", &recipient, "--encrypt-path", "configmaps"],
+            &[
+                "snapshot",
+                "x",
+                "--no-push",
+                "--encrypt-to",
+                &recipient,
+                "--encrypt-path",
+                "configmaps",
+            ],
         )
         .failed();
     assert!(r.stderr.contains("--encrypt-path"), "{}", r.stderr);
@@ -771,7 +805,10 @@ async fn user_named_paths_are_sealed_and_restored() {
         .git(&["show", &format!("snapshots/s1:{file}")])
         .ok()
         .stdout;
-    assert!(cm.contains("k8s-snap:v2:") && cm.contains("readable-mode"), "{cm}");
+    assert!(
+        cm.contains("k8s-snap:v2:") && cm.contains("readable-mode"),
+        "{cm}"
+    );
     assert_no_value(
         &everything_under(data.path()),
         &[password.to_owned()],
@@ -793,8 +830,11 @@ async fn user_named_paths_are_sealed_and_restored() {
             .await,
         "nothing written"
     );
-    data.run(tk, &["restore", "s2", "--identity", identity.to_str().unwrap()])
-        .ok();
+    data.run(
+        tk,
+        &["restore", "s2", "--identity", identity.to_str().unwrap()],
+    )
+    .ok();
     let restored = target
         .get(&format!("/api/v1/namespaces/{ns}/configmaps/app"))
         .await;
