@@ -681,8 +681,10 @@ pub struct Sealer {
     wrapped: Vec<u8>,
     /// User-named fields sealed besides Secrets' values.
     paths: Vec<SealedPath>,
-    /// Every sealed value written by the current attempt (the key files it needs, the cache).
-    written: Mutex<Vec<String>>,
+    /// Where the sealed-values cache goes (the mirror directory), if anywhere.
+    cache_dir: Option<PathBuf>,
+    /// What the current attempt's sealed values need (key files, the cache).
+    written: Mutex<Record>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -733,7 +735,8 @@ impl Sealer {
             data_key,
             wrapped,
             paths: Vec::new(),
-            written: Mutex::new(Vec::new()),
+            cache_dir: None,
+            written: Mutex::new(Record::default()),
         })
     }
 
@@ -804,7 +807,7 @@ impl Sealer {
         }
         let n = sealed.len();
         if n > 0 {
-            self.written_values().extend(sealed);
+            self.record(&sealed);
         }
         Ok(n)
     }
@@ -814,15 +817,49 @@ impl Sealer {
         self.previous.len()
     }
 
-    /// Forgets what an earlier attempt wrote (a snapshot restarted at a new resourceVersion).
-    pub fn begin_attempt(&self) {
-        self.written_values().clear();
+    /// Records the sealed-values cache in `dir` (the mirror directory): each attempt streams
+    /// its values to a temporary file there, which [`Sealer::write_cache`] installs.
+    pub fn with_cache_dir(mut self, dir: PathBuf) -> Sealer {
+        self.cache_dir = Some(dir);
+        self
     }
 
-    fn written_values(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+    /// Forgets what an earlier attempt wrote (a snapshot restarted at a new resourceVersion).
+    pub fn begin_attempt(&self) {
+        let mut r = self.written();
+        r.key_ids.clear();
+        r.cache = self.cache_dir.as_deref().and_then(|d| {
+            tempfile::NamedTempFile::new_in(d)
+                .map_err(|e| tracing::debug!(error = %e, "no sealed-values cache this time"))
+                .ok()
+                .map(|f| std::io::BufWriter::with_capacity(1 << 16, f))
+        });
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Record> {
         self.written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes the data keys `sealed` values name and streams them to the cache file (one per
+    /// line; memory stays flat whatever the size of the values).
+    fn record(&self, sealed: &[String]) {
+        let mut r = self.written();
+        for s in sealed {
+            if let Some(id) = parse_sealed(s).and_then(|p| p.key_id)
+                && !r.key_ids.contains(id)
+            {
+                r.key_ids.insert(id.to_owned());
+            }
+            if let Some(w) = r.cache.as_mut() {
+                let ok = w.write_all(s.as_bytes()).and_then(|()| w.write_all(b"\n"));
+                if let Err(e) = ok {
+                    tracing::debug!(error = %e, "sealed-values cache dropped");
+                    r.cache = None;
+                }
+            }
+        }
     }
 
     /// The sealed form of `value` (field `field`, key `key` of the object at `path`): the
@@ -877,7 +914,7 @@ impl Sealer {
         }
         let n = sealed.len();
         if n > 0 {
-            self.written_values().extend(sealed);
+            self.record(&sealed);
         }
         Ok(n)
     }
@@ -886,11 +923,7 @@ impl Sealer {
     /// data key's if a value was sealed anew, and the previous snapshot's (same bytes) for
     /// the values reused.
     pub fn key_files(&self) -> Vec<(String, Vec<u8>)> {
-        let ids: BTreeSet<String> = self
-            .written_values()
-            .iter()
-            .filter_map(|s| parse_sealed(s).and_then(|p| p.key_id).map(str::to_owned))
-            .collect();
+        let ids: BTreeSet<String> = self.written().key_ids.iter().cloned().collect();
         ids.into_iter()
             .filter_map(|id| {
                 let bytes = if id == self.data_key.id {
@@ -906,25 +939,33 @@ impl Sealer {
     /// Records the values written by the snapshot whose commit is `commit` in the mirror's
     /// sealed-values cache of `cluster`, so that the cluster's next snapshot finds them
     /// without reading every Secret file back (atomic; ciphertexts only, no key).
+    /// Without a cache directory ([`Sealer::with_cache_dir`]) there is nothing to install.
     pub fn write_cache(&self, git_dir: &Path, cluster: &str, commit: &str) -> std::io::Result<()> {
-        let values = std::mem::take(&mut *self.written_values());
-        let mut text =
-            String::with_capacity(64 + values.iter().map(|v| v.len() + 1).sum::<usize>());
-        text.push_str(&cache_header(commit));
-        text.push('\n');
-        for v in &values {
-            text.push_str(v);
-            text.push('\n');
-        }
-        let mut tmp = tempfile::NamedTempFile::new_in(git_dir)?;
-        tmp.write_all(text.as_bytes())?;
+        let Some(mut w) = self.written().cache.take() else {
+            return Ok(());
+        };
+        w.write_all(cache_trailer(commit).as_bytes())?;
+        w.write_all(b"\n")?;
+        let tmp = w
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         tmp.persist(cache_file(git_dir, cluster))
             .map_err(|e| e.error)?;
         Ok(())
     }
 }
 
-fn cache_header(commit: &str) -> String {
+/// What the sealed values of one attempt need: the data keys they name and the cache file
+/// being written.
+#[derive(Default)]
+struct Record {
+    key_ids: std::collections::HashSet<String>,
+    cache: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
+}
+
+/// The last line of a cache file: the commit of the snapshot whose values it holds (last, so
+/// a file cut short is never taken for a complete one).
+fn cache_trailer(commit: &str) -> String {
     format!("# k8s-snap sealed values of commit {commit}")
 }
 
@@ -936,12 +977,19 @@ fn cache_file(git_dir: &Path, cluster: &str) -> PathBuf {
 /// snapshot `commit` (else the caller reads that snapshot's files).
 pub fn read_cache(git_dir: &Path, cluster: &str, commit: &str) -> Option<Previous> {
     let text = std::fs::read_to_string(cache_file(git_dir, cluster)).ok()?;
-    let (header, rest) = text.split_once('\n')?;
-    if header != cache_header(commit) {
+    let body = text.strip_suffix('\n')?;
+    let (values, trailer) = body.rsplit_once('\n').unwrap_or(("", body));
+    if trailer != cache_trailer(commit) {
         return None;
     }
-    let mut previous = Previous::new();
-    collect_sealed(rest, &mut previous);
+    let mut previous = Previous::with_capacity(values.len() / 256);
+    for line in values.lines() {
+        if let Some(p) = parse_sealed(line)
+            && p.key_id.is_some()
+        {
+            previous.insert(p.fingerprint.to_owned(), line.to_owned());
+        }
+    }
     Some(previous)
 }
 
@@ -1264,7 +1312,8 @@ mod tests {
     fn sealed_values_cache_is_tied_to_its_commit() {
         let (_, r) = keypair();
         let dir = tempfile::tempdir().unwrap();
-        let s = sealer(r);
+        let s = sealer(r).with_cache_dir(dir.path().to_owned());
+        s.begin_attempt();
         let v3 = serde_json::json!({"kind": "Secret", "data": {"k": "dg==", "l": "dw=="}});
         let mut node = Node::from(&v3);
         let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();

@@ -400,7 +400,7 @@ async fn sealer_for(
             }
             tracing::debug!(snapshot = %last.name, values = previous.len(), keys = keys.len(), from_cache, "reusing sealed values of the previous snapshot");
         }
-        Ok(crate::crypt::Sealer::new(recipients, key, previous, keys)?.with_paths(paths))
+        Ok(crate::crypt::Sealer::new(recipients, key, previous, keys)?.with_paths(paths).with_cache_dir(dir))
     })
     .await
     .map_err(|e| SnapshotError::Task(e.to_string()))?
