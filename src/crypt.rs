@@ -6,8 +6,9 @@
 //!
 //! A sealed value is one string: `k8s-snap:v2:<key id>:<fingerprint>:<ciphertext>`, where
 //! `<ciphertext>` is, in standard base64, a random 24-byte nonce followed by the
-//! XChaCha20-Poly1305 encryption of the value under the data key `<key id>` (associated data:
-//! the object path, field and key), and `<fingerprint>` the first 16 bytes, base64url without
+//! XChaCha20-Poly1305 encryption under the data key `<key id>` (associated data: the object
+//! path, field and key) of one form byte and the value (`1` and its decoded bytes when it is
+//! canonical base64, else `0` and its text), and `<fingerprint>` the first 16 bytes, base64url without
 //! padding, of HMAC-SHA256 under the fingerprint key of `content path NUL field NUL key NUL
 //! value`. Binding the object path and key means equal values of two Secrets do not show as
 //! equal; the HMAC key means a reader of the store cannot test guesses. The first form,
@@ -46,6 +47,11 @@ pub const SEALED_FIELDS: [&str; 2] = ["data", "stringData"];
 const ANNOTATIONS: &str = "metadata.annotations";
 
 const FINGERPRINT_BYTES: usize = 16;
+/// The first plaintext byte of a value sealed under a data key: the value is text as given.
+const FORM_TEXT: u8 = 0;
+/// The first plaintext byte of a value sealed under a data key: the value is the standard
+/// base64 of the bytes that follow.
+const FORM_BASE64: u8 = 1;
 const KEY_BYTES: usize = 32;
 
 /// Errors of keys, sealing and unsealing. None quotes a value or a private key.
@@ -579,15 +585,30 @@ impl DataKey {
     }
 
     /// The sealed form of `value`, with fingerprint `fp`, for `field`/`key` of the object at
-    /// `path`.
+    /// `path`. The plaintext is one form byte and the value: `1` and the decoded bytes when
+    /// the value is canonical standard base64 (every Secret `data` value: the sealed value is
+    /// then no larger than a base64 value in the clear), else `0` and the text.
     fn seal(
         &self,
         fp: &str,
         path: &str,
         field: &str,
         key: &str,
-        value: &[u8],
+        value: &str,
     ) -> Result<String, CryptError> {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let mut plain = Vec::with_capacity(value.len() + 1);
+        match engine.decode(value) {
+            Ok(bytes) if engine.encode(&bytes) == value => {
+                plain.push(FORM_BASE64);
+                plain.extend_from_slice(&bytes);
+            }
+            _ => {
+                plain.push(FORM_TEXT);
+                plain.extend_from_slice(value.as_bytes());
+            }
+        }
+        let value = plain.as_slice();
         let nonce = random_bytes::<24>(path)?;
         let aad = associated_data(path, field, key);
         let ct = self
@@ -626,14 +647,22 @@ impl DataKey {
         }
         let (nonce, ct) = raw.split_at(24);
         let aad = associated_data(path, field, key);
-        self.cipher
+        let plain = self
+            .cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
             .map_err(|_| {
                 OpenError::Damaged(
                     "it fails to authenticate (altered, or moved from another object or key)"
                         .into(),
                 )
-            })
+            })?;
+        match plain.split_first() {
+            Some((&FORM_TEXT, text)) => Ok(text.to_vec()),
+            Some((&FORM_BASE64, bytes)) => Ok(base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into_bytes()),
+            _ => Err(OpenError::Damaged("unknown plaintext form".into())),
+        }
     }
 }
 
@@ -875,7 +904,7 @@ impl Sealer {
         if let Some(sealed) = self.previous.get(&fp) {
             return Ok(sealed.clone());
         }
-        self.data_key.seal(&fp, path, field, key, value.as_bytes())
+        self.data_key.seal(&fp, path, field, key, value)
     }
 
     /// Seals a Secret in place (a canonical object of the snapshot pipeline): every value of
