@@ -861,7 +861,7 @@ impl Sealer {
             tempfile::NamedTempFile::new_in(d)
                 .map_err(|e| tracing::debug!(error = %e, "no sealed-values cache this time"))
                 .ok()
-                .map(|f| std::io::BufWriter::with_capacity(1 << 16, f))
+                .map(CacheWriter::start)
         });
     }
 
@@ -874,6 +874,11 @@ impl Sealer {
     /// Notes the data keys `sealed` values name and streams them to the cache file (one per
     /// line; memory stays flat whatever the size of the values).
     fn record(&self, sealed: &[String]) {
+        let mut lines = Vec::with_capacity(sealed.iter().map(|s| s.len() + 1).sum());
+        for s in sealed {
+            lines.extend_from_slice(s.as_bytes());
+            lines.push(b'\n');
+        }
         let mut r = self.written();
         for s in sealed {
             if let Some(id) = parse_sealed(s).and_then(|p| p.key_id)
@@ -881,13 +886,13 @@ impl Sealer {
             {
                 r.key_ids.insert(id.to_owned());
             }
-            if let Some(w) = r.cache.as_mut() {
-                let ok = w.write_all(s.as_bytes()).and_then(|()| w.write_all(b"\n"));
-                if let Err(e) = ok {
-                    tracing::debug!(error = %e, "sealed-values cache dropped");
-                    r.cache = None;
-                }
-            }
+        }
+        // No file I/O here (page tasks call this): the cache's own thread writes the lines.
+        if let Some(w) = r.cache.as_ref()
+            && w.tx.send(lines).is_err()
+        {
+            tracing::debug!("sealed-values cache dropped");
+            r.cache = None;
         }
     }
 
@@ -970,9 +975,14 @@ impl Sealer {
     /// without reading every Secret file back (atomic; ciphertexts only, no key).
     /// Without a cache directory ([`Sealer::with_cache_dir`]) there is nothing to install.
     pub fn write_cache(&self, git_dir: &Path, cluster: &str, commit: &str) -> std::io::Result<()> {
-        let Some(mut w) = self.written().cache.take() else {
+        let Some(cache) = self.written().cache.take() else {
             return Ok(());
         };
+        let CacheWriter { tx, handle } = cache;
+        drop(tx);
+        let mut w = handle
+            .join()
+            .map_err(|_| std::io::Error::other("the cache writer thread panicked"))??;
         w.write_all(cache_trailer(commit).as_bytes())?;
         w.write_all(b"\n")?;
         let tmp = w
@@ -989,7 +999,29 @@ impl Sealer {
 #[derive(Default)]
 struct Record {
     key_ids: std::collections::HashSet<String>,
-    cache: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
+    cache: Option<CacheWriter>,
+}
+
+/// The thread writing one attempt's sealed values to a temporary cache file, so that page
+/// tasks never wait on file I/O (or on the kernel throttling a process that writes a lot).
+struct CacheWriter {
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    handle: std::thread::JoinHandle<std::io::Result<std::io::BufWriter<tempfile::NamedTempFile>>>,
+}
+
+impl CacheWriter {
+    fn start(file: tempfile::NamedTempFile) -> CacheWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, file);
+            // Ends when every sender is gone (the attempt is over).
+            for lines in rx {
+                w.write_all(&lines)?;
+            }
+            Ok(w)
+        });
+        CacheWriter { tx, handle }
+    }
 }
 
 /// The last line of a cache file: the commit of the snapshot whose values it holds (last, so
