@@ -20,7 +20,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{mib, peak_rss, raw_list};
+use common::{cpu_seconds, mib, peak_rss, raw_list};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +37,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 struct ChildReport {
     seconds: f64,
+    /// CPU time (user + system) of the measured part, in seconds.
+    #[serde(default)]
+    cpu_seconds: f64,
     objects: u64,
     peak_rss_bytes: u64,
     new_objects: u64,
@@ -143,17 +146,19 @@ async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result
 
     let raw = run_child("raw", None)?;
     println!(
-        "raw paginated LIST: {} objects in {:.3}s ({:.0} objects/s), peak RSS {:.1} MiB",
+        "raw paginated LIST: {} objects in {:.3}s (user+sys {:.2}s) ({:.0} objects/s), peak RSS {:.1} MiB",
         raw.objects,
         raw.seconds,
+        raw.cpu_seconds,
         raw.objects as f64 / raw.seconds,
         mib(raw.peak_rss_bytes)
     );
     let first = run_child("snapshot", Some("bench-1"))?;
     println!(
-        "snapshot:           {} objects in {:.3}s ({:.0} objects/s), peak RSS {:.1} MiB, {} new git objects ({:.1} MiB)",
+        "snapshot:           {} objects in {:.3}s (user+sys {:.2}s) ({:.0} objects/s), peak RSS {:.1} MiB, {} new git objects ({:.1} MiB)",
         first.objects,
         first.seconds,
+        first.cpu_seconds,
         first.objects as f64 / first.seconds,
         mib(first.peak_rss_bytes),
         first.new_objects,
@@ -161,8 +166,8 @@ async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result
     );
     let second = run_child("snapshot", Some("bench-2"))?;
     println!(
-        "unchanged 2nd snapshot: {:.3}s, adds {} git objects ({} bytes): the commit, the metadata blobs and the trees on their paths",
-        second.seconds, second.new_objects, second.new_bytes
+        "unchanged 2nd snapshot: {:.3}s (user+sys {:.2}s), adds {} git objects ({} bytes): the commit, the metadata blobs and the trees on their paths",
+        second.seconds, second.cpu_seconds, second.new_objects, second.new_bytes
     );
     println!(
         "peak RSS of the snapshot: {:.1} MiB (target <= 256 MiB)",
@@ -172,10 +177,15 @@ async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result
     if encrypt {
         // Steady state: an unchanged value reuses its ciphertext instead of being encrypted.
         println!(
-            "unchanged 2nd snapshot/list ratio (sealed values reused): {:.2}",
-            second.seconds / raw.seconds
+            "unchanged 2nd snapshot/list ratio (sealed values reused): {:.2} (CPU user+sys: {:.2})",
+            second.seconds / raw.seconds,
+            second.cpu_seconds / raw.cpu_seconds.max(0.01)
         );
     }
+    println!(
+        "snapshot/list CPU (user+sys) ratio: {:.2}",
+        first.cpu_seconds / raw.cpu_seconds.max(0.01)
+    );
     println!("snapshot/list ratio: {:.2}", first.seconds / raw.seconds);
     Ok(())
 }
@@ -194,6 +204,7 @@ async fn child(
     })
     .await?;
     let started = Instant::now();
+    let cpu_start = cpu_seconds();
     match mode {
         "raw" => {
             let found = discovery::discover(&cluster, Versions::Preferred, threads).await?;
@@ -208,6 +219,7 @@ async fn child(
                 .await?;
             Ok(ChildReport {
                 seconds: started.elapsed().as_secs_f64(),
+                cpu_seconds: cpu_seconds() - cpu_start,
                 objects: counts.iter().sum(),
                 peak_rss_bytes: peak_rss(),
                 new_objects: 0,
@@ -224,6 +236,7 @@ async fn child(
             let s = snapshot::take_snapshot(&cluster, git_dir, &opts, Arc::new(NoProgress)).await?;
             Ok(ChildReport {
                 seconds: started.elapsed().as_secs_f64(),
+                cpu_seconds: cpu_seconds() - cpu_start,
                 objects: s.number_of_contents,
                 peak_rss_bytes: peak_rss(),
                 new_objects: s.new_objects,

@@ -1,32 +1,43 @@
 //! Secrets encrypted at rest (docs/design.md §3, "Sealed values"; docs/encryption.md): age
-//! X25519 keys, the sealed value form written in place of each Secret value, the keyed
-//! fingerprint that lets an unchanged value keep its previous ciphertext (so unchanged Secrets
-//! stay byte-identical blobs), and opening sealed values again with identities.
+//! X25519 keys, the data key of a snapshot (wrapped with age to the recipients, stored in the
+//! snapshot tree), the sealed value form written in place of each Secret value, the keyed
+//! fingerprint that lets an unchanged value keep its previous sealed bytes (so unchanged
+//! Secrets stay byte-identical blobs), and opening sealed values again with identities.
 //!
-//! A sealed value is one string: `k8s-snap:age:v1:<fingerprint>:<ciphertext>`, where
-//! `<ciphertext>` is the binary age file (X25519 recipients) in standard base64 and
-//! `<fingerprint>` the first 16 bytes, base64url without padding, of HMAC-SHA256 under the
-//! fingerprint key of `content path NUL field NUL key NUL value`. Binding the object path and
-//! key means equal values of two Secrets do not show as equal; the HMAC key means a reader of
-//! the store cannot test guesses.
+//! A sealed value is one string: `k8s-snap:v2:<key id>:<fingerprint>:<ciphertext>`, where
+//! `<ciphertext>` is, in standard base64, a random 24-byte nonce followed by the
+//! XChaCha20-Poly1305 encryption under the data key `<key id>` (associated data: the object
+//! path, field and key) of one form byte and the value (`1` and its decoded bytes when it is
+//! canonical base64, else `0` and its text), and `<fingerprint>` the first 16 bytes, base64url without
+//! padding, of HMAC-SHA256 under the fingerprint key of `content path NUL field NUL key NUL
+//! value`. Binding the object path and key means equal values of two Secrets do not show as
+//! equal; the HMAC key means a reader of the store cannot test guesses. The first form,
+//! `k8s-snap:age:v1:<fingerprint>:<age file>`, is still opened and rekeyed.
 //!
-//! Owns: keys and key files, sealing and unsealing values and whole Secrets, the fingerprint
-//! key file of a mirror. Pure apart from those key files. Must not touch: git (callers hand it
-//! file contents), clusters, what else is canonical in an object (`tree`).
+//! Owns: keys and key files, data keys, sealing and unsealing values and whole Secrets, the
+//! fingerprint key file and the sealed-values cache of a mirror. Pure apart from those files.
+//! Must not touch: git (callers hand it file contents), clusters, what else is canonical in an
+//! object (`tree`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use age::secrecy::ExposeSecret as _;
 use base64::Engine as _;
-use hmac::{Hmac, Mac as _};
+use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
 use crate::tree::{ContentPath, Node};
 
-pub use crate::tree::sealed::{SEALED_PREFIX, is_sealed, parse_sealed, sealed_fingerprint};
+pub use crate::tree::sealed::{
+    KEYS_DIR, SEALED_PREFIX, SEALED_PREFIX_V1, Sealed, is_sealed, key_file, key_id_of_file,
+    parse_sealed, sealed_fingerprint,
+};
 /// Name of the fingerprint key file inside the mirror directory (`mirror.git/`).
 pub const FINGERPRINT_KEY_FILE: &str = "k8s-snap-fingerprint.key";
 /// The Secret fields whose values are sealed.
@@ -36,6 +47,11 @@ pub const SEALED_FIELDS: [&str; 2] = ["data", "stringData"];
 const ANNOTATIONS: &str = "metadata.annotations";
 
 const FINGERPRINT_BYTES: usize = 16;
+/// The first plaintext byte of a value sealed under a data key: the value is text as given.
+const FORM_TEXT: u8 = 0;
+/// The first plaintext byte of a value sealed under a data key: the value is the standard
+/// base64 of the bytes that follow.
+const FORM_BASE64: u8 = 1;
 const KEY_BYTES: usize = 32;
 
 /// Errors of keys, sealing and unsealing. None quotes a value or a private key.
@@ -101,7 +117,7 @@ pub enum CryptError {
     },
     /// The snapshot holds sealed values and no identity was given.
     #[error(
-        "snapshot {snapshot:?} holds Secrets encrypted to {}; nothing was written: give the identity of one of them (--identity FILE or K8S_SNAP_IDENTITY)",
+        "snapshot {snapshot:?} holds Secrets encrypted to {}; nothing was written: give the identity of one of them (--identity FILE or K8S_SNAP_IDENTITY; a Restore's spec.identitySecretRef)",
         recipients_list(recipients)
     )]
     NoIdentity {
@@ -402,7 +418,7 @@ impl FingerprintKey {
             reason = "HMAC accepts keys of any length: new_from_slice cannot fail"
         )]
         let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
         for (i, p) in parts.iter().enumerate() {
             if i > 0 {
                 mac.update(&[0]);
@@ -425,15 +441,82 @@ impl FingerprintKey {
     }
 }
 
-/// The ciphertexts of a previous snapshot, by fingerprint.
+/// A user-named field to seal in the objects of one resource (`--encrypt-path`), written
+/// `<resource>[.<group>]:<field path>`, e.g. `widgets.example.com:spec.credentials.password`
+/// or `configmaps:data` (core group). The field path is a dotted list of map keys; a string
+/// there is sealed, and a map there has each of its string values sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPath {
+    /// API group (`""` for the core group).
+    pub group: String,
+    /// Plural resource name.
+    pub resource: String,
+    /// The map keys leading to the field.
+    pub fields: Vec<String>,
+}
+
+impl std::str::FromStr for SealedPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SealedPath, String> {
+        let bad = |why: &str| {
+            format!(
+                "{s:?}: {why} (expected <resource>[.<group>]:<field path>, e.g. widgets.example.com:spec.credentials.password)"
+            )
+        };
+        let (target, path) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let (resource, group) = target.split_once('.').unwrap_or((target, ""));
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        if !name_ok(resource) || (!group.is_empty() && !name_ok(group)) {
+            return Err(bad("not a resource name"));
+        }
+        let fields: Vec<String> = path.split('.').map(str::to_owned).collect();
+        if fields.iter().any(String::is_empty) {
+            return Err(bad("an empty field name"));
+        }
+        if fields[0] == "metadata" || fields[0] == "apiVersion" || fields[0] == "kind" {
+            return Err(bad("metadata, apiVersion and kind stay readable"));
+        }
+        Ok(SealedPath {
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            fields,
+        })
+    }
+}
+
+impl std::fmt::Display for SealedPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.resource)?;
+        if !self.group.is_empty() {
+            write!(f, ".{}", self.group)?;
+        }
+        write!(f, ":{}", self.fields.join("."))
+    }
+}
+
+impl SealedPath {
+    /// Whether it names fields of `group`/`resource`.
+    pub fn applies_to(&self, group: &str, resource: &str) -> bool {
+        self.group == group && self.resource == resource
+    }
+}
+
+/// The sealed values of a previous snapshot, by fingerprint (reused for unchanged values).
 pub type Previous = HashMap<String, String>;
 
-/// Adds the sealed values of one object file of a previous snapshot to `previous`.
+/// Adds the values sealed under data keys in one file of a previous snapshot (or in the
+/// sealed-values cache) to `previous`.
 ///
 /// A text scan, not a YAML parse (a snapshot of many Secrets reads them all): a sealed value
 /// is one token of `[A-Za-z0-9+/=_:-]` starting with the prefix, on one line, plain or inside
 /// double quotes (it needs no escapes). Reuse is keyed by the fingerprint, which binds the
-/// object path, field, key and value, so a token can only ever stand for its own value.
+/// object path, field, key and value, so a token can only ever stand for its own value. Values
+/// of the first (age per value) form are not reused: they are sealed anew under a data key.
 pub fn collect_sealed(yaml: &str, previous: &mut Previous) {
     let token =
         |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | ':' | '-');
@@ -442,23 +525,206 @@ pub fn collect_sealed(yaml: &str, previous: &mut Previous) {
         let from = &rest[at..];
         let end = from.find(|c: char| !token(c)).unwrap_or(from.len());
         let s = &from[..end];
-        if let Some((fp, _)) = parse_sealed(s) {
-            previous.insert(fp.to_owned(), s.to_owned());
+        if let Some(p) = parse_sealed(s)
+            && p.key_id.is_some()
+        {
+            previous.insert(p.fingerprint.to_owned(), s.to_owned());
         }
         rest = &from[end.max(1)..];
     }
 }
 
-/// What seals the Secrets of one snapshot: the recipients, the fingerprint key, and the
-/// previous snapshot's ciphertexts (reused for unchanged values).
-#[derive(Debug)]
+/// The associated data of a value sealed under a data key: the value can only be opened at
+/// the object path, field and key it was sealed for (moving it elsewhere fails to open).
+fn associated_data(path: &str, field: &str, key: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(16 + path.len() + field.len() + key.len());
+    aad.extend_from_slice(b"k8s-snap/v2\0");
+    aad.extend_from_slice(path.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(field.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(key.as_bytes());
+    aad
+}
+
+/// A data key: 32 random bytes under which values are sealed with XChaCha20-Poly1305 (a
+/// random 24-byte nonce per value), stored in the snapshot tree wrapped with age to the
+/// recipients (`.k8s-snap/keys/<id>.age`). One age encryption per snapshot instead of one
+/// per value.
+pub struct DataKey {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataKey({})", self.id)
+    }
+}
+
+fn random_bytes<const N: usize>(what: &str) -> Result<[u8; N], CryptError> {
+    let mut out = [0u8; N];
+    getrandom::getrandom(&mut out).map_err(|e| CryptError::Encrypt {
+        path: what.to_owned(),
+        reason: format!("the system's random generator failed: {e}"),
+    })?;
+    Ok(out)
+}
+
+impl DataKey {
+    fn from_bytes(id: String, key: &[u8; KEY_BYTES]) -> DataKey {
+        DataKey {
+            id,
+            cipher: XChaCha20Poly1305::new(key.into()),
+        }
+    }
+
+    /// The key's id (16 hex digits), named by every value sealed under it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The sealed form of `value`, with fingerprint `fp`, for `field`/`key` of the object at
+    /// `path`. The plaintext is one form byte and the value: `1` and the decoded bytes when
+    /// the value is canonical standard base64 (every Secret `data` value: the sealed value is
+    /// then no larger than a base64 value in the clear), else `0` and the text.
+    fn seal(
+        &self,
+        fp: &str,
+        path: &str,
+        field: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<String, CryptError> {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let mut plain = Vec::with_capacity(value.len() + 1);
+        match engine.decode(value) {
+            Ok(bytes) if engine.encode(&bytes) == value => {
+                plain.push(FORM_BASE64);
+                plain.extend_from_slice(&bytes);
+            }
+            _ => {
+                plain.push(FORM_TEXT);
+                plain.extend_from_slice(value.as_bytes());
+            }
+        }
+        let value = plain.as_slice();
+        let nonce = random_bytes::<24>(path)?;
+        let aad = associated_data(path, field, key);
+        let ct = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: value,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CryptError::Encrypt {
+                path: path.to_owned(),
+                reason: "the cipher refused the value".into(),
+            })?;
+        let mut raw = Vec::with_capacity(nonce.len() + ct.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&ct);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        let mut out = String::with_capacity(SEALED_PREFIX.len() + 18 + fp.len() + 1 + b64.len());
+        out.push_str(SEALED_PREFIX);
+        out.push_str(&self.id);
+        out.push(':');
+        out.push_str(fp);
+        out.push(':');
+        out.push_str(&b64);
+        Ok(out)
+    }
+
+    fn open(&self, b64: &str, path: &str, field: &str, key: &str) -> Result<Vec<u8>, OpenError> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| OpenError::Damaged("not base64".into()))?;
+        if raw.len() < 24 + 16 {
+            return Err(OpenError::Damaged("too short".into()));
+        }
+        let (nonce, ct) = raw.split_at(24);
+        let aad = associated_data(path, field, key);
+        let plain = self
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| {
+                OpenError::Damaged(
+                    "it fails to authenticate (altered, or moved from another object or key)"
+                        .into(),
+                )
+            })?;
+        match plain.split_first() {
+            Some((&FORM_TEXT, text)) => Ok(text.to_vec()),
+            Some((&FORM_BASE64, bytes)) => Ok(base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into_bytes()),
+            _ => Err(OpenError::Damaged("unknown plaintext form".into())),
+        }
+    }
+}
+
+impl Identities {
+    /// Unwraps the data key `id` from its key file.
+    pub fn unwrap_key(&self, id: &str, wrapped: &[u8]) -> Result<DataKey, OpenError> {
+        let plain = self.decrypt(wrapped).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => OpenError::NoMatch,
+            other => OpenError::Damaged(other.to_string()),
+        })?;
+        let key: [u8; KEY_BYTES] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| OpenError::Damaged("a data key is not 32 bytes".into()))?;
+        Ok(DataKey::from_bytes(id.to_owned(), &key))
+    }
+}
+
+impl Recipients {
+    /// A key file re-wrapped for these recipients (rekey): the data key, and so every value
+    /// sealed under it, is unchanged.
+    pub fn rewrap(&self, wrapped: &[u8], ids: &Identities) -> Result<Vec<u8>, OpenError> {
+        let plain = ids.decrypt(wrapped).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => OpenError::NoMatch,
+            other => OpenError::Damaged(other.to_string()),
+        })?;
+        if plain.len() != KEY_BYTES {
+            return Err(OpenError::Damaged("a data key is not 32 bytes".into()));
+        }
+        self.encrypt(&plain).map_err(OpenError::Damaged)
+    }
+}
+
+/// What seals the values of one snapshot: the recipients, the fingerprint key, the
+/// snapshot's new data key (wrapped once), and the previous snapshot's sealed values and key
+/// files (reused for unchanged values, so their bytes stay the same).
 pub struct Sealer {
     /// The recipients values are sealed to.
     pub recipients: Recipients,
     /// The key of the values' fingerprints.
     pub key: FingerprintKey,
-    /// The previous snapshot's ciphertexts, reused for unchanged values.
-    pub previous: Previous,
+    previous: Previous,
+    previous_keys: BTreeMap<String, Vec<u8>>,
+    data_key: DataKey,
+    wrapped: Vec<u8>,
+    /// User-named fields sealed besides Secrets' values.
+    paths: Vec<SealedPath>,
+    /// Where the sealed-values cache goes (the mirror directory), if anywhere.
+    cache_dir: Option<PathBuf>,
+    /// What the current attempt's sealed values need (key files, the cache).
+    written: Mutex<Record>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("recipients", &self.recipients)
+            .field("key", &self.key)
+            .field("previous", &self.previous.len())
+            .field("data_key", &self.data_key)
+            .finish()
+    }
 }
 
 /// Whether an annotation value of a Secret holds a copy of its values (last-applied).
@@ -467,8 +733,171 @@ fn annotation_holds_copy(text: &str) -> bool {
 }
 
 impl Sealer {
+    /// A sealer with a new data key wrapped to `recipients`. `previous` are the sealed values
+    /// of the previous snapshot and `previous_keys` its key files (by id): a previous value is
+    /// reused only when its key file is there to go with it.
+    pub fn new(
+        recipients: Recipients,
+        key: FingerprintKey,
+        mut previous: Previous,
+        previous_keys: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Sealer, CryptError> {
+        let raw = random_bytes::<KEY_BYTES>("a new data key")?;
+        let id = hex::encode(random_bytes::<8>("a new data key")?);
+        let data_key = DataKey::from_bytes(id, &raw);
+        let wrapped = recipients
+            .encrypt(&raw)
+            .map_err(|reason| CryptError::Encrypt {
+                path: key_file(data_key.id()),
+                reason,
+            })?;
+        previous.retain(|_, sealed| {
+            parse_sealed(sealed)
+                .and_then(|p| p.key_id)
+                .is_some_and(|id| previous_keys.contains_key(id))
+        });
+        Ok(Sealer {
+            recipients,
+            key,
+            previous,
+            previous_keys,
+            data_key,
+            wrapped,
+            paths: Vec::new(),
+            cache_dir: None,
+            written: Mutex::new(Record::default()),
+        })
+    }
+
+    /// Also seals these user-named fields (`--encrypt-path`).
+    pub fn with_paths(mut self, paths: Vec<SealedPath>) -> Sealer {
+        self.paths = paths;
+        self
+    }
+
+    /// The user-named fields it seals.
+    pub fn paths(&self) -> &[SealedPath] {
+        &self.paths
+    }
+
+    /// Whether objects of `group`/`resource` have user-named fields to seal.
+    pub fn seals_paths_of(&self, group: &str, resource: &str) -> bool {
+        self.paths.iter().any(|p| p.applies_to(group, resource))
+    }
+
+    /// Seals the user-named fields of an object of `group`/`resource` in place (a canonical
+    /// object of the snapshot pipeline). A field that is absent, or neither a string nor a
+    /// map, is left alone. Returns how many values were sealed.
+    pub fn seal_paths(
+        &self,
+        group: &str,
+        resource: &str,
+        path: &ContentPath,
+        obj: &mut Node<'_>,
+    ) -> Result<usize, CryptError> {
+        let p = path.as_str();
+        let mut sealed = Vec::new();
+        for sp in self
+            .paths
+            .iter()
+            .filter(|sp| sp.applies_to(group, resource))
+        {
+            let Some((last, parents)) = sp.fields.split_last() else {
+                continue;
+            };
+            let mut at: Option<&mut Node<'_>> = Some(&mut *obj);
+            for f in parents {
+                at = at.and_then(|n| n.get_mut(f));
+            }
+            let Some(at) = at else {
+                continue;
+            };
+            let parent_field = parents.join(".");
+            let full_field = sp.fields.join(".");
+            match at.get_mut(last) {
+                Some(n) if n.as_str().is_some_and(|s| !is_sealed(s)) => {
+                    let v = self.seal(p, &parent_field, last, n.as_str().unwrap_or_default())?;
+                    *n = Node::String(v.clone().into());
+                    sealed.push(v);
+                }
+                Some(Node::Object(entries)) => {
+                    for (k, v) in entries.iter_mut() {
+                        if let Node::String(s) = v
+                            && !is_sealed(s)
+                        {
+                            let s = self.seal(p, &full_field, k, s)?;
+                            *v = Node::String(s.clone().into());
+                            sealed.push(s);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let n = sealed.len();
+        if n > 0 {
+            self.record(&sealed);
+        }
+        Ok(n)
+    }
+
+    /// The previous sealed values available for reuse.
+    pub fn reusable(&self) -> usize {
+        self.previous.len()
+    }
+
+    /// Records the sealed-values cache in `dir` (the mirror directory): each attempt streams
+    /// its values to a temporary file there, which [`Sealer::write_cache`] installs.
+    pub fn with_cache_dir(mut self, dir: PathBuf) -> Sealer {
+        self.cache_dir = Some(dir);
+        self
+    }
+
+    /// Forgets what an earlier attempt wrote (a snapshot restarted at a new resourceVersion).
+    pub fn begin_attempt(&self) {
+        let mut r = self.written();
+        r.key_ids.clear();
+        r.cache = self.cache_dir.as_deref().and_then(|d| {
+            tempfile::NamedTempFile::new_in(d)
+                .map_err(|e| tracing::debug!(error = %e, "no sealed-values cache this time"))
+                .ok()
+                .map(CacheWriter::start)
+        });
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes the data keys `sealed` values name and streams them to the cache file (one per
+    /// line; memory stays flat whatever the size of the values).
+    fn record(&self, sealed: &[String]) {
+        let mut lines = Vec::with_capacity(sealed.iter().map(|s| s.len() + 1).sum());
+        for s in sealed {
+            lines.extend_from_slice(s.as_bytes());
+            lines.push(b'\n');
+        }
+        let mut r = self.written();
+        for s in sealed {
+            if let Some(id) = parse_sealed(s).and_then(|p| p.key_id)
+                && !r.key_ids.contains(id)
+            {
+                r.key_ids.insert(id.to_owned());
+            }
+        }
+        // No file I/O here (page tasks call this): the cache's own thread writes the lines.
+        if let Some(w) = r.cache.as_ref()
+            && w.tx.send(lines).is_err()
+        {
+            tracing::debug!("sealed-values cache dropped");
+            r.cache = None;
+        }
+    }
+
     /// The sealed form of `value` (field `field`, key `key` of the object at `path`): the
-    /// previous snapshot's when its fingerprint matches, else a new encryption.
+    /// previous snapshot's when its fingerprint matches, else sealed anew under the data key.
     pub fn seal(
         &self,
         path: &str,
@@ -480,20 +909,7 @@ impl Sealer {
         if let Some(sealed) = self.previous.get(&fp) {
             return Ok(sealed.clone());
         }
-        let ct = self
-            .recipients
-            .encrypt(value.as_bytes())
-            .map_err(|reason| CryptError::Encrypt {
-                path: path.to_owned(),
-                reason,
-            })?;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(ct);
-        let mut out = String::with_capacity(SEALED_PREFIX.len() + fp.len() + 1 + b64.len());
-        out.push_str(SEALED_PREFIX);
-        out.push_str(&fp);
-        out.push(':');
-        out.push_str(&b64);
-        Ok(out)
+        self.data_key.seal(&fp, path, field, key, value)
     }
 
     /// Seals a Secret in place (a canonical object of the snapshot pipeline): every value of
@@ -504,13 +920,14 @@ impl Sealer {
             return Ok(0);
         }
         let p = path.as_str();
-        let mut n = 0;
+        let mut sealed = Vec::new();
         for field in SEALED_FIELDS {
             if let Some(Node::Object(entries)) = obj.get_mut(field) {
                 for (k, v) in entries.iter_mut() {
                     if let Node::String(s) = v {
-                        *v = Node::String(self.seal(p, field, k, s)?.into());
-                        n += 1;
+                        let s = self.seal(p, field, k, s)?;
+                        *v = Node::String(s.clone().into());
+                        sealed.push(s);
                     }
                 }
             }
@@ -523,23 +940,132 @@ impl Sealer {
                 if let Node::String(s) = v
                     && annotation_holds_copy(s)
                 {
-                    *v = Node::String(self.seal(p, ANNOTATIONS, k, s)?.into());
-                    n += 1;
+                    let s = self.seal(p, ANNOTATIONS, k, s)?;
+                    *v = Node::String(s.clone().into());
+                    sealed.push(s);
                 }
             }
         }
+        let n = sealed.len();
+        if n > 0 {
+            self.record(&sealed);
+        }
         Ok(n)
+    }
+
+    /// The key files the values written so far need (`.k8s-snap/keys/<id>.age`): the new
+    /// data key's if a value was sealed anew, and the previous snapshot's (same bytes) for
+    /// the values reused.
+    pub fn key_files(&self) -> Vec<(String, Vec<u8>)> {
+        let ids: BTreeSet<String> = self.written().key_ids.iter().cloned().collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let bytes = if id == self.data_key.id {
+                    Some(self.wrapped.clone())
+                } else {
+                    self.previous_keys.get(&id).cloned()
+                };
+                bytes.map(|b| (key_file(&id), b))
+            })
+            .collect()
+    }
+
+    /// Records the values written by the snapshot whose commit is `commit` in the mirror's
+    /// sealed-values cache of `cluster`, so that the cluster's next snapshot finds them
+    /// without reading every Secret file back (atomic; ciphertexts only, no key).
+    /// Without a cache directory ([`Sealer::with_cache_dir`]) there is nothing to install.
+    pub fn write_cache(&self, git_dir: &Path, cluster: &str, commit: &str) -> std::io::Result<()> {
+        let Some(cache) = self.written().cache.take() else {
+            return Ok(());
+        };
+        let CacheWriter { tx, handle } = cache;
+        drop(tx);
+        let mut w = handle
+            .join()
+            .map_err(|_| std::io::Error::other("the cache writer thread panicked"))??;
+        w.write_all(cache_trailer(commit).as_bytes())?;
+        w.write_all(b"\n")?;
+        let tmp = w
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        tmp.persist(cache_file(git_dir, cluster))
+            .map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
+/// What the sealed values of one attempt need: the data keys they name and the cache file
+/// being written.
+#[derive(Default)]
+struct Record {
+    key_ids: std::collections::HashSet<String>,
+    cache: Option<CacheWriter>,
+}
+
+/// The thread writing one attempt's sealed values to a temporary cache file, so that page
+/// tasks never wait on file I/O (or on the kernel throttling a process that writes a lot).
+struct CacheWriter {
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    handle: std::thread::JoinHandle<std::io::Result<std::io::BufWriter<tempfile::NamedTempFile>>>,
+}
+
+impl CacheWriter {
+    fn start(file: tempfile::NamedTempFile) -> CacheWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, file);
+            // Ends when every sender is gone (the attempt is over).
+            for lines in rx {
+                w.write_all(&lines)?;
+            }
+            Ok(w)
+        });
+        CacheWriter { tx, handle }
+    }
+}
+
+/// The last line of a cache file: the commit of the snapshot whose values it holds (last, so
+/// a file cut short is never taken for a complete one).
+fn cache_trailer(commit: &str) -> String {
+    format!("# k8s-snap sealed values of commit {commit}")
+}
+
+fn cache_file(git_dir: &Path, cluster: &str) -> PathBuf {
+    git_dir.join(format!("k8s-snap-sealed-{cluster}.cache"))
+}
+
+/// The sealed values the mirror's cache holds for `cluster`, if it was written for the
+/// snapshot `commit` (else the caller reads that snapshot's files).
+pub fn read_cache(git_dir: &Path, cluster: &str, commit: &str) -> Option<Previous> {
+    let text = std::fs::read_to_string(cache_file(git_dir, cluster)).ok()?;
+    let body = text.strip_suffix('\n')?;
+    let (values, trailer) = body.rsplit_once('\n').unwrap_or(("", body));
+    if trailer != cache_trailer(commit) {
+        return None;
+    }
+    let mut previous = Previous::with_capacity(values.len() / 256);
+    for line in values.lines() {
+        if let Some(p) = parse_sealed(line)
+            && p.key_id.is_some()
+        {
+            previous.insert(p.fingerprint.to_owned(), line.to_owned());
+        }
+    }
+    Some(previous)
+}
+
 impl Recipients {
-    /// Re-encrypts a sealed value for these recipients, keeping its fingerprint (rekey).
+    /// Re-encrypts a value of the first form (age per value) for these recipients, keeping
+    /// its fingerprint (rekey).
     pub fn reseal(&self, sealed: &str, ids: &Identities, path: &str) -> Result<String, CryptError> {
-        let (fp, _) = parse_sealed(sealed).ok_or_else(|| CryptError::Damaged {
-            snapshot: String::new(),
-            path: path.to_owned(),
-            reason: "not a sealed value".into(),
-        })?;
+        let fp = parse_sealed(sealed)
+            .filter(|p| p.key_id.is_none())
+            .ok_or_else(|| CryptError::Damaged {
+                snapshot: String::new(),
+                path: path.to_owned(),
+                reason: "not a sealed value of the age form".into(),
+            })?
+            .fingerprint;
         let plain = open_value(sealed, ids).map_err(|e| match e {
             OpenError::NoMatch => CryptError::WrongIdentity {
                 snapshot: String::new(),
@@ -558,7 +1084,7 @@ impl Recipients {
             reason,
         })?;
         Ok(format!(
-            "{SEALED_PREFIX}{fp}:{}",
+            "{SEALED_PREFIX_V1}{fp}:{}",
             base64::engine::general_purpose::STANDARD.encode(ct)
         ))
     }
@@ -567,18 +1093,19 @@ impl Recipients {
 /// Why a sealed value did not open.
 #[derive(Debug)]
 pub enum OpenError {
-    /// None of the identities is a recipient of the value.
+    /// None of the identities is a recipient of the value (or of its data key).
     NoMatch,
     /// Not a well-formed sealed value, or it fails to authenticate.
     Damaged(String),
 }
 
-/// The plaintext of a sealed value.
+/// The plaintext of a sealed value of the first form (age per value).
 pub fn open_value(sealed: &str, ids: &Identities) -> Result<Vec<u8>, OpenError> {
-    let (_, b64) =
-        parse_sealed(sealed).ok_or_else(|| OpenError::Damaged("not a sealed value".into()))?;
+    let p = parse_sealed(sealed)
+        .filter(|p| p.key_id.is_none())
+        .ok_or_else(|| OpenError::Damaged("not a sealed value of the age form".into()))?;
     let ct = base64::engine::general_purpose::STANDARD
-        .decode(b64)
+        .decode(p.ciphertext)
         .map_err(|_| OpenError::Damaged("not base64".into()))?;
     ids.decrypt(&ct).map_err(|e| match e {
         age::DecryptError::NoMatchingKeys => OpenError::NoMatch,
@@ -586,77 +1113,162 @@ pub fn open_value(sealed: &str, ids: &Identities) -> Result<Vec<u8>, OpenError> 
     })
 }
 
-/// Whether a (canonical) object holds sealed values.
-pub fn has_sealed(obj: &Value) -> bool {
-    if obj.get("kind").and_then(Value::as_str) != Some("Secret") {
-        return false;
-    }
-    let sealed_in = |m: Option<&serde_json::Map<String, Value>>| {
-        m.is_some_and(|m| m.values().filter_map(Value::as_str).any(is_sealed))
-    };
-    SEALED_FIELDS
-        .iter()
-        .any(|f| sealed_in(obj.get(*f).and_then(Value::as_object)))
-        || sealed_in(
-            obj.pointer("/metadata/annotations")
-                .and_then(Value::as_object),
-        )
+/// Opens the sealed values of one snapshot: its identities and its data keys, unwrapped once.
+pub struct Opener<'a> {
+    ids: &'a Identities,
+    keys: HashMap<String, DataKey>,
 }
 
-/// Opens every sealed value of an object in place. `recipients` (from the snapshot's
-/// metadata) and `snapshot` only make errors precise.
+impl std::fmt::Debug for Opener<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Opener({:?}, keys {:?})", self.ids, self.keys.keys())
+    }
+}
+
+impl<'a> Opener<'a> {
+    /// Unwraps every key file of the snapshot (`key_files`: id → file bytes) with `ids`, all
+    /// or nothing; `snapshot` and `recipients` (from its metadata) only make errors precise.
+    pub fn new(
+        ids: &'a Identities,
+        key_files: &BTreeMap<String, Vec<u8>>,
+        snapshot: &str,
+        recipients: &[String],
+    ) -> Result<Opener<'a>, CryptError> {
+        let mut keys = HashMap::with_capacity(key_files.len());
+        for (id, wrapped) in key_files {
+            let key = ids.unwrap_key(id, wrapped).map_err(|e| match e {
+                OpenError::NoMatch => CryptError::WrongIdentity {
+                    snapshot: snapshot.to_owned(),
+                    path: key_file(id),
+                    recipients: recipients.to_vec(),
+                    given: ids.recipients.clone(),
+                },
+                OpenError::Damaged(reason) => CryptError::Damaged {
+                    snapshot: snapshot.to_owned(),
+                    path: key_file(id),
+                    reason,
+                },
+            })?;
+            keys.insert(id.clone(), key);
+        }
+        Ok(Opener { ids, keys })
+    }
+
+    /// The plaintext of a sealed value (either form) of `field`/`key` of the object at `path`.
+    pub fn open(
+        &self,
+        sealed: &str,
+        path: &str,
+        field: &str,
+        key: &str,
+    ) -> Result<Vec<u8>, OpenError> {
+        let p =
+            parse_sealed(sealed).ok_or_else(|| OpenError::Damaged("not a sealed value".into()))?;
+        match p.key_id {
+            None => open_value(sealed, self.ids),
+            Some(id) => self
+                .keys
+                .get(id)
+                .ok_or_else(|| {
+                    OpenError::Damaged(format!(
+                        "its data key {} is not in the snapshot",
+                        key_file(id)
+                    ))
+                })?
+                .open(p.ciphertext, path, field, key),
+        }
+    }
+}
+
+/// Whether an object holds a sealed value in its maps, at any depth (not inside lists).
+pub fn has_sealed(obj: &Value) -> bool {
+    obj.as_object().is_some_and(|m| {
+        m.values().any(|v| match v {
+            Value::String(s) => is_sealed(s),
+            Value::Object(_) => has_sealed(v),
+            _ => false,
+        })
+    })
+}
+
+/// Opens every sealed value of an object in place: in its maps at any depth, each sealed
+/// under its dotted parent path as the field and its map key as the key (`data` and `password`
+/// for a Secret's `data.password`). `recipients` (from the snapshot's metadata) and `snapshot`
+/// only make errors precise.
 pub fn open_object(
     obj: &mut Value,
-    ids: &Identities,
+    opener: &Opener<'_>,
     snapshot: &str,
     path: &str,
     recipients: &[String],
 ) -> Result<usize, CryptError> {
-    if obj.get("kind").and_then(Value::as_str) != Some("Secret") {
-        return Ok(0);
-    }
     let mut n = 0;
-    let mut open_map =
-        |m: &mut serde_json::Map<String, Value>, what: &str| -> Result<(), CryptError> {
-            for (k, v) in m.iter_mut() {
-                let Some(s) = v.as_str().filter(|s| is_sealed(s)) else {
-                    continue;
-                };
-                let plain = open_value(s, ids).map_err(|e| match e {
-                    OpenError::NoMatch => CryptError::WrongIdentity {
-                        snapshot: snapshot.to_owned(),
-                        path: format!("{path} ({what}.{k})"),
-                        recipients: recipients.to_vec(),
-                        given: ids.recipients.clone(),
-                    },
-                    OpenError::Damaged(reason) => CryptError::Damaged {
-                        snapshot: snapshot.to_owned(),
-                        path: format!("{path} ({what}.{k})"),
-                        reason,
-                    },
-                })?;
-                let text = String::from_utf8(plain).map_err(|_| CryptError::Damaged {
-                    snapshot: snapshot.to_owned(),
-                    path: format!("{path} ({what}.{k})"),
-                    reason: "the plaintext is not UTF-8".into(),
-                })?;
-                *v = Value::String(text);
-                n += 1;
-            }
-            Ok(())
+    if let Some(m) = obj.as_object_mut() {
+        let ctx = OpenContext {
+            opener,
+            snapshot,
+            path,
+            recipients,
         };
-    for field in SEALED_FIELDS {
-        if let Some(m) = obj.get_mut(field).and_then(Value::as_object_mut) {
-            open_map(m, field)?;
-        }
-    }
-    if let Some(m) = obj
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-    {
-        open_map(m, ANNOTATIONS)?;
+        ctx.open_map(m, &mut Vec::new(), &mut n)?;
     }
     Ok(n)
+}
+
+struct OpenContext<'a, 'b> {
+    opener: &'a Opener<'b>,
+    snapshot: &'a str,
+    path: &'a str,
+    recipients: &'a [String],
+}
+
+impl OpenContext<'_, '_> {
+    fn open_map(
+        &self,
+        m: &mut serde_json::Map<String, Value>,
+        parents: &mut Vec<String>,
+        n: &mut usize,
+    ) -> Result<(), CryptError> {
+        for (k, v) in m.iter_mut() {
+            match v {
+                Value::Object(inner) => {
+                    parents.push(k.clone());
+                    let r = self.open_map(inner, parents, n);
+                    parents.pop();
+                    r?;
+                }
+                Value::String(s) if is_sealed(s) => {
+                    let field = parents.join(".");
+                    let at = || format!("{} ({field}.{k})", self.path);
+                    let plain = self
+                        .opener
+                        .open(s, self.path, &field, k)
+                        .map_err(|e| match e {
+                            OpenError::NoMatch => CryptError::WrongIdentity {
+                                snapshot: self.snapshot.to_owned(),
+                                path: at(),
+                                recipients: self.recipients.to_vec(),
+                                given: self.opener.ids.recipients.clone(),
+                            },
+                            OpenError::Damaged(reason) => CryptError::Damaged {
+                                snapshot: self.snapshot.to_owned(),
+                                path: at(),
+                                reason,
+                            },
+                        })?;
+                    let text = String::from_utf8(plain).map_err(|_| CryptError::Damaged {
+                        snapshot: self.snapshot.to_owned(),
+                        path: at(),
+                        reason: "the plaintext is not UTF-8".into(),
+                    })?;
+                    *v = Value::String(text);
+                    *n += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -673,43 +1285,113 @@ mod tests {
     }
 
     fn sealer(r: Recipients) -> Sealer {
-        Sealer {
-            recipients: r,
-            key: FingerprintKey::generate(),
-            previous: Previous::new(),
-        }
+        Sealer::new(
+            r,
+            FingerprintKey::generate(),
+            Previous::new(),
+            BTreeMap::new(),
+        )
+        .unwrap()
     }
+
+    /// The key files of what `s` sealed, by id (as a snapshot tree holds them).
+    fn keys_of(s: &Sealer) -> BTreeMap<String, Vec<u8>> {
+        s.key_files()
+            .into_iter()
+            .map(|(path, bytes)| (key_id_of_file(&path).unwrap().to_owned(), bytes))
+            .collect()
+    }
+
+    fn open(s: &Sealer, ids: &Identities, v: &str, path: &str, field: &str, key: &str) -> Vec<u8> {
+        Opener::new(ids, &keys_of(s), "s", &[])
+            .unwrap()
+            .open(v, path, field, key)
+            .unwrap()
+    }
+
+    const P: &str = "/api/v1/namespaces/a/secrets/x";
 
     #[test]
     fn seal_open_round_trip_and_reuse() {
         let (ids, r) = keypair();
-        let mut s = sealer(r);
-        let a = s
-            .seal("/api/v1/namespaces/a/secrets/x", "data", "k", "c2VjcmV0")
-            .unwrap();
+        let s = sealer(r.clone());
+        let v1 = serde_json::json!({"kind": "Secret", "data": {"k": "c2VjcmV0"}});
+        let mut node = Node::from(&v1);
+        let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
+        s.seal_node(&path, &mut node).unwrap();
+        let a = node
+            .get("data")
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(
             a.starts_with(SEALED_PREFIX) && !a.contains("c2VjcmV0"),
             "{a}"
         );
-        assert_eq!(open_value(&a, &ids).unwrap(), b"c2VjcmV0");
-        // Encryption is randomized: without the previous ciphertext a new one differs.
-        let b = s
-            .seal("/api/v1/namespaces/a/secrets/x", "data", "k", "c2VjcmV0")
-            .unwrap();
+        assert_eq!(open(&s, &ids, &a, P, "data", "k"), b"c2VjcmV0");
+        // Moved to another object or key, it does not open.
+        let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
+        assert!(matches!(
+            opener.open(&a, P, "data", "j"),
+            Err(OpenError::Damaged(_))
+        ));
+        assert!(matches!(
+            opener.open(&a, "/api/v1/namespaces/a/secrets/y", "data", "k"),
+            Err(OpenError::Damaged(_))
+        ));
+        // Sealing is randomized: without the previous value a new one differs.
+        let b = s.seal(P, "data", "k", "c2VjcmV0").unwrap();
         assert_ne!(a, b);
         assert_eq!(sealed_fingerprint(&a), sealed_fingerprint(&b));
-        // With it, the same bytes come back.
-        s.previous
-            .insert(sealed_fingerprint(&a).unwrap().to_owned(), a.clone());
-        let c = s
-            .seal("/api/v1/namespaces/a/secrets/x", "data", "k", "c2VjcmV0")
-            .unwrap();
-        assert_eq!(a, c);
+        // The next snapshot's sealer, given the previous value and key file: the same bytes,
+        // and the previous key file is carried along (the new key is not written).
+        let mut prev = Previous::new();
+        collect_sealed(&format!("data:\n  k: {a}\n"), &mut prev);
+        let next = Sealer::new(r.clone(), s.key.clone(), prev.clone(), keys_of(&s)).unwrap();
+        let v2 = serde_json::json!({"kind": "Secret", "data": {"k": "c2VjcmV0"}});
+        let mut node = Node::from(&v2);
+        next.seal_node(&path, &mut node).unwrap();
+        assert_eq!(
+            node.get("data").unwrap().get("k").unwrap().as_str(),
+            Some(a.as_str())
+        );
+        assert_eq!(keys_of(&next), keys_of(&s));
+        // Without its key file a previous value is not reused.
+        let orphan = Sealer::new(r, s.key.clone(), prev, BTreeMap::new()).unwrap();
+        assert_eq!(orphan.reusable(), 0);
         // Another object or key with the same value: another fingerprint.
         let d = s
             .seal("/api/v1/namespaces/a/secrets/y", "data", "k", "c2VjcmV0")
             .unwrap();
         assert_ne!(sealed_fingerprint(&a), sealed_fingerprint(&d));
+    }
+
+    #[test]
+    fn sealed_values_cache_is_tied_to_its_commit() {
+        let (_, r) = keypair();
+        let dir = tempfile::tempdir().unwrap();
+        let s = sealer(r).with_cache_dir(dir.path().to_owned());
+        s.begin_attempt();
+        let v3 = serde_json::json!({"kind": "Secret", "data": {"k": "dg==", "l": "dw=="}});
+        let mut node = Node::from(&v3);
+        let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
+        s.seal_node(&path, &mut node).unwrap();
+        s.write_cache(dir.path(), "c1", "abc").unwrap();
+        let cached = read_cache(dir.path(), "c1", "abc").unwrap();
+        assert_eq!(cached.len(), 2);
+        assert!(
+            cached
+                .values()
+                .all(
+                    |v| node.get("data").unwrap().get("k").unwrap().as_str() == Some(v)
+                        || node.get("data").unwrap().get("l").unwrap().as_str() == Some(v)
+                )
+        );
+        assert!(read_cache(dir.path(), "c1", "abd").is_none());
+        assert!(read_cache(dir.path(), "c2", "abc").is_none());
     }
 
     #[test]
@@ -719,18 +1401,157 @@ mod tests {
         let (ids3, _) = keypair();
         let both = Recipients::parse(&[r1.names()[0].clone(), r2.names()[0].clone()]).unwrap();
         let s = sealer(both);
-        let v = s.seal("/p", "data", "k", "dg==").unwrap();
-        assert_eq!(open_value(&v, &ids1).unwrap(), b"dg==");
-        assert_eq!(open_value(&v, &ids2).unwrap(), b"dg==");
-        assert!(matches!(open_value(&v, &ids3), Err(OpenError::NoMatch)));
-        let mut obj = serde_json::json!({"kind": "Secret", "data": {"k": v}});
-        let e = open_object(&mut obj, &ids3, "s1", "/p", s.recipients.names()).unwrap_err();
+        let v4 = serde_json::json!({"kind": "Secret", "data": {"k": "dg=="}});
+        let mut node = Node::from(&v4);
+        let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
+        s.seal_node(&path, &mut node).unwrap();
+        let v = node
+            .get("data")
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(open(&s, &ids1, &v, P, "data", "k"), b"dg==");
+        assert_eq!(open(&s, &ids2, &v, P, "data", "k"), b"dg==");
+        let e = Opener::new(&ids3, &keys_of(&s), "s1", s.recipients.names()).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains(&s.recipients.names()[0]) && msg.contains("s1"),
+            msg.contains(&s.recipients.names()[0])
+                && msg.contains("s1")
+                && msg.contains(".k8s-snap/keys/"),
             "{msg}"
         );
         assert!(!msg.contains("dg=="), "{msg}");
+        // A value whose key file is missing: damaged, naming the key.
+        let opener = Opener::new(&ids1, &BTreeMap::new(), "s1", &[]).unwrap();
+        let mut obj = serde_json::json!({"kind": "Secret", "data": {"k": v}});
+        let e = open_object(&mut obj, &opener, "s1", P, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(".k8s-snap/keys/") && e.contains("not in the snapshot"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn first_form_values_still_open_and_rekey() {
+        let (ids, r) = keypair();
+        let (ids2, r2) = keypair();
+        let fp = FingerprintKey::generate().fingerprint(P, "data", "k", "dg==");
+        let ct = r.encrypt(b"dg==").unwrap();
+        let v1 = format!(
+            "{SEALED_PREFIX_V1}{fp}:{}",
+            base64::engine::general_purpose::STANDARD.encode(ct)
+        );
+        let opener = Opener::new(&ids, &BTreeMap::new(), "s", &[]).unwrap();
+        assert_eq!(opener.open(&v1, P, "data", "k").unwrap(), b"dg==");
+        let moved = r2.reseal(&v1, &ids, P).unwrap();
+        assert_eq!(sealed_fingerprint(&moved), Some(fp.as_str()));
+        assert_eq!(open_value(&moved, &ids2).unwrap(), b"dg==");
+        assert!(matches!(open_value(&moved, &ids), Err(OpenError::NoMatch)));
+        // Not reused: the next snapshot seals it under a data key.
+        let mut prev = Previous::new();
+        collect_sealed(&v1, &mut prev);
+        assert!(prev.is_empty());
+    }
+
+    #[test]
+    fn rewrapped_keys_open_with_the_new_identity_only() {
+        let (ids, r) = keypair();
+        let (ids2, r2) = keypair();
+        let s = sealer(r);
+        let v = s.seal(P, "data", "k", "dg==").unwrap();
+        let v5 = serde_json::json!({"kind": "Secret", "data": {"k": "dg=="}});
+        let mut node = Node::from(&v5);
+        let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
+        s.seal_node(&path, &mut node).unwrap();
+        let keys: BTreeMap<String, Vec<u8>> = keys_of(&s)
+            .into_iter()
+            .map(|(id, b)| (id, r2.rewrap(&b, &ids).unwrap()))
+            .collect();
+        let opener = Opener::new(&ids2, &keys, "s", &[]).unwrap();
+        assert_eq!(opener.open(&v, P, "data", "k").unwrap(), b"dg==");
+        assert!(Opener::new(&ids, &keys, "s", &[]).is_err());
+        assert!(matches!(
+            r2.rewrap(&keys_of(&s).into_values().next().unwrap(), &ids2),
+            Err(OpenError::NoMatch)
+        ));
+    }
+
+    #[test]
+    fn user_named_paths_parse_seal_and_open() {
+        let sp: SealedPath = "widgets.example.com:spec.credentials.password"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (sp.group.as_str(), sp.resource.as_str()),
+            ("example.com", "widgets")
+        );
+        assert_eq!(sp.fields, ["spec", "credentials", "password"]);
+        assert_eq!(
+            sp.to_string(),
+            "widgets.example.com:spec.credentials.password"
+        );
+        let cm: SealedPath = "configmaps:data".parse().unwrap();
+        assert_eq!(
+            (cm.group.as_str(), cm.to_string().as_str()),
+            ("", "configmaps:data")
+        );
+        for bad in [
+            "configmaps",
+            "configmaps:",
+            "configmaps:a..b",
+            "Widgets:spec.x",
+            "configmaps:metadata.name",
+            ":data",
+        ] {
+            let e = bad.parse::<SealedPath>().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+
+        let (ids, r) = keypair();
+        let s = sealer(r).with_paths(vec![sp, "widgets.example.com:spec.tokens".parse().unwrap()]);
+        assert!(s.seals_paths_of("example.com", "widgets"));
+        assert!(!s.seals_paths_of("", "widgets"));
+        let original = serde_json::json!({"kind": "Widget", "spec": {
+            "credentials": {"password": "pw-1234567", "user": "bob"},
+            "tokens": {"a": "tok-a-123456", "b": "tok-b-123456", "n": 3},
+            "other": "plain"}});
+        let path = ContentPath::new("example.com", "v1", "widgets", Some("n"), "w").unwrap();
+        let mut node = Node::from(&original);
+        assert_eq!(
+            s.seal_paths("example.com", "widgets", &path, &mut node)
+                .unwrap(),
+            3
+        );
+        let yaml = crate::tree::emit(&node);
+        assert!(
+            !yaml.contains("pw-1234567") && !yaml.contains("tok-a-123456"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("user: bob") && yaml.contains("other: plain"),
+            "{yaml}"
+        );
+        // Absent fields are left alone; sealing twice does not seal a sealed value again.
+        let sealed_once = crate::tree::from_yaml(&yaml).unwrap();
+        let mut again = Node::from(&sealed_once);
+        assert_eq!(
+            s.seal_paths("example.com", "widgets", &path, &mut again)
+                .unwrap(),
+            0
+        );
+        let mut back = crate::tree::from_yaml(&yaml).unwrap();
+        assert!(has_sealed(&back));
+        let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
+        assert_eq!(
+            open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),
+            3
+        );
+        assert_eq!(back, original);
     }
 
     #[test]
@@ -796,8 +1617,9 @@ mod tests {
         let mut prev = Previous::new();
         collect_sealed(&yaml, &mut prev);
         assert_eq!(prev.len(), 4);
+        let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
         assert_eq!(
-            open_object(&mut back, &ids, "s", path.as_str(), &[]).unwrap(),
+            open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),
             4
         );
         assert_eq!(back, original);
@@ -815,11 +1637,16 @@ mod tests {
             let (text, recipient) = generate_identity();
             let ids = Identities::parse(&text).unwrap();
             let s = sealer(Recipients::parse(&[recipient]).unwrap());
-            let sealed = s.seal("/api/v1/namespaces/n/secrets/s", "stringData", &key, &value).unwrap();
+            let p = "/api/v1/namespaces/n/secrets/s";
+            let v6 = serde_json::json!({"kind": "Secret", "stringData": {key.clone(): value.clone()}});
+            let mut node = Node::from(&v6);
+            let path = ContentPath::new("", "v1", "secrets", Some("n"), "s").unwrap();
+            s.seal_node(&path, &mut node).unwrap();
+            let sealed = node.get("stringData").unwrap().get(&key).unwrap().as_str().unwrap().to_owned();
             prop_assert!(is_sealed(&sealed));
-            prop_assert_eq!(open_value(&sealed, &ids).unwrap(), value.as_bytes().to_vec());
+            prop_assert_eq!(open(&s, &ids, &sealed, p, "stringData", &key), value.as_bytes().to_vec());
             // The fingerprint is a function of (path, field, key, value) under the key.
-            let fp = s.key.fingerprint("/api/v1/namespaces/n/secrets/s", "stringData", &key, &value);
+            let fp = s.key.fingerprint(p, "stringData", &key, &value);
             prop_assert_eq!(sealed_fingerprint(&sealed), Some(fp.as_str()));
         }
     }

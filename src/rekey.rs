@@ -1,8 +1,9 @@
 //! `rekey`: re-encrypting the sealed Secret values of snapshots in the mirror for new
 //! recipients (docs/encryption.md). Each snapshot gets a new commit, written as a new
-//! snapshot's is, whose tree differs only in its Secret files and `.k8s-snap/snapshot.yaml`
-//! (fingerprints unchanged, so the next snapshot reuses the new ciphertexts); its tag moves to
-//! it. The old commit is left to `gc`.
+//! snapshot's is, whose tree differs only in its data key files (`.k8s-snap/keys/`, re-wrapped:
+//! the values sealed under them keep their bytes) and `.k8s-snap/snapshot.yaml` (and, for
+//! values of the first, age-per-value form, in the Secret files, fingerprints unchanged); its
+//! tag moves to it. The old commit is left to `gc`.
 //!
 //! Owns: that rewrite. Must not touch: the cryptography (`crypt`), git internals (`mirror`),
 //! the store (the CLI pushes afterwards).
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::crypt::{CryptError, Identities, Recipients, is_sealed};
+use crate::crypt::{CryptError, Identities, Recipients};
 use crate::mirror::{Mirror, MirrorError};
 use crate::tree::{self, meta::SNAPSHOT_META_FILE};
 
@@ -55,7 +56,9 @@ pub struct Rekeyed {
     /// `rekeyed`, `unchanged` (already sealed to exactly these recipients) or `plaintext`
     /// (nothing sealed: left alone).
     pub result: &'static str,
-    /// Sealed values re-encrypted.
+    /// Data keys re-wrapped (the values sealed under them are unchanged).
+    pub keys: usize,
+    /// Sealed values of the first (age per value) form re-encrypted.
     pub values: usize,
     /// The new commit, when the snapshot was rekeyed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,11 +89,14 @@ pub fn rekey(
             .collect::<Result<_, _>>()?
     };
     let mut out = Vec::new();
+    // A data key shared by several snapshots is re-wrapped once: the same new blob in each.
+    let mut rewrapped: std::collections::HashMap<String, Vec<u8>> = Default::default();
     for s in selected {
         let Some(enc) = s.meta.encryption.clone() else {
             out.push(Rekeyed {
                 name: s.name,
                 result: "plaintext",
+                keys: 0,
                 values: 0,
                 commit: None,
             });
@@ -100,6 +106,7 @@ pub fn rekey(
             out.push(Rekeyed {
                 name: s.name,
                 result: "unchanged",
+                keys: 0,
                 values: 0,
                 commit: None,
             });
@@ -108,15 +115,31 @@ pub fn rekey(
         let mut w = mirror.rewriter(&s.name, &s.meta.cluster_name)?;
         let mut failure: Option<RekeyError> = None;
         let mut values = 0usize;
+        let mut keys = 0usize;
         mirror.walk_files(&s.commit, "", |file, bytes| {
             if file == SNAPSHOT_META_FILE {
                 return ControlFlow::Continue(());
             }
-            let result = if file.starts_with("api/v1/namespaces/")
+            let result = if let Some(id) = crate::crypt::key_id_of_file(file) {
+                rewrap_key(
+                    &s.name,
+                    file,
+                    id,
+                    bytes,
+                    to,
+                    ids,
+                    &enc.recipients,
+                    &mut rewrapped,
+                )
+                .and_then(|new| {
+                    keys += 1;
+                    w.add(file, &new).map_err(RekeyError::from)
+                })
+            } else if file.starts_with("api/v1/namespaces/")
                 && file.contains("/secrets/")
                 && bytes
-                    .windows(crate::crypt::SEALED_PREFIX.len())
-                    .any(|w| w == crate::crypt::SEALED_PREFIX.as_bytes())
+                    .windows(crate::crypt::SEALED_PREFIX_V1.len())
+                    .any(|w| w == crate::crypt::SEALED_PREFIX_V1.as_bytes())
             {
                 reseal_file(&s.name, file, bytes, to, ids, &enc.recipients).and_then(|(text, n)| {
                     values += n;
@@ -139,7 +162,7 @@ pub fn rekey(
         let mut meta = s.meta.clone();
         meta.encryption = Some(tree::Encryption {
             recipients: to.names().to_vec(),
-            fingerprint_key_id: enc.fingerprint_key_id.clone(),
+            ..enc.clone()
         });
         let meta_yaml = tree::to_yaml_string(&meta).map_err(|e| RekeyError::BadFile {
             snapshot: s.name.clone(),
@@ -148,15 +171,54 @@ pub fn rekey(
         })?;
         w.add(SNAPSHOT_META_FILE, meta_yaml.as_bytes())?;
         let written = w.finish(&meta)?;
-        tracing::info!(snapshot = %s.name, values, commit = %written.commit, "rekeyed");
+        tracing::info!(snapshot = %s.name, keys, values, commit = %written.commit, "rekeyed");
         out.push(Rekeyed {
             name: s.name,
             result: "rekeyed",
+            keys,
             values,
             commit: Some(written.commit.to_string()),
         });
     }
     Ok(out)
+}
+
+/// A data key file re-wrapped for `to` (once per key id and run).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the arguments are the context of its errors"
+)]
+fn rewrap_key(
+    snapshot: &str,
+    file: &str,
+    id: &str,
+    bytes: &[u8],
+    to: &Recipients,
+    ids: &Identities,
+    old: &[String],
+    rewrapped: &mut std::collections::HashMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, RekeyError> {
+    if let Some(done) = rewrapped.get(id) {
+        return Ok(done.clone());
+    }
+    let new = to.rewrap(bytes, ids).map_err(|e| RekeyError::Crypt {
+        snapshot: snapshot.to_owned(),
+        source: match e {
+            crate::crypt::OpenError::NoMatch => CryptError::WrongIdentity {
+                snapshot: snapshot.to_owned(),
+                path: file.to_owned(),
+                recipients: old.to_vec(),
+                given: ids.recipients().to_vec(),
+            },
+            crate::crypt::OpenError::Damaged(reason) => CryptError::Damaged {
+                snapshot: snapshot.to_owned(),
+                path: file.to_owned(),
+                reason,
+            },
+        },
+    })?;
+    rewrapped.insert(id.to_owned(), new.clone());
+    Ok(new)
 }
 
 /// One Secret file with every sealed value re-encrypted for `to` (same fingerprints).
@@ -178,7 +240,10 @@ fn reseal_file(
     let mut n = 0;
     let mut reseal_map = |m: &mut serde_json::Map<String, Value>| -> Result<(), RekeyError> {
         for (k, val) in m.iter_mut() {
-            let Some(s) = val.as_str().filter(|s| is_sealed(s)) else {
+            let Some(s) = val
+                .as_str()
+                .filter(|s| crate::crypt::parse_sealed(s).is_some_and(|p| p.key_id.is_none()))
+            else {
                 continue;
             };
             let new = to

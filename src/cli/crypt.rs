@@ -68,7 +68,11 @@ pub async fn rekey(
         .collect();
     if global.output == super::Format::Table {
         for r in &done {
-            writeln!(out, "{}: {} ({} values)", r.name, r.result, r.values)?;
+            writeln!(
+                out,
+                "{}: {} ({} data keys re-wrapped, {} values re-encrypted)",
+                r.name, r.result, r.keys, r.values
+            )?;
         }
     } else {
         super::output::write_data(out, global.output, &done)?;

@@ -40,6 +40,11 @@ pub struct SnapshotArgs {
         value_delimiter = ','
     )]
     pub encrypt_to: Vec<String>,
+    /// Also seal this field of every object of a resource: `<resource>[.<group>]:<field
+    /// path>` (e.g. `widgets.example.com:spec.credentials.password`); repeatable; needs
+    /// --encrypt-to.
+    #[arg(long = "encrypt-path", value_name = "RESOURCE:FIELD")]
+    pub encrypt_path: Vec<String>,
     /// Only objects of these namespaces (glob patterns; repeatable or comma-separated).
     #[arg(long, value_name = "NS", value_delimiter = ',')]
     pub include_namespaces: Vec<String>,
@@ -108,6 +113,17 @@ pub async fn run(
     } else {
         Some(k8s_snap::crypt::Recipients::parse(&args.encrypt_to).context("--encrypt-to")?)
     };
+    let encrypt_paths = args
+        .encrypt_path
+        .iter()
+        .map(|p| p.parse::<k8s_snap::crypt::SealedPath>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid --encrypt-path {e}"))?;
+    if !encrypt_paths.is_empty() && encrypt_to.is_none() {
+        anyhow::bail!(
+            "--encrypt-path needs recipients: give --encrypt-to (or K8S_SNAP_ENCRYPT_TO)"
+        );
+    }
     let store = if args.no_push {
         None
     } else {
@@ -141,6 +157,7 @@ pub async fn run(
         page_size: 500,
         encrypt_to,
         filter,
+        encrypt_paths,
     };
     let show_progress = !global.quiet && std::io::stderr().is_terminal();
     let bar = Arc::new(ProgressBar::new(show_progress));

@@ -105,6 +105,9 @@ pub struct SnapshotSpec {
     /// none set: the whole cluster.
     #[serde(flatten)]
     pub filter: crate::tree::SnapshotFilter,
+    /// Seal Secret values to these recipients (else to the ObjectstoreConfig's; docs/encryption.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::encryption::EncryptionSpec>,
 }
 
 /// Status of a Snapshot (the original's fields plus `conditions`).
@@ -238,6 +241,10 @@ pub struct RestoreSpec {
     /// `createNamespaces` when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_namespaces: Option<bool>,
+    /// A Secret key holding the age identity that opens the snapshot's encrypted Secret
+    /// values (key default `identity`; docs/encryption.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret_ref: Option<super::encryption::KeyRef>,
 }
 
 impl RestoreSpec {
@@ -436,6 +443,10 @@ pub struct ObjectstoreConfigSpec {
     /// Accept plain http / unverified TLS for this endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
+    /// Seal the Secret values of snapshots pushed here to these recipients, unless the
+    /// Snapshot names its own (docs/encryption.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::encryption::EncryptionSpec>,
 }
 
 /// The five CRDs (the four above and SnapshotSchedule), with `spec` of each accepting unknown fields (the original CRDs had no

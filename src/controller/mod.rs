@@ -8,6 +8,7 @@
 //! Must not touch: the store and restore internals (reached only through [`work`]), stdout.
 
 pub mod crd;
+pub mod encryption;
 mod file_drops;
 pub mod import;
 pub mod leader;

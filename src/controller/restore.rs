@@ -52,6 +52,8 @@ struct Resolved {
     preference: Option<RestorePreferenceCrSpec>,
     /// From `spec.objectstoreConfig` (else, later, the Snapshot's).
     store: Option<StoreTarget>,
+    /// From `spec.identitySecretRef`: opens the snapshot's encrypted Secret values.
+    identities: Option<crate::crypt::Identities>,
 }
 
 /// Why a Restore cannot start.
@@ -399,11 +401,13 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
         }
         None => None,
     };
+    let identities = super::encryption::identities(ctx, spec.identity_secret_ref.as_ref()).await?;
     Ok(Resolved {
         snapshot,
         cluster,
         preference,
         store,
+        identities,
     })
 }
 
@@ -435,6 +439,7 @@ async fn restore(
         git_dir: &ctx.options.git_dir(),
         preference: preference.as_ref(),
         store: store.as_ref(),
+        identities: resolved.identities.as_ref(),
     };
     let result = work::run_restore(job).await.map_err(|e| e.to_string());
     result.map_err(|m| match spec.kubeconfig.as_deref() {

@@ -381,6 +381,17 @@ async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome,
     opts.ttl = None;
     opts.threads = 4;
     opts.filter = spec.filter.clone();
+    if let Some((recipients, paths)) = super::encryption::recipients(
+        ctx,
+        spec.encryption.as_ref(),
+        store.as_ref().and_then(|s| s.spec.encryption.as_ref()),
+        "spec.objectstoreConfig",
+    )
+    .await?
+    {
+        opts.encrypt_to = Some(recipients);
+        opts.encrypt_paths = paths;
+    }
     Ok(
         work::take_and_push_snapshot(&cluster, &ctx.options.git_dir(), &opts, store.as_ref())
             .await?,

@@ -161,7 +161,11 @@ pub async fn store(ctx: &Context, config_name: &str) -> Result<StoreTarget, Targ
 }
 
 /// One key of a Secret in the controller's namespace, as UTF-8 text.
-async fn read_secret_key(ctx: &Context, name: &str, key: &str) -> Result<String, TargetError> {
+pub(crate) async fn read_secret_key(
+    ctx: &Context,
+    name: &str,
+    key: &str,
+) -> Result<String, TargetError> {
     let ns = &ctx.options.namespace;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let what = format!("Secret {ns}/{name}");

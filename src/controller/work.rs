@@ -294,6 +294,8 @@ pub(crate) struct RestoreJob<'a> {
     pub git_dir: &'a Path,
     pub preference: Option<&'a RestorePreferenceCrSpec>,
     pub store: Option<&'a StoreTarget>,
+    /// Opens the snapshot's encrypted Secret values (`spec.identitySecretRef`).
+    pub identities: Option<&'a crate::crypt::Identities>,
 }
 
 /// Plans and applies a restore (the engine of `k8s-snap restore`); returns the status in the
@@ -335,7 +337,7 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         None => None,
     };
     let store_ref = store.as_ref().map(|s| s as &dyn crate::store::ObjectStore);
-    let loaded =
+    let mut loaded =
         match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target, &preference)
             .await
         {
@@ -345,6 +347,11 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
             }
             Err(e) => return Err(Box::new(e).into()),
         };
+    // All or nothing, before any write: without the identity (or with another) this fails
+    // naming the recipients the snapshot is sealed to.
+    loaded
+        .open_sealed(job.identities)
+        .map_err(crate::restore::RestoreError::from)?;
     let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
     let (_plan, report) = crate::restore::restore(
         job.target,

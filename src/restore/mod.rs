@@ -109,6 +109,11 @@ pub struct LoadedSnapshot {
     pub objects: Vec<SnapshotObject>,
     /// How its Secret values are sealed (`None`: in the clear); see [`LoadedSnapshot::open_sealed`].
     pub encryption: Option<crate::tree::Encryption>,
+    /// Its wrapped data keys (`.k8s-snap/keys/<id>.age`), by id.
+    pub keys: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Objects a namespace mapping moved: their path in the snapshot, by their new path (a
+    /// sealed value is bound to the path it was sealed at; see [`LoadedSnapshot::open_sealed`]).
+    pub moved_from: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything a plan or restore can be told.
@@ -191,11 +196,14 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
             file,
             message,
         })?;
+    let keys = sealed::load_keys(&mirror, &info.commit).map_err(mirror_err)?;
     Ok(LoadedSnapshot {
         name: name.to_string(),
         commit: info.commit.to_string(),
         objects,
         encryption: info.meta.encryption,
+        keys,
+        moved_from: Default::default(),
     })
 }
 

@@ -88,12 +88,19 @@ pub fn apply(
     }
     if !spec.namespace_mapping.is_empty() {
         let objects = std::mem::take(&mut snapshot.objects);
+        let old_paths: Vec<String> = objects.iter().map(|o| o.path.as_str().to_owned()).collect();
         snapshot.objects = mapping::apply(objects, &spec.namespace_mapping).map_err(|source| {
             SubsetError::Mapping {
                 snapshot: snapshot.name.clone(),
                 source,
             }
         })?;
+        // `mapping::apply` keeps the objects' order: remember where each moved one was.
+        for (o, old) in snapshot.objects.iter().zip(old_paths) {
+            if o.path.as_str() != old {
+                snapshot.moved_from.insert(o.path.as_str().to_owned(), old);
+            }
+        }
     }
     Ok(snapshot)
 }
@@ -236,6 +243,8 @@ mod tests {
                 obj("/api/v1/nodes/n1"),
             ],
             encryption: None,
+            keys: Default::default(),
+            moved_from: Default::default(),
         }
     }
 

@@ -141,6 +141,8 @@ pub struct SnapshotOptions {
     pub encrypt_to: Option<crate::crypt::Recipients>,
     /// The part of the cluster to snapshot (default: all of it); see [`filter`].
     pub filter: crate::tree::SnapshotFilter,
+    /// Also seal these user-named fields (`--encrypt-path`); needs `encrypt_to`.
+    pub encrypt_paths: Vec<crate::crypt::SealedPath>,
 }
 
 impl SnapshotOptions {
@@ -155,6 +157,7 @@ impl SnapshotOptions {
             page_size: 500,
             encrypt_to: None,
             filter: crate::tree::SnapshotFilter::default(),
+            encrypt_paths: Vec::new(),
         }
     }
 }
@@ -261,12 +264,16 @@ pub async fn take_snapshot(
         }
 
         let sealer = match &opts.encrypt_to {
-            Some(r) if !r.is_empty() => Some(Arc::new(sealer_for(&git_dir, &cluster_name, r.clone()).await?)),
+            Some(r) if !r.is_empty() => Some(Arc::new(sealer_for(&git_dir, &cluster_name, r.clone(), opts.encrypt_paths.clone()).await?)),
+            _ if !opts.encrypt_paths.is_empty() => {
+                return Err(SnapshotError::Options("--encrypt-path needs recipients (--encrypt-to)".into()));
+            }
             _ => None,
         };
         let encryption = sealer.as_ref().map(|s| crate::tree::Encryption {
             recipients: s.recipients.names().to_vec(),
             fingerprint_key_id: s.key.id(),
+            paths: path_names(s.paths()),
         });
 
         let discovered = discovery::discover(cluster, Versions::Preferred, opts.threads)
@@ -311,6 +318,14 @@ pub async fn take_snapshot(
                 Err(AttemptError::Expired) => return Err(SnapshotError::Expired { rv, attempts: attempt }),
                 Err(AttemptError::Failed(e)) => return Err(e),
                 Ok(done) => {
+                    if let Some(sealer) = sealer {
+                        // Best effort: without the cache, the next snapshot reads the Secret files.
+                        let (dir, cluster, commit) = (git_dir.clone(), cluster_name.clone(), done.commit.to_string());
+                        let written = tokio::task::spawn_blocking(move || sealer.write_cache(&dir, &cluster, &commit)).await;
+                        if let Ok(Err(e)) = written {
+                            tracing::warn!(error = %e, "could not write the sealed-values cache; the next snapshot reads the Secret files instead");
+                        }
+                    }
                     return Ok(SnapshotSummary {
                         name: opts.name.clone(),
                         cluster_name,
@@ -338,12 +353,15 @@ pub async fn take_snapshot(
 }
 
 /// The sealer of a snapshot of `cluster_name`: the mirror's fingerprint key (created on first
-/// use) and the ciphertexts of the cluster's latest snapshot sealed to the same recipients
-/// under the same key, so unchanged values keep their bytes.
+/// use), a new data key, and the sealed values and key files of the cluster's latest snapshot
+/// sealed to the same recipients under the same fingerprint key, so unchanged values keep
+/// their bytes. Those values come from the mirror's sealed-values cache when it was written
+/// for that snapshot, else from its Secret files.
 async fn sealer_for(
     git_dir: &std::path::Path,
     cluster_name: &str,
     recipients: crate::crypt::Recipients,
+    paths: Vec<crate::crypt::SealedPath>,
 ) -> Result<crate::crypt::Sealer> {
     let dir = git_dir.to_path_buf();
     let cluster = cluster_name.to_owned();
@@ -352,29 +370,64 @@ async fn sealer_for(
         let mirror = Mirror::open_or_init(&dir)?;
         let key = crate::crypt::FingerprintKey::load_or_create(&dir)?;
         let mut previous = crate::crypt::Previous::new();
-        {
-            let wanted = crate::tree::Encryption {
-                recipients: recipients.names().to_vec(),
-                fingerprint_key_id: key.id(),
-            };
-            let last = mirror
-                .snapshots()?
-                .into_iter()
-                .rev()
-                .find(|s| s.meta.cluster_name == cluster && s.meta.encryption.as_ref() == Some(&wanted));
-            if let Some(last) = last {
-                mirror.walk_namespaced_files(&last.commit, "api/v1/namespaces", "secrets", |_, bytes| {
-                    if let Ok(text) = std::str::from_utf8(bytes) {
-                        crate::crypt::collect_sealed(text, &mut previous);
+        let mut keys = std::collections::BTreeMap::new();
+        let wanted = crate::tree::Encryption {
+            recipients: recipients.names().to_vec(),
+            fingerprint_key_id: key.id(),
+            paths: path_names(&paths),
+        };
+        let last = mirror
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|s| s.meta.cluster_name == cluster && s.meta.encryption.as_ref() == Some(&wanted));
+        if let Some(last) = last {
+            mirror.walk_files(&last.commit, crate::crypt::KEYS_DIR, |file, bytes| {
+                if let Some(id) = crate::crypt::key_id_of_file(file) {
+                    keys.insert(id.to_owned(), bytes.to_vec());
+                }
+                std::ops::ControlFlow::Continue(())
+            })?;
+            let commit = last.commit.to_string();
+            let cached = crate::crypt::read_cache(&dir, &cluster, &commit);
+            let from_cache = cached.is_some();
+            match cached {
+                Some(c) => previous = c,
+                None => {
+                    mirror.walk_namespaced_files(&last.commit, "api/v1/namespaces", "secrets", |_, bytes| {
+                        if let Ok(text) = std::str::from_utf8(bytes) {
+                            crate::crypt::collect_sealed(text, &mut previous);
+                        }
+                    })?;
+                    // The files of resources with user-named sealed fields.
+                    for p in &paths {
+                        let prefix = if p.group.is_empty() { "api".to_owned() } else { format!("apis/{}", p.group) };
+                        let segment = format!("/{}/", p.resource);
+                        mirror.walk_files(&last.commit, &prefix, |file, bytes| {
+                            if file.contains(&segment)
+                                && let Ok(text) = std::str::from_utf8(bytes)
+                            {
+                                crate::crypt::collect_sealed(text, &mut previous);
+                            }
+                            std::ops::ControlFlow::Continue(())
+                        })?;
                     }
-                })?;
-                tracing::debug!(snapshot = %last.name, values = previous.len(), "reusing sealed values of the previous snapshot");
+                }
             }
+            tracing::debug!(snapshot = %last.name, values = previous.len(), keys = keys.len(), from_cache, "reusing sealed values of the previous snapshot");
         }
-        Ok(crate::crypt::Sealer { recipients, key, previous })
+        Ok(crate::crypt::Sealer::new(recipients, key, previous, keys)?.with_paths(paths).with_cache_dir(dir))
     })
     .await
     .map_err(|e| SnapshotError::Task(e.to_string()))?
+}
+
+/// The user-named sealed fields as `.k8s-snap/snapshot.yaml` records them: sorted, unique.
+fn path_names(paths: &[crate::crypt::SealedPath]) -> Vec<String> {
+    let mut names: Vec<String> = paths.iter().map(ToString::to_string).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn now_seconds() -> jiff::Timestamp {

@@ -96,6 +96,9 @@ pub(super) async fn attempt_snapshot(
 ) -> Result<AttemptDone, AttemptError> {
     let ObjectPolicy { filter, sealer } = policy;
     let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
+    if let Some(sealer) = &sealer {
+        sealer.begin_attempt();
+    }
     let dir = git_dir.to_path_buf();
     let name = opts.name.clone();
     let cluster_name = base.cluster_name.clone();
@@ -212,7 +215,11 @@ pub(super) async fn attempt_snapshot(
     } else {
         Consistency::Exact
     };
-    let metadata::Built { meta, files } = metadata::build(base, counts, skipped, consistency)?;
+    let metadata::Built { meta, mut files } = metadata::build(base, counts, skipped, consistency)?;
+    if let Some(sealer) = &state.sealer {
+        // The data keys the sealed values name (`.k8s-snap/keys/<id>.age`).
+        files.splice(0..0, sealer.key_files());
+    }
     let number_of_contents = meta.number_of_contents;
     let skipped_count = meta.skipped.len();
     let tx = state.tx;
@@ -425,6 +432,13 @@ async fn prepare_object<'a>(
                         state.unencrypted_secrets.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+            if let Some(sealer) = &state.sealer
+                && sealer.seals_paths_of(&r.group, &r.resource)
+            {
+                sealer
+                    .seal_paths(&r.group, &r.resource, &path, obj)
+                    .map_err(SnapshotError::from)?;
             }
             Ok(Some(path))
         }

@@ -153,6 +153,10 @@ pub struct Encryption {
     pub recipients: Vec<String>,
     /// The id of the fingerprint key (`crypt::FingerprintKey::id`).
     pub fingerprint_key_id: String,
+    /// User-named fields sealed besides Secrets' values (`--encrypt-path`), as given
+    /// (`<resource>[.<group>]:<field path>`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 /// One entry of `.k8s-snap/resources.yaml`: a resource the snapshot listed.

@@ -10,7 +10,7 @@ use crate::store_support::{Backend, TestStore};
 use crate::support::{DataDir, Run, TestCluster};
 
 /// `keygen --out <dir>/<name>`: the identity file and its recipient.
-fn keygen(data: &DataDir, name: &str) -> (PathBuf, String) {
+pub(crate) fn keygen(data: &DataDir, name: &str) -> (PathBuf, String) {
     let path = data.path().join(name);
     let out = data
         .run(None, &["keygen", "--out", path.to_str().unwrap()])
@@ -309,7 +309,7 @@ async fn sealed_secrets_are_byte_stable_and_diffable() {
         "b2xkLXBhc3N3b3JkLTE=",
         "new-password",
         "old-password",
-        "k8s-snap:age",
+        "k8s-snap:v2",
     ] {
         assert!(!r.stdout.contains(v), "{}", r.stdout);
     }
@@ -465,11 +465,17 @@ async fn rekey_moves_snapshots_to_new_recipients() {
         .git(&["diff", "--name-only", before.trim(), after.trim()])
         .ok()
         .stdout;
-    assert!(changed.lines().count() >= 3, "{changed}");
+    // Only the data key files (re-wrapped) and the metadata change: every sealed value, and
+    // so every Secret file, keeps its bytes.
+    assert!(
+        changed.lines().any(|f| f.starts_with(".k8s-snap/keys/")),
+        "{changed}"
+    );
     for f in changed.lines() {
         assert!(
-            f == ".k8s-snap/snapshot.yaml" || f.contains("/secrets/"),
-            "only Secrets and the metadata change: {changed}"
+            f == ".k8s-snap/snapshot.yaml"
+                || (f.starts_with(".k8s-snap/keys/") && f.ends_with(".age")),
+            "only the key files and the metadata change: {changed}"
         );
     }
     let meta = data
@@ -477,8 +483,7 @@ async fn rekey_moves_snapshots_to_new_recipients() {
         .ok()
         .stdout;
     assert!(meta.contains(&new_r) && !meta.contains(&old_r), "{meta}");
-    // The Secret files differ (new ciphertexts), but diff sees no value change: the
-    // fingerprints are the same.
+    // diff sees no value change.
     let d = data.run(None, &["diff", "s1", "s2"]).ok();
     assert!(!d.stdout.contains("*** (s"), "{}", d.stdout);
 
@@ -528,4 +533,311 @@ async fn rekey_moves_snapshots_to_new_recipients() {
         .get("/api/v1/namespaces/shop/secrets/api-credentials")
         .await;
     assert_eq!(t["data"], src["data"]);
+}
+
+/// The controller (issue 18): a Snapshot CR whose `spec.encryption` names a Secret holding the
+/// recipient seals every Secret value; a Restore CR without `spec.identitySecretRef` fails
+/// naming the recipient and writes nothing; with it, every Secret comes back with its exact
+/// values. No value or identity appears in the mirror or in any status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_snap::controller::encryption::{EncryptionSpec, KeyRef};
+    use k8s_snap::controller::{Restore, RestoreSpec, SnapshotSpec};
+    use kube::Api;
+    use kube::api::PostParams;
+    use std::time::Duration;
+
+    use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
+
+    let mgmt = Management::start().await;
+    let source = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Realistic)
+        .start()
+        .await
+        .unwrap();
+    let (identity, recipient) = k8s_snap::crypt::generate_identity();
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(mgmt.client().await, &NS);
+    for (name, key, text) in [
+        ("enc-recipients", "recipients", recipient.as_str()),
+        ("enc-identity", "identity", identity.as_str()),
+    ] {
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.data = Some([(key.to_owned(), ByteString(text.as_bytes().to_vec()))].into());
+        secrets.create(&pp, &s).await.unwrap();
+    }
+    let ctl = mgmt.controller("enc").await;
+    let snapshots = mgmt.snapshots().await;
+    create_snapshot(
+        &snapshots,
+        "enc-src",
+        SnapshotSpec {
+            kubeconfig: Some(source.kubeconfig_yaml("src")),
+            encryption: Some(EncryptionSpec {
+                recipients_secret_ref: Some(KeyRef {
+                    name: "enc-recipients".into(),
+                    key: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = phase_of(&snapshots, "enc-src", &["Completed", "Failed"]).await;
+    let st = done.status.unwrap();
+    assert_eq!(st.phase, "Completed", "{}", st.reason);
+
+    // Every Secret value of the source, raw and decoded.
+    let src_secrets: Api<Secret> = Api::all(source.client().await);
+    let originals: Vec<Secret> = src_secrets
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|s| s.type_.as_deref() != Some("kubernetes.io/service-account-token"))
+        .collect();
+    let mut values = Vec::new();
+    for s in &originals {
+        for v in s.data.iter().flat_map(|d| d.values()) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&v.0);
+            if b64.len() >= 4 {
+                values.push(b64);
+            }
+            if let Ok(text) = String::from_utf8(v.0.clone())
+                && text.len() >= 8
+            {
+                values.push(text);
+            }
+        }
+    }
+    assert!(values.len() >= 4, "{values:?}");
+    let git_dir = ctl.data.join("mirror.git");
+    let meta = crate::support::git(
+        &git_dir,
+        &["show", "snapshots/enc-src:.k8s-snap/snapshot.yaml"],
+    );
+    assert!(meta.stdout.contains(&recipient), "{}", meta.stdout);
+    assert_no_value(
+        &everything_under(&ctl.data),
+        &values,
+        "the controller's data dir",
+    );
+
+    // A Restore without the identity fails naming the recipient, and writes nothing.
+    let target = kube_emulator::Emulator::builder().start().await.unwrap();
+    let target_ns: Api<Namespace> = Api::all(target.client().await);
+    let before = target_ns
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    let restores = mgmt.restores().await;
+    let restore = |name: &str, identity: Option<KeyRef>| {
+        let mut r = Restore::new(
+            name,
+            RestoreSpec {
+                backup_name: "enc-src".into(),
+                kubeconfig: Some(target.kubeconfig_yaml("dst")),
+                identity_secret_ref: identity,
+                ..Default::default()
+            },
+        );
+        r.metadata.namespace = Some(NS.into());
+        r
+    };
+    let final_status = |name: &'static str| {
+        let restores = restores.clone();
+        async move {
+            wait_for(Duration::from_secs(60), name, || async {
+                let st = restores.get(name).await.ok()?.status?;
+                ["Completed", "Failed"]
+                    .contains(&st.restore.phase.as_str())
+                    .then_some(st)
+            })
+            .await
+        }
+    };
+    restores
+        .create(&pp, &restore("enc-no-id", None))
+        .await
+        .unwrap();
+    let st = final_status("enc-no-id").await;
+    assert_eq!(st.restore.phase, "Failed");
+    assert!(
+        st.restore.reason.contains(&recipient) && st.restore.reason.contains("identitySecretRef"),
+        "{}",
+        st.restore.reason
+    );
+    assert_eq!(
+        target_ns
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        before,
+        "nothing written"
+    );
+
+    // With it: every Secret with its exact values.
+    restores
+        .create(
+            &pp,
+            &restore(
+                "enc-with-id",
+                Some(KeyRef {
+                    name: "enc-identity".into(),
+                    key: None,
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    let st = final_status("enc-with-id").await;
+    assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
+    let mut compared = 0;
+    for s in &originals {
+        let ns = s.metadata.namespace.as_deref().unwrap();
+        if ns.starts_with("kube-") {
+            continue;
+        }
+        let t: Api<Secret> = Api::namespaced(target.client().await, ns);
+        let name = s.metadata.name.as_deref().unwrap();
+        let Some(got) = t.get_opt(name).await.unwrap() else {
+            continue;
+        };
+        assert_eq!(got.data, s.data, "{ns}/{name}");
+        assert_eq!(got.type_, s.type_, "{ns}/{name}");
+        compared += 1;
+    }
+    assert!(compared >= 3, "compared {compared} Secrets");
+
+    // No value or identity in any status.
+    let statuses = serde_json::to_string(&(
+        snapshots.list(&Default::default()).await.unwrap().items,
+        restores.list(&Default::default()).await.unwrap().items,
+    ))
+    .unwrap();
+    assert_no_value(statuses.as_bytes(), &values, "the CRs");
+    assert!(!statuses.contains("AGE-SECRET-KEY"), "identity in a CR");
+    ctl.stop().await.unwrap();
+}
+
+/// `--encrypt-path`: a user-named field of another resource (here a ConfigMap's
+/// `data.password`) is sealed like a Secret value, recorded in `.k8s-snap/snapshot.yaml`,
+/// byte-stable across snapshots, and opened by restore with the identity (refused without).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_named_paths_are_sealed_and_restored() {
+    let source = TestCluster::source().await;
+    let target = TestCluster::target().await;
+    let sk = Some(source.kubeconfig.as_path());
+    let ns = source.namespace("encpath").await;
+    let password = "cm-password-value-0123";
+    source
+        .post(
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
+            &serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "app"},
+                "data": {"password": password, "mode": "readable-mode"}}),
+        )
+        .await;
+    let data = DataDir::new();
+    let (identity, recipient) = keygen(&data, "id.txt");
+    let snap = |name: &str| {
+        data.run(
+            sk,
+            &[
+                "snapshot",
+                name,
+                "--no-push",
+                "--encrypt-to",
+                &recipient,
+                "--encrypt-path",
+                "configmaps:data.password",
+            ],
+        )
+        .ok();
+    };
+    // Without recipients the option is refused.
+    let r = data
+        .run(
+            sk,
+            &[
+                "snapshot",
+                "x",
+                "--no-push",
+                "--encrypt-path",
+                "configmaps:data.password",
+            ],
+        )
+        .failed();
+    assert!(r.stderr.contains("--encrypt-to"), "{}", r.stderr);
+    let r = data
+        .run(
+            sk,
+            &[
+                "snapshot",
+                "x",
+                "--no-push",
+                "--encrypt-to",
+                &recipient,
+                "--encrypt-path",
+                "configmaps",
+            ],
+        )
+        .failed();
+    assert!(r.stderr.contains("--encrypt-path"), "{}", r.stderr);
+
+    snap("s1");
+    let meta = data
+        .git(&["show", "snapshots/s1:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout;
+    assert!(meta.contains("configmaps:data.password"), "{meta}");
+    let file = format!("api/v1/namespaces/{ns}/configmaps/app.yaml");
+    let cm = data
+        .git(&["show", &format!("snapshots/s1:{file}")])
+        .ok()
+        .stdout;
+    assert!(
+        cm.contains("k8s-snap:v2:") && cm.contains("readable-mode"),
+        "{cm}"
+    );
+    assert_no_value(
+        &everything_under(data.path()),
+        &[password.to_owned()],
+        "the data dir",
+    );
+    snap("s2");
+    let changed = data
+        .git(&["diff", "--name-only", "snapshots/s1", "snapshots/s2"])
+        .ok()
+        .stdout;
+    assert!(!changed.contains(&file), "{changed}");
+
+    let tk = Some(target.kubeconfig.as_path());
+    let r = data.run(tk, &["restore", "s2"]).failed();
+    assert!(r.stderr.contains(&recipient), "{}", r.stderr);
+    assert!(
+        !target
+            .exists(&format!("/api/v1/namespaces/{ns}/configmaps/app"))
+            .await,
+        "nothing written"
+    );
+    data.run(
+        tk,
+        &["restore", "s2", "--identity", identity.to_str().unwrap()],
+    )
+    .ok();
+    let restored = target
+        .get(&format!("/api/v1/namespaces/{ns}/configmaps/app"))
+        .await;
+    assert_eq!(restored["data"]["password"], password);
+    assert_eq!(restored["data"]["mode"], "readable-mode");
 }

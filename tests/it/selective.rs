@@ -707,3 +707,75 @@ async fn bad_selection_flags_name_the_flag() {
     )
     .await;
 }
+
+/// A sealed Secret value is bound to the path it was sealed at: a restore that maps its
+/// namespace elsewhere still opens it, and creates the Secret with its exact values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_secrets_restore_under_a_namespace_mapping() {
+    let source = TestCluster::source().await;
+    let ns = namespace(&source).await;
+    let target = crate::restore::target().await;
+    let cleanup = RestoreCleanup::new(&target).await;
+    let data = DataDir::new();
+    let (identity, recipient) = crate::encryption::keygen(&data, "id.txt");
+    k8s_snap(
+        &data,
+        Some(&source.kubeconfig),
+        &[
+            "snapshot",
+            "s1",
+            "--no-push",
+            "--include-namespaces",
+            &ns,
+            "--encrypt-to",
+            &recipient,
+        ],
+    )
+    .await
+    .ok();
+    let copy = format!("{ns}-sealed");
+    let mapping = format!("{ns}={copy}");
+    let glob = format!("/api/v1/namespaces/{ns}/secrets/*");
+    let kt = Some(target.kubeconfig.as_path());
+    let run = k8s_snap(
+        &data,
+        kt,
+        &[
+            "restore",
+            "s1",
+            "--include",
+            &glob,
+            "--namespace-mapping",
+            &mapping,
+            "--create-namespaces",
+            "--identity",
+            identity.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    cleanup.record_run(&run);
+    let run = run.ok();
+    let status = json_of(&run);
+    assert!(
+        status["created"].as_array().is_some_and(|c| !c.is_empty()),
+        "{status}"
+    );
+    let secrets = source
+        .get(&format!("/api/v1/namespaces/{ns}/secrets"))
+        .await;
+    let mut compared = 0;
+    for s in secrets["items"].as_array().unwrap() {
+        if s["type"] == "kubernetes.io/service-account-token" {
+            continue;
+        }
+        let name = s["metadata"]["name"].as_str().unwrap();
+        let restored = target
+            .get(&format!("/api/v1/namespaces/{copy}/secrets/{name}"))
+            .await;
+        assert_eq!(restored["data"], s["data"], "secret {name}");
+        compared += 1;
+    }
+    assert!(compared > 0, "no Secret compared");
+}

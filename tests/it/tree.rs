@@ -268,6 +268,7 @@ fn meta_files_round_trip() {
         encryption: Some(tree::Encryption {
             recipients: vec!["age1abc".into()],
             fingerprint_key_id: "0011223344556677".into(),
+            paths: vec!["widgets.example.com:spec.password".into()],
         }),
         filter: None,
     };
