@@ -221,6 +221,12 @@ pub struct RestoreSpec {
     /// ObjectstoreConfig to pull the snapshot from when it is not in the local mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectstore_config: Option<String>,
+    /// A reviewed plan to apply exactly: the name of a ConfigMap in the same namespace whose
+    /// key `plan.json` holds a plan file (`k8s-snap plan --out`). The restore is refused,
+    /// writing nothing, when anything changed since the plan was made. The plan records its
+    /// preference: not with `restorePreferenceName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_ref: Option<String>,
 }
 
 impl RestoreSpec {

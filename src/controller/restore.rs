@@ -52,6 +52,8 @@ struct Resolved {
     preference: Option<RestorePreferenceCrSpec>,
     /// From `spec.objectstoreConfig` (else, later, the Snapshot's).
     store: Option<StoreTarget>,
+    /// From `spec.planRef`: the reviewed plan and where it came from.
+    plan: Option<(crate::restore::plan_file::PlanFile, String)>,
 }
 
 /// Why a Restore cannot start.
@@ -399,11 +401,32 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
         }
         None => None,
     };
+    let plan = match spec.plan_ref.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            if preference.is_some() {
+                return Err(StartError::Invalid(
+                    "spec.planRef: a reviewed plan records its preference; do not set spec.restorePreferenceName with it".into(),
+                ));
+            }
+            let (file, origin) = target::read_plan(ctx, p)
+                .await
+                .map_err(|e| StartError::from(e.in_field("spec.planRef")))?;
+            if file.snapshot.name != snapshot {
+                return Err(StartError::Invalid(format!(
+                    "spec.planRef: {origin} is a plan of snapshot {:?}, not {snapshot:?}",
+                    file.snapshot.name
+                )));
+            }
+            Some((file, origin))
+        }
+        None => None,
+    };
     Ok(Resolved {
         snapshot,
         cluster,
         preference,
         store,
+        plan,
     })
 }
 
@@ -435,6 +458,7 @@ async fn restore(
         git_dir: &ctx.options.git_dir(),
         preference: preference.as_ref(),
         store: store.as_ref(),
+        plan: resolved.plan.as_ref(),
     };
     let result = work::run_restore(job).await.map_err(|e| e.to_string());
     result.map_err(|m| match spec.kubeconfig.as_deref() {

@@ -63,6 +63,9 @@ pub enum WorkError {
     /// The restore failed.
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
+    /// A reviewed plan (`spec.planRef`) was not applied.
+    #[error(transparent)]
+    Reviewed(#[from] crate::restore::plan_file::ReviewedError),
     /// Preparing the restore failed.
     #[error(transparent)]
     Prepare(#[from] Box<crate::restore::PrepareError>),
@@ -294,6 +297,8 @@ pub(crate) struct RestoreJob<'a> {
     pub git_dir: &'a Path,
     pub preference: Option<&'a RestorePreferenceCrSpec>,
     pub store: Option<&'a StoreTarget>,
+    /// A reviewed plan (`spec.planRef`) and its origin: applied exactly, or refused.
+    pub plan: Option<&'a (crate::restore::plan_file::PlanFile, String)>,
 }
 
 /// Plans and applies a restore (the engine of `k8s-snap restore`); returns the status in the
@@ -326,6 +331,19 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         Err(e) => return Err(Box::new(e).into()),
     };
     let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
+    if let Some((file, origin)) = job.plan {
+        let applied = crate::restore::plan_file::apply_reviewed(
+            job.target,
+            loaded,
+            file,
+            origin,
+            false,
+            &crate::restore::RestoreOptions::default(),
+        )
+        .instrument(span)
+        .await?;
+        return Ok(applied.report.status);
+    }
     let (_plan, report) = crate::restore::restore(
         job.target,
         loaded,
