@@ -369,6 +369,16 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
         Some(c) => Some(target::spec_store(ctx, c).await?),
         None => None,
     };
+    if spec.plan_ref.as_deref().is_some_and(|p| !p.is_empty())
+        && spec
+            .restore_preference_name
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+    {
+        return Err(StartError::Invalid(
+            "spec.planRef: a reviewed plan records its preference; do not set spec.restorePreferenceName with it".into(),
+        ));
+    }
     let preference = match spec
         .restore_preference_name
         .as_deref()
@@ -403,11 +413,6 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
     };
     let plan = match spec.plan_ref.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => {
-            if preference.is_some() {
-                return Err(StartError::Invalid(
-                    "spec.planRef: a reviewed plan records its preference; do not set spec.restorePreferenceName with it".into(),
-                ));
-            }
             let (file, origin) = target::read_plan(ctx, p)
                 .await
                 .map_err(|e| StartError::from(e.in_field("spec.planRef")))?;

@@ -13,6 +13,7 @@ mod compat;
 mod controller;
 mod controller_deploy;
 mod controller_events;
+mod controller_plan;
 mod controller_schema;
 mod encryption;
 mod failures;
