@@ -117,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             tool_version: "bench_log".into(),
             skipped: vec![],
             encryption: None,
+            filter: None,
         };
         let yaml = serde_saphyr::to_string(&meta)?;
         w.add(SNAPSHOT_META_FILE, yaml.as_bytes())?;

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod crypt;
 pub mod discovery;
 pub mod duration;
+pub mod glob;
 pub mod import;
 pub mod mirror;
 pub mod rekey;

@@ -51,6 +51,9 @@ struct ListItem {
     commit: String,
     /// `local`, `store` or `both`.
     location: &'static str,
+    /// The filter of a partial snapshot (known for snapshots in the local mirror).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<k8s_snap::tree::SnapshotFilter>,
 }
 
 pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -96,6 +99,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
             number_of_contents: s.meta.number_of_contents,
             available_until: s.meta.available_until,
             commit: s.commit.to_string(),
+            filter: s.meta.filter,
         })
         .collect();
     for r in remote {
@@ -111,6 +115,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
             available_until: r.entry.available_until,
             commit: r.entry.commit.to_string(),
             location: "store",
+            filter: None,
         });
     }
     items.retain(|i| args.cluster.as_deref().is_none_or(|c| c == i.cluster_name));
@@ -133,7 +138,10 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
                         i.cluster_name.clone(),
                         i.snapshot_timestamp.to_string(),
                         i.snapshot_resource_version.clone(),
-                        i.number_of_contents.to_string(),
+                        match &i.filter {
+                            Some(_) => format!("{} (partial)", i.number_of_contents),
+                            None => i.number_of_contents.to_string(),
+                        },
                         output::time_or_none(i.available_until),
                         i.location.to_string(),
                     ]
@@ -173,6 +181,15 @@ pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow:
     let mirror = open_mirror(global)?;
     let snap = require_snapshot(mirror.as_ref(), &args.name)?;
     let mirror = mirror.context("mirror vanished")?;
+    if let Some(f) = &snap.meta.filter
+        && !global.quiet
+    {
+        eprintln!(
+            "note: {} is a partial snapshot: {}",
+            args.name,
+            f.describe()
+        );
+    }
     let prefix = args.path.as_deref().unwrap_or("/").trim_end_matches('/');
     let object = match ContentPath::parse(prefix) {
         Ok(path) if !prefix.is_empty() => mirror

@@ -80,7 +80,8 @@ async fn diff_live(
         None => Preference::default(),
     };
     let (snapshot, cluster) =
-        super::restore::load_and_connect(global, &args.a, args.live.identity.as_deref()).await?;
+        super::restore::load_and_connect(global, &args.a, args.live.identity.as_deref(), &pref)
+            .await?;
     let threads = usize::from(args.live.threads);
     let name = snapshot.name.clone();
     let in_snapshot: HashSet<_> = snapshot.objects.iter().map(|o| identity(&o.path)).collect();

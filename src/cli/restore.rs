@@ -31,6 +31,53 @@ pub struct CommonArgs {
     /// (docs/encryption.md).
     #[arg(long, value_name = "FILE", env = "K8S_SNAP_IDENTITY")]
     pub identity: Option<PathBuf>,
+    /// Only objects whose content path matches this glob (`*` within a path segment, `**`
+    /// across); repeatable. Nothing implicit: see --create-namespaces.
+    #[arg(long, value_name = "PATH-GLOB")]
+    pub include: Vec<String>,
+    /// Restore the objects of namespace OLD in NEW, references rewritten (docs/restore.md);
+    /// repeatable.
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_mapping)]
+    pub namespace_mapping: Vec<(String, String)>,
+    /// Also create the Namespace of every restored object (the snapshot's, or a bare one).
+    #[arg(long)]
+    pub create_namespaces: bool,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((old, new)) => Ok((old.trim().to_string(), new.trim().to_string())),
+        None => Err(format!("{s:?}: expected OLD=NEW (e.g. shop=shop-copy)")),
+    }
+}
+
+/// The preference with the selection flags (`--include`, `--namespace-mapping`,
+/// `--create-namespaces`) added to it, validated again.
+fn with_selection_flags(pref: Preference, common: &CommonArgs) -> anyhow::Result<Preference> {
+    if common.include.is_empty() && common.namespace_mapping.is_empty() && !common.create_namespaces
+    {
+        return Ok(pref);
+    }
+    let mut spec = pref.spec;
+    for glob in &common.include {
+        if !glob.starts_with('/') {
+            anyhow::bail!(
+                "--include {glob:?}: a content path glob starts with '/' (e.g. /api/v1/namespaces/shop/configmaps/*)"
+            );
+        }
+    }
+    spec.include_paths.extend(common.include.iter().cloned());
+    for (old, new) in &common.namespace_mapping {
+        restore::mapping::check_entry(old, new)
+            .map_err(|e| anyhow::anyhow!("--namespace-mapping {old}={new}: {e}"))?;
+        if let Some(prev) = spec.namespace_mapping.insert(old.clone(), new.clone())
+            && &prev != new
+        {
+            anyhow::bail!("--namespace-mapping {old}={new}: {old} is already mapped onto {prev}");
+        }
+    }
+    spec.create_namespaces |= common.create_namespaces;
+    Ok(Preference::from_spec(pref.name, spec, "of the flags")?)
 }
 
 #[derive(Debug, Args)]
@@ -110,8 +157,9 @@ async fn prepare(
         }
         None => Preference::default(),
     };
+    let pref = with_selection_flags(pref, common)?;
     let (snapshot, cluster) =
-        load_and_connect(global, &common.snapshot, common.identity.as_deref()).await?;
+        load_and_connect(global, &common.snapshot, common.identity.as_deref(), &pref).await?;
     Ok((pref, snapshot, cluster))
 }
 
@@ -121,6 +169,7 @@ pub(super) async fn load_and_connect(
     global: &GlobalArgs,
     name: &str,
     identity: Option<&std::path::Path>,
+    pref: &Preference,
 ) -> anyhow::Result<(LoadedSnapshot, Cluster)> {
     let git_dir = global.mirror_dir()?;
     let name = name.to_string();
@@ -129,7 +178,7 @@ pub(super) async fn load_and_connect(
     let cluster = Cluster::connect(&global.connect_options()).await?;
     // Only in the store (another machine took it): `prepare` pulls it first.
     let store = super::store::open_store(global).await?;
-    let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster).await?;
+    let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster, pref).await?;
     let mut snapshot = prepared.snapshot;
     let opened = snapshot.open_sealed(identities.as_ref())?;
     if opened > 0 {
@@ -385,8 +434,10 @@ pub async fn apply(
     let text = std::fs::read_to_string(&args.plan_file)
         .with_context(|| format!("reading the plan file {origin}"))?;
     let file = PlanFile::parse(&text, &origin)?;
+    // The plan's preference selects and maps the snapshot's objects as when it was made.
+    let pref = file.preference(&origin)?;
     let (snapshot, cluster) =
-        load_and_connect(global, &file.snapshot.name, args.identity.as_deref()).await?;
+        load_and_connect(global, &file.snapshot.name, args.identity.as_deref(), &pref).await?;
     let base = RestoreOptions {
         threads: usize::from(args.threads),
         wait_timeout: std::time::Duration::from_secs(args.wait_timeout),

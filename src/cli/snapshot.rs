@@ -40,6 +40,45 @@ pub struct SnapshotArgs {
         value_delimiter = ','
     )]
     pub encrypt_to: Vec<String>,
+    /// Only objects of these namespaces (glob patterns; repeatable or comma-separated).
+    #[arg(long, value_name = "NS", value_delimiter = ',')]
+    pub include_namespaces: Vec<String>,
+    /// No objects of these namespaces (glob patterns; wins over --include-namespaces).
+    #[arg(long, value_name = "NS", value_delimiter = ',')]
+    pub exclude_namespaces: Vec<String>,
+    /// Only these resources: configmaps, deployments.apps, *.example.com, or a kind.
+    #[arg(long, value_name = "RESOURCE", value_delimiter = ',')]
+    pub include_resources: Vec<String>,
+    /// Not these resources (same forms; wins over --include-resources).
+    #[arg(long, value_name = "RESOURCE", value_delimiter = ',')]
+    pub exclude_resources: Vec<String>,
+    /// Only objects whose labels match this selector (Kubernetes syntax, applied by the
+    /// server to every list).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Cluster-scoped objects: auto (only without a namespace filter), true or false.
+    /// Namespace objects follow the namespace filter.
+    #[arg(long, value_name = "WHEN", default_value = "auto",
+          value_parser = clap::builder::PossibleValuesParser::new(["auto", "true", "false"]))]
+    pub include_cluster_resources: String,
+}
+
+impl SnapshotArgs {
+    /// The snapshot filter the flags give.
+    fn filter(&self) -> k8s_snap::tree::SnapshotFilter {
+        k8s_snap::tree::SnapshotFilter {
+            include_namespaces: self.include_namespaces.clone(),
+            exclude_namespaces: self.exclude_namespaces.clone(),
+            include_resources: self.include_resources.clone(),
+            exclude_resources: self.exclude_resources.clone(),
+            label_selector: self.selector.clone(),
+            include_cluster_resources: match self.include_cluster_resources.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+        }
+    }
 }
 
 pub async fn run(
@@ -61,6 +100,9 @@ pub async fn run(
         k8s_snap::duration::parse_ttl(ttl, jiff::Timestamp::now())
             .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;
     }
+    let filter = args.filter();
+    // A bad pattern or selector is refused before the cluster is asked anything.
+    snapshot::filter::Filter::new(&filter).context("invalid snapshot filter")?;
     let encrypt_to = if args.encrypt_to.is_empty() {
         None
     } else {
@@ -98,6 +140,7 @@ pub async fn run(
         threads: usize::from(args.threads),
         page_size: 500,
         encrypt_to,
+        filter,
     };
     let show_progress = !global.quiet && std::io::stderr().is_terminal();
     let bar = Arc::new(ProgressBar::new(show_progress));
@@ -131,6 +174,9 @@ pub async fn run(
                 "commit {}  tag snapshots/{}",
                 summary.commit, summary.name
             )?;
+            if let Some(f) = &summary.filter {
+                writeln!(out, "partial snapshot: {}", f.describe())?;
+            }
         }
         format => output::write_data(out, format, &summary)?,
     }

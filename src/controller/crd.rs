@@ -100,6 +100,11 @@ pub struct SnapshotSpec {
     /// Name of the ObjectstoreConfig the snapshot is pushed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectstore_config: Option<String>,
+    /// The part of the cluster to snapshot (`includeNamespaces`, `excludeNamespaces`,
+    /// `includeResources`, `excludeResources`, `labelSelector`, `includeClusterResources`);
+    /// none set: the whole cluster.
+    #[serde(flatten)]
+    pub filter: crate::tree::SnapshotFilter,
 }
 
 /// Status of a Snapshot (the original's fields plus `conditions`).
@@ -221,6 +226,18 @@ pub struct RestoreSpec {
     /// ObjectstoreConfig to pull the snapshot from when it is not in the local mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectstore_config: Option<String>,
+    /// Only objects whose content path matches one of these globs (as the RestorePreference
+    /// field of the same name, which this replaces when set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_paths: Vec<String>,
+    /// Objects of namespace `old` restored in `new` (`{old: new}`; as the RestorePreference
+    /// field of the same name, which this replaces when set).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub namespace_mapping: std::collections::BTreeMap<String, String>,
+    /// Also create the Namespace of every restored object (replaces the RestorePreference's
+    /// `createNamespaces` when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_namespaces: Option<bool>,
     /// A reviewed plan to apply exactly: the name of a ConfigMap in the same namespace whose
     /// key `plan.json` holds a plan file (`k8s-snap plan --out`). The restore is refused,
     /// writing nothing, when anything changed since the plan was made. The plan records its

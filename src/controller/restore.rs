@@ -370,13 +370,16 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
         None => None,
     };
     if spec.plan_ref.as_deref().is_some_and(|p| !p.is_empty())
-        && spec
+        && (spec
             .restore_preference_name
             .as_deref()
             .is_some_and(|p| !p.is_empty())
+            || !spec.include_paths.is_empty()
+            || !spec.namespace_mapping.is_empty()
+            || spec.create_namespaces.is_some())
     {
         return Err(StartError::Invalid(
-            "spec.planRef: a reviewed plan records its preference; do not set spec.restorePreferenceName with it".into(),
+            "spec.planRef: a reviewed plan records its preference; do not set spec.restorePreferenceName, includePaths, namespaceMapping or createNamespaces with it".into(),
         ));
     }
     let preference = match spec

@@ -380,6 +380,7 @@ async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome,
         .map(|t| t.0);
     opts.ttl = None;
     opts.threads = 4;
+    opts.filter = spec.filter.clone();
     Ok(
         work::take_and_push_snapshot(&cluster, &ctx.options.git_dir(), &opts, store.as_ref())
             .await?,

@@ -306,30 +306,56 @@ pub(crate) struct RestoreJob<'a> {
 /// (another replica took it) is pulled first.
 pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, WorkError> {
     let snapshot = job.snapshot.to_string();
-    let preference = match job.preference {
+    // The Restore's own selection fields replace the preference's.
+    let spec = job.spec;
+    let selects = !spec.include_paths.is_empty()
+        || !spec.namespace_mapping.is_empty()
+        || spec.create_namespaces.is_some();
+    let mut preference = match job.preference {
         Some(p) => Preference::from_spec(
-            job.spec.restore_preference_name.clone(),
+            spec.restore_preference_name.clone(),
             p.preference.clone(),
             &format!(
                 "RestorePreference {}",
-                job.spec.restore_preference_name.as_deref().unwrap_or("")
+                spec.restore_preference_name.as_deref().unwrap_or("")
             ),
         )?,
         None => Preference::default(),
     };
+    if selects {
+        let mut merged = preference.spec.clone();
+        if !spec.include_paths.is_empty() {
+            merged.include_paths = spec.include_paths.clone();
+        }
+        if !spec.namespace_mapping.is_empty() {
+            merged.namespace_mapping = spec.namespace_mapping.clone();
+        }
+        if let Some(c) = spec.create_namespaces {
+            merged.create_namespaces = c;
+        }
+        preference = Preference::from_spec(preference.name.clone(), merged, "Restore spec")?;
+    }
+    // A reviewed plan brings its own preference (selection and mapping included).
+    if let Some((file, origin)) = job.plan {
+        preference = file
+            .preference(origin)
+            .map_err(crate::restore::plan_file::ReviewedError::from)?;
+    }
     let store = match job.store {
         Some(target) => Some(open_store(target).await?),
         None => None,
     };
     let store_ref = store.as_ref().map(|s| s as &dyn crate::store::ObjectStore);
-    let loaded = match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target).await
-    {
-        Ok(prepared) => prepared.snapshot,
-        Err(e) if e.is_unknown_snapshot() => {
-            return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
-        }
-        Err(e) => return Err(Box::new(e).into()),
-    };
+    let loaded =
+        match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target, &preference)
+            .await
+        {
+            Ok(prepared) => prepared.snapshot,
+            Err(e) if e.is_unknown_snapshot() => {
+                return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
+            }
+            Err(e) => return Err(Box::new(e).into()),
+        };
     let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
     if let Some((file, origin)) = job.plan {
         let applied = crate::restore::plan_file::apply_reviewed(

@@ -24,6 +24,8 @@ mod lock;
 mod maintain;
 mod names;
 mod pack;
+mod packbuild;
+mod packread;
 mod recover;
 mod shared;
 mod transfer;
@@ -43,6 +45,7 @@ pub use history::{HistoryChange, HistoryStep};
 pub use lock::MirrorLock;
 pub use maintain::{GcStats, ObjectStats};
 pub use names::{MAX_NAME_LEN, timestamped_name, validate_name, validate_path};
+pub use packbuild::BuiltPack;
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
 pub use transfer::{

@@ -37,14 +37,11 @@ pub(super) fn object_id(kind: ObjectType, data: &[u8]) -> Result<Oid> {
     Oid::from_bytes(&h.finalize()).ctx(|| format!("hashing a {kind} object"))
 }
 
-/// Largest payload of one stored deflate block.
-const STORED_BLOCK: usize = 65_535;
-
-/// One object of the pack being written, for its index.
-struct Entry {
-    oid: Oid,
-    offset: u64,
-    crc32: u32,
+/// One object of a pack being written, for its index.
+pub(super) struct IdxEntry {
+    pub(super) oid: Oid,
+    pub(super) offset: u64,
+    pub(super) crc32: u32,
 }
 
 /// Which objects the mirror already holds, answered without a syscall per object.
@@ -62,9 +59,6 @@ pub(super) struct KnownObjects {
     /// Ask libgit2 about ids not found here.
     fallback: bool,
 }
-
-const IDX_V2_MAGIC: [u8; 8] = [0xff, b't', b'O', b'c', 0, 0, 0, 2];
-const IDX_FANOUT_END: usize = 8 + 256 * 4;
 
 impl KnownObjects {
     /// Reads the indexes of `<git dir>/objects/pack` and the names of loose objects.
@@ -100,7 +94,7 @@ impl KnownObjects {
                     // A pack removed by a concurrent gc between listing and reading is fine:
                     // its objects are in another pack, which libgit2 will find.
                     match std::fs::read(&path) {
-                        Ok(bytes) => match idx_object_count(&bytes) {
+                        Ok(bytes) => match super::packread::idx_object_count(&bytes) {
                             Some(n) => known.indexes.push((bytes, n)),
                             None => known.fallback = true,
                         },
@@ -138,39 +132,9 @@ impl KnownObjects {
     }
 }
 
-/// The object count of a v2 `.idx`, if `bytes` is one of plausible length.
-fn idx_object_count(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() < IDX_FANOUT_END + 40 || bytes[..8] != IDX_V2_MAGIC {
-        return None;
-    }
-    let at = IDX_FANOUT_END - 4;
-    let n = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
-    (bytes.len() >= IDX_FANOUT_END + n * 28 + 40).then_some(n)
-}
-
-/// Binary search of `id` in a v2 index with `n` objects (validated by [`idx_object_count`]).
+/// Whether a v2 index with `n` objects lists `id`.
 fn idx_contains(idx: &[u8], n: usize, id: &[u8]) -> bool {
-    let fan = |b: usize| -> usize {
-        let at = 8 + b * 4;
-        u32::from_be_bytes([idx[at], idx[at + 1], idx[at + 2], idx[at + 3]]) as usize
-    };
-    let first = usize::from(id[0]);
-    let lo = if first == 0 { 0 } else { fan(first - 1) };
-    let hi = fan(first).min(n);
-    if lo >= hi {
-        return false;
-    }
-    let ids = &idx[IDX_FANOUT_END + lo * 20..IDX_FANOUT_END + hi * 20];
-    let (mut a, mut b) = (0usize, hi - lo);
-    while a < b {
-        let mid = (a + b) / 2;
-        match ids[mid * 20..mid * 20 + 20].cmp(id) {
-            std::cmp::Ordering::Less => a = mid + 1,
-            std::cmp::Ordering::Greater => b = mid,
-            std::cmp::Ordering::Equal => return true,
-        }
-    }
-    false
+    super::packread::idx_find(idx, n, id).is_some()
 }
 
 /// A pack is sealed (completed in the background) once it holds this many bytes, so that
@@ -190,7 +154,7 @@ pub(super) struct PackSink {
 /// The pack being appended to.
 struct OpenPack {
     file: BufWriter<tempfile::NamedTempFile>,
-    entries: Vec<Entry>,
+    entries: Vec<IdxEntry>,
     offset: u64,
 }
 
@@ -322,59 +286,17 @@ impl Drop for PackSink {
 
 impl OpenPack {
     /// Appends one undeltified object: header, zlib stream of stored blocks, Adler-32.
+    /// Written straight into the buffered file (no per-object buffer: a 50k-object snapshot
+    /// would allocate, fault in and free 70 MiB of them), CRC-32 computed on the way.
     fn append(&mut self, oid: Oid, kind: ObjectType, data: &[u8]) -> Result<()> {
-        let type_code: u8 = match kind {
-            ObjectType::Commit => 1,
-            ObjectType::Tree => 2,
-            ObjectType::Blob => 3,
-            _ => 4,
-        };
-        // Written straight into the buffered file (no per-object buffer: a 50k-object snapshot
-        // would allocate, fault in and free 70 MiB of them), CRC-32 computed on the way.
-        let mut crc = crc32fast::Hasher::new();
-        let mut len = 0u64;
-        let mut put = |bytes: &[u8], file: &mut BufWriter<tempfile::NamedTempFile>| {
-            crc.update(bytes);
-            len += bytes.len() as u64;
-            io_ctx(file.write_all(bytes), || {
-                "writing the temporary pack file".into()
-            })
-        };
-        // Entry header: type and size, little-endian base-128.
-        let mut header = [0u8; 10];
-        let mut n = 0;
-        let mut size = data.len();
-        let mut byte = (type_code << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            header[n] = byte | 0x80;
-            n += 1;
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        header[n] = byte;
-        n += 1;
-        put(&header[..n], &mut self.file)?;
-        // zlib stream of stored blocks.
-        put(&[0x78, 0x01], &mut self.file)?;
-        let mut chunks = data.chunks(STORED_BLOCK).peekable();
-        if chunks.peek().is_none() {
-            put(&[0x01, 0x00, 0x00, 0xff, 0xff], &mut self.file)?;
-        }
-        while let Some(chunk) = chunks.next() {
-            let block_len = chunk.len() as u16;
-            let mut block_header = [0u8; 5];
-            block_header[0] = u8::from(chunks.peek().is_none());
-            block_header[1..3].copy_from_slice(&block_len.to_le_bytes());
-            block_header[3..5].copy_from_slice(&(!block_len).to_le_bytes());
-            put(&block_header, &mut self.file)?;
-            put(chunk, &mut self.file)?;
-        }
-        put(&adler32(data).to_be_bytes(), &mut self.file)?;
-        self.entries.push(Entry {
+        let (len, crc32) = io_ctx(
+            super::packread::write_stored_entry(&mut self.file, kind, data),
+            || "writing the temporary pack file".into(),
+        )?;
+        self.entries.push(IdxEntry {
             oid,
             offset: self.offset,
-            crc32: crc.finalize(),
+            crc32,
         });
         self.offset += len;
         Ok(())
@@ -436,7 +358,7 @@ impl OpenPack {
 
 /// The pack index (version 2) of `entries`: fan-out table, sorted ids, CRC-32s, offsets
 /// (large ones in the 64-bit table), the pack's checksum and the index's own.
-fn pack_index(entries: &mut [Entry], pack_sum: &[u8; 20]) -> Vec<u8> {
+pub(super) fn pack_index(entries: &mut [IdxEntry], pack_sum: &[u8; 20]) -> Vec<u8> {
     entries.sort_unstable_by(|a, b| a.oid.as_bytes().cmp(b.oid.as_bytes()));
     let n = entries.len();
     let mut out = Vec::with_capacity(8 + 1024 + n * 28 + 40);
@@ -475,7 +397,7 @@ fn pack_index(entries: &mut [Entry], pack_sum: &[u8; 20]) -> Vec<u8> {
 }
 
 /// The zlib checksum of `data` (SIMD: the scalar loop cost ~0.4 ns per snapshot byte).
-fn adler32(data: &[u8]) -> u32 {
+pub(super) fn adler32(data: &[u8]) -> u32 {
     let mut a = simd_adler32::Adler32::new();
     a.write(data);
     a.finish()

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use git2::{ObjectType, Oid, Repository};
 
+use super::packread::{Entry, PackFiles, parse_entry};
 use super::{
     CommitId, GitContext, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX, io_ctx, parse_meta,
     validate_name,
@@ -42,7 +43,7 @@ impl std::fmt::Debug for PackData {
 /// A hasher for object ids: they are already uniformly distributed (SHA-1), so their first
 /// eight bytes are the hash. Much cheaper than SipHash on the walks over every object.
 #[derive(Default)]
-struct OidHasher(u64);
+pub(super) struct OidHasher(u64);
 
 impl Hasher for OidHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -62,9 +63,9 @@ impl Hasher for OidHasher {
 }
 
 /// Raw 20-byte ids (compared inline; `Oid`'s equality is a call into libgit2).
-type OidSet = HashSet<[u8; 20], BuildHasherDefault<OidHasher>>;
+pub(super) type OidSet = HashSet<[u8; 20], BuildHasherDefault<OidHasher>>;
 
-fn key(id: &Oid) -> [u8; 20] {
+pub(super) fn key(id: &Oid) -> [u8; 20] {
     let mut k = [0u8; 20];
     let b = id.as_bytes();
     let n = b.len().min(20);
@@ -133,7 +134,16 @@ impl Mirror {
     /// Checks that every object file of the commit's tree holds the object its path names
     /// (name, namespace, apiVersion, and kind from `.k8s-snap/resources.yaml`): a tree from a
     /// store is untrusted. Files already checked at the same path (`bodies`) are skipped.
-    fn check_bodies(&self, commit: &CommitId, bodies: &mut BodySet) -> Result<()> {
+    ///
+    /// Bodies are read straight from the pack files ([`PackFiles`]: one positioned read of an
+    /// undeltified entry, its content hashed against the blob id) on two threads; an object
+    /// that is a delta or in no readable pack is read through libgit2.
+    fn check_bodies(
+        &self,
+        commit: &CommitId,
+        bodies: &mut BodySet,
+        files: &PackFiles,
+    ) -> Result<()> {
         use std::hash::BuildHasher as _;
         let kinds: std::collections::HashMap<(String, String, String), String> = self
             .read_file(commit, crate::tree::meta::RESOURCES_FILE)?
@@ -148,12 +158,8 @@ impl Mirror {
             .find_commit(commit.oid())
             .and_then(|c| c.tree())
             .ctx(|| format!("reading the tree of commit {commit}"))?;
-        let odb = self
-            .repo
-            .odb()
-            .ctx(|| "opening the object database".into())?;
         let hasher = std::hash::RandomState::new();
-        let mut failure: Option<MirrorError> = None;
+        let mut todo: Vec<(String, Oid)> = Vec::new();
         tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
             if entry.kind() != Some(ObjectType::Blob) || root.starts_with(".k8s-snap") {
                 return git2::TreeWalkResult::Ok;
@@ -165,40 +171,82 @@ impl Mirror {
             if !crate::tree::is_object_file(&file) {
                 return git2::TreeWalkResult::Ok;
             }
-            if !bodies.insert((key(&entry.id()), hasher.hash_one(&file))) {
-                return git2::TreeWalkResult::Ok;
+            if bodies.insert((key(&entry.id()), hasher.hash_one(&file))) {
+                todo.push((file, entry.id()));
             }
-            let result = crate::tree::ContentPath::from_file_path(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|path| {
-                    let blob = odb
-                        .read(entry.id())
-                        .map_err(|e| format!("cannot read it: {}", e.message()))?;
-                    let kind = kinds.get(&(
-                        path.group().to_owned(),
-                        path.version().to_owned(),
-                        path.resource().to_owned(),
-                    ));
-                    crate::tree::identity::check_identity(
-                        &path,
-                        blob.data(),
-                        kind.map(String::as_str),
-                    )
-                });
-            match result {
-                Ok(()) => git2::TreeWalkResult::Ok,
-                Err(reason) => {
-                    failure = Some(MirrorError::InvalidPath { path: file, reason });
-                    git2::TreeWalkResult::Abort
+            git2::TreeWalkResult::Ok
+        })
+        .ctx(|| format!("walking the tree of commit {commit}"))?;
+        let git_dir: &Path = &self.git_dir;
+        let check = |part: &[(String, Oid)]| -> Result<()> {
+            let mut raw = Vec::new();
+            let mut repo: Option<Repository> = None;
+            for (file, id) in part {
+                let path = crate::tree::ContentPath::from_file_path(file).map_err(|e| {
+                    MirrorError::InvalidPath {
+                        path: file.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let kind = kinds.get(&(
+                    path.group().to_owned(),
+                    path.version().to_owned(),
+                    path.resource().to_owned(),
+                ));
+                let kind = kind.map(String::as_str);
+                let mut checked = None;
+                if let Some(at) = files.locate(*id) {
+                    files.read_raw(at, &mut raw)?;
+                    if let Ok(entry @ Entry::Whole { .. }) = parse_entry(&raw)
+                        && entry.verified(ObjectType::Blob, *id)
+                        && let Entry::Whole { data, .. } = &entry
+                    {
+                        checked = Some(crate::tree::identity::check_identity(&path, data, kind));
+                    }
+                }
+                let result = match checked {
+                    Some(r) => r,
+                    None => {
+                        let repo = match &mut repo {
+                            Some(r) => r,
+                            None => repo.insert(
+                                Repository::open_bare(git_dir)
+                                    .ctx(|| format!("opening {}", git_dir.display()))?,
+                            ),
+                        };
+                        let odb = repo.odb().ctx(|| "opening the object database".into())?;
+                        match odb.read(*id) {
+                            Ok(blob) => {
+                                crate::tree::identity::check_identity(&path, blob.data(), kind)
+                            }
+                            Err(e) => Err(format!("cannot read it: {}", e.message())),
+                        }
+                    }
+                };
+                if let Err(reason) = result {
+                    return Err(MirrorError::InvalidPath {
+                        path: file.clone(),
+                        reason,
+                    });
                 }
             }
-        })
-        .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })
-        .ctx(|| format!("walking the tree of commit {commit}"))?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
+            Ok(())
+        };
+        if todo.len() < 2_000 {
+            return check(&todo);
         }
+        let (a, b) = todo.split_at(todo.len() / 2);
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| check(b));
+            let mine = check(a);
+            let theirs = other.join().unwrap_or_else(|_| {
+                Err(MirrorError::Io {
+                    context: format!("checking the object files of commit {commit}"),
+                    source: std::io::Error::other("the checking thread panicked"),
+                })
+            });
+            mine.and(theirs)
+        })
     }
 }
 
@@ -513,6 +561,17 @@ impl StagedPack {
     }
 }
 
+impl std::io::Write for StagedPack {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        StagedPack::write_all(self, buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Why [`StagedPack::install`] did not install a pack.
 #[derive(Debug)]
 pub enum StageError {
@@ -530,83 +589,6 @@ impl Mirror {
             .odb()
             .ctx(|| "opening the object database".into())?;
         Ok(odb.exists(commit.oid()))
-    }
-
-    /// Builds one compressed, deltified pack with every object reachable from `include` but
-    /// not from `hide` (commits of `hide` missing from the mirror are ignored). Returns `None`
-    /// when there is nothing to pack.
-    pub fn build_pack(&self, include: &[CommitId], hide: &[CommitId]) -> Result<Option<PackData>> {
-        let odb = self
-            .repo
-            .odb()
-            .ctx(|| "opening the object database".into())?;
-        let mut walk = self.repo.revwalk().ctx(|| "creating a revwalk".into())?;
-        for c in include {
-            walk.push(c.oid())
-                .ctx(|| format!("walking commit {c} to pack it"))?;
-        }
-        for c in hide {
-            if odb.exists(c.oid()) {
-                walk.hide(c.oid())
-                    .ctx(|| format!("hiding commit {c} from the pack"))?;
-            }
-        }
-        let mut pb = self
-            .repo
-            .packbuilder()
-            .ctx(|| "creating a pack builder".into())?;
-        pb.set_threads(0);
-        pb.insert_walk(&mut walk)
-            .ctx(|| "collecting the objects to pack".into())?;
-        let objects = pb.object_count() as u64;
-        if objects == 0 {
-            return Ok(None);
-        }
-        let dir = io_ctx(tempfile::tempdir_in(&self.git_dir), || {
-            format!(
-                "creating a temporary directory in {}",
-                self.git_dir.display()
-            )
-        })?;
-        pb.write(dir.path(), 0)
-            .ctx(|| format!("writing a pack of {objects} objects"))?;
-        let name = pb
-            .name()
-            .ok()
-            .flatten()
-            .map(str::to_owned)
-            .ok_or_else(|| MirrorError::Io {
-                context: "building a pack".into(),
-                source: std::io::Error::other("the pack builder gave the pack no name"),
-            })?;
-        let read = |ext: &str| {
-            let path = dir.path().join(format!("pack-{name}.{ext}"));
-            io_ctx(std::fs::read(&path), || {
-                format!("reading {}", path.display())
-            })
-        };
-        Ok(Some(PackData {
-            pack: read("pack")?,
-            idx: read("idx")?,
-            objects,
-        }))
-    }
-
-    /// How many objects [`Mirror::build_pack`] would pack for `include` (nothing hidden),
-    /// without compressing anything.
-    pub(crate) fn count_objects(&self, include: &[CommitId]) -> Result<u64> {
-        let mut walk = self.repo.revwalk().ctx(|| "creating a revwalk".into())?;
-        for c in include {
-            walk.push(c.oid())
-                .ctx(|| format!("walking commit {c} to count its objects"))?;
-        }
-        let mut pb = self
-            .repo
-            .packbuilder()
-            .ctx(|| "creating a pack builder".into())?;
-        pb.insert_walk(&mut walk)
-            .ctx(|| "collecting the objects to count".into())?;
-        Ok(pb.object_count() as u64)
     }
 
     /// Indexes the bytes of a downloaded pack into the object database (libgit2's indexer
@@ -810,6 +792,26 @@ impl Mirror {
         };
         let mut verified = OidSet::default();
         let mut bodies = BodySet::default();
+        // The packs as they are now (pulled packs installed), for reading bodies.
+        let files = if check_bodies {
+            match PackFiles::open(&self.git_dir) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let msg = e.to_string();
+                    return items
+                        .iter()
+                        .map(|_| {
+                            Err(MirrorError::Io {
+                                context: "opening the mirror's packs".into(),
+                                source: std::io::Error::other(msg.clone()),
+                            })
+                        })
+                        .collect();
+                }
+            }
+        } else {
+            None
+        };
         let mut clusters = std::collections::BTreeSet::new();
         let mut out = Vec::with_capacity(items.len());
         for (name, commit) in items {
@@ -818,7 +820,7 @@ impl Mirror {
                 commit,
                 &mut verified,
                 &present.0,
-                check_bodies.then_some(&mut bodies),
+                files.as_ref().map(|f| (&mut bodies, f)),
             );
             if let Ok(Some(cluster)) = &r {
                 clusters.insert(cluster.clone());
@@ -840,7 +842,7 @@ impl Mirror {
         commit: &CommitId,
         verified: &mut OidSet,
         present: &OidSet,
-        bodies: Option<&mut BodySet>,
+        bodies: Option<(&mut BodySet, &PackFiles)>,
     ) -> Result<Option<String>> {
         validate_name("snapshot", name)?;
         if let Some(existing) = self.snapshot(name)? {
@@ -857,8 +859,8 @@ impl Mirror {
                 id: format!("{commit} (snapshot {name:?} is incomplete)"),
             });
         }
-        if let Some(bodies) = bodies {
-            self.check_bodies(commit, bodies)?;
+        if let Some((bodies, files)) = bodies {
+            self.check_bodies(commit, bodies, files)?;
         }
         let bytes =
             self.read_file(commit, SNAPSHOT_META_FILE)?

@@ -8,13 +8,16 @@
 //!
 //! Entry points (shared by the CLI, the controller and the file-drop watcher):
 //! [`prepare()`] (the one preparation: pull the snapshot from the store when the mirror lacks
-//! it, load its tree on a blocking thread, probe the target), [`load_snapshot`] (the tree of a
+//! it, load its tree on a blocking thread, take the part the preference asks for —
+//! `includePaths`, `createNamespaces`, `namespaceMapping` in `subset` and `mapping` — and
+//! probe the target), [`load_snapshot`] (the tree of a
 //! snapshot in the mirror; it never pulls), [`plan()`] (read-only), [`apply_plan`], and
 //! [`restore`] = plan + apply.
 
 pub mod apply;
 pub mod convert;
 pub mod live;
+pub mod mapping;
 pub mod plan;
 pub mod plan_file;
 pub mod preference;
@@ -22,6 +25,7 @@ mod prepare;
 pub mod rules;
 mod sealed;
 pub mod status;
+pub mod subset;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -434,6 +438,8 @@ async fn plan_with_discovery(
         }
     }
     tracing::debug!(elapsed = ?started.elapsed(), summary = ?plan.summary, "plan built");
+    // Nothing implicit: an object whose Namespace is neither live nor restored is reported.
+    subset::mark_missing_namespaces(cluster, &mut plan).await?;
     if opts.server_side_diff {
         server_side_diff(cluster, &mut plan, pref, opts).await;
         tracing::debug!(elapsed = ?started.elapsed(), summary = ?plan.summary, "server-side diff done");

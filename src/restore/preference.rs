@@ -71,6 +71,18 @@ pub struct RestorePreferenceSpec {
     /// Existing objects under these paths that differ are updated instead of left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overwrite_api_pathes: Vec<String>,
+    /// Only objects whose snapshot content path matches one of these globs
+    /// (`/api/v1/namespaces/shop/configmaps/*`: `*` within a path segment, `**` across), and
+    /// nothing implicit (a Namespace only when matched, or with `createNamespaces`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_paths: Vec<String>,
+    /// Objects of namespace `old` are restored in `new` (`{old: new}`), with the references
+    /// Kubernetes defines rewritten (docs/restore.md, "Namespace mapping").
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub namespace_mapping: std::collections::BTreeMap<String, String>,
+    /// Also create the Namespace of every restored object (the snapshot's, or a bare one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_namespaces: bool,
     /// The original's `restoreOptions` (a to-do it never implemented): accepted and ignored,
     /// with a notice. Use `overwriteApiPathes` to update existing objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -178,7 +190,7 @@ impl Preference {
     }
 
     /// Validates a spec (from a CRD object or an inline preference).
-    pub(crate) fn from_spec(
+    pub fn from_spec(
         name: Option<String>,
         spec: RestorePreferenceSpec,
         origin: &str,
@@ -216,6 +228,32 @@ impl Preference {
                     origin: origin.into(),
                     field: format!("{field}[{i}]"),
                     message: "empty entry".into(),
+                });
+            }
+        }
+        for (i, p) in spec.include_paths.iter().enumerate() {
+            if !p.trim().starts_with('/') {
+                return Err(PreferenceError::Field {
+                    origin: origin.into(),
+                    field: format!("spec.includePaths[{i}]"),
+                    message: format!(
+                        "{p:?}: a content path glob starts with '/' (e.g. /api/v1/namespaces/shop/configmaps/*)"
+                    ),
+                });
+            }
+        }
+        let mut targets = std::collections::BTreeMap::new();
+        for (old, new) in &spec.namespace_mapping {
+            super::mapping::check_entry(old, new).map_err(|message| PreferenceError::Field {
+                origin: origin.into(),
+                field: format!("spec.namespaceMapping.{old}"),
+                message,
+            })?;
+            if let Some(other) = targets.insert(new.as_str(), old.as_str()) {
+                return Err(PreferenceError::Field {
+                    origin: origin.into(),
+                    field: format!("spec.namespaceMapping.{old}"),
+                    message: format!("{other:?} and {old:?} are both mapped onto {new:?}"),
                 });
             }
         }

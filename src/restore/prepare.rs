@@ -1,8 +1,9 @@
 //! [`prepare`]: the one preparation of every restore (the CLI's `plan`/`restore`, the
 //! file-drop executor of `k8s-snap watch` and `controller --watch-dir`, and the controller's
 //! Restores): pull the snapshot from the store when the mirror lacks it, load its tree on a
-//! blocking thread, then probe the target so an unreachable cluster fails before anything is
-//! planned or written.
+//! blocking thread, take the part the preference asks for (`includePaths`,
+//! `createNamespaces`, `namespaceMapping`: [`super::subset`]), then probe the target so an
+//! unreachable cluster fails before anything is planned or written.
 //!
 //! Owns: that order and its errors. Must not touch: git (through [`SharedMirror`] and
 //! [`load_snapshot`]), the store beyond [`crate::store::sync::ensure_local`], planning or
@@ -10,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::preference::Preference;
+use super::subset::{self, SubsetError};
 use super::{LoadedSnapshot, RestoreError, load_snapshot};
 use crate::cluster::{Cluster, ClusterError, RetryPolicy};
 use crate::mirror::{MirrorError, SharedMirror};
@@ -59,6 +62,9 @@ pub enum PrepareError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The preference's `includePaths` or `namespaceMapping` cannot be applied.
+    #[error(transparent)]
+    Subset(#[from] SubsetError),
     /// The target cluster does not answer; nothing was created.
     #[error("the target cluster does not answer; nothing was created: {source}")]
     Unreachable {
@@ -89,13 +95,15 @@ pub struct Prepared {
 }
 
 /// Prepares the restore of snapshot `name` from the mirror at `git_dir` onto `target`:
-/// pulls it from `store` when only the store has it, loads its tree (blocking thread), and
-/// probes the target (`/version`, two retries) so nothing is planned against a dead cluster.
+/// pulls it from `store` when only the store has it, loads its tree (blocking thread), keeps
+/// and maps the objects `pref` asks for ([`subset::apply`]), and probes the target
+/// (`/version`, two retries) so nothing is planned against a dead cluster.
 pub async fn prepare(
     git_dir: &Path,
     name: &str,
     store: Option<&dyn ObjectStore>,
     target: &Cluster,
+    pref: &Preference,
 ) -> Result<Prepared, PrepareError> {
     let mut pulled = false;
     let mut not_in_store = None;
@@ -137,6 +145,7 @@ pub async fn prepare(
         }
         (loaded, _) => loaded?,
     };
+    let snapshot = subset::apply(snapshot, &pref.spec)?;
     // Fail fast on a target that does not answer at all (a wrong kubeconfig or context);
     // transient errors during the restore itself keep the full retry policy.
     target

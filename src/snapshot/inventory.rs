@@ -68,7 +68,7 @@ async fn list_paths(cluster: &Cluster, r: &ApiResourceInfo) -> Result<Listed> {
     let mut token: Option<String> = None;
     let mut out = Vec::new();
     loop {
-        let path = protocol::page_path(&collection, PAGE_SIZE, token.as_deref(), None);
+        let path = protocol::page_path(&collection, PAGE_SIZE, token.as_deref(), None, None);
         let (bytes, metadata) =
             match protocol::fetch_page(cluster, &what, &collection, &path, false).await? {
                 Page::Read { bytes, metadata } => (bytes, metadata),

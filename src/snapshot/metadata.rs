@@ -23,6 +23,8 @@ pub(crate) struct MetaBase {
     pub imported_from: Option<String>,
     /// The recipients Secret values are sealed to (`None`: stored as read).
     pub encryption: Option<tree::Encryption>,
+    /// The filter of a partial snapshot (`None`: the whole cluster).
+    pub filter: Option<tree::SnapshotFilter>,
 }
 
 /// The metadata of a finished attempt and its two files, in the order they are written.
@@ -76,6 +78,7 @@ pub(crate) fn build(
         tool_version: format!("k8s-snap {}", env!("CARGO_PKG_VERSION")),
         skipped,
         encryption: base.encryption,
+        filter: base.filter,
     };
     let meta_yaml = tree::to_yaml_string(&meta).map_err(|source| SnapshotError::Tree {
         what: tree::meta::SNAPSHOT_META_FILE.into(),

@@ -14,6 +14,7 @@
 //! and writer in `pipeline`, the `.k8s-snap/` files in `metadata`, the paths a snapshot taken
 //! now would hold (for a diff against the live cluster) in `inventory`.
 
+pub mod filter;
 mod inventory;
 mod metadata;
 mod pipeline;
@@ -33,7 +34,7 @@ use crate::tree::{Consistency, TreeError};
 
 pub use inventory::live_inventory;
 pub(crate) use metadata::{MetaBase, build as build_metadata};
-use pipeline::{AttemptError, attempt_snapshot};
+use pipeline::{AttemptError, ObjectPolicy, attempt_snapshot};
 pub(crate) use pipeline::{Prepared, prepare_node};
 use protocol::current_resource_version;
 
@@ -103,6 +104,9 @@ pub enum SnapshotError {
     /// Sealing Secret values failed.
     #[error(transparent)]
     Crypt(#[from] crate::crypt::CryptError),
+    /// The snapshot filter is not valid, or names no resource the server serves.
+    #[error("snapshot filter: {0}")]
+    Filter(#[from] filter::FilterError),
 }
 
 impl SnapshotError {
@@ -138,6 +142,8 @@ pub struct SnapshotOptions {
     pub page_size: u32,
     /// Seal Secret values to these recipients (docs/encryption.md); `None`: plaintext.
     pub encrypt_to: Option<crate::crypt::Recipients>,
+    /// The part of the cluster to snapshot (default: all of it); see [`filter`].
+    pub filter: crate::tree::SnapshotFilter,
 }
 
 impl SnapshotOptions {
@@ -151,6 +157,7 @@ impl SnapshotOptions {
             threads: 8,
             page_size: 500,
             encrypt_to: None,
+            filter: crate::tree::SnapshotFilter::default(),
         }
     }
 }
@@ -206,6 +213,9 @@ pub struct SnapshotSummary {
     /// Secrets written with their values in the clear (no recipients configured).
     #[serde(default)]
     pub unencrypted_secrets: u64,
+    /// The filter of a partial snapshot (absent: the whole cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::tree::SnapshotFilter>,
 }
 
 /// Takes a snapshot of `cluster` into the mirror at `git_dir`.
@@ -228,6 +238,7 @@ pub async fn take_snapshot(
             .or_else(|| cluster.cluster_name().map(str::to_string))
             .unwrap_or_else(|| "default".to_string());
         crate::mirror::validate_name("cluster", &cluster_name).map_err(|e| SnapshotError::Options(format!("cluster name {cluster_name:?}: {e}")))?;
+        let filter = filter::Filter::new(&opts.filter)?;
         if opts.threads == 0 || opts.page_size == 0 {
             return Err(SnapshotError::Options("--threads and the page size must be at least 1".into()));
         }
@@ -264,7 +275,9 @@ pub async fn take_snapshot(
         let discovered = discovery::discover(cluster, Versions::Preferred, opts.threads)
             .await
             .map_err(|e| SnapshotError::Discovery(Box::new(e)))?;
-        let resources: Vec<ApiResourceInfo> = discovered.snapshotted().cloned().collect();
+        let served: Vec<ApiResourceInfo> = discovered.snapshotted().cloned().collect();
+        let resources = filter.resources(&served)?;
+        let filter = Arc::new(filter);
         observer.started(resources.len());
         tracing::info!(resources = resources.len(), server_version = %discovered.server_version, "discovered");
 
@@ -290,8 +303,10 @@ pub async fn take_snapshot(
                 available_until,
                 imported_from: None,
                 encryption: encryption.clone(),
+                filter: filter.recorded(),
             };
-            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, sealer.clone(), observer.clone()).await {
+            let policy = ObjectPolicy { filter: filter.clone(), sealer: sealer.clone() };
+            match attempt_snapshot(cluster, &git_dir, opts, &resources, base, policy, observer.clone()).await {
                 Err(AttemptError::Expired) if attempt < MAX_RV_RESTARTS => {
                     tracing::warn!(rv = %rv, "resourceVersion expired while listing; starting over");
                     continue;
@@ -315,6 +330,7 @@ pub async fn take_snapshot(
                         available_until,
                         encrypted_secrets: done.encrypted_secrets,
                         unencrypted_secrets: done.unencrypted_secrets,
+                        filter: filter.recorded(),
                     });
                 }
             }

@@ -3,6 +3,7 @@
 //! `resourceVersionMatch=Exact`), what a page's answer means (410 Gone: the resourceVersion
 //! expired; 400 naming `resourceVersionMatch`: an old server, list best-effort), reading a
 //! page's metadata without building its items, and the resourceVersion a snapshot is read at.
+//! A partial snapshot's label selector goes with every page (`labelSelector`).
 //!
 //! Owns: request paths and page formats. Must not touch: scheduling of requests, the writer,
 //! or the canonical form (all in `pipeline`).
@@ -20,9 +21,14 @@ pub(super) fn page_path(
     page_size: u32,
     continue_token: Option<&str>,
     exact_rv: Option<&str>,
+    label_selector: Option<&str>,
 ) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     query.append_pair("limit", &page_size.to_string());
+    // Every page of a list carries the same selector (a continue token does not hold it).
+    if let Some(s) = label_selector {
+        query.append_pair("labelSelector", s);
+    }
     match (continue_token, exact_rv) {
         (Some(t), _) => {
             query.append_pair("continue", t);

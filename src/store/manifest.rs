@@ -8,8 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::mirror::{CommitId, validate_name};
 
-/// The manifest format this code writes and understands.
-pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// The manifest format this code writes. Version 2: packs may be stored as zstd frames
+/// (`store::packcodec`); version 1 stores (plain git packs only) are read and upgraded on
+/// their next write, and a k8s-snap that only knows version 1 refuses a version 2 store
+/// instead of misreading its packs.
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 2;
+
+/// The oldest manifest format this code reads.
+const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// A pack in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +56,7 @@ pub struct SnapshotEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manifest {
-    /// Version of the manifest format (1).
+    /// Version of the manifest format (2; 1 is read).
     pub format_version: u32,
     /// Incremented by every successful write.
     pub generation: u64,
@@ -94,13 +100,15 @@ impl Manifest {
     /// Parses and validates an untrusted manifest: format version, every name, pack name and
     /// commit id. A reason naming the offending entry otherwise.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if m.format_version != MANIFEST_FORMAT_VERSION {
+        let mut m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if !(OLDEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION).contains(&m.format_version) {
             return Err(format!(
-                "formatVersion {} is not supported (this k8s-snap reads {MANIFEST_FORMAT_VERSION})",
+                "formatVersion {} is not supported (this k8s-snap reads {OLDEST_FORMAT_VERSION} to {MANIFEST_FORMAT_VERSION})",
                 m.format_version
             ));
         }
+        // Whatever this code writes back is the current format.
+        m.format_version = MANIFEST_FORMAT_VERSION;
         for sha in m.packs.keys().chain(m.pending_delete.keys()) {
             if !is_pack_name(sha) {
                 return Err(format!("pack name {sha:?} is not a sha256"));
@@ -201,8 +209,12 @@ mod tests {
         assert!(Manifest::parse(evil.as_bytes()).is_err());
         let evil = text.replace("\"prod\"", "\"a/b\"");
         assert!(Manifest::parse(evil.as_bytes()).is_err());
-        let evil = text.replace("\"formatVersion\": 1", "\"formatVersion\": 9");
+        let evil = text.replace("\"formatVersion\": 2", "\"formatVersion\": 9");
         assert!(Manifest::parse(evil.as_bytes()).is_err());
+        // A version 1 manifest is read, and written back as version 2.
+        let old = text.replace("\"formatVersion\": 2", "\"formatVersion\": 1");
+        assert_ne!(old, text);
+        assert_eq!(Manifest::parse(old.as_bytes()).unwrap(), m);
         assert!(Manifest::parse(b"{").is_err());
     }
 }

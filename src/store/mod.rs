@@ -10,6 +10,7 @@
 mod local;
 pub mod manifest;
 mod memory;
+mod packcodec;
 pub mod recover;
 mod s3;
 pub mod sync;

@@ -93,7 +93,14 @@ async fn scan_packs(
             )));
             continue;
         }
-        let (ids, idx) = match Mirror::open(repo).and_then(|r| r.index_pack_ids(&bytes)) {
+        let pack = match super::packcodec::decode(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(problem(format!("cannot be decoded: {e}")));
+                continue;
+            }
+        };
+        let (ids, idx) = match Mirror::open(repo).and_then(|r| r.index_pack_ids(&pack)) {
             Ok(x) => x,
             Err(e) => {
                 problems.push(problem(format!("cannot be indexed: {e}")));

@@ -67,6 +67,80 @@ pub struct SnapshotMeta {
     /// Present when Secret values are sealed (docs/design.md §3, "Sealed values").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Present when the snapshot holds part of the cluster: the filter it was taken with
+    /// (docs/design.md §3, "Partial snapshots"). Absent: every resource the server serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<SnapshotFilter>,
+}
+
+/// What part of a cluster a snapshot holds (the `snapshot` flags `--include-namespaces` ...,
+/// the Snapshot spec fields of the same names). Every field empty: the whole cluster.
+/// Matching lives in `crate::snapshot::filter`; this is the recorded form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotFilter {
+    /// Only objects of these namespaces (glob patterns: `shop`, `team-*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_namespaces: Vec<String>,
+    /// No objects of these namespaces (glob patterns); wins over `includeNamespaces`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_namespaces: Vec<String>,
+    /// Only these resources: `configmaps`, `deployments.apps`, `*.example.com`, or a kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_resources: Vec<String>,
+    /// Not these resources (same forms); wins over `includeResources`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_resources: Vec<String>,
+    /// Only objects whose labels match (Kubernetes label selector syntax, applied by the
+    /// server: the `labelSelector` of every LIST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<String>,
+    /// Cluster-scoped objects: unset (auto) = only when no namespace filter is given;
+    /// `true` = always; `false` = never (Namespace objects follow the namespace filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_cluster_resources: Option<bool>,
+}
+
+impl SnapshotFilter {
+    /// Whether this filter selects every object (a snapshot of the whole cluster).
+    pub fn is_whole_cluster(&self) -> bool {
+        self.include_namespaces.is_empty()
+            && self.exclude_namespaces.is_empty()
+            && self.include_resources.is_empty()
+            && self.exclude_resources.is_empty()
+            && self
+                .label_selector
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
+            && self.include_cluster_resources != Some(false)
+    }
+
+    /// The filter in the `snapshot` command's flags (`--include-namespaces shop ...`), for
+    /// display.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (flag, values) in [
+            ("--include-namespaces", &self.include_namespaces),
+            ("--exclude-namespaces", &self.exclude_namespaces),
+            ("--include-resources", &self.include_resources),
+            ("--exclude-resources", &self.exclude_resources),
+        ] {
+            if !values.is_empty() {
+                parts.push(format!("{flag} {}", values.join(",")));
+            }
+        }
+        if let Some(s) = self
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            parts.push(format!("--selector {s}"));
+        }
+        if let Some(c) = self.include_cluster_resources {
+            parts.push(format!("--include-cluster-resources {c}"));
+        }
+        parts.join(" ")
+    }
 }
 
 /// How a snapshot's Secret values are sealed: to which recipients, fingerprinted under which

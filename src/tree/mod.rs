@@ -19,7 +19,9 @@ pub use canonical::{
     is_token_secret, is_token_secret_node,
 };
 pub use diff::unified_diff;
-pub use meta::{Consistency, Encryption, ResourceEntry, SkippedEntry, SnapshotMeta};
+pub use meta::{
+    Consistency, Encryption, ResourceEntry, SkippedEntry, SnapshotFilter, SnapshotMeta,
+};
 pub use node::Node;
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
 pub use yaml::{emit, emit_into, from_yaml, from_yaml_str, to_yaml, to_yaml_string};

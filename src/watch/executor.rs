@@ -95,15 +95,16 @@ impl EngineExecutor {
             Some(source) => source.store_for(&request).await?,
             None => None,
         };
+        let preference = request.preference.clone().unwrap_or_default();
         let prepared = crate::restore::prepare(
             &self.git_dir,
             &request.backup_name,
             store.as_deref(),
             &cluster,
+            &preference,
         )
         .await
         .map_err(|e| e.to_string())?;
-        let preference = request.preference.clone().unwrap_or_default();
         let (plan, report) =
             crate::restore::restore(&cluster, prepared.snapshot, &preference, &self.options)
                 .await

@@ -68,6 +68,13 @@ struct RequestSpec {
     /// The ObjectstoreConfig to pull from (used by `controller --watch-dir`).
     #[serde(default)]
     objectstore_config: Option<String>,
+    /// As the Restore CR's: replace the preference's fields of the same names when set.
+    #[serde(default)]
+    include_paths: Vec<String>,
+    #[serde(default)]
+    namespace_mapping: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    create_namespaces: Option<bool>,
     // Accepted for compatibility with Restore CRs; a file-drop result has no lifetime.
     #[serde(default)]
     #[allow(dead_code)]
@@ -203,6 +210,32 @@ pub fn parse(text: &str, file: &Path, preferences: &Path) -> Result<RestoreReque
         ),
         (None, None) => None,
     };
+    let selects = !spec.include_paths.is_empty()
+        || !spec.namespace_mapping.is_empty()
+        || spec.create_namespaces.is_some();
+    let preference = match preference {
+        p if !selects => p,
+        p => {
+            let base = p.unwrap_or_default();
+            let mut merged = base.spec.clone();
+            if !spec.include_paths.is_empty() {
+                merged.include_paths = spec.include_paths;
+            }
+            if !spec.namespace_mapping.is_empty() {
+                merged.namespace_mapping = spec.namespace_mapping;
+            }
+            if let Some(c) = spec.create_namespaces {
+                merged.create_namespaces = c;
+            }
+            Some(
+                Preference::from_spec(base.name.clone(), merged, &format!("{origin}: spec"))
+                    .map_err(|e| RequestError::Preference {
+                        file: file.to_path_buf(),
+                        message: e.to_string(),
+                    })?,
+            )
+        }
+    };
     let name = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -288,6 +321,30 @@ mod tests {
             r.preference.unwrap().spec.exclude_namespaces,
             vec!["kube-system".to_string()]
         );
+    }
+
+    #[test]
+    fn selection_fields_replace_the_preference_s() {
+        let r = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n  preference:\n    includePaths: [/apis/**]\n    createNamespaces: false\n  includePaths: ['/api/v1/namespaces/shop/configmaps/*']\n  namespaceMapping: {shop: shop-copy}\n  createNamespaces: true\n",
+        )
+        .unwrap();
+        let spec = r.preference.unwrap().spec;
+        assert_eq!(spec.include_paths, ["/api/v1/namespaces/shop/configmaps/*"]);
+        assert_eq!(spec.namespace_mapping["shop"], "shop-copy");
+        assert!(spec.create_namespaces);
+        // Without them, no preference means none.
+        let r = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n",
+        )
+        .unwrap();
+        assert!(r.preference.is_none());
+        let e = parse_str(
+            "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: s1\n  namespaceMapping: {shop: Shop}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("spec.namespaceMapping.shop"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod plan_file;
 mod prune;
 mod restore;
 mod schedule;
+mod selective;
 mod snapshot;
 mod snapshot_faults;
 mod store;

@@ -89,6 +89,7 @@ fn meta(name: &str, cluster: &str, ts: i64, rv: &str) -> SnapshotMeta {
         tool_version: "k8s-snap test".into(),
         skipped: vec![],
         encryption: None,
+        filter: None,
     }
 }
 
@@ -671,6 +672,13 @@ fn large_pulls_check_completeness_on_two_threads() {
             .unwrap()
             .expect("objects to pack")
     };
+
+    // Every entry is copied from the writer's undeltified packs, none read through libgit2.
+    let (_, built) = m
+        .build_pack_to(std::slice::from_ref(&big.commit), &[], Vec::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(built.reused, built.objects);
 
     // Complete: every object of `big` arrives (more than 10,000 present ids).
     let complete = Fixture::new();

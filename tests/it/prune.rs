@@ -24,6 +24,7 @@ fn write_snapshot(m: &Mirror, name: &str, cluster: &str, time: &str) {
         skipped: vec![],
         imported_from: None,
         encryption: None,
+        filter: None,
     };
     let mut w = m.writer(name, cluster).expect("writer");
     let cm = format!(

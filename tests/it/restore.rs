@@ -67,7 +67,7 @@ pub async fn k8s_snap(data: &DataDir, kubeconfig: Option<&Path>, args: &[&str]) 
     }
 }
 
-async fn target() -> TestCluster {
+pub async fn target() -> TestCluster {
     if std::env::var_os(REAL_B).is_some_and(|v| !v.is_empty()) {
         return TestCluster::target().await;
     }

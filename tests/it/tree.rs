@@ -269,6 +269,7 @@ fn meta_files_round_trip() {
             recipients: vec!["age1abc".into()],
             fingerprint_key_id: "0011223344556677".into(),
         }),
+        filter: None,
     };
     let y = tree::to_yaml_string(&meta).expect("emit");
     assert!(y.contains("resourceVersion: \"12345\"\n"), "{y}");

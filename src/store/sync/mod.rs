@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, SnapshotEntry};
 use super::{Etag, MANIFEST_KEY, ObjectStore, StoreError};
-use crate::mirror::{CommitId, MirrorError};
+use crate::mirror::{CommitId, MirrorError, PackData};
 
 pub use delete::{DeleteReport, delete};
 pub use ensure_local::ensure_local;
@@ -45,6 +45,38 @@ pub use push::FAILPOINT_ENV;
 pub use push::{PushReport, push};
 pub use repack::{RepackReport, repack};
 pub use verify::{VerifyProblem, VerifyReport, verify};
+
+/// Builds the stored form of the pack of every object reachable from `include` but not from
+/// `hide` (see [`Mirror::build_pack_to`](crate::mirror::Mirror::build_pack_to)): the git pack
+/// streamed through the zstd frame encoder as it is built, and its index. `None` when there
+/// is nothing to pack.
+pub(super) fn build_stored_pack(
+    m: &crate::mirror::Mirror,
+    include: &[CommitId],
+    hide: &[CommitId],
+) -> Result<Option<PackData>> {
+    let io = |e: std::io::Error| MirrorError::Io {
+        context: "compressing a pack".into(),
+        source: e,
+    };
+    let encoder = super::packcodec::FrameEncoder::new().map_err(io)?;
+    let Some((encoder, built)) = m.build_pack_to(include, hide, encoder)? else {
+        return Ok(None);
+    };
+    let pack = encoder.finish().map_err(io)?;
+    tracing::debug!(
+        objects = built.objects,
+        reused = built.reused,
+        pack_bytes = built.pack_len,
+        stored_bytes = pack.len(),
+        "pack built"
+    );
+    Ok(Some(PackData {
+        pack,
+        idx: built.idx,
+        objects: built.objects,
+    }))
+}
 
 /// How many times a manifest compare-and-swap is retried after losing a race.
 const CAS_ATTEMPTS: u32 = 30;

@@ -17,6 +17,7 @@ use super::{Result, SyncError, read_manifest};
 use crate::mirror::{MirrorError, ObjectSet, SharedMirror, StageError, StagedPack};
 use crate::store::ObjectStore;
 use crate::store::manifest::{Manifest, SnapshotEntry, idx_key, pack_key};
+use crate::store::packcodec::StreamDecoder;
 
 /// Packs (or indexes) downloaded at once by a pull.
 const FETCH_PARALLELISM: usize = 4;
@@ -182,7 +183,7 @@ pub async fn pull(
                 }
                 (Ok(staged), Ok(idx)) => {
                     let idx_bytes = idx.len() as u64;
-                    let bytes = staged.len() + idx_bytes;
+                    let bytes = stored_len(manifest_ref, &sha) + idx_bytes;
                     match tokio::task::spawn_blocking(move || staged.install(&idx)).await {
                         Ok(Ok(objects)) => Fetched::Installed { bytes, objects },
                         Ok(Err(StageError::BadIndex(staged, e))) => {
@@ -221,7 +222,7 @@ pub async fn pull(
             }
             Fetched::Unindexed { staged, idx_bytes } => {
                 report.packs_downloaded += 1;
-                report.bytes_downloaded += staged.len() + idx_bytes;
+                report.bytes_downloaded += stored_len(&manifest, &sha) + idx_bytes;
                 unindexed.push((sha, staged));
             }
             Fetched::Bad(reason) => {
@@ -280,6 +281,11 @@ pub async fn pull(
     Ok(report)
 }
 
+/// Bytes of a pack as stored (what a download of it transfers).
+fn stored_len(manifest: &Manifest, sha: &str) -> u64 {
+    manifest.packs.get(sha).map_or(0, |e| e.size)
+}
+
 /// A downloaded pack, as [`pull`] handles it.
 enum Fetched {
     /// Checked and written into the mirror with its index, which lists `objects`.
@@ -328,6 +334,12 @@ pub(super) enum PackError {
         found: u64,
         expected: u64,
     },
+    #[error("pack {sha} cannot be decoded: {source}")]
+    Decode {
+        sha: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pack {sha} is corrupted: its sha256 is {actual}")]
     Digest { sha: String, actual: String },
     #[error("index of pack {sha}: {source}")]
@@ -362,15 +374,34 @@ async fn fetch_pack_staged(
         sha: sha_owned(),
         source,
     };
-    let mut staged = StagedPack::create(git_dir).map_err(mirror_err)?;
+    let staged = StagedPack::create(git_dir).map_err(mirror_err)?;
     let (tx, rx) = std::sync::mpsc::channel::<bytes::Bytes>();
+    let stored_size = entry.size;
     let writer = tokio::task::spawn_blocking(move || {
+        // Stored packs are zstd frames (or, from older pushes, plain git packs): the git pack
+        // is decoded into the staging file as the bytes arrive.
         let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        // A decoding error does not stop the download: the pack's hash then tells whether
+        // the store's bytes are corrupt (the likely cause) or the pack was pushed bad.
+        let mut decoder = Some(StreamDecoder::new(staged, stored_size));
+        let mut failed = None;
         for chunk in rx {
             hasher.update(&chunk);
-            staged.write_all(&chunk)?;
+            received += chunk.len() as u64;
+            if let Some(d) = &mut decoder
+                && let Err(e) = d.feed(&chunk)
+            {
+                failed = Some(e);
+                decoder = None;
+            }
         }
-        Ok::<_, MirrorError>((staged, hasher.finalize()))
+        let decoded = match (decoder, failed) {
+            (Some(d), _) => d.finish(),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(std::io::Error::other("the decoder stopped")),
+        };
+        Ok::<_, std::io::Error>((decoded, received, hasher.finalize()))
     });
     let limit = entry.size;
     let mut received = 0u64;
@@ -401,11 +432,14 @@ async fn fetch_pack_staged(
         sha: sha_owned(),
         source,
     })?;
-    let (staged, digest) = written.map_err(mirror_err)?;
-    if staged.len() != entry.size {
+    let (decoded, received, digest) = written.map_err(|e| PackError::Decode {
+        sha: sha_owned(),
+        source: e,
+    })?;
+    if received != entry.size {
         return Err(PackError::Size {
             sha: sha_owned(),
-            found: staged.len(),
+            found: received,
             expected: entry.size,
         });
     }
@@ -416,7 +450,10 @@ async fn fetch_pack_staged(
             actual,
         });
     }
-    Ok(staged)
+    decoded.map_err(|e| PackError::Decode {
+        sha: sha_owned(),
+        source: e,
+    })
 }
 
 /// A stored file of a pack.

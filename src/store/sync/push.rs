@@ -133,7 +133,7 @@ async fn push_once(
                     deps.extend(packs);
                 }
             }
-            Ok((deps, m.build_pack(&include, &hide)?))
+            Ok((deps, super::build_stored_pack(m, &include, &hide)?))
         })
         .await?;
     let mut new_pack = None;

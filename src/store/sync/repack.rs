@@ -71,7 +71,7 @@ pub async fn repack(
             if set.is_empty() || (live as f64) > (1.0 - threshold) * objects_before as f64 {
                 return Ok(None);
             }
-            Ok(m.build_pack(&commits, &[])?
+            Ok(super::build_stored_pack(m, &commits, &[])?
                 .map(|pack| (set, old, objects_before, live, pack)))
         })
         .await?;

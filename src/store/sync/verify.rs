@@ -224,8 +224,8 @@ fn io_reason(e: &MirrorError) -> String {
     }
 }
 
-/// Downloads a pack and checks its size and hash against the manifest; a reason naming the
-/// pack otherwise.
+/// Downloads a pack, checks its size and hash against the manifest and decodes it (the git
+/// pack); a reason naming the pack otherwise.
 async fn fetch_pack(
     store: &dyn ObjectStore,
     manifest: &Manifest,
@@ -238,7 +238,11 @@ async fn fetch_pack(
     if actual != sha {
         return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
     }
-    Ok(bytes)
+    match crate::store::packcodec::decode(&bytes) {
+        Ok(std::borrow::Cow::Borrowed(_)) => Ok(bytes),
+        Ok(std::borrow::Cow::Owned(pack)) => Ok(pack),
+        Err(e) => Err(format!("pack {sha} cannot be decoded: {e}")),
+    }
 }
 
 #[cfg(test)]
