@@ -245,8 +245,11 @@ pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow:
 pub struct DiffArgs {
     /// The older snapshot.
     pub a: String,
-    /// The newer snapshot.
-    pub b: String,
+    /// The newer snapshot (not with --live).
+    #[arg(required_unless_present = "live", conflicts_with = "live")]
+    pub b: Option<String>,
+    #[command(flatten)]
+    pub live: super::live_diff::LiveArgs,
     /// Only a summary line per object.
     #[arg(long)]
     pub stat: bool,
@@ -269,7 +272,7 @@ struct DiffItem {
 
 /// The identity of an object across versions: a deprecated group's resources count as their
 /// successor's (`extensions` Ingresses are `networking.k8s.io` ones).
-fn object_identity(p: &ContentPath) -> (String, String, Option<String>, String) {
+pub(super) fn object_identity(p: &ContentPath) -> (String, String, Option<String>, String) {
     let group = match (p.group(), p.resource()) {
         ("extensions", "ingresses" | "networkpolicies") => "networking.k8s.io",
         ("extensions", "deployments" | "daemonsets" | "replicasets") => "apps",
@@ -287,7 +290,8 @@ fn object_identity(p: &ContentPath) -> (String, String, Option<String>, String) 
 pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mirror = open_mirror(global)?;
     let a = require_snapshot(mirror.as_ref(), &args.a)?;
-    let b = require_snapshot(mirror.as_ref(), &args.b)?;
+    let b_name = args.b.clone().unwrap_or_default();
+    let b = require_snapshot(mirror.as_ref(), &b_name)?;
     let mirror = mirror.context("mirror vanished")?;
     let wanted = args.path.as_deref().map(|p| p.trim_end_matches('/'));
     // An exact object path shows that object (under any version of it) and, like a prefix,
@@ -388,13 +392,13 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
             let (old, new) = if args.show_secrets {
                 (old.into_owned(), new.into_owned())
             } else {
-                tree::secret::mask_yaml_pair(&old, &new, &args.a, &args.b)
+                tree::secret::mask_yaml_pair(&old, &new, &args.a, &b_name)
             };
             Some(tree::unified_diff(
                 &old,
                 &new,
                 &format!("{}{old_path}", args.a),
-                &format!("{}{path}", args.b),
+                &format!("{b_name}{path}"),
             ))
         };
         items.push(DiffItem { path, change, diff });

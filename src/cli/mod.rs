@@ -15,7 +15,9 @@
 mod browse;
 pub mod controller;
 mod crypt;
+mod history;
 mod import;
+mod live_diff;
 pub mod output;
 mod prune;
 mod restore;
@@ -192,8 +194,11 @@ pub enum Command {
     List(browse::ListArgs),
     /// Show a snapshot's contents, or one object's YAML.
     Show(browse::ShowArgs),
-    /// Compare two snapshots: added, removed and changed objects.
+    /// Compare two snapshots (added, removed, changed objects), or a snapshot with the live
+    /// cluster (--live: missing, extra, changed).
     Diff(browse::DiffArgs),
+    /// The history of one object across a cluster's snapshots: added, changed, removed.
+    Log(history::LogArgs),
     /// Delete a snapshot.
     #[command(visible_alias = "rm")]
     Delete(browse::DeleteArgs),
@@ -213,6 +218,8 @@ pub enum Command {
     Plan(restore::PlanArgs),
     /// Restore a snapshot onto the target cluster: create what is missing, never overwrite.
     Restore(restore::RestoreArgs),
+    /// Apply a reviewed plan file (`plan --out`) exactly, or refuse when anything changed.
+    Apply(restore::ApplyArgs),
     /// Run restores dropped as request files into a directory (docs/watch.md).
     Watch(watch::WatchArgs),
     /// Print the CustomResourceDefinitions (Snapshot, Restore, RestorePreference,
@@ -254,7 +261,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(&cli.global, args, out).await,
         Command::List(args) => browse::list(&cli.global, args, out).await,
         Command::Show(args) => browse::show(&cli.global, args, out),
+        Command::Diff(args) if args.live.live => live_diff::run(&cli.global, args, out).await,
         Command::Diff(args) => browse::diff(&cli.global, args, out),
+        Command::Log(args) => history::log(&cli.global, args, out),
         Command::Delete(args) => browse::delete(&cli.global, args, out).await,
         Command::Gc(args) => browse::gc(&cli.global, args, out).await,
         Command::Prune(args) => prune::prune(&cli.global, args, out).await,
@@ -264,6 +273,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Recover(args) => store::recover(&cli.global, args, out).await,
         Command::Plan(args) => restore::plan(&cli.global, args, out).await,
         Command::Restore(args) => restore::run(&cli.global, args, out).await,
+        Command::Apply(args) => restore::apply(&cli.global, args, out).await,
         Command::Watch(args) => watch::run(&cli.global, args, out).await,
         Command::Crd => controller::crd(out),
         Command::Controller(args) => controller::run(&cli.global, args).await,

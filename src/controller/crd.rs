@@ -245,6 +245,12 @@ pub struct RestoreSpec {
     /// values (key default `identity`; docs/encryption.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret_ref: Option<super::encryption::KeyRef>,
+    /// A reviewed plan to apply exactly: the name of a ConfigMap in the same namespace whose
+    /// key `plan.json` holds a plan file (`k8s-snap plan --out`). The restore is refused,
+    /// writing nothing, when anything changed since the plan was made. The plan records its
+    /// preference: not with `restorePreferenceName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_ref: Option<String>,
 }
 
 impl RestoreSpec {

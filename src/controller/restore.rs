@@ -54,6 +54,8 @@ struct Resolved {
     store: Option<StoreTarget>,
     /// From `spec.identitySecretRef`: opens the snapshot's encrypted Secret values.
     identities: Option<crate::crypt::Identities>,
+    /// From `spec.planRef`: the reviewed plan and where it came from.
+    plan: Option<(crate::restore::plan_file::PlanFile, String)>,
 }
 
 /// Why a Restore cannot start.
@@ -369,6 +371,19 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
         Some(c) => Some(target::spec_store(ctx, c).await?),
         None => None,
     };
+    if spec.plan_ref.as_deref().is_some_and(|p| !p.is_empty())
+        && (spec
+            .restore_preference_name
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+            || !spec.include_paths.is_empty()
+            || !spec.namespace_mapping.is_empty()
+            || spec.create_namespaces.is_some())
+    {
+        return Err(StartError::Invalid(
+            "spec.planRef: a reviewed plan records its preference; do not set spec.restorePreferenceName, includePaths, namespaceMapping or createNamespaces with it".into(),
+        ));
+    }
     let preference = match spec
         .restore_preference_name
         .as_deref()
@@ -402,12 +417,28 @@ async fn resolve(obj: &Restore, ctx: &Context) -> Result<Resolved, StartError> {
         None => None,
     };
     let identities = super::encryption::identities(ctx, spec.identity_secret_ref.as_ref()).await?;
+    let plan = match spec.plan_ref.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let (file, origin) = target::read_plan(ctx, p)
+                .await
+                .map_err(|e| StartError::from(e.in_field("spec.planRef")))?;
+            if file.snapshot.name != snapshot {
+                return Err(StartError::Invalid(format!(
+                    "spec.planRef: {origin} is a plan of snapshot {:?}, not {snapshot:?}",
+                    file.snapshot.name
+                )));
+            }
+            Some((file, origin))
+        }
+        None => None,
+    };
     Ok(Resolved {
         snapshot,
         cluster,
         preference,
         store,
         identities,
+        plan,
     })
 }
 
@@ -440,6 +471,7 @@ async fn restore(
         preference: preference.as_ref(),
         store: store.as_ref(),
         identities: resolved.identities.as_ref(),
+        plan: resolved.plan.as_ref(),
     };
     let result = work::run_restore(job).await.map_err(|e| e.to_string());
     result.map_err(|m| match spec.kubeconfig.as_deref() {

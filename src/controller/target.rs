@@ -184,6 +184,35 @@ pub(crate) async fn read_secret_key(
     Err(TargetError::Invalid(format!("{what}: no key {key:?}")))
 }
 
+/// The key of a plan ConfigMap (`spec.planRef`) holding the plan file.
+pub(crate) const PLAN_KEY: &str = "plan.json";
+
+/// The reviewed plan of a Restore's `spec.planRef`: the ConfigMap `name` in the controller's
+/// namespace, its key [`PLAN_KEY`] parsed as a plan file; and the origin naming it.
+pub(crate) async fn read_plan(
+    ctx: &Context,
+    name: &str,
+) -> Result<(crate::restore::plan_file::PlanFile, String), TargetError> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let ns = &ctx.options.namespace;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let what = format!("ConfigMap {ns}/{name}");
+    let cm = api
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error(what.clone(), e))?
+        .ok_or_else(|| TargetError::Invalid(format!("{what} not found")))?;
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PLAN_KEY))
+        .ok_or_else(|| TargetError::Invalid(format!("{what}: no key {PLAN_KEY:?}")))?;
+    let origin = format!("{what} key {PLAN_KEY}");
+    let file = crate::restore::plan_file::PlanFile::parse(text, &origin)
+        .map_err(|e| TargetError::Invalid(e.to_string()))?;
+    Ok((file, origin))
+}
+
 /// Removes every credential value of `kubeconfig` from `message`.
 pub use crate::cluster::redact_kubeconfig as redact;
 

@@ -63,6 +63,9 @@ pub enum WorkError {
     /// The restore failed.
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
+    /// A reviewed plan (`spec.planRef`) was not applied.
+    #[error(transparent)]
+    Reviewed(#[from] crate::restore::plan_file::ReviewedError),
     /// Preparing the restore failed.
     #[error(transparent)]
     Prepare(#[from] Box<crate::restore::PrepareError>),
@@ -296,6 +299,8 @@ pub(crate) struct RestoreJob<'a> {
     pub store: Option<&'a StoreTarget>,
     /// Opens the snapshot's encrypted Secret values (`spec.identitySecretRef`).
     pub identities: Option<&'a crate::crypt::Identities>,
+    /// A reviewed plan (`spec.planRef`) and its origin: applied exactly, or refused.
+    pub plan: Option<&'a (crate::restore::plan_file::PlanFile, String)>,
 }
 
 /// Plans and applies a restore (the engine of `k8s-snap restore`); returns the status in the
@@ -332,6 +337,12 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         }
         preference = Preference::from_spec(preference.name.clone(), merged, "Restore spec")?;
     }
+    // A reviewed plan brings its own preference (selection and mapping included).
+    if let Some((file, origin)) = job.plan {
+        preference = file
+            .preference(origin)
+            .map_err(crate::restore::plan_file::ReviewedError::from)?;
+    }
     let store = match job.store {
         Some(target) => Some(open_store(target).await?),
         None => None,
@@ -353,6 +364,19 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         .open_sealed(job.identities)
         .map_err(crate::restore::RestoreError::from)?;
     let span = tracing::info_span!("restore", restore = %job.name, snapshot = %snapshot);
+    if let Some((file, origin)) = job.plan {
+        let applied = crate::restore::plan_file::apply_reviewed(
+            job.target,
+            loaded,
+            file,
+            origin,
+            false,
+            &crate::restore::RestoreOptions::default(),
+        )
+        .instrument(span)
+        .await?;
+        return Ok(applied.report.status);
+    }
     let (_plan, report) = crate::restore::restore(
         job.target,
         loaded,

@@ -13,12 +13,14 @@
 //! - `pack`: the temporary packfile the writer streams new objects into;
 //! - `lock`: the writer lock;
 //! - `encode`: the hand-written commit encoding and object writes;
+//! - `history`: the history of one file across snapshots (`log`);
 //! - `maintain`: deletion, branch rebuild, gc and object statistics;
 //! - `transfer`: packs to and from the store, completeness checks, tagging pulled snapshots;
 //! - `shared`: [`SharedMirror`], the `Send + Sync` handle async code runs git work through;
 //! - `parallel`: [`Mirror::map_files`], reading a snapshot's files on several threads.
 
 mod encode;
+mod history;
 mod lock;
 mod maintain;
 mod names;
@@ -41,6 +43,7 @@ use git2::{ErrorCode, ObjectType, Oid, Repository};
 
 use crate::tree::meta::{SNAPSHOT_META_FILE, SnapshotMeta};
 
+pub use history::{HistoryChange, HistoryStep};
 pub use lock::MirrorLock;
 pub use maintain::{GcStats, ObjectStats};
 pub use names::{MAX_NAME_LEN, timestamped_name, validate_name, validate_path};

@@ -38,6 +38,8 @@ struct ItemNames<'a> {
     name: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     namespace: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, rename = "resourceVersion")]
+    resource_version: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -201,7 +203,11 @@ fn compare_page(
                     drop(std::mem::take(&mut *tree));
                 }
                 LiveObject {
-                    resource_version: None,
+                    resource_version: meta
+                        .metadata
+                        .resource_version
+                        .as_deref()
+                        .map(str::to_string),
                     differing: None,
                 }
             }

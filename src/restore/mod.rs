@@ -19,6 +19,7 @@ pub mod convert;
 pub mod live;
 pub mod mapping;
 pub mod plan;
+pub mod plan_file;
 pub mod preference;
 mod prepare;
 pub mod rules;
@@ -572,6 +573,11 @@ async fn server_side_diff(
         let item = &mut plan.items[n];
         match r {
             Ok((result, live)) => {
+                // Read before `for_comparison` drops it: an update PUTs at it.
+                item.live_resource_version = live
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 let (result, live) = (plan::for_comparison(result), plan::for_comparison(live));
                 let equal = result == live;
                 let overwrite =
@@ -580,7 +586,6 @@ async fn server_side_diff(
                 item.diff = None;
                 if equal {
                     item.action = Action::Exists;
-                    item.live_resource_version = None;
                 } else {
                     if opts.diff {
                         item.diff = Some(plan::object_diff(
@@ -592,10 +597,6 @@ async fn server_side_diff(
                     }
                     if overwrite {
                         item.action = Action::Update;
-                        item.live_resource_version = live
-                            .pointer("/metadata/resourceVersion")
-                            .and_then(Value::as_str)
-                            .map(str::to_string);
                     } else {
                         item.action = Action::Differs;
                     }

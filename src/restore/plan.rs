@@ -19,7 +19,7 @@ use crate::discovery::ApiResourceInfo;
 use crate::tree::ContentPath;
 
 /// What a restore does with one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Missing on the target: POST.
@@ -72,7 +72,8 @@ pub struct PlanItem {
     /// The body to POST/PUT (`create` and `update` only).
     #[serde(skip)]
     pub body: Option<Value>,
-    /// The live object's resourceVersion (`update` only).
+    /// The live object's resourceVersion the item was decided against (`None`: no live
+    /// object, or not compared); an `update` PUTs at it.
     #[serde(skip)]
     pub live_resource_version: Option<String>,
     /// Which comparison decided a `differs`/`update` (or, with `--server-side-diff`, an
@@ -103,7 +104,7 @@ pub enum Method {
 }
 
 /// Counts of a plan (JSON names as in issue 6).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanSummary {
     /// Objects in the snapshot.
@@ -166,10 +167,11 @@ pub struct PlanOptions {
 }
 
 /// What a plan needs to know of one live object: whether it matches the tree object, its
-/// resourceVersion, and (only when it differs) the live object pruned to the tree's keys.
+/// resourceVersion (what a reviewed plan is decided against), and (only when it differs) the
+/// live object pruned to the tree's keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveObject {
-    /// The live object's resourceVersion (`None` when it matches the tree object).
+    /// The live object's resourceVersion.
     pub resource_version: Option<String>,
     /// `None` when the live object matches the tree object.
     pub differing: Option<Value>,
@@ -181,16 +183,16 @@ impl LiveObject {
     /// defaults never count; `apiVersion`/`kind`, which list items of built-in kinds omit, are
     /// taken from `resource` when missing. The common case (equal) allocates nothing.
     pub fn compare(live: Value, tree: &Value, resource: &ApiResourceInfo) -> LiveObject {
-        if covers_top(&live, tree) {
-            return LiveObject {
-                resource_version: None,
-                differing: None,
-            };
-        }
         let resource_version = live
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
+        if covers_top(&live, tree) {
+            return LiveObject {
+                resource_version,
+                differing: None,
+            };
+        }
         let mut live = live;
         crate::tree::canonicalize(&mut live, resource.has_status_subresource);
         if let Some(map) = live.as_object_mut() {
@@ -627,9 +629,11 @@ pub fn build_plan(
                             summary.to_create += 1;
                         }
                         Some(LiveObject {
-                            differing: None, ..
+                            resource_version,
+                            differing: None,
                         }) => {
                             item.action = Action::Exists;
+                            item.live_resource_version = resource_version.clone();
                             if opts.keep_bodies {
                                 item.body = Some(object);
                             }
@@ -648,9 +652,9 @@ pub fn build_plan(
                                 ));
                             }
                             item.method = Some(Method::Local);
+                            item.live_resource_version = resource_version.clone();
                             if matches_any(&pref.spec.overwrite_api_pathes, item.path.as_str()) {
                                 item.action = Action::Update;
-                                item.live_resource_version = resource_version.clone();
                                 item.body = Some(object);
                                 summary.to_update += 1;
                             } else {

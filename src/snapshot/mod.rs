@@ -11,9 +11,11 @@
 //!
 //! The API (options, errors, summary, [`take_snapshot`]: validation, discovery, restarts on an
 //! expired resourceVersion) is here; the request protocol in `protocol`, one attempt's tasks
-//! and writer in `pipeline`, the `.k8s-snap/` files in `metadata`.
+//! and writer in `pipeline`, the `.k8s-snap/` files in `metadata`, the paths a snapshot taken
+//! now would hold (for a diff against the live cluster) in `inventory`.
 
 pub mod filter;
+mod inventory;
 mod metadata;
 mod pipeline;
 mod protocol;
@@ -30,6 +32,7 @@ use crate::discovery::{self, ApiResourceInfo, DiscoveryError, Versions};
 use crate::mirror::{Mirror, MirrorError};
 use crate::tree::{Consistency, TreeError};
 
+pub use inventory::live_inventory;
 pub(crate) use metadata::{MetaBase, build as build_metadata};
 use pipeline::{AttemptError, ObjectPolicy, attempt_snapshot};
 pub(crate) use pipeline::{Prepared, prepare_node};

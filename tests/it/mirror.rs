@@ -780,3 +780,73 @@ fn map_files_matches_one_walk_in_order_on_several_threads() {
         assert_eq!(err, (first_bad.clone(), "bad"), "threads {threads}");
     }
 }
+
+/// `Mirror::history`: added, changed, removed and added again, along snapshots where the
+/// file's directory is unchanged (not read again), changed elsewhere, or gone.
+#[test]
+fn history_of_one_file() {
+    use k8s_snap::mirror::HistoryChange::{Added, Modified, Removed};
+    let fx = Fixture::new();
+    let m = fx.mirror();
+    let steps: &[&[(&str, &str)]] = &[
+        &[(NS, "ns\n")],                                       // h0: not there yet
+        &[(NS, "ns\n"), (CM_A, "a: 1\n")],                     // h1: added
+        &[(NS, "ns\n"), (CM_A, "a: 1\n")],                     // h2: identical tree
+        &[(NS, "ns2\n"), (CM_A, "a: 1\n"), (DEPLOY, "web\n")], // h3: others changed
+        &[(NS, "ns2\n"), (CM_A, "a: 2\n"), (CM_B, "b\n")],     // h4: changed
+        &[(NS, "ns2\n"), (CM_B, "b\n")],                       // h5: removed, its directory stays
+        &[(DEPLOY, "web\n")],                                  // h6: whole namespace gone
+        &[(CM_A, "a: 3\n")],                                   // h7: added again
+    ];
+    for (i, files) in steps.iter().enumerate() {
+        write(
+            &m,
+            &format!("h{i}"),
+            "prod",
+            1_700_000_000 + i as i64,
+            files,
+        );
+    }
+    write(&m, "other", "test", 1_700_000_100, &[(CM_A, "x\n")]);
+    let snapshots: Vec<_> = m
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.meta.cluster_name == "prod")
+        .collect();
+    let history = m.history(&snapshots, CM_A).unwrap();
+    let got: Vec<(&str, k8s_snap::mirror::HistoryChange)> = history
+        .iter()
+        .map(|s| (s.snapshot.name.as_str(), s.change))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("h1", Added),
+            ("h4", Modified),
+            ("h5", Removed),
+            ("h7", Added)
+        ]
+    );
+    assert!(history[0].old.is_none() && history[2].new.is_none());
+    assert_eq!(
+        m.read_blob(history[1].old.as_ref().unwrap()).unwrap(),
+        b"a: 1\n"
+    );
+    assert_eq!(
+        m.read_blob(history[1].new.as_ref().unwrap()).unwrap(),
+        b"a: 2\n"
+    );
+    // A path that is a directory, or never there: no history; an invalid path: an error.
+    assert!(
+        m.history(&snapshots, "api/v1/namespaces/default")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        m.history(&snapshots, "api/v1/nope.yaml")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(m.history(&snapshots, "../x").is_err());
+}
