@@ -598,8 +598,10 @@ impl DataKey {
     ) -> Result<String, CryptError> {
         let engine = &base64::engine::general_purpose::STANDARD;
         let mut plain = Vec::with_capacity(value.len() + 1);
+        // `STANDARD` refuses non-canonical padding and trailing bits: a value it decodes, of
+        // the length its bytes encode to, is exactly their encoding.
         match engine.decode(value) {
-            Ok(bytes) if engine.encode(&bytes) == value => {
+            Ok(bytes) if base64::encoded_len(bytes.len(), true) == Some(value.len()) => {
                 plain.push(FORM_BASE64);
                 plain.extend_from_slice(&bytes);
             }
@@ -857,6 +859,7 @@ impl Sealer {
     pub fn begin_attempt(&self) {
         let mut r = self.written();
         r.key_ids.clear();
+        r.pending.clear();
         r.cache = self.cache_dir.as_deref().and_then(|d| {
             tempfile::NamedTempFile::new_in(d)
                 .map_err(|e| tracing::debug!(error = %e, "no sealed-values cache this time"))
@@ -874,11 +877,6 @@ impl Sealer {
     /// Notes the data keys `sealed` values name and streams them to the cache file (one per
     /// line; memory stays flat whatever the size of the values).
     fn record(&self, sealed: &[String]) {
-        let mut lines = Vec::with_capacity(sealed.iter().map(|s| s.len() + 1).sum());
-        for s in sealed {
-            lines.extend_from_slice(s.as_bytes());
-            lines.push(b'\n');
-        }
         let mut r = self.written();
         for s in sealed {
             if let Some(id) = parse_sealed(s).and_then(|p| p.key_id)
@@ -887,12 +885,17 @@ impl Sealer {
                 r.key_ids.insert(id.to_owned());
             }
         }
-        // No file I/O here (page tasks call this): the cache's own thread writes the lines.
-        if let Some(w) = r.cache.as_ref()
-            && w.tx.send(lines).is_err()
-        {
-            tracing::debug!("sealed-values cache dropped");
-            r.cache = None;
+        if r.cache.is_none() {
+            return;
+        }
+        for s in sealed {
+            r.pending.extend_from_slice(s.as_bytes());
+            r.pending.push(b'\n');
+        }
+        // No file I/O here (page tasks call this): the cache's own thread writes the lines,
+        // a batch at a time.
+        if r.pending.len() >= CACHE_BATCH {
+            r.send_pending();
         }
     }
 
@@ -975,7 +978,12 @@ impl Sealer {
     /// without reading every Secret file back (atomic; ciphertexts only, no key).
     /// Without a cache directory ([`Sealer::with_cache_dir`]) there is nothing to install.
     pub fn write_cache(&self, git_dir: &Path, cluster: &str, commit: &str) -> std::io::Result<()> {
-        let Some(cache) = self.written().cache.take() else {
+        let cache = {
+            let mut r = self.written();
+            r.send_pending();
+            r.cache.take()
+        };
+        let Some(cache) = cache else {
             return Ok(());
         };
         let CacheWriter { tx, handle } = cache;
@@ -1000,13 +1008,35 @@ impl Sealer {
 struct Record {
     key_ids: std::collections::HashSet<String>,
     cache: Option<CacheWriter>,
+    /// Lines not yet handed to the cache's thread: sent in batches of [`CACHE_BATCH`] bytes,
+    /// so that sealing a page of Secrets does not wake that thread once per Secret.
+    pending: Vec<u8>,
 }
+
+/// Bytes of cache lines handed to the cache's thread at once.
+const CACHE_BATCH: usize = 256 << 10;
 
 /// The thread writing one attempt's sealed values to a temporary cache file, so that page
 /// tasks never wait on file I/O (or on the kernel throttling a process that writes a lot).
 struct CacheWriter {
     tx: std::sync::mpsc::Sender<Vec<u8>>,
     handle: std::thread::JoinHandle<std::io::Result<std::io::BufWriter<tempfile::NamedTempFile>>>,
+}
+
+impl Record {
+    /// Hands the pending lines to the cache's thread (dropping the cache if it stopped).
+    fn send_pending(&mut self) {
+        let lines = std::mem::take(&mut self.pending);
+        if lines.is_empty() {
+            return;
+        }
+        if let Some(w) = self.cache.as_ref()
+            && w.tx.send(lines).is_err()
+        {
+            tracing::debug!("sealed-values cache dropped");
+            self.cache = None;
+        }
+    }
 }
 
 impl CacheWriter {
