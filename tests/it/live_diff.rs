@@ -13,13 +13,7 @@ use crate::support::{DataDir, RestoreCleanup, TestCluster};
 
 fn changes(run_stdout: &str, change: &str) -> BTreeSet<String> {
     let items: Value = serde_json::from_str(run_stdout).unwrap();
-    items
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["change"] == change)
-        .map(|i| i["path"].as_str().unwrap().to_string())
-        .collect()
+    crate::support::paths_where(&items, "change", change)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,17 +116,6 @@ async fn live_diff_reports_the_edit_and_the_extra_object() {
     assert_eq!(unknown.code, 2);
 }
 
-const PREFERENCE: &str = "apiVersion: clustersnapshot.rywt.io/v1alpha1
-kind: RestorePreference
-metadata:
-  name: exclude-kube-system
-spec:
-  excludeNamespaces: [kube-system, kube-public, kube-node-lease]
-  excludeApiPathes:
-  - /api/v1/namespaces/default/services/kubernetes
-  - /api/v1/namespaces/default/endpoints/kubernetes
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_changed_right_after_a_restore() {
     let a = TestCluster::source().await;
@@ -140,7 +123,7 @@ async fn nothing_changed_right_after_a_restore() {
     let cleanup = RestoreCleanup::new(&b).await;
     let data = DataDir::new();
     let pref = data.path().join("pref.yaml");
-    std::fs::write(&pref, PREFERENCE).unwrap();
+    std::fs::write(&pref, crate::support::SYSTEM_EXCLUDED_PREFERENCE).unwrap();
     let pref = pref.to_str().unwrap();
     let kb = Some(b.kubeconfig.as_path());
     k8s_snap(&data, Some(&a.kubeconfig), &["snapshot", "s1", "--no-push"])

@@ -11,29 +11,12 @@ use serde_json::{Value, json};
 use crate::restore::k8s_snap;
 use crate::support::{DataDir, RestoreCleanup, TestCluster};
 
-const PREFERENCE: &str = "apiVersion: clustersnapshot.rywt.io/v1alpha1
-kind: RestorePreference
-metadata:
-  name: exclude-kube-system
-spec:
-  excludeNamespaces: [kube-system, kube-public, kube-node-lease]
-  excludeApiPathes:
-  - /api/v1/namespaces/default/services/kubernetes
-  - /api/v1/namespaces/default/endpoints/kubernetes
-";
-
 fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn paths_with(plan: &Value, action: &str) -> BTreeSet<String> {
-    plan["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["action"] == action)
-        .map(|i| i["path"].as_str().unwrap().to_string())
-        .collect()
+    crate::support::paths_where(&plan["items"], "action", action)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +26,7 @@ async fn plan_out_then_apply_and_refuse_stale() {
     let cleanup = RestoreCleanup::new(&b).await;
     let data = DataDir::new();
     let pref = data.path().join("pref.yaml");
-    std::fs::write(&pref, PREFERENCE).unwrap();
+    std::fs::write(&pref, crate::support::SYSTEM_EXCLUDED_PREFERENCE).unwrap();
     let pref = pref.to_str().unwrap();
     let kb = Some(b.kubeconfig.as_path());
     k8s_snap(&data, Some(&a.kubeconfig), &["snapshot", "s1"])

@@ -599,3 +599,31 @@ async fn delete_created(kubeconfig: &Path, created: Vec<String>) -> Vec<String> 
     failed.extend(pending.into_iter().map(|(recorded, _)| recorded.clone()));
     failed
 }
+
+/// A RestorePreference leaving out the system namespaces and the API server's own Service and
+/// Endpoints (what every cluster has): plans and diffs between two clusters compare the rest.
+pub const SYSTEM_EXCLUDED_PREFERENCE: &str = "apiVersion: clustersnapshot.rywt.io/v1alpha1
+kind: RestorePreference
+metadata:
+  name: exclude-kube-system
+spec:
+  excludeNamespaces: [kube-system, kube-public, kube-node-lease]
+  excludeApiPathes:
+  - /api/v1/namespaces/default/services/kubernetes
+  - /api/v1/namespaces/default/endpoints/kubernetes
+";
+
+/// The `path` of every item of a JSON array (`items`) whose `field` is `value`.
+pub fn paths_where(
+    items: &serde_json::Value,
+    field: &str,
+    value: &str,
+) -> std::collections::BTreeSet<String> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i[field] == value)
+        .map(|i| i["path"].as_str().unwrap().to_string())
+        .collect()
+}
