@@ -14,8 +14,9 @@
 //! object names, read once), not by a libgit2 lookup that stats a path per missing object.
 //!
 //! Objects are zlib-wrapped with *stored* (uncompressed) deflate blocks: no compression cost on
-//! the hot path and no extra dependency; [`Mirror::gc`](super::Mirror::gc) and the store's
-//! `PackBuilder` re-pack with compression and deltas. Touches only its temp files and the
+//! the hot path and no extra dependency; [`Mirror::gc`](super::Mirror::gc) re-packs with
+//! compression and deltas, and a push copies these entries into the store's pack
+//! (`packbuild`), which the store compresses as a whole. Touches only its temp files and the
 //! pack directory.
 
 use std::collections::HashSet;
