@@ -48,8 +48,8 @@ pub(super) struct PackFiles {
     packs: Vec<OnePack>,
 }
 
-/// Where one object's entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where one object's entry is (ordered by pack, then offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Location {
     pack: usize,
     /// Offset of the entry in its pack.
@@ -178,6 +178,60 @@ impl PackFiles {
         buf.resize(len, 0);
         io_ctx(p.file.read_exact_at(buf, at.offset), || {
             format!("reading {} at offset {}", p.path.display(), at.offset)
+        })
+    }
+}
+
+/// Bytes read at once by a [`WindowReader`].
+const WINDOW: u64 = 4 << 20;
+
+/// Reads raw entries visited in offset order through a window of consecutive pack bytes: one
+/// positioned read per 4 MiB instead of one per entry (~1.5 µs a system call here).
+pub(super) struct WindowReader<'f> {
+    files: &'f PackFiles,
+    pack: usize,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'f> WindowReader<'f> {
+    /// A reader with an empty window.
+    pub(super) fn new(files: &'f PackFiles) -> WindowReader<'f> {
+        WindowReader {
+            files,
+            pack: usize::MAX,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The raw bytes of the entry at `at` (header and zlib stream).
+    pub(super) fn entry(&mut self, at: Location) -> Result<&[u8]> {
+        let end = at.offset.saturating_add(at.len);
+        let inside = self.pack == at.pack
+            && at.offset >= self.start
+            && end <= self.start + self.buf.len() as u64;
+        if !inside {
+            let p = &self.files.packs[at.pack];
+            let data_end = p.bounds.last().copied().unwrap_or(end).max(end);
+            let len = (data_end - at.offset).min(WINDOW).max(at.len);
+            let len = usize::try_from(len).map_err(|_| MirrorError::Io {
+                context: format!("reading {}", p.path.display()),
+                source: std::io::Error::other("an entry larger than memory"),
+            })?;
+            self.buf.clear();
+            self.buf.resize(len, 0);
+            io_ctx(p.file.read_exact_at(&mut self.buf, at.offset), || {
+                format!("reading {} at offset {}", p.path.display(), at.offset)
+            })?;
+            self.pack = at.pack;
+            self.start = at.offset;
+        }
+        let from = usize::try_from(at.offset - self.start).unwrap_or(usize::MAX);
+        let to = from.saturating_add(usize::try_from(at.len).unwrap_or(usize::MAX));
+        self.buf.get(from..to).ok_or_else(|| MirrorError::Io {
+            context: "reading a pack entry".into(),
+            source: std::io::Error::other("an entry outside its window"),
         })
     }
 }

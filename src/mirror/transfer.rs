@@ -12,7 +12,7 @@ use std::path::Path;
 
 use git2::{ObjectType, Oid, Repository};
 
-use super::packread::{Entry, PackFiles, parse_entry};
+use super::packread::{Entry, Location, PackFiles, WindowReader, parse_entry};
 use super::{
     CommitId, GitContext, Mirror, MirrorError, Result, SNAPSHOT_TAG_PREFIX, io_ctx, parse_meta,
     validate_name,
@@ -127,8 +127,22 @@ pub(crate) fn key_of(id: &Oid) -> [u8; 20] {
     key(id)
 }
 
-/// Object files whose body was checked against their path: (blob id, hash of the path).
-pub(crate) type BodySet = HashSet<([u8; 20], u64)>;
+/// Object files whose body was checked against their path, and trees whose every object file
+/// was: (object id, hash of the path). One hasher for the whole set (keys stay comparable from
+/// one snapshot to the next), randomly keyed so a store cannot aim for a collision.
+#[derive(Default)]
+pub(crate) struct BodySet {
+    hasher: std::hash::RandomState,
+    seen: HashSet<([u8; 20], u64)>,
+}
+
+impl BodySet {
+    /// The key of (id, path).
+    fn key(&self, id: &Oid, path: &str) -> ([u8; 20], u64) {
+        use std::hash::BuildHasher as _;
+        (key(id), self.hasher.hash_one(path))
+    }
+}
 
 impl Mirror {
     /// Checks that every object file of the commit's tree holds the object its path names
@@ -144,60 +158,97 @@ impl Mirror {
         bodies: &mut BodySet,
         files: &PackFiles,
     ) -> Result<()> {
-        use std::hash::BuildHasher as _;
-        let kinds: std::collections::HashMap<(String, String, String), String> = self
+        let resources: Vec<crate::tree::ResourceEntry> = self
             .read_file(commit, crate::tree::meta::RESOURCES_FILE)?
             .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| crate::tree::from_yaml_str::<Vec<crate::tree::ResourceEntry>>(&t).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| ((r.group, r.version, r.resource), r.kind))
-            .collect();
+            .and_then(|t| crate::tree::from_yaml_str(&t).ok())
+            .unwrap_or_default();
+        // group -> (version, resource) -> kind: looked up without building a key per file.
+        let mut kinds: std::collections::HashMap<
+            &str,
+            std::collections::HashMap<(&str, &str), String>,
+        > = std::collections::HashMap::new();
+        for r in &resources {
+            kinds
+                .entry(r.group.as_str())
+                .or_default()
+                .insert((r.version.as_str(), r.resource.as_str()), r.kind.clone());
+        }
         let tree = self
             .repo
             .find_commit(commit.oid())
             .and_then(|c| c.tree())
             .ctx(|| format!("reading the tree of commit {commit}"))?;
-        let hasher = std::hash::RandomState::new();
+        // Our own walk (libgit2's `tree.walk` cost ~4 µs an entry): a subtree already checked at
+        // the same path (shared with a snapshot checked before) is skipped whole.
+        // Keys join `bodies` only once the whole tree passed: a subtree that failed for one
+        // snapshot is checked again for the next.
+        let mut new: HashSet<([u8; 20], u64)> = HashSet::new();
+        let mut fresh = |id: &Oid, path: &str| {
+            let k = bodies.key(id, path);
+            !bodies.seen.contains(&k) && new.insert(k)
+        };
         let mut todo: Vec<(String, Oid)> = Vec::new();
-        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
-            if entry.kind() != Some(ObjectType::Blob) || root.starts_with(".k8s-snap") {
-                return git2::TreeWalkResult::Ok;
+        let mut stack: Vec<(Oid, String)> = vec![(tree.id(), String::new())];
+        while let Some((id, prefix)) = stack.pop() {
+            let tree = self
+                .repo
+                .find_tree(id)
+                .ctx(|| format!("reading tree {id} of commit {commit}"))?;
+            for entry in tree.iter() {
+                let Ok(name) = entry.name() else {
+                    continue;
+                };
+                match entry.kind() {
+                    Some(ObjectType::Tree) => {
+                        if prefix.is_empty() && name.starts_with(".k8s-snap") {
+                            continue;
+                        }
+                        let dir = format!("{prefix}{name}/");
+                        if fresh(&entry.id(), &dir) {
+                            stack.push((entry.id(), dir));
+                        }
+                    }
+                    Some(ObjectType::Blob) => {
+                        let file = format!("{prefix}{name}");
+                        if crate::tree::is_object_file(&file) && fresh(&entry.id(), &file) {
+                            todo.push((file, entry.id()));
+                        }
+                    }
+                    _ => {}
+                }
             }
-            let Ok(name) = entry.name() else {
-                return git2::TreeWalkResult::Ok;
-            };
-            let file = format!("{root}{name}");
-            if !crate::tree::is_object_file(&file) {
-                return git2::TreeWalkResult::Ok;
-            }
-            if bodies.insert((key(&entry.id()), hasher.hash_one(&file))) {
-                todo.push((file, entry.id()));
-            }
-            git2::TreeWalkResult::Ok
-        })
-        .ctx(|| format!("walking the tree of commit {commit}"))?;
+        }
         let git_dir: &Path = &self.git_dir;
-        let check = |part: &[(String, Oid)]| -> Result<()> {
-            let mut raw = Vec::new();
+        // Entries in pack order, so that each thread reads its packs front to back.
+        let mut todo: Vec<(Option<Location>, String, Oid)> = todo
+            .into_iter()
+            .map(|(file, id)| (files.locate(id), file, id))
+            .collect();
+        todo.sort_unstable_by(|a, b| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        let check = |part: &[(Option<Location>, String, Oid)]| -> Result<()> {
+            let mut window = WindowReader::new(files);
             let mut repo: Option<Repository> = None;
-            for (file, id) in part {
+            for (at, file, id) in part {
                 let path = crate::tree::ContentPath::from_file_path(file).map_err(|e| {
                     MirrorError::InvalidPath {
                         path: file.clone(),
                         reason: e.to_string(),
                     }
                 })?;
-                let kind = kinds.get(&(
-                    path.group().to_owned(),
-                    path.version().to_owned(),
-                    path.resource().to_owned(),
-                ));
-                let kind = kind.map(String::as_str);
+                let kind = kinds
+                    .get(path.group())
+                    .and_then(|m| m.get(&(path.version(), path.resource())))
+                    .map(String::as_str);
                 let mut checked = None;
-                if let Some(at) = files.locate(*id) {
-                    files.read_raw(at, &mut raw)?;
-                    if let Ok(entry @ Entry::Whole { .. }) = parse_entry(&raw)
+                if let Some(at) = at {
+                    let raw = window.entry(*at)?;
+                    if let Ok(entry @ Entry::Whole { .. }) = parse_entry(raw)
                         && entry.verified(ObjectType::Blob, *id)
                         && let Entry::Whole { data, .. } = &entry
                     {
@@ -232,21 +283,25 @@ impl Mirror {
             }
             Ok(())
         };
-        if todo.len() < 2_000 {
-            return check(&todo);
-        }
-        let (a, b) = todo.split_at(todo.len() / 2);
-        std::thread::scope(|scope| {
-            let other = scope.spawn(|| check(b));
-            let mine = check(a);
-            let theirs = other.join().unwrap_or_else(|_| {
-                Err(MirrorError::Io {
-                    context: format!("checking the object files of commit {commit}"),
-                    source: std::io::Error::other("the checking thread panicked"),
-                })
-            });
-            mine.and(theirs)
-        })
+        let result = if todo.len() < 2_000 {
+            check(&todo)
+        } else {
+            let (a, b) = todo.split_at(todo.len() / 2);
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| check(b));
+                let mine = check(a);
+                let theirs = other.join().unwrap_or_else(|_| {
+                    Err(MirrorError::Io {
+                        context: format!("checking the object files of commit {commit}"),
+                        source: std::io::Error::other("the checking thread panicked"),
+                    })
+                });
+                mine.and(theirs)
+            })
+        };
+        result?;
+        bodies.seen.extend(new);
+        Ok(())
     }
 }
 
@@ -854,6 +909,7 @@ impl Mirror {
             });
         }
         // Complete, and every path one k8s-snap could have written.
+        let started = std::time::Instant::now();
         if !self.scan(commit, true, verified, present)? {
             return Err(MirrorError::ObjectNotFound {
                 id: format!("{commit} (snapshot {name:?} is incomplete)"),
@@ -861,6 +917,7 @@ impl Mirror {
         }
         if let Some((bodies, files)) = bodies {
             self.check_bodies(commit, bodies, files)?;
+            tracing::debug!(snapshot = name, elapsed = ?started.elapsed(), "tree and bodies checked");
         }
         let bytes =
             self.read_file(commit, SNAPSHOT_META_FILE)?

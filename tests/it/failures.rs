@@ -637,7 +637,37 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
         &index,
         &["update-ref", "refs/tags/snapshots/evil", &commit],
     );
-    store.run(&data, None, &["push", "evil"]).ok();
+    // A second one, "evil2", sharing the tampered subtree: pulled together, a subtree that
+    // failed for one snapshot must not count as checked for the other.
+    let meta2 = data
+        .git(&["show", "snapshots/evil:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout
+        .replacen("name: evil\n", "name: evil2\n", 1);
+    let file = data.path().join("blob");
+    std::fs::write(&file, meta2).unwrap();
+    let blob = git_with_index(
+        &data,
+        &index,
+        &["hash-object", "-w", file.to_str().unwrap()],
+    );
+    git_with_index(
+        &data,
+        &index,
+        &[
+            "update-index",
+            "--cacheinfo",
+            &format!("100644,{blob},.k8s-snap/snapshot.yaml"),
+        ],
+    );
+    let tree = git_with_index(&data, &index, &["write-tree"]);
+    let commit = git_with_index(&data, &index, &["commit-tree", &tree, "-m", "evil2"]);
+    git_with_index(
+        &data,
+        &index,
+        &["update-ref", "refs/tags/snapshots/evil2", &commit],
+    );
+    store.run(&data, None, &["push", "evil", "evil2"]).ok();
 
     let fresh = DataDir::new();
     let run = store.run(&fresh, None, &["pull", "evil"]).exit_code(1);
@@ -650,6 +680,18 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
         fresh.git(&["rev-parse", "--verify", "snapshots/evil"]).code != 0,
         "not tagged"
     );
+    let fresh = DataDir::new();
+    let run = store.run(&fresh, None, &["pull"]).exit_code(1);
+    for name in ["evil", "evil2"] {
+        assert!(
+            fresh
+                .git(&["rev-parse", "--verify", &format!("snapshots/{name}")])
+                .code
+                != 0,
+            "{name} not tagged: {}",
+            run.stderr
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
