@@ -8,7 +8,10 @@
 //! The emulator (fixture `scale:N`) runs in this process; the raw list and the snapshots run in
 //! child processes (this binary re-executed) so that each one's peak RSS is its own. Prints both
 //! times, their ratio, the snapshot's peak RSS and the git objects an unchanged second snapshot
-//! adds. The last line is `snapshot/list ratio: X.XX`.
+//! adds. Then, with 1% of the objects changed, a third snapshot, and times the commands a
+//! user browses with (each run as `k8s-snap` runs it, in a child process): `list`,
+//! `show <snap> <path>` and `diff --stat` of the first and third snapshots (`browse ...` line).
+//! The last line is `snapshot/list ratio: X.XX`.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +21,10 @@
     reason = "examples and benchmarks print their results and stop on setup errors"
 )]
 
+/// The CLI itself (it is the binary's, not the library's), to time `list`/`show`/`diff`.
+#[allow(dead_code, unreachable_pub, missing_docs)]
+#[path = "../src/cli/mod.rs"]
+mod cli;
 #[path = "common/mod.rs"]
 mod common;
 use common::{cpu_seconds, mib, peak_rss, raw_list};
@@ -44,6 +51,9 @@ struct ChildReport {
     peak_rss_bytes: u64,
     new_objects: u64,
     new_bytes: u64,
+    /// `browse` child: seconds of `list`, `show` and `diff --stat`.
+    #[serde(default)]
+    browse: Vec<(String, f64)>,
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -173,6 +183,26 @@ async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result
         "peak RSS of the snapshot: {:.1} MiB (target <= 256 MiB)",
         mib(first.peak_rss_bytes.max(second.peak_rss_bytes))
     );
+    // Browsing: change 1% of the objects (ConfigMaps spread over all namespaces), snapshot
+    // again, then time `list`, `show` and `diff --stat` of the first and this snapshot.
+    let changed = change_one_percent(&kubeconfig, objects).await?;
+    let third = run_child("snapshot", Some("bench-3"))?;
+    println!(
+        "changed {changed} objects; 3rd snapshot: {:.3}s, {} new git objects",
+        third.seconds, third.new_objects
+    );
+    let browse = run_child("browse", None)?;
+    let parts: Vec<String> = browse
+        .browse
+        .iter()
+        .map(|(what, secs)| format!("`{what}` {secs:.3}s"))
+        .collect();
+    println!(
+        "browse {} snapshots of {} objects: {} (target < 2 s each)",
+        3,
+        first.objects,
+        parts.join(", ")
+    );
     emulator.shutdown().await;
     if encrypt {
         // Steady state: an unchanged value reuses its ciphertext instead of being encrypted.
@@ -188,6 +218,63 @@ async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result
     );
     println!("snapshot/list ratio: {:.2}", first.seconds / raw.seconds);
     Ok(())
+}
+
+/// PATCHes 1% of the objects (ConfigMaps spread over all namespaces of `scale:N`).
+async fn change_one_percent(kubeconfig: &Path, objects: usize) -> anyhow::Result<usize> {
+    let cluster = Cluster::connect(&ConnectOptions {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        ..Default::default()
+    })
+    .await?;
+    let namespaces = (objects / 500).clamp(1, objects.max(1)).min(objects);
+    let target = (objects / 100).max(1);
+    let step = ((objects - namespaces) / target / 20).max(1) * 20;
+    let paths: Vec<String> = (0..target)
+        .map(|j| j * step)
+        .take_while(|i| *i < objects - namespaces)
+        .map(|i| {
+            format!(
+                "/api/v1/namespaces/scale-{:04}/configmaps/obj-{i:06}",
+                i % namespaces
+            )
+        })
+        .collect();
+    let n = paths.len();
+    stream::iter(paths)
+        .map(|path| {
+            let cluster = cluster.clone();
+            async move {
+                let body = serde_json::json!({"data": {"index": format!("changed-{path}")}});
+                cluster
+                    .request_bytes(
+                        http::Method::PATCH,
+                        &path,
+                        Some(serde_json::to_vec(&body)?),
+                        Some("application/merge-patch+json"),
+                    )
+                    .await
+                    .with_context(|| format!("PATCH {path}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(n)
+}
+
+/// Runs one `k8s-snap` command line (as the binary would) with its output discarded; its
+/// wall time.
+async fn time_command(argv: &[&str]) -> anyhow::Result<f64> {
+    use clap::Parser as _;
+    let started = Instant::now();
+    let cli = cli::Cli::try_parse_from(argv)?;
+    let code = cli::run(cli, &mut std::io::sink()).await?;
+    if code != 0 {
+        bail!("{argv:?} exited with {code}");
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 async fn child(
@@ -224,6 +311,34 @@ async fn child(
                 peak_rss_bytes: peak_rss(),
                 new_objects: 0,
                 new_bytes: 0,
+                browse: Vec::new(),
+            })
+        }
+        "browse" => {
+            let data = data_dir.context("--data-dir")?;
+            let mut browse = Vec::new();
+            for argv in [
+                vec!["list"],
+                vec![
+                    "show",
+                    "bench-1",
+                    "/api/v1/namespaces/scale-0000/configmaps/obj-000000",
+                ],
+                vec!["diff", "--stat", "bench-1", "bench-3"],
+            ] {
+                let label = argv.join(" ");
+                let mut full = vec!["k8s-snap", "--data-dir", data.as_str(), "-q"];
+                full.extend(argv);
+                browse.push((label, time_command(&full).await?));
+            }
+            Ok(ChildReport {
+                seconds: started.elapsed().as_secs_f64(),
+                cpu_seconds: cpu_seconds() - cpu_start,
+                objects: 0,
+                peak_rss_bytes: peak_rss(),
+                new_objects: 0,
+                new_bytes: 0,
+                browse,
             })
         }
         "snapshot" => {
@@ -241,6 +356,7 @@ async fn child(
                 peak_rss_bytes: peak_rss(),
                 new_objects: s.new_objects,
                 new_bytes: s.new_bytes,
+                browse: Vec::new(),
             })
         }
         other => bail!("unknown child mode {other}"),

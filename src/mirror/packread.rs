@@ -31,6 +31,25 @@ pub(super) const STORED_BLOCK: usize = 65_535;
 const IDX_V2_MAGIC: [u8; 8] = [0xff, b't', b'O', b'c', 0, 0, 0, 2];
 const IDX_FANOUT_END: usize = 8 + 256 * 4;
 
+/// Object id -> (pack, position of the id in that pack's index).
+type IdTable = std::collections::HashMap<
+    [u8; 20],
+    (u32, u32),
+    std::hash::BuildHasherDefault<super::transfer::OidHasher>,
+>;
+
+/// The ids listed by a v2 index of `n` objects (as checked by [`idx_object_count`]), in order.
+pub(super) fn idx_ids(idx: &[u8], n: usize) -> impl Iterator<Item = [u8; 20]> + '_ {
+    idx.get(IDX_FANOUT_END..IDX_FANOUT_END + n * 20)
+        .unwrap_or_default()
+        .chunks_exact(20)
+        .map(|c| {
+            let mut id = [0u8; 20];
+            id.copy_from_slice(c);
+            id
+        })
+}
+
 /// One pack of the mirror: its index in memory, its entries' offsets sorted (to know where
 /// each entry ends), and the pack file opened for positioned reads.
 struct OnePack {
@@ -44,8 +63,13 @@ struct OnePack {
 
 /// The packs of a mirror, for lookups by object id and positioned reads. Packs with an index
 /// of another version than 2 are left out (their objects are simply not found here).
+///
+/// Ids are looked up in one table for all packs (pack and position in its index): a snapshot
+/// of 500k objects spans ~45 packs, and a binary search in each of them in turn cost
+/// ~150 comparisons per lookup.
 pub(super) struct PackFiles {
     packs: Vec<OnePack>,
+    by_id: IdTable,
 }
 
 /// Where one object's entry is (ordered by pack, then offset).
@@ -94,7 +118,10 @@ impl PackFiles {
         let listing = match std::fs::read_dir(&dir) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(PackFiles { packs });
+                return Ok(PackFiles {
+                    packs,
+                    by_id: IdTable::default(),
+                });
             }
             Err(e) => {
                 return Err(MirrorError::Io {
@@ -143,28 +170,34 @@ impl PackFiles {
                 file,
             });
         }
-        Ok(PackFiles { packs })
+        let mut by_id = IdTable::default();
+        by_id.reserve(packs.iter().map(|p| p.count).sum());
+        for (n, p) in packs.iter().enumerate() {
+            let Ok(pack) = u32::try_from(n) else { break };
+            for (i, id) in idx_ids(&p.idx, p.count).enumerate() {
+                let Ok(i) = u32::try_from(i) else { break };
+                by_id.entry(id).or_insert((pack, i));
+            }
+        }
+        Ok(PackFiles { packs, by_id })
     }
 
     /// Where the entry of `id` is, if some pack's index lists it.
     pub(super) fn locate(&self, id: Oid) -> Option<Location> {
-        for (n, p) in self.packs.iter().enumerate() {
-            let Some(i) = idx_find(&p.idx, p.count, id.as_bytes()) else {
-                continue;
-            };
-            let offset = idx_offset(&p.idx, p.count, i);
-            let at = p.bounds.partition_point(|&b| b <= offset);
-            let end = p.bounds.get(at).copied()?;
-            if end <= offset {
-                return None;
-            }
-            return Some(Location {
-                pack: n,
-                offset,
-                len: end - offset,
-            });
+        let (n, i) = *self.by_id.get(&super::transfer::key(&id))?;
+        let (n, i) = (n as usize, i as usize);
+        let p = self.packs.get(n)?;
+        let offset = idx_offset(&p.idx, p.count, i);
+        let at = p.bounds.partition_point(|&b| b <= offset);
+        let end = p.bounds.get(at).copied()?;
+        if end <= offset {
+            return None;
         }
-        None
+        Some(Location {
+            pack: n,
+            offset,
+            len: end - offset,
+        })
     }
 
     /// Reads the raw bytes of an entry (header and zlib stream) into `buf`.
@@ -474,31 +507,6 @@ pub(super) fn idx_object_count(bytes: &[u8]) -> Option<usize> {
     let at = IDX_FANOUT_END - 4;
     let n = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
     (bytes.len() >= IDX_FANOUT_END + n * 28 + 40).then_some(n)
-}
-
-/// The position of `id` in a v2 index with `n` objects (validated by [`idx_object_count`]).
-pub(super) fn idx_find(idx: &[u8], n: usize, id: &[u8]) -> Option<usize> {
-    let fan = |b: usize| -> usize {
-        let at = 8 + b * 4;
-        u32::from_be_bytes([idx[at], idx[at + 1], idx[at + 2], idx[at + 3]]) as usize
-    };
-    let first = usize::from(id[0]);
-    let lo = if first == 0 { 0 } else { fan(first - 1) };
-    let hi = fan(first).min(n);
-    if lo >= hi {
-        return None;
-    }
-    let ids = &idx[IDX_FANOUT_END + lo * 20..IDX_FANOUT_END + hi * 20];
-    let (mut a, mut b) = (0usize, hi - lo);
-    while a < b {
-        let mid = (a + b) / 2;
-        match ids[mid * 20..mid * 20 + 20].cmp(id) {
-            std::cmp::Ordering::Less => a = mid + 1,
-            std::cmp::Ordering::Greater => b = mid,
-            std::cmp::Ordering::Equal => return Some(lo + mid),
-        }
-    }
-    None
 }
 
 /// The pack offset of the `i`-th object of a v2 index with `n` objects (0 when the index
