@@ -1341,22 +1341,26 @@ mod tests {
 
     const P: &str = "/api/v1/namespaces/a/secrets/x";
 
-    #[test]
-    fn seal_open_round_trip_and_reuse() {
-        let (ids, r) = keypair();
-        let s = sealer(r.clone());
-        let v1 = serde_json::json!({"kind": "Secret", "data": {"k": "c2VjcmV0"}});
-        let mut node = Node::from(&v1);
+    /// Seals the Secret at [`P`] whose `data.k` is `value`; the sealed string.
+    fn seal_one(s: &Sealer, value: &str) -> String {
+        let v = serde_json::json!({"kind": "Secret", "data": {"k": value}});
+        let mut node = Node::from(&v);
         let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
         s.seal_node(&path, &mut node).unwrap();
-        let a = node
-            .get("data")
+        node.get("data")
             .unwrap()
             .get("k")
             .unwrap()
             .as_str()
             .unwrap()
-            .to_owned();
+            .to_owned()
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_reuse() {
+        let (ids, r) = keypair();
+        let s = sealer(r.clone());
+        let a = seal_one(&s, "c2VjcmV0");
         assert!(
             a.starts_with(SEALED_PREFIX) && !a.contains("c2VjcmV0"),
             "{a}"
@@ -1431,18 +1435,7 @@ mod tests {
         let (ids3, _) = keypair();
         let both = Recipients::parse(&[r1.names()[0].clone(), r2.names()[0].clone()]).unwrap();
         let s = sealer(both);
-        let v4 = serde_json::json!({"kind": "Secret", "data": {"k": "dg=="}});
-        let mut node = Node::from(&v4);
-        let path = ContentPath::new("", "v1", "secrets", Some("a"), "x").unwrap();
-        s.seal_node(&path, &mut node).unwrap();
-        let v = node
-            .get("data")
-            .unwrap()
-            .get("k")
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let v = seal_one(&s, "dg==");
         assert_eq!(open(&s, &ids1, &v, P, "data", "k"), b"dg==");
         assert_eq!(open(&s, &ids2, &v, P, "data", "k"), b"dg==");
         let e = Opener::new(&ids3, &keys_of(&s), "s1", s.recipients.names()).unwrap_err();

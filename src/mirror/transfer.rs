@@ -830,20 +830,22 @@ impl Mirror {
         present: &ObjectSet,
         check_bodies: bool,
     ) -> Vec<Result<bool>> {
+        // One failure before any snapshot was looked at fails each of them with it.
+        let all_failed = |context: &str, e: MirrorError| -> Vec<Result<bool>> {
+            let msg = e.to_string();
+            items
+                .iter()
+                .map(|_| {
+                    Err(MirrorError::Io {
+                        context: context.to_owned(),
+                        source: std::io::Error::other(msg.clone()),
+                    })
+                })
+                .collect()
+        };
         let _lock = match self.lock() {
             Ok(l) => l,
-            Err(e) => {
-                let msg = e.to_string();
-                return items
-                    .iter()
-                    .map(|_| {
-                        Err(MirrorError::Io {
-                            context: "locking the mirror".into(),
-                            source: std::io::Error::other(msg.clone()),
-                        })
-                    })
-                    .collect();
-            }
+            Err(e) => return all_failed("locking the mirror", e),
         };
         let mut verified = OidSet::default();
         let mut bodies = BodySet::default();
@@ -851,18 +853,7 @@ impl Mirror {
         let files = if check_bodies {
             match PackFiles::open(&self.git_dir) {
                 Ok(f) => Some(f),
-                Err(e) => {
-                    let msg = e.to_string();
-                    return items
-                        .iter()
-                        .map(|_| {
-                            Err(MirrorError::Io {
-                                context: "opening the mirror's packs".into(),
-                                source: std::io::Error::other(msg.clone()),
-                            })
-                        })
-                        .collect();
-                }
+                Err(e) => return all_failed("opening the mirror's packs", e),
             }
         } else {
             None
