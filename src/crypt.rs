@@ -1385,13 +1385,7 @@ mod tests {
         let mut prev = Previous::new();
         collect_sealed(&format!("data:\n  k: {a}\n"), &mut prev);
         let next = Sealer::new(r.clone(), s.key.clone(), prev.clone(), keys_of(&s)).unwrap();
-        let v2 = serde_json::json!({"kind": "Secret", "data": {"k": "c2VjcmV0"}});
-        let mut node = Node::from(&v2);
-        next.seal_node(&path, &mut node).unwrap();
-        assert_eq!(
-            node.get("data").unwrap().get("k").unwrap().as_str(),
-            Some(a.as_str())
-        );
+        assert_eq!(seal_one(&next, "c2VjcmV0"), a);
         assert_eq!(keys_of(&next), keys_of(&s));
         // Without its key file a previous value is not reused.
         let orphan = Sealer::new(r, s.key.clone(), prev, BTreeMap::new()).unwrap();
