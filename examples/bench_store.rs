@@ -234,10 +234,12 @@ async fn run(objects: usize, backend: &str, git_repack: bool) -> anyhow::Result<
         "first push/snapshot ratio: {:.2} (push {first_secs:.2}s, snapshot {t:.2}s)",
         first_secs / t
     );
-    match git_repack
-        .then(|| git_repack_size(&a.join("mirror.git")))
-        .unwrap_or_else(|| Err(anyhow::anyhow!("--no-git-repack")))
-    {
+    let repacked = if git_repack {
+        git_repack_size(&a.join("mirror.git"))
+    } else {
+        Err(anyhow::anyhow!("--no-git-repack"))
+    };
+    match repacked {
         Ok(git) => println!(
             "store pack: {} bytes; `git repack -adf` of the same objects: {git} bytes; store/git pack size ratio: {:.2}",
             first.pack_bytes,
