@@ -44,13 +44,22 @@ pub fn read_identity(body: &[u8]) -> Option<Identity> {
 fn quick_scan(text: &str) -> Option<Identity> {
     let mut id = Identity::default();
     let mut in_meta = false;
+    let mut seen_meta = false;
+    // A key given twice is an error of the parser (duplicate keys), never "the last one wins".
+    let set = |slot: &mut Option<String>, value: &str| -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(scalar(value)?);
+        Some(())
+    };
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("  ") {
             if in_meta && !rest.starts_with(' ') {
                 let (key, value) = rest.split_once(':')?;
                 match key {
-                    "name" => id.name = Some(scalar(value)?),
-                    "namespace" => id.namespace = Some(scalar(value)?),
+                    "name" => set(&mut id.name, value)?,
+                    "namespace" => set(&mut id.namespace, value)?,
                     _ => {}
                 }
             }
@@ -68,9 +77,10 @@ fn quick_scan(text: &str) -> Option<Identity> {
         }
         in_meta = key == "metadata";
         match key {
-            "apiVersion" => id.api_version = Some(scalar(value)?),
-            "kind" => id.kind = Some(scalar(value)?),
-            "metadata" if !value.trim().is_empty() => return None,
+            "apiVersion" => set(&mut id.api_version, value)?,
+            "kind" => set(&mut id.kind, value)?,
+            "metadata" if !value.trim().is_empty() || seen_meta => return None,
+            "metadata" => seen_meta = true,
             _ => {}
         }
     }
@@ -138,6 +148,19 @@ mod tests {
 
     fn path(p: &str) -> ContentPath {
         ContentPath::parse(p).unwrap()
+    }
+
+    #[test]
+    fn a_key_given_twice_is_left_to_the_parser() {
+        for body in [
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: ns\nmetadata:\n  name: other\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  name: other\n",
+            "apiVersion: v1\nkind: ConfigMap\nkind: Secret\nmetadata:\n  name: cm\n",
+        ] {
+            assert_eq!(quick_scan(body), None, "{body}");
+            // The parser refuses duplicate keys: the body is not an identity at all.
+            assert_eq!(read_identity(body.as_bytes()), None, "{body}");
+        }
     }
 
     #[test]
