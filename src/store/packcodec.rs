@@ -26,6 +26,11 @@ pub(crate) const FRAME_BYTES: usize = 8 << 20;
 /// CPU time.
 const LEVEL: i32 = 1;
 
+/// The level of a pack that fits in one frame (an incremental push): 5-10% smaller than at
+/// [`LEVEL`] (a 1% change of a 50k-object snapshot, 0.9 MB: 101 KB instead of 106 KB), for
+/// at most ~70 ms of one thread (a full 8 MiB frame).
+const SMALL_PACK_LEVEL: i32 = 6;
+
 /// Threads compressing frames.
 const THREADS: usize = 2;
 
@@ -52,7 +57,7 @@ type Frames = Vec<(usize, Vec<u8>)>;
 pub(crate) struct FrameEncoder {
     frame: Vec<u8>,
     next: usize,
-    senders: Vec<mpsc::SyncSender<(usize, Vec<u8>)>>,
+    senders: Vec<mpsc::SyncSender<(usize, Vec<u8>, i32)>>,
     workers: Vec<std::thread::JoinHandle<std::io::Result<Frames>>>,
 }
 
@@ -62,13 +67,13 @@ impl FrameEncoder {
         let mut senders = Vec::with_capacity(THREADS);
         let mut workers = Vec::with_capacity(THREADS);
         for n in 0..THREADS {
-            let (tx, rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(1);
+            let (tx, rx) = mpsc::sync_channel::<(usize, Vec<u8>, i32)>(1);
             let worker = std::thread::Builder::new()
                 .name(format!("k8s-snap-zstd-{n}"))
                 .spawn(move || {
                     let mut out = Vec::new();
-                    for (seq, frame) in rx {
-                        out.push((seq, zstd::bulk::compress(&frame, LEVEL)?));
+                    for (seq, frame, level) in rx {
+                        out.push((seq, zstd::bulk::compress(&frame, level)?));
                     }
                     Ok(out)
                 })?;
@@ -83,7 +88,7 @@ impl FrameEncoder {
         })
     }
 
-    fn send_frame(&mut self) -> std::io::Result<()> {
+    fn send_frame(&mut self, level: i32) -> std::io::Result<()> {
         if self.frame.is_empty() {
             return Ok(());
         }
@@ -91,13 +96,18 @@ impl FrameEncoder {
         let seq = self.next;
         self.next += 1;
         self.senders[seq % THREADS]
-            .send((seq, frame))
+            .send((seq, frame, level))
             .map_err(|_| std::io::Error::other("a compressing thread stopped"))
     }
 
     /// Compresses what is left and returns the stored bytes: the frames in order.
     pub(crate) fn finish(mut self) -> std::io::Result<Vec<u8>> {
-        self.send_frame()?;
+        let level = if self.next == 0 {
+            SMALL_PACK_LEVEL
+        } else {
+            LEVEL
+        };
+        self.send_frame(level)?;
         self.senders.clear();
         let mut frames = Vec::with_capacity(self.next);
         for worker in self.workers.drain(..) {
@@ -120,7 +130,7 @@ impl Write for FrameEncoder {
             self.frame.extend_from_slice(&buf[..take]);
             buf = &buf[take..];
             if self.frame.len() == FRAME_BYTES {
-                self.send_frame()?;
+                self.send_frame(LEVEL)?;
             }
         }
         Ok(n)
