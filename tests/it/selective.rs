@@ -177,8 +177,10 @@ async fn partial_snapshots_hold_only_what_the_filter_selects() {
     // The label selector: every object carrying the label, and no other.
     let labelled = |o: &k8s_snap::restore::SnapshotObject| {
         o.object
+            .value()
             .pointer(&format!("/metadata/labels/{}", PART_OF.replace('/', "~1")))
-            == Some(&json!(ns))
+            .cloned()
+            == Some(json!(ns))
     };
     let expected: BTreeSet<String> = snapshot_objects(&data, "full")
         .iter()
