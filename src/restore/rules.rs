@@ -67,11 +67,29 @@ pub struct CompactObject {
 impl CompactObject {
     /// The compact JSON text of `object`.
     pub fn new(object: &Value) -> Self {
-        CompactObject {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        // Written into a buffer reused by the thread, then copied at its exact size: a string
+        // grown by doubling and shrunk keeps its block (the allocator keeps a block that is
+        // at most half empty), up to twice the text for every object held.
+        let text = SCRATCH.with(|scratch| {
+            let Ok(mut buf) = scratch.try_borrow_mut() else {
+                return serde_json::to_string(object).unwrap_or_default().into_boxed_str();
+            };
+            buf.clear();
             // Serializing a `Value` cannot fail (its map keys are strings).
-            text: serde_json::to_string(object)
-                .unwrap_or_default()
-                .into_boxed_str(),
+            let text: Box<str> = match serde_json::to_writer(&mut *buf, object) {
+                Ok(()) => std::str::from_utf8(&buf).unwrap_or_default().into(),
+                Err(_) => Box::default(),
+            };
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new();
+            }
+            text
+        });
+        CompactObject {
+            text,
             owned: has_owner(object),
         }
     }

@@ -96,8 +96,17 @@ impl ContentPath {
             validate_name(ns)?;
         }
         validate_name(name)?;
+        // Exactly its length: the string is kept as it is, for as long as the path lives.
         let mut path = String::with_capacity(
-            16 + group.len() + version.len() + resource.len() + name.len() + 2 * 16,
+            "/apis/".len()
+                + group.len()
+                + 1
+                + version.len()
+                + namespace.map_or(0, |ns| "/namespaces/".len() + ns.len())
+                + 1
+                + resource.len()
+                + 1
+                + name.len(),
         );
         let group_span = if group.is_empty() {
             path.push_str("/api/");

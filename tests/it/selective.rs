@@ -527,7 +527,7 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     let objects = |name: &str| -> Vec<(String, Value)> {
         snapshot_objects(&data, name)
             .into_iter()
-            .map(|o| (o.path.as_str().to_string(), o.object))
+            .map(|o| (o.path.as_str().to_string(), o.object.value()))
             .collect()
     };
     assert_eq!(objects("after"), objects("before"));
