@@ -295,9 +295,13 @@ mod tests {
             ]
         );
         assert_eq!(out[0].object.value()["metadata"]["name"], "shop-copy");
-        assert_eq!(out[0].object.value()["metadata"]["labels"][NAME_LABEL], "shop-copy");
         assert_eq!(
-            out[0].object.value()["metadata"]["labels"]["team"], "shop",
+            out[0].object.value()["metadata"]["labels"][NAME_LABEL],
+            "shop-copy"
+        );
+        assert_eq!(
+            out[0].object.value()["metadata"]["labels"]["team"],
+            "shop",
             "other labels stay"
         );
         assert_eq!(out[1].object.value()["metadata"]["namespace"], "shop-copy");
@@ -306,8 +310,14 @@ mod tests {
         assert_eq!(subjects[0]["namespace"], "shop-copy");
         assert_eq!(subjects[1]["namespace"], "other");
         assert_eq!(subjects[2], json!({"kind": "User", "name": "shop"}));
-        assert_eq!(out[4].object.value()["subjects"][0]["namespace"], "shop-copy");
-        assert_eq!(out[5].object.value()["spec"]["claimRef"]["namespace"], "shop-copy");
+        assert_eq!(
+            out[4].object.value()["subjects"][0]["namespace"],
+            "shop-copy"
+        );
+        assert_eq!(
+            out[5].object.value()["spec"]["claimRef"]["namespace"],
+            "shop-copy"
+        );
         let svc = &out[6].object.value();
         assert_eq!(svc["spec"]["ports"][0], json!({"port": 80}));
         assert!(svc["spec"].get("healthCheckNodePort").is_none());

@@ -5,7 +5,9 @@
 //! rules and reason strings, the stage order of §6.5, and the cleaning of server-generated
 //! and cluster-specific fields: Services, PVs and PVCs (so that they re-bind on the target),
 //! Jobs (generated selector and labels), ServiceAccounts (token Secret references), bare Pods
-//! (`nodeName`). Must not touch: the network, git.
+//! (`nodeName`); and the form a restore holds its objects in from the load to the POST
+//! ([`CompactObject`]: compact JSON text, parsed where a step reads fields). Must not touch:
+//! the network, git.
 
 use std::collections::{HashMap, HashSet};
 
@@ -75,7 +77,9 @@ impl CompactObject {
         // at most half empty), up to twice the text for every object held.
         let text = SCRATCH.with(|scratch| {
             let Ok(mut buf) = scratch.try_borrow_mut() else {
-                return serde_json::to_string(object).unwrap_or_default().into_boxed_str();
+                return serde_json::to_string(object)
+                    .unwrap_or_default()
+                    .into_boxed_str();
             };
             buf.clear();
             // Serializing a `Value` cannot fail (its map keys are strings).
@@ -108,6 +112,20 @@ impl CompactObject {
     /// Whether `metadata.ownerReferences` is a non-empty list.
     pub fn has_owner(&self) -> bool {
         self.owned
+    }
+
+    /// Whether the text contains `s` (unescaped): a cheap test that rules out fields and
+    /// values before the tree is built (JSON escapes only quotes, backslashes and control
+    /// characters).
+    pub(crate) fn mentions(&self, s: &str) -> bool {
+        self.text.contains(s)
+    }
+
+    /// [`crate::tree::is_token_secret`] of the object, without building the tree of a Secret
+    /// of another type.
+    pub(crate) fn is_token_secret(&self) -> bool {
+        self.mentions(crate::tree::SERVICE_ACCOUNT_TOKEN_TYPE)
+            && crate::tree::is_token_secret(&self.value())
     }
 }
 
@@ -371,9 +389,7 @@ pub fn select(
     // Secrets restored with their ServiceAccounts (token Secrets never are).
     let secrets: HashSet<(String, String)> = kept()
         .filter(|o| {
-            is(&o.path, "", "secrets")
-                && !o.object.has_owner()
-                && !crate::tree::is_token_secret(&o.object.value())
+            is(&o.path, "", "secrets") && !o.object.has_owner() && !o.object.is_token_secret()
         })
         .filter_map(|o| Some((o.path.namespace()?.to_string(), o.path.name().to_string())))
         .collect();
@@ -419,8 +435,7 @@ pub fn select(
     let mut pvc_decision: Vec<Option<Result<(), &'static str>>> = vec![None; objects.len()];
     let mut paired_pvs: HashMap<usize, (String, String)> = HashMap::new();
     for (i, o) in objects.iter().enumerate() {
-        if pref_excluded[i] || !is(&o.path, "", "persistentvolumeclaims") || o.object.has_owner()
-        {
+        if pref_excluded[i] || !is(&o.path, "", "persistentvolumeclaims") || o.object.has_owner() {
             continue;
         }
         let object = o.object.value();
@@ -460,7 +475,7 @@ pub fn select(
         if compact.has_owner() {
             return Selection::Excluded(reason::OWNER_REF);
         }
-        if is(path, "", "secrets") && crate::tree::is_token_secret(&compact.value()) {
+        if is(path, "", "secrets") && compact.is_token_secret() {
             return Selection::Excluded(reason::TOKEN_SECRET);
         }
         if is(path, RBAC_GROUP, "clusterroles") && !included_roles.contains(path.name()) {
@@ -480,9 +495,16 @@ pub fn select(
         }
         let stage = stage_of(path, &app_pathes);
         // Only the kinds below are cleaned: every other object goes on as its text.
-        let cleaned = ["persistentvolumes", "persistentvolumeclaims", "services", "serviceaccounts", "pods"]
-            .iter()
-            .any(|r| is(path, "", r))
+        let cleaned = [
+            "persistentvolumes",
+            "persistentvolumeclaims",
+            "services",
+            "pods",
+        ]
+        .iter()
+        .any(|r| is(path, "", r))
+            // A ServiceAccount is cleaned only in its `secrets`.
+            || (is(path, "", "serviceaccounts") && compact.mentions("\"secrets\""))
             || is(path, "batch", "jobs")
             || (is(path, CRD_GROUP, "customresourcedefinitions") && path.version() == "v1");
         if !cleaned {

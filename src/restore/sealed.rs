@@ -64,7 +64,7 @@ impl LoadedSnapshot {
         if !self
             .objects
             .iter()
-            .any(|o| self.may_hold_sealed(o, &paths) && crypt::has_sealed(&o.object.value()))
+            .any(|o| self.may_hold_sealed(o, &paths) && has_sealed(&o.object))
         {
             return Ok(0);
         }
@@ -73,7 +73,7 @@ impl LoadedSnapshot {
         let mut opened = Vec::with_capacity(self.objects.len());
         let mut n = 0;
         for o in &self.objects {
-            if self.may_hold_sealed(o, &paths) && crypt::has_sealed(&o.object.value()) {
+            if self.may_hold_sealed(o, &paths) && has_sealed(&o.object) {
                 let mut object = o.object.value();
                 n += crypt::open_object(
                     &mut object,
@@ -103,7 +103,7 @@ impl LoadedSnapshot {
         if self
             .objects
             .iter()
-            .any(|o| self.may_hold_sealed(o, &paths) && crypt::has_sealed(&o.object.value()))
+            .any(|o| self.may_hold_sealed(o, &paths) && has_sealed(&o.object))
         {
             return Err(CryptError::NoIdentity {
                 snapshot: self.name.clone(),
@@ -112,4 +112,10 @@ impl LoadedSnapshot {
         }
         Ok(())
     }
+}
+
+/// [`crypt::has_sealed`] of an object, without building the tree of one whose text holds no
+/// string starting like a sealed value (`k8s-snap:v2:`, `k8s-snap:age:v1:`).
+fn has_sealed(o: &super::CompactObject) -> bool {
+    o.mentions("\"k8s-snap:") && crypt::has_sealed(&o.value())
 }
