@@ -385,7 +385,7 @@ async fn child(
                         .rsplit_once('/')
                         .map_or(path.as_str(), |(c, _)| c)
                         .to_string();
-                    bodies.push((stage, collection, serde_json::to_vec(&object)?));
+                    bodies.push((stage, collection, object.as_str().as_bytes().to_vec()));
                 }
             }
             let (namespaces, rest): (Vec<_>, Vec<_>) = bodies

@@ -145,7 +145,7 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
     };
     let serialized = match item.action {
         Action::Update => {
-            let mut b = body.clone();
+            let mut b = body.value();
             if let (Some(meta), Some(rv)) = (
                 b.get_mut("metadata").and_then(Value::as_object_mut),
                 &item.live_resource_version,
@@ -154,7 +154,8 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
             }
             serde_json::to_vec(&b)
         }
-        _ => serde_json::to_vec(body),
+        // The body is already the JSON text to send.
+        _ => Ok(body.as_str().as_bytes().to_vec()),
     };
     let bytes = match serialized {
         Ok(b) => b,

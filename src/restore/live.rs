@@ -11,6 +11,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::plan::{LiveObject, covers_json};
+use super::rules::CompactObject;
 use crate::cluster::{Cluster, ClusterError};
 use crate::discovery::ApiResourceInfo;
 
@@ -52,14 +53,14 @@ struct ListMeta {
 /// object in the plan's selections, and the object itself. An object found equal on the
 /// target is taken out (left `Null`) and dropped by the task that compared it, so freeing
 /// the objects a plan does not need is spread over the listing tasks.
-pub(crate) type TreeObjects = HashMap<String, (usize, Mutex<Value>)>;
+pub(crate) type TreeObjects = HashMap<String, (usize, Mutex<CompactObject>)>;
 
 /// What [`read_live`] found: the live objects at the wanted paths (keyed by content path),
 /// and every tree object handed in, by index, to be put back into the selections (`Null`
 /// where the live object matched it, so it is no longer needed).
 pub(crate) struct LiveRead {
     pub live: HashMap<String, LiveObject>,
-    pub objects: Vec<(usize, Value)>,
+    pub objects: Vec<(usize, CompactObject)>,
 }
 
 /// Lists every resource of `wanted`, `concurrency` resources at a time, and compares each
@@ -196,7 +197,8 @@ fn compare_page(
             continue;
         };
         let mut tree = tree.lock().unwrap_or_else(PoisonError::into_inner);
-        let compared = match covers_json(item.get(), &tree) {
+        let tree_value = tree.value();
+        let compared = match covers_json(item.get(), &tree_value) {
             Ok(true) => {
                 // Not needed any more (unless a server-side diff follows): free it here.
                 if !keep_equal {
@@ -213,7 +215,7 @@ fn compare_page(
             }
             _ => {
                 let v: Value = cluster.decode("GET", base, item.get().as_bytes())?;
-                let compared = LiveObject::compare(v, &tree, resource);
+                let compared = LiveObject::compare(v, &tree_value, resource);
                 if compared.differing.is_none() && !keep_equal {
                     drop(std::mem::take(&mut *tree));
                 }

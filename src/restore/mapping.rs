@@ -85,7 +85,8 @@ pub fn apply(
     }
     let mut out = Vec::with_capacity(objects.len());
     let mut seen: HashMap<String, String> = HashMap::new();
-    for SnapshotObject { path, mut object } in objects {
+    for SnapshotObject { path, object } in objects {
+        let mut object = object.value();
         let mapped = map_path(&path, mapping).map_err(|message| MappingError::Path {
             path: path.as_str().to_string(),
             message,
@@ -127,10 +128,7 @@ pub fn apply(
                 second: path.as_str().to_string(),
             });
         }
-        out.push(SnapshotObject {
-            path: new_path,
-            object,
-        });
+        out.push(SnapshotObject::new(new_path, &object));
     }
     Ok(out)
 }
@@ -238,10 +236,7 @@ mod tests {
     use serde_json::json;
 
     fn obj(path: &str, object: Value) -> SnapshotObject {
-        SnapshotObject {
-            path: ContentPath::parse(path).unwrap(),
-            object,
-        }
+        SnapshotObject::new(ContentPath::parse(path).unwrap(), &object)
     }
 
     fn mapping() -> BTreeMap<String, String> {
@@ -299,21 +294,31 @@ mod tests {
                 "/api/v1/namespaces/shop-copy/services/fe",
             ]
         );
-        assert_eq!(out[0].object["metadata"]["name"], "shop-copy");
-        assert_eq!(out[0].object["metadata"]["labels"][NAME_LABEL], "shop-copy");
+        assert_eq!(out[0].object.value()["metadata"]["name"], "shop-copy");
         assert_eq!(
-            out[0].object["metadata"]["labels"]["team"], "shop",
+            out[0].object.value()["metadata"]["labels"][NAME_LABEL],
+            "shop-copy"
+        );
+        assert_eq!(
+            out[0].object.value()["metadata"]["labels"]["team"],
+            "shop",
             "other labels stay"
         );
-        assert_eq!(out[1].object["metadata"]["namespace"], "shop-copy");
-        assert_eq!(out[2].object["metadata"]["namespace"], "blog");
-        let subjects = &out[3].object["subjects"];
+        assert_eq!(out[1].object.value()["metadata"]["namespace"], "shop-copy");
+        assert_eq!(out[2].object.value()["metadata"]["namespace"], "blog");
+        let subjects = &out[3].object.value()["subjects"];
         assert_eq!(subjects[0]["namespace"], "shop-copy");
         assert_eq!(subjects[1]["namespace"], "other");
         assert_eq!(subjects[2], json!({"kind": "User", "name": "shop"}));
-        assert_eq!(out[4].object["subjects"][0]["namespace"], "shop-copy");
-        assert_eq!(out[5].object["spec"]["claimRef"]["namespace"], "shop-copy");
-        let svc = &out[6].object;
+        assert_eq!(
+            out[4].object.value()["subjects"][0]["namespace"],
+            "shop-copy"
+        );
+        assert_eq!(
+            out[5].object.value()["spec"]["claimRef"]["namespace"],
+            "shop-copy"
+        );
+        let svc = &out[6].object.value();
         assert_eq!(svc["spec"]["ports"][0], json!({"port": 80}));
         assert!(svc["spec"].get("healthCheckNodePort").is_none());
         let applied = svc["metadata"]["annotations"][LAST_APPLIED]

@@ -38,7 +38,7 @@ pub use apply::{ApplyOptions, ApplyReport, apply, dry_run_status};
 pub use plan::{Action, LiveObject, Plan, PlanItem, PlanOptions, PlanSummary, Served, build_plan};
 pub use preference::{Preference, PreferenceError, RestorePreferenceSpec};
 pub use prepare::{PrepareError, Prepared, prepare};
-pub use rules::{RuleOptions, Selection, SnapshotObject, Stage, select};
+pub use rules::{CompactObject, RuleOptions, Selection, SnapshotObject, Stage, select};
 pub use status::RestoreStatus;
 
 use crate::cluster::{Cluster, ClusterError};
@@ -188,7 +188,8 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
                 let path = ContentPath::from_file_path(file).map_err(|e| e.to_string())?;
                 let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
                 let object = crate::tree::from_yaml(text).map_err(|e| e.to_string())?;
-                Ok(Some(SnapshotObject { path, object }))
+                // Held as compact text from here to the POST (the tree is dropped here).
+                Ok(Some(SnapshotObject::new(path, &object)))
             },
         )
         .map_err(mirror_err)?
@@ -221,6 +222,7 @@ fn crd_served_resources(
         else {
             continue;
         };
+        let object = &object.value();
         let group = object.pointer("/spec/group").and_then(Value::as_str);
         let plural = object.pointer("/spec/names/plural").and_then(Value::as_str);
         let (Some(group), Some(plural)) = (group, plural) else {
@@ -358,10 +360,11 @@ async fn plan_with_discovery(
             }
             crd_cache.get(&key).cloned().flatten()
         };
-        match convert::convert(path, object, &discovered.resources, builtin, crd.as_ref()) {
+        let tree = object.value();
+        match convert::convert(path, &tree, &discovered.resources, builtin, crd.as_ref()) {
             Ok(c) => {
                 let original = std::mem::replace(path, c.target);
-                *object = c.object;
+                *object = CompactObject::new(&c.object);
                 converted.insert(i, (original, c.reason));
             }
             Err(reason) => {
@@ -491,7 +494,7 @@ async fn server_dry_run(cluster: &Cluster, plan: &mut Plan, threads: usize) {
                 let body = item
                     .body
                     .as_ref()
-                    .and_then(|b| serde_json::to_vec(b).ok())
+                    .map(|b| b.as_str().as_bytes().to_vec())
                     .unwrap_or_default();
                 let url = format!("{collection}?dryRun=All");
                 let r = cluster
@@ -547,7 +550,11 @@ async fn server_side_diff(
                 let path = item.target_path().to_string();
                 let r = async {
                     let live: Value = cluster.get_json(&path).await.map_err(|e| e.to_string())?;
-                    let mut body = item.body.clone().unwrap_or_default();
+                    let mut body = item
+                        .body
+                        .as_ref()
+                        .map(CompactObject::value)
+                        .unwrap_or_default();
                     plan::prepare_dry_run_update(&mut body, &live);
                     let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
                     let out = cluster

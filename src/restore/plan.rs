@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::preference::{Preference, matches_any};
-use super::rules::{Selection, Stage};
+use super::rules::{CompactObject, Selection, Stage};
 use crate::discovery::ApiResourceInfo;
 use crate::tree::ContentPath;
 
@@ -69,9 +69,9 @@ pub struct PlanItem {
     /// The apply stage (restored objects only).
     #[serde(skip)]
     pub stage: Option<Stage>,
-    /// The body to POST/PUT (`create` and `update` only).
+    /// The body to POST/PUT (`create` and `update` only), as its JSON text.
     #[serde(skip)]
-    pub body: Option<Value>,
+    pub body: Option<CompactObject>,
     /// The live object's resourceVersion the item was decided against (`None`: no live
     /// object, or not compared); an `update` PUTs at it.
     #[serde(skip)]
@@ -645,7 +645,7 @@ pub fn build_plan(
                         }) => {
                             if opts.diff {
                                 item.diff = Some(object_diff(
-                                    &object,
+                                    &object.value(),
                                     pruned,
                                     item.path.as_str(),
                                     opts.show_secrets,
@@ -1045,7 +1045,7 @@ mod tests {
         let sel = select(objects.clone(), &pref, &RuleOptions::default());
         let mut live = HashMap::new();
         let with_rv = |o: &SnapshotObject, v: &str| {
-            let mut l = o.object.clone();
+            let mut l = o.object.value();
             l["data"]["k"] = json!(v);
             l["metadata"]["resourceVersion"] = json!("42");
             l
@@ -1053,7 +1053,7 @@ mod tests {
         live.insert(objects[1].path.to_string(), with_rv(&objects[1], "1"));
         live.insert(objects[2].path.to_string(), with_rv(&objects[2], "2"));
         live.insert(objects[3].path.to_string(), with_rv(&objects[3], "2"));
-        let mut s = objects[6].object.clone();
+        let mut s = objects[6].object.value();
         s["data"]["pw"] = json!("b3RoZXI=");
         live.insert(objects[6].path.to_string(), s);
         let served = |p: &ContentPath| {
@@ -1071,7 +1071,7 @@ mod tests {
                 .find(|o| o.path.as_str() == p)
                 .unwrap()
                 .object
-                .clone()
+                .value()
         };
         let live: HashMap<String, LiveObject> = live
             .into_iter()

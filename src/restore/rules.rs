@@ -5,7 +5,9 @@
 //! rules and reason strings, the stage order of §6.5, and the cleaning of server-generated
 //! and cluster-specific fields: Services, PVs and PVCs (so that they re-bind on the target),
 //! Jobs (generated selector and labels), ServiceAccounts (token Secret references), bare Pods
-//! (`nodeName`). Must not touch: the network, git.
+//! (`nodeName`); and the form a restore holds its objects in from the load to the POST
+//! ([`CompactObject`]: compact JSON text, parsed where a step reads fields). Must not touch:
+//! the network, git.
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,8 +41,120 @@ pub(crate) const BIND_ANNOTATIONS: [&str; 2] = [
 pub struct SnapshotObject {
     /// The object's content path.
     pub path: ContentPath,
-    /// The object as stored in the tree (canonical form).
-    pub object: Value,
+    /// The object as stored in the tree (canonical form), held compactly.
+    pub object: CompactObject,
+}
+
+impl SnapshotObject {
+    /// The object at `path`.
+    pub fn new(path: ContentPath, object: &Value) -> Self {
+        SnapshotObject {
+            path,
+            object: CompactObject::new(object),
+        }
+    }
+}
+
+/// An object held compactly: its JSON text (what a POST sends), parsed where a step needs
+/// the tree ([`CompactObject::value`]). A restore holds every object of a snapshot from the
+/// load to its POST; as a `serde_json::Value` (each map a B-tree node of 11 slots, each
+/// string its own allocation) one takes about four times the memory of its text. Whether it
+/// has owners (read by the rules for every object) is noted when it is made.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CompactObject {
+    text: Box<str>,
+    owned: bool,
+}
+
+impl CompactObject {
+    /// The compact JSON text of `object`.
+    pub fn new(object: &Value) -> Self {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        // Written into a buffer reused by the thread, then copied at its exact size: a string
+        // grown by doubling and shrunk keeps its block (the allocator keeps a block that is
+        // at most half empty), up to twice the text for every object held.
+        let text = SCRATCH.with(|scratch| {
+            let Ok(mut buf) = scratch.try_borrow_mut() else {
+                return serde_json::to_string(object)
+                    .unwrap_or_default()
+                    .into_boxed_str();
+            };
+            buf.clear();
+            // Serializing a `Value` cannot fail (its map keys are strings).
+            let text: Box<str> = match serde_json::to_writer(&mut *buf, object) {
+                Ok(()) => std::str::from_utf8(&buf).unwrap_or_default().into(),
+                Err(_) => Box::default(),
+            };
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new();
+            }
+            text
+        });
+        CompactObject {
+            text,
+            owned: has_owner(object),
+        }
+    }
+
+    /// The object as a tree (parsed from its text; `Null` for an emptied slot).
+    pub fn value(&self) -> Value {
+        // The text was written from a `Value`: it parses back to the same value.
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `metadata.ownerReferences` is a non-empty list.
+    pub fn has_owner(&self) -> bool {
+        self.owned
+    }
+
+    /// Whether the text contains `s` (unescaped): a cheap test that rules out fields and
+    /// values before the tree is built (JSON escapes only quotes, backslashes and control
+    /// characters).
+    pub(crate) fn mentions(&self, s: &str) -> bool {
+        self.text.contains(s)
+    }
+
+    /// [`crate::tree::is_token_secret`] of the object, without building the tree of a Secret
+    /// of another type.
+    pub(crate) fn is_token_secret(&self) -> bool {
+        self.mentions(crate::tree::SERVICE_ACCOUNT_TOKEN_TYPE)
+            && crate::tree::is_token_secret(&self.value())
+    }
+}
+
+impl Default for CompactObject {
+    /// An emptied slot: `null`.
+    fn default() -> Self {
+        CompactObject {
+            text: "null".into(),
+            owned: false,
+        }
+    }
+}
+
+impl From<Value> for CompactObject {
+    fn from(v: Value) -> Self {
+        CompactObject::new(&v)
+    }
+}
+
+impl From<&Value> for CompactObject {
+    fn from(v: &Value) -> Self {
+        CompactObject::new(v)
+    }
+}
+
+impl std::fmt::Debug for CompactObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// Apply stages, in order (docs/design.md §6.5).
@@ -91,7 +205,7 @@ pub enum Selection {
         /// The stage it is applied in.
         stage: Stage,
         /// The object to apply.
-        object: Value,
+        object: CompactObject,
     },
 }
 
@@ -150,12 +264,14 @@ fn excluded_crd_resources(
                 .exclude_crds
                 .iter()
                 .any(|c| o.path.name().contains(c.as_str()))
-            && let (Some(g), Some(p)) = (
-                str_at(&o.object, "/spec/group"),
-                str_at(&o.object, "/spec/names/plural"),
-            )
         {
-            out.insert((g.to_string(), p.to_string()));
+            let object = o.object.value();
+            if let (Some(g), Some(p)) = (
+                str_at(&object, "/spec/group"),
+                str_at(&object, "/spec/names/plural"),
+            ) {
+                out.insert((g.to_string(), p.to_string()));
+            }
         }
     }
     out
@@ -205,7 +321,8 @@ fn preference_excludes(
         return true;
     }
     if is(path, "", "persistentvolumes") {
-        let class = str_at(&o.object, "/spec/storageClassName").unwrap_or("");
+        let object = o.object.value();
+        let class = str_at(&object, "/spec/storageClassName").unwrap_or("");
         if !class_selected(pref, class) {
             return true;
         }
@@ -265,16 +382,14 @@ pub fn select(
 
     // Services restored (their Endpoints are made by the target's controllers).
     let services: HashSet<(String, String)> = kept()
-        .filter(|o| is(&o.path, "", "services") && !has_owner(&o.object))
+        .filter(|o| is(&o.path, "", "services") && !o.object.has_owner())
         .filter_map(|o| Some((o.path.namespace()?.to_string(), o.path.name().to_string())))
         .collect();
 
     // Secrets restored with their ServiceAccounts (token Secrets never are).
     let secrets: HashSet<(String, String)> = kept()
         .filter(|o| {
-            is(&o.path, "", "secrets")
-                && !has_owner(&o.object)
-                && !crate::tree::is_token_secret(&o.object)
+            is(&o.path, "", "secrets") && !o.object.has_owner() && !o.object.is_token_secret()
         })
         .filter_map(|o| Some((o.path.namespace()?.to_string(), o.path.name().to_string())))
         .collect();
@@ -286,13 +401,13 @@ pub fn select(
     for o in kept() {
         let cluster_binding = is(&o.path, RBAC_GROUP, "clusterrolebindings");
         let role_binding = is(&o.path, RBAC_GROUP, "rolebindings");
-        if !(cluster_binding || role_binding) || has_owner(&o.object) {
+        if !(cluster_binding || role_binding) || o.object.has_owner() {
             continue;
         }
-        let role_ref_kind = str_at(&o.object, "/roleRef/kind").unwrap_or("");
-        let role_ref_name = str_at(&o.object, "/roleRef/name").unwrap_or("");
-        let sa_in_restored_ns = o
-            .object
+        let object = o.object.value();
+        let role_ref_kind = str_at(&object, "/roleRef/kind").unwrap_or("");
+        let role_ref_name = str_at(&object, "/roleRef/name").unwrap_or("");
+        let sa_in_restored_ns = object
             .get("subjects")
             .and_then(Value::as_array)
             .is_some_and(|subjects| {
@@ -320,12 +435,12 @@ pub fn select(
     let mut pvc_decision: Vec<Option<Result<(), &'static str>>> = vec![None; objects.len()];
     let mut paired_pvs: HashMap<usize, (String, String)> = HashMap::new();
     for (i, o) in objects.iter().enumerate() {
-        if pref_excluded[i] || !is(&o.path, "", "persistentvolumeclaims") || has_owner(&o.object) {
+        if pref_excluded[i] || !is(&o.path, "", "persistentvolumeclaims") || o.object.has_owner() {
             continue;
         }
+        let object = o.object.value();
         let decision = (|| {
-            let spec = o
-                .object
+            let spec = object
                 .get("spec")
                 .filter(|s| s.is_object())
                 .ok_or(reason::NO_PVC_SPEC)?;
@@ -337,7 +452,12 @@ pub fn select(
                 .filter(|v| !v.is_empty())
                 .ok_or(reason::NOT_BOUNDED)?;
             let pv = *pvs.get(volume).ok_or(reason::PV_NOT_FOUND)?;
-            if !objects[pv].object.get("spec").is_some_and(Value::is_object) {
+            if !objects[pv]
+                .object
+                .value()
+                .get("spec")
+                .is_some_and(Value::is_object)
+            {
                 return Err(reason::NO_PV_SPEC);
             }
             let ns = o.path.namespace().unwrap_or_default().to_string();
@@ -347,15 +467,15 @@ pub fn select(
         pvc_decision[i] = Some(decision);
     }
 
-    let decide = |i: usize, mut object: Value, path: &ContentPath| -> Selection {
+    let decide = |i: usize, compact: CompactObject, path: &ContentPath| -> Selection {
         if pref_excluded[i] {
             return Selection::PreferenceExcluded;
         }
 
-        if has_owner(&object) {
+        if compact.has_owner() {
             return Selection::Excluded(reason::OWNER_REF);
         }
-        if is(path, "", "secrets") && crate::tree::is_token_secret(&object) {
+        if is(path, "", "secrets") && compact.is_token_secret() {
             return Selection::Excluded(reason::TOKEN_SECRET);
         }
         if is(path, RBAC_GROUP, "clusterroles") && !included_roles.contains(path.name()) {
@@ -373,6 +493,27 @@ pub fn select(
         if let Some(Err(r)) = pvc_decision[i] {
             return Selection::Excluded(r);
         }
+        let stage = stage_of(path, &app_pathes);
+        // Only the kinds below are cleaned: every other object goes on as its text.
+        let cleaned = [
+            "persistentvolumes",
+            "persistentvolumeclaims",
+            "services",
+            "pods",
+        ]
+        .iter()
+        .any(|r| is(path, "", r))
+            // A ServiceAccount is cleaned only in its `secrets`.
+            || (is(path, "", "serviceaccounts") && compact.mentions("\"secrets\""))
+            || is(path, "batch", "jobs")
+            || (is(path, CRD_GROUP, "customresourcedefinitions") && path.version() == "v1");
+        if !cleaned {
+            return Selection::Restore {
+                stage,
+                object: compact,
+            };
+        }
+        let mut object = compact.value();
         if is(path, "", "persistentvolumes") {
             match paired_pvs.get(&i) {
                 Some((ns, name)) => clean_pv(&mut object, ns, name),
@@ -406,8 +547,8 @@ pub fn select(
             clean_pod(&mut object);
         }
         Selection::Restore {
-            stage: stage_of(path, &app_pathes),
-            object,
+            stage,
+            object: CompactObject::new(&object),
         }
     };
     objects
@@ -590,10 +731,7 @@ pub(crate) mod tests {
 
     /// A snapshot object at `path` (shared with the plan's tests).
     pub(crate) fn obj(path: &str, object: Value) -> SnapshotObject {
-        SnapshotObject {
-            path: ContentPath::parse(path).unwrap(),
-            object,
-        }
+        SnapshotObject::new(ContentPath::parse(path).unwrap(), &object)
     }
 
     fn pref(spec: RestorePreferenceSpec) -> Preference {
@@ -663,6 +801,7 @@ pub(crate) mod tests {
         else {
             panic!("service restored")
         };
+        let object = object.value();
         assert!(object["spec"].get("clusterIP").is_none());
         assert!(object["spec"].get("clusterIPs").is_none());
     }
@@ -808,12 +947,14 @@ pub(crate) mod tests {
         let Selection::Restore { object: claim, .. } = &sel[0] else {
             panic!()
         };
+        let claim = claim.value();
         assert_eq!(claim["spec"]["volumeName"], "pv1");
         assert!(claim.get("status").is_none());
         assert_eq!(claim["metadata"]["annotations"], json!({"keep": "1"}));
         let Selection::Restore { object: vol, .. } = &sel[7] else {
             panic!()
         };
+        let vol = vol.value();
         assert_eq!(
             vol["spec"]["claimRef"],
             json!({"namespace": "a", "name": "c1"})
@@ -831,7 +972,9 @@ pub(crate) mod tests {
             ),
             pv("pv1", "nfs", true),
         ];
-        objects[1].object["spec"] = json!("not-a-map");
+        let mut pv1 = objects[1].object.value();
+        pv1["spec"] = json!("not-a-map");
+        objects[1].object = pv1.into();
         // The PV's class cannot be read from a spec that is not a map: only a preference
         // matching every class (prefix "") keeps it, and then its claim reports no-pv-spec.
         let p = Preference {

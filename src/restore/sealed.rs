@@ -64,7 +64,7 @@ impl LoadedSnapshot {
         if !self
             .objects
             .iter()
-            .any(|o| self.may_hold_sealed(o, &paths) && crypt::has_sealed(&o.object))
+            .any(|o| self.may_hold_sealed(o, &paths) && has_sealed(&o.object))
         {
             return Ok(0);
         }
@@ -73,8 +73,8 @@ impl LoadedSnapshot {
         let mut opened = Vec::with_capacity(self.objects.len());
         let mut n = 0;
         for o in &self.objects {
-            if self.may_hold_sealed(o, &paths) && crypt::has_sealed(&o.object) {
-                let mut object = o.object.clone();
+            if self.may_hold_sealed(o, &paths) && has_sealed(&o.object) {
+                let mut object = o.object.value();
                 n += crypt::open_object(
                     &mut object,
                     &opener,
@@ -91,7 +91,7 @@ impl LoadedSnapshot {
         }
         for (o, new) in self.objects.iter_mut().zip(opened) {
             if let Some(object) = new {
-                o.object = object;
+                o.object = object.into();
             }
         }
         Ok(n)
@@ -103,7 +103,7 @@ impl LoadedSnapshot {
         if self
             .objects
             .iter()
-            .any(|o| self.may_hold_sealed(o, &paths) && crypt::has_sealed(&o.object))
+            .any(|o| self.may_hold_sealed(o, &paths) && has_sealed(&o.object))
         {
             return Err(CryptError::NoIdentity {
                 snapshot: self.name.clone(),
@@ -112,4 +112,10 @@ impl LoadedSnapshot {
         }
         Ok(())
     }
+}
+
+/// [`crypt::has_sealed`] of an object, without building the tree of one whose text holds no
+/// string starting like a sealed value (`k8s-snap:v2:`, `k8s-snap:age:v1:`).
+fn has_sealed(o: &super::CompactObject) -> bool {
+    o.mentions("\"k8s-snap:") && crypt::has_sealed(&o.value())
 }

@@ -128,10 +128,10 @@ fn add_namespaces(objects: &mut Vec<SnapshotObject>, rest: Vec<SnapshotObject>) 
         let object = match from_snapshot.remove(&ns) {
             Some(o) => o,
             None => match ContentPath::new("", "v1", "namespaces", None, &ns) {
-                Ok(path) => SnapshotObject {
+                Ok(path) => SnapshotObject::new(
                     path,
-                    object: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-                },
+                    &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                ),
                 // The name came from a validated content path: it is a valid one.
                 Err(_) => continue,
             },
@@ -226,7 +226,7 @@ mod tests {
             Some(ns) => json!({"metadata": {"name": p.name(), "namespace": ns}}),
             None => json!({"metadata": {"name": p.name(), "labels": {"kept": "yes"}}}),
         };
-        SnapshotObject { path: p, object }
+        SnapshotObject::new(p, &object)
     }
 
     fn snapshot() -> LoadedSnapshot {
@@ -279,7 +279,7 @@ mod tests {
             .iter()
             .find(|o| o.path.as_str() == "/api/v1/namespaces/shop")
             .unwrap();
-        assert_eq!(ns.object["metadata"]["labels"]["kept"], "yes");
+        assert_eq!(ns.object.value()["metadata"]["labels"]["kept"], "yes");
         // A trailing `/`: everything under it.
         assert!(include_matches(
             "/api/v1/namespaces/shop/",
@@ -324,7 +324,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            s.objects[1].object,
+            s.objects[1].object.value(),
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "blog2"}})
         );
         // Nothing asked: unchanged.

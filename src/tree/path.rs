@@ -55,12 +55,26 @@ pub fn is_object_file(path: &str) -> bool {
 /// string form.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ContentPath {
-    path: String,
-    group: String,
-    version: String,
-    resource: String,
-    namespace: Option<String>,
-    name: String,
+    path: Box<str>,
+    // Every segment is a part of `path`: its byte range there (`group` empty for the core
+    // group). One allocation per path instead of six: a restore holds a path per object.
+    group: Span,
+    version: Span,
+    resource: Span,
+    namespace: Option<Span>,
+    name: Span,
+}
+
+/// A byte range of a content path (at most a few segments of 253 bytes: `u16` holds it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Span(u16, u16);
+
+impl Span {
+    /// The range from `start` to the end of `path`.
+    fn to_end(path: &str, start: usize) -> Span {
+        let at = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        Span(at(start), at(path.len()))
+    }
 }
 
 impl ContentPath {
@@ -82,33 +96,61 @@ impl ContentPath {
             validate_name(ns)?;
         }
         validate_name(name)?;
+        // Exactly its length: the string is kept as it is, for as long as the path lives.
         let mut path = String::with_capacity(
-            16 + group.len() + version.len() + resource.len() + name.len() + 2 * 16,
+            "/apis/".len()
+                + group.len()
+                + 1
+                + version.len()
+                + namespace.map_or(0, |ns| "/namespaces/".len() + ns.len())
+                + 1
+                + resource.len()
+                + 1
+                + name.len(),
         );
-        if group.is_empty() {
+        let group_span = if group.is_empty() {
             path.push_str("/api/");
+            Span(0, 0)
         } else {
             path.push_str("/apis/");
+            let start = path.len();
             path.push_str(group);
+            let span = Span::to_end(&path, start);
             path.push('/');
-        }
+            span
+        };
+        let start = path.len();
         path.push_str(version);
-        if let Some(ns) = namespace {
+        let version_span = Span::to_end(&path, start);
+        let namespace_span = namespace.map(|ns| {
             path.push_str("/namespaces/");
+            let start = path.len();
             path.push_str(ns);
-        }
+            Span::to_end(&path, start)
+        });
         path.push('/');
+        let start = path.len();
         path.push_str(resource);
+        let resource_span = Span::to_end(&path, start);
         path.push('/');
+        let start = path.len();
         path.push_str(name);
+        let name_span = Span::to_end(&path, start);
         Ok(Self {
-            path,
-            group: group.to_owned(),
-            version: version.to_owned(),
-            resource: resource.to_owned(),
-            namespace: namespace.map(str::to_owned),
-            name: name.to_owned(),
+            path: path.into_boxed_str(),
+            group: group_span,
+            version: version_span,
+            resource: resource_span,
+            namespace: namespace_span,
+            name: name_span,
         })
+    }
+
+    /// The segment at `span`.
+    fn segment(&self, span: Span) -> &str {
+        self.path
+            .get(usize::from(span.0)..usize::from(span.1))
+            .unwrap_or_default()
     }
 
     /// Parses a content path (with its leading `/`), validating its shape and every segment.
@@ -144,7 +186,7 @@ impl ContentPath {
             }
         })?;
         // `new` rebuilds the string; it must be exactly the input (no stray segments).
-        if parsed.path != s {
+        if &*parsed.path != s {
             return Err(invalid("is not in canonical form"));
         }
         Ok(parsed)
@@ -183,35 +225,35 @@ impl ContentPath {
 
     /// API group, `""` for the core group.
     pub fn group(&self) -> &str {
-        &self.group
+        self.segment(self.group)
     }
 
     /// API version (`v1`).
     pub fn version(&self) -> &str {
-        &self.version
+        self.segment(self.version)
     }
 
     /// Plural resource name (`configmaps`).
     pub fn resource(&self) -> &str {
-        &self.resource
+        self.segment(self.resource)
     }
 
     /// Namespace of a namespaced object, `None` for cluster-scoped ones (including Namespaces).
     pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
+        self.namespace.map(|span| self.segment(span))
     }
 
     /// The object's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.segment(self.name)
     }
 
     /// `apiVersion` of the object: `v1` for the core group, `<group>/<version>` otherwise.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
+        if self.group().is_empty() {
+            self.version().to_owned()
         } else {
-            format!("{}/{}", self.group, self.version)
+            format!("{}/{}", self.group(), self.version())
         }
     }
 }

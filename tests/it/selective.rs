@@ -177,8 +177,10 @@ async fn partial_snapshots_hold_only_what_the_filter_selects() {
     // The label selector: every object carrying the label, and no other.
     let labelled = |o: &k8s_snap::restore::SnapshotObject| {
         o.object
+            .value()
             .pointer(&format!("/metadata/labels/{}", PART_OF.replace('/', "~1")))
-            == Some(&json!(ns))
+            .cloned()
+            == Some(json!(ns))
     };
     let expected: BTreeSet<String> = snapshot_objects(&data, "full")
         .iter()
@@ -525,7 +527,7 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     let objects = |name: &str| -> Vec<(String, Value)> {
         snapshot_objects(&data, name)
             .into_iter()
-            .map(|o| (o.path.as_str().to_string(), o.object))
+            .map(|o| (o.path.as_str().to_string(), o.object.value()))
             .collect()
     };
     assert_eq!(objects("after"), objects("before"));
