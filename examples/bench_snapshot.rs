@@ -185,7 +185,12 @@ async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result
     );
     // Browsing: change 1% of the objects (ConfigMaps spread over all namespaces), snapshot
     // again, then time `list`, `show` and `diff --stat` of the first and this snapshot.
-    let changed = change_one_percent(&kubeconfig, objects).await?;
+    let cluster = Cluster::connect(&ConnectOptions {
+        kubeconfig: Some(kubeconfig.clone()),
+        ..Default::default()
+    })
+    .await?;
+    let changed = common::change_one_percent(&cluster, objects).await?;
     let third = run_child("snapshot", Some("bench-3"))?;
     println!(
         "changed {changed} objects; 3rd snapshot: {:.3}s, {} new git objects",
@@ -218,50 +223,6 @@ async fn parent(objects: usize, threads: usize, encrypt: bool) -> anyhow::Result
     );
     println!("snapshot/list ratio: {:.2}", first.seconds / raw.seconds);
     Ok(())
-}
-
-/// PATCHes 1% of the objects (ConfigMaps spread over all namespaces of `scale:N`).
-async fn change_one_percent(kubeconfig: &Path, objects: usize) -> anyhow::Result<usize> {
-    let cluster = Cluster::connect(&ConnectOptions {
-        kubeconfig: Some(kubeconfig.to_path_buf()),
-        ..Default::default()
-    })
-    .await?;
-    let namespaces = (objects / 500).clamp(1, objects.max(1)).min(objects);
-    let target = (objects / 100).max(1);
-    let step = ((objects - namespaces) / target / 20).max(1) * 20;
-    let paths: Vec<String> = (0..target)
-        .map(|j| j * step)
-        .take_while(|i| *i < objects - namespaces)
-        .map(|i| {
-            format!(
-                "/api/v1/namespaces/scale-{:04}/configmaps/obj-{i:06}",
-                i % namespaces
-            )
-        })
-        .collect();
-    let n = paths.len();
-    stream::iter(paths)
-        .map(|path| {
-            let cluster = cluster.clone();
-            async move {
-                let body = serde_json::json!({"data": {"index": format!("changed-{path}")}});
-                cluster
-                    .request_bytes(
-                        http::Method::PATCH,
-                        &path,
-                        Some(serde_json::to_vec(&body)?),
-                        Some("application/merge-patch+json"),
-                    )
-                    .await
-                    .with_context(|| format!("PATCH {path}"))?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(8)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(n)
 }
 
 /// Runs one `k8s-snap` command line (as the binary would) with its output discarded; its

@@ -20,6 +20,9 @@
     reason = "examples and benchmarks print their results and stop on setup errors"
 )]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -249,31 +252,7 @@ async fn run(objects: usize, backend: &str, git_repack: bool) -> anyhow::Result<
     }
 
     // 2. Change 1% of the objects (ConfigMaps spread over all namespaces), re-snapshot, push.
-    let namespaces = (objects / 500).clamp(1, objects.max(1)).min(objects);
-    let target = (objects / 100).max(1);
-    let step = ((objects - namespaces) / target / 20).max(1) * 20;
-    let mut changed = 0usize;
-    for j in 0..target {
-        let i = j * step;
-        if i >= objects - namespaces {
-            break;
-        }
-        let path = format!(
-            "/api/v1/namespaces/scale-{:04}/configmaps/obj-{i:06}",
-            i % namespaces
-        );
-        let body = serde_json::json!({"data": {"index": format!("changed-{i}")}});
-        cluster
-            .request_bytes(
-                http::Method::PATCH,
-                &path,
-                Some(serde_json::to_vec(&body)?),
-                Some("application/merge-patch+json"),
-            )
-            .await
-            .with_context(|| format!("PATCH {path}"))?;
-        changed += 1;
-    }
+    let changed = common::change_one_percent(&cluster, objects).await?;
     let t = take(&cluster, &a, "bench-2").await?;
     println!("changed {changed} objects; snapshot bench-2: {t:.2}s");
     let mirror = SharedMirror::open(&a.join("mirror.git")).await?;

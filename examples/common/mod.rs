@@ -1,5 +1,5 @@
 //! Helpers shared by the benchmark examples (not an example itself): the raw paginated LIST
-//! baseline, peak RSS, sizes.
+//! baseline, peak RSS, sizes, and the 1% change of a `scale:N` fixture between snapshots.
 
 #![allow(dead_code)]
 
@@ -72,4 +72,43 @@ pub fn cpu_seconds() -> f64 {
             Some((utime + stime) / 100.0)
         })
         .unwrap_or(0.0)
+}
+
+/// PATCHes 1% of the objects of the emulator's `scale:N` fixture (ConfigMaps spread over all
+/// its namespaces), eight at a time; how many.
+pub async fn change_one_percent(cluster: &Cluster, objects: usize) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    use futures::stream::{self, StreamExt as _, TryStreamExt as _};
+    let namespaces = (objects / 500).clamp(1, objects.max(1)).min(objects);
+    let target = (objects / 100).max(1);
+    let step = ((objects - namespaces) / target / 20).max(1) * 20;
+    let paths: Vec<String> = (0..target)
+        .map(|j| j * step)
+        .take_while(|i| *i < objects - namespaces)
+        .map(|i| {
+            format!(
+                "/api/v1/namespaces/scale-{:04}/configmaps/obj-{i:06}",
+                i % namespaces
+            )
+        })
+        .collect();
+    let n = paths.len();
+    stream::iter(paths)
+        .map(|path| async move {
+            let body = serde_json::json!({"data": {"index": format!("changed-{path}")}});
+            cluster
+                .request_bytes(
+                    http::Method::PATCH,
+                    &path,
+                    Some(serde_json::to_vec(&body)?),
+                    Some("application/merge-patch+json"),
+                )
+                .await
+                .with_context(|| format!("PATCH {path}"))?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(n)
 }

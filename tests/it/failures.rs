@@ -609,10 +609,8 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
         .ok()
         .stdout
         .replacen("name: s1\n", "name: evil\n", 1);
-    for (path, text) in [
-        (victim.as_str(), tampered),
-        (".k8s-snap/snapshot.yaml", meta),
-    ] {
+    // Writes `text` at `path` in the index.
+    let stage = |path: &str, text: String| {
         let file = data.path().join("blob");
         std::fs::write(&file, text).unwrap();
         let blob = git_with_index(
@@ -629,14 +627,24 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
                 &format!("100644,{blob},{path}"),
             ],
         );
-    }
-    let tree = git_with_index(&data, &index, &["write-tree"]);
-    let commit = git_with_index(&data, &index, &["commit-tree", &tree, "-m", "evil"]);
-    git_with_index(
-        &data,
-        &index,
-        &["update-ref", "refs/tags/snapshots/evil", &commit],
-    );
+    };
+    // Tags the index's tree as snapshot `name`.
+    let tag = |name: &str| {
+        let tree = git_with_index(&data, &index, &["write-tree"]);
+        let commit = git_with_index(&data, &index, &["commit-tree", &tree, "-m", name]);
+        git_with_index(
+            &data,
+            &index,
+            &[
+                "update-ref",
+                &format!("refs/tags/snapshots/{name}"),
+                &commit,
+            ],
+        );
+    };
+    stage(&victim, tampered);
+    stage(".k8s-snap/snapshot.yaml", meta);
+    tag("evil");
     // A second one, "evil2", sharing the tampered subtree: pulled together, a subtree that
     // failed for one snapshot must not count as checked for the other.
     let meta2 = data
@@ -644,29 +652,8 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
         .ok()
         .stdout
         .replacen("name: evil\n", "name: evil2\n", 1);
-    let file = data.path().join("blob");
-    std::fs::write(&file, meta2).unwrap();
-    let blob = git_with_index(
-        &data,
-        &index,
-        &["hash-object", "-w", file.to_str().unwrap()],
-    );
-    git_with_index(
-        &data,
-        &index,
-        &[
-            "update-index",
-            "--cacheinfo",
-            &format!("100644,{blob},.k8s-snap/snapshot.yaml"),
-        ],
-    );
-    let tree = git_with_index(&data, &index, &["write-tree"]);
-    let commit = git_with_index(&data, &index, &["commit-tree", &tree, "-m", "evil2"]);
-    git_with_index(
-        &data,
-        &index,
-        &["update-ref", "refs/tags/snapshots/evil2", &commit],
-    );
+    stage(".k8s-snap/snapshot.yaml", meta2);
+    tag("evil2");
     store.run(&data, None, &["push", "evil", "evil2"]).ok();
 
     let fresh = DataDir::new();
