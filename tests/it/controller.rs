@@ -456,6 +456,23 @@ pub(crate) async fn create_snapshot(api: &Api<Snapshot>, name: &str, spec: Snaps
         .unwrap();
 }
 
+/// Creates Snapshot `name` of the cluster `kubeconfig` reaches (as `cluster-a`) and waits
+/// until it completed.
+pub(crate) async fn completed_snapshot(api: &Api<Snapshot>, name: &str, kubeconfig: String) {
+    create_snapshot(
+        api,
+        name,
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            kubeconfig: Some(kubeconfig),
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = phase_of(api, name, &["Completed", "Failed"]).await;
+    assert_eq!(done.status.unwrap().phase, "Completed");
+}
+
 pub(crate) fn snapshot(name: &str, spec: SnapshotSpec) -> Snapshot {
     let mut s = Snapshot::new(name, spec);
     s.metadata.namespace = Some(NS.into());
@@ -1342,18 +1359,7 @@ async fn the_controller_serves_file_drops() {
         )
         .await;
     let snaps = mgmt.snapshots().await;
-    create_snapshot(
-        &snaps,
-        "for-drops",
-        SnapshotSpec {
-            cluster_name: "cluster-a".into(),
-            kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
-            ..Default::default()
-        },
-    )
-    .await;
-    let done = phase_of(&snaps, "for-drops", &["Completed", "Failed"]).await;
-    assert_eq!(done.status.unwrap().phase, "Completed");
+    completed_snapshot(&snaps, "for-drops", source.kubeconfig_yaml("cluster-a")).await;
     let kc = target.kubeconfig_yaml("cluster-b");
     let indented: String = kc.lines().map(|l| format!("    {l}\n")).collect();
     let request = format!(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_snap::controller::{Restore, RestoreSpec, SnapshotSpec};
+use k8s_snap::controller::{Restore, RestoreSpec};
 use k8s_snap::restore::plan_file::{self, PlanFile, PlannedSnapshot};
 use k8s_snap::restore::{self, Action, Preference, RestoreOptions};
 use kube::Api;
@@ -16,7 +16,7 @@ use kube::api::PostParams;
 use kube_emulator::{Emulator, Fixture};
 use serde_json::json;
 
-use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
+use crate::controller::{Management, NS, completed_snapshot, wait_for};
 
 const PREFERENCE: &str = "apiVersion: clustersnapshot.rywt.io/v1alpha1
 kind: RestorePreference
@@ -82,18 +82,7 @@ async fn a_restore_applies_its_reviewed_plan_or_refuses_a_stale_one() {
     .unwrap();
     let ctl = mgmt.controller("plans").await;
     let snaps = mgmt.snapshots().await;
-    create_snapshot(
-        &snaps,
-        "planned-001",
-        SnapshotSpec {
-            cluster_name: "cluster-a".into(),
-            kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
-            ..Default::default()
-        },
-    )
-    .await;
-    let done = phase_of(&snaps, "planned-001", &["Completed", "Failed"]).await;
-    assert_eq!(done.status.unwrap().phase, "Completed");
+    completed_snapshot(&snaps, "planned-001", source.kubeconfig_yaml("cluster-a")).await;
     let git_dir = ctl.data.join("mirror.git");
 
     let (file, text) = plan_file_of(&git_dir, "planned-001", &target_cluster).await;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::restore::k8s_snap;
-use crate::support::{DataDir, RestoreCleanup, TestCluster};
+use crate::support::{DataDir, RestoreCleanup, TestCluster, created_paths};
 
 fn changes(run_stdout: &str, change: &str) -> BTreeSet<String> {
     let items: Value = serde_json::from_str(run_stdout).unwrap();
@@ -137,12 +137,7 @@ async fn nothing_changed_right_after_a_restore() {
     .await;
     cleanup.record_run(&restored);
     let status: Value = serde_json::from_str(&restored.ok().stdout).unwrap();
-    let created: BTreeSet<String> = status["created"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
+    let created = created_paths(&status);
     assert!(!created.is_empty());
 
     let run = k8s_snap(

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::restore::k8s_snap;
-use crate::support::{DataDir, RestoreCleanup, TestCluster};
+use crate::support::{DataDir, RestoreCleanup, TestCluster, created_paths};
 
 fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -124,12 +124,7 @@ async fn plan_out_then_apply_and_refuse_stale() {
     cleanup.record_run(&applied);
     let status: Value = serde_json::from_str(&applied.ok().stdout).unwrap();
     assert_eq!(status["numFailed"], 0, "{}", status["failed"]);
-    let created: BTreeSet<String> = status["created"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
+    let created = created_paths(&status);
     // Every planned create was made, except objects the cluster itself made meanwhile once
     // their namespace existed (a namespace's default ServiceAccount, kube-root-ca.crt), which
     // the POST found already there; nothing else was written.

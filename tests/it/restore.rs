@@ -11,7 +11,7 @@ use clap::Parser as _;
 use kube_emulator::{Emulator, Fixture};
 use serde_json::{Value, json};
 
-use crate::support::{DataDir, REAL_B, RestoreCleanup, Run, TestCluster};
+use crate::support::{DataDir, REAL_B, RestoreCleanup, Run, TestCluster, json_of};
 
 /// The target's service CIDR when emulated (the source uses the default 10.96.0.0/16).
 const B_CIDR_PREFIX: &str = "10.200.";
@@ -77,11 +77,6 @@ pub async fn target() -> TestCluster {
             .service_cidr("10.200.0.0/16"),
     )
     .await
-}
-
-fn json_of(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
 }
 
 fn items_with<'a>(plan: &'a Value, action: &str) -> Vec<&'a Value> {

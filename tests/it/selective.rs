@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::restore::k8s_snap;
-use crate::support::{DataDir, RestoreCleanup, Run, TestCluster};
+use crate::support::{DataDir, RestoreCleanup, TestCluster, created_paths, json_of};
 
 const PART_OF: &str = "app.kubernetes.io/part-of";
 
@@ -96,11 +96,6 @@ fn snapshot_objects(data: &DataDir, name: &str) -> Vec<k8s_snap::restore::Snapsh
     k8s_snap::restore::load_snapshot(&data.git_dir(), name)
         .expect("snapshot loads")
         .objects
-}
-
-fn json_of(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,12 +306,7 @@ async fn include_restores_only_the_matching_objects() {
     .await;
     cleanup.record_run(&run);
     let status = json_of(&run.ok());
-    let created: BTreeSet<String> = status["created"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
+    let created = created_paths(&status);
     assert_eq!(created, deleted, "{status}");
     assert_eq!(status["numFailed"], 0, "{status}");
     for p in &deleted {
@@ -390,12 +380,7 @@ async fn include_onto_another_cluster_reports_or_creates_the_namespace() {
     .await;
     cleanup.record_run(&run);
     let status = json_of(&run.ok());
-    let created: BTreeSet<String> = status["created"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
+    let created = created_paths(&status);
     // The target's own controller makes `kube-root-ca.crt` in the new namespace first.
     let mut expected: BTreeSet<String> = items
         .iter()

@@ -627,3 +627,19 @@ pub fn paths_where(
         .map(|i| i["path"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// The JSON a command printed with `-o json` (panics with its output when it is not JSON).
+pub fn json_of(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
+}
+
+/// The content paths a restore's JSON status lists as `created`.
+pub fn created_paths(status: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    status["created"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `created` list: {status}"))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
