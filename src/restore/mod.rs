@@ -187,9 +187,9 @@ pub fn load_snapshot(git_dir: &Path, name: &str) -> Result<LoadedSnapshot, Resto
             |file, bytes| {
                 let path = ContentPath::from_file_path(file).map_err(|e| e.to_string())?;
                 let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-                let object = crate::tree::from_yaml(text).map_err(|e| e.to_string())?;
-                // Held as compact text from here to the POST (the tree is dropped here).
-                Ok(Some(SnapshotObject::new(path, &object)))
+                // Held as compact text from here to the POST, written without a tree.
+                let object = CompactObject::from_yaml(text).map_err(|e| e.to_string())?;
+                Ok(Some(SnapshotObject { path, object }))
             },
         )
         .map_err(mirror_err)?

@@ -98,6 +98,38 @@ impl CompactObject {
         }
     }
 
+    /// The object of a snapshot file (canonical YAML), written as compact JSON straight from
+    /// the YAML text ([`crate::tree::yaml_to_json`]): the same text as [`CompactObject::new`]
+    /// of the parsed value, without building it.
+    pub fn from_yaml(yaml: &str) -> Result<Self, crate::tree::TreeError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let from = |buf: &mut Vec<u8>| -> Result<Box<str>, crate::tree::TreeError> {
+            crate::tree::yaml_to_json(yaml, buf)?;
+            // JSON text written from a `str` is UTF-8.
+            std::str::from_utf8(buf)
+                .map(Box::from)
+                .map_err(|e| crate::tree::TreeError::Serialize {
+                    message: e.to_string(),
+                })
+        };
+        // The text is copied out of a buffer reused by the thread, at its exact size (see
+        // `new`).
+        let text = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                let text = from(&mut buf);
+                if buf.capacity() > 1 << 20 {
+                    *buf = Vec::new();
+                }
+                text
+            }
+            Err(_) => from(&mut Vec::new()),
+        })?;
+        let owned = has_owner_json(&text);
+        Ok(CompactObject { text, owned })
+    }
+
     /// The object as a tree (parsed from its text; `Null` for an emptied slot).
     pub fn value(&self) -> Value {
         // The text was written from a `Value`: it parses back to the same value.
@@ -559,6 +591,27 @@ pub fn select(
             (o.path, selection)
         })
         .collect()
+}
+
+/// [`has_owner`] of an object's compact JSON text, reading only `metadata.ownerReferences`
+/// (and only when the text has a non-empty list of that name at all).
+fn has_owner_json(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Object {
+        metadata: Option<Metadata>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(rename = "ownerReferences")]
+        owner_references: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    if !text.contains("\"ownerReferences\":[") {
+        return false;
+    }
+    serde_json::from_str::<Object>(text)
+        .ok()
+        .and_then(|o| o.metadata?.owner_references)
+        .is_some_and(|refs| !refs.is_empty())
 }
 
 fn has_owner(obj: &Value) -> bool {
@@ -1094,6 +1147,24 @@ pub(crate) mod tests {
         assert!(svc.get("status").is_none());
         clean_service(&mut kept, true);
         assert_eq!(kept["spec"]["ports"][1]["nodePort"], 30443);
+    }
+
+    #[test]
+    fn owners_are_read_from_the_json_text_as_from_the_tree() {
+        for v in [
+            json!({"metadata": {"name": "a"}}),
+            json!({"metadata": {"ownerReferences": []}}),
+            json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet"}]}}),
+            json!({"metadata": {"ownerReferences": "x"}}),
+            json!({"metadata": "x", "spec": {"ownerReferences": [1]}}),
+            json!({"metadata": {"annotations": {"a": "{\"ownerReferences\":[1]}"}}}),
+            json!({"metadata": null}),
+        ] {
+            let yaml = crate::tree::to_yaml(&v).unwrap();
+            let from_yaml = CompactObject::from_yaml(&yaml).unwrap();
+            assert_eq!(from_yaml, CompactObject::new(&v), "{v}");
+            assert_eq!(from_yaml.has_owner(), has_owner(&v), "{v}");
+        }
     }
 
     #[test]

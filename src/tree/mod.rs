@@ -27,6 +27,7 @@ pub use node::Node;
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
 pub use yaml::{
     emit, emit_into, from_yaml, from_yaml_general, from_yaml_str, to_yaml, to_yaml_string,
+    yaml_to_json,
 };
 
 /// Errors of the tree format. Each names the input at fault; none quotes object contents

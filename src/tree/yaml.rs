@@ -76,6 +76,22 @@ pub fn from_yaml(s: &str) -> Result<Value, TreeError> {
     }
 }
 
+/// Writes one YAML document as compact JSON text into `out` (cleared first): exactly what
+/// `serde_json::to_writer` writes of [`from_yaml`]'s value, with the same errors. Canonical
+/// documents are written straight from their text, without building the value (what a
+/// restore holds of each object, `restore::CompactObject`).
+pub fn yaml_to_json(s: &str, out: &mut Vec<u8>) -> Result<(), TreeError> {
+    out.clear();
+    if super::yaml_fast::to_json(s, out).is_some() {
+        return Ok(());
+    }
+    out.clear();
+    let value = from_yaml_general(s)?;
+    serde_json::to_writer(&mut *out, &value).map_err(|e| TreeError::Serialize {
+        message: e.to_string(),
+    })
+}
+
 /// [`from_yaml`] by the general parser alone (serde-saphyr), never the fast reader of
 /// canonical documents: tests compare the two.
 pub fn from_yaml_general(s: &str) -> Result<Value, TreeError> {

@@ -15,6 +15,8 @@
 //! `false`, integers, `[]`, `{}`, plain strings (`plain_ok`), single-line double-quoted
 //! strings with the emitter's escapes, and literal blocks `|`, `|-`, `|+` indented by two.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 use super::yaml::{is_special_char, plain_ok};
@@ -29,6 +31,26 @@ const MAX_BYTES: usize = 16 << 20;
 /// Reads a canonical YAML document; `None` when it is not one (then nothing is claimed about
 /// it: the general parser decides).
 pub(super) fn parse(s: &str) -> Option<Value> {
+    let mut sink = ValueSink::default();
+    read(s, &mut sink)?;
+    sink.root
+}
+
+/// Writes a canonical YAML document as compact JSON text into `out` (exactly what
+/// `serde_json::to_writer` writes of [`parse`]'s value), without building the value; `None`
+/// (and `out` left partly written) when it is not one, or when its keys are not in the order
+/// the emitter writes them (the value's, which JSON text must follow).
+pub(super) fn to_json(s: &str, out: &mut Vec<u8>) -> Option<()> {
+    let mut sink = JsonSink {
+        out,
+        frames: Vec::new(),
+        depth: 0,
+        root: Vec::new(),
+    };
+    read(s, &mut sink)
+}
+
+fn read<S: Sink>(s: &str, sink: &mut S) -> Option<()> {
     if s.len() > MAX_BYTES || !s.ends_with('\n') {
         return None;
     }
@@ -37,24 +59,292 @@ pub(super) fn parse(s: &str) -> Option<Value> {
         b: s.as_bytes(),
         pos: 0,
         nodes: 0,
+        sink,
     };
     if r.line_indent() != 0 || r.b.starts_with(b"- ") {
         return None;
     }
-    let v = r.map(0, 0)?;
-    (r.pos == r.b.len()).then_some(v)
+    r.map(0, 0)?;
+    (r.pos == r.b.len()).then_some(())
 }
 
-struct Reader<'a> {
+/// A scalar as read.
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    /// An integer: its value and its text (canonical: what serde_json prints of it).
+    Int(Number, &'a str),
+    Str(Cow<'a, str>),
+    EmptySeq,
+    EmptyMap,
+}
+
+/// Where the reader's nodes go, in document order.
+trait Sink {
+    fn begin_map(&mut self);
+    /// A key of the innermost mapping; `None` refuses the document (a duplicate key).
+    fn key(&mut self, key: Cow<'_, str>) -> Option<()>;
+    /// The end of the innermost mapping; `None` refuses the document.
+    fn end_map(&mut self) -> Option<()>;
+    fn begin_seq(&mut self);
+    fn end_seq(&mut self);
+    fn scalar(&mut self, v: Scalar<'_>);
+}
+
+/// Builds the `serde_json::Value`.
+#[derive(Default)]
+struct ValueSink {
+    stack: Vec<Frame>,
+    root: Option<Value>,
+}
+
+enum Frame {
+    Map(Map<String, Value>, Option<String>),
+    Seq(Vec<Value>),
+}
+
+impl ValueSink {
+    fn put(&mut self, v: Value) {
+        match self.stack.last_mut() {
+            Some(Frame::Map(m, key)) => {
+                if let Some(k) = key.take() {
+                    m.insert(k, v);
+                }
+            }
+            Some(Frame::Seq(items)) => items.push(v),
+            None => self.root = Some(v),
+        }
+    }
+}
+
+impl Sink for ValueSink {
+    fn begin_map(&mut self) {
+        self.stack.push(Frame::Map(Map::new(), None));
+    }
+
+    fn key(&mut self, key: Cow<'_, str>) -> Option<()> {
+        let Some(Frame::Map(m, pending)) = self.stack.last_mut() else {
+            return None;
+        };
+        if m.contains_key(key.as_ref()) {
+            return None; // duplicate keys are the general parser's error
+        }
+        *pending = Some(key.into_owned());
+        Some(())
+    }
+
+    fn end_map(&mut self) -> Option<()> {
+        if let Some(Frame::Map(m, _)) = self.stack.pop() {
+            self.put(Value::Object(m));
+        }
+        Some(())
+    }
+
+    fn begin_seq(&mut self) {
+        self.stack.push(Frame::Seq(Vec::new()));
+    }
+
+    fn end_seq(&mut self) {
+        if let Some(Frame::Seq(items)) = self.stack.pop() {
+            self.put(Value::Array(items));
+        }
+    }
+
+    fn scalar(&mut self, v: Scalar<'_>) {
+        self.put(match v {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Int(n, _) => Value::Number(n),
+            Scalar::Str(s) => Value::String(s.into_owned()),
+            Scalar::EmptySeq => Value::Array(Vec::new()),
+            Scalar::EmptyMap => Value::Object(Map::new()),
+        });
+    }
+}
+
+/// Writes compact JSON text. The keys of a mapping must come in increasing order (the order
+/// of a `serde_json::Map`, in which the value path would write them), any other refuses the
+/// document, which then takes the value path; except at the root, whose first keys the
+/// emitter writes first (`apiVersion`, `kind`, `metadata`): its entries are put in order when
+/// it ends.
+struct JsonSink<'o> {
+    out: &'o mut Vec<u8>,
+    /// Open containers; entries past `depth` are kept to reuse their key buffers.
+    frames: Vec<JsonFrame>,
+    depth: usize,
+    /// The root mapping's keys, each with the offset of its entry (`"key":value`) in `out`.
+    root: Vec<(String, usize)>,
+}
+
+#[derive(Default)]
+struct JsonFrame {
+    /// Nothing written in it yet.
+    first: bool,
+    /// A mapping (keys are checked), or a sequence.
+    map: bool,
+    /// The last key written (mappings).
+    last_key: String,
+}
+
+impl JsonSink<'_> {
+    /// Before a value: a comma between two items of a sequence (a mapping's value follows its
+    /// key's colon).
+    fn value_start(&mut self) {
+        if let Some(f) = self
+            .depth
+            .checked_sub(1)
+            .and_then(|d| self.frames.get_mut(d))
+            && !f.map
+        {
+            if !f.first {
+                self.out.push(b',');
+            }
+            f.first = false;
+        }
+    }
+
+    fn open(&mut self, map: bool, bracket: u8) {
+        self.value_start();
+        self.out.push(bracket);
+        if self.frames.len() == self.depth {
+            self.frames.push(JsonFrame::default());
+        }
+        if let Some(f) = self.frames.get_mut(self.depth) {
+            f.first = true;
+            f.map = map;
+            f.last_key.clear();
+        }
+        self.depth += 1;
+    }
+
+    fn close(&mut self, bracket: u8) {
+        self.depth = self.depth.saturating_sub(1);
+        self.out.push(bracket);
+    }
+
+    fn string(&mut self, s: &str) {
+        // Cannot fail: writing to a Vec.
+        let _ = serde_json::to_writer(&mut *self.out, s);
+    }
+
+    /// [`Self::string`] of a plain scalar or key, which has no control characters: only
+    /// quotes and backslashes would need escaping.
+    fn plain_string(&mut self, s: &str) {
+        if memchr::memchr2(b'"', b'\\', s.as_bytes()).is_some() {
+            return self.string(s);
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.push(b'"');
+    }
+
+    /// Puts the root mapping's entries (all of `out` after its `{`) in key order.
+    fn sort_root(&mut self) {
+        if self.root.is_sorted_by(|a, b| a.0 < b.0) {
+            return;
+        }
+        let ends: Vec<usize> = self
+            .root
+            .iter()
+            .skip(1)
+            .map(|(_, at)| at - 1) // before the comma
+            .chain([self.out.len()])
+            .collect();
+        let mut entries: Vec<(&str, usize, usize)> = self
+            .root
+            .iter()
+            .zip(ends)
+            .map(|((k, at), end)| (k.as_str(), *at, end))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let start = entries.iter().map(|e| e.1).min().unwrap_or(self.out.len());
+        let mut sorted = Vec::with_capacity(self.out.len() - start);
+        for (i, (_, from, to)) in entries.iter().enumerate() {
+            if i > 0 {
+                sorted.push(b',');
+            }
+            sorted.extend_from_slice(&self.out[*from..*to]);
+        }
+        self.out.truncate(start);
+        self.out.extend_from_slice(&sorted);
+    }
+}
+
+impl Sink for JsonSink<'_> {
+    fn begin_map(&mut self) {
+        self.open(true, b'{');
+    }
+
+    fn key(&mut self, key: Cow<'_, str>) -> Option<()> {
+        let root = self.depth == 1;
+        let f = self.frames.get_mut(self.depth.checked_sub(1)?)?;
+        if root {
+            if self.root.iter().any(|(k, _)| *k == key) {
+                return None; // a duplicate: the general parser's error
+            }
+        } else if !f.first && key.as_ref() <= f.last_key.as_str() {
+            return None; // out of order (or a duplicate): the value path sorts (or refuses)
+        }
+        let comma = !f.first;
+        f.first = false;
+        f.last_key.clear();
+        f.last_key.push_str(&key);
+        if comma {
+            self.out.push(b',');
+        }
+        if root {
+            self.root.push((key.to_string(), self.out.len()));
+        }
+        match &key {
+            Cow::Borrowed(k) => self.plain_string(k),
+            Cow::Owned(k) => self.string(k),
+        }
+        self.out.push(b':');
+        Some(())
+    }
+
+    fn end_map(&mut self) -> Option<()> {
+        if self.depth == 1 {
+            self.sort_root();
+        }
+        self.close(b'}');
+        Some(())
+    }
+
+    fn begin_seq(&mut self) {
+        self.open(false, b'[');
+    }
+
+    fn end_seq(&mut self) {
+        self.close(b']');
+    }
+
+    fn scalar(&mut self, v: Scalar<'_>) {
+        self.value_start();
+        match v {
+            Scalar::Null => self.out.extend_from_slice(b"null"),
+            Scalar::Bool(true) => self.out.extend_from_slice(b"true"),
+            Scalar::Bool(false) => self.out.extend_from_slice(b"false"),
+            Scalar::Int(_, text) => self.out.extend_from_slice(text.as_bytes()),
+            Scalar::Str(Cow::Borrowed(s)) => self.plain_string(s),
+            Scalar::Str(Cow::Owned(s)) => self.string(&s),
+            Scalar::EmptySeq => self.out.extend_from_slice(b"[]"),
+            Scalar::EmptyMap => self.out.extend_from_slice(b"{}"),
+        }
+    }
+}
+
+struct Reader<'a, 's, S> {
     s: &'a str,
     b: &'a [u8],
     /// The next byte to read.
     pos: usize,
     /// Nodes read so far.
     nodes: usize,
+    sink: &'s mut S,
 }
 
-impl<'a> Reader<'a> {
+impl<'a, S: Sink> Reader<'a, '_, S> {
     /// The number of spaces at `pos`.
     fn line_indent(&self) -> usize {
         self.b[self.pos..]
@@ -76,12 +366,13 @@ impl<'a> Reader<'a> {
 
     /// A block mapping whose keys are at column `col`; `pos` is at its first key (after the
     /// indentation, or after `- ` for a mapping that starts a sequence item).
-    fn map(&mut self, col: usize, depth: usize) -> Option<Value> {
+    fn map(&mut self, col: usize, depth: usize) -> Option<()> {
         self.count_node(depth)?;
-        let mut map = Map::new();
+        self.sink.begin_map();
         loop {
             let key = self.key()?;
-            let value = match self.b.get(self.pos)? {
+            self.sink.key(key)?;
+            match self.b.get(self.pos)? {
                 b'\n' => {
                     self.pos += 1;
                     if self.pos == self.b.len() {
@@ -90,25 +381,22 @@ impl<'a> Reader<'a> {
                     let indent = self.line_indent();
                     if indent == col && self.b[self.pos + indent..].starts_with(b"- ") {
                         self.pos += indent;
-                        self.seq(col, depth + 1)?
+                        self.seq(col, depth + 1)?;
                     } else if indent == col + 2 {
                         self.pos += indent;
                         if self.b[self.pos..].starts_with(b"- ") {
                             return None;
                         }
-                        self.map(col + 2, depth + 1)?
+                        self.map(col + 2, depth + 1)?;
                     } else {
                         return None;
                     }
                 }
                 b' ' => {
                     self.pos += 1;
-                    self.scalar(col, depth + 1)?
+                    self.scalar(col, depth + 1)?;
                 }
                 _ => return None,
-            };
-            if map.insert(key, value).is_some() {
-                return None; // duplicate keys are the general parser's error
             }
             if self.pos == self.b.len() {
                 break;
@@ -127,26 +415,25 @@ impl<'a> Reader<'a> {
             }
             self.pos += indent;
         }
-        Some(Value::Object(map))
+        self.sink.end_map()
     }
 
     /// A block sequence whose `- ` are at column `col`; `pos` is at the first `- `.
-    fn seq(&mut self, col: usize, depth: usize) -> Option<Value> {
+    fn seq(&mut self, col: usize, depth: usize) -> Option<()> {
         self.count_node(depth)?;
-        let mut items = Vec::new();
+        self.sink.begin_seq();
         loop {
             if !self.b[self.pos..].starts_with(b"- ") {
                 return None;
             }
             self.pos += 2;
-            let item = if self.b[self.pos..].starts_with(b"- ") {
-                self.seq(col + 2, depth + 1)?
+            if self.b[self.pos..].starts_with(b"- ") {
+                self.seq(col + 2, depth + 1)?;
             } else if self.starts_key()? {
-                self.map(col + 2, depth + 1)?
+                self.map(col + 2, depth + 1)?;
             } else {
-                self.scalar(col, depth + 1)?
-            };
-            items.push(item);
+                self.scalar(col, depth + 1)?;
+            }
             if self.pos == self.b.len() {
                 break;
             }
@@ -159,7 +446,8 @@ impl<'a> Reader<'a> {
             }
             self.pos += indent;
         }
-        Some(Value::Array(items))
+        self.sink.end_seq();
+        Some(())
     }
 
     /// Whether the line at `pos` starts with a mapping key (`key:` then a space or the line's
@@ -174,17 +462,18 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `key:` (leaving `pos` after the colon).
-    fn key(&mut self) -> Option<String> {
+    fn key(&mut self) -> Option<Cow<'a, str>> {
         let line = self.rest_of_line()?;
         let (key, used) = if line.starts_with('"') {
-            double_quoted(line)?
+            let (key, used) = double_quoted(line)?;
+            (Cow::Owned(key), used)
         } else {
             let end = plain_key_end(line)?;
             let key = &line[..end];
             if !plain_ok(key) {
                 return None;
             }
-            (key.to_owned(), end)
+            (Cow::Borrowed(key), end)
         };
         if !line[used..].starts_with(':') {
             return None;
@@ -195,31 +484,32 @@ impl<'a> Reader<'a> {
 
     /// A scalar (or a literal block) from `pos` to the end of its line (or block), whose parent
     /// key or `- ` is at column `col`; leaves `pos` at the next line.
-    fn scalar(&mut self, col: usize, depth: usize) -> Option<Value> {
+    fn scalar(&mut self, col: usize, depth: usize) -> Option<()> {
         self.count_node(depth)?;
         let line = self.rest_of_line()?;
         self.pos += line.len() + 1;
         let v = match line {
-            "null" => Value::Null,
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            "[]" => Value::Array(Vec::new()),
-            "{}" => Value::Object(Map::new()),
-            "|" | "|-" | "|+" => Value::String(self.literal(col + 2, line)?),
+            "null" => Scalar::Null,
+            "true" => Scalar::Bool(true),
+            "false" => Scalar::Bool(false),
+            "[]" => Scalar::EmptySeq,
+            "{}" => Scalar::EmptyMap,
+            "|" | "|-" | "|+" => Scalar::Str(Cow::Owned(self.literal(col + 2, line)?)),
             _ if line.starts_with('"') => {
                 let (s, used) = double_quoted(line)?;
                 if used != line.len() {
                     return None;
                 }
-                Value::String(s)
+                Scalar::Str(Cow::Owned(s))
             }
             _ => match integer(line) {
-                Some(n) => Value::Number(n),
-                None if plain_ok(line) => Value::String(line.to_owned()),
+                Some(n) => Scalar::Int(n, line),
+                None if plain_ok(line) => Scalar::Str(Cow::Borrowed(line)),
                 None => return None,
             },
         };
-        Some(v)
+        self.sink.scalar(v);
+        Some(())
     }
 
     /// The content of a literal block whose lines are indented by `indent`, `pos` at its first
@@ -283,7 +573,7 @@ impl<'a> Reader<'a> {
 }
 
 fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 /// The end of a plain key in `line`: the first `:` followed by a space or the line's end.
@@ -407,6 +697,9 @@ mod tests {
             let fast = parse(&y);
             assert_eq!(fast.as_ref(), Some(&v), "{y}");
             assert_eq!(general(&y).as_ref(), Some(&v), "{y}");
+            let mut json = Vec::new();
+            assert_eq!(to_json(&y, &mut json), Some(()), "{y}");
+            assert_eq!(json, serde_json::to_vec(&v).unwrap(), "{y}");
         }
     }
 
@@ -454,6 +747,30 @@ mod tests {
     }
 
     #[test]
+    fn json_text_needs_keys_in_the_order_of_the_value() {
+        // Readable, but JSON text written in this order would not be the value's.
+        assert_eq!(
+            parse("a:\n  y1: 1\n  x: 1\n"),
+            Some(json!({"a": {"x": 1, "y1": 1}}))
+        );
+        assert_eq!(to_json("a:\n  y1: 1\n  x: 1\n", &mut Vec::new()), None);
+        assert_eq!(to_json("a:\n  x: 1\n  x: 2\n", &mut Vec::new()), None);
+        assert_eq!(to_json("a: 1\nb: 2\na: 2\n", &mut Vec::new()), None);
+        // Order is per mapping: inner keys start afresh; the root's are put in order.
+        let doc = "kind: K\nb:\n- y1: 1\n- x: 1\n  y1: \"\\t\"\na:\n  a: []\n  b: {}\n";
+        let mut json = Vec::new();
+        assert_eq!(to_json(doc, &mut json), Some(()));
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"a":{"a":[],"b":{}},"b":[{"y1":1},{"x":1,"y1":"\t"}],"kind":"K"}"#
+        );
+        assert_eq!(
+            serde_json::to_value(parse(doc)).unwrap()["b"][1]["y1"],
+            "\t"
+        );
+    }
+
+    #[test]
     fn limits_leave_large_documents_to_the_general_parser() {
         let mut deep = String::new();
         for i in 0..60 {
@@ -463,5 +780,6 @@ mod tests {
         deep.push_str(&" ".repeat(120));
         deep.push_str("b: 1\n");
         assert_eq!(parse(&deep), None);
+        assert_eq!(to_json(&deep, &mut Vec::new()), None);
     }
 }

@@ -898,10 +898,23 @@ fn scale_fixture_is_cheap() {
 // exactly what the general parser reads, and leave to it everything else (errors included).
 
 fn assert_same_reading(doc: &str) -> Result<(), TestCaseError> {
-    match (from_yaml(doc), tree::from_yaml_general(doc)) {
-        (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", doc),
+    let general = tree::from_yaml_general(doc);
+    match (from_yaml(doc), &general) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(&a, b, "{:?}", doc),
         (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string(), "{:?}", doc),
         (a, b) => prop_assert!(false, "{:?}: from_yaml {:?}, general {:?}", doc, a, b),
+    }
+    // The JSON text written straight from the YAML is the value's, byte for byte.
+    let mut json = b"left over".to_vec();
+    match (tree::yaml_to_json(doc, &mut json), &general) {
+        (Ok(()), Ok(v)) => prop_assert_eq!(
+            String::from_utf8(json).expect("utf-8"),
+            serde_json::to_string(v).expect("json"),
+            "{:?}",
+            doc
+        ),
+        (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string(), "{:?}", doc),
+        (a, b) => prop_assert!(false, "{:?}: yaml_to_json {:?}, general {:?}", doc, a, b),
     }
     Ok(())
 }
@@ -915,6 +928,9 @@ fn from_yaml_reads_fixture_objects_as_the_general_parser() {
         let y = emit(o);
         assert_eq!(from_yaml(&y).expect("fast"), *o, "{y}");
         assert_eq!(tree::from_yaml_general(&y).expect("general"), *o, "{y}");
+        let mut json = Vec::new();
+        tree::yaml_to_json(&y, &mut json).expect("json");
+        assert_eq!(json, serde_json::to_vec(o).expect("json"), "{y}");
     }
 }
 
