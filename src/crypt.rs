@@ -117,7 +117,7 @@ pub enum CryptError {
     },
     /// The snapshot holds sealed values and no identity was given.
     #[error(
-        "snapshot {snapshot:?} holds Secrets encrypted to {}; nothing was written: give the identity of one of them (--identity FILE or K8S_SNAP_IDENTITY; a Restore's spec.identitySecretRef)",
+        "snapshot {snapshot:?} holds Secrets encrypted to {}; nothing was written: give the identity of one of them (--identity FILE or K8S_SNAP_IDENTITY; a Restore's spec.identitySecretRef; controller --watch-identity-file for file drops)",
         recipients_list(recipients)
     )]
     NoIdentity {
@@ -247,6 +247,27 @@ impl Identities {
             path: path.to_owned(),
             reason,
         })
+    }
+
+    /// Reads several identity files (a repeated `--identity`) into one set; `None` when
+    /// `paths` is empty. The first file that cannot be read or parsed is the error.
+    pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Option<Identities>, CryptError> {
+        let mut all: Option<Identities> = None;
+        for path in paths {
+            let ids = Self::from_file(path.as_ref())?;
+            match &mut all {
+                None => all = Some(ids),
+                Some(all) => {
+                    for (key, recipient) in ids.keys.into_iter().zip(ids.recipients) {
+                        if !all.recipients.contains(&recipient) {
+                            all.keys.push(key);
+                            all.recipients.push(recipient);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(all)
     }
 
     /// Parses the text of an identity file (errors name the line, never quote it).
@@ -1354,6 +1375,37 @@ mod tests {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    #[test]
+    fn several_identity_files_add_up_and_a_bad_one_is_named_without_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_text, a) = generate_identity();
+        let (b_text, b) = generate_identity();
+        let a_path = dir.path().join("a.txt");
+        let b_path = dir.path().join("b.txt");
+        std::fs::write(&a_path, &a_text).unwrap();
+        // b's file holds a again: counted once.
+        std::fs::write(&b_path, format!("{b_text}{a_text}")).unwrap();
+        let ids = Identities::from_files(&[&a_path, &b_path])
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids.recipients(), [a.clone(), b.clone()]);
+        assert_eq!(ids.keys.len(), 2);
+        assert!(Identities::from_files::<&Path>(&[]).unwrap().is_none());
+
+        let bad = dir.path().join("bad.txt");
+        let secret_line = a_text.lines().last().unwrap().replace('1', "2");
+        std::fs::write(&bad, format!("{secret_line}\n")).unwrap();
+        let e = Identities::from_files(&[&a_path, &bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.txt") && e.contains("line 1"), "{e}");
+        assert!(!e.contains("AGE-SECRET-KEY"), "{e}");
+        let e = Identities::from_files(&[dir.path().join("missing.txt")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.txt"), "{e}");
     }
 
     #[test]

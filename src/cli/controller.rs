@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
@@ -77,6 +78,10 @@ pub struct ControllerArgs {
     /// Directory of file-drop restores (docs/watch.md), served by the leader.
     #[arg(long, value_name = "DIR")]
     pub watch_dir: Option<PathBuf>,
+    /// An age identity file that opens the encrypted Secret values of the snapshots file drops
+    /// restore (docs/encryption.md); repeatable; read once at start, with --watch-dir only.
+    #[arg(long, value_name = "FILE", env = "K8S_SNAP_IDENTITY")]
+    pub watch_identity_file: Vec<PathBuf>,
     /// On SIGTERM, how long in-flight snapshots and restores may run on; those still running
     /// then are marked Failed (keep it below the pod's terminationGracePeriodSeconds).
     #[arg(long, default_value = "25s", value_parser = parse_duration, value_name = "DURATION")]
@@ -108,6 +113,13 @@ pub fn options(global: &GlobalArgs, args: ControllerArgs) -> anyhow::Result<Cont
     o.leader_election = args.leader_election;
     o.lease_duration = args.lease_duration;
     o.identity = args.identity;
+    // Read once, before anything starts: a bad file stops the controller here, naming it.
+    if args.watch_dir.is_some() {
+        o.watch_identities =
+            k8s_snap::crypt::Identities::from_files(&args.watch_identity_file)?.map(Arc::new);
+    } else if !args.watch_identity_file.is_empty() {
+        tracing::warn!("--watch-identity-file / K8S_SNAP_IDENTITY ignored: no --watch-dir");
+    }
     o.watch_dir = args.watch_dir;
     o.shutdown_grace_period = args.shutdown_grace_period;
     Ok(o)
@@ -248,6 +260,44 @@ mod tests {
             "--maxretryelapsedsec=7",
         ]);
         assert_eq!(o.max_retry_elapsed, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn watch_identity_files_are_read_at_start_with_the_watch_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("id.txt");
+        let (text, recipient) = k8s_snap::crypt::generate_identity();
+        std::fs::write(&id, text).unwrap();
+        let id = id.to_str().unwrap();
+        let o = parse(&[
+            "k8s-snap",
+            "--data-dir=/d",
+            "controller",
+            "--watch-dir=/drops",
+            "--watch-identity-file",
+            id,
+        ]);
+        let ids = o.watch_identities.expect("identities read");
+        assert_eq!(ids.recipients(), [recipient]);
+        assert_eq!(o.identity, None, "not the leader-election identity");
+
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, "AGE-SECRET-KEY-1NOTAKEY\n").unwrap();
+        let argv = [
+            "k8s-snap",
+            "--data-dir=/d",
+            "controller",
+            "--watch-dir=/drops",
+            "--watch-identity-file",
+            bad.to_str().unwrap(),
+        ];
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Controller(c) = cli.command else {
+            panic!("not controller")
+        };
+        let e = format!("{:#}", options(&cli.global, c).unwrap_err());
+        assert!(e.contains("bad.txt") && e.contains("line 1"), "{e}");
+        assert!(!e.contains("NOTAKEY"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `k8s-snap watch <dir>`: restores triggered by request files dropped into a directory
 //! (docs/watch.md). The watching is `k8s_snap::watch`; the restores are `k8s_snap::restore` through
-//! [`k8s_snap::watch::EngineExecutor`].
+//! [`k8s_snap::watch::EngineExecutor`], with the identities of `--identity` (read once, here).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::{Format, GlobalArgs, output};
+use k8s_snap::crypt::Identities;
 use k8s_snap::restore::RestoreOptions;
 use k8s_snap::watch::{self, EngineExecutor, WatchOptions};
 
@@ -31,11 +32,19 @@ pub struct WatchArgs {
     /// Writes in flight at once within a restore stage.
     #[arg(long, default_value_t = 2)]
     pub threads: u16,
+    /// An age identity file that opens the encrypted Secret values of every request's
+    /// snapshot (docs/encryption.md); repeatable. Read once at start.
+    #[arg(long, value_name = "FILE", env = "K8S_SNAP_IDENTITY")]
+    pub identity: Vec<PathBuf>,
 }
 
 /// The executor the global flags describe: the local mirror, the store to pull from, and
-/// the default target.
-pub fn executor(global: &GlobalArgs, threads: u16) -> anyhow::Result<EngineExecutor> {
+/// the default target; `identities` open sealed values.
+pub fn executor(
+    global: &GlobalArgs,
+    threads: u16,
+    identities: Option<Arc<Identities>>,
+) -> anyhow::Result<EngineExecutor> {
     Ok(EngineExecutor {
         git_dir: global.mirror_dir()?,
         default_target: global.connect_options(),
@@ -47,11 +56,14 @@ pub fn executor(global: &GlobalArgs, threads: u16) -> anyhow::Result<EngineExecu
             threads: usize::from(threads.max(1)),
             ..RestoreOptions::default()
         },
+        identities,
     })
 }
 
 pub async fn run(global: &GlobalArgs, args: WatchArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let executor = executor(global, args.threads)?;
+    // Read once, before watching: a bad file stops the watcher here, naming it.
+    let identities = Identities::from_files(&args.identity)?.map(Arc::new);
+    let executor = executor(global, args.threads, identities)?;
     let opts = WatchOptions {
         dir: args.dir.clone(),
         quiet_period: args.quiet_period,

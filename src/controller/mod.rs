@@ -239,6 +239,8 @@ pub struct ControllerOptions {
     pub identity: Option<String>,
     /// File-drop directory (`--watch-dir`, docs/watch.md), served by the leader.
     pub watch_dir: Option<PathBuf>,
+    /// Open the sealed values of file-drop restores (`--watch-identity-file`).
+    pub watch_identities: Option<Arc<crate::crypt::Identities>>,
     /// How long in-flight runs may go on after shutdown is asked for.
     pub shutdown_grace_period: Duration,
     /// The time SnapshotSchedules run by (tests inject a faster one).
@@ -267,6 +269,7 @@ impl ControllerOptions {
             lease_duration: Duration::from_secs(15),
             identity: None,
             watch_dir: None,
+            watch_identities: None,
             shutdown_grace_period: Duration::from_secs(25),
             clock: Arc::new(schedule::SystemClock),
         }
@@ -748,6 +751,7 @@ where
             },
             store: Some(Arc::new(file_drops::ControllerStores(ctx.clone()))),
             options: crate::restore::RestoreOptions::default(),
+            identities: ctx.options.watch_identities.clone(),
         };
         let opts = crate::watch::WatchOptions::new(&dir);
         if let Err(e) = crate::watch::run(opts, Arc::new(executor), std::future::pending()).await {

@@ -567,6 +567,9 @@ pub fn new_snapshot(sched: &SnapshotSchedule, at: Timestamp) -> Snapshot {
     if spec.ttl.is_some() {
         s.ttl = spec.ttl.clone();
     }
+    if spec.encryption.is_some() {
+        s.encryption = spec.encryption.clone();
+    }
     let mut snap = Snapshot::new(&name, s);
     snap.metadata.namespace = sched.namespace();
     snap.metadata.labels = Some([(SCHEDULE_LABEL.to_string(), sched.name_any())].into());
@@ -609,6 +612,77 @@ mod tests {
             let e = Schedule::parse(expr, tz).unwrap_err();
             assert!(e.starts_with("spec."), "{e}");
         }
+    }
+
+    #[test]
+    fn the_schedules_own_fields_win_over_the_template_encryption_included() {
+        use super::super::crd::SnapshotSpec;
+        use super::super::encryption::{EncryptionSpec, KeyRef};
+        use super::super::schedule_crd::SnapshotScheduleSpec;
+        let enc = |r: &str| EncryptionSpec {
+            recipients: vec![r.to_owned()],
+            ..Default::default()
+        };
+        let template = SnapshotSpec {
+            cluster_name: "from-template".into(),
+            ttl: Some("1h".into()),
+            objectstore_config: Some("template-store".into()),
+            encryption: Some(EncryptionSpec {
+                paths: vec!["configmaps:data".into()],
+                ..enc("age1template")
+            }),
+            ..Default::default()
+        };
+        let mut sched = SnapshotSchedule::new(
+            "nightly",
+            SnapshotScheduleSpec {
+                schedule: "@daily".into(),
+                snapshot_template: Some(template.clone()),
+                ..Default::default()
+            },
+        );
+        sched.metadata.namespace = Some("k8s-snap".into());
+        sched.metadata.uid = Some("u-1".into());
+        let at = ts("2026-03-01T03:00:00Z");
+
+        // Only the template: its encryption is kept.
+        let s = new_snapshot(&sched, at).spec;
+        assert_eq!(s.encryption, template.encryption);
+        assert_eq!(s.cluster_name, "from-template");
+
+        // The schedule's own `encryption` replaces the template's as a whole (its paths too),
+        // like clusterName, objectstoreConfig and ttl.
+        sched.spec.encryption = Some(EncryptionSpec {
+            recipients_secret_ref: Some(KeyRef {
+                name: "schedule-recipients".into(),
+                key: None,
+            }),
+            ..enc("age1schedule")
+        });
+        sched.spec.cluster_name = "prod".into();
+        sched.spec.ttl = Some("48h".into());
+        let snap = new_snapshot(&sched, at);
+        assert_eq!(snap.spec.encryption, sched.spec.encryption);
+        assert_eq!(snap.spec.cluster_name, "prod");
+        assert_eq!(snap.spec.ttl.as_deref(), Some("48h"));
+        assert_eq!(
+            snap.spec.objectstore_config.as_deref(),
+            Some("template-store")
+        );
+        assert_eq!(snap.metadata.namespace.as_deref(), Some("k8s-snap"));
+        assert_eq!(
+            snap.metadata.labels.unwrap()[SCHEDULE_LABEL],
+            "nightly",
+            "labelled with its schedule"
+        );
+
+        // No template: the schedule's own.
+        sched.spec.snapshot_template = None;
+        let s = new_snapshot(&sched, at).spec;
+        assert_eq!(s.encryption, sched.spec.encryption);
+        // Neither: none (the ObjectstoreConfig's applies when the Snapshot runs).
+        sched.spec.encryption = None;
+        assert_eq!(new_snapshot(&sched, at).spec.encryption, None);
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct SnapshotScheduleSpec {
     /// How long to keep each snapshot (default 720h); applies besides `retention`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+    /// Seal the snapshots' Secret values to these recipients (docs/encryption.md); wins over
+    /// `snapshotTemplate.encryption`. Neither set: the ObjectstoreConfig's `encryption`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::encryption::EncryptionSpec>,
     /// Which of this schedule's snapshots to keep after each successful run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSpec>,

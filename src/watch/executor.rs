@@ -2,7 +2,8 @@
 //! `--watch-dir` run for each request. Connects to the request's target (its inline
 //! kubeconfig, else the default one), prepares with [`crate::restore::prepare()`] (pulling the
 //! snapshot from the request's store when the mirror lacks it, loading it, probing the
-//! target), then plans and applies with [`crate::restore::restore`].
+//! target), opens its sealed values with the watcher's identities (docs/encryption.md), then
+//! plans and applies with [`crate::restore::restore`].
 //!
 //! Owns: the mapping from a request to a restore and back to a result, and [`StoreSource`]
 //! (which store a request pulls from). Must not touch: the watched directory (the watcher
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use super::{BoxFuture, JobFailure, RestoreExecutor, RestoreOutcome, RestoreRequest};
 use crate::cluster::{Cluster, ConnectOptions, redact_kubeconfig};
+use crate::crypt::Identities;
 use crate::restore::RestoreOptions;
 use crate::store::{ObjectStore, S3Options, StoreUrl};
 
@@ -59,6 +61,10 @@ pub struct EngineExecutor {
     pub store: Option<Arc<dyn StoreSource>>,
     /// Restore options (threads, waits).
     pub options: RestoreOptions,
+    /// Open the sealed values of every request's snapshot (`watch --identity`, `controller
+    /// --watch-identity-file`); without them a snapshot holding sealed values fails its
+    /// request, naming its recipients, before anything is written.
+    pub identities: Option<Arc<Identities>>,
 }
 
 impl RestoreExecutor for EngineExecutor {
@@ -105,8 +111,15 @@ impl EngineExecutor {
         )
         .await
         .map_err(|e| e.to_string())?;
+        let mut snapshot = prepared.snapshot;
+        let opened = snapshot
+            .open_sealed(self.identities.as_deref())
+            .map_err(|e| e.to_string())?;
+        if opened > 0 {
+            tracing::info!(request = %request.name, values = opened, "encrypted values opened");
+        }
         let (plan, report) =
-            crate::restore::restore(&cluster, prepared.snapshot, &preference, &self.options)
+            crate::restore::restore(&cluster, snapshot, &preference, &self.options)
                 .await
                 .map_err(|e| e.to_string())?;
         for w in &report.warnings {

@@ -27,6 +27,22 @@ pub(crate) fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The drift check of docs/controller.md: `deploy/crd.yaml` is exactly what `k8s-snap crd`
+/// prints from the Rust types.
+#[test]
+fn deploy_crd_yaml_matches_the_generated_crds() {
+    let generated = k8s_snap::controller::crds_yaml().unwrap();
+    let on_disk = std::fs::read_to_string(repo_file("deploy/crd.yaml")).unwrap_or_default();
+    assert!(
+        generated == on_disk,
+        "deploy/crd.yaml is out of date with the Rust CRD types; regenerate it with\n    cargo run -q -- crd > deploy/crd.yaml"
+    );
+    assert_eq!(
+        generated.matches("kind: CustomResourceDefinition").count(),
+        5
+    );
+}
+
 fn namespace() -> &'static str {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NAME.get_or_init(|| {

@@ -841,3 +841,111 @@ async fn user_named_paths_are_sealed_and_restored() {
     assert_eq!(restored["data"]["password"], password);
     assert_eq!(restored["data"]["mode"], "readable-mode");
 }
+
+/// `controller --watch-dir` with `--watch-identity-file` (beside the leader-election
+/// `--identity`): a file drop of a snapshot the controller sealed restores its Secret with the
+/// original data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_file_drops_open_sealed_snapshots_with_the_watch_identity_file() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_snap::controller::SnapshotSpec;
+    use k8s_snap::controller::encryption::EncryptionSpec;
+    use kube::Api;
+    use kube::api::PostParams;
+    use std::time::Duration;
+
+    use crate::controller::{Management, create_snapshot, phase_of, wait_for};
+
+    let mgmt = Management::start().await;
+    let source = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Empty)
+        .start()
+        .await
+        .unwrap();
+    let target = kube_emulator::Emulator::builder().start().await.unwrap();
+    let client = source.client().await;
+    let pp = PostParams::default();
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some("vault".into());
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("db".into());
+    secret.data = Some(
+        [(
+            "password".to_owned(),
+            ByteString(b"drop-controller-plaintext-93d1".to_vec()),
+        )]
+        .into(),
+    );
+    Api::<Secret>::namespaced(client, "vault")
+        .create(&pp, &secret)
+        .await
+        .unwrap();
+
+    let (identity, recipient) = k8s_snap::crypt::generate_identity();
+    let id_file = mgmt.dir.path().join("watch-identity");
+    std::fs::write(&id_file, identity).unwrap();
+    let drops = mgmt.dir.path().join("drops");
+    std::fs::create_dir_all(&drops).unwrap();
+    let ctl = mgmt
+        .controller_with(
+            "sealed-drops",
+            &[
+                "--housekeepstore=false",
+                "--restoresnapshots=false",
+                "--watch-dir",
+                drops.to_str().unwrap(),
+                "--watch-identity-file",
+                id_file.to_str().unwrap(),
+            ],
+        )
+        .await;
+    let snapshots = mgmt.snapshots().await;
+    create_snapshot(
+        &snapshots,
+        "sealed-for-drops",
+        SnapshotSpec {
+            cluster_name: "cluster-a".into(),
+            kubeconfig: Some(source.kubeconfig_yaml("cluster-a")),
+            encryption: Some(EncryptionSpec {
+                recipients: vec![recipient.clone()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = phase_of(&snapshots, "sealed-for-drops", &["Completed", "Failed"]).await;
+    assert_eq!(done.status.unwrap().phase, "Completed");
+    let meta = crate::support::git(
+        &ctl.data.join("mirror.git"),
+        &["show", "snapshots/sealed-for-drops:.k8s-snap/snapshot.yaml"],
+    );
+    assert!(meta.stdout.contains(&recipient), "{}", meta.stdout);
+
+    let kc = target.kubeconfig_yaml("cluster-b");
+    let indented: String = kc.lines().map(|l| format!("    {l}\n")).collect();
+    let request = format!(
+        "apiVersion: clustersnapshot.rywt.io/v1alpha1\nkind: Restore\nspec:\n  backupName: sealed-for-drops\n  preference:\n    includeNamespaces: [vault]\n  kubeconfig: |\n{indented}"
+    );
+    std::fs::write(drops.join(".r1.yaml.tmp"), request).unwrap();
+    std::fs::rename(drops.join(".r1.yaml.tmp"), drops.join("r1.yaml")).unwrap();
+    wait_for(Duration::from_secs(30), "the file-drop result", || async {
+        (drops.join("done/r1.yaml").exists() || drops.join("failed/r1.yaml").exists()).then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(drops.join("results/r1.status.yaml")).unwrap();
+    let status = k8s_snap::tree::from_yaml(&text).unwrap();
+    assert_eq!(status["status"]["phase"], "Completed", "{status}");
+    assert!(!text.contains("drop-controller-plaintext"), "{text}");
+    let got = Api::<Secret>::namespaced(target.client().await, "vault")
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(got.data, secret.data);
+    ctl.stop().await.unwrap();
+}

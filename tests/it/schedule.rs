@@ -553,3 +553,113 @@ async fn forbid_skips_an_overlapping_run_and_counts_it() {
     completed(&snaps, &next).await;
     ctl.stop().await.unwrap();
 }
+
+/// A schedule's own `encryption` wins over its template's: the Snapshot it creates carries
+/// it, and the Secret values that Snapshot stores are sealed to its recipient only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedules_encryption_seals_the_snapshots_it_takes() {
+    use base64::Engine as _;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_snap::controller::SnapshotSpec;
+    use k8s_snap::controller::encryption::EncryptionSpec;
+
+    let mgmt = Management::start().await;
+    let source = kube_emulator::Emulator::builder()
+        .fixture(kube_emulator::Fixture::Empty)
+        .start()
+        .await
+        .unwrap();
+    let client = source.client().await;
+    let pp = PostParams::default();
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some("vault".into());
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    let plaintext = "scheduled-secret-plaintext-51c2";
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("db".into());
+    secret.data = Some([("password".to_owned(), ByteString(plaintext.into()))].into());
+    Api::<Secret>::namespaced(client, "vault")
+        .create(&pp, &secret)
+        .await
+        .unwrap();
+
+    let (_, recipient) = k8s_snap::crypt::generate_identity();
+    let (_, template_recipient) = k8s_snap::crypt::generate_identity();
+    let start = next_hour();
+    let clock = TestClock::new(start + SignedDuration::from_mins(1));
+    let c = clock.clone();
+    let ctl = mgmt
+        .controller_tweaked(
+            "sealed",
+            &["--housekeepstore=false", "--restoresnapshots=false"],
+            move |o| o.clock = c,
+        )
+        .await;
+    let encryption = EncryptionSpec {
+        recipients: vec![recipient.clone()],
+        ..Default::default()
+    };
+    create_schedule(
+        &mgmt,
+        "sealed",
+        SnapshotScheduleSpec {
+            schedule: "@hourly".into(),
+            cluster_name: "src".into(),
+            kubeconfig: Some(source.kubeconfig_yaml("src")),
+            encryption: Some(encryption.clone()),
+            snapshot_template: Some(SnapshotSpec {
+                encryption: Some(EncryptionSpec {
+                    recipients: vec![template_recipient.clone()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let snaps = mgmt.snapshots().await;
+    let name = format!("sealed-{}", stamp(start));
+    wait_for(Duration::from_secs(20), "the scheduled run", || async {
+        snaps.get_opt(&name).await.ok().flatten()
+    })
+    .await;
+    completed(&snaps, &name).await;
+    let snap = snaps.get(&name).await.unwrap();
+    assert_eq!(snap.spec.encryption, Some(encryption));
+
+    let git_dir = ctl.data.join("mirror.git");
+    let meta = crate::support::git(
+        &git_dir,
+        &["show", &format!("snapshots/{name}:.k8s-snap/snapshot.yaml")],
+    );
+    assert!(
+        meta.stdout.contains(&recipient) && !meta.stdout.contains(&template_recipient),
+        "{}",
+        meta.stdout
+    );
+    let stored = crate::support::git(
+        &git_dir,
+        &[
+            "show",
+            &format!("snapshots/{name}:api/v1/namespaces/vault/secrets/db.yaml"),
+        ],
+    );
+    assert_eq!(stored.code, 0, "{}", stored.stderr);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(plaintext);
+    assert!(
+        stored
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("password:") && l.contains("k8s-snap:v2:"))
+            && !stored.stdout.contains(&b64)
+            && !stored.stdout.contains(plaintext),
+        "{}",
+        stored.stdout
+    );
+    ctl.stop().await.unwrap();
+}

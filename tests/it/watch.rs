@@ -66,6 +66,7 @@ async fn watch_until(
         },
         store: None,
         options: Default::default(),
+        identities: None,
     };
     let mut opts = k8s_snap::watch::WatchOptions::new(dir);
     opts.quiet_period = Duration::from_millis(1500);
@@ -236,4 +237,148 @@ async fn the_cli_processes_pending_requests_once_and_exits() {
         r["status"]["numPreferenceExcluded"].as_u64().unwrap() > 0,
         "{r}"
     );
+}
+
+/// A file drop of a snapshot whose Secrets are sealed (`snapshot --encrypt-to`): a watcher
+/// without an identity fails that request naming the recipient and the missing identity,
+/// creating nothing, while the other request goes on; a bad identity file stops the watcher
+/// at start, naming the file and never its content; with `--identity` the Secret comes back
+/// with its original data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_snapshot_restores_from_a_file_drop_only_with_the_identity() {
+    use base64::Engine as _;
+
+    let data = DataDir::new();
+    let a = TestCluster::source().await;
+    let sealed_ns = a.namespace("it-watch-enc").await;
+    let plain_ns = a.namespace("it-watch-plain").await;
+    let plaintext = "watch-drop-secret-plaintext-7f3a";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(plaintext);
+    a.post(
+        &format!("/api/v1/namespaces/{sealed_ns}/secrets"),
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "dropped-secret", "namespace": sealed_ns},
+                "data": {"password": b64}}),
+    )
+    .await;
+    a.post(
+        &format!("/api/v1/namespaces/{plain_ns}/configmaps"),
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "dropped", "namespace": plain_ns}, "data": {"k": "v"}}),
+    )
+    .await;
+    let (identity, recipient) = crate::encryption::keygen(&data, "id.txt");
+    let ak = Some(a.kubeconfig.as_path());
+    data.run(
+        ak,
+        &[
+            "snapshot",
+            "sealed",
+            "-q",
+            "--include-namespaces",
+            &sealed_ns,
+            "--encrypt-to",
+            &recipient,
+        ],
+    )
+    .ok();
+    data.run(
+        ak,
+        &["snapshot", "plain", "-q", "--include-namespaces", &plain_ns],
+    )
+    .ok();
+    // The stored Secret is sealed (no plaintext in the mirror's file).
+    let stored = data.git(&[
+        "show",
+        &format!("snapshots/sealed:api/v1/namespaces/{sealed_ns}/secrets/dropped-secret.yaml"),
+    ]);
+    assert!(
+        stored.stdout.contains("k8s-snap:v2:") && !stored.stdout.contains(&b64),
+        "{}",
+        stored.stdout
+    );
+
+    let b = TestCluster::target().await;
+    let drop_dir = tempfile::tempdir().unwrap();
+    let d = drop_dir.path();
+    let cleanup = RestoreCleanup::new(&b).await;
+    cleanup.record_watch_results(&d.join("results"));
+    let watch = |identity: Option<&Path>| {
+        let mut cmd = data.command(Some(&b.kubeconfig));
+        cmd.env_remove("K8S_SNAP_IDENTITY").args([
+            "watch",
+            "--once",
+            "--quiet-period",
+            "300ms",
+            "-o",
+            "json",
+        ]);
+        if let Some(id) = identity {
+            cmd.arg("--identity").arg(id);
+        }
+        cmd.arg(d);
+        run(cmd)
+    };
+
+    // 1. No identity: the sealed request fails, nothing of it is created; the plain one runs.
+    std::fs::write(d.join("sealed.yaml"), request("sealed", &sealed_ns)).unwrap();
+    std::fs::write(d.join("plain.yaml"), request("plain", &plain_ns)).unwrap();
+    let out = watch(None).exit_code(1);
+    let stats: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(stats, json!({"done": 1, "failed": 1}));
+    assert_eq!(names(&d.join("failed")), ["sealed.yaml"]);
+    assert_eq!(names(&d.join("done")), ["plain.yaml"]);
+    let r = result(d, "sealed");
+    assert_eq!(r["status"]["phase"], "Failed", "{r}");
+    let reason = r["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&recipient)
+            && reason.contains("--identity")
+            && reason.contains("nothing was written"),
+        "{reason}"
+    );
+    assert!(!b.exists(&format!("/api/v1/namespaces/{sealed_ns}")).await);
+    assert!(
+        b.exists(&format!("/api/v1/namespaces/{plain_ns}/configmaps/dropped"))
+            .await
+    );
+
+    // 2. A bad identity file: one line naming it, no key material, the request left pending.
+    std::fs::write(d.join("sealed-again.yaml"), request("sealed", &sealed_ns)).unwrap();
+    let bad = data.path().join("bad-id.txt");
+    let key_line = std::fs::read_to_string(&identity)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_owned();
+    // A real key cut short: not an identity, and its text must not be echoed.
+    std::fs::write(&bad, format!("{}\n", &key_line[..key_line.len() - 4])).unwrap();
+    let out = watch(Some(&bad)).failed();
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad-id.txt") && err.contains("line 1"),
+        "{err}"
+    );
+    assert!(!err.contains(&key_line[20..40]), "{err}");
+    assert!(d.join("sealed-again.yaml").exists(), "not processed");
+
+    // 3. With the identity: the Secret is created with its original data.
+    let out = watch(Some(&identity)).ok();
+    let stats: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(stats, json!({"done": 1, "failed": 0}));
+    let r = result(d, "sealed-again");
+    assert_eq!(r["status"]["phase"], "Completed", "{r}");
+    let secret = b
+        .get(&format!(
+            "/api/v1/namespaces/{sealed_ns}/secrets/dropped-secret"
+        ))
+        .await;
+    assert_eq!(secret["data"]["password"], b64);
+    let status_text = std::fs::read_to_string(d.join("results/sealed-again.status.yaml")).unwrap();
+    assert!(!status_text.contains(&b64) && !status_text.contains(plaintext));
+
+    let left = cleanup.finish().await;
+    assert!(left.is_empty(), "left on the target: {left:?}");
 }
