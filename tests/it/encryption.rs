@@ -841,3 +841,135 @@ async fn user_named_paths_are_sealed_and_restored() {
     assert_eq!(restored["data"]["password"], password);
     assert_eq!(restored["data"]["mode"], "readable-mode");
 }
+
+/// `diff`, `show` and `log --patch` mask the fields `--encrypt-path` seals (recorded in
+/// `encryption.paths`) as they mask Secret values: a changed value says which key changed,
+/// never the plaintext nor the sealed string; a snapshot without the path (plaintext there) is
+/// masked too when the other side records it (the union); `--show-secrets` shows what is
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_masks_user_named_sealed_paths() {
+    let source = TestCluster::source().await;
+    let kc = Some(source.kubeconfig.as_path());
+    let ns = source.namespace("encdiff").await;
+    let (one, two) = ("token-value-one-0123", "token-value-two-4567");
+    let cm = |token: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app", "annotations": {
+                // What `kubectl apply` leaves: a copy of the object, its token in it.
+                "kubectl.kubernetes.io/last-applied-configuration": serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "app", "namespace": ns},
+                    "data": {"token": token, "mode": "readable-mode"}}).to_string()}},
+            "data": {"token": token, "mode": "readable-mode"}})
+    };
+    let path = format!("/api/v1/namespaces/{ns}/configmaps/app");
+    source
+        .post(&format!("/api/v1/namespaces/{ns}/configmaps"), &cm(one))
+        .await;
+    let data = DataDir::new();
+    let (_identity, recipient) = keygen(&data, "id.txt");
+    let snap = |name: &str, sealed: bool| {
+        let mut args = vec!["snapshot", name, "--no-push", "--include-namespaces", &ns];
+        if sealed {
+            args.extend([
+                "--encrypt-to",
+                &recipient,
+                "--encrypt-path",
+                "configmaps:data.token",
+            ]);
+        }
+        data.run(kc, &args).ok();
+    };
+    snap("s0", false);
+    snap("s1", true);
+    source.merge_patch(&path, &cm(two)).await;
+    snap("s2", true);
+    let stored = data
+        .git(&["show", &format!("snapshots/s2:{}.yaml", &path[1..])])
+        .ok()
+        .stdout;
+    assert!(
+        stored.contains("k8s-snap:v2:"),
+        "sealed in the tree: {stored}"
+    );
+
+    let hidden = |text: &str, what: &str| {
+        for v in [one, two, "k8s-snap:v2"] {
+            assert!(!text.contains(v), "{what} shows {v:?}: {text}");
+        }
+    };
+    // The masked value of `token:` lines of a diff, by the line's first character.
+    let token_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.trim_start_matches(['-', '+', ' ']).starts_with("token:"))
+            .map(|l| l.replace(['\'', '"'], ""))
+            .collect()
+    };
+    let diff = |args: &[&str]| {
+        let mut all = vec!["diff"];
+        all.extend(args);
+        all.extend(["--path", &path]);
+        data.run(None, &all).ok().stdout
+    };
+
+    // Both sides sealed, the value changed: the key is named, with the snapshots' labels.
+    let out = diff(&["s1", "s2"]);
+    hidden(&out, "diff s1 s2");
+    assert_eq!(
+        token_lines(&out),
+        ["-  token: *** (s1)", "+  token: *** (s2)"],
+        "{out}"
+    );
+    assert!(out.contains("0 added, 0 removed, 1 changed"), "{out}");
+    assert!(
+        out.lines()
+            .filter(|l| l.contains("mode: readable-mode"))
+            .all(|l| l.starts_with(' ')),
+        "mode unchanged: {out}"
+    );
+    // The copy in last-applied-configuration is masked the same way.
+    assert!(
+        out.contains(r#"\"token\":\"*** (s2)\""#) || out.contains(r#""token":"*** (s2)""#),
+        "{out}"
+    );
+    let json = data
+        .run(None, &["-o", "json", "diff", "s1", "s2", "--path", &path])
+        .ok()
+        .stdout;
+    hidden(&json, "diff -o json");
+    assert!(json.contains("*** (s2)"), "{json}");
+
+    // s0 records no sealed path (its token is plaintext), s1 does: the union is masked.
+    let out = diff(&["s0", "s1"]);
+    hidden(&out, "diff s0 s1");
+    assert_eq!(
+        token_lines(&out),
+        ["-  token: *** (s0)", "+  token: *** (s1)"],
+        "{out}"
+    );
+
+    // `--show-secrets` shows what is stored: the sealed strings (never the plaintext, which
+    // the tree does not hold outside the annotation copy).
+    let out = diff(&["s1", "s2", "--show-secrets"]);
+    assert!(out.contains("token: k8s-snap:v2:"), "{out}");
+
+    // `show`: masked, unlabelled; `--show-secrets`: as stored.
+    let out = data.run(None, &["show", "s2", &path]).ok().stdout;
+    hidden(&out, "show");
+    assert!(out.contains("readable-mode"), "{out}");
+    assert!(
+        token_lines(&out).iter().any(|l| l == "  token: ***"),
+        "{out}"
+    );
+    let out = data
+        .run(None, &["show", "s2", &path, "--show-secrets"])
+        .ok()
+        .stdout;
+    assert!(out.contains("token: k8s-snap:v2:"), "{out}");
+
+    // `log --patch` masks every step (s0 to s2: the union again).
+    let out = data.run(None, &["log", &path, "--patch"]).ok().stdout;
+    hidden(&out, "log --patch");
+    assert!(out.contains("*** (s2)"), "{out}");
+}
