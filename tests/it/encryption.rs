@@ -544,19 +544,17 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{Namespace, Secret};
     use k8s_snap::controller::encryption::{EncryptionSpec, KeyRef};
-    use k8s_snap::controller::{Restore, RestoreSpec, SnapshotSpec};
+    use k8s_snap::controller::{RestoreSpec, SnapshotSpec};
     use kube::Api;
     use kube::api::PostParams;
-    use std::time::Duration;
 
-    use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
+    use crate::controller::{
+        Management, NS, create_restore, create_snapshot, phase_of, realistic_source, restore_final,
+        spec_of,
+    };
 
     let mgmt = Management::start().await;
-    let source = kube_emulator::Emulator::builder()
-        .fixture(kube_emulator::Fixture::Realistic)
-        .start()
-        .await
-        .unwrap();
+    let source = realistic_source().await;
     let (identity, recipient) = k8s_snap::crypt::generate_identity();
     let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(mgmt.client().await, &NS);
@@ -575,7 +573,6 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
         &snapshots,
         "enc-src",
         SnapshotSpec {
-            kubeconfig: Some(source.kubeconfig_yaml("src")),
             encryption: Some(EncryptionSpec {
                 recipients_secret_ref: Some(KeyRef {
                     name: "enc-recipients".into(),
@@ -583,7 +580,7 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..spec_of(&source)
         },
     )
     .await;
@@ -638,36 +635,14 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
         .items
         .len();
     let restores = mgmt.restores().await;
-    let restore = |name: &str, identity: Option<KeyRef>| {
-        let mut r = Restore::new(
-            name,
-            RestoreSpec {
-                backup_name: "enc-src".into(),
-                kubeconfig: Some(target.kubeconfig_yaml("dst")),
-                identity_secret_ref: identity,
-                ..Default::default()
-            },
-        );
-        r.metadata.namespace = Some(NS.into());
-        r
+    let restore = |identity: Option<KeyRef>| RestoreSpec {
+        backup_name: "enc-src".into(),
+        kubeconfig: Some(target.kubeconfig_yaml("dst")),
+        identity_secret_ref: identity,
+        ..Default::default()
     };
-    let final_status = |name: &'static str| {
-        let restores = restores.clone();
-        async move {
-            wait_for(Duration::from_secs(60), name, || async {
-                let st = restores.get(name).await.ok()?.status?;
-                ["Completed", "Failed"]
-                    .contains(&st.restore.phase.as_str())
-                    .then_some(st)
-            })
-            .await
-        }
-    };
-    restores
-        .create(&pp, &restore("enc-no-id", None))
-        .await
-        .unwrap();
-    let st = final_status("enc-no-id").await;
+    create_restore(&restores, "enc-no-id", restore(None)).await;
+    let st = restore_final(&restores, "enc-no-id").await;
     assert_eq!(st.restore.phase, "Failed");
     assert!(
         st.restore.reason.contains(&recipient) && st.restore.reason.contains("identitySecretRef"),
@@ -686,20 +661,16 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
     );
 
     // With it: every Secret with its exact values.
-    restores
-        .create(
-            &pp,
-            &restore(
-                "enc-with-id",
-                Some(KeyRef {
-                    name: "enc-identity".into(),
-                    key: None,
-                }),
-            ),
-        )
-        .await
-        .unwrap();
-    let st = final_status("enc-with-id").await;
+    create_restore(
+        &restores,
+        "enc-with-id",
+        restore(Some(KeyRef {
+            name: "enc-identity".into(),
+            key: None,
+        })),
+    )
+    .await;
+    let st = restore_final(&restores, "enc-with-id").await;
     assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
     let mut compared = 0;
     for s in &originals {
@@ -912,15 +883,24 @@ async fn diff_masks_user_named_sealed_paths() {
         all.extend(["--path", &path]);
         data.run(None, &all).ok().stdout
     };
+    // `diff a b`: the token shown as changed, labelled with each side's snapshot, nothing of
+    // its values.
+    let token_changed = |a: &str, b: &str| {
+        let out = diff(&[a, b]);
+        hidden(&out, &format!("diff {a} {b}"));
+        assert_eq!(
+            token_lines(&out),
+            [
+                format!("-  token: *** ({a})"),
+                format!("+  token: *** ({b})")
+            ],
+            "{out}"
+        );
+        out
+    };
 
     // Both sides sealed, the value changed: the key is named, with the snapshots' labels.
-    let out = diff(&["s1", "s2"]);
-    hidden(&out, "diff s1 s2");
-    assert_eq!(
-        token_lines(&out),
-        ["-  token: *** (s1)", "+  token: *** (s2)"],
-        "{out}"
-    );
+    let out = token_changed("s1", "s2");
     assert!(out.contains("0 added, 0 removed, 1 changed"), "{out}");
     assert!(
         out.lines()
@@ -941,13 +921,7 @@ async fn diff_masks_user_named_sealed_paths() {
     assert!(json.contains("*** (s2)"), "{json}");
 
     // s0 records no sealed path (its token is plaintext), s1 does: the union is masked.
-    let out = diff(&["s0", "s1"]);
-    hidden(&out, "diff s0 s1");
-    assert_eq!(
-        token_lines(&out),
-        ["-  token: *** (s0)", "+  token: *** (s1)"],
-        "{out}"
-    );
+    token_changed("s0", "s1");
 
     // `--show-secrets` shows what is stored: the sealed strings (never the plaintext, which
     // the tree does not hold outside the annotation copy).
