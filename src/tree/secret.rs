@@ -3,7 +3,7 @@
 //! objects (`--encrypt-path`, recorded as `encryption.paths`: [`SealedFields`]); sealed values
 //! are compared by fingerprint. Every annotation holding a copy of the object (such as
 //! `kubectl.kubernetes.io/last-applied-configuration`, written by `kubectl apply`) has the
-//! same fields masked inside the copy.
+//! same fields masked inside the copy; a copy sealed whole is masked as one value.
 //!
 //! Owns only these pure transformations of JSON values; never used on what is stored or
 //! restored, only on what is shown. Parsing the recorded paths is `crypt::SealedPath`'s.
@@ -166,7 +166,8 @@ fn masked(same: bool, label: &str) -> String {
 }
 
 /// Annotations whose value is a JSON object holding one of the masked fields (a copy of the
-/// object) get those masked inside the copy; the copy is re-serialized compactly.
+/// object) get those masked inside the copy; the copy is re-serialized compactly. A copy that
+/// was sealed whole (as snapshots seal them) is masked like a value.
 fn mask_annotations(
     v: &mut Value,
     other: Option<&Map<String, Value>>,
@@ -182,6 +183,14 @@ fn mask_annotations(
     };
     for (k, value) in ann.iter_mut() {
         let Some(text) = value.as_str() else { continue };
+        if super::sealed::is_sealed(text) {
+            // A copy sealed whole: masked as a value (changed or not, by fingerprint).
+            let same = other
+                .and_then(|o| o.get(k))
+                .is_some_and(|o| same_value(o, value));
+            *value = Value::String(masked(same, label));
+            continue;
+        }
         let holds_copy = paths
             .iter()
             .filter_map(|p| p.first())
@@ -362,8 +371,8 @@ mod tests {
 
     #[test]
     fn sealed_fields_of_other_objects_show_which_changed() {
-        let a = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  mode: readable\n  token: k8s-snap:v2:fp1:key1:AAAA\n  same: k8s-snap:v2:fp9:key1:EEEE\n";
-        let b = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  mode: readable\n  token: k8s-snap:v2:fp2:key1:BBBB\n  same: k8s-snap:v2:fp9:key1:EEEE\n";
+        let a = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  mode: readable\n  token: k8s-snap:v2:0123456789abcdef:fp1:AAAA\n  same: k8s-snap:v2:0123456789abcdef:fp9:EEEE\n";
+        let b = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  mode: readable\n  token: k8s-snap:v2:0123456789abcdef:fp2:BBBB\n  same: k8s-snap:v2:fedcba9876543210:fp9:FFFF\n";
         // Without sealed fields a ConfigMap is shown as it is.
         assert_eq!(
             mask_yaml_pair(a, b, "s1", "s2"),
@@ -373,13 +382,14 @@ mod tests {
         for text in [&ma, &mb] {
             assert!(!text.contains("AAAA") && !text.contains("BBBB"), "{text}");
             assert!(text.contains("mode: readable"), "other keys stay: {text}");
-            // Not a sealed path: shown as stored.
-            assert!(text.contains("EEEE"), "{text}");
         }
+        // Not a sealed path: shown as stored.
+        assert!(ma.contains("EEEE") && mb.contains("FFFF"), "{ma}{mb}");
         let value = |t: &str| tree_value(t)["data"]["token"].clone();
         assert_eq!(value(&ma), "*** (s1)");
         assert_eq!(value(&mb), "*** (s2)");
-        // A whole map named: each of its values, equal ones (same fingerprint) as ***.
+        // A whole map named: each of its values, equal ones (the same fingerprint, re-sealed
+        // under another key) as ***.
         let (ma, mb) = mask_yaml_pair_fields(a, b, "s1", "s2", &fields(&["data"]));
         let (va, vb) = (tree_value(&ma), tree_value(&mb));
         assert_eq!(va["data"]["same"], "***");
@@ -440,7 +450,7 @@ mod tests {
                 "metadata": {"name": "app", "annotations": {
                     "kubectl.kubernetes.io/last-applied-configuration": copy(token),
                     "note": "plain note"}},
-                "data": {"token": "k8s-snap:v2:fp1:key1:AAAA", "mode": "m"}})
+                "data": {"token": "k8s-snap:v2:0123456789abcdef:fp1:AAAA", "mode": "m"}})
         };
         let (mut a, mut b) = (object("old-plain-token"), object("new-plain-token"));
         mask_pair_labelled(&mut a, &mut b, "s1", "s2", &fields(&["data.token"]));
@@ -461,6 +471,42 @@ mod tests {
         assert_eq!(inner(&b)["data"]["token"], "*** (s2)");
         assert_eq!(inner(&a)["data"]["mode"], "m");
         assert_eq!(a["data"]["token"], "***", "same fingerprint: unchanged");
+    }
+
+    #[test]
+    fn copies_sealed_whole_are_masked_as_values() {
+        let object = |kind: &str, copy: &str| {
+            json!({"kind": kind, "metadata": {"name": "x", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": copy, "note": "n"}},
+                "data": {"token": "k8s-snap:v2:0123456789abcdef:fp1:AAAA"}})
+        };
+        let f = fields(&["data.token"]);
+        let last = |v: &Value| {
+            v["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].clone()
+        };
+        for kind in ["ConfigMap", "Secret"] {
+            let extra: &[Vec<String>] = if kind == "Secret" { &[] } else { &f };
+            let (mut a, mut b) = (
+                object(kind, "k8s-snap:v2:0123456789abcdef:fpA:CCCC"),
+                object(kind, "k8s-snap:v2:0123456789abcdef:fpB:DDDD"),
+            );
+            mask_pair_labelled(&mut a, &mut b, "s1", "s2", extra);
+            assert_eq!(last(&a), "*** (s1)", "{kind}");
+            assert_eq!(last(&b), "*** (s2)", "{kind}");
+            assert_eq!(a["metadata"]["annotations"]["note"], "n");
+            // Re-sealed, the same fingerprint: unchanged.
+            let (mut a, mut b) = (
+                object(kind, "k8s-snap:v2:0123456789abcdef:fpA:CCCC"),
+                object(kind, "k8s-snap:v2:fedcba9876543210:fpA:EEEE"),
+            );
+            mask_pair_labelled(&mut a, &mut b, "s1", "s2", extra);
+            assert_eq!(last(&a), "***", "{kind}");
+            assert_eq!(last(&b), "***", "{kind}");
+        }
+        // Nothing masked in an object without masked fields.
+        let mut plain = object("ConfigMap", "k8s-snap:v2:0123456789abcdef:fpA:CCCC");
+        mask_pair_labelled(&mut plain, &mut Value::Null, "", "", &[]);
+        assert_eq!(last(&plain), "k8s-snap:v2:0123456789abcdef:fpA:CCCC");
     }
 
     proptest::proptest! {

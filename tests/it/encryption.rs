@@ -701,8 +701,9 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
 }
 
 /// `--encrypt-path`: a user-named field of another resource (here a ConfigMap's
-/// `data.password`) is sealed like a Secret value, recorded in `.k8s-snap/snapshot.yaml`,
-/// byte-stable across snapshots, and opened by restore with the identity (refused without).
+/// `data.password`, and the copy of it `kubectl apply` leaves in an annotation) is sealed like
+/// a Secret value, recorded in `.k8s-snap/snapshot.yaml`, byte-stable across snapshots, and
+/// opened by restore with the identity (refused without).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_named_paths_are_sealed_and_restored() {
     let source = TestCluster::source().await;
@@ -710,11 +711,16 @@ async fn user_named_paths_are_sealed_and_restored() {
     let sk = Some(source.kubeconfig.as_path());
     let ns = source.namespace("encpath").await;
     let password = "cm-password-value-0123";
+    let last_applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "app", "namespace": ns},
+        "data": {"password": password, "mode": "readable-mode"}})
+    .to_string();
     source
         .post(
             &format!("/api/v1/namespaces/{ns}/configmaps"),
             &serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "app"},
+                "metadata": {"name": "app", "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": last_applied}},
                 "data": {"password": password, "mode": "readable-mode"}}),
         )
         .await;
@@ -811,6 +817,10 @@ async fn user_named_paths_are_sealed_and_restored() {
         .await;
     assert_eq!(restored["data"]["password"], password);
     assert_eq!(restored["data"]["mode"], "readable-mode");
+    assert_eq!(
+        restored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        last_applied.as_str()
+    );
 }
 
 /// `diff`, `show` and `log --patch` mask the fields `--encrypt-path` seals (recorded in
@@ -864,6 +874,8 @@ async fn diff_masks_user_named_sealed_paths() {
         stored.contains("k8s-snap:v2:"),
         "sealed in the tree: {stored}"
     );
+    // The annotation's copy is sealed whole: the value is nowhere in clear.
+    assert!(!stored.contains(two), "{stored}");
 
     let hidden = |text: &str, what: &str| {
         for v in [one, two, "k8s-snap:v2"] {
@@ -908,9 +920,19 @@ async fn diff_masks_user_named_sealed_paths() {
             .all(|l| l.starts_with(' ')),
         "mode unchanged: {out}"
     );
-    // The copy in last-applied-configuration is masked the same way.
-    assert!(
-        out.contains(r#"\"token\":\"*** (s2)\""#) || out.contains(r#""token":"*** (s2)""#),
+    // The copy in last-applied-configuration (sealed whole) is masked as a value.
+    let last_applied = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.contains("last-applied-configuration:"))
+            .map(|l| l.replace(['\'', '"'], ""))
+            .collect()
+    };
+    assert_eq!(
+        last_applied(&out),
+        [
+            "-    kubectl.kubernetes.io/last-applied-configuration: *** (s1)",
+            "+    kubectl.kubernetes.io/last-applied-configuration: *** (s2)"
+        ],
         "{out}"
     );
     let json = data
@@ -920,8 +942,13 @@ async fn diff_masks_user_named_sealed_paths() {
     hidden(&json, "diff -o json");
     assert!(json.contains("*** (s2)"), "{json}");
 
-    // s0 records no sealed path (its token is plaintext), s1 does: the union is masked.
-    token_changed("s0", "s1");
+    // s0 records no sealed path (its token is plaintext), s1 does: the union is masked, in
+    // s0's plaintext copy too.
+    let out = token_changed("s0", "s1");
+    assert!(
+        out.contains(r#"\"token\":\"*** (s0)\""#) || out.contains(r#""token":"*** (s0)""#),
+        "{out}"
+    );
 
     // `--show-secrets` shows what is stored: the sealed strings (never the plaintext, which
     // the tree does not hold outside the annotation copy).
