@@ -14,7 +14,8 @@
 //! equal; the HMAC key means a reader of the store cannot test guesses. The first form,
 //! `k8s-snap:age:v1:<fingerprint>:<age file>`, is still opened and rekeyed.
 //!
-//! Owns: keys and key files, data keys, sealing and unsealing values and whole Secrets, the
+//! Owns: keys and key files, data keys, sealing and unsealing values, whole Secrets and the
+//! user-named fields of other objects (`--encrypt-path`, with their annotation copies), the
 //! fingerprint key file and the sealed-values cache of a mirror. Pure apart from those files.
 //! Must not touch: git (callers hand it file contents), clusters, what else is canonical in an
 //! object (`tree`).
@@ -755,6 +756,30 @@ fn annotation_holds_copy(text: &str) -> bool {
     text.contains("\"data\"") || text.contains("\"stringData\"")
 }
 
+/// Whether an annotation value holds a copy of an object with one of these user-named fields
+/// (the last-applied configuration of a ConfigMap with `data.token`): a JSON object with a
+/// value at one of the paths, or text naming a path's first key that does not parse (kept
+/// from view all the same).
+fn annotation_holds_path_copy(text: &str, paths: &[&SealedPath]) -> bool {
+    let named = |p: &&SealedPath| {
+        p.fields
+            .first()
+            .is_some_and(|f| text.contains(&format!("\"{f}\"")))
+    };
+    if !paths.iter().any(named) {
+        return false;
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(copy) => paths.iter().any(|p| {
+            p.fields
+                .iter()
+                .try_fold(&copy, |v, k| v.as_object()?.get(k))
+                .is_some()
+        }),
+        Err(_) => true,
+    }
+}
+
 impl Sealer {
     /// A sealer with a new data key wrapped to `recipients`. `previous` are the sealed values
     /// of the previous snapshot and `previous_keys` its key files (by id): a previous value is
@@ -809,8 +834,10 @@ impl Sealer {
     }
 
     /// Seals the user-named fields of an object of `group`/`resource` in place (a canonical
-    /// object of the snapshot pipeline). A field that is absent, or neither a string nor a
-    /// map, is left alone. Returns how many values were sealed.
+    /// object of the snapshot pipeline), and every annotation holding a copy of the object
+    /// with one of those fields (`kubectl.kubernetes.io/last-applied-configuration`), sealed
+    /// whole as a Secret's copies are. A field that is absent, or neither a string nor a map,
+    /// is left alone. Returns how many values were sealed.
     pub fn seal_paths(
         &self,
         group: &str,
@@ -855,6 +882,26 @@ impl Sealer {
                     }
                 }
                 _ => {}
+            }
+        }
+        let applicable: Vec<&SealedPath> = self
+            .paths
+            .iter()
+            .filter(|sp| sp.applies_to(group, resource))
+            .collect();
+        if let Some(Node::Object(entries)) = obj
+            .get_mut("metadata")
+            .and_then(|m| m.get_mut("annotations"))
+        {
+            for (k, v) in entries.iter_mut() {
+                if let Node::String(s) = v
+                    && !is_sealed(s)
+                    && annotation_holds_path_copy(s, &applicable)
+                {
+                    let s = self.seal(p, ANNOTATIONS, k, s)?;
+                    *v = Node::String(s.clone().into());
+                    sealed.push(s);
+                }
             }
         }
         let n = sealed.len();
@@ -1615,6 +1662,58 @@ mod tests {
         );
         let mut back = crate::tree::from_yaml(&yaml).unwrap();
         assert!(has_sealed(&back));
+        let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
+        assert_eq!(
+            open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),
+            3
+        );
+        assert_eq!(back, original);
+    }
+
+    /// A copy of the object in an annotation (what `kubectl apply` leaves) holding a
+    /// user-named field is sealed whole; other annotations, and copies without the field, stay
+    /// readable; a restore opens it back to the exact text.
+    #[test]
+    fn path_copies_in_annotations_are_sealed() {
+        let (ids, r) = keypair();
+        let s = sealer(r).with_paths(vec!["configmaps:data.token".parse().unwrap()]);
+        let copy = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app"}, "data": {"token": "tok-plain-123456", "mode": "m"}})
+        .to_string();
+        let no_token = serde_json::json!({"data": {"mode": "m"}}).to_string();
+        let original = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": copy,
+                "other-copy": no_token,
+                "broken": "{\"data\": [unclosed tok-broken-123456",
+                "note": "plain note"}},
+            "data": {"token": "tok-plain-123456", "mode": "m"}});
+        let path = ContentPath::new("", "v1", "configmaps", Some("n"), "app").unwrap();
+        let mut node = Node::from(&original);
+        assert_eq!(s.seal_paths("", "configmaps", &path, &mut node).unwrap(), 3);
+        let yaml = crate::tree::emit(&node);
+        assert!(
+            !yaml.contains("tok-plain-123456") && !yaml.contains("tok-broken-123456"),
+            "{yaml}"
+        );
+        // Sealing again seals nothing more; other resources are left alone.
+        let sealed_once = crate::tree::from_yaml(&yaml).unwrap();
+        let annotations = &sealed_once["metadata"]["annotations"];
+        assert_eq!(annotations["note"], "plain note");
+        assert_eq!(annotations["other-copy"], no_token.as_str());
+        assert!(is_sealed(
+            annotations["kubectl.kubernetes.io/last-applied-configuration"]
+                .as_str()
+                .unwrap()
+        ));
+        let mut again = Node::from(&sealed_once);
+        assert_eq!(
+            s.seal_paths("", "configmaps", &path, &mut again).unwrap(),
+            0
+        );
+        let mut other = Node::from(&original);
+        assert_eq!(s.seal_paths("", "secrets", &path, &mut other).unwrap(), 0);
+        let mut back = sealed_once;
         let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
         assert_eq!(
             open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),

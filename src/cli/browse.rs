@@ -20,6 +20,26 @@ fn open_mirror(global: &GlobalArgs) -> anyhow::Result<Option<Mirror>> {
     Ok(Some(Mirror::open(&dir)?))
 }
 
+/// The user-named sealed fields (`--encrypt-path`, recorded as `encryption.paths`) of these
+/// snapshots, masked like Secret values: the union, when the snapshots record different paths.
+pub(super) fn sealed_fields<'a>(
+    metas: impl IntoIterator<Item = &'a k8s_snap::tree::SnapshotMeta>,
+) -> anyhow::Result<tree::secret::SealedFields> {
+    let mut fields = tree::secret::SealedFields::default();
+    for meta in metas {
+        for recorded in meta.encryption.iter().flat_map(|e| &e.paths) {
+            let p: k8s_snap::crypt::SealedPath = recorded.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "snapshot {}: .k8s-snap/snapshot.yaml: encryption.paths: {e}",
+                    meta.name
+                )
+            })?;
+            fields.add(&p.group, &p.resource, p.fields);
+        }
+    }
+    Ok(fields)
+}
+
 fn require_snapshot(mirror: Option<&Mirror>, name: &str) -> anyhow::Result<SnapshotInfo> {
     let found = match mirror {
         Some(m) => m.snapshot(name)?,
@@ -51,7 +71,7 @@ struct ListItem {
     commit: String,
     /// `local`, `store` or `both`.
     location: &'static str,
-    /// The filter of a partial snapshot (known for snapshots in the local mirror).
+    /// The filter of a partial snapshot (from its snapshot.yaml, or the store's manifest).
     #[serde(skip_serializing_if = "Option::is_none")]
     filter: Option<k8s_snap::tree::SnapshotFilter>,
 }
@@ -115,7 +135,7 @@ pub async fn list(global: &GlobalArgs, args: ListArgs, out: &mut dyn Write) -> a
             available_until: r.entry.available_until,
             commit: r.entry.commit.to_string(),
             location: "store",
-            filter: None,
+            filter: r.entry.filter,
         });
     }
     items.retain(|i| args.cluster.as_deref().is_none_or(|c| c == i.cluster_name));
@@ -202,7 +222,8 @@ pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow:
         let text = if args.show_secrets {
             text
         } else {
-            tree::secret::mask_yaml(&text)
+            let sealed = sealed_fields([&snap.meta])?;
+            tree::secret::mask_yaml_fields(&text, &sealed.of(path.group(), path.resource()))
         };
         match global.output {
             Format::Table | Format::Yaml => out.write_all(text.as_bytes())?,
@@ -310,6 +331,13 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
             p == w || p.starts_with(&format!("{w}/"))
         }
     };
+    // Fields either snapshot seals are masked in both (a path sealed only since `b` still
+    // hides `a`'s plaintext value).
+    let sealed = if args.show_secrets {
+        tree::secret::SealedFields::default()
+    } else {
+        sealed_fields([&a.meta, &b.meta])?
+    };
     let changes = mirror.diff(&a.commit, &b.commit, prefix.as_deref())?;
     let mut entries: Vec<(
         ContentPath,
@@ -392,7 +420,13 @@ pub fn diff(global: &GlobalArgs, args: DiffArgs, out: &mut dyn Write) -> anyhow:
             let (old, new) = if args.show_secrets {
                 (old.into_owned(), new.into_owned())
             } else {
-                tree::secret::mask_yaml_pair(&old, &new, &args.a, &b_name)
+                let mut fields = sealed.of(new_path.group(), new_path.resource());
+                for f in sealed.of(old_path.group(), old_path.resource()) {
+                    if !fields.contains(&f) {
+                        fields.push(f);
+                    }
+                }
+                tree::secret::mask_yaml_pair_fields(&old, &new, &args.a, &b_name, &fields)
             };
             Some(tree::unified_diff(
                 &old,

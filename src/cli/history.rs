@@ -78,6 +78,14 @@ pub fn log(global: &GlobalArgs, args: LogArgs, out: &mut dyn Write) -> anyhow::R
     if snapshots.is_empty() {
         bail!("no snapshots of cluster {cluster:?} (see `k8s-snap list`)");
     }
+    // The sealed fields (`--encrypt-path`) any of the snapshots records are masked in every
+    // step, as Secret values are.
+    let sealed = if args.show_secrets || !args.patch {
+        Vec::new()
+    } else {
+        super::browse::sealed_fields(snapshots.iter().map(|s| &s.meta))?
+            .of(path.group(), path.resource())
+    };
     let steps = mirror.history(&snapshots, &path.file_path())?;
     let mut items = Vec::with_capacity(steps.len());
     let mut last_present: Option<String> = None;
@@ -99,7 +107,13 @@ pub fn log(global: &GlobalArgs, args: LogArgs, out: &mut dyn Write) -> anyhow::R
             let (old, new) = if args.show_secrets {
                 (old, new)
             } else {
-                tree::secret::mask_yaml_pair(&old, &new, &before, &step.snapshot.name)
+                tree::secret::mask_yaml_pair_fields(
+                    &old,
+                    &new,
+                    &before,
+                    &step.snapshot.name,
+                    &sealed,
+                )
             };
             Some(tree::unified_diff(
                 &old,

@@ -192,6 +192,7 @@ pub async fn recover(store: &dyn ObjectStore, dry_run: bool) -> Result<RecoverRe
             number_of_contents: meta.number_of_contents,
             available_until: meta.available_until,
             packs: needs,
+            filter: meta.filter.clone(),
         };
         // Sorted by timestamp: a later commit of the same name replaces an earlier one.
         if let Some((older, _)) = found.insert(name.clone(), (commit.clone(), entry)) {

@@ -11,7 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_snap::controller::{Restore, RestoreSpec, Snapshot, SnapshotSpec};
+use k8s_snap::controller::{Restore, RestoreCrStatus, RestoreSpec, Snapshot, SnapshotSpec};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube_emulator::{Emulator, EmulatorHandle, Fixture};
@@ -470,6 +470,46 @@ pub(crate) async fn create_snapshot(api: &Api<Snapshot>, name: &str, spec: Snaps
     api.create(&PostParams::default(), &snapshot(name, spec))
         .await
         .unwrap();
+}
+
+/// Creates Restore `name` in the controller's namespace.
+pub(crate) async fn create_restore(api: &Api<Restore>, name: &str, spec: RestoreSpec) {
+    let mut r = Restore::new(name, spec);
+    r.metadata.namespace = Some(NS.into());
+    api.create(&PostParams::default(), &r).await.unwrap();
+}
+
+/// Waits (up to 60 s) until Restore `name` is `Completed` or `Failed`, and returns its status.
+pub(crate) async fn restore_final(api: &Api<Restore>, name: &str) -> RestoreCrStatus {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("restore {name} final"),
+        || async {
+            let st = api.get(name).await.ok()?.status?;
+            ["Completed", "Failed"]
+                .contains(&st.restore.phase.as_str())
+                .then_some(st)
+        },
+    )
+    .await
+}
+
+/// An in-process emulator with the realistic fixture: a source cluster the controller reaches
+/// through [`spec_of`].
+pub(crate) async fn realistic_source() -> EmulatorHandle {
+    Emulator::builder()
+        .fixture(Fixture::Realistic)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The spec of a Snapshot of `source` (its kubeconfig inline, cluster `src`).
+pub(crate) fn spec_of(source: &EmulatorHandle) -> SnapshotSpec {
+    SnapshotSpec {
+        kubeconfig: Some(source.kubeconfig_yaml("src")),
+        ..Default::default()
+    }
 }
 
 /// Creates Snapshot `name` of the cluster `kubeconfig` reaches (as `cluster-a`) and waits

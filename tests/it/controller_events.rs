@@ -9,7 +9,10 @@ use k8s_snap::controller::SnapshotSpec;
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
+use crate::controller::{
+    Management, NS, create_restore, create_snapshot, phase_of, realistic_source, restore_final,
+    spec_of, wait_for,
+};
 
 async fn reasons(mgmt: &Management, name: &str) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(mgmt.client().await, &NS);
@@ -127,21 +130,9 @@ async fn sigterm_past_the_grace_period_marks_the_snapshot_failed() {
 async fn a_restore_with_failed_objects_says_so_in_its_conditions() {
     let mgmt = Management::start().await;
     let ctl = mgmt.controller("partial").await;
-    let source = kube_emulator::Emulator::builder()
-        .fixture(kube_emulator::Fixture::Realistic)
-        .start()
-        .await
-        .unwrap();
+    let source = realistic_source().await;
     let snapshots = mgmt.snapshots().await;
-    create_snapshot(
-        &snapshots,
-        "src",
-        SnapshotSpec {
-            kubeconfig: Some(source.kubeconfig_yaml("src")),
-            ..Default::default()
-        },
-    )
-    .await;
+    create_snapshot(&snapshots, "src", spec_of(&source)).await;
     phase_of(&snapshots, "src", &["Completed"]).await;
     // Every namespaced core create on the target is refused.
     let target = kube_emulator::Emulator::builder().start().await.unwrap();
@@ -151,26 +142,17 @@ async fn a_restore_with_failed_objects_says_so_in_its_conditions() {
             .unwrap(),
     );
     let restores = mgmt.restores().await;
-    let mut r = k8s_snap::controller::Restore::new(
+    create_restore(
+        &restores,
         "partial",
         k8s_snap::controller::RestoreSpec {
             backup_name: "src".into(),
             kubeconfig: Some(target.kubeconfig_yaml("dst")),
             ..Default::default()
         },
-    );
-    r.metadata.namespace = Some(NS.into());
-    restores
-        .create(&kube::api::PostParams::default(), &r)
-        .await
-        .unwrap();
-    let st = wait_for(Duration::from_secs(60), "restore partial final", || async {
-        let st = restores.get("partial").await.ok()?.status?;
-        ["Completed", "Failed"]
-            .contains(&st.restore.phase.as_str())
-            .then_some(st)
-    })
+    )
     .await;
+    let st = restore_final(&restores, "partial").await;
     assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
     assert!(st.restore.num_failed > 0);
     let succeeded = st

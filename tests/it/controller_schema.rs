@@ -7,12 +7,14 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
-use k8s_snap::controller::{Restore, RestoreSpec, SnapshotSpec};
+use k8s_snap::controller::{RestoreSpec, SnapshotSpec};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::controller::{Management, NS, create_snapshot, phase_of, repo_file, wait_for};
+use crate::controller::{
+    Management, NS, create_restore, create_snapshot, phase_of, repo_file, restore_final, wait_for,
+};
 
 /// The 422 of a status write carrying `null` for a non-nullable string, in the words of a real
 /// kube-apiserver.
@@ -141,24 +143,16 @@ async fn crs_with_every_optional_field_unset_reach_a_final_phase() {
     }
 
     let restores = mgmt.restores().await;
-    let mut r = Restore::new(
+    create_restore(
+        &restores,
         "bare",
         RestoreSpec {
             backup_name: "bare".into(),
             ..Default::default()
         },
-    );
-    r.metadata.namespace = Some(NS.into());
-    restores.create(&PostParams::default(), &r).await.unwrap();
-    let r = wait_for(Duration::from_secs(30), "restore bare final", || async {
-        let r = restores.get("bare").await.ok()?;
-        let st = r.status.clone()?;
-        ["Completed", "Failed"]
-            .contains(&st.restore.phase.as_str())
-            .then_some(r)
-    })
+    )
     .await;
-    let st = r.status.unwrap();
+    let st = restore_final(&restores, "bare").await;
     assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
     assert!(st.restore.preserve_until.is_some());
     // No status write was refused: no Warning Event on either object.

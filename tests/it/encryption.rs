@@ -544,19 +544,17 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{Namespace, Secret};
     use k8s_snap::controller::encryption::{EncryptionSpec, KeyRef};
-    use k8s_snap::controller::{Restore, RestoreSpec, SnapshotSpec};
+    use k8s_snap::controller::{RestoreSpec, SnapshotSpec};
     use kube::Api;
     use kube::api::PostParams;
-    use std::time::Duration;
 
-    use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
+    use crate::controller::{
+        Management, NS, create_restore, create_snapshot, phase_of, realistic_source, restore_final,
+        spec_of,
+    };
 
     let mgmt = Management::start().await;
-    let source = kube_emulator::Emulator::builder()
-        .fixture(kube_emulator::Fixture::Realistic)
-        .start()
-        .await
-        .unwrap();
+    let source = realistic_source().await;
     let (identity, recipient) = k8s_snap::crypt::generate_identity();
     let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(mgmt.client().await, &NS);
@@ -575,7 +573,6 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
         &snapshots,
         "enc-src",
         SnapshotSpec {
-            kubeconfig: Some(source.kubeconfig_yaml("src")),
             encryption: Some(EncryptionSpec {
                 recipients_secret_ref: Some(KeyRef {
                     name: "enc-recipients".into(),
@@ -583,7 +580,7 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..spec_of(&source)
         },
     )
     .await;
@@ -638,36 +635,14 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
         .items
         .len();
     let restores = mgmt.restores().await;
-    let restore = |name: &str, identity: Option<KeyRef>| {
-        let mut r = Restore::new(
-            name,
-            RestoreSpec {
-                backup_name: "enc-src".into(),
-                kubeconfig: Some(target.kubeconfig_yaml("dst")),
-                identity_secret_ref: identity,
-                ..Default::default()
-            },
-        );
-        r.metadata.namespace = Some(NS.into());
-        r
+    let restore = |identity: Option<KeyRef>| RestoreSpec {
+        backup_name: "enc-src".into(),
+        kubeconfig: Some(target.kubeconfig_yaml("dst")),
+        identity_secret_ref: identity,
+        ..Default::default()
     };
-    let final_status = |name: &'static str| {
-        let restores = restores.clone();
-        async move {
-            wait_for(Duration::from_secs(60), name, || async {
-                let st = restores.get(name).await.ok()?.status?;
-                ["Completed", "Failed"]
-                    .contains(&st.restore.phase.as_str())
-                    .then_some(st)
-            })
-            .await
-        }
-    };
-    restores
-        .create(&pp, &restore("enc-no-id", None))
-        .await
-        .unwrap();
-    let st = final_status("enc-no-id").await;
+    create_restore(&restores, "enc-no-id", restore(None)).await;
+    let st = restore_final(&restores, "enc-no-id").await;
     assert_eq!(st.restore.phase, "Failed");
     assert!(
         st.restore.reason.contains(&recipient) && st.restore.reason.contains("identitySecretRef"),
@@ -686,20 +661,16 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
     );
 
     // With it: every Secret with its exact values.
-    restores
-        .create(
-            &pp,
-            &restore(
-                "enc-with-id",
-                Some(KeyRef {
-                    name: "enc-identity".into(),
-                    key: None,
-                }),
-            ),
-        )
-        .await
-        .unwrap();
-    let st = final_status("enc-with-id").await;
+    create_restore(
+        &restores,
+        "enc-with-id",
+        restore(Some(KeyRef {
+            name: "enc-identity".into(),
+            key: None,
+        })),
+    )
+    .await;
+    let st = restore_final(&restores, "enc-with-id").await;
     assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
     let mut compared = 0;
     for s in &originals {
@@ -730,8 +701,9 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
 }
 
 /// `--encrypt-path`: a user-named field of another resource (here a ConfigMap's
-/// `data.password`) is sealed like a Secret value, recorded in `.k8s-snap/snapshot.yaml`,
-/// byte-stable across snapshots, and opened by restore with the identity (refused without).
+/// `data.password`, and the copy of it `kubectl apply` leaves in an annotation) is sealed like
+/// a Secret value, recorded in `.k8s-snap/snapshot.yaml`, byte-stable across snapshots, and
+/// opened by restore with the identity (refused without).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_named_paths_are_sealed_and_restored() {
     let source = TestCluster::source().await;
@@ -739,11 +711,16 @@ async fn user_named_paths_are_sealed_and_restored() {
     let sk = Some(source.kubeconfig.as_path());
     let ns = source.namespace("encpath").await;
     let password = "cm-password-value-0123";
+    let last_applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "app", "namespace": ns},
+        "data": {"password": password, "mode": "readable-mode"}})
+    .to_string();
     source
         .post(
             &format!("/api/v1/namespaces/{ns}/configmaps"),
             &serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "app"},
+                "metadata": {"name": "app", "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": last_applied}},
                 "data": {"password": password, "mode": "readable-mode"}}),
         )
         .await;
@@ -840,6 +817,162 @@ async fn user_named_paths_are_sealed_and_restored() {
         .await;
     assert_eq!(restored["data"]["password"], password);
     assert_eq!(restored["data"]["mode"], "readable-mode");
+    assert_eq!(
+        restored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        last_applied.as_str()
+    );
+}
+
+/// `diff`, `show` and `log --patch` mask the fields `--encrypt-path` seals (recorded in
+/// `encryption.paths`) as they mask Secret values: a changed value says which key changed,
+/// never the plaintext nor the sealed string; a snapshot without the path (plaintext there) is
+/// masked too when the other side records it (the union); `--show-secrets` shows what is
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_masks_user_named_sealed_paths() {
+    let source = TestCluster::source().await;
+    let kc = Some(source.kubeconfig.as_path());
+    let ns = source.namespace("encdiff").await;
+    let (one, two) = ("token-value-one-0123", "token-value-two-4567");
+    let cm = |token: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app", "annotations": {
+                // What `kubectl apply` leaves: a copy of the object, its token in it.
+                "kubectl.kubernetes.io/last-applied-configuration": serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "app", "namespace": ns},
+                    "data": {"token": token, "mode": "readable-mode"}}).to_string()}},
+            "data": {"token": token, "mode": "readable-mode"}})
+    };
+    let path = format!("/api/v1/namespaces/{ns}/configmaps/app");
+    source
+        .post(&format!("/api/v1/namespaces/{ns}/configmaps"), &cm(one))
+        .await;
+    let data = DataDir::new();
+    let (_identity, recipient) = keygen(&data, "id.txt");
+    let snap = |name: &str, sealed: bool| {
+        let mut args = vec!["snapshot", name, "--no-push", "--include-namespaces", &ns];
+        if sealed {
+            args.extend([
+                "--encrypt-to",
+                &recipient,
+                "--encrypt-path",
+                "configmaps:data.token",
+            ]);
+        }
+        data.run(kc, &args).ok();
+    };
+    snap("s0", false);
+    snap("s1", true);
+    source.merge_patch(&path, &cm(two)).await;
+    snap("s2", true);
+    let stored = data
+        .git(&["show", &format!("snapshots/s2:{}.yaml", &path[1..])])
+        .ok()
+        .stdout;
+    assert!(
+        stored.contains("k8s-snap:v2:"),
+        "sealed in the tree: {stored}"
+    );
+    // The annotation's copy is sealed whole: the value is nowhere in clear.
+    assert!(!stored.contains(two), "{stored}");
+
+    let hidden = |text: &str, what: &str| {
+        for v in [one, two, "k8s-snap:v2"] {
+            assert!(!text.contains(v), "{what} shows {v:?}: {text}");
+        }
+    };
+    // The masked value of `token:` lines of a diff, by the line's first character.
+    let token_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.trim_start_matches(['-', '+', ' ']).starts_with("token:"))
+            .map(|l| l.replace(['\'', '"'], ""))
+            .collect()
+    };
+    let diff = |args: &[&str]| {
+        let mut all = vec!["diff"];
+        all.extend(args);
+        all.extend(["--path", &path]);
+        data.run(None, &all).ok().stdout
+    };
+    // `diff a b`: the token shown as changed, labelled with each side's snapshot, nothing of
+    // its values.
+    let token_changed = |a: &str, b: &str| {
+        let out = diff(&[a, b]);
+        hidden(&out, &format!("diff {a} {b}"));
+        assert_eq!(
+            token_lines(&out),
+            [
+                format!("-  token: *** ({a})"),
+                format!("+  token: *** ({b})")
+            ],
+            "{out}"
+        );
+        out
+    };
+
+    // Both sides sealed, the value changed: the key is named, with the snapshots' labels.
+    let out = token_changed("s1", "s2");
+    assert!(out.contains("0 added, 0 removed, 1 changed"), "{out}");
+    assert!(
+        out.lines()
+            .filter(|l| l.contains("mode: readable-mode"))
+            .all(|l| l.starts_with(' ')),
+        "mode unchanged: {out}"
+    );
+    // The copy in last-applied-configuration (sealed whole) is masked as a value.
+    let last_applied = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.contains("last-applied-configuration:"))
+            .map(|l| l.replace(['\'', '"'], ""))
+            .collect()
+    };
+    assert_eq!(
+        last_applied(&out),
+        [
+            "-    kubectl.kubernetes.io/last-applied-configuration: *** (s1)",
+            "+    kubectl.kubernetes.io/last-applied-configuration: *** (s2)"
+        ],
+        "{out}"
+    );
+    let json = data
+        .run(None, &["-o", "json", "diff", "s1", "s2", "--path", &path])
+        .ok()
+        .stdout;
+    hidden(&json, "diff -o json");
+    assert!(json.contains("*** (s2)"), "{json}");
+
+    // s0 records no sealed path (its token is plaintext), s1 does: the union is masked, in
+    // s0's plaintext copy too.
+    let out = token_changed("s0", "s1");
+    assert!(
+        out.contains(r#"\"token\":\"*** (s0)\""#) || out.contains(r#""token":"*** (s0)""#),
+        "{out}"
+    );
+
+    // `--show-secrets` shows what is stored: the sealed strings (never the plaintext, which
+    // the tree does not hold outside the annotation copy).
+    let out = diff(&["s1", "s2", "--show-secrets"]);
+    assert!(out.contains("token: k8s-snap:v2:"), "{out}");
+
+    // `show`: masked, unlabelled; `--show-secrets`: as stored.
+    let out = data.run(None, &["show", "s2", &path]).ok().stdout;
+    hidden(&out, "show");
+    assert!(out.contains("readable-mode"), "{out}");
+    assert!(
+        token_lines(&out).iter().any(|l| l == "  token: ***"),
+        "{out}"
+    );
+    let out = data
+        .run(None, &["show", "s2", &path, "--show-secrets"])
+        .ok()
+        .stdout;
+    assert!(out.contains("token: k8s-snap:v2:"), "{out}");
+
+    // `log --patch` masks every step (s0 to s2: the union again).
+    let out = data.run(None, &["log", &path, "--patch"]).ok().stdout;
+    hidden(&out, "log --patch");
+    assert!(out.contains("*** (s2)"), "{out}");
 }
 
 /// `controller --watch-dir` with `--watch-identity-file` (beside the leader-election

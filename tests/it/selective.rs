@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::restore::k8s_snap;
-use crate::support::{DataDir, RestoreCleanup, TestCluster, created_paths, json_of};
+use crate::support::{
+    DataDir, RestoreCleanup, TestCluster, created_paths, json_of, plan_json, snapshot_namespace,
+};
 
 const PART_OF: &str = "app.kubernetes.io/part-of";
 
@@ -261,13 +263,7 @@ async fn include_restores_only_the_matching_objects() {
     let ns = namespace(&source).await;
     let cleanup = RestoreCleanup::new(&source).await;
     let data = DataDir::new();
-    k8s_snap(
-        &data,
-        kc,
-        &["snapshot", "s1", "--no-push", "--include-namespaces", &ns],
-    )
-    .await
-    .ok();
+    snapshot_namespace(&data, &source.kubeconfig, "s1", &ns, &[]).await;
     let in_snapshot = contents(&data, "s1").await;
 
     // Delete the namespace's ConfigMaps (not the one a real cluster's controller recreates).
@@ -286,10 +282,7 @@ async fn include_restores_only_the_matching_objects() {
     }
 
     let glob = format!("/api/v1/namespaces/{ns}/configmaps/*");
-    let plan = k8s_snap(&data, kc, &["plan", "s1", "--include", &glob, "-o", "json"])
-        .await
-        .ok();
-    let plan = json_of(&plan);
+    let plan = plan_json(&data, &source.kubeconfig, &["s1", "--include", &glob]).await;
     let items = plan["items"].as_array().unwrap();
     assert!(
         items.iter().all(|i| {
@@ -298,14 +291,9 @@ async fn include_restores_only_the_matching_objects() {
         }),
         "{plan}"
     );
-    let run = k8s_snap(
-        &data,
-        kc,
-        &["restore", "s1", "--include", &glob, "-o", "json"],
-    )
-    .await;
-    cleanup.record_run(&run);
-    let status = json_of(&run.ok());
+    let status = cleanup
+        .restore_json(&data, &["s1", "--include", &glob])
+        .await;
     let created = created_paths(&status);
     assert_eq!(created, deleted, "{status}");
     assert_eq!(status["numFailed"], 0, "{status}");
@@ -336,20 +324,10 @@ async fn include_onto_another_cluster_reports_or_creates_the_namespace() {
     let target = crate::restore::target().await;
     let cleanup = RestoreCleanup::new(&target).await;
     let data = DataDir::new();
-    k8s_snap(
-        &data,
-        Some(&source.kubeconfig),
-        &["snapshot", "s1", "--no-push", "--include-namespaces", &ns],
-    )
-    .await
-    .ok();
-    let kt = Some(target.kubeconfig.as_path());
+    snapshot_namespace(&data, &source.kubeconfig, "s1", &ns, &[]).await;
     let glob = format!("/api/v1/namespaces/{ns}/configmaps/*");
     // Without the Namespace: every ConfigMap is reported, nothing would be created.
-    let plan = k8s_snap(&data, kt, &["plan", "s1", "--include", &glob, "-o", "json"])
-        .await
-        .ok();
-    let plan = json_of(&plan);
+    let plan = plan_json(&data, &target.kubeconfig, &["s1", "--include", &glob]).await;
     let items = plan["items"].as_array().unwrap();
     assert!(!items.is_empty());
     for i in items {
@@ -364,22 +342,9 @@ async fn include_onto_another_cluster_reports_or_creates_the_namespace() {
     }
     assert_eq!(plan["summary"]["toCreate"], 0);
     // With --create-namespaces: the Namespace (the snapshot's) and the ConfigMaps.
-    let run = k8s_snap(
-        &data,
-        kt,
-        &[
-            "restore",
-            "s1",
-            "--include",
-            &glob,
-            "--create-namespaces",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    cleanup.record_run(&run);
-    let status = json_of(&run.ok());
+    let status = cleanup
+        .restore_json(&data, &["s1", "--include", &glob, "--create-namespaces"])
+        .await;
     let created = created_paths(&status);
     // The target's own controller makes `kube-root-ca.crt` in the new namespace first.
     let mut expected: BTreeSet<String> = items
@@ -402,41 +367,16 @@ async fn include_onto_another_cluster_reports_or_creates_the_namespace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     let source = TestCluster::source().await;
-    let kc = Some(source.kubeconfig.as_path());
     let ns = namespace(&source).await;
     let copy = format!("{ns}-copy");
     let cleanup = RestoreCleanup::new(&source).await;
     let data = DataDir::new();
-    k8s_snap(
-        &data,
-        kc,
-        &[
-            "snapshot",
-            "before",
-            "--no-push",
-            "--include-namespaces",
-            &ns,
-        ],
-    )
-    .await
-    .ok();
+    snapshot_namespace(&data, &source.kubeconfig, "before", &ns, &[]).await;
 
     let mapping = format!("{ns}={copy}");
-    let run = k8s_snap(
-        &data,
-        kc,
-        &[
-            "restore",
-            "before",
-            "--namespace-mapping",
-            &mapping,
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    cleanup.record_run(&run);
-    let status = json_of(&run.ok());
+    let status = cleanup
+        .restore_json(&data, &["before", "--namespace-mapping", &mapping])
+        .await;
     assert_eq!(status["numFailed"], 0, "{status}");
     assert!(
         status["created"]
@@ -496,19 +436,7 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
     }
 
     // Nothing in the source namespace changed.
-    k8s_snap(
-        &data,
-        kc,
-        &[
-            "snapshot",
-            "after",
-            "--no-push",
-            "--include-namespaces",
-            &ns,
-        ],
-    )
-    .await
-    .ok();
+    snapshot_namespace(&data, &source.kubeconfig, "after", &ns, &[]).await;
     let objects = |name: &str| -> Vec<(String, Value)> {
         snapshot_objects(&data, name)
             .into_iter()
@@ -519,21 +447,12 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
 
     // Mapped onto a namespace that exists now, the same objects plan as existing: nothing
     // to create.
-    let plan = k8s_snap(
+    let plan = plan_json(
         &data,
-        kc,
-        &[
-            "plan",
-            "before",
-            "--namespace-mapping",
-            &mapping,
-            "-o",
-            "json",
-        ],
+        &source.kubeconfig,
+        &["before", "--namespace-mapping", &mapping],
     )
-    .await
-    .ok();
-    let plan = json_of(&plan);
+    .await;
     assert_eq!(plan["summary"]["toCreate"], 0, "{plan}");
     let left = cleanup.finish().await;
     assert!(left.is_empty(), "left on the cluster: {left:?}");
@@ -541,17 +460,16 @@ async fn namespace_mapping_makes_a_working_copy_on_the_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
-    use crate::controller::{Management, NS, create_snapshot, phase_of, wait_for};
-    use k8s_snap::controller::{Restore, RestoreSpec, SnapshotSpec};
+    use crate::controller::{
+        Management, create_restore, create_snapshot, phase_of, realistic_source, restore_final,
+        spec_of,
+    };
+    use k8s_snap::controller::{RestoreSpec, SnapshotSpec};
 
     let mgmt = Management::start().await;
     let ctl = mgmt.controller("selective").await;
     // Source and target: an in-process realistic emulator the controller reaches.
-    let source = kube_emulator::Emulator::builder()
-        .fixture(kube_emulator::Fixture::Realistic)
-        .start()
-        .await
-        .unwrap();
+    let source = realistic_source().await;
     let snapshots = mgmt.snapshots().await;
     let filter = k8s_snap::tree::SnapshotFilter {
         include_namespaces: vec!["shop".into()],
@@ -562,9 +480,8 @@ async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
         &snapshots,
         "shop-only",
         SnapshotSpec {
-            kubeconfig: Some(source.kubeconfig_yaml("src")),
             filter: filter.clone(),
-            ..Default::default()
+            ..spec_of(&source)
         },
     )
     .await;
@@ -572,12 +489,11 @@ async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
         &snapshots,
         "typo",
         SnapshotSpec {
-            kubeconfig: Some(source.kubeconfig_yaml("src")),
             filter: k8s_snap::tree::SnapshotFilter {
                 include_resources: vec!["confimgaps".into()],
                 ..Default::default()
             },
-            ..Default::default()
+            ..spec_of(&source)
         },
     )
     .await;
@@ -601,7 +517,8 @@ async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
 
     // A Restore mapping shop onto shop-copy, back onto the source.
     let restores = mgmt.restores().await;
-    let mut r = Restore::new(
+    create_restore(
+        &restores,
         "copy",
         RestoreSpec {
             snapshot_name: "shop-only".into(),
@@ -609,23 +526,9 @@ async fn the_controller_takes_partial_snapshots_and_maps_namespaces() {
             namespace_mapping: [("shop".to_string(), "shop-copy".to_string())].into(),
             ..Default::default()
         },
-    );
-    r.metadata.namespace = Some(NS.into());
-    restores
-        .create(&kube::api::PostParams::default(), &r)
-        .await
-        .unwrap();
-    let st = wait_for(
-        std::time::Duration::from_secs(60),
-        "restore copy final",
-        || async {
-            let st = restores.get("copy").await.ok()?.status?;
-            ["Completed", "Failed"]
-                .contains(&st.restore.phase.as_str())
-                .then_some(st)
-        },
     )
     .await;
+    let st = restore_final(&restores, "copy").await;
     assert_eq!(st.restore.phase, "Completed", "{}", st.restore.reason);
     assert_eq!(st.restore.num_failed, 0);
     let created = st.restore.created.clone().unwrap_or_default();
@@ -705,46 +608,26 @@ async fn sealed_secrets_restore_under_a_namespace_mapping() {
     let cleanup = RestoreCleanup::new(&target).await;
     let data = DataDir::new();
     let (identity, recipient) = crate::encryption::keygen(&data, "id.txt");
-    k8s_snap(
-        &data,
-        Some(&source.kubeconfig),
-        &[
-            "snapshot",
-            "s1",
-            "--no-push",
-            "--include-namespaces",
-            &ns,
-            "--encrypt-to",
-            &recipient,
-        ],
-    )
-    .await
-    .ok();
+    let encrypt = ["--encrypt-to", recipient.as_str()];
+    snapshot_namespace(&data, &source.kubeconfig, "s1", &ns, &encrypt).await;
     let copy = format!("{ns}-sealed");
     let mapping = format!("{ns}={copy}");
     let glob = format!("/api/v1/namespaces/{ns}/secrets/*");
-    let kt = Some(target.kubeconfig.as_path());
-    let run = k8s_snap(
-        &data,
-        kt,
-        &[
-            "restore",
-            "s1",
-            "--include",
-            &glob,
-            "--namespace-mapping",
-            &mapping,
-            "--create-namespaces",
-            "--identity",
-            identity.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    cleanup.record_run(&run);
-    let run = run.ok();
-    let status = json_of(&run);
+    let status = cleanup
+        .restore_json(
+            &data,
+            &[
+                "s1",
+                "--include",
+                &glob,
+                "--namespace-mapping",
+                &mapping,
+                "--create-namespaces",
+                "--identity",
+                identity.to_str().unwrap(),
+            ],
+        )
+        .await;
     assert!(
         status["created"].as_array().is_some_and(|c| !c.is_empty()),
         "{status}"

@@ -691,3 +691,70 @@ async fn gc_repacks_mostly_dead_packs() {
         .run(&a, None, &["gc", "--repack-threshold", "2"])
         .failed();
 }
+
+/// A partial snapshot pushed to the store is marked `(partial)` by `list` from a data dir that
+/// has only the store (its filter is in the manifest, which is then formatVersion 3, and 2
+/// again once the partial snapshot is deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_only_partial_snapshots_are_marked() {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let store = TestStore::file();
+    let a = DataDir::new();
+    let filter = [
+        "--include-namespaces",
+        "default",
+        "--exclude-resources",
+        "secrets",
+    ];
+    let mut args = vec!["snapshot", "part", "--cluster", "demo"];
+    args.extend(filter);
+    store.run(&a, kc, &args).ok();
+    store
+        .run(&a, kc, &["snapshot", "whole", "--cluster", "demo"])
+        .ok();
+
+    let remote = store.open().await;
+    let raw = String::from_utf8(remote.get(MANIFEST_KEY).await.unwrap().bytes).unwrap();
+    assert!(raw.contains("\"formatVersion\": 3"), "{raw}");
+    let m = manifest(remote.as_ref()).await;
+    let recorded = m.snapshots["part"].filter.clone().expect("filter recorded");
+    assert_eq!(recorded.include_namespaces, ["default"]);
+    assert_eq!(recorded.exclude_resources, ["secrets"]);
+    assert_eq!(m.snapshots["whole"].filter, None);
+
+    // A fresh data dir: both snapshots are only in the store.
+    let b = DataDir::new();
+    let table = store.run(&b, None, &["list"]).ok().stdout;
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not listed: {table}"))
+            .to_owned()
+    };
+    assert!(line("part").contains("(partial)"), "{table}");
+    assert!(line("part").trim_end().ends_with("store"), "{table}");
+    assert!(!line("whole").contains("(partial)"), "{table}");
+    let items = list_json(&store, &b);
+    let item = |name: &str| items.iter().find(|i| i["name"] == name).unwrap().clone();
+    assert_eq!(item("part")["location"], "store");
+    assert_eq!(
+        item("part")["filter"],
+        serde_json::json!({"includeNamespaces": ["default"], "excludeResources": ["secrets"]})
+    );
+    assert!(item("whole").get("filter").is_none(), "{items:?}");
+
+    // Pulled, the same (the filter now from its snapshot.yaml).
+    store.run(&b, None, &["pull", "part"]).ok();
+    let items = list_json(&store, &b);
+    let part = items.iter().find(|i| i["name"] == "part").unwrap();
+    assert_eq!(part["location"], "both");
+    assert_eq!(part["filter"], item("part")["filter"]);
+
+    // The partial snapshot deleted: the manifest is version 2 again, as older readers know it.
+    store.run(&a, None, &["delete", "part"]).ok();
+    let raw = String::from_utf8(remote.get(MANIFEST_KEY).await.unwrap().bytes).unwrap();
+    assert!(raw.contains("\"formatVersion\": 2"), "{raw}");
+    assert!(!raw.contains("filter"), "{raw}");
+}

@@ -375,6 +375,17 @@ impl<'a> RestoreCleanup<'a> {
             .extend(paths);
     }
 
+    /// Runs `restore <args> -o json` (in-process) onto this cleanup's target and records what
+    /// it created at once: the status it printed (the restore must succeed).
+    pub async fn restore_json(&self, data: &DataDir, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["restore"];
+        all.extend_from_slice(args);
+        all.extend(["-o", "json"]);
+        let run = crate::restore::k8s_snap(data, Some(&self.target.kubeconfig), &all).await;
+        self.record_run(&run);
+        json_of(&run.ok())
+    }
+
     /// Records what a `restore -o json` run printed (a run that printed no JSON created
     /// nothing it reported).
     pub fn record_run(&self, run: &Run) {
@@ -642,4 +653,33 @@ pub fn created_paths(status: &serde_json::Value) -> std::collections::BTreeSet<S
         .iter()
         .map(|p| p.as_str().unwrap().to_string())
         .collect()
+}
+
+/// `snapshot <name> --no-push --include-namespaces <ns>` (and `extra` flags) of the cluster
+/// `kubeconfig` reaches, into `data` (in-process; it must succeed).
+pub async fn snapshot_namespace(
+    data: &DataDir,
+    kubeconfig: &Path,
+    name: &str,
+    ns: &str,
+    extra: &[&str],
+) {
+    let mut args = vec!["snapshot", name, "--no-push", "--include-namespaces", ns];
+    args.extend_from_slice(extra);
+    crate::restore::k8s_snap(data, Some(kubeconfig), &args)
+        .await
+        .ok();
+}
+
+/// `plan <args> -o json` against the cluster `kubeconfig` reaches (in-process; it must
+/// succeed): the plan.
+pub async fn plan_json(data: &DataDir, kubeconfig: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["plan"];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    json_of(
+        &crate::restore::k8s_snap(data, Some(kubeconfig), &all)
+            .await
+            .ok(),
+    )
 }

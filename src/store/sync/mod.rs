@@ -280,6 +280,7 @@ pub(super) mod test_support {
             number_of_contents: 1,
             available_until: until,
             packs: packs.iter().map(|s| s.to_string()).collect(),
+            filter: None,
         }
     }
 }

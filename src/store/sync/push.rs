@@ -229,6 +229,7 @@ async fn push_once(
                             number_of_contents: s.meta.number_of_contents,
                             available_until: s.meta.available_until,
                             packs: packs.clone(),
+                            filter: s.meta.filter.clone(),
                         },
                     );
                     changed = true;
