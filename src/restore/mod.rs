@@ -269,6 +269,7 @@ pub async fn plan(
         let rule_opts = RuleOptions {
             preserve_nodeports: opts.preserve_nodeports,
         };
+        let sealed = snapshot.sealed_fields();
         let selected = select(snapshot.objects, pref, &rule_opts);
         tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
         let discovered = match discovering.await {
@@ -287,7 +288,7 @@ pub async fn plan(
             },
         };
         tracing::debug!(elapsed = ?started.elapsed(), "discovery done");
-        plan_with_discovery(cluster, &discovered, selected, pref, opts).await
+        plan_with_discovery(cluster, &discovered, selected, pref, opts, sealed).await
     }
     .instrument(span)
     .await
@@ -299,6 +300,7 @@ async fn plan_with_discovery(
     selected: Vec<(ContentPath, Selection)>,
     pref: &Preference,
     opts: &RestoreOptions,
+    sealed: crate::tree::secret::SealedFields,
 ) -> Result<Plan, RestoreError> {
     let started = std::time::Instant::now();
     let after_crd = crd_served_resources(&selected);
@@ -416,6 +418,7 @@ async fn plan_with_discovery(
         diff: opts.diff,
         show_secrets: opts.show_secrets,
         keep_bodies: opts.server_side_diff,
+        sealed,
     };
     let mut plan = build_plan(selected, &served, &live, pref, &plan_opts);
     // Items are in selection order: put converted objects back at their snapshot path.
@@ -440,7 +443,7 @@ async fn plan_with_discovery(
     // Nothing implicit: an object whose Namespace is neither live nor restored is reported.
     subset::mark_missing_namespaces(cluster, &mut plan).await?;
     if opts.server_side_diff {
-        server_side_diff(cluster, &mut plan, pref, opts).await;
+        server_side_diff(cluster, &mut plan, pref, opts, &plan_opts.sealed).await;
         tracing::debug!(elapsed = ?started.elapsed(), summary = ?plan.summary, "server-side diff done");
     }
     if opts.server_dry_run {
@@ -528,6 +531,7 @@ async fn server_side_diff(
     plan: &mut Plan,
     pref: &Preference,
     opts: &RestoreOptions,
+    sealed: &crate::tree::secret::SealedFields,
 ) {
     use futures::stream::{self, StreamExt};
     let candidates: Vec<usize> = plan
@@ -598,8 +602,9 @@ async fn server_side_diff(
                         item.diff = Some(plan::object_diff(
                             &result,
                             &live,
-                            item.path.as_str(),
+                            &item.path,
                             opts.show_secrets,
+                            sealed,
                         ));
                     }
                     if overwrite {

@@ -156,7 +156,7 @@ pub enum Served {
 }
 
 /// Options of planning.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
     /// Compute unified diffs for `differs`/`update` items.
     pub diff: bool,
@@ -164,6 +164,9 @@ pub struct PlanOptions {
     pub show_secrets: bool,
     /// Keep the tree object as `body` of `exists`/`differs` items (`--server-side-diff`).
     pub keep_bodies: bool,
+    /// Fields masked in diffs besides Secret values: the snapshot's user-named sealed paths
+    /// (`--encrypt-path`), whose values a plan holds opened.
+    pub sealed: crate::tree::secret::SealedFields,
 }
 
 /// What a plan needs to know of one live object: whether it matches the tree object, its
@@ -647,8 +650,9 @@ pub fn build_plan(
                                 item.diff = Some(object_diff(
                                     &object.value(),
                                     pruned,
-                                    item.path.as_str(),
+                                    &item.path,
                                     opts.show_secrets,
+                                    &opts.sealed,
                                 ));
                             }
                             item.method = Some(Method::Local);
@@ -844,28 +848,29 @@ fn is_secret(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("Secret")
 }
 
-/// Masks the values of Secret `data`/`stringData`, and their copies in annotations such as
-/// last-applied-configuration: equal values show as `***`, values that differ as
-/// `*** (snapshot)` / `*** (live)`, so a diff shows which keys changed, never values.
-fn mask_secret(tree: &mut Value, live: &mut Value) {
-    crate::tree::secret::mask_pair(tree, live, "snapshot", "live");
-}
-
 /// Unified diff of the tree object (`-`) against the pruned live object (`+`), both as
-/// canonical YAML.
+/// canonical YAML. Unless `show_secrets`, the values of Secret `data`/`stringData` and of the
+/// `sealed` fields of the object's resource are masked, with their copies in annotations
+/// such as last-applied-configuration: equal values show as `***`, values that differ as
+/// `*** (snapshot)` / `*** (live)`, so a diff shows which keys changed, never values.
 pub(crate) fn object_diff(
     tree: &Value,
     live_pruned: &Value,
-    path: &str,
+    path: &ContentPath,
     show_secrets: bool,
+    sealed: &crate::tree::secret::SealedFields,
 ) -> String {
     let mut t = tree.clone();
     let mut l = live_pruned.clone();
-    if !show_secrets && (is_secret(&t) || is_secret(&l)) {
-        mask_secret(&mut t, &mut l);
+    if !show_secrets {
+        let fields = sealed.of(path.group(), path.resource());
+        if !fields.is_empty() || is_secret(&t) || is_secret(&l) {
+            crate::tree::secret::mask_pair_fields(&mut t, &mut l, "snapshot", "live", &fields);
+        }
     }
     let ty = crate::tree::to_yaml(&t).unwrap_or_default();
     let ly = crate::tree::to_yaml(&l).unwrap_or_default();
+    let path = path.as_str();
     crate::tree::unified_diff(&ty, &ly, &format!("snapshot{path}"), &format!("live{path}"))
 }
 
@@ -1098,6 +1103,7 @@ mod tests {
                 diff: true,
                 show_secrets: false,
                 keep_bodies: false,
+                sealed: Default::default(),
             },
         );
         let actions: Vec<&str> = plan.items.iter().map(|i| i.action.as_str()).collect();

@@ -52,6 +52,15 @@ impl LoadedSnapshot {
             .collect()
     }
 
+    /// The user-named sealed fields, as masks for diffs: a plan holds their values opened.
+    pub(crate) fn sealed_fields(&self) -> crate::tree::secret::SealedFields {
+        let mut fields = crate::tree::secret::SealedFields::default();
+        for p in self.sealed_paths() {
+            fields.add(&p.group, &p.resource, p.fields);
+        }
+        fields
+    }
+
     /// Opens every sealed value with `ids`, all or nothing. A snapshot without sealed values
     /// needs no identity; one with them fails without (or with a wrong one), naming the
     /// recipients it is sealed to. Returns how many values were opened.

@@ -64,13 +64,19 @@ pub fn mask(v: &mut Value) {
     }
 }
 
-/// Masks two versions of a Secret for a diff: equal values show as `***`, values that differ
-/// as `*** (<label_a>)` / `*** (<label_b>)`, so a diff tells which keys changed, never their
-/// values. Applied when either side is a Secret.
-pub(crate) fn mask_pair(a: &mut Value, b: &mut Value, label_a: &str, label_b: &str) {
-    if is_secret(a) || is_secret(b) {
-        mask_pair_labelled(a, b, label_a, label_b, &[]);
-    }
+/// Masks two versions of an object for a diff: the values of a Secret (when either side is
+/// one) and those at the field paths `extra` (the [`SealedFields`] of the objects' resource),
+/// and their copies in annotations. Equal values show as `***`, values that differ as
+/// `*** (<label_a>)` / `*** (<label_b>)`, so a diff tells which keys changed, never their
+/// values.
+pub(crate) fn mask_pair_fields(
+    a: &mut Value,
+    b: &mut Value,
+    label_a: &str,
+    label_b: &str,
+    extra: &[Vec<String>],
+) {
+    mask_pair_labelled(a, b, label_a, label_b, extra);
 }
 
 /// Masks the Secret fields (when either side is a Secret) and the `extra` field paths of two
@@ -233,7 +239,7 @@ pub fn mask_yaml_fields(text: &str, extra: &[Vec<String>]) -> String {
     mask_yaml_pair_fields(text, "", "", "", extra).0
 }
 
-/// [`mask_pair`] on two YAML texts, re-emitted as canonical YAML.
+/// [`mask_pair_fields`] of a Secret on two YAML texts, re-emitted as canonical YAML.
 pub fn mask_yaml_pair(a: &str, b: &str, label_a: &str, label_b: &str) -> (String, String) {
     mask_yaml_pair_fields(a, b, label_a, label_b, &[])
 }
@@ -313,7 +319,7 @@ mod tests {
     fn pairs_show_which_keys_changed() {
         let mut a = json!({"kind": "Secret", "data": {"x": "MQ==", "y": "Mg=="}});
         let mut b = json!({"kind": "Secret", "data": {"x": "MQ==", "y": "Mw=="}});
-        mask_pair(&mut a, &mut b, "s1", "s2");
+        mask_pair_fields(&mut a, &mut b, "s1", "s2", &[]);
         assert_eq!(a["data"]["x"], "***");
         assert_eq!(a["data"]["y"], "*** (s1)");
         assert_eq!(b["data"]["y"], "*** (s2)");
@@ -326,7 +332,7 @@ mod tests {
     fn sealed_values_compare_by_fingerprint() {
         let mut a = json!({"kind": "Secret", "data": {"x": "k8s-snap:age:v1:fp1:AAAA", "y": "k8s-snap:age:v1:fp2:BBBB"}});
         let mut b = json!({"kind": "Secret", "data": {"x": "k8s-snap:age:v1:fp1:CCCC", "y": "k8s-snap:age:v1:fp3:DDDD"}});
-        mask_pair(&mut a, &mut b, "s1", "s2");
+        mask_pair_fields(&mut a, &mut b, "s1", "s2", &[]);
         assert_eq!(a["data"]["x"], "***");
         assert_eq!(a["data"]["y"], "*** (s1)");
         assert_eq!(b["data"]["y"], "*** (s2)");

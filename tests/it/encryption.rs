@@ -821,6 +821,43 @@ async fn user_named_paths_are_sealed_and_restored() {
         restored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
         last_applied.as_str()
     );
+
+    // A plan against a target whose value changed opens the snapshot's values to compare
+    // them, and its diff masks them like Secret values: the key shows as changed, neither
+    // value is shown (nor the annotation copies holding them).
+    let live_password = "changed-on-the-target-4567";
+    target
+        .merge_patch(
+            &format!("/api/v1/namespaces/{ns}/configmaps/app"),
+            &serde_json::json!({"data": {"password": live_password}}),
+        )
+        .await;
+    let id = identity.to_str().unwrap();
+    let plan = data
+        .run(tk, &["plan", "s2", "--diff", "--identity", id])
+        .ok()
+        .stdout;
+    assert!(
+        plan.contains("*** (snapshot)") && plan.contains("*** (live)"),
+        "{plan}"
+    );
+    assert!(plan.contains("password"), "{plan}");
+    assert_no_value(
+        plan.as_bytes(),
+        &[password.to_owned(), live_password.to_owned()],
+        "plan --diff",
+    );
+    let shown = data
+        .run(
+            tk,
+            &["plan", "s2", "--diff", "--show-secrets", "--identity", id],
+        )
+        .ok()
+        .stdout;
+    assert!(
+        shown.contains(live_password) && shown.contains(password),
+        "{shown}"
+    );
 }
 
 /// `diff`, `show` and `log --patch` mask the fields `--encrypt-path` seals (recorded in
