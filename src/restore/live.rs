@@ -197,8 +197,7 @@ fn compare_page(
             continue;
         };
         let mut tree = tree.lock().unwrap_or_else(PoisonError::into_inner);
-        let tree_value = tree.value();
-        let compared = match covers_json(item.get(), &tree_value) {
+        let compared = match covers_json(item.get(), tree.as_str()) {
             Ok(true) => {
                 // Not needed any more (unless a server-side diff follows): free it here.
                 if !keep_equal {
@@ -215,7 +214,7 @@ fn compare_page(
             }
             _ => {
                 let v: Value = cluster.decode("GET", base, item.get().as_bytes())?;
-                let compared = LiveObject::compare(v, &tree_value, resource);
+                let compared = LiveObject::compare(v, &tree.value(), resource);
                 if compared.differing.is_none() && !keep_equal {
                     drop(std::mem::take(&mut *tree));
                 }

@@ -366,23 +366,123 @@ fn covers_in(live: &Value, tree: &Value, ctx: Ctx<'_>) -> bool {
 }
 
 /// `covers_top` straight from JSON text: walks the live object's JSON against the tree
-/// object, materialising only the values the tree object has (everything else is skipped
-/// unparsed, except maps compared exactly). This is what keeps a plan's comparison cheaper
-/// than parsing the LIST.
-pub(crate) fn covers_json(live_json: &str, tree: &Value) -> Result<bool, serde_json::Error> {
+/// object's (parsed into a [`TreeRef`], its strings borrowed from the text), materialising
+/// only the values the tree object has (everything else is skipped unparsed, except maps
+/// compared exactly). This is what keeps a plan's comparison cheaper than parsing the LIST.
+pub(crate) fn covers_json(live_json: &str, tree_json: &str) -> Result<bool, serde_json::Error> {
+    let tree: TreeRef<'_> = serde_json::from_str(tree_json)?;
     let mut de = serde_json::Deserializer::from_str(live_json);
     serde::de::DeserializeSeed::deserialize(
         Covers {
-            tree,
             top: true,
-            ctx: top_ctx(tree),
+            ctx: Ctx::Top(tree.get("kind").and_then(TreeRef::as_str).unwrap_or("")),
+            tree: &tree,
         },
         &mut de,
     )
 }
 
+/// A tree object as a comparison reads it: strings borrowed from its JSON text (copied only
+/// when escaped), mappings as entries sorted by key. Cheaper to build and drop than a
+/// `serde_json::Value`, which a plan would otherwise parse for every object it compares.
+#[derive(Debug, PartialEq)]
+pub(crate) enum TreeRef<'a> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(std::borrow::Cow<'a, str>),
+    Array(Vec<TreeRef<'a>>),
+    Object(Vec<(std::borrow::Cow<'a, str>, TreeRef<'a>)>),
+}
+
+/// The tree value a key missing from the tree object stands for where maps compare exactly.
+static EMPTY_TREE_MAP: TreeRef<'static> = TreeRef::Object(Vec::new());
+
+impl<'a> TreeRef<'a> {
+    fn get(&self, key: &str) -> Option<&TreeRef<'a>> {
+        let TreeRef::Object(entries) = self else {
+            return None;
+        };
+        entries
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| &entries[i].1)
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            TreeRef::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TreeRef<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TreeRef<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<TreeRef<'de>, E> {
+                Ok(TreeRef::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<TreeRef<'de>, E> {
+                Ok(TreeRef::Number(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<TreeRef<'de>, E> {
+                Ok(TreeRef::Number(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<TreeRef<'de>, E> {
+                Ok(serde_json::Number::from_f64(v).map_or(TreeRef::Null, TreeRef::Number))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<TreeRef<'de>, E> {
+                Ok(TreeRef::String(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TreeRef<'de>, E> {
+                Ok(TreeRef::String(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_unit<E>(self) -> Result<TreeRef<'de>, E> {
+                Ok(TreeRef::Null)
+            }
+            fn visit_none<E>(self) -> Result<TreeRef<'de>, E> {
+                Ok(TreeRef::Null)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TreeRef<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(TreeRef::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TreeRef<'de>, A::Error> {
+                let mut entries: Vec<(std::borrow::Cow<'de, str>, TreeRef<'de>)> = Vec::new();
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, TreeRef<'de>>()? {
+                    entries.push((k, v));
+                }
+                // Text written from a `Value` has its keys in order already; a key given
+                // twice keeps its last value, as a `Value` does.
+                if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+                    entries.reverse();
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                    entries.dedup_by(|later, kept| later.0 == kept.0);
+                }
+                Ok(TreeRef::Object(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 struct Covers<'t> {
-    tree: &'t Value,
+    tree: &'t TreeRef<'t>,
     top: bool,
     ctx: Ctx<'t>,
 }
@@ -430,7 +530,7 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         use serde::de::IgnoredAny;
-        let Value::Object(t) = self.tree else {
+        let TreeRef::Object(t) = self.tree else {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             return Ok(false);
         };
@@ -442,7 +542,7 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
         let mut matched = 0usize;
         let (mut seen_api_version, mut seen_kind) = (false, false);
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            match t.get(key.as_ref()) {
+            match self.tree.get(key.as_ref()) {
                 Some(tv) => {
                     if skipped(&key) {
                         map.next_value::<IgnoredAny>()?;
@@ -472,7 +572,7 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
                         map.next_value::<IgnoredAny>()?;
                     } else if let Some(ignored) = ctx.exact_child(&key) {
                         ok = map.next_value_seed(Covers {
-                            tree: &EMPTY_MAP,
+                            tree: &EMPTY_TREE_MAP,
                             top: false,
                             ctx: Ctx::Exact(ignored),
                         })?;
@@ -484,14 +584,14 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
         }
         // List items of built-in kinds omit apiVersion/kind: not a difference at the top.
         let allowed_missing = if self.top {
-            usize::from(t.contains_key("apiVersion") && !seen_api_version)
-                + usize::from(t.contains_key("kind") && !seen_kind)
+            usize::from(self.tree.get("apiVersion").is_some() && !seen_api_version)
+                + usize::from(self.tree.get("kind").is_some() && !seen_kind)
         } else {
             0
         };
         // Tree keys the comparison ignores need not be there.
         let needed = if special {
-            t.keys().filter(|k| !skipped(k)).count()
+            t.iter().filter(|(k, _)| !skipped(k)).count()
         } else {
             t.len()
         };
@@ -500,10 +600,9 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         use serde::de::IgnoredAny;
-        let empty = Vec::new();
-        let (t, mut ok) = match self.tree {
-            Value::Array(t) => (t, true),
-            _ => (&empty, false),
+        let (t, mut ok): (&[TreeRef<'_>], bool) = match self.tree {
+            TreeRef::Array(t) => (t, true),
+            _ => (&[], false),
         };
         let mut n = 0usize;
         loop {
@@ -530,25 +629,28 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
-        Ok(self.tree == &Value::Bool(v))
+        Ok(matches!(self.tree, TreeRef::Bool(b) if *b == v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
-        Ok(self.tree == &Value::from(v))
+        Ok(matches!(self.tree, TreeRef::Number(n) if *n == serde_json::Number::from(v)))
     }
     fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
-        Ok(self.tree == &Value::from(v))
+        Ok(matches!(self.tree, TreeRef::Number(n) if *n == serde_json::Number::from(v)))
     }
     fn visit_f64<E>(self, v: f64) -> Result<bool, E> {
-        Ok(self.tree == &Value::from(v))
+        Ok(match serde_json::Number::from_f64(v) {
+            Some(v) => matches!(self.tree, TreeRef::Number(n) if *n == v),
+            None => matches!(self.tree, TreeRef::Null),
+        })
     }
     fn visit_str<E>(self, v: &str) -> Result<bool, E> {
         Ok(self.tree.as_str() == Some(v))
     }
     fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(self.tree.is_null())
+        Ok(matches!(self.tree, TreeRef::Null))
     }
     fn visit_none<E>(self) -> Result<bool, E> {
-        Ok(self.tree.is_null())
+        Ok(matches!(self.tree, TreeRef::Null))
     }
 }
 
@@ -925,7 +1027,7 @@ mod tests {
         for (live, tree, equal) in &cases {
             assert_eq!(covers_top(live, tree), *equal, "{live}");
             assert_eq!(
-                covers_json(&live.to_string(), tree).unwrap(),
+                covers_json(&live.to_string(), &tree.to_string()).unwrap(),
                 *equal,
                 "{live}"
             );
@@ -935,7 +1037,7 @@ mod tests {
         let bare = json!({"kind": "ConfigMap", "metadata": {"name": "c"}});
         let labelled =
             json!({"kind": "ConfigMap", "metadata": {"name": "c", "labels": {"team": "x"}}});
-        assert!(!covers_json(&labelled.to_string(), &bare).unwrap());
+        assert!(!covers_json(&labelled.to_string(), &bare.to_string()).unwrap());
         assert!(!covers_top(&labelled, &bare));
         assert_eq!(
             prune_to(&labelled, &bare),
@@ -957,20 +1059,20 @@ mod tests {
             .push(json!({"name": "B", "value": "2"}));
         more["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
             json!("/dev/termination-log");
-        assert!(!covers_json(&more.to_string(), &dep).unwrap());
+        assert!(!covers_json(&more.to_string(), &dep.to_string()).unwrap());
         let mut defaulted = dep.clone();
         defaulted["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
             json!("/dev/termination-log");
-        assert!(covers_json(&defaulted.to_string(), &dep).unwrap());
+        assert!(covers_json(&defaulted.to_string(), &dep.to_string()).unwrap());
         // The server manages a ServiceAccount's `secrets`.
         let sa = json!({"kind": "ServiceAccount", "metadata": {"name": "s"}, "secrets": [{"name": "a"}]});
         let live_sa = json!({"kind": "ServiceAccount", "metadata": {"name": "s"}, "secrets": [{"name": "s-token-x"}]});
-        assert!(covers_json(&live_sa.to_string(), &sa).unwrap());
+        assert!(covers_json(&live_sa.to_string(), &sa.to_string()).unwrap());
         assert!(covers_top(&live_sa, &sa));
         // A Job's labels default to its template's.
         let job = json!({"kind": "Job", "metadata": {"name": "j"}});
         let live_job = json!({"kind": "Job", "metadata": {"name": "j", "labels": {"app": "x"}}});
-        assert!(covers_json(&live_job.to_string(), &job).unwrap());
+        assert!(covers_json(&live_job.to_string(), &job.to_string()).unwrap());
     }
 
     #[test]
@@ -998,7 +1100,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                covers_json(&l.to_string(), t).unwrap(),
+                covers_json(&l.to_string(), &t.to_string()).unwrap(),
                 covers_top(l, t),
                 "{l} vs {t}"
             );
@@ -1149,5 +1251,65 @@ mod tests {
         );
         assert_eq!(json["summary"]["toCreate"], 1);
         assert_eq!(json["items"][5]["reason"], "owner-ref");
+    }
+
+    fn small_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-1i64..=1).prop_map(Value::from),
+            Just(json!(1.5)),
+            prop::sample::select(vec!["x", "y", "Secret", "v1"]).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "a",
+                        "b",
+                        "kind",
+                        "apiVersion",
+                        "metadata",
+                        "labels",
+                        "annotations",
+                        "status",
+                        "uid",
+                        "finalizers",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..4,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The comparison from JSON text (tree parsed as a `TreeRef`) agrees with the one on
+        /// values, on unrelated pairs and on a tree against itself with one change.
+        #[test]
+        fn covers_json_agrees_with_covers_top(
+            tree in small_json(),
+            other in small_json(),
+            key in proptest::sample::select(vec!["a", "kind", "metadata", "status"]),
+        ) {
+            use proptest::prelude::*;
+            let mut changed = tree.clone();
+            if let Value::Object(m) = &mut changed {
+                m.insert(key.to_owned(), other.clone());
+            }
+            for (l, t) in [(&other, &tree), (&tree, &tree), (&changed, &tree), (&tree, &changed)] {
+                prop_assert_eq!(
+                    covers_json(&l.to_string(), &t.to_string()).unwrap(),
+                    covers_top(l, t),
+                    "{} vs {}", l, t
+                );
+            }
+        }
     }
 }
