@@ -369,8 +369,10 @@ fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> WriteOpts {
     WriteOpts {
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         manager,
-        operation: "Update",
+        explicit_manager: q.get("fieldManager").is_some_and(|m| !m.is_empty()),
+        force: q.get("force").map(|v| v == "true"),
         keep_identity: false,
+        managed: None,
     }
 }
 
