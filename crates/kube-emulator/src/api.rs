@@ -605,9 +605,8 @@ impl State {
         crate::fields::Ctx {
             root,
             api_version: api_version.to_string(),
-            // Entries name their subresource from 1.22.
             subresource: match sub {
-                Some(s) if self.config.server_version.minor() >= 22 => s.to_string(),
+                Some(s) if self.config.server_version.managed_fields_subresource() => s.to_string(),
                 _ => String::new(),
             },
             ignored: if status {
@@ -1002,7 +1001,8 @@ impl State {
         }
     }
 
-    /// PUT (also `/status` with `sub = Some("status")`).
+    /// PUT (also `/status` with `sub = Some("status")`; `/scale` writes come as main writes
+    /// with `sub = Some("scale")`, recorded as that subresource).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,

@@ -575,7 +575,7 @@ async fn resource(
                         .value();
                     let mut n = cur.clone();
                     n["spec"]["replicas"] = v["spec"]["replicas"].clone();
-                    st.update(sdef, &ns, name, n, None, &opts)
+                    st.update(sdef, &ns, name, n, Some("scale"), &opts)
                         .map(|o| scale_of(&o))
                 })?,
                 Some("status") | None => {
@@ -611,7 +611,7 @@ async fn resource(
                     json_patch::merge(&mut sc, &p);
                     let mut n = cur;
                     n["spec"]["replicas"] = sc["spec"]["replicas"].clone();
-                    st.update(sdef, &ns, name, n, None, &opts)
+                    st.update(sdef, &ns, name, n, Some("scale"), &opts)
                         .map(|o| scale_of(&o))
                 })?,
                 Some("status") | None => {

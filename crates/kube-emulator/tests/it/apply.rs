@@ -395,7 +395,7 @@ async fn apply_without_field_manager_and_force_on_other_patches_are_refused() {
 }
 
 #[tokio::test]
-async fn status_applies_name_their_subresource_from_1_22() {
+async fn status_and_scale_writes_name_their_subresource_from_1_22() {
     for (v, sub) in [
         (ServerVersion::V1_19, None),
         (ServerVersion::Latest, Some("status")),
@@ -435,6 +435,19 @@ async fn status_applies_name_their_subresource_from_1_22() {
             .await
             .unwrap();
         assert!(d.status.unwrap().conditions.is_none());
+        // A /scale write owns spec.replicas, as that subresource from 1.22.
+        let pp = PatchParams {
+            field_manager: Some("scaler".into()),
+            ..Default::default()
+        };
+        api.patch_scale("c", &pp, &Patch::Merge(json!({"spec": {"replicas": 3}})))
+            .await
+            .unwrap();
+        let (_, list) = entries(&api.get("c").await.unwrap());
+        let e = list.iter().find(|e| e["manager"] == "scaler").unwrap();
+        assert_eq!(e["operation"], "Update");
+        assert_eq!(e["subresource"].as_str(), sub.map(|_| "scale"), "{v:?}");
+        assert_eq!(e["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
         emu.shutdown().await;
     }
 }
