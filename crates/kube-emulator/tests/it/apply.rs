@@ -451,3 +451,87 @@ async fn status_and_scale_writes_name_their_subresource_from_1_22() {
         emu.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn custom_resources_follow_their_crd_schema() {
+    let emu = Emulator::builder()
+        .crd_establish_delay(std::time::Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let c = emu.client().await;
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "size": {"type": "integer"},
+                        "tags": {"type": "array", "items": {"type": "string"}}}},
+                    "status": {"type": "object", "properties": {
+                        "phase": {"type": "string"},
+                        "conditions": {"type": "array", "x-kubernetes-list-type": "map",
+                            "x-kubernetes-list-map-keys": ["type"],
+                            "items": {"type": "object", "properties": {
+                                "type": {"type": "string"}, "status": {"type": "string"}}}}}}}}}}]}});
+    c.request::<Value>(
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&crd).unwrap())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let gvk = kube::api::GroupVersionKind::gvk("example.com", "v1", "Widget");
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "widgets");
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
+    let w = |spec: Value| json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "c"}, "spec": spec});
+    apply(
+        &api,
+        "owner",
+        false,
+        w(json!({"size": 1, "tags": ["a", "b"]})),
+    )
+    .await
+    .unwrap();
+    // Atomic list: another manager's different list conflicts as a whole.
+    let e = api_err(apply(&api, "other", false, w(json!({"tags": ["a"]}))).await);
+    assert_eq!(
+        e.message,
+        "Apply failed with 1 conflict: conflict with \"owner\": .spec.tags"
+    );
+    // Status: conditions keyed by type; dropping one removes it.
+    let status = |conds: Value| json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": {"phase": "Ready", "conditions": conds}});
+    let mut pp = PatchParams::apply("ctrl");
+    pp.force = true;
+    let two = json!([{"type": "A", "status": "True"}, {"type": "B", "status": "False"}]);
+    let got = api
+        .patch_status("c", &pp, &Patch::Apply(status(two)))
+        .await
+        .unwrap();
+    let (_, list) = entries(&got);
+    let ctrl = list.iter().find(|e| e["manager"] == "ctrl").unwrap();
+    assert_eq!(ctrl["subresource"], "status");
+    assert_eq!(
+        ctrl["fieldsV1"]["f:status"]["f:conditions"]["k:{\"type\":\"B\"}"],
+        json!({".": {}, "f:type": {}, "f:status": {}})
+    );
+    let got = api
+        .patch_status(
+            "c",
+            &pp,
+            &Patch::Apply(status(json!([{"type": "A", "status": "True"}]))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got.data["status"]["conditions"],
+        json!([{"type": "A", "status": "True"}])
+    );
+    assert_eq!(got.data["spec"], json!({"size": 1, "tags": ["a", "b"]}));
+    emu.shutdown().await;
+}
