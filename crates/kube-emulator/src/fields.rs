@@ -88,7 +88,10 @@ impl Set {
     fn insert(&mut self, path: &[Pe]) {
         match path.split_first() {
             None => self.member = true,
-            Some((pe, rest)) => self.child_mut(pe.clone()).insert(rest),
+            Some((pe, rest)) => match self.children.get_mut(pe) {
+                Some(c) => c.insert(rest),
+                None => self.child_mut(pe.clone()).insert(rest),
+            },
         }
     }
 
@@ -447,6 +450,9 @@ fn compare(path: &mut Vec<Pe>, l: Option<&Value>, r: Option<&Value>, ty: Ty, c: 
                     .filter(|k| !lm.is_some_and(|m| m.contains_key(*k))),
             );
             for key in keys {
+                if key == "managedFields" && matches!(ty, Ty::Builtin("metadata")) {
+                    continue;
+                }
                 let (cty, _) = field_child(ty, &k, key);
                 path.push(Pe::Field(key.clone()));
                 compare(
@@ -813,7 +819,7 @@ pub(crate) fn record_update(
     if entries.is_empty() {
         entries = decode(old);
     }
-    let c = ctx.comparison(&without_managed_fields(old), &without_managed_fields(new));
+    let c = ctx.comparison(old, new);
     let mut changed = c.added;
     changed.union(&c.modified);
     for e in &mut entries {
