@@ -1251,10 +1251,16 @@ impl State {
                     "Required value: is required for apply patch",
                 ));
             }
-            let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
-            let mut patch: Value = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
+            // A real server's answer to an apply body that is not a YAML (or JSON) object.
+            let undecodable =
+                |e: String| ApiError::bad_request(format!("error decoding YAML: {e}"));
+            let text = std::str::from_utf8(body).map_err(|e| undecodable(e.to_string()))?;
+            let mut patch: Value =
+                serde_saphyr::from_str(text).map_err(|e| undecodable(e.to_string()))?;
             if !patch.is_object() {
-                return Err(bad("an apply patch must be an object".into()));
+                return Err(undecodable(
+                    "the apply patch is not a map of fields".to_string(),
+                ));
             }
             let av = view.unwrap_or(def).api_version();
             let given = patch["apiVersion"].as_str().unwrap_or_default();

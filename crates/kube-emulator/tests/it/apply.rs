@@ -377,6 +377,21 @@ async fn apply_without_field_manager_and_force_on_other_patches_are_refused() {
         e.message,
         "Incorrect version specified in apply patch. Specified patch version: v2, expected: v1"
     );
+    // A body that is no object of fields.
+    let e = api_err(
+        c.request::<Value>(raw_patch(
+            &format!("{path}?fieldManager=a"),
+            "application/apply-patch+yaml",
+            &json!(["not", "an", "object"]),
+        ))
+        .await,
+    );
+    assert_eq!(e.code, 400);
+    assert!(
+        e.message.starts_with("error decoding YAML: "),
+        "{}",
+        e.message
+    );
     crate::create_cm(&c, "default", "c").await;
     let e = api_err(
         c.request::<Value>(raw_patch(
