@@ -137,6 +137,18 @@ impl ApiError {
     }
 }
 
+/// A real server's 422 for bad `PatchOptions` (`fieldManager`, `force`).
+fn patch_options_invalid(reason: &'static str, field: &str, msg: &str) -> ApiError {
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {msg}"),
+    );
+    e.details = Some(json!({"group": "meta.k8s.io", "kind": "PatchOptions",
+        "causes": [{"reason": reason, "message": msg, "field": field}]}));
+    e
+}
+
 /// `configmaps` or `deployments.apps`.
 pub(crate) fn qualified(def: &ResourceDef) -> String {
     if def.group.is_empty() {
@@ -151,9 +163,14 @@ pub(crate) fn qualified(def: &ResourceDef) -> String {
 pub(crate) struct WriteOpts {
     pub dry_run: bool,
     pub manager: String,
-    pub operation: &'static str,
+    /// Whether the request named its `fieldManager` (required for apply).
+    pub explicit_manager: bool,
+    /// The `force` query parameter, when given (apply only).
+    pub force: Option<bool>,
     /// Keep the given uid and creationTimestamp (fixture seeding).
     pub keep_identity: bool,
+    /// `managedFields` an apply computed: stored as they are.
+    pub managed: Option<Value>,
 }
 
 /// A follow-up the server runs after releasing the lock.
@@ -231,15 +248,22 @@ fn spec_part(v: &Value) -> Value {
     c
 }
 
-fn managed_fields(opts: &WriteOpts, api_version: &str) -> Value {
-    json!([{
-        "manager": if opts.manager.is_empty() { "unknown" } else { &opts.manager },
-        "operation": if opts.operation.is_empty() { "Update" } else { opts.operation },
-        "apiVersion": api_version,
-        "time": now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {"f:metadata": {}}
-    }])
+fn manager_of(opts: &WriteOpts) -> &str {
+    if opts.manager.is_empty() {
+        "unknown"
+    } else {
+        &opts.manager
+    }
+}
+
+/// Puts an apply's `managedFields` into the object to store (none when empty).
+fn set_managed(obj: &mut Value, managed: &Value) {
+    let m = meta(obj);
+    if managed.as_array().is_some_and(|a| !a.is_empty()) {
+        m.insert("managedFields".into(), managed.clone());
+    } else {
+        m.remove("managedFields");
+    }
 }
 
 /// Parse `a.b.c.d/n` into (network base, number of addresses).
@@ -455,16 +479,20 @@ impl State {
         if wants_generation && !keep(m, "generation") {
             m.insert("generation".into(), json!(1));
         }
-        if !keep(m, "managedFields") {
-            m.insert(
-                "managedFields".into(),
-                managed_fields(opts, &def.api_version()),
-            );
-        }
+        let keep_managed = keep(m, "managedFields");
         if def.has_status()
             && let Some(o) = body.as_object_mut()
         {
             o.remove("status");
+        }
+        match &opts.managed {
+            Some(managed) => set_managed(&mut body, managed),
+            None if keep_managed => {}
+            None => {
+                let schema = self.cr_schema(def);
+                let ctx = self.fields_ctx(def, schema.as_ref(), &def.api_version(), None);
+                crate::fields::record_update(&ctx, None, &mut body, manager_of(opts), &now());
+            }
         }
         self.check_custom_resource(def, &name, &mut body)?;
         self.prepare_create(def, ns, &name, &mut body, opts.dry_run)?;
@@ -540,6 +568,54 @@ impl State {
             Ok(())
         } else {
             Err(ApiError::invalid_causes(def, name, &causes))
+        }
+    }
+
+    /// The structural schema of a custom resource's version (`None` for built-ins and CRs
+    /// without one).
+    fn cr_schema(&self, def: &ResourceDef) -> Option<Value> {
+        if is_builtin_group(&def.group) {
+            return None;
+        }
+        let crds = ResKey {
+            group: "apiextensions.k8s.io".into(),
+            plural: "customresourcedefinitions".into(),
+        };
+        let crd = self
+            .store
+            .get(&crds, "", &format!("{}.{}", def.plural, def.group))?
+            .value();
+        schema::version_schema(&crd, &def.version).cloned()
+    }
+
+    /// How a write to `def` (at `api_version`, on subresource `sub`) records field ownership.
+    fn fields_ctx<'a>(
+        &self,
+        def: &ResourceDef,
+        schema: Option<&'a Value>,
+        api_version: &str,
+        sub: Option<&str>,
+    ) -> crate::fields::Ctx<'a> {
+        let root = if is_builtin_group(&def.group) {
+            crate::fields::Ty::Builtin("")
+        } else {
+            crate::fields::Ty::CrRoot(schema)
+        };
+        let status = sub == Some("status");
+        crate::fields::Ctx {
+            root,
+            api_version: api_version.to_string(),
+            subresource: match sub {
+                Some(s) if self.config.server_version.managed_fields_subresource() => s.to_string(),
+                _ => String::new(),
+            },
+            ignored: if status {
+                Some("spec")
+            } else if def.has_status() {
+                Some("status")
+            } else {
+                None
+            },
         }
     }
 
@@ -925,7 +1001,8 @@ impl State {
         }
     }
 
-    /// PUT (also `/status` with `sub = Some("status")`).
+    /// PUT (also `/status` with `sub = Some("status")`; `/scale` writes come as main writes
+    /// with `sub = Some("scale")`, recorded as that subresource).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
@@ -995,6 +1072,14 @@ impl State {
             }
             n
         };
+        match &opts.managed {
+            Some(managed) => set_managed(&mut new, managed),
+            None => {
+                let schema = self.cr_schema(def);
+                let ctx = self.fields_ctx(def, schema.as_ref(), &def.api_version(), sub);
+                crate::fields::record_update(&ctx, Some(&old), &mut new, manager_of(opts), &now());
+            }
+        }
         if def.group.is_empty() && def.plural == "services" && sub.is_none() {
             self.prepare_service(def, ns, name, &mut new, Some(&old), opts.dry_run)?;
         }
@@ -1159,26 +1244,70 @@ impl State {
             .get(&def.key(), ns, name)
             .map(|s| to_view(s.value()));
         if ct == "application/apply-patch+yaml" {
-            let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
-            let patch: Value = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
+            if !opts.explicit_manager {
+                return Err(patch_options_invalid(
+                    "FieldValueRequired",
+                    "fieldManager",
+                    "Required value: is required for apply patch",
+                ));
+            }
+            // A real server's answer to an apply body that is not a YAML (or JSON) object.
+            let undecodable =
+                |e: String| ApiError::bad_request(format!("error decoding YAML: {e}"));
+            let text = std::str::from_utf8(body).map_err(|e| undecodable(e.to_string()))?;
+            let mut patch: Value =
+                serde_saphyr::from_str(text).map_err(|e| undecodable(e.to_string()))?;
+            if !patch.is_object() {
+                return Err(undecodable(
+                    "the apply patch is not a map of fields".to_string(),
+                ));
+            }
+            let av = view.unwrap_or(def).api_version();
+            let given = patch["apiVersion"].as_str().unwrap_or_default();
+            if given != av {
+                return Err(ApiError::bad_request(format!(
+                    "Incorrect version specified in apply patch. Specified patch version: {given}, expected: {av}"
+                )));
+            }
+            if !patch["metadata"]["managedFields"].is_null() {
+                return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+            }
+            if cur.is_none() {
+                if sub.is_some() {
+                    return Err(ApiError::not_found(def, name));
+                }
+                meta(&mut patch).insert("name".into(), json!(name));
+            }
+            let schema = self.cr_schema(def);
+            let ctx = self.fields_ctx(def, schema.as_ref(), &av, sub);
+            let merged = crate::fields::apply(
+                &ctx,
+                cur.as_ref(),
+                &patch,
+                &opts.manager,
+                opts.force == Some(true),
+                &now(),
+            )
+            .map_err(|c| {
+                let mut e = ApiError::new(409, "Conflict", c.message());
+                e.details = Some(json!({"causes": c.causes()}));
+                e
+            })?;
             let opts = WriteOpts {
-                operation: "Apply",
+                managed: Some(merged["metadata"]["managedFields"].clone()),
                 ..opts.clone()
             };
             return match cur {
-                None => {
-                    let mut p = patch;
-                    meta(&mut p).insert("name".into(), json!(name));
-                    if let Some(view) = view {
-                        p["apiVersion"] = json!(view.api_version());
-                    }
-                    self.create(def, ns, to_storage(p), &opts)
-                }
-                Some(mut doc) => {
-                    smp(&mut doc, &patch);
-                    self.update(def, ns, name, to_storage(doc), sub, &opts)
-                }
+                None => self.create(def, ns, to_storage(merged), &opts),
+                Some(_) => self.update(def, ns, name, to_storage(merged), sub, &opts),
             };
+        }
+        if opts.force.is_some() {
+            return Err(patch_options_invalid(
+                "FieldValueForbidden",
+                "force",
+                "Forbidden: may not be specified for non-apply patch",
+            ));
         }
         let Some(mut doc) = cur else {
             return Err(ApiError::not_found(def, name));

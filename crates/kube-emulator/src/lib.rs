@@ -19,6 +19,7 @@ mod api;
 mod catalog;
 mod convert;
 mod faults;
+mod fields;
 pub mod fixtures;
 mod jobs;
 mod profiles;

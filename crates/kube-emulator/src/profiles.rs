@@ -78,6 +78,12 @@ impl ServerVersion {
         self.minor() < 24
     }
 
+    /// Whether `managedFields` entries name the subresource written (`status`, `scale`) and
+    /// keep a manager's subresource writes apart from its main writes (from 1.22).
+    pub(crate) fn managed_fields_subresource(self) -> bool {
+        self.minor() >= 22
+    }
+
     /// `/version`.
     pub(crate) fn version_json(self) -> Value {
         if self == ServerVersion::V1_19

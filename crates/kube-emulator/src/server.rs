@@ -369,8 +369,10 @@ fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> WriteOpts {
     WriteOpts {
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         manager,
-        operation: "Update",
+        explicit_manager: q.get("fieldManager").is_some_and(|m| !m.is_empty()),
+        force: q.get("force").map(|v| v == "true"),
         keep_identity: false,
+        managed: None,
     }
 }
 
@@ -573,7 +575,7 @@ async fn resource(
                         .value();
                     let mut n = cur.clone();
                     n["spec"]["replicas"] = v["spec"]["replicas"].clone();
-                    st.update(sdef, &ns, name, n, None, &opts)
+                    st.update(sdef, &ns, name, n, Some("scale"), &opts)
                         .map(|o| scale_of(&o))
                 })?,
                 Some("status") | None => {
@@ -609,7 +611,7 @@ async fn resource(
                     json_patch::merge(&mut sc, &p);
                     let mut n = cur;
                     n["spec"]["replicas"] = sc["spec"]["replicas"].clone();
-                    st.update(sdef, &ns, name, n, None, &opts)
+                    st.update(sdef, &ns, name, n, Some("scale"), &opts)
                         .map(|o| scale_of(&o))
                 })?,
                 Some("status") | None => {

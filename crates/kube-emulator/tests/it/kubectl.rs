@@ -172,6 +172,89 @@ async fn kubectl_creates_applies_and_waits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_apply_owns_conflicts_and_prunes() {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipping: {KUBECTL} is absent");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, kc) = serve(dir.path()).await;
+    let kc = kc.as_path();
+    let file = dir.path().join("cm.yaml");
+    let f = file.to_str().unwrap();
+    let write = |data: &str| {
+        std::fs::write(
+            &file,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: shop\ndata:\n{data}"),
+        )
+        .unwrap()
+    };
+    write("  a: \"1\"\n  b: \"2\"\n");
+    let out = ok(kc, &["apply", "--server-side", "-f", f]).await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    write("  a: \"9\"\n");
+    let refused = kubectl(
+        kc,
+        &["apply", "--server-side", "--field-manager=other", "-f", f],
+    )
+    .await;
+    assert!(!refused.ok);
+    assert!(
+        refused
+            .stderr
+            .contains("Apply failed with 1 conflict: conflict with \"kubectl\": .data.a"),
+        "{}",
+        refused.stderr
+    );
+    ok(
+        kc,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "--force-conflicts",
+            "-f",
+            f,
+        ],
+    )
+    .await;
+    // kubectl drops b (and a, now another manager's): b goes, a stays.
+    write("  c: \"3\"\n");
+    ok(kc, &["apply", "--server-side", "-f", f]).await;
+    let data = ok(
+        kc,
+        &[
+            "get",
+            "configmap",
+            "ssa",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data}",
+        ],
+    )
+    .await;
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data, json!({"a": "9", "c": "3"}));
+    let managers = ok(
+        kc,
+        &[
+            "get",
+            "configmap",
+            "ssa",
+            "-n",
+            "shop",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
+        ],
+    )
+    .await;
+    assert_eq!(managers.trim(), "kubectl/Apply other/Apply");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_watch_sees_new_objects() {
     if !Path::new(KUBECTL).exists() {
         eprintln!("skipping: {KUBECTL} is absent");
