@@ -545,9 +545,15 @@ async fn server_side_diff(
         .map(|(n, _)| n)
         .collect();
     let items = &plan.items;
-    /// The dry-run result and the live object, or why the dry run failed.
-    type Outcome = Result<(Value, Value), String>;
-    let results: Vec<(usize, Outcome)> = stream::iter(candidates)
+    /// What a dry run decided for one item (its large inputs are dropped as soon as it is
+    /// decided, so a plan of many objects never holds them all), or why it failed.
+    struct Verdict {
+        /// The live object's resourceVersion (an update PUTs at it).
+        resource_version: Option<String>,
+        equal: bool,
+        diff: Option<String>,
+    }
+    let results: Vec<(usize, Result<Verdict, String>)> = stream::iter(candidates)
         .map(|n| {
             let item = &items[n];
             async move {
@@ -561,6 +567,7 @@ async fn server_side_diff(
                         .unwrap_or_default();
                     plan::prepare_dry_run_update(&mut body, &live);
                     let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+                    drop(body);
                     let out = cluster
                         .request_bytes(
                             http::Method::PUT,
@@ -571,7 +578,22 @@ async fn server_side_diff(
                         .await
                         .map_err(|e| e.to_string())?;
                     let result: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
-                    Ok::<_, String>((result, live))
+                    drop(out);
+                    // Read before `for_comparison` drops it.
+                    let resource_version = live
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    let (result, live) = (plan::for_comparison(result), plan::for_comparison(live));
+                    let equal = result == live;
+                    let diff = (!equal && opts.diff).then(|| {
+                        plan::object_diff(&result, &live, &item.path, opts.show_secrets, sealed)
+                    });
+                    Ok::<_, String>(Verdict {
+                        resource_version,
+                        equal,
+                        diff,
+                    })
                 }
                 .await;
                 (n, r)
@@ -583,36 +605,19 @@ async fn server_side_diff(
     for (n, r) in results {
         let item = &mut plan.items[n];
         match r {
-            Ok((result, live)) => {
-                // Read before `for_comparison` drops it: an update PUTs at it.
-                item.live_resource_version = live
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                let (result, live) = (plan::for_comparison(result), plan::for_comparison(live));
-                let equal = result == live;
+            Ok(verdict) => {
+                item.live_resource_version = verdict.resource_version;
                 let overwrite =
                     preference::matches_any(&pref.spec.overwrite_api_pathes, item.path.as_str());
                 item.method = Some(plan::Method::ServerSideDiff);
-                item.diff = None;
-                if equal {
-                    item.action = Action::Exists;
+                item.diff = verdict.diff;
+                item.action = if verdict.equal {
+                    Action::Exists
+                } else if overwrite {
+                    Action::Update
                 } else {
-                    if opts.diff {
-                        item.diff = Some(plan::object_diff(
-                            &result,
-                            &live,
-                            &item.path,
-                            opts.show_secrets,
-                            sealed,
-                        ));
-                    }
-                    if overwrite {
-                        item.action = Action::Update;
-                    } else {
-                        item.action = Action::Differs;
-                    }
-                }
+                    Action::Differs
+                };
             }
             Err(e) => {
                 item.reason = Some(format!("server-side diff refused, compared locally: {e}"));
