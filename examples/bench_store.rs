@@ -5,10 +5,12 @@
 //! Runs the emulator (fixture `scale:N`) in this process and, by default, a real moto S3 server
 //! process on loopback (`--store dir` uses a local directory store instead). Measures:
 //! 1. the first push: bytes (pack + idx) and time, against a plain upload of the same bytes
-//!    (`first push/raw upload ratio: X.XX`) and the snapshot's time, and the stored pack's size
-//!    against what `git repack -adf` makes of the same objects;
+//!    (`first push/raw upload ratio: X.XX`) and the snapshot's time, and against that upload
+//!    plus the push's local work alone (the same pack built and compressed in memory), and the
+//!    stored pack's size against what `git repack -adf` makes of the same objects;
 //! 2. a push after re-snapshotting with 1% of the objects changed, as % of the first push;
-//! 3. a pull into an empty data dir vs a raw download (GET) of the same pack bytes.
+//! 3. a pull into an empty data dir vs a raw download (GET) of the same pack bytes, and vs that
+//!    download plus the pull's local work alone (the same pull from a directory store).
 //!
 //! The last line is exactly `incremental push: X.XX% of full`.
 
@@ -237,6 +239,42 @@ async fn run(objects: usize, backend: &str, git_repack: bool) -> anyhow::Result<
         "first push/snapshot ratio: {:.2} (push {first_secs:.2}s, snapshot {t:.2}s)",
         first_secs / t
     );
+    // What a push must do besides the transfer, with no store and no manifest: the same pack
+    // built from the mirror (objects read and checked) and compressed in 8 MiB zstd frames on
+    // two threads, as the store encodes it (level 1), all in memory.
+    let git_dir = a.join("mirror.git");
+    let local = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let m = k8s_snap::mirror::Mirror::open(&git_dir)?;
+        let commit = m.snapshot("bench-1")?.context("bench-1")?.commit;
+        let started = Instant::now();
+        let (pack, _) = m
+            .build_pack_to(&[commit], &[], Vec::new())?
+            .context("an empty pack")?;
+        let frames: Vec<&[u8]> = pack.chunks(8 << 20).collect();
+        let stored: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..2)
+                .map(|w| {
+                    let frames = &frames;
+                    s.spawn(move || {
+                        frames
+                            .iter()
+                            .skip(w)
+                            .step_by(2)
+                            .map(|f| zstd::bulk::compress(f, 1).map_or(0, |c| c.len()))
+                            .sum::<usize>()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+        });
+        anyhow::ensure!(stored > 0, "nothing compressed");
+        Ok(started.elapsed().as_secs_f64())
+    })
+    .await??;
+    println!(
+        "local work of a push (the same pack built and compressed in memory): {local:.3}s; first push/(raw upload + local work) ratio: {:.2}",
+        first_secs / (raw_upload + local)
+    );
     let repacked = if git_repack {
         git_repack_size(&a.join("mirror.git"))
     } else {
@@ -293,6 +331,22 @@ async fn run(objects: usize, backend: &str, git_repack: bool) -> anyhow::Result<
         "pull of 2 snapshots into an empty data dir: {} bytes in {pull_secs:.3}s; raw download of the same {raw_bytes} bytes: {raw_secs:.3}s; pull/raw ratio {:.2}",
         pulled.bytes_downloaded,
         pull_secs / raw_secs
+    );
+    // What a pull must do besides the transfer: the same pull from a directory store holding
+    // the same snapshots (pushed there first, untimed), whose reads come from the page cache.
+    let dir_store = LocalDirStore::new(tmp.path().join("dir-store"));
+    sync::push(&dir_store, &mirror, &[]).await?;
+    let c = tmp.path().join("c");
+    let local_mirror = SharedMirror::open_or_init(&c.join("mirror.git")).await?;
+    let started = Instant::now();
+    let local = sync::pull(&dir_store, &local_mirror, &[]).await?;
+    let local_secs = started.elapsed().as_secs_f64();
+    if !local.failed.is_empty() || local.pulled.len() != 2 {
+        bail!("pull from the directory store failed: {:?}", local.failed);
+    }
+    println!(
+        "local work of a pull (the same pull from a directory store): {local_secs:.3}s; pull/(raw download + local work) ratio: {:.2}",
+        pull_secs / (raw_secs + local_secs)
     );
     emulator.shutdown().await;
     println!(
