@@ -871,15 +871,7 @@ impl Sealer {
                     sealed.push(v);
                 }
                 Some(Node::Object(entries)) => {
-                    for (k, v) in entries.iter_mut() {
-                        if let Node::String(s) = v
-                            && !is_sealed(s)
-                        {
-                            let s = self.seal(p, &full_field, k, s)?;
-                            *v = Node::String(s.clone().into());
-                            sealed.push(s);
-                        }
-                    }
+                    self.seal_entries(p, &full_field, entries, |s| !is_sealed(s), &mut sealed)?;
                 }
                 _ => {}
             }
@@ -893,22 +885,10 @@ impl Sealer {
             .get_mut("metadata")
             .and_then(|m| m.get_mut("annotations"))
         {
-            for (k, v) in entries.iter_mut() {
-                if let Node::String(s) = v
-                    && !is_sealed(s)
-                    && annotation_holds_path_copy(s, &applicable)
-                {
-                    let s = self.seal(p, ANNOTATIONS, k, s)?;
-                    *v = Node::String(s.clone().into());
-                    sealed.push(s);
-                }
-            }
+            let pick = |s: &str| !is_sealed(s) && annotation_holds_path_copy(s, &applicable);
+            self.seal_entries(p, ANNOTATIONS, entries, pick, &mut sealed)?;
         }
-        let n = sealed.len();
-        if n > 0 {
-            self.record(&sealed);
-        }
-        Ok(n)
+        Ok(self.sealed_count(&sealed))
     }
 
     /// The previous sealed values available for reuse.
@@ -944,6 +924,36 @@ impl Sealer {
 
     /// Notes the data keys `sealed` values name and streams them to the cache file (one per
     /// line; memory stays flat whatever the size of the values).
+    /// Seals, in place, every string of `entries` (a map's entries) that `pick` chooses, as
+    /// field `field` of the object at `p` with the entry's key, adding each to `sealed`.
+    fn seal_entries(
+        &self,
+        p: &str,
+        field: &str,
+        entries: &mut [(std::borrow::Cow<'_, str>, Node<'_>)],
+        pick: impl Fn(&str) -> bool,
+        sealed: &mut Vec<String>,
+    ) -> Result<(), CryptError> {
+        for (k, v) in entries.iter_mut() {
+            if let Node::String(s) = v
+                && pick(s.as_ref())
+            {
+                let s = self.seal(p, field, k.as_ref(), s.as_ref())?;
+                *v = Node::String(s.clone().into());
+                sealed.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the values an object's sealing wrote (see [`Sealer::record`]); how many.
+    fn sealed_count(&self, sealed: &[String]) -> usize {
+        if !sealed.is_empty() {
+            self.record(sealed);
+        }
+        sealed.len()
+    }
+
     fn record(&self, sealed: &[String]) {
         let mut r = self.written();
         for s in sealed {
@@ -994,34 +1004,16 @@ impl Sealer {
         let mut sealed = Vec::new();
         for field in SEALED_FIELDS {
             if let Some(Node::Object(entries)) = obj.get_mut(field) {
-                for (k, v) in entries.iter_mut() {
-                    if let Node::String(s) = v {
-                        let s = self.seal(p, field, k, s)?;
-                        *v = Node::String(s.clone().into());
-                        sealed.push(s);
-                    }
-                }
+                self.seal_entries(p, field, entries, |_| true, &mut sealed)?;
             }
         }
         if let Some(Node::Object(entries)) = obj
             .get_mut("metadata")
             .and_then(|m| m.get_mut("annotations"))
         {
-            for (k, v) in entries.iter_mut() {
-                if let Node::String(s) = v
-                    && annotation_holds_copy(s)
-                {
-                    let s = self.seal(p, ANNOTATIONS, k, s)?;
-                    *v = Node::String(s.clone().into());
-                    sealed.push(s);
-                }
-            }
+            self.seal_entries(p, ANNOTATIONS, entries, annotation_holds_copy, &mut sealed)?;
         }
-        let n = sealed.len();
-        if n > 0 {
-            self.record(&sealed);
-        }
-        Ok(n)
+        Ok(self.sealed_count(&sealed))
     }
 
     /// The key files the values written so far need (`.k8s-snap/keys/<id>.age`): the new
@@ -1400,6 +1392,12 @@ mod tests {
             .collect()
     }
 
+    /// Opens every sealed value of `object` (at `path`) as a restore does: how many opened.
+    fn open_all(s: &Sealer, ids: &Identities, path: &str, object: &mut Value) -> usize {
+        let opener = Opener::new(ids, &keys_of(s), "s", &[]).unwrap();
+        open_object(object, &opener, "s", path, &[]).unwrap()
+    }
+
     fn open(s: &Sealer, ids: &Identities, v: &str, path: &str, field: &str, key: &str) -> Vec<u8> {
         Opener::new(ids, &keys_of(s), "s", &[])
             .unwrap()
@@ -1662,11 +1660,7 @@ mod tests {
         );
         let mut back = crate::tree::from_yaml(&yaml).unwrap();
         assert!(has_sealed(&back));
-        let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
-        assert_eq!(
-            open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),
-            3
-        );
+        assert_eq!(open_all(&s, &ids, path.as_str(), &mut back), 3);
         assert_eq!(back, original);
     }
 
@@ -1714,11 +1708,7 @@ mod tests {
         let mut other = Node::from(&original);
         assert_eq!(s.seal_paths("", "secrets", &path, &mut other).unwrap(), 0);
         let mut back = sealed_once;
-        let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
-        assert_eq!(
-            open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),
-            3
-        );
+        assert_eq!(open_all(&s, &ids, path.as_str(), &mut back), 3);
         assert_eq!(back, original);
     }
 
@@ -1785,11 +1775,7 @@ mod tests {
         let mut prev = Previous::new();
         collect_sealed(&yaml, &mut prev);
         assert_eq!(prev.len(), 4);
-        let opener = Opener::new(&ids, &keys_of(&s), "s", &[]).unwrap();
-        assert_eq!(
-            open_object(&mut back, &opener, "s", path.as_str(), &[]).unwrap(),
-            4
-        );
+        assert_eq!(open_all(&s, &ids, path.as_str(), &mut back), 4);
         assert_eq!(back, original);
         assert!(!has_sealed(&back));
         // Other kinds are untouched.
