@@ -88,10 +88,7 @@ async fn a_server_that_never_answers_fails_within_the_timeout() {
 async fn refused_and_unresolvable_servers_are_named_with_their_cause() {
     let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
     let data = DataDir::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (_refusing, port) = crate::support::refusing_port();
     let kc = kubeconfig_at(&cluster, &data, &format!("http://127.0.0.1:{port}"));
     let run = data
         .run(Some(&kc), &with_fast(&["snapshot", "s1", "--no-push"]))

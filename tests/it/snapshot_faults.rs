@@ -116,10 +116,7 @@ async fn unreachable_server_and_wrong_token_fail_clearly() {
     assert!(!run.stderr.contains("wrong-token-123") && !run.stdout.contains("wrong-token-123"));
 
     // Unreachable: a closed port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (_refusing, port) = crate::support::refusing_port();
     let kc = std::fs::read_to_string(&cluster.kubeconfig)
         .unwrap()
         .replace(

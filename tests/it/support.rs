@@ -683,3 +683,20 @@ pub async fn plan_json(data: &DataDir, kubeconfig: &Path, args: &[&str]) -> serd
             .ok(),
     )
 }
+
+/// A loopback port that refuses connections for as long as the returned socket lives: bound,
+/// never listening, so no other test (or emulator) can be given it meanwhile — unlike a port
+/// taken from a listener that is closed again.
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bind");
+    let port = socket
+        .local_addr()
+        .expect("local address")
+        .as_socket()
+        .expect("an IP address")
+        .port();
+    (socket, port)
+}
