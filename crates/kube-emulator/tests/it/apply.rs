@@ -30,6 +30,19 @@ where
     api.patch("c", &pp, &Patch::Apply(obj)).await
 }
 
+/// An emulator with ConfigMap `c` (`data.x: "1"`, `data.z: "3"`) applied by manager `a`.
+async fn applied_by_a() -> (kube_emulator::EmulatorHandle, Api<ConfigMap>) {
+    let emu = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    apply(&api, "a", false, a_config()).await.unwrap();
+    (emu, api)
+}
+
+/// What manager `a` applies in [`applied_by_a`].
+fn a_config() -> Value {
+    cm_config(json!({"x": "1", "z": "3"}), json!({}))
+}
+
 /// `(manager, operation)` of each managedFields entry, and the entries as JSON.
 fn entries(obj: &impl serde::Serialize) -> (Vec<(String, String)>, Vec<Value>) {
     let v = serde_json::to_value(obj).unwrap();
@@ -83,16 +96,7 @@ async fn a_field_dropped_from_the_next_apply_is_removed() {
 
 #[tokio::test]
 async fn another_managers_differing_field_conflicts_and_force_takes_it() {
-    let emu = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
-    apply(
-        &api,
-        "a",
-        false,
-        cm_config(json!({"x": "1", "z": "3"}), json!({})),
-    )
-    .await
-    .unwrap();
+    let (emu, api) = applied_by_a().await;
     let e = api_err(apply(&api, "b", false, cm_config(json!({"x": "2"}), json!({}))).await);
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
     assert_eq!(
@@ -190,16 +194,7 @@ async fn managers_applying_disjoint_fields_both_keep_theirs() {
 
 #[tokio::test]
 async fn an_update_takes_a_field_from_an_apply_manager() {
-    let emu = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
-    apply(
-        &api,
-        "a",
-        false,
-        cm_config(json!({"x": "1", "z": "3"}), json!({})),
-    )
-    .await
-    .unwrap();
+    let (emu, api) = applied_by_a().await;
     let patched = api
         .patch(
             "c",
@@ -224,15 +219,7 @@ async fn an_update_takes_a_field_from_an_apply_manager() {
     let editor = list.iter().find(|e| e["manager"] == "editor").unwrap();
     assert_eq!(editor["apiVersion"], "v1");
     // Applying the old value again conflicts with the editor's Update.
-    let e = api_err(
-        apply(
-            &api,
-            "a",
-            false,
-            cm_config(json!({"x": "1", "z": "3"}), json!({})),
-        )
-        .await,
-    );
+    let e = api_err(apply(&api, "a", false, a_config()).await);
     assert_eq!(e.code, 409);
     assert_eq!(
         e.message,
