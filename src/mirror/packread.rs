@@ -80,6 +80,8 @@ pub(super) struct Location {
     pub(super) offset: u64,
     /// Length of the whole entry (header and zlib stream).
     pub(super) len: u64,
+    /// The CRC-32 of the raw entry, as its index records it.
+    pub(super) crc32: u32,
 }
 
 /// An entry read from a pack.
@@ -197,6 +199,7 @@ impl PackFiles {
             pack: n,
             offset,
             len: end - offset,
+            crc32: idx_crc32(&p.idx, p.count, i),
         })
     }
 
@@ -269,9 +272,26 @@ impl<'f> WindowReader<'f> {
     }
 }
 
-/// Parses one raw pack entry (as read by [`PackFiles::read_raw`]): a whole object, inflated
-/// only when its deflate blocks are compressed, or [`Entry::Delta`].
-pub(super) fn parse_entry(raw: &[u8]) -> std::result::Result<Entry<'_>, String> {
+/// The object kind of a raw pack entry from its header alone (`None`: a delta), or why the
+/// header is invalid.
+pub(super) fn entry_kind(raw: &[u8]) -> std::result::Result<Option<ObjectType>, String> {
+    let (type_code, _, _) = entry_header(raw)?;
+    kind_of(type_code)
+}
+
+fn kind_of(type_code: u8) -> std::result::Result<Option<ObjectType>, String> {
+    Ok(Some(match type_code {
+        1 => ObjectType::Commit,
+        2 => ObjectType::Tree,
+        3 => ObjectType::Blob,
+        4 => ObjectType::Tag,
+        6 | 7 => return Ok(None),
+        t => return Err(format!("an entry of unknown type {t}")),
+    }))
+}
+
+/// An entry header's type code, the object size it gives, and the header's length.
+fn entry_header(raw: &[u8]) -> std::result::Result<(u8, u64, usize), String> {
     let mut i = 0usize;
     let first = *raw.first().ok_or("an empty entry")?;
     let type_code = (first >> 4) & 7;
@@ -287,14 +307,15 @@ pub(super) fn parse_entry(raw: &[u8]) -> std::result::Result<Entry<'_>, String> 
         size |= u64::from(byte & 0x7f) << shift;
         shift += 7;
     }
-    i += 1;
-    let kind = match type_code {
-        1 => ObjectType::Commit,
-        2 => ObjectType::Tree,
-        3 => ObjectType::Blob,
-        4 => ObjectType::Tag,
-        6 | 7 => return Ok(Entry::Delta),
-        t => return Err(format!("an entry of unknown type {t}")),
+    Ok((type_code, size, i + 1))
+}
+
+/// Parses one raw pack entry (as read by [`PackFiles::read_raw`]): a whole object, inflated
+/// only when its deflate blocks are compressed, or [`Entry::Delta`].
+pub(super) fn parse_entry(raw: &[u8]) -> std::result::Result<Entry<'_>, String> {
+    let (type_code, size, i) = entry_header(raw)?;
+    let Some(kind) = kind_of(type_code)? else {
+        return Ok(Entry::Delta);
     };
     let size = usize::try_from(size).map_err(|_| "an entry larger than memory")?;
     let stream = &raw[i..];
@@ -439,14 +460,14 @@ impl<W: Write> PackStream<W> {
         })
     }
 
-    /// Appends an entry copied verbatim from another pack.
-    pub(super) fn copy_entry(&mut self, id: Oid, raw: &[u8]) -> std::io::Result<()> {
+    /// Appends an entry copied verbatim from another pack, whose CRC-32 is `crc32`.
+    pub(super) fn copy_entry(&mut self, id: Oid, raw: &[u8], crc32: u32) -> std::io::Result<()> {
         self.out.write_all(raw)?;
         self.sum.update(raw);
         self.entries.push(super::pack::IdxEntry {
             oid: id,
             offset: self.offset,
-            crc32: crc32fast::hash(raw),
+            crc32,
         });
         self.offset += raw.len() as u64;
         Ok(())
@@ -507,6 +528,14 @@ pub(super) fn idx_object_count(bytes: &[u8]) -> Option<usize> {
     let at = IDX_FANOUT_END - 4;
     let n = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
     (bytes.len() >= IDX_FANOUT_END + n * 28 + 40).then_some(n)
+}
+
+/// The CRC-32 the v2 index of `n` objects records for the raw entry of its `i`-th object.
+fn idx_crc32(idx: &[u8], n: usize, i: usize) -> u32 {
+    let at = IDX_FANOUT_END + n * 20 + i * 4;
+    idx.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 /// The pack offset of the `i`-th object of a v2 index with `n` objects (0 when the index

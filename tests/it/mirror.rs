@@ -850,3 +850,62 @@ fn history_of_one_file() {
     );
     assert!(m.history(&snapshots, "../x").is_err());
 }
+
+/// A push copies the mirror's pack entries without re-hashing them, checking each against the
+/// CRC-32 its index records (as git's `pack-objects` does when it reuses an entry): a flipped
+/// byte in an object's content is refused, naming the object, and nothing is packed.
+#[test]
+fn building_a_pack_refuses_a_corrupt_mirror_entry() {
+    let source = Fixture::new();
+    let m = source.mirror();
+    let snap = write(
+        &m,
+        "s",
+        "prod",
+        10,
+        &[
+            (
+                "api/v1/namespaces/a/configmaps/x.yaml",
+                "data: untouched-content\n",
+            ),
+            (
+                "api/v1/namespaces/a/configmaps/y.yaml",
+                "data: flip-one-byte-here\n",
+            ),
+        ],
+    );
+    // Intact: every entry reused.
+    let (_, built) = m
+        .build_pack_to(std::slice::from_ref(&snap.commit), &[], Vec::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(built.reused, built.objects);
+
+    let pack_dir = source.git_dir().join("objects").join("pack");
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(&pack_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pack") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let needle = b"flip-one-byte-here";
+            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                bytes[at] = b'F';
+                std::fs::write(&path, bytes).unwrap();
+                flipped += 1;
+            }
+        }
+    }
+    assert_eq!(
+        flipped, 1,
+        "the object's content is stored uncompressed in one pack"
+    );
+    let m = source.mirror();
+    let err = m
+        .build_pack_to(std::slice::from_ref(&snap.commit), &[], Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("corrupt or holds another object") && err.contains("reading object"),
+        "{err}"
+    );
+}

@@ -430,18 +430,15 @@ impl State {
                 }
             }
         }
-        if name.contains('/') || name.len() > 253 {
-            return Err(ApiError::invalid(
-                def,
-                &name,
-                "metadata.name",
-                format!(
-                    "Invalid value: \"{name}\": a name may not contain '/' and must be no more than 253 characters"
-                ),
-            ));
-        }
         if def.namespaced {
             self.check_namespace(def, ns, &name)?;
+        }
+        // The name a `generateName` gave is validated like a given one (after the namespace's
+        // admission, before storage's AlreadyExists, as on a real server).
+        meta(&mut body).insert("name".into(), json!(name));
+        let causes = crate::meta::check_create(def, &body, self.config.server_version.minor());
+        if !causes.is_empty() {
+            return Err(ApiError::invalid_causes(def, &name, &causes));
         }
         if self.store.get(&def.key(), ns, &name).is_some() {
             return Err(ApiError::new(
@@ -1096,6 +1093,10 @@ impl State {
             && sub.is_none()
         {
             self.check_crd(def, name, &new)?;
+        }
+        let causes = crate::meta::check_update(&new, self.config.server_version.minor());
+        if !causes.is_empty() {
+            return Err(ApiError::invalid_causes(def, name, &causes));
         }
         self.check_custom_resource(def, name, &mut new)?;
         if opts.dry_run {

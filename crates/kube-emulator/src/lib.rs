@@ -22,6 +22,7 @@ mod faults;
 mod fields;
 pub mod fixtures;
 mod jobs;
+mod meta;
 mod profiles;
 mod protobuf;
 mod schema;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
@@ -671,4 +671,131 @@ async fn events_published_through_events_k8s_io_are_listed_as_core_events() {
     assert_eq!(e.reason.as_deref(), Some("Failed"));
     assert_eq!(e.involved_object.kind.as_deref(), Some("Widget"));
     emu.shutdown().await;
+}
+
+/// Names, labels and annotations are validated as `ValidateObjectMeta` does on a real server:
+/// the name by its kind's rule (generated names too), labels and annotations on creates and
+/// updates, each error a cause of one 422, in the texts of the emulated release.
+#[tokio::test]
+async fn object_metadata_is_validated_like_a_real_server() {
+    use kube::api::{Patch, PatchParams};
+    for (version, subdomain) in [
+        (
+            kube_emulator::ServerVersion::V1_19,
+            "a DNS-1123 subdomain must consist of",
+        ),
+        (
+            kube_emulator::ServerVersion::V1_25,
+            "a lowercase RFC 1123 subdomain must consist of",
+        ),
+    ] {
+        let emu = Emulator::builder()
+            .server_version(version)
+            .start()
+            .await
+            .unwrap();
+        let c = emu.client().await;
+        let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+        let e = api_err(
+            cms.create(&PostParams::default(), &crate::cm("Web_1", json!({})))
+                .await,
+        );
+        assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+        assert!(
+            e.message.starts_with(&format!(
+                "ConfigMap \"Web_1\" is invalid: metadata.name: Invalid value: \"Web_1\": {subdomain}"
+            )),
+            "{}",
+            e.message
+        );
+        // Two causes in one answer: a label key and a label value.
+        let long = "x".repeat(64);
+        let e = api_err(
+            cms.create(
+                &PostParams::default(),
+                &crate::cm("ok", json!({"bad key": "v", "k": long})),
+            )
+            .await,
+        );
+        assert!(e.message.starts_with("ConfigMap \"ok\" is invalid: [metadata.labels: Invalid value: \"bad key\": name part must consist of"), "{}", e.message);
+        assert!(
+            e.message.contains(&format!(
+                "metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters"
+            )),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.details.map(|d| d.causes.len()), Some(2));
+
+        // Updates check labels and annotations too (here through a merge patch).
+        crate::create_cm(&c, "default", "ok").await;
+        let e = api_err(
+            cms.patch(
+                "ok",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"a/b/c": "v"}}})),
+            )
+            .await,
+        );
+        assert_eq!(e.code, 422, "{}", e.message);
+        assert!(
+            e.message.contains(
+                "metadata.annotations: Invalid value: \"a/b/c\": a qualified name must consist of"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(cms.get("ok").await.unwrap().metadata.annotations.is_none());
+
+        // Kind rules: a Service name is a DNS-1035 label, a Namespace's a DNS-1123 label,
+        // RBAC names path segments; a generateName prefix may end with '-'.
+        let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "1st"}, "spec": {"ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        let e = api_err(svcs.create(&PostParams::default(), &svc).await);
+        assert!(
+            e.message.contains("a DNS-1035 label must consist of"),
+            "{}",
+            e.message
+        );
+        let nss: Api<Namespace> = Api::all(c.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "a.b"}})).unwrap();
+        let e = api_err(nss.create(&PostParams::default(), &ns).await);
+        assert!(
+            e.message.contains("metadata.name: Invalid value: \"a.b\""),
+            "{}",
+            e.message
+        );
+        let roles = Api::<DynamicObject>::all_with(
+            c.clone(),
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRole"),
+                "clusterroles",
+            ),
+        );
+        let role = |name: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": name}, "rules": []
+            }))
+            .unwrap()
+        };
+        roles
+            .create(&PostParams::default(), &role("system:controller:X"))
+            .await
+            .unwrap();
+        let e = api_err(roles.create(&PostParams::default(), &role("a%b")).await);
+        assert!(e.message.contains("may not contain '%'"), "{}", e.message);
+        let generated: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"generateName": "web-"}, "data": {}
+        }))
+        .unwrap();
+        let made = cms
+            .create(&PostParams::default(), &generated)
+            .await
+            .unwrap();
+        assert!(made.metadata.name.unwrap().starts_with("web-"));
+    }
 }
