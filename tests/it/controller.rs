@@ -504,6 +504,36 @@ pub(crate) async fn realistic_source() -> EmulatorHandle {
         .unwrap()
 }
 
+/// An emulator holding nothing but the Secret `vault/db` whose `password` is `plaintext` (the
+/// Secret is returned as created): a source whose only secret value tests can look for.
+pub(crate) async fn source_with_secret(
+    plaintext: &str,
+) -> (EmulatorHandle, k8s_openapi::api::core::v1::Secret) {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let source = Emulator::builder()
+        .fixture(Fixture::Empty)
+        .start()
+        .await
+        .unwrap();
+    let client = source.client().await;
+    let pp = PostParams::default();
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some("vault".into());
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("db".into());
+    secret.data = Some([("password".to_owned(), ByteString(plaintext.into()))].into());
+    let created = Api::<Secret>::namespaced(client, "vault")
+        .create(&pp, &secret)
+        .await
+        .unwrap();
+    (source, created)
+}
+
 /// The spec of a Snapshot of `source` (its kubeconfig inline, cluster `src`).
 pub(crate) fn spec_of(source: &EmulatorHandle) -> SnapshotSpec {
     SnapshotSpec {

@@ -1017,44 +1017,18 @@ async fn diff_masks_user_named_sealed_paths() {
 /// original data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controllers_file_drops_open_sealed_snapshots_with_the_watch_identity_file() {
-    use k8s_openapi::ByteString;
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_openapi::api::core::v1::Secret;
     use k8s_snap::controller::SnapshotSpec;
     use k8s_snap::controller::encryption::EncryptionSpec;
     use kube::Api;
-    use kube::api::PostParams;
     use std::time::Duration;
 
     use crate::controller::{Management, create_snapshot, phase_of, wait_for};
 
     let mgmt = Management::start().await;
-    let source = kube_emulator::Emulator::builder()
-        .fixture(kube_emulator::Fixture::Empty)
-        .start()
-        .await
-        .unwrap();
+    let (source, secret) =
+        crate::controller::source_with_secret("drop-controller-plaintext-93d1").await;
     let target = kube_emulator::Emulator::builder().start().await.unwrap();
-    let client = source.client().await;
-    let pp = PostParams::default();
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some("vault".into());
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &ns)
-        .await
-        .unwrap();
-    let mut secret = Secret::default();
-    secret.metadata.name = Some("db".into());
-    secret.data = Some(
-        [(
-            "password".to_owned(),
-            ByteString(b"drop-controller-plaintext-93d1".to_vec()),
-        )]
-        .into(),
-    );
-    Api::<Secret>::namespaced(client, "vault")
-        .create(&pp, &secret)
-        .await
-        .unwrap();
 
     let (identity, recipient) = k8s_snap::crypt::generate_identity();
     let id_file = mgmt.dir.path().join("watch-identity");

@@ -559,33 +559,12 @@ async fn forbid_skips_an_overlapping_run_and_counts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedules_encryption_seals_the_snapshots_it_takes() {
     use base64::Engine as _;
-    use k8s_openapi::ByteString;
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
     use k8s_snap::controller::SnapshotSpec;
     use k8s_snap::controller::encryption::EncryptionSpec;
 
     let mgmt = Management::start().await;
-    let source = kube_emulator::Emulator::builder()
-        .fixture(kube_emulator::Fixture::Empty)
-        .start()
-        .await
-        .unwrap();
-    let client = source.client().await;
-    let pp = PostParams::default();
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some("vault".into());
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &ns)
-        .await
-        .unwrap();
     let plaintext = "scheduled-secret-plaintext-51c2";
-    let mut secret = Secret::default();
-    secret.metadata.name = Some("db".into());
-    secret.data = Some([("password".to_owned(), ByteString(plaintext.into()))].into());
-    Api::<Secret>::namespaced(client, "vault")
-        .create(&pp, &secret)
-        .await
-        .unwrap();
+    let (source, _) = crate::controller::source_with_secret(plaintext).await;
 
     let (_, recipient) = k8s_snap::crypt::generate_identity();
     let (_, template_recipient) = k8s_snap::crypt::generate_identity();

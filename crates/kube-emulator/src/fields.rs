@@ -1009,18 +1009,22 @@ mod tests {
         assert_eq!(Set::from_json(&j), Some(s));
     }
 
+    /// `manager` applies the Deployment of image `y` (no env) over `first`, at time `t1`.
+    fn reapply(first: &Value, manager: &str, force: bool) -> Result<Value, Conflicts> {
+        apply(
+            &ctx(),
+            Some(first),
+            &deployment("y", false),
+            manager,
+            force,
+            "t1",
+        )
+    }
+
     #[test]
     fn apply_prunes_what_the_manager_dropped() {
         let first = apply(&ctx(), None, &deployment("x", true), "m", false, "t0").unwrap();
-        let second = apply(
-            &ctx(),
-            Some(&first),
-            &deployment("y", false),
-            "m",
-            false,
-            "t1",
-        )
-        .unwrap();
+        let second = reapply(&first, "m", false).unwrap();
         let env = &second["spec"]["template"]["spec"]["containers"][0]["env"];
         assert_eq!(env, &json!([{"name": "A", "value": "1"}]));
         assert_eq!(
@@ -1039,28 +1043,12 @@ mod tests {
     #[test]
     fn conflicts_name_manager_and_path() {
         let first = apply(&ctx(), None, &deployment("x", false), "a", false, "t0").unwrap();
-        let err = apply(
-            &ctx(),
-            Some(&first),
-            &deployment("y", false),
-            "b",
-            false,
-            "t1",
-        )
-        .unwrap_err();
+        let err = reapply(&first, "b", false).unwrap_err();
         assert_eq!(
             err.message(),
             "Apply failed with 1 conflict: conflict with \"a\": .spec.template.spec.containers[name=\"c\"].image"
         );
-        let forced = apply(
-            &ctx(),
-            Some(&first),
-            &deployment("y", false),
-            "b",
-            true,
-            "t1",
-        )
-        .unwrap();
+        let forced = reapply(&first, "b", true).unwrap();
         let mf = forced["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(mf.len(), 2);
     }

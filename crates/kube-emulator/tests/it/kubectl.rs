@@ -47,26 +47,30 @@ fn objects() -> Vec<serde_json::Value> {
     ]
 }
 
-/// No token: kubectl sends credentials only over TLS, and the emulator serves plain HTTP.
-async fn serve(dir: &Path) -> (EmulatorHandle, std::path::PathBuf) {
+/// The emulator with [`objects`] and its kubeconfig in a temp dir (kept with them), or `None`
+/// (the test is skipped) where kubectl is absent. No token: kubectl sends credentials only
+/// over TLS, and the emulator serves plain HTTP.
+async fn serve() -> Option<(tempfile::TempDir, EmulatorHandle, std::path::PathBuf)> {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipping: {KUBECTL} is absent");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::builder()
         .fixture(Fixture::Objects(objects()))
         .start()
         .await
         .unwrap();
-    let kc = dir.join("kubeconfig");
+    let kc = dir.path().join("kubeconfig");
     emu.write_kubeconfig(&kc, "emu").unwrap();
-    (emu, kc)
+    Some((dir, emu, kc))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_reads_the_emulator_like_a_cluster() {
-    if !Path::new(KUBECTL).exists() {
-        eprintln!("skipping: {KUBECTL} is absent");
+    let Some((_dir, emu, kc)) = serve().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (emu, kc) = serve(dir.path()).await;
+    };
     let kc = kc.as_path();
     let resources = ok(kc, &["api-resources"]).await;
     for needle in [
@@ -115,12 +119,9 @@ async fn kubectl_reads_the_emulator_like_a_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_creates_applies_and_waits() {
-    if !Path::new(KUBECTL).exists() {
-        eprintln!("skipping: {KUBECTL} is absent");
+    let Some((dir, emu, kc)) = serve().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (emu, kc) = serve(dir.path()).await;
+    };
     let kc = kc.as_path();
     ok(kc, &["create", "configmap", "cm1", "--from-literal=a=b"]).await;
     let again = kubectl(kc, &["create", "configmap", "cm1"]).await;
@@ -173,12 +174,9 @@ async fn kubectl_creates_applies_and_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_server_side_apply_owns_conflicts_and_prunes() {
-    if !Path::new(KUBECTL).exists() {
-        eprintln!("skipping: {KUBECTL} is absent");
+    let Some((dir, emu, kc)) = serve().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (emu, kc) = serve(dir.path()).await;
+    };
     let kc = kc.as_path();
     let file = dir.path().join("cm.yaml");
     let f = file.to_str().unwrap();
@@ -260,12 +258,9 @@ async fn kubectl_server_side_apply_owns_conflicts_and_prunes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_watch_sees_new_objects() {
-    if !Path::new(KUBECTL).exists() {
-        eprintln!("skipping: {KUBECTL} is absent");
+    let Some((_dir, emu, kc)) = serve().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (emu, kc) = serve(dir.path()).await;
+    };
     let mut child = tokio::process::Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(&kc)
