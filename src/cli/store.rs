@@ -158,6 +158,14 @@ pub async fn push_and_report(
                     .map_or("no new pack".to_string(), |p| format!("pack {p}"))
             )?;
         }
+        if !report.filters_recorded.is_empty() {
+            writeln!(
+                out,
+                "recorded the filters of partial snapshots {} in {}",
+                report.filters_recorded.join(", "),
+                store.describe()
+            )?;
+        }
     }
     Ok(report)
 }

@@ -723,6 +723,29 @@ async fn store_only_partial_snapshots_are_marked() {
     assert_eq!(recorded.exclude_resources, ["secrets"]);
     assert_eq!(m.snapshots["whole"].filter, None);
 
+    // An entry pushed by a release that did not record filters: the next push records it
+    // (nothing else to push), and says so.
+    let mut old = m.clone();
+    old.snapshots.get_mut("part").unwrap().filter = None;
+    let etag = remote.get(MANIFEST_KEY).await.unwrap().etag;
+    remote
+        .put_if_match(MANIFEST_KEY, old.to_bytes(), Some(&etag))
+        .await
+        .unwrap();
+    assert_eq!(
+        manifest(remote.as_ref()).await.snapshots["part"].filter,
+        None
+    );
+    let pushed = crate::support::json_of(&store.run(&a, None, &["push", "-o", "json"]).ok());
+    assert_eq!(
+        pushed["filtersRecorded"],
+        serde_json::json!(["part"]),
+        "{pushed}"
+    );
+    assert_eq!(manifest(remote.as_ref()).await.snapshots, m.snapshots);
+    let again = crate::support::json_of(&store.run(&a, None, &["push", "-o", "json"]).ok());
+    assert!(again.get("filtersRecorded").is_none(), "{again}");
+
     // A fresh data dir: both snapshots are only in the store.
     let b = DataDir::new();
     let table = store.run(&b, None, &["list"]).ok().stdout;

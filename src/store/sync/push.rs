@@ -40,6 +40,10 @@ pub struct PushReport {
     pub objects: u64,
     /// Whether the pack was uploaded by this push (false: the store had it).
     pub uploaded: bool,
+    /// Partial snapshots the store already had, whose entry now records their filter
+    /// (entries pushed by releases before filters were recorded lacked it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters_recorded: Vec<String>,
 }
 
 /// Pushes local snapshots (`names`, or all when empty) that the store lacks: one pack with the
@@ -87,9 +91,17 @@ async fn push_once(
     let (manifest, _) = read_manifest(store).await?;
     let mut report = PushReport::default();
     let mut to_push = Vec::new();
+    let mut backfill = Vec::new();
     for s in selected {
         match manifest.snapshots.get(&s.name) {
-            Some(e) if e.commit == s.commit => report.up_to_date.push(s.name),
+            Some(e) if e.commit == s.commit => {
+                if e.filter.is_none()
+                    && let Some(f) = &s.meta.filter
+                {
+                    backfill.push((s.name.clone(), s.commit.clone(), f.clone()));
+                }
+                report.up_to_date.push(s.name)
+            }
             Some(e) => {
                 return Err(SyncError::Conflict {
                     name: s.name,
@@ -102,6 +114,9 @@ async fn push_once(
         }
     }
     if to_push.is_empty() {
+        if !backfill.is_empty() {
+            report.filters_recorded = record_filters(store, &backfill).await?;
+        }
         return Ok(report);
     }
     // Packs that are missing or truncated in the store (sizes from the manifest): a snapshot
@@ -184,6 +199,7 @@ async fn push_once(
     }
     packs.sort();
     let store_name = store.describe();
+    let mut recorded = Vec::new();
     update_manifest(store, |m| {
         let mut changed = false;
         for d in &deps {
@@ -236,12 +252,55 @@ async fn push_once(
                 }
             }
         }
+        // The closure runs again on the read-back check (and then changes nothing).
+        let set = set_filters(m, &backfill);
+        if !set.is_empty() {
+            recorded = set;
+            changed = true;
+        }
         Ok(changed)
     })
     .await?;
+    report.filters_recorded = recorded;
     report.pushed = to_push.into_iter().map(|s| s.name).collect();
     tracing::info!(pushed = ?report.pushed, "manifest updated");
     Ok(report)
+}
+
+/// A partial snapshot's name, commit and filter, for a store entry lacking the filter.
+type Backfill = (String, CommitId, crate::tree::SnapshotFilter);
+
+/// Records in their store entries the filters of partial snapshots pushed without one (one
+/// manifest update); returns the snapshots whose entry changed.
+async fn record_filters(store: &dyn ObjectStore, backfill: &[Backfill]) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    update_manifest(store, |m| {
+        // The closure runs again on the read-back check (and then changes nothing).
+        let set = set_filters(m, backfill);
+        if set.is_empty() {
+            return Ok(false);
+        }
+        done = set;
+        Ok(true)
+    })
+    .await?;
+    tracing::info!(snapshots = ?done, "filters of partial snapshots recorded in the manifest");
+    Ok(done)
+}
+
+/// Sets the filter of each entry of `backfill` still at the same commit and without one.
+fn set_filters(m: &mut Manifest, backfill: &[Backfill]) -> Vec<String> {
+    let mut done = Vec::new();
+    for (name, commit, filter) in backfill {
+        if let Some(e) = m.snapshots.get_mut(name)
+            && &e.commit == commit
+            && e.filter.is_none()
+        {
+            e.filter = Some(filter.clone());
+            done.push(name.clone());
+        }
+    }
+    done
 }
 
 /// Packs some snapshot of the manifest needs whose `.pack` or `.idx` is missing from the
