@@ -130,6 +130,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // `StatusReasonUnknown` is the empty reason, which a real server omits.
+        if self.reason.is_empty()
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }
@@ -432,6 +438,20 @@ impl State {
         }
         if def.namespaced {
             self.check_namespace(def, ns, &name)?;
+        }
+        // A real server's storage refuses a create carrying a resourceVersion (one that parses
+        // as a non-zero number: "0" and unparsable ones pass) with a plain error, answered as
+        // a 500 without a reason.
+        if !opts.keep_identity
+            && str_of(&body, &["metadata", "resourceVersion"])
+                .parse::<u64>()
+                .is_ok_and(|rv| rv != 0)
+        {
+            return Err(ApiError::new(
+                500,
+                "",
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         // The name a `generateName` gave is validated like a given one (after the namespace's
         // admission, before storage's AlreadyExists, as on a real server).

@@ -799,3 +799,34 @@ async fn object_metadata_is_validated_like_a_real_server() {
         assert!(made.metadata.name.unwrap().starts_with("web-"));
     }
 }
+
+/// A create carrying a resourceVersion is refused by a real server's storage with a plain
+/// error (a 500 without a reason); "0" and unparsable versions are not checked.
+#[tokio::test]
+async fn a_create_with_a_resource_version_is_refused() {
+    let emu = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    let with_rv = |name: &str, rv: &str| {
+        let mut c = crate::cm(name, json!({}));
+        c.metadata.resource_version = Some(rv.into());
+        c
+    };
+    let e = api_err(
+        cms.create(&PostParams::default(), &with_rv("a", "42"))
+            .await,
+    );
+    assert_eq!(e.code, 500);
+    assert_eq!(e.reason, "");
+    assert_eq!(
+        e.message,
+        "resourceVersion should not be set on objects to be created"
+    );
+    assert!(cms.get_opt("a").await.unwrap().is_none());
+    for (name, rv) in [("b", "0"), ("c", "-1")] {
+        let made = cms
+            .create(&PostParams::default(), &with_rv(name, rv))
+            .await
+            .unwrap();
+        assert_ne!(made.metadata.resource_version.as_deref(), Some(rv));
+    }
+}
