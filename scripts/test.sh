@@ -20,28 +20,41 @@ echo "== cargo test (workspace) =="
 cargo test --workspace --locked --all-targets --no-fail-fast --features k8s-snap/failpoints
 
 # The end-to-end tests again against the emulator's profiles of older servers (the run above
-# used the latest), all three at once: each test makes its own emulators on free ports.
-it_bin=$(cargo test --locked --features failpoints --test it --no-run --message-format=json 2>/dev/null |
+# used the latest), all three at once: each test makes its own emulators on free ports; and,
+# beside them, once in their real-cluster mode against two emulator processes
+# (scripts/real-mode.sh: the run must leave both clusters as it found them). The binaries are
+# those the run above built (same arguments, so nothing is rebuilt).
+artifacts=$(cargo test --workspace --locked --all-targets --features k8s-snap/failpoints --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it":
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        t = m["target"]
+        ours = "kube-emulator" not in m["package_id"]
+        if t["name"] == "it" and ours:
+            print("it", m["executable"])
+        elif t["name"] in ("k8s-snap", "kube-emulator") and "bin" in t["kind"] and not m["profile"]["test"]:
+            print(t["name"], m["executable"])')
+artifact() { echo "$artifacts" | awk -v n="$1" '$1 == n { print $2; exit }'; }
+it_bin=$(artifact it)
 logs=$(mktemp -d)
 pids=()
+runs=(1.19 1.22 1.25 real-mode)
 for v in 1.19 1.22 1.25; do
   echo "== end-to-end tests on the emulator's Kubernetes $v profile (in parallel) =="
   KUBE_EMULATOR_SERVER_VERSION=$v "$it_bin" --test-threads 2 >"$logs/$v.log" 2>&1 &
   pids+=($!)
 done
+echo "== end-to-end tests in their real-cluster mode, against two emulator processes (in parallel) =="
+bash scripts/real-mode.sh "$it_bin" "$(artifact k8s-snap)" "$(artifact kube-emulator)" >"$logs/real-mode.log" 2>&1 &
+pids+=($!)
 failed=0
-for i in 0 1 2; do
-  v=(1.19 1.22 1.25)
+for i in 0 1 2 3; do
   if ! wait "${pids[$i]}"; then failed=1; fi
-  echo "== profile ${v[$i]} =="
-  grep -E '^test result|FAILED|panicked' "$logs/${v[$i]}.log" || true
+  echo "== ${runs[$i]} =="
+  grep -E '^test result|FAILED|panicked|left as found|left changes' "$logs/${runs[$i]}.log" || true
 done
 if [ "$failed" != 0 ]; then
-  for v in 1.19 1.22 1.25; do echo "== full log of profile $v =="; cat "$logs/$v.log"; done
+  for r in "${runs[@]}"; do echo "== full log of $r =="; cat "$logs/$r.log"; done
   exit 1
 fi

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::store_support::{Backend, TestStore};
-use crate::support::{DataDir, Run, TestCluster};
+use crate::support::{DataDir, RestoreCleanup, Run, TestCluster};
 
 /// `keygen --out <dir>/<name>`: the identity file and its recipient.
 pub(crate) fn keygen(data: &DataDir, name: &str) -> (PathBuf, String) {
@@ -338,6 +338,7 @@ fn namespaces(list: &serde_json::Value) -> Vec<String> {
 async fn restore_opens_sealed_secrets_only_with_the_identity() {
     let source = TestCluster::source().await;
     let target = TestCluster::target().await;
+    let cleanup = RestoreCleanup::new(&target).await;
     let data = DataDir::new();
     let (identity, recipient) = keygen(&data, "id.txt");
     let (other, other_recipient) = keygen(&data, "other.txt");
@@ -377,9 +378,9 @@ async fn restore_opens_sealed_secrets_only_with_the_identity() {
     );
 
     let mut cmd = data.command(tk);
-    cmd.args(["restore", "s1"])
+    cmd.args(["restore", "s1", "-o", "json"])
         .env("K8S_SNAP_IDENTITY", &identity);
-    crate::support::run(cmd).ok();
+    cleanup.record_run(&crate::support::run(cmd).ok());
     let after = namespaces(&target.get("/api/v1/namespaces").await);
     let created: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
     assert!(!created.is_empty(), "the restore created namespaces");
@@ -406,6 +407,7 @@ async fn restore_opens_sealed_secrets_only_with_the_identity() {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    assert_eq!(cleanup.finish().await, Vec::<String>::new());
 }
 
 /// `rekey` re-encrypts a snapshot for new recipients in the mirror and the store, changing no
@@ -415,6 +417,7 @@ async fn restore_opens_sealed_secrets_only_with_the_identity() {
 async fn rekey_moves_snapshots_to_new_recipients() {
     let source = TestCluster::source().await;
     let target = TestCluster::target().await;
+    let cleanup = RestoreCleanup::new(&target).await;
     let data = DataDir::new();
     let (old_id, old_r) = keygen(&data, "old.txt");
     let (new_id, new_r) = keygen(&data, "new.txt");
@@ -510,7 +513,7 @@ async fn rekey_moves_snapshots_to_new_recipients() {
     assert!(r.stderr.contains(&new_r), "{}", r.stderr);
     data.run(tk, &["plan", "s2", "--identity", old_id.to_str().unwrap()])
         .ok();
-    fresh
+    let restored = fresh
         .run(
             tk,
             &[
@@ -520,19 +523,23 @@ async fn rekey_moves_snapshots_to_new_recipients() {
                 "s1",
                 "--identity",
                 new_id.to_str().unwrap(),
+                "-o",
+                "json",
             ],
         )
         .ok();
-    if source.is_real() {
-        return; // the fixture's Secret below exists on the emulator only
+    cleanup.record_run(&restored);
+    // The fixture's Secret exists on the emulator only.
+    if !source.is_real() {
+        let src = source
+            .get("/api/v1/namespaces/shop/secrets/api-credentials")
+            .await;
+        let t = target
+            .get("/api/v1/namespaces/shop/secrets/api-credentials")
+            .await;
+        assert_eq!(t["data"], src["data"]);
     }
-    let src = source
-        .get("/api/v1/namespaces/shop/secrets/api-credentials")
-        .await;
-    let t = target
-        .get("/api/v1/namespaces/shop/secrets/api-credentials")
-        .await;
-    assert_eq!(t["data"], src["data"]);
+    assert_eq!(cleanup.finish().await, Vec::<String>::new());
 }
 
 /// The controller (issue 18): a Snapshot CR whose `spec.encryption` names a Secret holding the
@@ -708,6 +715,7 @@ async fn the_controller_seals_snapshots_and_opens_them_with_an_identity_secret()
 async fn user_named_paths_are_sealed_and_restored() {
     let source = TestCluster::source().await;
     let target = TestCluster::target().await;
+    let cleanup = RestoreCleanup::new(&target).await;
     let sk = Some(source.kubeconfig.as_path());
     let ns = source.namespace("encpath").await;
     let password = "cm-password-value-0123";
@@ -807,11 +815,20 @@ async fn user_named_paths_are_sealed_and_restored() {
             .await,
         "nothing written"
     );
-    data.run(
-        tk,
-        &["restore", "s2", "--identity", identity.to_str().unwrap()],
-    )
-    .ok();
+    let run = data
+        .run(
+            tk,
+            &[
+                "restore",
+                "s2",
+                "--identity",
+                identity.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+        )
+        .ok();
+    cleanup.record_run(&run);
     let restored = target
         .get(&format!("/api/v1/namespaces/{ns}/configmaps/app"))
         .await;
@@ -858,6 +875,7 @@ async fn user_named_paths_are_sealed_and_restored() {
         shown.contains(live_password) && shown.contains(password),
         "{shown}"
     );
+    assert_eq!(cleanup.finish().await, Vec::<String>::new());
 }
 
 /// `diff`, `show` and `log --patch` mask the fields `--encrypt-path` seals (recorded in
