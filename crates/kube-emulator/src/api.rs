@@ -527,6 +527,23 @@ impl State {
             .unwrap_or(out))
     }
 
+    /// The 422 of an Event a real server refuses at the version it was sent to (`def`).
+    pub fn check_event_create(&self, def: &ResourceDef, body: &Value) -> Result<(), ApiError> {
+        if def.plural != "events" || !(def.group.is_empty() || def.group == "events.k8s.io") {
+            return Ok(());
+        }
+        let minor = self.config.server_version.minor();
+        let causes = crate::events::check_create(&def.group, &def.version, body, minor);
+        if causes.is_empty() {
+            return Ok(());
+        }
+        let name = match str_of(body, &["metadata", "name"]) {
+            "" => str_of(body, &["metadata", "generateName"]),
+            n => n,
+        };
+        Err(ApiError::invalid_causes(def, name, &causes))
+    }
+
     /// Kind-specific defaulting and validation before a create is stored.
     fn prepare_create(
         &mut self,

@@ -18,6 +18,7 @@
 mod api;
 mod catalog;
 mod convert;
+mod events;
 mod faults;
 mod fields;
 pub mod fixtures;

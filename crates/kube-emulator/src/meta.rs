@@ -205,6 +205,11 @@ fn qualified_name_errors(s: &str, t: &Texts) -> Vec<String> {
     errs
 }
 
+/// `IsQualifiedName` in the texts of a server of minor version `minor`.
+pub(crate) fn qualified_name_errors_for(s: &str, minor: u32) -> Vec<String> {
+    qualified_name_errors(s, &texts(minor))
+}
+
 /// `IsValidLabelValue`.
 fn label_value_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();

@@ -556,11 +556,15 @@ async fn resource(
                 v["status"] = json!({"allowed": true, "authenticated": true});
                 return Ok(json_value(201, &v));
             }
-            let v = match &view {
-                Some(view) => view.to_storage(v)?,
-                None => v,
-            };
-            let out = write(sh, |st| st.create(sdef, &ns, v, &opts))?;
+            let out = write(sh, |st| {
+                // Events are checked at the version they were sent to (v1 is strict).
+                st.check_event_create(def, &v)?;
+                let v = match &view {
+                    Some(view) => view.to_storage(v)?,
+                    None => v,
+                };
+                st.create(sdef, &ns, v, &opts)
+            })?;
             Ok(json_value(201, &served(&view, out)))
         }
         (Method::PUT, Some(name), sub) => {

@@ -830,3 +830,72 @@ async fn a_create_with_a_resource_version_is_refused() {
         assert_ne!(made.metadata.resource_version.as_deref(), Some(rv));
     }
 }
+
+/// Events are validated as `ValidateEventCreate` does: an `events.k8s.io/v1` Event with a
+/// note over 1024 bytes, or without the fields v1 requires, is refused with a 422 naming the
+/// fields (in their core names); the same through `v1beta1` passes the strict checks.
+#[tokio::test]
+async fn events_are_validated_at_the_version_they_are_sent_to() {
+    // 1.22 serves events.k8s.io v1 and v1beta1.
+    let emu = Emulator::builder()
+        .server_version(kube_emulator::ServerVersion::V1_22)
+        .start()
+        .await
+        .unwrap();
+    let c = emu.client().await;
+    let api = |version: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            c.clone(),
+            "default",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("events.k8s.io", version, "Event"),
+                "events",
+            ),
+        )
+    };
+    let event = |version: &str, name: &str, note: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": format!("events.k8s.io/{version}"), "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "eventTime": "2026-01-01T00:00:00.000000Z", "type": "Warning",
+            "reason": "Failed", "action": "Reconcile", "note": note,
+            "reportingController": "k8s-snap", "reportingInstance": "k8s-snap-0",
+            "regarding": {"kind": "ConfigMap", "namespace": "default", "name": "x"}
+        }))
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    api("v1")
+        .create(&pp, &event("v1", "ok", &"n".repeat(1024)))
+        .await
+        .unwrap();
+    let e = api_err(
+        api("v1")
+            .create(&pp, &event("v1", "long", &"n".repeat(1025)))
+            .await,
+    );
+    assert_eq!(e.code, 422);
+    assert_eq!(
+        e.message,
+        "Event.events.k8s.io \"long\" is invalid: message: Invalid value: \"\": can have at most 1024 characters"
+    );
+    let mut bare = event("v1", "bare", "x");
+    bare.data["type"] = json!("Info");
+    bare.data.as_object_mut().unwrap().remove("eventTime");
+    let e = api_err(api("v1").create(&pp, &bare).await);
+    assert!(
+        e.message.contains("eventTime: Required value"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("type: Invalid value: \"\": has invalid value: Info"),
+        "{}",
+        e.message
+    );
+    // v1beta1 keeps the legacy checks only.
+    let mut old = event("v1beta1", "old", "x");
+    old.data["type"] = json!("Info");
+    api("v1beta1").create(&pp, &old).await.unwrap();
+}
