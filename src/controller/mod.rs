@@ -440,15 +440,10 @@ impl Context {
         note: &str,
     ) {
         let recorder = self.recorder.clone();
-        // An Event note holds at most 1 kB.
-        let mut cut = note.len().min(1000);
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
         let event = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(note[..cut].to_string()),
+            note: Some(event_note(note).to_string()),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -458,6 +453,19 @@ impl Context {
             }
         });
     }
+}
+
+/// Event notes are cut to this many bytes: a real server refuses a note over 1024
+/// (`NoteLengthLimit`; the emulator too).
+const EVENT_NOTE_BYTES: usize = 1000;
+
+/// `note` cut to [`EVENT_NOTE_BYTES`] at a character boundary.
+fn event_note(note: &str) -> &str {
+    let mut cut = note.len().min(EVENT_NOTE_BYTES);
+    while !note.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &note[..cut]
 }
 
 /// Consecutive reconcile failures per object: the retry delay doubles from 5 s up to 5 min,
@@ -816,4 +824,16 @@ where
         .await
         .map_err(|e| ControllerError::kube(format!("reading {kind} {name}"), e))?;
     Ok(obj.filter(|o| o.meta().deletion_timestamp.is_none()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_notes_fit_a_real_servers_limit_at_a_character_boundary() {
+        assert_eq!(super::event_note("short"), "short");
+        let long = "é".repeat(700); // 1400 bytes
+        let cut = super::event_note(&long);
+        assert!(cut.len() <= 1000 && cut.len() >= 999, "{}", cut.len());
+        assert!(long.starts_with(cut));
+    }
 }
