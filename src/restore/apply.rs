@@ -146,6 +146,20 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
     let serialized = match item.action {
         Action::Update => {
             let mut b = body.value();
+            // A Service keeps what the target allocated it (a PUT replaces the whole object,
+            // and a server before 1.20 refuses one without the clusterIP it has).
+            let target = item.target_path();
+            if target.group().is_empty() && target.resource() == "services" {
+                match cluster.get_json::<Value>(target.as_str()).await {
+                    Ok(live) => super::plan::keep_allocated_service_fields(&mut b, &live),
+                    Err(e) => {
+                        return Outcome::Failed(failed_entry(
+                            item.path.as_str(),
+                            &failure_message(&e),
+                        ));
+                    }
+                }
+            }
             if let (Some(meta), Some(rv)) = (
                 b.get_mut("metadata").and_then(Value::as_object_mut),
                 &item.live_resource_version,

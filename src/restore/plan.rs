@@ -800,6 +800,54 @@ pub(crate) fn summarize(items: &[PlanItem], num_snapshot_contents: u64) -> PlanS
     s
 }
 
+/// Copies into a Service `body` about to replace `live` what the target allocated and the body
+/// leaves unset: `clusterIP`/`clusterIPs` (and their IP families), `healthCheckNodePort`, and
+/// each port's `nodePort` (matched by port and protocol). The object's resourceVersion stays
+/// the planned one, so a Service that changed since the plan is still refused.
+pub(crate) fn keep_allocated_service_fields(body: &mut Value, live: &Value) {
+    let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let live_spec = &live["spec"];
+    let unset = |spec: &serde_json::Map<String, Value>, f: &str| {
+        spec.get(f).is_none_or(|v| v.is_null() || v == "")
+    };
+    for f in [
+        "clusterIP",
+        "clusterIPs",
+        "ipFamilies",
+        "ipFamilyPolicy",
+        "healthCheckNodePort",
+    ] {
+        if unset(spec, f) && !live_spec[f].is_null() {
+            spec.insert(f.to_string(), live_spec[f].clone());
+        }
+    }
+    let key = |p: &Value| {
+        (
+            p["port"].as_i64(),
+            p["protocol"].as_str().unwrap_or("TCP").to_string(),
+        )
+    };
+    let live_ports = live_spec["ports"].as_array().cloned().unwrap_or_default();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if !p["nodePort"].is_null() {
+                continue;
+            }
+            if let Some(np) = live_ports
+                .iter()
+                .find(|l| key(l) == key(p))
+                .map(|l| l["nodePort"].clone())
+                .filter(|np| !np.is_null())
+                && let Some(o) = p.as_object_mut()
+            {
+                o.insert("nodePort".into(), np);
+            }
+        }
+    }
+}
+
 /// The body of a server-side diff's `dryRun=All` PUT: the tree object at the live object's
 /// resourceVersion, with the immutable fields the server generated and a restore dropped
 /// (a Job's selector and generated template labels) taken from the live object.
@@ -832,6 +880,18 @@ pub(crate) fn prepare_dry_run_update(body: &mut Value, live: &Value) {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    // What the target allocated a Service (a server before 1.20 refuses an update without
+    // its clusterIP; a later one would allocate node ports anew).
+    if kind == "Service" {
+        keep_allocated_service_fields(body, live);
+    }
+    // The server manages a ServiceAccount's `secrets` (token Secrets before 1.24; the local
+    // comparison ignores them too): the dry run keeps the live list.
+    if kind == "ServiceAccount"
+        && let (Some(b), Some(secrets)) = (body.as_object_mut(), live.get("secrets"))
+    {
+        b.insert("secrets".into(), secrets.clone());
+    }
     // A bound PV's claimRef carries the claim's uid, which a restore dropped.
     if kind == "PersistentVolume"
         && let (Some(b), Some(l)) = (
@@ -982,6 +1042,31 @@ mod tests {
     use crate::restore::rules::tests::obj;
     use crate::restore::rules::{RuleOptions, SnapshotObject, select};
     use serde_json::json;
+
+    #[test]
+    fn a_replaced_service_keeps_what_the_target_allocated() {
+        let live = serde_json::json!({"spec": {"clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"],
+            "ipFamilies": ["IPv4"], "type": "NodePort",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080},
+                      {"port": 53, "protocol": "UDP", "nodePort": 30053}]}});
+        let mut body = serde_json::json!({"spec": {"type": "NodePort", "ports": [
+            {"port": 80}, {"port": 53, "protocol": "UDP", "nodePort": 31111}, {"port": 9}]}});
+        super::keep_allocated_service_fields(&mut body, &live);
+        assert_eq!(body["spec"]["clusterIP"], "10.96.0.7");
+        assert_eq!(body["spec"]["clusterIPs"], serde_json::json!(["10.96.0.7"]));
+        assert_eq!(body["spec"]["ipFamilies"], serde_json::json!(["IPv4"]));
+        let ports = &body["spec"]["ports"];
+        assert_eq!(ports[0]["nodePort"], 30080);
+        assert_eq!(
+            ports[1]["nodePort"], 31111,
+            "a nodePort the body names is kept"
+        );
+        assert!(ports[2].get("nodePort").is_none());
+        // A headless Service's "None" is the body's own value.
+        let mut headless = serde_json::json!({"spec": {"clusterIP": "None"}});
+        super::keep_allocated_service_fields(&mut headless, &live);
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+    }
 
     #[test]
     fn exact_maps_and_list_lengths_are_differences() {

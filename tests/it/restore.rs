@@ -345,7 +345,7 @@ async fn unsupported_kinds_fail_clearly_and_the_rest_is_restored() {
     // The CRDs stay behind, so B does not serve their custom resources.
     std::fs::write(
         &pref,
-        format!("{PREFERENCE}  overwriteApiPathes: [\"/api/v1/namespaces/shop/configmaps\"]\n")
+        format!("{PREFERENCE}  overwriteApiPathes: [\"/api/v1/namespaces/shop/configmaps\", \"/api/v1/namespaces/shop/services/frontend\"]\n")
             .replace(
                 "  excludeApiPathes:\n",
                 "  excludeApiPathes:\n  - /apis/apiextensions.k8s.io\n",
@@ -417,7 +417,16 @@ async fn unsupported_kinds_fail_clearly_and_the_rest_is_restored() {
     b.get("/apis/apps/v1/namespaces/shop/deployments/api").await;
     b.get("/api/v1/namespaces/blog/secrets/wordpress-db").await;
 
-    // overwriteApiPathes: a changed ConfigMap under it is planned as update and PUT back.
+    // overwriteApiPathes: a changed ConfigMap and a changed Service under it are planned as
+    // updates and PUT back (the Service keeps the clusterIP the target gave it: a server
+    // before 1.20 refuses an update without it).
+    let svc = "/api/v1/namespaces/shop/services/frontend";
+    let live_svc = b.get(svc).await;
+    b.merge_patch(
+        svc,
+        &json!({"metadata": {"labels": {"changed": "on-the-target"}}}),
+    )
+    .await;
     let path = "/api/v1/namespaces/shop/configmaps/frontend-config";
     let original = b.get(path).await;
     let key = original["data"]
@@ -462,11 +471,13 @@ async fn unsupported_kinds_fail_clearly_and_the_rest_is_restored() {
         // The unsupported kinds still fail: exit 1, with the status printed.
         .exit_code(1),
     );
-    assert!(
-        strings(&status["updated"]).contains(&path.to_string()),
-        "{status}"
-    );
+    let updated = strings(&status["updated"]);
+    assert!(updated.contains(&path.to_string()), "{status}");
+    assert!(updated.contains(&svc.to_string()), "{status}");
     assert_eq!(b.get(path).await["data"], original["data"]);
+    let now = b.get(svc).await;
+    assert!(now["metadata"]["labels"].get("changed").is_none(), "{now}");
+    assert_eq!(now["spec"]["clusterIP"], live_svc["spec"]["clusterIP"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,8 +245,19 @@ async fn plan_json(data: &DataDir, kb: &std::path::Path, pref: &str, extra: &[&s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_on_the_target_is_found_locally_and_by_a_server_side_diff() {
-    let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
-    let target = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
+    drift_is_found(ServerVersion::Latest).await;
+}
+
+/// The same on a v1.19 server, which refuses an update of a Service without its clusterIP:
+/// the server-side diff's dry runs carry what the target allocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_found_by_a_server_side_diff_on_a_1_19_server() {
+    drift_is_found(ServerVersion::V1_19).await;
+}
+
+async fn drift_is_found(v: ServerVersion) {
+    let source = TestCluster::emulated_at(v, Fixture::Realistic).await;
+    let target = TestCluster::emulated_at(v, Fixture::Empty).await;
     let data = DataDir::new();
     data.run(
         Some(&source.kubeconfig),

@@ -789,6 +789,35 @@ impl State {
             body["spec"] = json!({});
         }
         let owner: ObjKey = (ns.to_string(), name.to_string());
+        // Before 1.20 an update must carry the Service's clusterIP unchanged (`kubectl replace`
+        // without it fails: kubernetes#91459); 1.20 and later take it from the old object.
+        if let Some(old) = old
+            && self.config.server_version.minor() < 20
+        {
+            let ty = |v: &Value| {
+                v["spec"]["type"]
+                    .as_str()
+                    .unwrap_or("ClusterIP")
+                    .to_string()
+            };
+            let old_ip = old["spec"]["clusterIP"].as_str().unwrap_or_default();
+            let new_ip = body["spec"]["clusterIP"].as_str().unwrap_or_default();
+            if ty(body) != "ExternalName"
+                && ty(old) != "ExternalName"
+                && !old_ip.is_empty()
+                && new_ip != old_ip
+            {
+                return Err(ApiError::invalid(
+                    def,
+                    name,
+                    "spec.clusterIP",
+                    format!(
+                        "Invalid value: {}: field is immutable",
+                        serde_json::to_string(new_ip).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
         if let Some(old) = old {
             for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
                 if body["spec"][f].is_null() && !old["spec"][f].is_null() {
