@@ -651,3 +651,54 @@ async fn diff_pairs_an_object_stored_under_another_version_and_shows_an_exact_pa
         "{all:?}"
     );
 }
+
+/// Onto an older server: a snapshot of the latest release's realistic cluster restores onto a
+/// v1.19 server with nothing failed, the kinds 1.19 serves only at older versions converted
+/// (a `batch/v1` CronJob to `batch/v1beta1`, a `policy/v1` PodDisruptionBudget to
+/// `policy/v1beta1`, an `autoscaling/v2` HorizontalPodAutoscaler to `autoscaling/v1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
+    let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
+    let target = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    let data = DataDir::new();
+    data.run(Some(&source.kubeconfig), &["snapshot", "s", "--no-push"])
+        .ok();
+    let pref_path = data.path().join("pref.yaml");
+    std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
+    let pref = pref_path.to_str().unwrap();
+    let kb = target.kubeconfig.as_path();
+    let plan = plan_json(&data, kb, pref, &[]).await;
+    assert_eq!(plan["summary"]["unsupported"], 0, "{}", plan["summary"]);
+    let restored = crate::restore::k8s_snap(
+        &data,
+        Some(kb),
+        &["restore", "s", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let status: Value = serde_json::from_str(&restored.stdout).unwrap();
+    assert_eq!(status["numFailed"], 0, "{status}");
+    assert!(status["numCreated"].as_u64().unwrap() > 20, "{status}");
+    for (path, api_version) in [
+        (
+            "/apis/batch/v1beta1/namespaces/shop/cronjobs/nightly-report",
+            "batch/v1beta1",
+        ),
+        (
+            "/apis/policy/v1beta1/namespaces/shop/poddisruptionbudgets/frontend",
+            "policy/v1beta1",
+        ),
+        (
+            "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers/api",
+            "autoscaling/v1",
+        ),
+    ] {
+        assert_eq!(target.get(path).await["apiVersion"], api_version, "{path}");
+    }
+    // Planned again, by either method: everything exists, nothing differs.
+    for extra in [&[][..], &["--server-side-diff"][..]] {
+        let again = plan_json(&data, kb, pref, extra).await;
+        assert_eq!(again["summary"]["toCreate"], 0, "{}", again["summary"]);
+        assert_eq!(again["summary"]["differs"], 0, "{extra:?}: {again}");
+    }
+}
