@@ -146,18 +146,15 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
     let serialized = match item.action {
         Action::Update => {
             let mut b = body.value();
-            // A Service keeps what the target allocated it (a PUT replaces the whole object,
-            // and a server before 1.20 refuses one without the clusterIP it has).
-            let target = item.target_path();
-            if target.group().is_empty() && target.resource() == "services" {
-                match cluster.get_json::<Value>(target.as_str()).await {
-                    Ok(live) => super::plan::keep_allocated_service_fields(&mut b, &live),
-                    Err(e) => {
-                        return Outcome::Failed(failed_entry(
-                            item.path.as_str(),
-                            &failure_message(&e),
-                        ));
-                    }
+            // The PUT replaces the whole object: it keeps what the target generated and a
+            // restore dropped (a Job's selector and labels, a Service's clusterIP and node
+            // ports, ...), as the server-side diff's dry run does; servers refuse changes to
+            // those immutable fields. The resourceVersion stays the planned one (set below),
+            // so an object that changed since the plan is still refused.
+            match cluster.get_json::<Value>(item.target_path().as_str()).await {
+                Ok(live) => super::plan::prepare_dry_run_update(&mut b, &live),
+                Err(e) => {
+                    return Outcome::Failed(failed_entry(item.path.as_str(), &failure_message(&e)));
                 }
             }
             if let (Some(meta), Some(rv)) = (

@@ -848,9 +848,10 @@ pub(crate) fn keep_allocated_service_fields(body: &mut Value, live: &Value) {
     }
 }
 
-/// The body of a server-side diff's `dryRun=All` PUT: the tree object at the live object's
-/// resourceVersion, with the immutable fields the server generated and a restore dropped
-/// (a Job's selector and generated template labels) taken from the live object.
+/// The body of a PUT of the tree object onto `live` (a server-side diff's `dryRun=All` one, or
+/// an `update`): at the live object's resourceVersion, with the fields the server generated
+/// and a restore dropped (a Job's selector and generated template labels, a Service's
+/// allocations, ...) taken from the live object.
 pub(crate) fn prepare_dry_run_update(body: &mut Value, live: &Value) {
     if let Some(rv) = live.pointer("/metadata/resourceVersion") {
         body["metadata"]["resourceVersion"] = rv.clone();

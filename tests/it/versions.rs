@@ -130,7 +130,7 @@ async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fi
         .post(
             &format!("/apis/batch/v1/namespaces/{ns}/jobs"),
             &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
-                "spec": {"template": {"metadata": {"labels": {"app": "once"}}, "spec": {
+                "spec": {"parallelism": 1, "template": {"metadata": {"labels": {"app": "once"}}, "spec": {
                     "restartPolicy": "Never", "serviceAccountName": "worker",
                     "containers": [{"name": "c", "image": "busybox:1.36"}]}}}}),
         )
@@ -208,6 +208,32 @@ async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fi
     }
     assert_eq!(plan["summary"]["toCreate"], 0, "{plan}");
     assert_eq!(plan["summary"]["differs"], 0, "{plan}");
+
+    // Overwritten (`overwriteApiPathes`) after a change on the target: the PUT keeps the
+    // selector and labels the target generated (a Job's selector and template are immutable).
+    let job_path = format!("/apis/batch/v1/namespaces/{ns}/jobs/once");
+    target
+        .merge_patch(&job_path, &json!({"spec": {"parallelism": 3}}))
+        .await;
+    std::fs::write(
+        &pref_path,
+        format!("{}  overwriteApiPathes: [{job_path}]\n", only(&ns)),
+    )
+    .unwrap();
+    let overwritten = crate::restore::k8s_snap(
+        &data,
+        kb,
+        &["restore", "s", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let status: Value = serde_json::from_str(&overwritten.stdout).unwrap();
+    assert_eq!(status["numFailed"], 0, "{status}");
+    assert_eq!(status["updated"], json!([job_path]), "{status}");
+    let after = target.get(&job_path).await;
+    assert_eq!(after["spec"]["parallelism"], 1, "{after}");
+    assert_eq!(after["spec"]["selector"], job["spec"]["selector"]);
+    assert_eq!(after["metadata"]["uid"], uid);
 }
 
 const EXCLUDE_SYSTEM: &str = "apiVersion: clustersnapshot.rywt.io/v1alpha1

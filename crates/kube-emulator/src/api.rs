@@ -1146,6 +1146,12 @@ impl State {
         if def.group.is_empty() && def.plural == "services" && sub.is_none() {
             self.prepare_service(def, ns, name, &mut new, Some(&old), opts.dry_run)?;
         }
+        if def.group == "batch" && def.plural == "jobs" && sub.is_none() {
+            let causes = crate::jobs::check_update(&new, &old);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid_causes(def, name, &causes));
+            }
+        }
         if def.group.is_empty() && def.plural == "namespaces" {
             new["spec"] = old["spec"].clone();
             let m = meta(&mut new);

@@ -4,6 +4,9 @@
 //! (422) a create whose template labels or selector carry other values (a Job copied from
 //! another cluster keeps its old uid there).
 //!
+//! An update may change neither `spec.selector` nor `spec.template` (`ValidateJobSpecUpdate`:
+//! both immutable), so a Job replaced without the generated selector and labels is refused.
+//!
 //! Owns only that defaulting and validation; must not touch storage.
 
 use serde_json::{Value, json};
@@ -14,6 +17,27 @@ const LEGACY_UID: &str = "controller-uid";
 const LEGACY_NAME: &str = "job-name";
 const UID: &str = "batch.kubernetes.io/controller-uid";
 const NAME: &str = "batch.kubernetes.io/job-name";
+
+/// The causes of a 422 for updating Job `old` to `new`: a changed selector or template.
+pub(crate) fn check_update(new: &Value, old: &Value) -> Vec<crate::schema::Cause> {
+    let mut causes = Vec::new();
+    for field in ["selector", "template"] {
+        let (n, o) = (&new["spec"][field], &old["spec"][field]);
+        if n != o {
+            let shown = if n.is_null() {
+                "\"null\"".to_string()
+            } else {
+                n.to_string()
+            };
+            causes.push(crate::schema::Cause {
+                reason: "FieldValueInvalid",
+                field: format!("spec.{field}"),
+                message: format!("Invalid value: {shown}: field is immutable"),
+            });
+        }
+    }
+    causes
+}
 
 /// Generates the selector and labels of a new Job and validates them. `batch_labels`: the
 /// `batch.kubernetes.io/` labels of 1.27+ are generated (and selected) too.
@@ -219,5 +243,31 @@ mod tests {
         );
         manual["spec"]["manualSelector"] = json!(true);
         prepare_create(&mut manual, "once", false).unwrap();
+    }
+
+    #[test]
+    fn an_update_keeps_selector_and_template() {
+        let old = job(json!({"app": "x", "controller-uid": "u"}), None);
+        let mut old = old;
+        old["spec"]["selector"] = json!({"matchLabels": {"controller-uid": "u"}});
+        let mut same = old.clone();
+        same["spec"]["parallelism"] = json!(3);
+        assert!(check_update(&same, &old).is_empty());
+        let mut dropped = old.clone();
+        dropped["spec"].as_object_mut().unwrap().remove("selector");
+        dropped["spec"]["template"]["metadata"]["labels"] = json!({"app": "x"});
+        let texts: Vec<String> = check_update(&dropped, &old)
+            .iter()
+            .map(|c| c.text())
+            .collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert_eq!(
+            texts[0],
+            "spec.selector: Invalid value: \"null\": field is immutable"
+        );
+        assert!(
+            texts[1].starts_with("spec.template: Invalid value: {"),
+            "{texts:?}"
+        );
     }
 }
