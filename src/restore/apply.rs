@@ -152,7 +152,10 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
             // those immutable fields. The resourceVersion stays the planned one (set below),
             // so an object that changed since the plan is still refused.
             match cluster.get_json::<Value>(item.target_path().as_str()).await {
-                Ok(live) => super::plan::prepare_dry_run_update(&mut b, &live),
+                Ok(live) => {
+                    super::plan::prepare_dry_run_update(&mut b, &live);
+                    keep_claim_spec(&mut b, &live);
+                }
                 Err(e) => {
                     return Outcome::Failed(failed_entry(item.path.as_str(), &failure_message(&e)));
                 }
@@ -194,6 +197,25 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
             tracing::warn!(path = %item.path, error = %failure_message(&e), "restore of an object failed");
             Outcome::Failed(failed_entry(item.path.as_str(), &failure_message(&e)))
         }
+    }
+}
+
+/// A PersistentVolumeClaim's spec cannot change after creation but for a bound claim's
+/// `resources.requests`: an overwrite keeps the live spec (what the target defaulted and
+/// bound included) with the body's requests, and changes the claim's metadata.
+fn keep_claim_spec(body: &mut Value, live: &Value) {
+    if body.get("kind").and_then(Value::as_str) != Some("PersistentVolumeClaim") {
+        return;
+    }
+    let Some(live_spec) = live.get("spec") else {
+        return;
+    };
+    let requests = body.pointer("/spec/resources/requests").cloned();
+    body["spec"] = live_spec.clone();
+    if let Some(r) = requests
+        && live.pointer("/status/phase").and_then(Value::as_str) == Some("Bound")
+    {
+        body["spec"]["resources"]["requests"] = r;
     }
 }
 
@@ -378,4 +400,30 @@ pub async fn apply(cluster: &Cluster, plan: &Plan, opts: &ApplyOptions) -> Apply
         .ok()
         .map(|t| t.to_string());
     ApplyReport { status, warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn an_overwritten_claim_keeps_its_live_spec_but_for_a_bound_claims_requests() {
+        let live = json!({"kind": "PersistentVolumeClaim", "status": {"phase": "Bound"},
+            "spec": {"volumeName": "pv-1", "storageClassName": "fast",
+                "resources": {"requests": {"storage": "1Gi"}}}});
+        let mut body = json!({"kind": "PersistentVolumeClaim", "metadata": {"labels": {"a": "b"}},
+            "spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "2Gi"}}}});
+        super::keep_claim_spec(&mut body, &live);
+        assert_eq!(body["spec"]["volumeName"], "pv-1");
+        assert_eq!(body["spec"]["resources"]["requests"]["storage"], "2Gi");
+        assert_eq!(body["metadata"]["labels"]["a"], "b");
+        let mut pending = live.clone();
+        pending["status"]["phase"] = json!("Pending");
+        let mut body2 = body.clone();
+        super::keep_claim_spec(&mut body2, &pending);
+        assert_eq!(body2["spec"]["resources"]["requests"]["storage"], "1Gi");
+        let mut cm = json!({"kind": "ConfigMap", "spec": 1});
+        super::keep_claim_spec(&mut cm, &live);
+        assert_eq!(cm["spec"], 1);
+    }
 }

@@ -899,3 +899,40 @@ async fn events_are_validated_at_the_version_they_are_sent_to() {
     old.data["type"] = json!("Info");
     api("v1beta1").create(&pp, &old).await.unwrap();
 }
+
+/// A PersistentVolumeClaim's spec is immutable after creation (a bound claim's requests
+/// excepted): an update changing it gets the real 422, one changing only metadata passes.
+#[tokio::test]
+async fn a_claims_spec_is_immutable() {
+    use kube::api::{Patch, PatchParams};
+    let emu = start().await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(emu.client().await, "default");
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast",
+            "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    let e = api_err(
+        pvcs.patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"storageClassName": "slow"}})),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message.ends_with("spec: Forbidden: spec is immutable after creation except resources.requests for bound claims"),
+        "{}",
+        e.message
+    );
+    pvcs.patch(
+        "data",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+    )
+    .await
+    .unwrap();
+}
