@@ -155,15 +155,7 @@ async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fi
     std::fs::write(&pref_path, only(&ns)).unwrap();
     let pref = pref_path.to_str().unwrap();
     let kb = Some(target.kubeconfig.as_path());
-    let restored = crate::restore::k8s_snap(
-        &data,
-        kb,
-        &["restore", "s", "--preference", pref, "-o", "json"],
-    )
-    .await
-    .ok();
-    let status: Value = serde_json::from_str(&restored.stdout).unwrap();
-    assert_eq!(status["numFailed"], 0, "{status}");
+    restored(&data, &target.kubeconfig, pref).await;
 
     let job = target
         .get(&format!("/apis/batch/v1/namespaces/{ns}/jobs/once"))
@@ -220,15 +212,7 @@ async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fi
         format!("{}  overwriteApiPathes: [{job_path}]\n", only(&ns)),
     )
     .unwrap();
-    let overwritten = crate::restore::k8s_snap(
-        &data,
-        kb,
-        &["restore", "s", "--preference", pref, "-o", "json"],
-    )
-    .await
-    .ok();
-    let status: Value = serde_json::from_str(&overwritten.stdout).unwrap();
-    assert_eq!(status["numFailed"], 0, "{status}");
+    let status = restored(&data, &target.kubeconfig, pref).await;
     assert_eq!(status["updated"], json!([job_path]), "{status}");
     let after = target.get(&job_path).await;
     assert_eq!(after["spec"]["parallelism"], 1, "{after}");
@@ -260,6 +244,20 @@ async fn put(cluster: &TestCluster, path: &str, body: &Value) {
         )
         .await
         .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+}
+
+/// `restore s --preference PREF -o json` onto `kb`: its status, which must name no failure.
+async fn restored(data: &DataDir, kb: &std::path::Path, pref: &str) -> Value {
+    let run = crate::restore::k8s_snap(
+        data,
+        Some(kb),
+        &["restore", "s", "--preference", pref, "-o", "json"],
+    )
+    .await
+    .ok();
+    let status: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status["numFailed"], 0, "{status}");
+    status
 }
 
 async fn plan_json(data: &DataDir, kb: &std::path::Path, pref: &str, extra: &[&str]) -> Value {
@@ -294,15 +292,7 @@ async fn drift_is_found(v: ServerVersion) {
     std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
     let pref = pref_path.to_str().unwrap();
     let kb = target.kubeconfig.as_path();
-    let restored = crate::restore::k8s_snap(
-        &data,
-        Some(kb),
-        &["restore", "s", "--preference", pref, "-o", "json"],
-    )
-    .await
-    .ok();
-    let status: Value = serde_json::from_str(&restored.stdout).unwrap();
-    assert_eq!(status["numFailed"], 0, "{status}");
+    restored(&data, kb, pref).await;
 
     // A fresh restore: nothing differs, by either method.
     for extra in [&[][..], &["--server-side-diff"][..]] {
@@ -695,15 +685,7 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
     let kb = target.kubeconfig.as_path();
     let plan = plan_json(&data, kb, pref, &[]).await;
     assert_eq!(plan["summary"]["unsupported"], 0, "{}", plan["summary"]);
-    let restored = crate::restore::k8s_snap(
-        &data,
-        Some(kb),
-        &["restore", "s", "--preference", pref, "-o", "json"],
-    )
-    .await
-    .ok();
-    let status: Value = serde_json::from_str(&restored.stdout).unwrap();
-    assert_eq!(status["numFailed"], 0, "{status}");
+    let status = restored(&data, kb, pref).await;
     assert!(status["numCreated"].as_u64().unwrap() > 20, "{status}");
     for (path, api_version) in [
         (
