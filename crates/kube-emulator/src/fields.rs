@@ -430,7 +430,8 @@ fn compare(path: &mut Vec<Pe>, l: Option<&Value>, r: Option<&Value>, ty: Ty, c: 
             c.removed.insert(path);
         }
     };
-    if leaf {
+    // Compared whole: modified when both sides differ, else added or removed.
+    let whole = |c: &mut Comparison, path: &[Pe]| {
         if l.is_some() && r.is_some() {
             if l != r {
                 c.modified.insert(path);
@@ -438,6 +439,9 @@ fn compare(path: &mut Vec<Pe>, l: Option<&Value>, r: Option<&Value>, ty: Ty, c: 
         } else {
             mark(c, path);
         }
+    };
+    if leaf {
+        whole(c, path);
         return;
     }
     match &k {
@@ -481,13 +485,7 @@ fn compare(path: &mut Vec<Pe>, l: Option<&Value>, r: Option<&Value>, ty: Ty, c: 
             let lp = list_pes(&k, la);
             let rp = list_pes(&k, ra);
             let (Some(lp), Some(rp)) = (lp, rp) else {
-                if l.is_some() && r.is_some() {
-                    if l != r {
-                        c.modified.insert(path);
-                    }
-                } else {
-                    mark(c, path);
-                }
+                whole(c, path);
                 return;
             };
             let ity = item_child(ty);

@@ -30,10 +30,16 @@ where
     api.patch("c", &pp, &Patch::Apply(obj)).await
 }
 
-/// An emulator with ConfigMap `c` (`data.x: "1"`, `data.z: "3"`) applied by manager `a`.
-async fn applied_by_a() -> (kube_emulator::EmulatorHandle, Api<ConfigMap>) {
+/// An emulator with the empty fixture and the ConfigMaps of its `default` namespace.
+async fn started() -> (kube_emulator::EmulatorHandle, Api<ConfigMap>) {
     let emu = start().await;
     let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    (emu, api)
+}
+
+/// An emulator with ConfigMap `c` (`data.x: "1"`, `data.z: "3"`) applied by manager `a`.
+async fn applied_by_a() -> (kube_emulator::EmulatorHandle, Api<ConfigMap>) {
+    let (emu, api) = started().await;
     apply(&api, "a", false, a_config()).await.unwrap();
     (emu, api)
 }
@@ -71,8 +77,7 @@ fn fields_of<'a>(list: &'a [Value], manager: &str) -> &'a Value {
 
 #[tokio::test]
 async fn a_field_dropped_from_the_next_apply_is_removed() {
-    let emu = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    let (emu, api) = started().await;
     apply(
         &api,
         "a",
@@ -152,8 +157,7 @@ async fn another_managers_differing_field_conflicts_and_force_takes_it() {
 
 #[tokio::test]
 async fn managers_applying_disjoint_fields_both_keep_theirs() {
-    let emu = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    let (emu, api) = started().await;
     apply(
         &api,
         "a",

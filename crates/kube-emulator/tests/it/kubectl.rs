@@ -219,35 +219,27 @@ async fn kubectl_server_side_apply_owns_conflicts_and_prunes() {
     // kubectl drops b (and a, now another manager's): b goes, a stays.
     write("  c: \"3\"\n");
     ok(kc, &["apply", "--server-side", "-f", f]).await;
-    let data = ok(
-        kc,
-        &[
-            "get",
-            "configmap",
-            "ssa",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.data}",
-        ],
-    )
-    .await;
-    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    // `kubectl get configmap ssa -n shop --show-managed-fields -o jsonpath=<path>`.
+    let get = |path: &'static str| async move {
+        let arg = format!("jsonpath={path}");
+        ok(
+            kc,
+            &[
+                "get",
+                "configmap",
+                "ssa",
+                "-n",
+                "shop",
+                "--show-managed-fields",
+                "-o",
+                &arg,
+            ],
+        )
+        .await
+    };
+    let data: serde_json::Value = serde_json::from_str(&get("{.data}").await).unwrap();
     assert_eq!(data, json!({"a": "9", "c": "3"}));
-    let managers = ok(
-        kc,
-        &[
-            "get",
-            "configmap",
-            "ssa",
-            "-n",
-            "shop",
-            "--show-managed-fields",
-            "-o",
-            "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
-        ],
-    )
-    .await;
+    let managers = get("{range .metadata.managedFields[*]}{.manager}/{.operation} {end}").await;
     // Entries are in (operation, time, manager) order, as a real server writes them: which
     // apply comes first depends on whether the steps fell within the same second.
     let mut managers: Vec<&str> = managers.split_whitespace().collect();
