@@ -153,7 +153,9 @@ async fn write(cluster: &Cluster, item: &PlanItem) -> Outcome {
             // so an object that changed since the plan is still refused.
             match cluster.get_json::<Value>(item.target_path().as_str()).await {
                 Ok(live) => {
-                    super::plan::prepare_dry_run_update(&mut b, &live);
+                    super::plan::prepare_replacement(&mut b, &live);
+                    // Not in the dry run's preparation: there a claim whose spec differs is
+                    // refused and keeps the local verdict, which shows the difference.
                     keep_claim_spec(&mut b, &live);
                 }
                 Err(e) => {

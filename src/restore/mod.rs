@@ -565,7 +565,7 @@ async fn server_side_diff(
                         .as_ref()
                         .map(CompactObject::value)
                         .unwrap_or_default();
-                    plan::prepare_dry_run_update(&mut body, &live);
+                    plan::prepare_replacement(&mut body, &live);
                     let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
                     drop(body);
                     let out = cluster

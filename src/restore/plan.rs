@@ -802,8 +802,7 @@ pub(crate) fn summarize(items: &[PlanItem], num_snapshot_contents: u64) -> PlanS
 
 /// Copies into a Service `body` about to replace `live` what the target allocated and the body
 /// leaves unset: `clusterIP`/`clusterIPs` (and their IP families), `healthCheckNodePort`, and
-/// each port's `nodePort` (matched by port and protocol). The object's resourceVersion stays
-/// the planned one, so a Service that changed since the plan is still refused.
+/// each port's `nodePort` (matched by port and protocol).
 pub(crate) fn keep_allocated_service_fields(body: &mut Value, live: &Value) {
     let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
@@ -852,7 +851,7 @@ pub(crate) fn keep_allocated_service_fields(body: &mut Value, live: &Value) {
 /// an `update`): at the live object's resourceVersion, with the fields the server generated
 /// and a restore dropped (a Job's selector and generated template labels, a Service's
 /// allocations, ...) taken from the live object.
-pub(crate) fn prepare_dry_run_update(body: &mut Value, live: &Value) {
+pub(crate) fn prepare_replacement(body: &mut Value, live: &Value) {
     if let Some(rv) = live.pointer("/metadata/resourceVersion") {
         body["metadata"]["resourceVersion"] = rv.clone();
     }
@@ -1046,16 +1045,16 @@ mod tests {
 
     #[test]
     fn a_replaced_service_keeps_what_the_target_allocated() {
-        let live = serde_json::json!({"spec": {"clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"],
+        let live = json!({"spec": {"clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"],
             "ipFamilies": ["IPv4"], "type": "NodePort",
             "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080},
                       {"port": 53, "protocol": "UDP", "nodePort": 30053}]}});
-        let mut body = serde_json::json!({"spec": {"type": "NodePort", "ports": [
+        let mut body = json!({"spec": {"type": "NodePort", "ports": [
             {"port": 80}, {"port": 53, "protocol": "UDP", "nodePort": 31111}, {"port": 9}]}});
         super::keep_allocated_service_fields(&mut body, &live);
         assert_eq!(body["spec"]["clusterIP"], "10.96.0.7");
-        assert_eq!(body["spec"]["clusterIPs"], serde_json::json!(["10.96.0.7"]));
-        assert_eq!(body["spec"]["ipFamilies"], serde_json::json!(["IPv4"]));
+        assert_eq!(body["spec"]["clusterIPs"], json!(["10.96.0.7"]));
+        assert_eq!(body["spec"]["ipFamilies"], json!(["IPv4"]));
         let ports = &body["spec"]["ports"];
         assert_eq!(ports[0]["nodePort"], 30080);
         assert_eq!(
@@ -1064,7 +1063,7 @@ mod tests {
         );
         assert!(ports[2].get("nodePort").is_none());
         // A headless Service's "None" is the body's own value.
-        let mut headless = serde_json::json!({"spec": {"clusterIP": "None"}});
+        let mut headless = json!({"spec": {"clusterIP": "None"}});
         super::keep_allocated_service_fields(&mut headless, &live);
         assert_eq!(headless["spec"]["clusterIP"], "None");
     }
