@@ -30,6 +30,14 @@ where
     api.patch("c", &pp, &Patch::Apply(obj)).await
 }
 
+/// Manager `manager` applies ConfigMap `c` with `data` and `labels` (without force); the
+/// apply must succeed.
+async fn applied(api: &Api<ConfigMap>, manager: &str, data: Value, labels: Value) -> ConfigMap {
+    apply(api, manager, false, cm_config(data, labels))
+        .await
+        .unwrap()
+}
+
 /// An emulator with the empty fixture and the ConfigMaps of its `default` namespace.
 async fn started() -> (kube_emulator::EmulatorHandle, Api<ConfigMap>) {
     let emu = start().await;
@@ -78,14 +86,7 @@ fn fields_of<'a>(list: &'a [Value], manager: &str) -> &'a Value {
 #[tokio::test]
 async fn a_field_dropped_from_the_next_apply_is_removed() {
     let (emu, api) = started().await;
-    apply(
-        &api,
-        "a",
-        false,
-        cm_config(json!({"x": "1", "y": "2"}), json!({"app": "c"})),
-    )
-    .await
-    .unwrap();
+    applied(&api, "a", json!({"x": "1", "y": "2"}), json!({"app": "c"})).await;
     let second = apply(&api, "a", false, cm_config(json!({"x": "1"}), json!({})))
         .await
         .unwrap();
@@ -158,31 +159,10 @@ async fn another_managers_differing_field_conflicts_and_force_takes_it() {
 #[tokio::test]
 async fn managers_applying_disjoint_fields_both_keep_theirs() {
     let (emu, api) = started().await;
-    apply(
-        &api,
-        "a",
-        false,
-        cm_config(json!({"x": "1"}), json!({"a": "1"})),
-    )
-    .await
-    .unwrap();
-    apply(
-        &api,
-        "b",
-        false,
-        cm_config(json!({"y": "2"}), json!({"b": "2"})),
-    )
-    .await
-    .unwrap();
+    applied(&api, "a", json!({"x": "1"}), json!({"a": "1"})).await;
+    applied(&api, "b", json!({"y": "2"}), json!({"b": "2"})).await;
     // "a" applies again: what "b" applied stays.
-    let got = apply(
-        &api,
-        "a",
-        false,
-        cm_config(json!({"x": "1"}), json!({"a": "1"})),
-    )
-    .await
-    .unwrap();
+    let got = applied(&api, "a", json!({"x": "1"}), json!({"a": "1"})).await;
     let data = got.data.unwrap();
     assert_eq!((data["x"].as_str(), data["y"].as_str()), ("1", "2"));
     let labels = got.metadata.labels.unwrap();
