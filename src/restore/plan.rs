@@ -850,7 +850,7 @@ pub(crate) fn keep_allocated_service_fields(body: &mut Value, live: &Value) {
 /// The body of a PUT of the tree object onto `live` (a server-side diff's `dryRun=All` one, or
 /// an `update`): at the live object's resourceVersion, with the fields the server generated
 /// and a restore dropped (a Job's selector and generated template labels, a Service's
-/// allocations, ...) taken from the live object.
+/// allocations, a Pod's node, ...) taken from the live object.
 pub(crate) fn prepare_replacement(body: &mut Value, live: &Value) {
     if let Some(rv) = live.pointer("/metadata/resourceVersion") {
         body["metadata"]["resourceVersion"] = rv.clone();
@@ -891,6 +891,15 @@ pub(crate) fn prepare_replacement(body: &mut Value, live: &Value) {
         && let (Some(b), Some(secrets)) = (body.as_object_mut(), live.get("secrets"))
     {
         b.insert("secrets".into(), secrets.clone());
+    }
+    // A restored Pod loses the node it ran on (`rules::clean_pod`); the target's scheduler
+    // bound it, and a server refuses any update that would unbind it.
+    if kind == "Pod"
+        && body.pointer("/spec/nodeName").is_none()
+        && let Some(node) = live.pointer("/spec/nodeName")
+        && body["spec"].is_object()
+    {
+        body["spec"]["nodeName"] = node.clone();
     }
     // A bound PV's claimRef carries the claim's uid, which a restore dropped.
     if kind == "PersistentVolume"

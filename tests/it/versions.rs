@@ -246,6 +246,17 @@ async fn put(cluster: &TestCluster, path: &str, body: &Value) {
         .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
 }
 
+/// Waits (up to 5 s) until the scheduler has bound Pod `path` to a node.
+async fn scheduled(cluster: &TestCluster, path: &str) {
+    for _ in 0..100 {
+        if cluster.get(path).await["spec"]["nodeName"].is_string() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path} was not scheduled");
+}
+
 /// `restore s --preference PREF -o json` onto `kb`: its status, which must name no failure.
 async fn restored(data: &DataDir, kb: &std::path::Path, pref: &str) -> Value {
     let run = crate::restore::k8s_snap(
@@ -282,6 +293,17 @@ async fn drift_is_found_by_a_server_side_diff_on_a_1_19_server() {
 async fn drift_is_found(v: ServerVersion) {
     let source = TestCluster::emulated_at(v, Fixture::Realistic).await;
     let target = TestCluster::emulated_at(v, Fixture::Empty).await;
+    // A Pod no controller owns: restored without the node it ran on, then scheduled on the
+    // target, whose server refuses any update that would unbind it.
+    let pod = "/api/v1/namespaces/shop/pods/debug";
+    source
+        .post(
+            "/api/v1/namespaces/shop/pods",
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug"},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .await;
+    scheduled(&source, pod).await;
     let data = DataDir::new();
     data.run(
         Some(&source.kubeconfig),
@@ -293,6 +315,7 @@ async fn drift_is_found(v: ServerVersion) {
     let pref = pref_path.to_str().unwrap();
     let kb = target.kubeconfig.as_path();
     restored(&data, kb, pref).await;
+    scheduled(&target, pod).await;
 
     // A fresh restore: nothing differs, by either method.
     for extra in [&[][..], &["--server-side-diff"][..]] {
@@ -300,6 +323,16 @@ async fn drift_is_found(v: ServerVersion) {
         assert_eq!(plan["summary"]["differs"], 0, "{extra:?}: {plan}");
         assert_eq!(plan["summary"]["toCreate"], 0, "{extra:?}: {plan}");
     }
+    // Every dry run was accepted (none fell back to the local comparison), the Pod's too.
+    let plan = plan_json(&data, kb, pref, &["--server-side-diff"]).await;
+    let items = plan["items"].as_array().unwrap();
+    let refused: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["reason"].is_string() && i["action"] == "exists")
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    let debug = items.iter().find(|i| i["path"] == pod).unwrap();
+    assert_eq!(debug["method"], "server-side-diff", "{debug}");
 
     let cm = "/api/v1/namespaces/shop/configmaps/frontend-config";
     target
@@ -329,12 +362,17 @@ async fn drift_is_found(v: ServerVersion) {
         .unwrap()
         .push(json!({"name": "DRIFT_ENV", "value": "1"}));
     put(&target, deploy, &d).await;
+    // An image is what a Pod's update may change.
+    let mut p = target.get(pod).await;
+    p["spec"]["containers"][0]["image"] = json!("busybox:2");
+    put(&target, pod, &p).await;
 
     let changed = [
         (cm, "added"),
         (svc, "drift-label"),
         (secret, "drift-annotation"),
         (deploy, "DRIFT_ENV"),
+        (pod, "busybox:2"),
     ];
     for (extra, method) in [
         (&[][..], "local"),
@@ -357,11 +395,24 @@ async fn drift_is_found(v: ServerVersion) {
             );
         }
         assert_eq!(
-            plan["summary"]["differs"], 4,
+            plan["summary"]["differs"], 5,
             "{method}: {}",
             plan["summary"]
         );
     }
+
+    // Overwritten, the Pod gets its image back and stays on its node.
+    let node = target.get(pod).await["spec"]["nodeName"].clone();
+    std::fs::write(
+        &pref_path,
+        format!("{EXCLUDE_SYSTEM}  overwriteApiPathes: [{pod}]\n"),
+    )
+    .unwrap();
+    let status = restored(&data, kb, pref).await;
+    assert_eq!(status["numUpdated"], 1, "{status}");
+    let p = target.get(pod).await;
+    assert_eq!(p["spec"]["containers"][0]["image"], "busybox", "{p}");
+    assert_eq!(p["spec"]["nodeName"], node);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,8 @@ pub(crate) struct WriteOpts {
 pub(crate) enum After {
     EstablishCrd(String),
     FinishNamespace(String),
+    /// Bind a new Pod (namespace, name) to a Node.
+    SchedulePod(String, String),
 }
 
 /// Everything behind the lock: objects, served resources and allocations.
@@ -711,6 +713,14 @@ impl State {
                     &internal,
                 );
             }
+            ("", "pods") => {
+                if self.config.crd_delay.is_zero() {
+                    self.schedule_pod(ns, name);
+                } else {
+                    self.after
+                        .push(After::SchedulePod(ns.to_string(), name.to_string()));
+                }
+            }
             ("", "serviceaccounts") if self.config.legacy_tokens => {
                 let secret_name = format!("{name}-token-{}", random_suffix(5));
                 let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -746,6 +756,33 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    /// The scheduler: binds Pod `ns/name` to a Node when it names none
+    /// ([`crate::workloads::node_for`]), as a binding does (`spec.nodeName` and the
+    /// `PodScheduled` condition, one modification).
+    pub fn schedule_pod(&mut self, ns: &str, name: &str) {
+        let def = self.def("", "pods");
+        let Some(cur) = self.store.get(&def.key(), ns, name) else {
+            return;
+        };
+        let mut pod = cur.value();
+        let nodes = self.store.current(&self.def("", "nodes").key(), None);
+        let values: Vec<Value> = nodes.iter().map(|(_, n)| n.value()).collect();
+        let Some(node) = crate::workloads::node_for(&pod, values.iter()) else {
+            return;
+        };
+        pod["spec"]["nodeName"] = json!(node);
+        let mut conditions = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c["type"] != "PodScheduled");
+        conditions.push(json!({"type": "PodScheduled", "status": "True",
+            "lastProbeTime": null, "lastTransitionTime": now()}));
+        pod["status"]["conditions"] = json!(conditions);
+        self.store
+            .put(&def.key(), ns, name, pod, EventType::Modified);
     }
 
     /// Set a CRD's `NamesAccepted`/`Established` conditions and serve its resources.
@@ -1170,6 +1207,22 @@ impl State {
         }
         if def.group == "batch" && def.plural == "jobs" && sub.is_none() {
             let causes = crate::jobs::check_update(&new, &old);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid_causes(def, name, &causes));
+            }
+        }
+        if sub.is_none() {
+            let minor = self.config.server_version.minor();
+            let causes = match (def.group.as_str(), def.plural.as_str()) {
+                ("", "pods") => crate::workloads::check_pod_update(&new, &old, minor),
+                ("apps", "statefulsets") => {
+                    crate::workloads::check_statefulset_update(&new, &old, minor)
+                }
+                ("apps", "deployments" | "replicasets" | "daemonsets") if def.version == "v1" => {
+                    crate::workloads::check_selector_update(&new, &old)
+                }
+                _ => Vec::new(),
+            };
             if !causes.is_empty() {
                 return Err(ApiError::invalid_causes(def, name, &causes));
             }

@@ -30,6 +30,7 @@ mod schema;
 mod selector;
 mod server;
 mod store;
+mod workloads;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

@@ -414,6 +414,17 @@ pub(crate) fn run_after(sh: &Arc<Shared>, afters: Vec<After>) {
                     run_after(&sh, more);
                 });
             }
+            After::SchedulePod(ns, name) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(sh.crd_delay).await;
+                    let more = {
+                        let mut st = sh.lock();
+                        st.schedule_pod(&ns, &name);
+                        std::mem::take(&mut st.after)
+                    };
+                    run_after(&sh, more);
+                });
+            }
             After::FinishNamespace(name) => {
                 tokio::spawn(async move {
                     for _ in 0..2400 {
@@ -458,7 +469,7 @@ fn write<T>(sh: &Arc<Shared>, f: impl FnOnce(&mut State) -> T) -> T {
                     true
                 }
             }
-            After::EstablishCrd(_) => true,
+            After::EstablishCrd(_) | After::SchedulePod(..) => true,
         })
         .collect();
     run_after(sh, afters);

@@ -936,3 +936,91 @@ async fn a_claims_spec_is_immutable() {
     .await
     .unwrap();
 }
+
+/// The scheduler binds a new Pod to a Node; a Pod's spec is then immutable but for its images
+/// (an update dropping `nodeName` gets the real 422, 1.19's words on a 1.19 server); a
+/// StatefulSet changes only its mutable fields; an `apps/v1` selector is immutable.
+#[tokio::test]
+async fn workloads_are_updated_as_a_real_server_allows() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Patch, PatchParams};
+    let emu = Emulator::builder()
+        .server_version(kube_emulator::ServerVersion::V1_19)
+        .start()
+        .await
+        .unwrap();
+    let c = emu.client().await;
+    let node = Api::<Node>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}))
+    .unwrap();
+    let made = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(made.spec.as_ref().unwrap().node_name, None);
+    eventually("the pod is scheduled", || async {
+        let p = pods.get("p").await.unwrap();
+        p.spec.unwrap().node_name.as_deref() == Some(node.as_str())
+    })
+    .await;
+    let mut unbound = pods.get("p").await.unwrap();
+    unbound.spec.as_mut().unwrap().node_name = None;
+    let e = api_err(pods.replace("p", &PostParams::default(), &unbound).await);
+    assert_eq!(e.code, 422);
+    assert_eq!(
+        e.message,
+        "Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations` (only additions to existing tolerations)"
+    );
+    let pp = PatchParams::default();
+    let image = json!({"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}});
+    pods.patch("p", &pp, &Patch::Strategic(image))
+        .await
+        .unwrap();
+
+    let sets: Api<StatefulSet> = Api::namespaced(c.clone(), "default");
+    let labels = json!({"app": "db"});
+    let set: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "db"},
+        "spec": {"serviceName": "db", "replicas": 1, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "postgres"}]}}}}))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let merge = |v| Patch::Merge(json!({ "spec": v }));
+    sets.patch("db", &pp, &merge(json!({"replicas": 3})))
+        .await
+        .unwrap();
+    let e = api_err(
+        sets.patch("db", &pp, &merge(json!({"serviceName": "other"})))
+            .await,
+    );
+    assert_eq!(
+        e.message,
+        "StatefulSet.apps \"db\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'template', and 'updateStrategy' are forbidden"
+    );
+
+    let deploys: Api<Deployment> = Api::namespaced(c, "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": {"app": "db", "tier": "x"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let wider = json!({"selector": {"matchLabels": {"app": "db", "tier": "x"}}});
+    let e = api_err(deploys.patch("web", &pp, &merge(wider)).await);
+    assert_eq!(
+        e.message,
+        r#"Deployment.apps "web" is invalid: spec.selector: Invalid value: {"matchLabels":{"app":"db","tier":"x"}}: field is immutable"#
+    );
+    deploys
+        .patch("web", &pp, &merge(json!({"replicas": 2})))
+        .await
+        .unwrap();
+}
