@@ -10,7 +10,6 @@
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroupList, APIResourceList, APIVersions};
-use serde::Serialize;
 
 use crate::cluster::{Cluster, ClusterError};
 
@@ -53,25 +52,7 @@ impl DiscoveryError {
     }
 }
 
-/// One served resource of one group version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiResourceInfo {
-    /// API group, `""` for core.
-    pub group: String,
-    /// API version (`v1`).
-    pub version: String,
-    /// Plural name (`configmaps`).
-    pub resource: String,
-    /// Kind (`ConfigMap`).
-    pub kind: String,
-    /// Whether objects of the resource live in namespaces.
-    pub namespaced: bool,
-    /// The verbs the server lists for the resource.
-    pub verbs: Vec<String>,
-    /// Whether the resource has a `/status` subresource.
-    pub has_status_subresource: bool,
-}
+pub use crate::tree::meta::ApiResourceInfo;
 
 impl ApiResourceInfo {
     /// `v1` or `apps/v1`.

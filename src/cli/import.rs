@@ -110,11 +110,7 @@ pub async fn run(
                 summary.dropped,
                 summary.archive_entries,
             )?;
-            writeln!(
-                out,
-                "commit {}  tag snapshots/{}",
-                summary.commit, summary.name
-            )?;
+            output::write_commit_line(out, &summary.commit, &summary.name)?;
         }
         format => output::write_data(out, format, &summary)?,
     }

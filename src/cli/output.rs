@@ -63,6 +63,11 @@ pub fn time_or_none(t: Option<jiff::Timestamp>) -> String {
     t.map_or_else(|| "<none>".to_string(), |t| t.to_string())
 }
 
+/// The line naming a new snapshot's commit and tag (`snapshot` and `import`).
+pub fn write_commit_line(out: &mut dyn Write, commit: &str, name: &str) -> std::io::Result<()> {
+    writeln!(out, "commit {commit}  tag snapshots/{name}")
+}
+
 /// `1.2 MiB`-style sizes.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -186,11 +186,7 @@ pub async fn run(
                 output::bytes(summary.new_bytes),
                 summary.duration_seconds
             )?;
-            writeln!(
-                out,
-                "commit {}  tag snapshots/{}",
-                summary.commit, summary.name
-            )?;
+            output::write_commit_line(out, &summary.commit, &summary.name)?;
             if let Some(f) = &summary.filter {
                 writeln!(out, "partial snapshot: {}", f.describe())?;
             }

@@ -691,72 +691,33 @@ mod tests {
         let last = ts("2026-03-01T10:00:00Z");
         // Down for 3h20m: three runs due; the latest started, two passed over.
         let now = ts("2026-03-01T13:20:00Z");
-        assert_eq!(
-            plan(&s, last, now, None, 0, ConcurrencyPolicy::Forbid, false),
-            Plan::Start {
-                at: ts("2026-03-01T13:00:00Z"),
-                missed: 2
-            }
-        );
-        assert_eq!(
-            plan(
-                &s,
-                last,
-                now,
-                Some(3600),
-                0,
-                ConcurrencyPolicy::Forbid,
-                false
+        let at = ts("2026-03-01T13:00:00Z");
+        use ConcurrencyPolicy::{Allow, Forbid};
+        // (deadline, running, policy, suspended) -> the plan at `now`.
+        let cases = [
+            ((None, 0, Forbid, false), Plan::Start { at, missed: 2 }),
+            (
+                (Some(3600), 0, Forbid, false),
+                Plan::Start { at, missed: 2 },
             ),
-            Plan::Start {
-                at: ts("2026-03-01T13:00:00Z"),
-                missed: 2
-            }
-        );
-        // Past the deadline: none.
-        assert_eq!(
-            plan(
-                &s,
-                last,
-                now,
-                Some(600),
-                0,
-                ConcurrencyPolicy::Forbid,
-                false
+            // Past the deadline: none.
+            (
+                (Some(600), 0, Forbid, false),
+                Plan::TooLate { at, missed: 3 },
             ),
-            Plan::TooLate {
-                at: ts("2026-03-01T13:00:00Z"),
-                missed: 3
-            }
-        );
+            ((None, 1, Forbid, false), Plan::Overlap { at, missed: 3 }),
+            ((None, 1, Allow, false), Plan::Start { at, missed: 2 }),
+            ((None, 0, Forbid, true), Plan::Wait),
+        ];
+        for ((deadline, running, policy, suspended), want) in cases {
+            assert_eq!(
+                plan(&s, last, now, deadline, running, policy, suspended),
+                want,
+                "{deadline:?} {running} {policy:?} {suspended}"
+            );
+        }
         assert_eq!(
-            plan(&s, last, now, None, 1, ConcurrencyPolicy::Forbid, false),
-            Plan::Overlap {
-                at: ts("2026-03-01T13:00:00Z"),
-                missed: 3
-            }
-        );
-        assert_eq!(
-            plan(&s, last, now, None, 1, ConcurrencyPolicy::Allow, false),
-            Plan::Start {
-                at: ts("2026-03-01T13:00:00Z"),
-                missed: 2
-            }
-        );
-        assert_eq!(
-            plan(&s, last, now, None, 0, ConcurrencyPolicy::Forbid, true),
-            Plan::Wait
-        );
-        assert_eq!(
-            plan(
-                &s,
-                last,
-                ts("2026-03-01T10:59:59Z"),
-                None,
-                0,
-                ConcurrencyPolicy::Forbid,
-                false
-            ),
+            plan(&s, last, ts("2026-03-01T10:59:59Z"), None, 0, Forbid, false),
             Plan::Wait
         );
     }

@@ -168,7 +168,7 @@ impl Mirror {
             &str,
             std::collections::HashMap<(&str, &str), String>,
         > = std::collections::HashMap::new();
-        for r in &resources {
+        for r in resources.iter().map(|e| &e.api) {
             kinds
                 .entry(r.group.as_str())
                 .or_default()

@@ -50,17 +50,8 @@ pub(crate) fn build(
     });
     let number_of_contents: u64 = counts.iter().map(|(_, n)| n).sum();
     let entries: Vec<ResourceEntry> = counts
-        .iter()
-        .map(|(r, n)| ResourceEntry {
-            group: r.group.clone(),
-            version: r.version.clone(),
-            resource: r.resource.clone(),
-            kind: r.kind.clone(),
-            namespaced: r.namespaced,
-            verbs: r.verbs.clone(),
-            has_status_subresource: r.has_status_subresource,
-            count: *n,
-        })
+        .into_iter()
+        .map(|(api, count)| ResourceEntry { api, count })
         .collect();
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     let meta = SnapshotMeta {

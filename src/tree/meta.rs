@@ -159,15 +159,16 @@ pub struct Encryption {
     pub paths: Vec<String>,
 }
 
-/// One entry of `.k8s-snap/resources.yaml`: a resource the snapshot listed.
+/// One served resource of one group version: what discovery finds and what
+/// `.k8s-snap/resources.yaml` records of each resource a snapshot listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResourceEntry {
-    /// API group, `""` for the core group.
+pub struct ApiResourceInfo {
+    /// API group, `""` for core.
     pub group: String,
     /// API version (`v1`).
     pub version: String,
-    /// Plural resource name (`configmaps`).
+    /// Plural name (`configmaps`).
     pub resource: String,
     /// Kind (`ConfigMap`).
     pub kind: String,
@@ -177,6 +178,43 @@ pub struct ResourceEntry {
     pub verbs: Vec<String>,
     /// Whether the resource has a `/status` subresource.
     pub has_status_subresource: bool,
+}
+
+/// One entry of `.k8s-snap/resources.yaml`: a resource the snapshot listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceEntry {
+    /// The resource.
+    #[serde(flatten)]
+    pub api: ApiResourceInfo,
     /// Objects of this resource written to the tree.
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `resources.yaml` keeps its bytes: the resource's fields beside `count`, in one map.
+    #[test]
+    fn a_resource_entry_is_one_flat_map() {
+        let entry = ResourceEntry {
+            api: ApiResourceInfo {
+                group: "apps".into(),
+                version: "v1".into(),
+                resource: "deployments".into(),
+                kind: "Deployment".into(),
+                namespaced: true,
+                verbs: vec!["get".into(), "list".into()],
+                has_status_subresource: true,
+            },
+            count: 3,
+        };
+        let text = crate::tree::to_yaml_string(&vec![entry.clone()]).unwrap();
+        assert_eq!(
+            text,
+            "- count: 3\n  group: apps\n  hasStatusSubresource: true\n  kind: Deployment\n  namespaced: true\n  resource: deployments\n  verbs:\n  - get\n  - list\n  version: v1\n"
+        );
+        let back: Vec<ResourceEntry> = crate::tree::from_yaml_str(&text).unwrap();
+        assert_eq!(back, vec![entry]);
+    }
 }

@@ -21,7 +21,8 @@ pub use canonical::{
 };
 pub use diff::unified_diff;
 pub use meta::{
-    Consistency, Encryption, ResourceEntry, SkippedEntry, SnapshotFilter, SnapshotMeta,
+    ApiResourceInfo, Consistency, Encryption, ResourceEntry, SkippedEntry, SnapshotFilter,
+    SnapshotMeta,
 };
 pub use node::Node;
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};
