@@ -39,7 +39,7 @@ artifact() { echo "$artifacts" | awk -v n="$1" '$1 == n { print $2; exit }'; }
 it_bin=$(artifact it)
 logs=$(mktemp -d)
 pids=()
-runs=(1.19 1.22 1.25 real-mode)
+runs=(1.19 1.22 1.25 real-mode real-mode-1.19)
 for v in 1.19 1.22 1.25; do
   echo "== end-to-end tests on the emulator's Kubernetes $v profile (in parallel) =="
   KUBE_EMULATOR_SERVER_VERSION=$v "$it_bin" --test-threads 2 >"$logs/$v.log" 2>&1 &
@@ -48,8 +48,11 @@ done
 echo "== end-to-end tests in their real-cluster mode, against two emulator processes (in parallel) =="
 bash scripts/real-mode.sh "$it_bin" "$(artifact k8s-snap)" "$(artifact kube-emulator)" >"$logs/real-mode.log" 2>&1 &
 pids+=($!)
+echo "== the same against two emulator processes serving as Kubernetes 1.19 (in parallel) =="
+KUBE_EMULATOR_SERVER_VERSION=1.19 bash scripts/real-mode.sh "$it_bin" "$(artifact k8s-snap)" "$(artifact kube-emulator)" >"$logs/real-mode-1.19.log" 2>&1 &
+pids+=($!)
 failed=0
-for i in 0 1 2 3; do
+for i in "${!runs[@]}"; do
   if ! wait "${pids[$i]}"; then failed=1; fi
   echo "== ${runs[$i]} =="
   grep -E '^test result|FAILED|panicked|left as found|left changes' "$logs/${runs[$i]}.log" || true
