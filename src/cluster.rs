@@ -396,14 +396,24 @@ impl NetFailure {
                 }
                 other => NetFailure::Tls(format!("invalid certificate: {other:?}")),
             },
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                NetFailure::Tls(NOT_TLS.into())
+            }
             other => NetFailure::Tls(first_line(&other.to_string())),
         }
     }
 }
 
+/// What a TLS client makes of a server that answers in plain HTTP.
+const NOT_TLS: &str =
+    "the server does not answer in TLS there (a plain-HTTP port? then the URL is http://)";
+
 /// rustls errors that reach us only as text (wrapped by layers that do not expose them as a
 /// source), recognised by rustls's own wording.
 fn tls_from_text(text: &str) -> Option<NetFailure> {
+    if text.contains("received corrupt message of type InvalidContentType") {
+        return Some(NetFailure::Tls(NOT_TLS.into()));
+    }
     if !(text.contains("invalid peer certificate")
         || text.contains("peer is incompatible")
         || text.contains("received fatal alert"))
@@ -697,6 +707,7 @@ impl Cluster {
             })
         })?;
         let status = response.status();
+        let headers = response.headers().clone();
         let retry_after = response
             .headers()
             .get(http::header::RETRY_AFTER)
@@ -715,7 +726,7 @@ impl Cluster {
         if status.is_success() {
             return Ok(bytes);
         }
-        let (reason, message) = parse_status_body(&bytes, status);
+        let (reason, message) = parse_status_body(&bytes, status, content_type_of(&headers));
         Err(Attempt {
             error: ClusterError::Api {
                 server: self.server.clone(),
@@ -838,7 +849,21 @@ fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn parse_status_body(bytes: &[u8], status: http::StatusCode) -> (String, String) {
+fn content_type_of(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+}
+
+/// The `reason` and `message` of an error answer. An answer that is not a Kubernetes `Status`
+/// (a proxy's or another server's page) is described, never quoted: its size and content type,
+/// and what to check.
+fn parse_status_body(
+    bytes: &[u8],
+    status: http::StatusCode,
+    content_type: Option<String>,
+) -> (String, String) {
     #[derive(serde::Deserialize)]
     struct StatusBody {
         #[serde(default)]
@@ -855,13 +880,31 @@ fn parse_status_body(bytes: &[u8], status: http::StatusCode) -> (String, String)
             };
             (reason, s.message)
         }
-        _ => (
-            status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .replace(' ', ""),
-            String::new(),
-        ),
+        _ => {
+            let what = if bytes.is_empty() {
+                "an empty answer".to_string()
+            } else {
+                format!(
+                    "{}, {} bytes, not shown",
+                    content_type.as_deref().unwrap_or("no content type"),
+                    bytes.len()
+                )
+            };
+            let hint = if status.is_redirection() {
+                ": a redirect, which no API server answers; check the kubeconfig's server URL (http:// or https://, its path)"
+            } else if status == http::StatusCode::NOT_FOUND {
+                ": check the kubeconfig's server URL (is a Kubernetes API server there?)"
+            } else {
+                ""
+            };
+            (
+                status
+                    .canonical_reason()
+                    .unwrap_or("Error")
+                    .replace(' ', ""),
+                format!("not a Kubernetes API answer ({what}){hint}"),
+            )
+        }
     }
 }
 

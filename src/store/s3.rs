@@ -159,7 +159,8 @@ impl S3Store {
         let shared = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(opts.path_style)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .retry_classifier(NoRetryOnPermanentFailure);
         if shared.region().is_none() {
             b = b.region(Region::new("us-east-1"));
         }
@@ -240,6 +241,12 @@ impl S3Store {
             reason,
         };
         match status {
+            // S3 names what is missing (NoSuchKey, NoSuchBucket) in the body of every 404 but
+            // a HEAD's: one without a code is not S3's answer (another server, a wrong path).
+            Some(404) if code.is_none() && matches!(op, "GET" | "LIST") => backend(
+                "HTTP 404 without an S3 error code: not an S3 answer; check --s3-endpoint (and --s3-path-style)"
+                    .into(),
+            ),
             Some(404) => StoreError::NotFound {
                 store: self.describe(),
                 key: key.to_owned(),
@@ -287,6 +294,34 @@ impl S3Store {
                 _ => backend(DisplayErrorContext(&e).to_string()),
             },
         }
+    }
+}
+
+/// Forbids the SDK's retries of a request that failed in a way no retry mends (an untrusted
+/// certificate, a host name that does not resolve, a server that does not speak TLS): the
+/// same classification as the cluster's requests ([`crate::cluster::NetFailure`]).
+#[derive(Debug)]
+struct NoRetryOnPermanentFailure;
+
+impl aws_sdk_s3::config::retry::ClassifyRetry for NoRetryOnPermanentFailure {
+    fn classify_retry(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::InterceptorContext,
+    ) -> aws_sdk_s3::config::retry::RetryAction {
+        use aws_sdk_s3::config::retry::RetryAction;
+        match ctx.output_or_error() {
+            Some(Err(e))
+                if e.as_connector_error()
+                    .is_some_and(|c| !crate::cluster::NetFailure::classify(c).is_transient()) =>
+            {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "k8s-snap: permanent network failures"
     }
 }
 

@@ -1049,3 +1049,108 @@ async fn an_s3_endpoint_that_never_answers_fails_within_the_budget() {
     assert!(errors[0].contains("manifest.json"), "{}", run.stderr);
     assert!(!run.stderr.contains("no-answer-secret"), "{}", run.stderr);
 }
+
+/// A plain-HTTP server that answers every request with a 404 HTML page (as a web server, a
+/// proxy or a wrong port would); its port.
+fn not_kubernetes_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "<html>private page</html>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A server that is not a Kubernetes API server (or not an S3 server) is named as such, with
+/// what to check and without quoting its page; TLS to a plain-HTTP port fails at once, not
+/// after the retry budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_server_or_a_plain_http_port_is_named_at_once() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Empty)).await;
+    let data = DataDir::new();
+    let port = not_kubernetes_server();
+    let budget = ["--retry-budget", "20s", "--request-timeout", "2s"];
+    let args = |cmd: &[&'static str]| [cmd, &budget[..]].concat();
+
+    let kc = kubeconfig_at(&cluster, &data, &format!("http://127.0.0.1:{port}"));
+    let run = data
+        .run(Some(&kc), &args(&["snapshot", "s1", "--no-push"]))
+        .exit_code(1);
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("GET /version: 404 NotFound: not a Kubernetes API answer (text/html, 25 bytes, not shown): check the kubeconfig's server URL"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("private page"), "{}", run.stderr);
+
+    let kc = kubeconfig_at(&cluster, &data, &format!("https://127.0.0.1:{port}"));
+    let started = Instant::now();
+    let run = data
+        .run(Some(&kc), &args(&["snapshot", "s1", "--no-push"]))
+        .exit_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let errors = error_lines(&run);
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("TLS handshake failed: the server does not answer in TLS there"),
+        "{}",
+        run.stderr
+    );
+
+    for (scheme, cause) in [
+        (
+            "http",
+            "HTTP 404 without an S3 error code: not an S3 answer; check --s3-endpoint",
+        ),
+        (
+            "https",
+            "TLS handshake failed: the server does not answer in TLS there",
+        ),
+    ] {
+        let endpoint = format!("{scheme}://127.0.0.1:{port}");
+        let mut cmd = data.command(None);
+        cmd.args(args(&[
+            "verify",
+            "--store",
+            "s3://snaps",
+            "--s3-path-style",
+            "--insecure",
+        ]))
+        .args(["--s3-endpoint", &endpoint, "--s3-region", "us-east-1"])
+        .env("K8S_SNAP_S3_ACCESS_KEY_ID", "AKIAK8SSNAPWRONGSERVER")
+        .env("K8S_SNAP_S3_SECRET_ACCESS_KEY", "wrong-server-secret-0123")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+        let started = Instant::now();
+        let run = crate::support::run(cmd).exit_code(1);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{scheme}: {:?}",
+            started.elapsed()
+        );
+        let errors = error_lines(&run);
+        assert_eq!(errors.len(), 1, "{}", run.stderr);
+        assert!(errors[0].contains(&endpoint), "{}", run.stderr);
+        assert!(errors[0].contains(cause), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("wrong-server-secret"),
+            "{}",
+            run.stderr
+        );
+    }
+}
