@@ -547,9 +547,14 @@ impl Cluster {
         // Our own loop retries, within the budget; kube's layer would retry 15 times for up to
         // 1000 s each.
         config.default_retry = false;
+        let plugin = config
+            .auth_info
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.clone());
         let client = kube::Client::try_from(config).map_err(|e| ClusterError::Client {
             server: server.clone(),
-            message: first_line(&e.to_string()),
+            message: exec_failure(plugin.as_deref(), first_line(&e.to_string())),
         })?;
         Ok(Cluster {
             client,
@@ -905,6 +910,33 @@ fn parse_status_body(
                 format!("not a Kubernetes API answer ({what}){hint}"),
             )
         }
+    }
+}
+
+/// A client error that came from the kubeconfig's credential plugin names the plugin (kube's
+/// own text says only "unable to run auth exec").
+fn exec_failure(plugin: Option<&str>, message: String) -> String {
+    match plugin {
+        Some(cmd) if message.contains("auth exec") => {
+            // kube's text of a failed run quotes the whole command line and a Debug of its
+            // output; the exit status is what matters (the plugin's stderr went to ours).
+            if let Some(at) = message.find("failed with status exit status: ") {
+                let code: String = message[at + "failed with status exit status: ".len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                return format!(
+                    "the kubeconfig's credential plugin `{cmd}` exited with status {code}"
+                );
+            }
+            let hint = if message.contains("No such file") {
+                " (is it installed and on PATH?)"
+            } else {
+                ""
+            };
+            format!("the kubeconfig's credential plugin `{cmd}` failed: {message}{hint}")
+        }
+        _ => message,
     }
 }
 

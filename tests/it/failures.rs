@@ -1154,3 +1154,50 @@ async fn a_wrong_server_or_a_plain_http_port_is_named_at_once() {
         );
     }
 }
+
+/// A kubeconfig's credential plugin that is missing or fails is named, with its exit status
+/// rather than kube's dump of the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_credential_plugin_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = DataDir::new();
+    let failing = data.path().join("failing-plugin.sh");
+    std::fs::write(&failing, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (command, cause) in [
+        (
+            "no-such-credential-plugin".to_string(),
+            "the kubeconfig's credential plugin `no-such-credential-plugin` failed: ".to_string(),
+        ),
+        (
+            failing.display().to_string(),
+            format!(
+                "the kubeconfig's credential plugin `{}` exited with status 3",
+                failing.display()
+            ),
+        ),
+    ] {
+        let kc = data.path().join("plugin-kubeconfig");
+        std::fs::write(
+            &kc,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+                 clusters: [{{name: c, cluster: {{server: \"https://127.0.0.1:1\"}}}}]\n\
+                 users: [{{name: u, user: {{exec: {{command: \"{command}\", apiVersion: client.authentication.k8s.io/v1beta1}}}}}}]\n\
+                 contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
+            ),
+        )
+        .unwrap();
+        let run = data
+            .run(Some(&kc), &with_fast(&["snapshot", "s1", "--no-push"]))
+            .exit_code(1);
+        let errors = error_lines(&run);
+        assert_eq!(errors.len(), 1, "{}", run.stderr);
+        assert!(errors[0].contains(&cause), "{}", run.stderr);
+        assert!(
+            !errors[0].contains("KUBERNETES_EXEC_INFO"),
+            "{}",
+            run.stderr
+        );
+    }
+}
