@@ -63,8 +63,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     if let Some(name) = &args.name {
-        k8s_snap::mirror::validate_name("snapshot", name)
-            .map_err(|e| anyhow::anyhow!("invalid --name {name:?}: {e}"))?;
+        k8s_snap::mirror::validate_name("snapshot", name).context("invalid --name")?;
     }
     let git_dir = global.mirror_dir()?;
     let (file, label, _download) = match source(global, &args.archive)? {

@@ -89,8 +89,7 @@ pub async fn prune(
     args: PruneArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    k8s_snap::mirror::validate_name("cluster", &args.cluster)
-        .map_err(|e| anyhow::anyhow!("invalid --cluster {:?}: {e}", args.cluster))?;
+    k8s_snap::mirror::validate_name("cluster", &args.cluster).context("invalid --cluster")?;
     let policy = args.policy();
     // name -> (timestamp, in the mirror, in the store)
     let mut found: BTreeMap<String, (jiff::Timestamp, bool, bool)> = BTreeMap::new();

@@ -94,12 +94,11 @@ pub async fn run(
     let git_dir = global.mirror_dir()?;
     // Refuse a bad name or store URL before touching the kubeconfig or the cluster.
     if let Some(name) = &args.name {
-        k8s_snap::mirror::validate_name("snapshot", name)
-            .map_err(|e| anyhow::anyhow!("invalid snapshot name {name:?}: {e}"))?;
+        // The error names the snapshot name and says what is wrong with it.
+        k8s_snap::mirror::validate_name("snapshot", name)?;
     }
     if let Some(cluster) = &args.cluster {
-        k8s_snap::mirror::validate_name("cluster", cluster)
-            .map_err(|e| anyhow::anyhow!("invalid --cluster {cluster:?}: {e}"))?;
+        k8s_snap::mirror::validate_name("cluster", cluster).context("invalid --cluster")?;
     }
     if let Some(ttl) = &args.ttl {
         k8s_snap::duration::parse_ttl(ttl, jiff::Timestamp::now())
@@ -141,9 +140,7 @@ pub async fn run(
                 .unwrap_or("default");
             let name = k8s_snap::mirror::timestamped_name(cluster_name, jiff::Timestamp::now());
             k8s_snap::mirror::validate_name("snapshot", &name).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot name the snapshot after the cluster ({name:?}: {e}); give a name"
-                )
+                anyhow::anyhow!("cannot name the snapshot after the cluster ({e}); give a name")
             })?;
             name
         }

@@ -97,7 +97,7 @@ pub enum ImportError {
         expected: String,
     },
     /// The snapshot name is not valid in the mirror.
-    #[error("invalid snapshot name {name:?}: {source}")]
+    #[error("{source}")]
     InvalidName {
         /// The rejected name.
         name: String,
