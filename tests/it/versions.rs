@@ -761,3 +761,78 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
         assert_eq!(again["summary"]["differs"], 0, "{extra:?}: {again}");
     }
 }
+
+/// A Pod restored without its ServiceAccount (a selective restore) is refused by the target's
+/// ServiceAccount admission; the restore names the Pod and the missing account, and creates it
+/// once the account comes along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_restored_without_its_service_account_fails_naming_it() {
+    let source = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    let target = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    let ns = source.namespace("it-sa").await;
+    source
+        .post(
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}),
+        )
+        .await;
+    source
+        .post(
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"serviceAccountName": "robot", "containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .await;
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &["snapshot", "s", "--cluster", "a"],
+    )
+    .ok();
+    let kb = target.kubeconfig.as_path();
+    let pod = format!("/api/v1/namespaces/{ns}/pods/p");
+    let run = crate::restore::k8s_snap(
+        &data,
+        Some(kb),
+        &[
+            "restore",
+            "s",
+            "--include",
+            &pod,
+            "--create-namespaces",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let status: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status["numFailed"], 1, "{status}");
+    let failed = status["failed"].to_string();
+    assert!(
+        failed.contains(&pod)
+            && failed.contains("error looking up service account")
+            && failed.contains("serviceaccount \\\"robot\\\" not found"),
+        "{failed}"
+    );
+    assert!(!target.exists(&pod).await);
+
+    let sa = format!("/api/v1/namespaces/{ns}/serviceaccounts/robot");
+    let args = [
+        "restore",
+        "s",
+        "--include",
+        &sa,
+        "--include",
+        &pod,
+        "-o",
+        "json",
+    ];
+    let run = crate::restore::k8s_snap(&data, Some(kb), &args).await.ok();
+    let status: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status["numFailed"], 0, "{status}");
+    assert_eq!(status["numCreated"], 2, "{status}");
+    assert_eq!(
+        target.get(&pod).await["spec"]["serviceAccountName"],
+        "robot"
+    );
+}

@@ -514,6 +514,9 @@ impl State {
             }
         }
         self.check_custom_resource(def, &name, &mut body)?;
+        if def.group.is_empty() && def.plural == "pods" && !opts.keep_identity {
+            self.admit_pod_service_account(def, ns, &name, &mut body)?;
+        }
         self.prepare_create(def, ns, &name, &mut body, opts.dry_run)?;
         if opts.dry_run {
             return Ok(body);
@@ -527,6 +530,47 @@ impl State {
             .get(&def.key(), ns, &name)
             .map(|s| s.value())
             .unwrap_or(out))
+    }
+
+    /// The `ServiceAccount` admission plugin on a new Pod: `spec.serviceAccountName` defaults
+    /// to `default` (and the deprecated `serviceAccount` mirrors it, as the v1 API does); a
+    /// Pod whose account does not exist in its namespace is refused with the real 403.
+    fn admit_pod_service_account(
+        &self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        body: &mut Value,
+    ) -> Result<(), ApiError> {
+        let account = match (
+            str_of(body, &["spec", "serviceAccountName"]),
+            str_of(body, &["spec", "serviceAccount"]),
+        ) {
+            ("", "") => "default",
+            ("", a) | (a, _) => a,
+        }
+        .to_string();
+        let sa_def = self.def("", "serviceaccounts");
+        if self.store.get(&sa_def.key(), ns, &account).is_none() {
+            let shown = match str_of(body, &["metadata", "generateName"]) {
+                "" => name,
+                prefix => prefix,
+            };
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{shown}\" is forbidden: error looking up service account {ns}/{account}: serviceaccount \"{account}\" not found",
+                    def.plural
+                ),
+            )
+            .with_details(shown, &def.group, &def.plural));
+        }
+        if body["spec"].is_object() {
+            body["spec"]["serviceAccountName"] = json!(account);
+            body["spec"]["serviceAccount"] = json!(account);
+        }
+        Ok(())
     }
 
     /// The 422 of an Event a real server refuses at the version it was sent to (`def`).

@@ -937,7 +937,7 @@ async fn a_claims_spec_is_immutable() {
     .unwrap();
 }
 
-/// The scheduler binds a new Pod to a Node; a Pod's spec is then immutable but for its images
+/// A new Pod needs its ServiceAccount; the scheduler binds it to a Node; a Pod's spec is then immutable but for its images
 /// (an update dropping `nodeName` gets the real 422, 1.19's words on a 1.19 server); a
 /// StatefulSet changes only its mutable fields; an `apps/v1` selector is immutable.
 #[tokio::test]
@@ -966,6 +966,18 @@ async fn workloads_are_updated_as_a_real_server_allows() {
     .unwrap();
     let made = pods.create(&PostParams::default(), &pod).await.unwrap();
     assert_eq!(made.spec.as_ref().unwrap().node_name, None);
+    // The ServiceAccount admission: the default account, named; a missing one refused.
+    let spec = made.spec.as_ref().unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let mut orphan = pod.clone();
+    orphan.metadata.name = Some("orphan".into());
+    orphan.spec.as_mut().unwrap().service_account_name = Some("robot".into());
+    let e = api_err(pods.create(&PostParams::default(), &orphan).await);
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        e.message,
+        "pods \"orphan\" is forbidden: error looking up service account default/robot: serviceaccount \"robot\" not found"
+    );
     eventually("the pod is scheduled", || async {
         let p = pods.get("p").await.unwrap();
         p.spec.unwrap().node_name.as_deref() == Some(node.as_str())
