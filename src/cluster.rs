@@ -712,7 +712,12 @@ impl Cluster {
             })
         })?;
         let status = response.status();
-        let headers = response.headers().clone();
+        // Read only for an error answer (its description), so no success pays for it.
+        let content_type = if status.is_success() {
+            None
+        } else {
+            content_type_of(response.headers())
+        };
         let retry_after = response
             .headers()
             .get(http::header::RETRY_AFTER)
@@ -731,7 +736,7 @@ impl Cluster {
         if status.is_success() {
             return Ok(bytes);
         }
-        let (reason, message) = parse_status_body(&bytes, status, content_type_of(&headers));
+        let (reason, message) = parse_status_body(&bytes, status, content_type);
         Err(Attempt {
             error: ClusterError::Api {
                 server: self.server.clone(),
