@@ -115,17 +115,23 @@ pub fn plan_actions(plan: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A new namespace `prefix-…` on `source` holding the ServiceAccount `account`.
+async fn namespace_with_account(source: &TestCluster, prefix: &str, account: &str) -> String {
+    let ns = source.namespace(prefix).await;
+    source
+        .post(
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}),
+        )
+        .await;
+    ns
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fields() {
     let source = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
     let target = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
-    let ns = source.namespace("it-jobs").await;
-    source
-        .post(
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "worker"}}),
-        )
-        .await;
+    let ns = namespace_with_account(&source, "it-jobs", "worker").await;
     let job = source
         .post(
             &format!("/apis/batch/v1/namespaces/{ns}/jobs"),
@@ -769,13 +775,7 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
 async fn a_pod_restored_without_its_service_account_fails_naming_it() {
     let source = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
     let target = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
-    let ns = source.namespace("it-sa").await;
-    source
-        .post(
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}),
-        )
-        .await;
+    let ns = namespace_with_account(&source, "it-sa", "robot").await;
     source
         .post(
             &format!("/api/v1/namespaces/{ns}/pods"),
