@@ -115,6 +115,17 @@ pub fn plan_actions(plan: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A data dir holding snapshot `s` of `source` (cluster name `a`).
+fn snapshotted(source: &TestCluster) -> DataDir {
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &["snapshot", "s", "--cluster", "a"],
+    )
+    .ok();
+    data
+}
+
 /// A new namespace `prefix-…` on `source` holding the ServiceAccount `account`.
 async fn namespace_with_account(source: &TestCluster, prefix: &str, account: &str) -> String {
     let ns = source.namespace(prefix).await;
@@ -151,12 +162,7 @@ async fn jobs_and_service_accounts_restore_onto_a_server_that_generates_their_fi
         .await;
     assert_eq!(sa["secrets"].as_array().unwrap().len(), 1, "{sa}");
 
-    let data = DataDir::new();
-    data.run(
-        Some(&source.kubeconfig),
-        &["snapshot", "s", "--cluster", "a"],
-    )
-    .ok();
+    let data = snapshotted(&source);
     let pref_path = data.path().join("pref.yaml");
     std::fs::write(&pref_path, only(&ns)).unwrap();
     let pref = pref_path.to_str().unwrap();
@@ -310,12 +316,7 @@ async fn drift_is_found(v: ServerVersion) {
         )
         .await;
     scheduled(&source, pod).await;
-    let data = DataDir::new();
-    data.run(
-        Some(&source.kubeconfig),
-        &["snapshot", "s", "--cluster", "a"],
-    )
-    .ok();
+    let data = snapshotted(&source);
     let pref_path = data.path().join("pref.yaml");
     std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
     let pref = pref_path.to_str().unwrap();
@@ -435,12 +436,7 @@ async fn a_server_side_diff_catches_a_changed_default_the_snapshot_lacks() {
                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
         )
         .await;
-    let data = DataDir::new();
-    data.run(
-        Some(&source.kubeconfig),
-        &["snapshot", "s", "--cluster", "a"],
-    )
-    .ok();
+    let data = snapshotted(&source);
     let pref_path = data.path().join("pref.yaml");
     std::fs::write(&pref_path, only(&ns)).unwrap();
     let pref = pref_path.to_str().unwrap();
@@ -783,12 +779,7 @@ async fn a_pod_restored_without_its_service_account_fails_naming_it() {
                 "spec": {"serviceAccountName": "robot", "containers": [{"name": "c", "image": "busybox"}]}}),
         )
         .await;
-    let data = DataDir::new();
-    data.run(
-        Some(&source.kubeconfig),
-        &["snapshot", "s", "--cluster", "a"],
-    )
-    .ok();
+    let data = snapshotted(&source);
     let kb = target.kubeconfig.as_path();
     let pod = format!("/api/v1/namespaces/{ns}/pods/p");
     let run = crate::restore::k8s_snap(
