@@ -1227,38 +1227,12 @@ impl State {
         if def.group.is_empty() && def.plural == "services" && sub.is_none() {
             self.prepare_service(def, ns, name, &mut new, Some(&old), opts.dry_run)?;
         }
-        if def.group.is_empty() && def.plural == "persistentvolumeclaims" && sub.is_none() {
-            // `ValidatePersistentVolumeClaimUpdate`: only a bound claim's requests may change.
-            let bound = old["status"]["phase"] == "Bound";
-            let strip = |v: &Value| {
-                let mut spec = v["spec"].clone();
-                if bound && let Some(r) = spec.get_mut("resources").and_then(Value::as_object_mut) {
-                    r.remove("requests");
-                }
-                spec
-            };
-            if strip(&new) != strip(&old) {
-                return Err(ApiError::invalid_causes(
-                    def,
-                    name,
-                    &[crate::schema::Cause {
-                        reason: "FieldValueForbidden",
-                        field: "spec".into(),
-                        message: "Forbidden: spec is immutable after creation except resources.requests for bound claims".into(),
-                    }],
-                ));
-            }
-        }
-        if def.group == "batch" && def.plural == "jobs" && sub.is_none() {
-            let causes = crate::jobs::check_update(&new, &old);
-            if !causes.is_empty() {
-                return Err(ApiError::invalid_causes(def, name, &causes));
-            }
-        }
         if sub.is_none() {
             let minor = self.config.server_version.minor();
             let causes = match (def.group.as_str(), def.plural.as_str()) {
                 ("", "pods") => crate::workloads::check_pod_update(&new, &old, minor),
+                ("", "persistentvolumeclaims") => crate::workloads::check_claim_update(&new, &old),
+                ("batch", "jobs") => crate::jobs::check_update(&new, &old),
                 ("apps", "statefulsets") => {
                     crate::workloads::check_statefulset_update(&new, &old, minor)
                 }

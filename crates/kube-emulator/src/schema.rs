@@ -25,7 +25,7 @@ pub(crate) struct Cause {
 }
 
 impl Cause {
-    fn invalid(field: &str, value: &str, detail: String) -> Cause {
+    pub(crate) fn invalid(field: &str, value: &str, detail: String) -> Cause {
         Cause {
             reason: "FieldValueInvalid",
             field: field.to_string(),
@@ -33,7 +33,7 @@ impl Cause {
         }
     }
 
-    fn required(field: &str, detail: &str) -> Cause {
+    pub(crate) fn required(field: &str, detail: &str) -> Cause {
         let message = if detail.is_empty() {
             "Required value".to_string()
         } else {
@@ -46,7 +46,7 @@ impl Cause {
         }
     }
 
-    fn forbidden(field: &str, detail: &str) -> Cause {
+    pub(crate) fn forbidden(field: &str, detail: &str) -> Cause {
         Cause {
             reason: "FieldValueForbidden",
             field: field.to_string(),

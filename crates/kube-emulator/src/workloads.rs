@@ -6,10 +6,13 @@
 //! - StatefulSets (`ValidateStatefulSetUpdate`): only `replicas`, `template`, `updateStrategy`
 //!   and the fields later releases made mutable may change.
 //! - `apps/v1` Deployments, ReplicaSets and DaemonSets: `spec.selector` is immutable.
+//! - PersistentVolumeClaims: the spec is immutable but for a bound claim's requests (Jobs'
+//!   rules are in `jobs`).
 //! - The scheduler binds a new Pod that names no node to the first schedulable Node.
 //!
 //! Messages are the releases' own (the Pod's first line, without the spec diff a real server
-//! appends). Like the server's semantic comparison, absent, `null` and empty values are equal.
+//! appends). Like the server's semantic comparison, absent, `null` and empty values are equal
+//! (a claim's spec is compared exactly).
 //!
 //! Owns only those checks and the choice of a node; must not touch storage.
 
@@ -17,23 +20,11 @@ use serde_json::{Map, Value};
 
 use crate::schema::Cause;
 
-fn forbidden(field: &str, detail: &str) -> Cause {
-    Cause {
-        reason: "FieldValueForbidden",
-        field: field.to_string(),
-        message: format!("Forbidden: {detail}"),
-    }
-}
-
-fn invalid(field: &str, value: &Value, detail: &str) -> Cause {
-    let shown = match value {
+/// A JSON value as a cause shows it (`null` quoted, as the server prints a nil).
+fn shown(value: &Value) -> String {
+    match value {
         Value::Null => "\"null\"".to_string(),
         v => v.to_string(),
-    };
-    Cause {
-        reason: "FieldValueInvalid",
-        field: field.to_string(),
-        message: format!("Invalid value: {shown}: {detail}"),
     }
 }
 
@@ -84,7 +75,7 @@ pub(crate) fn check_pod_update(new: &Value, old: &Value, minor: u32) -> Vec<Caus
     for list in ["containers", "initContainers"] {
         let (n, o) = (items(&ns[list]), items(&os[list]));
         if n.len() != o.len() {
-            causes.push(forbidden(
+            causes.push(Cause::forbidden(
                 &format!("spec.{list}"),
                 "pod updates may not add or remove containers",
             ));
@@ -94,16 +85,12 @@ pub(crate) fn check_pod_update(new: &Value, old: &Value, minor: u32) -> Vec<Caus
             let image = c["image"].as_str().unwrap_or_default();
             let field = format!("spec.{list}[{i}].image");
             if image.is_empty() {
-                causes.push(Cause {
-                    reason: "FieldValueRequired",
-                    field,
-                    message: "Required value".into(),
-                });
+                causes.push(Cause::required(&field, ""));
             } else if image.trim() != image {
-                causes.push(invalid(
+                causes.push(Cause::invalid(
                     &field,
-                    &c["image"],
-                    "must not have leading or trailing whitespace",
+                    &shown(&c["image"]),
+                    "must not have leading or trailing whitespace".into(),
                 ));
             }
         }
@@ -117,7 +104,7 @@ pub(crate) fn check_pod_update(new: &Value, old: &Value, minor: u32) -> Vec<Caus
             same(&o, t)
         });
         if !found {
-            causes.push(forbidden(
+            causes.push(Cause::forbidden(
                 "spec.tolerations",
                 "existing toleration can not be modified except its tolerationSeconds",
             ));
@@ -130,25 +117,25 @@ pub(crate) fn check_pod_update(new: &Value, old: &Value, minor: u32) -> Vec<Caus
         os["activeDeadlineSeconds"].as_i64(),
     ) {
         (Some(n), _) if !(0..=i64::from(i32::MAX)).contains(&n) => {
-            causes.push(invalid(
+            causes.push(Cause::invalid(
                 deadline,
-                &ns["activeDeadlineSeconds"],
-                "must be between 0 and 2147483647, inclusive",
+                &shown(&ns["activeDeadlineSeconds"]),
+                "must be between 0 and 2147483647, inclusive".into(),
             ));
             return causes;
         }
         (Some(n), Some(o)) if o < n => {
-            causes.push(invalid(
+            causes.push(Cause::invalid(
                 deadline,
-                &ns["activeDeadlineSeconds"],
-                "must be less than or equal to previous value",
+                &shown(&ns["activeDeadlineSeconds"]),
+                "must be less than or equal to previous value".into(),
             ));
             return causes;
         }
-        (None, Some(_)) => causes.push(invalid(
+        (None, Some(_)) => causes.push(Cause::invalid(
             deadline,
-            &Value::Null,
-            "must not update from a positive integer to nil value",
+            &shown(&Value::Null),
+            "must not update from a positive integer to nil value".into(),
         )),
         _ => {}
     }
@@ -172,7 +159,7 @@ pub(crate) fn check_pod_update(new: &Value, old: &Value, minor: u32) -> Vec<Caus
         }
     }
     if !same(&munged, os) {
-        causes.push(forbidden("spec", pod_update_message(minor)));
+        causes.push(Cause::forbidden("spec", pod_update_message(minor)));
     }
     causes
 }
@@ -232,7 +219,7 @@ pub(crate) fn check_statefulset_update(new: &Value, old: &Value, minor: u32) -> 
     if same(&strip(new), &strip(old)) {
         return Vec::new();
     }
-    vec![forbidden(
+    vec![Cause::forbidden(
         "spec",
         &format!("updates to statefulset spec for fields other than {words} are forbidden"),
     )]
@@ -245,7 +232,31 @@ pub(crate) fn check_selector_update(new: &Value, old: &Value) -> Vec<Cause> {
     if same(n, o) {
         return Vec::new();
     }
-    vec![invalid("spec.selector", n, "field is immutable")]
+    vec![Cause::invalid(
+        "spec.selector",
+        &shown(n),
+        "field is immutable".into(),
+    )]
+}
+
+/// The causes of a 422 for updating PersistentVolumeClaim `old` to `new`
+/// (`ValidatePersistentVolumeClaimUpdate`): only a bound claim's requests may change.
+pub(crate) fn check_claim_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let bound = old["status"]["phase"] == "Bound";
+    let strip = |v: &Value| {
+        let mut spec = v["spec"].clone();
+        if bound && let Some(r) = spec.get_mut("resources").and_then(Value::as_object_mut) {
+            r.remove("requests");
+        }
+        spec
+    };
+    if strip(new) == strip(old) {
+        return Vec::new();
+    }
+    vec![Cause::forbidden(
+        "spec",
+        "spec is immutable after creation except resources.requests for bound claims",
+    )]
 }
 
 /// The node the scheduler binds a new Pod to: none when the Pod names one (or is being
