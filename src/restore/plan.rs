@@ -190,6 +190,11 @@ impl LiveObject {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
+        let live = if resource.group.is_empty() && resource.resource == "pods" {
+            without_admitted_token(live, tree)
+        } else {
+            live
+        };
         if covers_top(&live, tree) {
             return LiveObject {
                 resource_version,
@@ -892,14 +897,8 @@ pub(crate) fn prepare_replacement(body: &mut Value, live: &Value) {
     {
         b.insert("secrets".into(), secrets.clone());
     }
-    // A restored Pod loses the node it ran on (`rules::clean_pod`); the target's scheduler
-    // bound it, and a server refuses any update that would unbind it.
-    if kind == "Pod"
-        && body.pointer("/spec/nodeName").is_none()
-        && let Some(node) = live.pointer("/spec/nodeName")
-        && body["spec"].is_object()
-    {
-        body["spec"]["nodeName"] = node.clone();
+    if kind == "Pod" {
+        keep_admitted_pod_fields(body, live);
     }
     // A bound PV's claimRef carries the claim's uid, which a restore dropped.
     if kind == "PersistentVolume"
@@ -927,6 +926,101 @@ pub(crate) fn prepare_replacement(body: &mut Value, live: &Value) {
             }
         }
     }
+}
+
+/// A restored Pod lost what the source's admission and scheduler gave it (`rules::clean_pod`);
+/// the target's gave it its own, and a server refuses a Pod update that changes any of it (or
+/// most of a Pod's spec): its node, priority, preemption policy, ephemeral containers and API
+/// token volume with its mounts are taken from the live Pod.
+fn keep_admitted_pod_fields(body: &mut Value, live: &Value) {
+    let (Some(spec), Some(live_spec)) = (
+        body.get_mut("spec").and_then(Value::as_object_mut),
+        live.get("spec").and_then(Value::as_object),
+    ) else {
+        return;
+    };
+    for field in [
+        "nodeName",
+        "priority",
+        "preemptionPolicy",
+        "ephemeralContainers",
+    ] {
+        if !spec.contains_key(field)
+            && let Some(v) = live_spec.get(field)
+        {
+            spec.insert(field.to_string(), v.clone());
+        }
+    }
+    let has_volume = |spec: &serde_json::Map<String, Value>, name: &str| {
+        spec.get("volumes")
+            .and_then(Value::as_array)
+            .is_some_and(|vs| {
+                vs.iter()
+                    .any(|v| v.get("name").and_then(Value::as_str) == Some(name))
+            })
+    };
+    for token in super::rules::admitted_token_volumes(live) {
+        if has_volume(spec, &token) {
+            continue;
+        }
+        let named = |v: &&Value| v.get("name").and_then(Value::as_str) == Some(token.as_str());
+        if let Some(volume) = live_spec
+            .get("volumes")
+            .and_then(Value::as_array)
+            .and_then(|vs| vs.iter().find(named))
+        {
+            push_to(spec, "volumes", volume.clone());
+        }
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            let live_containers = live_spec.get(list).and_then(Value::as_array);
+            let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for c in containers.iter_mut() {
+                let live_c = live_containers.and_then(|lc| {
+                    lc.iter()
+                        .find(|l| l.get("name").is_some() && l.get("name") == c.get("name"))
+                });
+                let Some(mount) = live_c
+                    .and_then(|l| l.get("volumeMounts"))
+                    .and_then(Value::as_array)
+                    .and_then(|ms| ms.iter().find(named))
+                else {
+                    continue;
+                };
+                if let Some(c) = c.as_object_mut() {
+                    push_to(c, "volumeMounts", mount.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Appends `v` to the list `key` of `map` (made when missing).
+fn push_to(map: &mut serde_json::Map<String, Value>, key: &str, v: Value) {
+    match map.get_mut(key).and_then(Value::as_array_mut) {
+        Some(list) => list.push(v),
+        None => {
+            map.insert(key.to_string(), Value::Array(vec![v]));
+        }
+    }
+}
+
+/// A live Pod as a comparison reads it: without the API token volume (and mounts) its
+/// server's admission added, which a restored Pod never carries (`rules::clean_pod`), unless
+/// the tree object has a volume of that name itself.
+fn without_admitted_token(mut live: Value, tree: &Value) -> Value {
+    let tree_volumes: Vec<&str> = tree
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    let mut tokens = super::rules::admitted_token_volumes(&live);
+    tokens.retain(|t| !tree_volumes.contains(&t.as_str()));
+    super::rules::remove_volumes(&mut live, &tokens);
+    live
 }
 
 /// An object as a server-side diff compares it: without the metadata every write changes.
@@ -1049,8 +1143,58 @@ pub(crate) fn object_diff(
 mod tests {
     use super::*;
     use crate::restore::rules::tests::obj;
-    use crate::restore::rules::{RuleOptions, SnapshotObject, select};
+    use crate::restore::rules::{self, RuleOptions, SnapshotObject, select};
     use serde_json::json;
+
+    /// A Pod restored from `tree` and admitted by the target: its node, priority and API token
+    /// volume are the target's, which neither a comparison nor a replacement counts as drift.
+    #[test]
+    fn a_restored_pod_is_compared_and_replaced_with_what_the_target_admitted() {
+        let mount =
+            |n: &str| json!({"name": n, "mountPath": rules::TOKEN_MOUNT_PATH, "readOnly": true});
+        let tree = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"serviceAccountName": "robot", "priorityClassName": "high",
+                "containers": [{"name": "c", "image": "busybox:1", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+                "volumes": [{"name": "d", "emptyDir": {}}]}});
+        let live = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7"},
+            "spec": {"serviceAccountName": "robot", "serviceAccount": "robot", "priorityClassName": "high",
+                "priority": 2000, "preemptionPolicy": "PreemptLowerPriority", "nodeName": "node-1",
+                "containers": [{"name": "c", "image": "busybox:1",
+                    "volumeMounts": [{"name": "d", "mountPath": "/d"}, mount("robot-token-q8x2z")]}],
+                "volumes": [{"name": "d", "emptyDir": {}},
+                    {"name": "robot-token-q8x2z", "secret": {"secretName": "robot-token-q8x2z"}}]}});
+        let pods = ApiResourceInfo {
+            group: String::new(),
+            version: "v1".into(),
+            resource: "pods".into(),
+            kind: "Pod".into(),
+            namespaced: true,
+            verbs: vec![],
+            has_status_subresource: true,
+        };
+        assert_eq!(
+            LiveObject::compare(live.clone(), &tree, &pods).differing,
+            None
+        );
+        let mut body = tree.clone();
+        prepare_replacement(&mut body, &live);
+        // All but the deprecated `serviceAccount`, which a server defaults on every write.
+        let mut expected = live["spec"].clone();
+        expected.as_object_mut().unwrap().remove("serviceAccount");
+        assert_eq!(body["spec"], expected);
+        // A changed image is still a difference, and the replacement carries it.
+        let mut drifted = live.clone();
+        drifted["spec"]["containers"][0]["image"] = json!("busybox:2");
+        let differing = LiveObject::compare(drifted.clone(), &tree, &pods).differing;
+        assert_eq!(
+            differing.unwrap()["spec"]["containers"][0]["image"],
+            "busybox:2"
+        );
+        let mut body = tree.clone();
+        prepare_replacement(&mut body, &drifted);
+        assert_eq!(body["spec"]["containers"][0]["image"], "busybox:1");
+        assert_eq!(body["spec"]["volumes"], live["spec"]["volumes"]);
+    }
 
     #[test]
     fn a_replaced_service_keeps_what_the_target_allocated() {

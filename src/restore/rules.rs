@@ -5,7 +5,7 @@
 //! rules and reason strings, the stage order of §6.5, and the cleaning of server-generated
 //! and cluster-specific fields: Services, PVs and PVCs (so that they re-bind on the target),
 //! Jobs (generated selector and labels), ServiceAccounts (token Secret references), bare Pods
-//! (`nodeName`); and the form a restore holds its objects in from the load to the POST
+//! (node, priority, ephemeral containers, the source's token volume); and the form a restore holds its objects in from the load to the POST
 //! ([`CompactObject`]: compact JSON text, parsed where a step reads fields). Must not touch:
 //! the network, git.
 
@@ -201,7 +201,8 @@ pub enum Stage {
     StorageClasses,
     /// PersistentVolumes then their claims (then wait `Bound`).
     Volumes,
-    /// ServiceAccounts, Secrets, ConfigMaps, LimitRanges, ResourceQuotas.
+    /// ServiceAccounts, Secrets, ConfigMaps, LimitRanges, ResourceQuotas, PriorityClasses,
+    /// RuntimeClasses.
     Basics,
     /// Roles, ClusterRoles and their bindings.
     Rbac,
@@ -375,12 +376,15 @@ pub(crate) fn stage_of(path: &ContentPath, app_pathes: &[String]) -> Stage {
         Stage::Volumes
     } else if matches_any(app_pathes, path.as_str()) {
         Stage::Apps
-    } else if g.is_empty()
+    } else if (g.is_empty()
         && matches!(
             r,
             "serviceaccounts" | "secrets" | "configmaps" | "limitranges" | "resourcequotas"
-        )
+        ))
+        || (g == "scheduling.k8s.io" && r == "priorityclasses")
+        || (g == "node.k8s.io" && r == "runtimeclasses")
     {
+        // PriorityClasses and RuntimeClasses: a Pod's admission looks them up.
         Stage::Basics
     } else if g == RBAC_GROUP {
         Stage::Rbac
@@ -712,11 +716,134 @@ pub(crate) fn clean_service_account(sa: &mut Value, restored: impl Fn(&str) -> b
     }
 }
 
-/// A Pod (one no controller owns) loses `spec.nodeName`: the node it ran on need not exist
-/// on the target, where a Pod bound to a missing node never starts; the scheduler places it.
+/// Where a server's ServiceAccount admission mounts a Pod's API credentials.
+pub(crate) const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The container lists whose `volumeMounts` ServiceAccount admission extends.
+const MOUNTING_CONTAINERS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+/// Names of the volumes of `pod` that its server's ServiceAccount admission added: the
+/// account's token Secret (`<account>-token-xxxxx`, servers before 1.21) or a
+/// `kube-api-access-xxxxx` projected token (1.21 and later), mounted nowhere but at
+/// [`TOKEN_MOUNT_PATH`]. None when the Pod turns the automount off.
+pub(crate) fn admitted_token_volumes(pod: &Value) -> Vec<String> {
+    let Some(spec) = pod.get("spec") else {
+        return Vec::new();
+    };
+    if spec.get("automountServiceAccountToken") == Some(&Value::Bool(false)) {
+        return Vec::new();
+    }
+    let account = [spec.get("serviceAccountName"), spec.get("serviceAccount")]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|a| !a.is_empty())
+        .unwrap_or("default");
+    let is_token = |v: &Value| {
+        if let Some(secret) = v.pointer("/secret/secretName").and_then(Value::as_str) {
+            // The token controller's names: the account, `-token-`, 5 random characters.
+            return secret
+                .strip_prefix(account)
+                .and_then(|r| r.strip_prefix("-token-"))
+                .is_some_and(|s| {
+                    s.len() == 5
+                        && s.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                });
+        }
+        v.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+            && v.pointer("/projected/sources")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|x| x.get("serviceAccountToken").is_some()))
+    };
+    let mounted_elsewhere = |name: &str| {
+        MOUNTING_CONTAINERS
+            .iter()
+            .filter_map(|list| spec.get(*list).and_then(Value::as_array))
+            .flatten()
+            .filter_map(|c| c.get("volumeMounts").and_then(Value::as_array))
+            .flatten()
+            .any(|m| {
+                m.get("name").and_then(Value::as_str) == Some(name)
+                    && m.get("mountPath").and_then(Value::as_str) != Some(TOKEN_MOUNT_PATH)
+            })
+    };
+    spec.get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| is_token(v))
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .filter(|n| !mounted_elsewhere(n))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes volumes `names` from `pod`, with every container's mounts of them (and the mount
+/// lists and volume list left empty).
+pub(crate) fn remove_volumes(pod: &mut Value, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let named = |v: &Value| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| names.iter().any(|x| x == n))
+    };
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        volumes.retain(|v| !named(v));
+        if volumes.is_empty() {
+            spec.remove("volumes");
+        }
+    }
+    for list in MOUNTING_CONTAINERS {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(c) = c.as_object_mut() else {
+                continue;
+            };
+            if let Some(mounts) = c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+                mounts.retain(|m| !named(m));
+                if mounts.is_empty() {
+                    c.remove("volumeMounts");
+                }
+            }
+        }
+    }
+}
+
+/// A Pod (one no controller owns) is created afresh on the target, whose admission fills in
+/// again what it computes. It loses:
+/// - `spec.nodeName`: the node it ran on need not exist on the target, where a Pod bound to a
+///   missing node never starts; the scheduler places it;
+/// - `spec.priority` and `spec.preemptionPolicy`: Priority admission computes them from
+///   `priorityClassName` and refuses a Pod whose values differ from the target's class;
+/// - `spec.ephemeralContainers` (debugging sessions of the old Pod): a server refuses them on
+///   create since 1.23 and drops them before;
+/// - the API token volume of the source's ServiceAccount admission ([`admitted_token_volumes`])
+///   and its mounts: before 1.21 it names the source's token Secret, which is never restored
+///   (the Pod would wait for it forever); the target's admission mounts its own.
 pub(crate) fn clean_pod(pod: &mut Value) {
+    let tokens = admitted_token_volumes(pod);
+    remove_volumes(pod, &tokens);
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.remove("nodeName");
+        for field in [
+            "nodeName",
+            "priority",
+            "preemptionPolicy",
+            "ephemeralContainers",
+        ] {
+            spec.remove(field);
+        }
     }
     if let Some(map) = pod.as_object_mut() {
         map.remove("status");
@@ -1189,5 +1316,71 @@ pub(crate) mod tests {
         let mut pod = json!({"spec": {"nodeName": "n1", "containers": []}, "status": {}});
         clean_pod(&mut pod);
         assert_eq!(pod, json!({"spec": {"containers": []}}));
+    }
+
+    /// What a Pod's admission looks up is created before the Pods (of the stage after).
+    #[test]
+    fn classes_a_pod_names_come_with_the_basics() {
+        let apps = crate::restore::preference::DEFAULT_APP_PATHES.map(str::to_string);
+        for (path, stage) in [
+            (
+                "/apis/scheduling.k8s.io/v1/priorityclasses/high",
+                Stage::Basics,
+            ),
+            ("/apis/node.k8s.io/v1/runtimeclasses/gvisor", Stage::Basics),
+            ("/api/v1/namespaces/a/configmaps/c", Stage::Basics),
+            ("/api/v1/namespaces/a/pods/p", Stage::Rest),
+            ("/apis/apps/v1/namespaces/a/deployments/d", Stage::Apps),
+        ] {
+            let path = ContentPath::parse(path).unwrap();
+            assert_eq!(stage_of(&path, &apps), stage, "{path:?}");
+        }
+    }
+
+    /// What a server's admission put into a Pod goes; what its user wrote stays.
+    #[test]
+    fn a_pod_loses_what_the_source_admitted() {
+        let token = TOKEN_MOUNT_PATH;
+        let mut pod = json!({"spec": {
+            "serviceAccountName": "robot", "priority": 1000, "priorityClassName": "high",
+            "preemptionPolicy": "PreemptLowerPriority",
+            "ephemeralContainers": [{"name": "debugger", "image": "busybox"}],
+            "containers": [{"name": "c", "volumeMounts": [
+                {"name": "data", "mountPath": "/data"},
+                {"name": "robot-token-x7k2p", "mountPath": token, "readOnly": true}]}],
+            "initContainers": [{"name": "i", "volumeMounts": [
+                {"name": "robot-token-x7k2p", "mountPath": token, "readOnly": true}]}],
+            "volumes": [{"name": "data", "emptyDir": {}},
+                {"name": "robot-token-x7k2p", "secret": {"secretName": "robot-token-x7k2p", "defaultMode": 420}}]}});
+        clean_pod(&mut pod);
+        assert_eq!(
+            pod,
+            json!({"spec": {"serviceAccountName": "robot", "priorityClassName": "high",
+                "containers": [{"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                "initContainers": [{"name": "i"}],
+                "volumes": [{"name": "data", "emptyDir": {}}]}})
+        );
+        // 1.21 and later: a projected token, for the default account.
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "volumeMounts": [
+                {"name": "kube-api-access-5xq2n", "mountPath": token, "readOnly": true}]}],
+            "volumes": [{"name": "kube-api-access-5xq2n", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt"}}]}}]}});
+        assert_eq!(admitted_token_volumes(&pod), ["kube-api-access-5xq2n"]);
+        clean_pod(&mut pod);
+        assert_eq!(pod, json!({"spec": {"containers": [{"name": "c"}]}}));
+        // Not the admission's: another account's Secret, a token mounted elsewhere, a Pod
+        // that turned the automount off, a name that is not the token controller's.
+        for spec in [
+            json!({"volumes": [{"name": "t", "secret": {"secretName": "other-token-abcde"}}]}),
+            json!({"serviceAccountName": "robot", "volumes": [{"name": "t", "secret": {"secretName": "robot-token-abcdef"}}]}),
+            json!({"containers": [{"name": "c", "volumeMounts": [{"name": "kube-api-access-1", "mountPath": "/token"}]}],
+                "volumes": [{"name": "kube-api-access-1", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]}),
+            json!({"automountServiceAccountToken": false, "volumes": [{"name": "t", "secret": {"secretName": "default-token-abcde"}}]}),
+            json!({"volumes": [{"name": "kube-api-access-1", "projected": {"sources": [{"configMap": {"name": "x"}}]}}]}),
+        ] {
+            let pod = json!({ "spec": spec });
+            assert!(admitted_token_volumes(&pod).is_empty(), "{pod}");
+        }
     }
 }

@@ -8,6 +8,7 @@
     reason = "tests and their helpers fail loudly and print what they skip"
 )]
 
+mod admission;
 mod cli;
 mod compat;
 mod controller;

@@ -18,19 +18,24 @@ pub const REAL_B: &str = "K8S_SNAP_TEST_KUBECONFIG_B";
 pub struct TestCluster {
     pub kubeconfig: PathBuf,
     pub emulator: Option<EmulatorHandle>,
-    /// Namespaces made by [`TestCluster::namespace`]: deleted again on a real cluster.
+    /// Paths of the namespaces made by [`TestCluster::namespace`] and the cluster-scoped
+    /// objects made by [`TestCluster::post_owned`]: deleted again (last first) on a real
+    /// cluster.
     created: std::sync::Mutex<Vec<String>>,
     _dir: TempDir,
 }
 
 impl Drop for TestCluster {
-    /// On a real cluster, deletes the namespaces this test made (their contents go with
-    /// them), on a thread of its own so that dropping inside a runtime is fine.
+    /// On a real cluster, deletes the namespaces (their contents go with them) and
+    /// cluster-scoped objects this test made, on a thread of its own so that dropping inside a
+    /// runtime is fine.
     fn drop(&mut self) {
-        let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
-        if self.emulator.is_some() || names.is_empty() {
+        let mut paths =
+            std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.emulator.is_some() || paths.is_empty() {
             return;
         }
+        paths.reverse();
         let kubeconfig = self.kubeconfig.clone();
         let cleanup = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -49,13 +54,12 @@ impl Drop for TestCluster {
                 else {
                     return;
                 };
-                for n in names {
-                    let path = format!("/api/v1/namespaces/{n}");
+                for path in paths {
                     let delete = c.request_bytes(http::Method::DELETE, &path, None, None);
                     if let Err(e) =
                         tokio::time::timeout(std::time::Duration::from_secs(30), delete).await
                     {
-                        eprintln!("cleanup of namespace {n}: {e}");
+                        eprintln!("cleanup of {path}: {e}");
                     }
                 }
             });
@@ -143,8 +147,24 @@ impl TestCluster {
         self.created
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(name.clone());
+            .push(format!("/api/v1/namespaces/{name}"));
         name
+    }
+
+    /// POSTs a cluster-scoped object to `collection` (its name is in `body`) and deletes it
+    /// again when this cluster is dropped, on a real cluster.
+    pub async fn post_owned(
+        &self,
+        collection: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        let out = self.post(collection, body).await;
+        let name = out["metadata"]["name"].as_str().expect("a named object");
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{collection}/{name}"));
+        out
     }
 
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {

@@ -515,7 +515,28 @@ impl State {
         }
         self.check_custom_resource(def, &name, &mut body)?;
         if def.group.is_empty() && def.plural == "pods" && !opts.keep_identity {
-            self.admit_pod_service_account(def, ns, &name, &mut body)?;
+            self.admit_pod(def, ns, &name, &mut body)?;
+        }
+        if def.group == "scheduling.k8s.io"
+            && def.plural == "priorityclasses"
+            && !opts.keep_identity
+        {
+            let classes: Vec<Value> = self
+                .store
+                .current(&def.key(), None)
+                .into_iter()
+                .map(|(_, o)| o.value())
+                .collect();
+            if let Err(crate::admission::Refusal::Forbidden(message)) =
+                crate::admission::admit_priority_class(&body, &classes)
+            {
+                return Err(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!("{} \"{name}\" is forbidden: {message}", qualified(def)),
+                )
+                .with_details(&name, &def.group, &def.plural));
+            }
         }
         self.prepare_create(def, ns, &name, &mut body, opts.dry_run)?;
         if opts.dry_run {
@@ -532,45 +553,61 @@ impl State {
             .unwrap_or(out))
     }
 
-    /// The `ServiceAccount` admission plugin on a new Pod: `spec.serviceAccountName` defaults
-    /// to `default` (and the deprecated `serviceAccount` mirrors it, as the v1 API does); a
-    /// Pod whose account does not exist in its namespace is refused with the real 403.
-    fn admit_pod_service_account(
+    /// A new Pod's admission (`crate::admission`: ServiceAccount, Priority, ephemeral
+    /// containers), with what it looks up read from the store.
+    fn admit_pod(
         &self,
         def: &ResourceDef,
         ns: &str,
         name: &str,
         body: &mut Value,
     ) -> Result<(), ApiError> {
-        let account = match (
-            str_of(body, &["spec", "serviceAccountName"]),
-            str_of(body, &["spec", "serviceAccount"]),
-        ) {
-            ("", "") => "default",
-            ("", a) | (a, _) => a,
-        }
-        .to_string();
-        let sa_def = self.def("", "serviceaccounts");
-        if self.store.get(&sa_def.key(), ns, &account).is_none() {
-            let shown = match str_of(body, &["metadata", "generateName"]) {
-                "" => name,
-                prefix => prefix,
-            };
-            return Err(ApiError::new(
+        let get = |plural: &str, ns: &str, name: &str| {
+            self.store
+                .get(&self.def("", plural).key(), ns, name)
+                .map(|o| o.value())
+        };
+        let service_account = |n: &str| get("serviceaccounts", ns, n);
+        let secret = |n: &str| get("secrets", ns, n);
+        let priority_classes = || {
+            let key = self.def("scheduling.k8s.io", "priorityclasses").key();
+            self.store
+                .current(&key, None)
+                .into_iter()
+                .map(|(_, o)| o.value())
+                .collect()
+        };
+        let suffix = || random_suffix(5);
+        let lookups = crate::admission::Lookups {
+            minor: self.config.server_version.minor(),
+            service_account: &service_account,
+            secret: &secret,
+            priority_classes: &priority_classes,
+            suffix: &suffix,
+        };
+        let shown = match str_of(body, &["metadata", "generateName"]) {
+            "" => name.to_string(),
+            prefix => prefix.to_string(),
+        };
+        match crate::admission::admit_pod(ns, body, &lookups) {
+            Ok(()) => Ok(()),
+            Err(crate::admission::Refusal::Forbidden(message)) => Err(ApiError::new(
                 403,
                 "Forbidden",
-                format!(
-                    "{} \"{shown}\" is forbidden: error looking up service account {ns}/{account}: serviceaccount \"{account}\" not found",
-                    def.plural
-                ),
+                format!("{} \"{shown}\" is forbidden: {message}", def.plural),
             )
-            .with_details(shown, &def.group, &def.plural));
+            .with_details(&shown, &def.group, &def.plural)),
+            Err(crate::admission::Refusal::ServerTimeout(message)) => {
+                let mut e = ApiError::new(504, "ServerTimeout", message);
+                e.details = Some(
+                    json!({"name": "create pod", "kind": "serviceaccounts", "retryAfterSeconds": 1}),
+                );
+                Err(e)
+            }
+            Err(crate::admission::Refusal::Invalid(causes)) => {
+                Err(ApiError::invalid_causes(def, name, &causes))
+            }
         }
-        if body["spec"].is_object() {
-            body["spec"]["serviceAccountName"] = json!(account);
-            body["spec"]["serviceAccount"] = json!(account);
-        }
-        Ok(())
     }
 
     /// The 422 of an Event a real server refuses at the version it was sent to (`def`).
@@ -1178,6 +1215,14 @@ impl State {
         let mut new = if sub == Some("status") {
             let mut n = old.clone();
             n["status"] = body["status"].clone();
+            n
+        } else if sub == Some("ephemeralcontainers") {
+            let causes = crate::workloads::check_ephemeral_containers_update(&body, &old);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid_causes(def, name, &causes));
+            }
+            let mut n = old.clone();
+            n["spec"]["ephemeralContainers"] = body["spec"]["ephemeralContainers"].clone();
             n
         } else {
             let mut n = body;

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod api;
 mod catalog;
 mod convert;

@@ -349,6 +349,12 @@ fn parse_target(
     Ok(Target { def, ns, name, sub })
 }
 
+/// Whether the release takes writes of `pods/ephemeralcontainers` in the v1 Pod form (1.23+;
+/// before, the feature was off by default).
+fn ephemeral_writes(sh: &Shared) -> bool {
+    sh.lock().config.server_version.minor() >= 23
+}
+
 fn method_not_allowed() -> ApiError {
     ApiError::new(
         405,
@@ -601,6 +607,9 @@ async fn resource(
                     let out = write(sh, |st| st.update(sdef, &ns, name, v, sub, &opts))?;
                     served(&view, out)
                 }
+                Some("ephemeralcontainers") if ephemeral_writes(sh) => {
+                    write(sh, |st| st.update(sdef, &ns, name, v, sub, &opts))?
+                }
                 Some(_) => return Err(method_not_allowed()),
             };
             Ok(json_value(200, &out))
@@ -635,6 +644,9 @@ async fn resource(
                         None => st.patch(sdef, &ns, name, &ct, &body, sub, &opts),
                     })?;
                     served(&view, out)
+                }
+                Some("ephemeralcontainers") if ephemeral_writes(sh) => {
+                    write(sh, |st| st.patch(sdef, &ns, name, &ct, &body, sub, &opts))?
                 }
                 Some(_) => return Err(method_not_allowed()),
             };

@@ -8,6 +8,8 @@
 //! - `apps/v1` Deployments, ReplicaSets and DaemonSets: `spec.selector` is immutable.
 //! - PersistentVolumeClaims: the spec is immutable but for a bound claim's requests (Jobs'
 //!   rules are in `jobs`).
+//! - Pods' `ephemeralcontainers` subresource: ephemeral containers may be added, never
+//!   changed or removed.
 //! - The scheduler binds a new Pod that names no node to the first schedulable Node.
 //!
 //! Messages are the releases' own (the Pod's first line, without the spec diff a real server
@@ -270,6 +272,30 @@ pub(crate) fn node_for<'a>(pod: &Value, nodes: impl Iterator<Item = &'a Value>) 
         .filter_map(|n| n["metadata"]["name"].as_str())
         .min()
         .map(str::to_string)
+}
+
+/// The causes of a 422 for writing Pod `new` through `pods/ephemeralcontainers` over `old`:
+/// ephemeral containers may be added, never removed or changed.
+pub(crate) fn check_ephemeral_containers_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let field = "spec.ephemeralContainers";
+    let new_list = items(&new["spec"]["ephemeralContainers"]);
+    items(&old["spec"]["ephemeralContainers"])
+        .iter()
+        .filter_map(|o| {
+            let name = o["name"].as_str().unwrap_or_default();
+            match new_list.iter().find(|n| n["name"] == o["name"]) {
+                None => Some(Cause::forbidden(
+                    field,
+                    &format!("existing ephemeral containers \"{name}\" may not be removed\n"),
+                )),
+                Some(n) if !same(n, o) => Some(Cause::forbidden(
+                    field,
+                    &format!("existing ephemeral containers \"{name}\" may not be changed\n"),
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

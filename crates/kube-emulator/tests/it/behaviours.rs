@@ -1036,3 +1036,169 @@ async fn workloads_are_updated_as_a_real_server_allows() {
         .await
         .unwrap();
 }
+
+/// A new Pod goes through the admission a real server runs (token volume per release, priority
+/// from its class), and ephemeral containers come only through their subresource (1.23+),
+/// never on create, and are never removed.
+#[tokio::test]
+async fn pods_are_admitted_and_debugged_as_a_real_server_allows() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let token_path = "/var/run/secrets/kubernetes.io/serviceaccount";
+    for (version, secret_volume) in [
+        (kube_emulator::ServerVersion::V1_19, true),
+        (kube_emulator::ServerVersion::Latest, false),
+    ] {
+        let emu = Emulator::builder()
+            .server_version(version)
+            .start()
+            .await
+            .unwrap();
+        let c = emu.client().await;
+        let classes: Api<DynamicObject> = Api::all_with(
+            c.clone(),
+            &ApiResource::erase::<k8s_openapi::api::scheduling::v1::PriorityClass>(&()),
+        );
+        let pc = |name: &str, value: i64, default: bool| -> DynamicObject {
+            serde_json::from_value(
+                json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "globalDefault": default}),
+            )
+            .unwrap()
+        };
+        classes
+            .create(&PostParams::default(), &pc("high", 1000, false))
+            .await
+            .unwrap();
+        classes
+            .create(&PostParams::default(), &pc("fallback", 10, true))
+            .await
+            .unwrap();
+        let e = api_err(
+            classes
+                .create(&PostParams::default(), &pc("second", 5, true))
+                .await,
+        );
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                403,
+                "priorityclasses.scheduling.k8s.io \"second\" is forbidden: PriorityClass fallback is already marked as default. Only one default can exist"
+            )
+        );
+        let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+        let pod = |name: &str, extra: serde_json::Value| -> Pod {
+            let mut p = json!({"metadata": {"name": name},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
+            json_patch::merge(&mut p, &extra);
+            serde_json::from_value(p).unwrap()
+        };
+        let made = pods
+            .create(&PostParams::default(), &pod("p", json!({})))
+            .await
+            .unwrap();
+        let spec = serde_json::to_value(made.spec.unwrap()).unwrap();
+        assert_eq!(
+            spec["containers"][0]["volumeMounts"][0]["mountPath"], token_path,
+            "{spec}"
+        );
+        let volume = &spec["volumes"][0];
+        if secret_volume {
+            assert!(
+                volume["secret"]["secretName"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("default-token-"),
+                "{volume}"
+            );
+        } else {
+            assert!(
+                volume["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("kube-api-access-"),
+                "{volume}"
+            );
+            assert_eq!(
+                volume["projected"]["sources"][0]["serviceAccountToken"]["path"],
+                "token"
+            );
+        }
+        assert_eq!(
+            (&spec["priorityClassName"], &spec["priority"]),
+            (&json!("fallback"), &json!(10))
+        );
+        let e = api_err(
+            pods.create(
+                &PostParams::default(),
+                &pod(
+                    "q",
+                    json!({"spec": {"priorityClassName": "high", "priority": 0}}),
+                ),
+            )
+            .await,
+        );
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                403,
+                "pods \"q\" is forbidden: the integer value of priority (0) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"
+            )
+        );
+        let debugger =
+            json!({"spec": {"ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}});
+        let created = pods
+            .create(&PostParams::default(), &pod("r", debugger.clone()))
+            .await;
+        let patched = pods
+            .patch_subresource(
+                "ephemeralcontainers",
+                "p",
+                &PatchParams::default(),
+                &Patch::Merge(&debugger),
+            )
+            .await;
+        if secret_volume {
+            // 1.19: the feature is off; the field is dropped and the subresource not served.
+            assert!(
+                created
+                    .unwrap()
+                    .spec
+                    .unwrap()
+                    .ephemeral_containers
+                    .is_none()
+            );
+            assert_eq!(api_err(patched).code, 404);
+            continue;
+        }
+        let e = api_err(created);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                422,
+                "Pod \"r\" is invalid: spec.ephemeralContainers: Forbidden: cannot be set on create"
+            )
+        );
+        let debugged = patched.unwrap();
+        assert_eq!(
+            debugged.spec.unwrap().ephemeral_containers.unwrap()[0].name,
+            "debugger"
+        );
+        let e = api_err(
+            pods.patch_subresource(
+                "ephemeralcontainers",
+                "p",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"ephemeralContainers": []}})),
+            )
+            .await,
+        );
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message
+                .contains("existing ephemeral containers \"debugger\" may not be removed"),
+            "{}",
+            e.message
+        );
+    }
+}
