@@ -210,11 +210,15 @@ pub enum Stage {
     Rest,
     /// `restoreAppApiPathes` (default: Deployments, StatefulSets, DaemonSets).
     Apps,
+    /// Admission webhook configurations and admission policies, after everything they could
+    /// intercept: a webhook whose backend (restored above) does not run yet fails every
+    /// request it matches.
+    Admission,
 }
 
 impl Stage {
     /// Every stage, in apply order.
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Crds,
         Stage::Namespaces,
         Stage::StorageClasses,
@@ -223,6 +227,7 @@ impl Stage {
         Stage::Rbac,
         Stage::Rest,
         Stage::Apps,
+        Stage::Admission,
     ];
 }
 
@@ -374,6 +379,9 @@ pub(crate) fn stage_of(path: &ContentPath, app_pathes: &[String]) -> Stage {
         Stage::StorageClasses
     } else if g.is_empty() && (r == "persistentvolumes" || r == "persistentvolumeclaims") {
         Stage::Volumes
+    } else if g == "admissionregistration.k8s.io" {
+        // Webhook configurations, ValidatingAdmissionPolicies and their bindings.
+        Stage::Admission
     } else if matches_any(app_pathes, path.as_str()) {
         Stage::Apps
     } else if (g.is_empty()
@@ -1318,9 +1326,10 @@ pub(crate) mod tests {
         assert_eq!(pod, json!({"spec": {"containers": []}}));
     }
 
-    /// What a Pod's admission looks up is created before the Pods (of the stage after).
+    /// What a Pod's admission looks up is created before the Pods (of the stage after), and
+    /// admission webhooks after everything they could intercept.
     #[test]
-    fn classes_a_pod_names_come_with_the_basics() {
+    fn admission_decides_the_stages_of_classes_and_webhooks() {
         let apps = crate::restore::preference::DEFAULT_APP_PATHES.map(str::to_string);
         for (path, stage) in [
             (
@@ -1331,6 +1340,14 @@ pub(crate) mod tests {
             ("/api/v1/namespaces/a/configmaps/c", Stage::Basics),
             ("/api/v1/namespaces/a/pods/p", Stage::Rest),
             ("/apis/apps/v1/namespaces/a/deployments/d", Stage::Apps),
+            (
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/w",
+                Stage::Admission,
+            ),
+            (
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/w",
+                Stage::Admission,
+            ),
         ] {
             let path = ContentPath::parse(path).unwrap();
             assert_eq!(stage_of(&path, &apps), stage, "{path:?}");

@@ -1,6 +1,8 @@
-//! Pods no controller owns, restored onto another cluster: its admission fills them in again
-//! (API token volume, priority), so a restore must not carry what the source's admission put
-//! there (docs/restore.md, "Pods"). Runs on every emulator profile and on real clusters.
+//! Restores onto a cluster whose admission is in the way: Pods no controller owns, which its
+//! admission fills in again (API token volume, priority), so a restore must not carry what
+//! the source's admission put there (docs/restore.md, "Pods"); and admission webhooks, whose
+//! backends do not run yet while a restore creates what they intercept. Runs on every
+//! emulator profile and on real clusters.
 
 use kube_emulator::{Fixture, ServerVersion};
 use serde_json::{Value, json};
@@ -194,4 +196,102 @@ async fn bare_pods_restore_across_token_volume_forms() {
     let new = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Empty).await;
     bare_pods_are_admitted_by_the_target(&old, &new).await;
     bare_pods_are_admitted_by_the_target(&new, &old).await;
+}
+
+/// A validating webhook (`failurePolicy: Fail`) restored before what it intercepts would fail
+/// it: its backend does not run yet on the target. Restored last, it lets the restore create
+/// the namespace's Deployment, and then intercepts as it did on the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_webhooks_are_restored_after_what_they_intercept() {
+    let source = TestCluster::source().await;
+    let target = TestCluster::target().await;
+    let cleanup = RestoreCleanup::new(&target).await;
+    let ns = source.namespace("it-webhook").await;
+    // The webhook selects this namespace only (on a real cluster, nothing else is touched).
+    let label = "k8s-snap.test/webhook";
+    source
+        .merge_patch(
+            &format!("/api/v1/namespaces/{ns}"),
+            &json!({"metadata": {"labels": {label: &ns}}}),
+        )
+        .await;
+    source
+        .post(
+            &format!("/api/v1/namespaces/{ns}/services"),
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook"},
+                "spec": {"selector": {"app": "no-such-backend"}, "ports": [{"port": 443, "targetPort": 8443}]}}),
+        )
+        .await;
+    let deployments = format!("/apis/apps/v1/namespaces/{ns}/deployments");
+    let deployment = |name: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}})
+    };
+    source.post(&deployments, &deployment("web")).await;
+    let webhooks = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
+    let hook = format!("it-webhook-{:08x}", fastrand::u32(..));
+    source
+        .post_owned(
+            webhooks,
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": hook},
+                "webhooks": [{"name": "deny.it.k8s-snap.io", "failurePolicy": "Fail", "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"], "timeoutSeconds": 2,
+                    "clientConfig": {"service": {"namespace": ns, "name": "hook", "path": "/validate"}},
+                    "namespaceSelector": {"matchLabels": {label: ns}},
+                    "rules": [{"operations": ["CREATE"], "apiGroups": ["apps"], "apiVersions": ["v1"],
+                        "resources": ["deployments"]}]}]}),
+        )
+        .await;
+    let refused = |e: Result<Value, kube::Error>| {
+        let e = e.expect_err("the webhook intercepts a new Deployment");
+        assert!(
+            e.to_string()
+                .contains("failed calling webhook \"deny.it.k8s-snap.io\""),
+            "{e}"
+        );
+    };
+    refused(source.try_post(&deployments, &deployment("late")).await);
+
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &[
+            "snapshot",
+            "s",
+            "--no-push",
+            "--include-namespaces",
+            &ns,
+            "--include-cluster-resources",
+            "true",
+        ],
+    )
+    .ok();
+    let all = format!("/api/v1/namespaces/{ns}/**");
+    let apps = format!("/apis/apps/v1/namespaces/{ns}/**");
+    let hook_path = format!("{webhooks}/{hook}");
+    let status = cleanup
+        .restore_json(
+            &data,
+            &[
+                "s",
+                "--create-namespaces",
+                "--include",
+                &all,
+                "--include",
+                &apps,
+                "--include",
+                &hook_path,
+            ],
+        )
+        .await;
+    assert_eq!(status["numFailed"], 0, "{status}");
+    let created = status["created"].to_string();
+    for path in [format!("{deployments}/web"), hook_path.clone()] {
+        assert!(created.contains(&path), "{path} not created: {status}");
+    }
+    refused(target.try_post(&deployments, &deployment("late")).await);
+    assert!(cleanup.finish().await.is_empty());
 }

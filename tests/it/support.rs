@@ -151,6 +151,24 @@ impl TestCluster {
         name
     }
 
+    /// POSTs `body` once (no retry): the created object, or the server's error.
+    pub async fn try_post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, kube::Error> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let request = http::Request::post(path)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body).unwrap())
+            .unwrap();
+        client.request::<serde_json::Value>(request).await
+    }
+
     /// POSTs a cluster-scoped object to `collection` (its name is in `body`) and deletes it
     /// again when this cluster is dropped, on a real cluster.
     pub async fn post_owned(

@@ -538,6 +538,9 @@ impl State {
                 .with_details(&name, &def.group, &def.plural));
             }
         }
+        if !opts.keep_identity {
+            self.call_webhooks("CREATE", def, ns, &name, &body, None)?;
+        }
         self.prepare_create(def, ns, &name, &mut body, opts.dry_run)?;
         if opts.dry_run {
             return Ok(body);
@@ -606,6 +609,82 @@ impl State {
             }
             Err(crate::admission::Refusal::Invalid(causes)) => {
                 Err(ApiError::invalid_causes(def, name, &causes))
+            }
+        }
+    }
+
+    /// The admission webhooks of the stored configurations on a write (`crate::webhooks`):
+    /// the 500 of the first that intercepts it and fails.
+    fn call_webhooks(
+        &self,
+        operation: &str,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        obj: &Value,
+        sub: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let mut configs = Vec::new();
+        for plural in [
+            "mutatingwebhookconfigurations",
+            "validatingwebhookconfigurations",
+        ] {
+            let Some(d) = self
+                .catalog
+                .find_any("admissionregistration.k8s.io", plural)
+            else {
+                continue;
+            };
+            configs.extend(
+                self.store
+                    .current(&d.key(), None)
+                    .into_iter()
+                    .map(|(_, o)| o.value()),
+            );
+        }
+        if configs.is_empty() {
+            return Ok(());
+        }
+        let resource = match sub {
+            Some(s) => format!("{}/{s}", def.plural),
+            None => def.plural.clone(),
+        };
+        let req = crate::webhooks::Request {
+            operation,
+            group: &def.group,
+            version: &def.version,
+            resource: &resource,
+            namespace: if def.namespaced { ns } else { "" },
+            object: obj,
+        };
+        let namespace = if def.namespaced {
+            self.store
+                .get(&self.def("", "namespaces").key(), "", ns)
+                .map(|o| o.value())
+        } else {
+            None
+        };
+        let ns_labels: Vec<(&str, &str)> = namespace
+            .as_ref()
+            .and_then(|n| n.pointer("/metadata/labels"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+            .collect();
+        let services = self.def("", "services").key();
+        let service_exists = |ns: &str, svc: &str| self.store.get(&services, ns, svc).is_some();
+        match crate::webhooks::refusal(&configs, &req, &ns_labels, &service_exists) {
+            None => Ok(()),
+            Some(reason) => {
+                let mut e = ApiError::new(
+                    500,
+                    "InternalError",
+                    format!("Internal error occurred: {reason}"),
+                );
+                e.details = Some(json!({"name": name, "group": def.group, "kind": def.plural,
+                    "causes": [{"message": reason}]}));
+                Err(e)
             }
         }
     }
@@ -1309,6 +1388,7 @@ impl State {
             return Err(ApiError::invalid_causes(def, name, &causes));
         }
         self.check_custom_resource(def, name, &mut new)?;
+        self.call_webhooks("UPDATE", def, ns, name, &new, sub)?;
         if opts.dry_run {
             return Ok(new);
         }

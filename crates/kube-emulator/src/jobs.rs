@@ -108,7 +108,7 @@ pub(crate) fn prepare_create(
         expected.push((UID, uid.as_str()));
         expected.push((NAME, name));
     }
-    if !selector_matches(&body["spec"]["selector"], &expected) {
+    if !crate::selector::selects(&body["spec"]["selector"], &expected) {
         causes.push((
             "spec.selector".into(),
             format!(
@@ -141,37 +141,6 @@ pub(crate) fn prepare_create(
         );
     }
     Err(e)
-}
-
-/// Whether a label selector selects a set of labels.
-fn selector_matches(selector: &Value, labels: &[(&str, &str)]) -> bool {
-    let get = |k: &str| labels.iter().find(|(l, _)| *l == k).map(|(_, v)| *v);
-    let match_labels = selector["matchLabels"].as_object();
-    let labels_ok = match_labels
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| get(k) == v.as_str());
-    let exprs_ok = selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|e| {
-            let key = e["key"].as_str().unwrap_or_default();
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            match e["operator"].as_str() {
-                Some("In") => get(key).is_some_and(|v| values.contains(&v)),
-                Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
-                Some("Exists") => get(key).is_some(),
-                Some("DoesNotExist") => get(key).is_none(),
-                _ => false,
-            }
-        });
-    labels_ok && exprs_ok
 }
 
 /// A selector as Go prints it in validation messages (`&v1.LabelSelector{...}`).

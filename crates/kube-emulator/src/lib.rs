@@ -31,6 +31,7 @@ mod schema;
 mod selector;
 mod server;
 mod store;
+mod webhooks;
 mod workloads;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -1202,3 +1202,67 @@ async fn pods_are_admitted_and_debugged_as_a_real_server_allows() {
         );
     }
 }
+
+/// A write a webhook configuration intercepts fails as a real server's call to a backend that
+/// does not run; `failurePolicy: Ignore` lets it through, and the configurations themselves
+/// are never intercepted.
+#[tokio::test]
+async fn writes_a_webhook_intercepts_fail_like_an_unreachable_backend() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let emu = Emulator::builder().start().await.unwrap();
+    let c = emu.client().await;
+    let hooks: Api<DynamicObject> = Api::all_with(
+        c.clone(),
+        &ApiResource::erase::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        >(&()),
+    );
+    let config = |name: &str, policy: &str| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration", "metadata": {"name": name},
+            "webhooks": [{"name": format!("{name}.example.com"), "failurePolicy": policy,
+                "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                "clientConfig": {"service": {"namespace": "default", "name": "hook"}},
+                "objectSelector": {"matchLabels": {"checked": "yes"}},
+                "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""],
+                    "apiVersions": ["v1"], "resources": ["configmaps"]}]}]}))
+        .unwrap()
+    };
+    hooks
+        .create(&PostParams::default(), &config("soft", "Ignore"))
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let cm = |name: &str, checked: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"checked": checked}}}))
+            .unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("a", "yes"))
+        .await
+        .unwrap();
+    hooks
+        .create(&PostParams::default(), &config("hard", "Fail"))
+        .await
+        .unwrap();
+    let e = api_err(cms.create(&PostParams::default(), &cm("b", "yes")).await);
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            500,
+            "Internal error occurred: failed calling webhook \"hard.example.com\": Post \"https://hook.default.svc:443?timeout=10s\": service \"hook\" not found"
+        )
+    );
+    cms.create(&PostParams::default(), &cm("c", "no"))
+        .await
+        .unwrap();
+    let e = api_err(
+        cms.replace("a", &PostParams::default(), &cms.get("a").await.unwrap())
+            .await,
+    );
+    assert_eq!(e.code, 500);
+    // A configuration is never intercepted, not even by one matching everything.
+    let mut all = config("all", "Fail");
+    all.data["webhooks"][0]["rules"] = json!([{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"]}]);
+    hooks.create(&PostParams::default(), &all).await.unwrap();
+    hooks.delete("all", &Default::default()).await.unwrap();
+}
