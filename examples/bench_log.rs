@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             skipped: vec![],
             encryption: None,
             filter: None,
+            unavailable_apis: Vec::new(),
         };
         let yaml = serde_saphyr::to_string(&meta)?;
         w.add(SNAPSHOT_META_FILE, yaml.as_bytes())?;

@@ -52,7 +52,7 @@ impl DiscoveryError {
     }
 }
 
-pub use crate::tree::meta::ApiResourceInfo;
+pub use crate::tree::meta::{ApiResourceInfo, UnavailableApi};
 
 impl ApiResourceInfo {
     /// `v1` or `apps/v1`.
@@ -127,6 +127,10 @@ pub struct Discovered {
     pub server_version: String,
     /// Resources in discovery order: core first, then groups as the server lists them.
     pub resources: Vec<ApiResourceInfo>,
+    /// Group versions `/apis` lists whose discovery the server answered `503` (after the
+    /// retries of any request): aggregated APIs whose backends do not answer. Their resources
+    /// are unknown; every other group is discovered.
+    pub unavailable: Vec<UnavailableApi>,
 }
 
 impl Discovered {
@@ -206,19 +210,46 @@ pub async fn discover(
         preferred_of.push((g.name.clone(), preferred));
     }
 
-    let lists: Vec<(String, String, APIResourceList)> = stream::iter(group_versions)
-        .map(|(group, version)| async move {
-            let path = if group.is_empty() {
-                format!("/api/{version}")
-            } else {
-                format!("/apis/{group}/{version}")
-            };
-            let list: APIResourceList = cluster.get_json(&path).await.map_err(request(&path))?;
-            Ok::<_, DiscoveryError>((group, version, list))
-        })
-        .buffered(concurrency.max(1))
-        .try_collect()
-        .await?;
+    // An aggregated API whose backend does not answer is listed in `/apis` but answers 503
+    // (`service unavailable`): kubectl and client-go go on without it, and so does discovery,
+    // recording it. Any other failure fails discovery.
+    let fetched: Vec<Result<(String, String, APIResourceList), UnavailableApi>> = stream::iter(
+        group_versions,
+    )
+    .map(|(group, version)| async move {
+        let path = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        match cluster.get_json::<APIResourceList>(&path).await {
+            Ok(list) => Ok(Ok((group, version, list))),
+            Err(e) if !group.is_empty() && e.code() == Some(503) => {
+                tracing::warn!(
+                    group_version = %format!("{group}/{version}"),
+                    "the server lists this API but does not serve it (503); going on without it"
+                );
+                Ok(Err(UnavailableApi {
+                    group_version: format!("{group}/{version}"),
+                    reason:
+                        "503 Service Unavailable (an aggregated API whose backend does not answer)"
+                            .to_string(),
+                }))
+            }
+            Err(e) => Err(request(&path)(e)),
+        }
+    })
+    .buffered(concurrency.max(1))
+    .try_collect()
+    .await?;
+    let mut unavailable = Vec::new();
+    let mut lists = Vec::new();
+    for f in fetched {
+        match f {
+            Ok(l) => lists.push(l),
+            Err(u) => unavailable.push(u),
+        }
+    }
 
     let mut all = Vec::new();
     for (group, version, list) in lists {
@@ -246,6 +277,7 @@ pub async fn discover(
     Ok(Discovered {
         server_version: version.git_version,
         resources,
+        unavailable,
     })
 }
 
@@ -402,6 +434,7 @@ mod tests {
                 at("extensions", "v1beta1", "widgets", "Widget"),
                 at("networking.k8s.io", "v1", "ingresses", "Ingress"),
             ],
+            unavailable: Vec::new(),
         };
         let got: Vec<String> = d.snapshotted().map(|r| r.api_version()).collect();
         assert_eq!(got, ["extensions/v1beta1", "networking.k8s.io/v1"]);

@@ -210,6 +210,14 @@ pub fn show(global: &GlobalArgs, args: ShowArgs, out: &mut dyn Write) -> anyhow:
             f.describe()
         );
     }
+    if !global.quiet {
+        for api in &snap.meta.unavailable_apis {
+            eprintln!(
+                "note: {} lacks the objects of {}: the server did not serve it ({})",
+                args.name, api.group_version, api.reason
+            );
+        }
+    }
     let prefix = args.path.as_deref().unwrap_or("/").trim_end_matches('/');
     let object = match ContentPath::parse(prefix) {
         Ok(path) if !prefix.is_empty() => mirror

@@ -162,6 +162,12 @@ pub async fn run(
     bar.finish();
     let summary =
         result.with_context(|| format!("snapshot {name:?} failed; nothing was tagged"))?;
+    for api in &summary.unavailable_apis {
+        eprintln!(
+            "warning: {} was not read: the server lists it but answered {}; its objects are not in snapshot {}",
+            api.group_version, api.reason, summary.name
+        );
+    }
     if summary.unencrypted_secrets > 0 && !global.quiet {
         eprintln!(
             "notice: {} Secrets stored unencrypted; seal their values with --encrypt-to (docs/encryption.md)",

@@ -36,6 +36,9 @@ pub mod condition {
     pub(crate) const SUCCEEDED: &str = "Succeeded";
     /// A status list was cut to [`super::STATUS_LIST_MAX`] entries.
     pub(crate) const TRUNCATED: &str = "Truncated";
+    /// The server listed group versions it did not serve; their objects are not in the
+    /// snapshot.
+    pub(crate) const INCOMPLETE: &str = "Incomplete";
 }
 
 /// A reference to a key of a Secret in the resource's namespace.

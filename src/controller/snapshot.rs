@@ -265,6 +265,31 @@ async fn run(
                 status.stored_file_size = p.stored_bytes;
                 status.stored_timestamp = Some(Time(p.stored_at));
             }
+            if !s.unavailable_apis.is_empty() {
+                let apis: Vec<&str> = s
+                    .unavailable_apis
+                    .iter()
+                    .map(|a| a.group_version.as_str())
+                    .collect();
+                let note = format!(
+                    "not read (the server lists them but answered 503 Service Unavailable): {}",
+                    apis.join(", ")
+                );
+                set_condition(
+                    &mut status.conditions,
+                    condition::INCOMPLETE,
+                    true,
+                    "UnavailableApis",
+                    &note,
+                    generation,
+                );
+                ctx.publish(
+                    obj.object_ref(&()),
+                    EventType::Warning,
+                    "UnavailableApis",
+                    &note,
+                );
+            }
             let mut contents = Some(outcome.contents);
             let total = contents.as_ref().map_or(0, Vec::len);
             if crd::cap_list(&mut contents) {

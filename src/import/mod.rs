@@ -291,6 +291,7 @@ pub fn import_file(file: &Path, git_dir: &Path, opts: &ImportOptions) -> Result<
         // Imports keep Secret values as the archive holds them (docs/import.md).
         encryption: None,
         filter: None,
+        unavailable_apis: Vec::new(),
     };
     let listed: Vec<(ApiResourceInfo, u64)> = resources.into_iter().zip(counts).collect();
     let built = build_metadata(base, listed, skipped, Consistency::Exact)?;

@@ -343,6 +343,20 @@ async fn plan_with_discovery(
         if served(path) != Served::No {
             continue;
         }
+        if let Some(api) = discovered
+            .unavailable
+            .iter()
+            .find(|u| u.group_version == path.api_version())
+        {
+            not_convertible.insert(
+                i,
+                format!(
+                    "the target lists {} but does not serve it: {}",
+                    api.group_version, api.reason
+                ),
+            );
+            continue;
+        }
         let builtin = is_builtin_group(path.group());
         let crd = if builtin {
             None

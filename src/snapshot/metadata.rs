@@ -25,6 +25,8 @@ pub(crate) struct MetaBase {
     pub encryption: Option<tree::Encryption>,
     /// The filter of a partial snapshot (`None`: the whole cluster).
     pub filter: Option<tree::SnapshotFilter>,
+    /// Group versions listed but not served (their objects are not in the tree).
+    pub unavailable_apis: Vec<tree::UnavailableApi>,
 }
 
 /// The metadata of a finished attempt and its two files, in the order they are written.
@@ -70,6 +72,7 @@ pub(crate) fn build(
         skipped,
         encryption: base.encryption,
         filter: base.filter,
+        unavailable_apis: base.unavailable_apis,
     };
     let meta_yaml = tree::to_yaml_string(&meta).map_err(|source| SnapshotError::Tree {
         what: tree::meta::SNAPSHOT_META_FILE.into(),

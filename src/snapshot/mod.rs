@@ -219,6 +219,10 @@ pub struct SnapshotSummary {
     /// The filter of a partial snapshot (absent: the whole cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<crate::tree::SnapshotFilter>,
+    /// Group versions the server lists but did not serve: their objects are not in the
+    /// snapshot (recorded in its `snapshot.yaml`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable_apis: Vec<crate::tree::UnavailableApi>,
 }
 
 /// Takes a snapshot of `cluster` into the mirror at `git_dir`.
@@ -311,6 +315,7 @@ pub async fn take_snapshot(
                 imported_from: None,
                 encryption: encryption.clone(),
                 filter: filter.recorded(),
+                unavailable_apis: discovered.unavailable.clone(),
             };
             let policy = ObjectPolicy { filter: filter.clone(), sealer: sealer.clone() };
             match attempt_snapshot(cluster, &git_dir, opts, &resources, base, policy, observer.clone()).await {
@@ -346,6 +351,7 @@ pub async fn take_snapshot(
                         encrypted_secrets: done.encrypted_secrets,
                         unencrypted_secrets: done.unencrypted_secrets,
                         filter: filter.recorded(),
+                        unavailable_apis: discovered.unavailable.clone(),
                     });
                 }
             }

@@ -71,6 +71,22 @@ pub struct SnapshotMeta {
     /// (docs/design.md §3, "Partial snapshots"). Absent: every resource the server serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<SnapshotFilter>,
+    /// Group versions the server lists but did not serve when the snapshot was taken (an
+    /// aggregated API whose backend did not answer): their objects are not in the tree
+    /// (docs/design.md §2). Absent: every listed group version was read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable_apis: Vec<UnavailableApi>,
+}
+
+/// A group version a server lists in discovery but does not serve: an aggregated API
+/// (`APIService`) whose backend does not answer (`503 service unavailable`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnavailableApi {
+    /// `group/version`.
+    pub group_version: String,
+    /// The server's answer, e.g. `503 Service Unavailable`.
+    pub reason: String,
 }
 
 /// What part of a cluster a snapshot holds (the `snapshot` flags `--include-namespaces` ...,

@@ -22,7 +22,7 @@ pub use canonical::{
 pub use diff::unified_diff;
 pub use meta::{
     ApiResourceInfo, Consistency, Encryption, ResourceEntry, SkippedEntry, SnapshotFilter,
-    SnapshotMeta,
+    SnapshotMeta, UnavailableApi,
 };
 pub use node::Node;
 pub use path::{ContentPath, MAX_NAME_LEN, OBJECT_FILE_SUFFIX, is_object_file, validate_name};

@@ -90,6 +90,7 @@ fn meta(name: &str, cluster: &str, ts: i64, rv: &str) -> SnapshotMeta {
         skipped: vec![],
         encryption: None,
         filter: None,
+        unavailable_apis: Vec::new(),
     }
 }
 

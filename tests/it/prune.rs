@@ -25,6 +25,7 @@ fn write_snapshot(m: &Mirror, name: &str, cluster: &str, time: &str) {
         imported_from: None,
         encryption: None,
         filter: None,
+        unavailable_apis: Vec::new(),
     };
     let mut w = m.writer(name, cluster).expect("writer");
     let cm = format!(

@@ -276,3 +276,67 @@ async fn two_snapshots_into_one_data_dir_at_once_do_not_corrupt_the_mirror() {
         .stdout;
     assert_eq!(log.lines().count(), 3, "{log}");
 }
+
+/// An aggregated API whose backend does not answer (an APIService naming a Service: listed in
+/// `/apis`, its discovery answered 503 `service unavailable`, as a real aggregator does) does
+/// not fail a snapshot or a plan: the snapshot names it on stderr, records it in
+/// `snapshot.yaml` and its `-o json`, and `show` notes it. (Emulator only: on a shared real
+/// cluster such an APIService would disturb the other tests' discovery and namespace
+/// deletion.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_aggregated_api_is_recorded_and_does_not_fail_the_snapshot() {
+    let cluster = TestCluster::emulated(Emulator::builder().fixture(Fixture::Realistic)).await;
+    cluster
+        .post(
+            "/apis/apiregistration.k8s.io/v1/apiservices",
+            &json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                "metadata": {"name": "v1alpha1.widgets.k8s-snap.test"},
+                "spec": {"group": "widgets.k8s-snap.test", "version": "v1alpha1",
+                    "service": {"namespace": "default", "name": "widgets"},
+                    "groupPriorityMinimum": 1000, "versionPriority": 15,
+                    "insecureSkipTLSVerify": true}}),
+        )
+        .await;
+    let gv = "widgets.k8s-snap.test/v1alpha1";
+    let data = DataDir::new();
+    let run = data
+        .run(Some(&cluster.kubeconfig), &["snapshot", "s1", "-o", "json"])
+        .ok();
+    assert!(
+        run.stderr.contains(&format!(
+            "warning: {gv} was not read: the server lists it but answered 503"
+        )),
+        "{}",
+        run.stderr
+    );
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        summary["unavailableApis"][0]["groupVersion"], gv,
+        "{summary}"
+    );
+    assert!(
+        summary["numberOfContents"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let meta = data
+        .git(&["show", "snapshots/s1:.k8s-snap/snapshot.yaml"])
+        .ok()
+        .stdout;
+    assert!(
+        meta.contains(&format!("unavailableApis:\n- groupVersion: {gv}\n")),
+        "{meta}"
+    );
+    let show = data.run(None, &["show", "s1", "/api/v1/namespaces"]).ok();
+    assert!(
+        show.stderr
+            .contains(&format!("note: s1 lacks the objects of {gv}")),
+        "{}",
+        show.stderr
+    );
+    // The same cluster as a restore target: its discovery goes on without the group too.
+    let plan = data
+        .run(Some(&cluster.kubeconfig), &["plan", "s1", "-o", "json"])
+        .ok();
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["summary"]["toCreate"], 0, "{}", plan["summary"]);
+}

@@ -271,6 +271,7 @@ fn meta_files_round_trip() {
             paths: vec!["widgets.example.com:spec.password".into()],
         }),
         filter: None,
+        unavailable_apis: Vec::new(),
     };
     let y = tree::to_yaml_string(&meta).expect("emit");
     assert!(y.contains("resourceVersion: \"12345\"\n"), "{y}");

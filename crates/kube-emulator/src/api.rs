@@ -726,6 +726,22 @@ impl State {
                 m["labels"]["kubernetes.io/metadata.name"] = json!(name);
             }
             ("", "services") => self.prepare_service(def, ns, name, body, None, dry_run)?,
+            ("apiregistration.k8s.io", "apiservices")
+                if body.pointer("/spec/service").is_some_and(Value::is_object) =>
+            {
+                let svc = |f: &str| {
+                    body.pointer(&format!("/spec/service/{f}"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let services = self.def("", "services").key();
+                let exists = self
+                    .store
+                    .get(&services, &svc("namespace"), &svc("name"))
+                    .is_some();
+                body["status"] = crate::aggregation::unavailable_status(body, exists);
+            }
             ("", "persistentvolumes") => body["status"] = json!({"phase": "Available"}),
             ("", "persistentvolumeclaims") => body["status"] = json!({"phase": "Pending"}),
             ("", "pods") => body["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"}),

@@ -775,6 +775,13 @@ impl Catalog {
         json!({"name": name, "versions": vs, "preferredVersion": preferred})
     }
 
+    /// Whether a resource of `group` is served at `version`.
+    pub fn serves(&self, group: &str, version: &str) -> bool {
+        self.resources
+            .iter()
+            .any(|r| r.group == group && r.version == version)
+    }
+
     /// `/apis`.
     pub fn api_group_list(&self) -> Value {
         let groups: Vec<Value> = self

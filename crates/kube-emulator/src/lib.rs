@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod aggregation;
 mod api;
 mod catalog;
 mod convert;

@@ -130,6 +130,24 @@ async fn handle(AxState(sh): AxState<Arc<Shared>>, req: Request) -> Response {
     }
 }
 
+/// The group versions of stored APIServices whose backends do not run (`aggregation`).
+fn unavailable_apis(st: &State) -> Vec<(String, String)> {
+    let Some(def) = st.catalog.find_any("apiregistration.k8s.io", "apiservices") else {
+        return Vec::new();
+    };
+    let services: Vec<Value> = st
+        .store
+        .current(&def.key(), None)
+        .into_iter()
+        .map(|(_, o)| o.value())
+        .collect();
+    if services.is_empty() {
+        return Vec::new();
+    }
+    let served = |g: &str, v: &str| st.catalog.serves(g, v);
+    crate::aggregation::unavailable(&services, &served)
+}
+
 fn not_found_path() -> ApiError {
     ApiError::new(
         404,
@@ -148,6 +166,19 @@ async fn route(
 ) -> Result<Response, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get = method == Method::GET;
+    if let ["apis", g, v, ..] = segs.as_slice()
+        && unavailable_apis(&sh.lock())
+            .iter()
+            .any(|(ug, uv)| ug == g && uv == v)
+    {
+        // The aggregator's answer for a backend that does not run (`aggregation`).
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "service unavailable\n",
+        )
+            .into_response());
+    }
     match segs.as_slice() {
         ["version"] if get => Ok(json_value(
             200,
@@ -175,7 +206,12 @@ async fn route(
             200,
             &sh.lock().catalog.api_versions(&sh.server_addr),
         )),
-        ["apis"] if get => Ok(json_value(200, &sh.lock().catalog.api_group_list())),
+        ["apis"] if get => {
+            let st = sh.lock();
+            let mut list = st.catalog.api_group_list();
+            crate::aggregation::list_groups(&mut list, &unavailable_apis(&st));
+            Ok(json_value(200, &list))
+        }
         ["openapi", "v2"] if get => Ok(json_value(
             200,
             &openapi_v2(sh.lock().config.server_version.git_version()),

@@ -1266,3 +1266,67 @@ async fn writes_a_webhook_intercepts_fail_like_an_unreachable_backend() {
     hooks.create(&PostParams::default(), &all).await.unwrap();
     hooks.delete("all", &Default::default()).await.unwrap();
 }
+
+/// An APIService naming a Service is unavailable (the emulator runs no extension API server):
+/// listed in `/apis`, answered 503 `service unavailable` in plain text below it, and its
+/// status says so, as a real aggregator does.
+#[tokio::test]
+async fn an_apiservice_without_a_running_backend_is_unavailable() {
+    let emu = Emulator::builder().start().await.unwrap();
+    let c = emu.client().await;
+    let services: Api<DynamicObject> = Api::all_with(
+        c.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "apiregistration.k8s.io",
+            "v1",
+            "APIService",
+        )),
+    );
+    let made = services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                "metadata": {"name": "v1beta1.widgets.example.com"},
+                "spec": {"group": "widgets.example.com", "version": "v1beta1", "groupPriorityMinimum": 100,
+                    "versionPriority": 10, "service": {"namespace": "default", "name": "widgets"}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        made.data["status"]["conditions"][0]["reason"],
+        "ServiceNotFound"
+    );
+    let groups: serde_json::Value = c
+        .request(axum::http::Request::get("/apis").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "widgets.example.com")
+    );
+    // The answer below it, read raw (a client would retry the 503).
+    let addr = emu.addr();
+    let raw = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /apis/widgets.example.com/v1beta1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(
+        raw.contains("text/plain") && raw.ends_with("\r\n\r\nservice unavailable\n"),
+        "{raw}"
+    );
+}
