@@ -153,7 +153,8 @@ pub struct SnapshotStatus {
     /// The snapshot's git commit in the mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    /// Standard conditions (`Ready`, `Succeeded`, `Truncated`).
+    /// Standard conditions (`Ready`, `Succeeded`, `Truncated`, and `Incomplete` when the
+    /// server listed APIs it did not serve).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

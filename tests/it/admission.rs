@@ -23,6 +23,26 @@ async fn minor(cluster: &TestCluster) -> u32 {
     digits.parse().unwrap()
 }
 
+/// A data dir holding snapshot `s` of namespace `ns` of `source`, with every cluster-scoped
+/// object.
+fn snapshot_of(source: &TestCluster, ns: &str) -> DataDir {
+    let data = DataDir::new();
+    data.run(
+        Some(&source.kubeconfig),
+        &[
+            "snapshot",
+            "s",
+            "--no-push",
+            "--include-namespaces",
+            ns,
+            "--include-cluster-resources",
+            "true",
+        ],
+    )
+    .ok();
+    data
+}
+
 fn priority_class(name: &str, value: i64) -> Value {
     json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
         "metadata": {"name": name}, "value": value})
@@ -110,20 +130,7 @@ async fn bare_pods_are_admitted_by_the_target(source: &TestCluster, target: &Tes
         );
     }
 
-    let data = DataDir::new();
-    data.run(
-        Some(&source.kubeconfig),
-        &[
-            "snapshot",
-            "s",
-            "--no-push",
-            "--include-namespaces",
-            &ns,
-            "--include-cluster-resources",
-            "true",
-        ],
-    )
-    .ok();
+    let data = snapshot_of(source, &ns);
     let include = [
         format!("/api/v1/namespaces/{ns}/**"),
         format!("{classes}/{shared}"),
@@ -255,20 +262,7 @@ async fn admission_webhooks_are_restored_after_what_they_intercept() {
     };
     refused(source.try_post(&deployments, &deployment("late")).await);
 
-    let data = DataDir::new();
-    data.run(
-        Some(&source.kubeconfig),
-        &[
-            "snapshot",
-            "s",
-            "--no-push",
-            "--include-namespaces",
-            &ns,
-            "--include-cluster-resources",
-            "true",
-        ],
-    )
-    .ok();
+    let data = snapshot_of(&source, &ns);
     let all = format!("/api/v1/namespaces/{ns}/**");
     let apps = format!("/apis/apps/v1/namespaces/{ns}/**");
     let hook_path = format!("{webhooks}/{hook}");

@@ -173,3 +173,59 @@ async fn a_restore_with_failed_objects_says_so_in_its_conditions() {
     .await;
     ctl.stop().await.unwrap();
 }
+
+/// A snapshot of a cluster that lists an API it cannot serve (an APIService whose backend
+/// does not run) completes without that group version, and says so: an `Incomplete`
+/// condition and a Warning Event naming it. Emulator only (on a shared real cluster the
+/// APIService would disturb the other tests' discovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_without_an_unavailable_api_is_marked_incomplete() {
+    let mgmt = Management::start().await;
+    if mgmt.emulator().is_none() {
+        return;
+    }
+    let services: Api<kube::api::DynamicObject> = Api::all_with(
+        mgmt.client().await,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "apiregistration.k8s.io",
+            "v1",
+            "APIService",
+        )),
+    );
+    services
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({"apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService", "metadata": {"name": "v1.gadgets.k8s-snap.test"},
+                "spec": {"group": "gadgets.k8s-snap.test", "version": "v1", "groupPriorityMinimum": 100,
+                    "versionPriority": 10, "service": {"namespace": "default", "name": "gadgets"}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ctl = mgmt.controller("incomplete").await;
+    let snapshots = mgmt.snapshots().await;
+    create_snapshot(&snapshots, "partial-apis", SnapshotSpec::default()).await;
+    let done = phase_of(&snapshots, "partial-apis", &["Completed", "Failed"]).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, "Completed", "{}", status.reason);
+    let incomplete = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Incomplete")
+        .expect("an Incomplete condition");
+    assert_eq!(incomplete.status, "True");
+    assert!(
+        incomplete.message.contains("gadgets.k8s-snap.test/v1"),
+        "{}",
+        incomplete.message
+    );
+    wait_for(Duration::from_secs(5), "the Warning Event", || async {
+        reasons(&mgmt, "partial-apis")
+            .await
+            .contains(&"UnavailableApis".to_string())
+            .then_some(())
+    })
+    .await;
+    ctl.stop().await.unwrap();
+}

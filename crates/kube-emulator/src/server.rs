@@ -167,6 +167,7 @@ async fn route(
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get = method == Method::GET;
     if let ["apis", g, v, ..] = segs.as_slice()
+        && !sh.lock().catalog.serves(g, v)
         && unavailable_apis(&sh.lock())
             .iter()
             .any(|(ug, uv)| ug == g && uv == v)
