@@ -425,8 +425,20 @@ pub fn select(
     };
 
     // Services restored (their Endpoints are made by the target's controllers).
+    // Services whose Endpoints the target makes: those with a selector (its endpoints
+    // controller) and `default/kubernetes` (the API server itself). Any other Service has
+    // Endpoints its users (or their tools) wrote, which nothing on the target would make
+    // again: those are restored.
     let services: HashSet<(String, String)> = kept()
         .filter(|o| is(&o.path, "", "services") && !o.object.has_owner())
+        .filter(|o| {
+            (o.path.namespace() == Some("default") && o.path.name() == "kubernetes")
+                || o.object
+                    .value()
+                    .pointer("/spec/selector")
+                    .and_then(Value::as_object)
+                    .is_some_and(|m| !m.is_empty())
+        })
         .filter_map(|o| Some((o.path.namespace()?.to_string(), o.path.name().to_string())))
         .collect();
 
@@ -961,7 +973,7 @@ pub(crate) mod tests {
             ),
             obj(
                 "/api/v1/namespaces/a/services/web",
-                json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"clusterIP": "10.0.0.3", "clusterIPs": ["10.0.0.3"]}}),
+                json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"clusterIP": "10.0.0.3", "clusterIPs": ["10.0.0.3"], "selector": {"app": "web"}}}),
             ),
             obj(
                 "/api/v1/namespaces/a/endpoints/web",
@@ -970,6 +982,15 @@ pub(crate) mod tests {
             obj(
                 "/api/v1/namespaces/a/endpoints/manual",
                 json!({"kind": "Endpoints"}),
+            ),
+            // A Service without a selector: its Endpoints are its users', restored with it.
+            obj(
+                "/api/v1/namespaces/a/services/db",
+                json!({"kind": "Service", "metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}}),
+            ),
+            obj(
+                "/api/v1/namespaces/a/endpoints/db",
+                json!({"kind": "Endpoints", "subsets": [{"addresses": [{"ip": "10.1.2.3"}]}]}),
             ),
         ];
         let p = pref(Default::default());
@@ -981,6 +1002,8 @@ pub(crate) mod tests {
                 "Basics",
                 "Rest",
                 "service-exists",
+                "Rest",
+                "Rest",
                 "Rest"
             ]
         );

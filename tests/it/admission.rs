@@ -7,7 +7,7 @@
 use kube_emulator::{Fixture, ServerVersion};
 use serde_json::{Value, json};
 
-use crate::support::{DataDir, RestoreCleanup, TestCluster};
+use crate::support::{DataDir, RestoreCleanup, TestCluster, snapshot_namespace};
 
 /// Where ServiceAccount admission mounts the API token.
 const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -21,26 +21,6 @@ async fn minor(cluster: &TestCluster) -> u32 {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().unwrap()
-}
-
-/// A data dir holding snapshot `s` of namespace `ns` of `source`, with every cluster-scoped
-/// object.
-fn snapshot_of(source: &TestCluster, ns: &str) -> DataDir {
-    let data = DataDir::new();
-    data.run(
-        Some(&source.kubeconfig),
-        &[
-            "snapshot",
-            "s",
-            "--no-push",
-            "--include-namespaces",
-            ns,
-            "--include-cluster-resources",
-            "true",
-        ],
-    )
-    .ok();
-    data
 }
 
 fn priority_class(name: &str, value: i64) -> Value {
@@ -130,7 +110,9 @@ async fn bare_pods_are_admitted_by_the_target(source: &TestCluster, target: &Tes
         );
     }
 
-    let data = snapshot_of(source, &ns);
+    let data = DataDir::new();
+    let cluster_scoped = ["--include-cluster-resources", "true"];
+    snapshot_namespace(&data, &source.kubeconfig, "s", &ns, &cluster_scoped).await;
     let include = [
         format!("/api/v1/namespaces/{ns}/**"),
         format!("{classes}/{shared}"),
@@ -262,7 +244,9 @@ async fn admission_webhooks_are_restored_after_what_they_intercept() {
     };
     refused(source.try_post(&deployments, &deployment("late")).await);
 
-    let data = snapshot_of(&source, &ns);
+    let data = DataDir::new();
+    let cluster_scoped = ["--include-cluster-resources", "true"];
+    snapshot_namespace(&data, &source.kubeconfig, "s", &ns, &cluster_scoped).await;
     let all = format!("/api/v1/namespaces/{ns}/**");
     let apps = format!("/apis/apps/v1/namespaces/{ns}/**");
     let hook_path = format!("{webhooks}/{hook}");

@@ -643,3 +643,53 @@ async fn a_snapshot_only_in_the_store_is_pulled_then_restored() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("never-taken"), "{}", run.stderr);
 }
+
+/// The Endpoints of a Service without a selector (an external database, say) are written by
+/// its users: nothing on the target makes them again, so they are restored with the Service.
+/// Those of a Service with a selector are left to the target's endpoints controller
+/// (`service-exists`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_a_service_without_a_selector_are_restored() {
+    let source = TestCluster::source().await;
+    let target = TestCluster::target().await;
+    let cleanup = RestoreCleanup::new(&target).await;
+    let ns = source.namespace("it-endpoints").await;
+    let services = format!("/api/v1/namespaces/{ns}/services");
+    let service = |name: &str, selector: Value| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": selector, "ports": [{"port": 5432, "protocol": "TCP"}]}})
+    };
+    source.post(&services, &service("db", Value::Null)).await;
+    source
+        .post(&services, &service("web", json!({"app": "web"})))
+        .await;
+    let endpoints = format!("/api/v1/namespaces/{ns}/endpoints");
+    let manual = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name},
+            "subsets": [{"addresses": [{"ip": "10.1.2.3"}], "ports": [{"port": 5432, "protocol": "TCP"}]}]})
+    };
+    source.post(&endpoints, &manual("db")).await;
+    // A real server's endpoints controller makes web's; the emulator runs none.
+    if !source.exists(&format!("{endpoints}/web")).await {
+        source.post(&endpoints, &manual("web")).await;
+    }
+    let data = DataDir::new();
+    crate::support::snapshot_namespace(&data, &source.kubeconfig, "s", &ns, &[]).await;
+    let all = format!("/api/v1/namespaces/{ns}/**");
+    let status = cleanup
+        .restore_json(&data, &["s", "--create-namespaces", "--include", &all])
+        .await;
+    assert_eq!(status["numFailed"], 0, "{status}");
+    let created = strings(&status["created"]);
+    assert!(created.contains(&format!("{endpoints}/db")), "{status}");
+    assert!(
+        strings(&status["excluded"]).contains(&format!("{endpoints}/web,(service-exists)")),
+        "{status}"
+    );
+    let restored = target.get(&format!("{endpoints}/db")).await;
+    assert_eq!(
+        restored["subsets"][0]["addresses"][0]["ip"], "10.1.2.3",
+        "{restored}"
+    );
+    assert!(cleanup.finish().await.is_empty());
+}
