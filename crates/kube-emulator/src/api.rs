@@ -549,6 +549,9 @@ impl State {
             .store
             .put(&def.key(), ns, &name, body, EventType::Added);
         self.after_create(def, ns, &name, &out);
+        if def.group.is_empty() && def.plural == "services" && !opts.keep_identity {
+            self.make_endpoints(ns, &name, &out);
+        }
         Ok(self
             .store
             .get(&def.key(), ns, &name)
@@ -862,6 +865,35 @@ impl State {
         } else {
             Err(ApiError::invalid_causes(def, name, &causes))
         }
+    }
+
+    /// The endpoints controller on a new Service with a selector: an Endpoints object of the
+    /// same name and labels, without subsets (the emulator runs no Pods that could be ready).
+    /// Fixture Services bring their own.
+    fn make_endpoints(&mut self, ns: &str, name: &str, svc: &Value) {
+        let has_selector = svc
+            .pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty());
+        if !has_selector {
+            return;
+        }
+        let mut metadata = json!({"name": name,
+            "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": now()}});
+        if let Some(labels) = svc.pointer("/metadata/labels").filter(|l| l.is_object()) {
+            metadata["labels"] = labels.clone();
+        }
+        let ep = self.def("", "endpoints");
+        let internal = WriteOpts {
+            manager: "kube-controller-manager".into(),
+            ..Default::default()
+        };
+        let _ = self.create(
+            &ep,
+            ns,
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": metadata}),
+            &internal,
+        );
     }
 
     /// Side effects of a stored create.
@@ -1704,7 +1736,14 @@ impl State {
     fn remove(&mut self, def: &ResourceDef, ns: &str, name: &str, last: Value) -> Value {
         let out = self.store.delete(&def.key(), ns, name, last);
         match (def.group.as_str(), def.plural.as_str()) {
-            ("", "services") => self.release_service(ns, name),
+            ("", "services") => {
+                self.release_service(ns, name);
+                // The endpoints controller deletes a deleted Service's Endpoints.
+                let ep = self.def("", "endpoints");
+                if let Some(e) = self.store.get(&ep.key(), ns, name) {
+                    self.store.delete(&ep.key(), ns, name, e.value());
+                }
+            }
             ("", "persistentvolumeclaims") => {
                 let vol = str_of(&out, &["spec", "volumeName"]).to_string();
                 if !vol.is_empty() {

@@ -1330,3 +1330,39 @@ async fn an_apiservice_without_a_running_backend_is_unavailable() {
         "{raw}"
     );
 }
+
+/// The endpoints controller: a Service with a selector gets Endpoints of its name and labels
+/// (no subsets: no Pod is ever ready here), one without a selector gets none, and deleting a
+/// Service deletes its Endpoints.
+#[tokio::test]
+async fn a_service_with_a_selector_gets_endpoints() {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    let emu = Emulator::builder().start().await.unwrap();
+    let c = emu.client().await;
+    let services: Api<Service> = Api::namespaced(c.clone(), "default");
+    let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), "default");
+    let svc = |name: &str, selector: serde_json::Value| -> Service {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"tier": "web"}},
+            "spec": {"selector": selector, "ports": [{"port": 80}]}}),
+        )
+        .unwrap()
+    };
+    services
+        .create(&PostParams::default(), &svc("web", json!({"app": "web"})))
+        .await
+        .unwrap();
+    services
+        .create(
+            &PostParams::default(),
+            &svc("external", serde_json::Value::Null),
+        )
+        .await
+        .unwrap();
+    let ep = endpoints.get("web").await.unwrap();
+    assert_eq!(ep.metadata.labels.unwrap()["tier"], "web");
+    assert!(ep.subsets.is_none());
+    assert!(endpoints.get_opt("external").await.unwrap().is_none());
+    services.delete("web", &Default::default()).await.unwrap();
+    assert!(endpoints.get_opt("web").await.unwrap().is_none());
+}
