@@ -1,9 +1,10 @@
 //! API discovery: which resources a cluster serves, and which of them a snapshot reads.
 //!
-//! Owns: walking legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>/<v>`), the
-//! [`ApiResourceInfo`] model with its URL paths, the choice of one version per resource
-//! (server-preferred resources, Kubernetes version priority), and the snapshot filter of
-//! docs/design.md §2 (verbs `list get create delete`; not nodes, events, subresources, metrics
+//! Owns: walking legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>/<v>`) and going on
+//! without the group versions listed but answered 503 (unavailable aggregated APIs, recorded
+//! as [`UnavailableApi`]), the [`ApiResourceInfo`] model with its URL paths, the choice of one
+//! version per resource (server-preferred resources, Kubernetes version priority), and the
+//! snapshot filter of docs/design.md §2 (verbs `list get create delete`; not nodes, events, subresources, metrics
 //! APIs; a deprecated group's copy of a resource another group serves).
 //!
 //! Must not touch: object contents, the tree format, git.

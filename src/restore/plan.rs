@@ -971,7 +971,7 @@ fn keep_admitted_pod_fields(body: &mut Value, live: &Value) {
         {
             push_to(spec, "volumes", volume.clone());
         }
-        for list in ["containers", "initContainers", "ephemeralContainers"] {
+        for list in super::rules::MOUNTING_CONTAINERS {
             let live_containers = live_spec.get(list).and_then(Value::as_array);
             let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
                 continue;
@@ -981,10 +981,15 @@ fn keep_admitted_pod_fields(body: &mut Value, live: &Value) {
                     lc.iter()
                         .find(|l| l.get("name").is_some() && l.get("name") == c.get("name"))
                 });
+                let has_mount = c
+                    .get("volumeMounts")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ms| ms.iter().any(|m| named(&m)));
                 let Some(mount) = live_c
                     .and_then(|l| l.get("volumeMounts"))
                     .and_then(Value::as_array)
                     .and_then(|ms| ms.iter().find(named))
+                    .filter(|_| !has_mount)
                 else {
                     continue;
                 };
@@ -1194,6 +1199,15 @@ mod tests {
         prepare_replacement(&mut body, &drifted);
         assert_eq!(body["spec"]["containers"][0]["image"], "busybox:1");
         assert_eq!(body["spec"]["volumes"], live["spec"]["volumes"]);
+        // The live Pod's ephemeral containers come as they are, their token mount once.
+        let mut debugged = live.clone();
+        debugged["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "image": "busybox", "volumeMounts": [mount("robot-token-q8x2z")]}]);
+        let mut body = tree.clone();
+        prepare_replacement(&mut body, &debugged);
+        assert_eq!(
+            body["spec"]["ephemeralContainers"],
+            debugged["spec"]["ephemeralContainers"]
+        );
     }
 
     #[test]

@@ -740,7 +740,8 @@ pub(crate) fn clean_service_account(sa: &mut Value, restored: impl Fn(&str) -> b
 pub(crate) const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// The container lists whose `volumeMounts` ServiceAccount admission extends.
-const MOUNTING_CONTAINERS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+pub(crate) const MOUNTING_CONTAINERS: [&str; 3] =
+    ["containers", "initContainers", "ephemeralContainers"];
 
 /// Names of the volumes of `pod` that its server's ServiceAccount admission added: the
 /// account's token Secret (`<account>-token-xxxxx`, servers before 1.21) or a
