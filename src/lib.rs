@@ -14,6 +14,7 @@ pub mod duration;
 pub mod glob;
 pub mod import;
 pub mod mirror;
+mod packcodec;
 pub mod rekey;
 pub mod restore;
 pub mod retention;

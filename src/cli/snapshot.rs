@@ -155,6 +155,7 @@ pub async fn run(
         encrypt_to,
         filter,
         encrypt_paths,
+        stored_copies: store.is_some(),
     };
     let show_progress = !global.quiet && std::io::stderr().is_terminal();
     let bar = Arc::new(ProgressBar::new(show_progress));

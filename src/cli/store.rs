@@ -152,10 +152,11 @@ pub async fn push_and_report(
                 store.describe(),
                 report.objects,
                 output::bytes(report.pack_bytes + report.idx_bytes),
-                report
-                    .pack
-                    .as_deref()
-                    .map_or("no new pack".to_string(), |p| format!("pack {p}"))
+                match report.packs.as_slice() {
+                    [] => "no new pack".to_string(),
+                    [p] => format!("pack {p}"),
+                    more => format!("{} packs", more.len()),
+                }
             )?;
         }
         if !report.filters_recorded.is_empty() {

@@ -406,6 +406,7 @@ async fn attempt(obj: &Snapshot, ctx: &Context) -> Result<work::SnapshotOutcome,
     opts.ttl = None;
     opts.threads = 4;
     opts.filter = spec.filter.clone();
+    opts.stored_copies = store.is_some();
     if let Some((recipients, paths)) = super::encryption::recipients(
         ctx,
         spec.encryption.as_ref(),

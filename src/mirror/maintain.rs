@@ -172,6 +172,12 @@ impl Mirror {
         // The new pack holds every reachable object: everything else can go.
         remove_loose_objects(&self.git_dir.join("objects"))?;
         remove_packs_except(&pack_dir, keep.as_deref())?;
+        io_ctx(super::stored::prune(&self.git_dir), || {
+            format!(
+                "removing stored copies of packs gc removed from {}",
+                self.git_dir.display()
+            )
+        })?;
         // Reopen so no handle keeps deleted packs mapped.
         self.repo = Repository::open_bare(&self.git_dir)
             .ctx(|| format!("reopening {}", self.git_dir.display()))?;
@@ -290,14 +296,25 @@ pub(crate) fn remove_stale_temp_packs(git_dir: &Path) -> Result<u64> {
         return Ok(0);
     }
     let mut freed = 0;
-    for (path, name) in read_dir_names(&pack_dir)? {
+    let stored = super::stored::dir(git_dir);
+    let copies = if stored.is_dir() {
+        read_dir_names(&stored)?
+            .into_iter()
+            .filter(|(_, name)| name.starts_with(super::stored::TEMP_PREFIX))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (path, name) in read_dir_names(&pack_dir)?.into_iter().chain(copies) {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
         if !meta.is_file() {
             continue;
         }
-        let ours = name.starts_with("tmp_pack_") || name.starts_with("tmp_idx_");
+        let ours = name.starts_with("tmp_pack_")
+            || name.starts_with("tmp_idx_")
+            || name.starts_with(super::stored::TEMP_PREFIX);
         let download = name.starts_with(".tmp") || name.starts_with("pack_git2_");
         let old = meta
             .modified()

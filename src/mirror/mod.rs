@@ -30,6 +30,7 @@ mod packread;
 mod parallel;
 mod recover;
 mod shared;
+mod stored;
 mod transfer;
 mod writer;
 
@@ -51,6 +52,7 @@ pub use packbuild::BuiltPack;
 pub use parallel::MapResult;
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
+pub use stored::{PushPacks, StoredCopy};
 pub use transfer::{
     ObjectSet, PackData, StageError, StagedPack, check_pack_index, install_pack_files,
 };

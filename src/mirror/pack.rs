@@ -153,6 +153,9 @@ pub(super) struct PackSink {
     seal_objects: u32,
     /// Packs being completed by background threads.
     sealing: Vec<std::thread::JoinHandle<Result<SealedPack>>>,
+    /// Where each pack's stored copy goes (`stored`); `None` unless asked for (a push follows)
+    /// or when that directory cannot be made (the snapshot goes on; a push then builds).
+    stored: Option<std::path::PathBuf>,
 }
 
 /// The pack being appended to.
@@ -187,6 +190,8 @@ struct SealedPack {
     pack: tempfile::NamedTempFile,
     idx: tempfile::NamedTempFile,
     sum: [u8; 20],
+    /// Its stored copy, when one could be made.
+    copy: Option<super::stored::StagedCopy>,
 }
 
 impl PackSink {
@@ -199,6 +204,7 @@ impl PackSink {
         })?;
         Ok(PackSink {
             dir,
+            stored: None,
             current: None,
             known: KnownObjects::load(git_dir)?,
             seen: Default::default(),
@@ -206,6 +212,19 @@ impl PackSink {
             seal_objects: SEAL_OBJECTS,
             sealing: Vec::new(),
         })
+    }
+
+    /// Keeps a stored copy of each pack completed from now on (`stored`), for a push that
+    /// follows. Without the directory the sink goes on without copies (a push then builds).
+    pub(super) fn keep_stored_copies(&mut self, git_dir: &Path) {
+        let stored = super::stored::dir(git_dir);
+        self.stored = match std::fs::create_dir_all(&stored) {
+            Ok(()) => Some(stored),
+            Err(e) => {
+                tracing::warn!(dir = %stored.display(), error = %e, "cannot keep stored copies of new packs; a push will build them");
+                None
+            }
+        };
     }
 
     /// Seals packs at `bytes` instead of [`SEAL_BYTES`] (tests use tiny packs).
@@ -269,9 +288,10 @@ impl PackSink {
         if (pack.offset >= self.seal_bytes || pack.entries.len() >= self.seal_objects as usize)
             && let Some(full) = self.current.take()
         {
+            let stored = self.stored.clone();
             let handle = std::thread::Builder::new()
                 .name("k8s-snap-pack".into())
-                .spawn(move || full.seal())
+                .spawn(move || full.seal(stored.as_deref()))
                 .map_err(|e| MirrorError::Io {
                     context: "starting a thread to complete a pack".into(),
                     source: e,
@@ -287,7 +307,7 @@ impl PackSink {
     pub(super) fn commit(&mut self) -> Result<()> {
         let mut sealed = Vec::new();
         if let Some(last) = self.current.take() {
-            sealed.push(last.seal());
+            sealed.push(last.seal(self.stored.as_deref()));
         }
         for handle in self.sealing.drain(..) {
             sealed.push(handle.join().unwrap_or_else(|_| {
@@ -309,6 +329,11 @@ impl PackSink {
             };
             install(pack.pack, "pack")?;
             install(pack.idx, "idx")?;
+            if let (Some(dir), Some(copy)) = (&self.stored, pack.copy)
+                && let Err(e) = super::stored::install(dir, copy, &pack.sum)
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "a stored copy of a new pack was not kept; a push will build it");
+            }
         }
         Ok(())
     }
@@ -343,8 +368,8 @@ impl OpenPack {
 
     /// Completes the pack: object count, SHA-1 trailer (hashed while writing when the header
     /// announced the right count, else re-reading the file after correcting it), sync, and its
-    /// v2 index in a synced temp file.
-    fn seal(self) -> Result<SealedPack> {
+    /// v2 index in a synced temp file; and its stored copy in `stored` (best effort).
+    fn seal(self, stored: Option<&Path>) -> Result<SealedPack> {
         let OpenPack {
             file,
             mut entries,
@@ -400,7 +425,17 @@ impl OpenPack {
             .map_err(io("indexing"))?;
         idx.write_all(&index).map_err(io("indexing"))?;
         idx.as_file().sync_data().map_err(io("syncing"))?;
-        Ok(SealedPack { pack, idx, sum })
+        let copy = stored.and_then(|dir| {
+            super::stored::stage(dir, pack.as_file_mut())
+                .inspect_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "no stored copy of a new pack; a push will build it"))
+                .ok()
+        });
+        Ok(SealedPack {
+            pack,
+            idx,
+            sum,
+            copy,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Building the pack of the objects some snapshot commits need and others do not (what a push
 //! uploads), without delta compression: each object's entry is copied from the mirror's own
 //! packs (snapshot packs hold undeltified objects), or written as a stored entry when it is a
-//! delta or loose. The store compresses the whole stream instead (`store::packcodec`), which
+//! delta or loose. The store compresses the whole stream instead (`packcodec`), which
 //! is both smaller and two orders of magnitude faster than libgit2's delta search (4.5 s for
 //! 50k objects; docs/benchmarks.md).
 //!
@@ -55,6 +55,16 @@ impl Mirror {
         out: W,
     ) -> Result<Option<(W, BuiltPack)>> {
         let objects = self.objects_to_pack(include, hide)?;
+        self.write_pack(objects, out)
+    }
+
+    /// Streams into `out` one pack of `objects` (in that order), and returns `out` with the
+    /// pack's index. `None` (nothing written) when `objects` is empty.
+    pub(super) fn write_pack<W: Write>(
+        &self,
+        objects: Vec<(Oid, ObjectType)>,
+        out: W,
+    ) -> Result<Option<(W, BuiltPack)>> {
         if objects.is_empty() {
             return Ok(None);
         }
@@ -129,7 +139,7 @@ impl Mirror {
     /// The objects reachable from `include` and not from `hide`, commits first, then each
     /// tree followed by its entries in tree order (objects of neighbouring paths are alike,
     /// which the store's compression exploits). Hidden trees are read, their blobs are not.
-    fn objects_to_pack(
+    pub(super) fn objects_to_pack(
         &self,
         include: &[CommitId],
         hide: &[CommitId],

@@ -273,6 +273,13 @@ impl SnapshotWriter<'_> {
         })
     }
 
+    /// Keeps a stored copy of each pack this snapshot writes (the store's encoding of it, made
+    /// by the threads completing the packs), so that a push that follows uploads it as it is
+    /// (`stored`). Costs ~0.1 s of CPU per 70 MB of new objects; call it when a push follows.
+    pub fn keep_stored_copies(&mut self) {
+        self.pack.keep_stored_copies(&self.mirror.git_dir);
+    }
+
     fn write_tree(&mut self, dir: Dir) -> Result<Oid> {
         // (sort key, name, mode, id); git orders directories as if their name ended in '/'.
         let mut entries: Vec<(Vec<u8>, String, &'static str, Oid)> =

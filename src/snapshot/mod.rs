@@ -146,6 +146,10 @@ pub struct SnapshotOptions {
     pub filter: crate::tree::SnapshotFilter,
     /// Also seal these user-named fields (`--encrypt-path`); needs `encrypt_to`.
     pub encrypt_paths: Vec<crate::crypt::SealedPath>,
+    /// Keep the store's encoding of each new pack beside it, so that a push that follows
+    /// uploads it as it is instead of building it (set when a push follows; see
+    /// [`SnapshotWriter::keep_stored_copies`](crate::mirror::SnapshotWriter::keep_stored_copies)).
+    pub stored_copies: bool,
 }
 
 impl SnapshotOptions {
@@ -161,6 +165,7 @@ impl SnapshotOptions {
             encrypt_to: None,
             filter: crate::tree::SnapshotFilter::default(),
             encrypt_paths: Vec::new(),
+            stored_copies: false,
         }
     }
 }

@@ -101,6 +101,7 @@ pub(super) async fn attempt_snapshot(
     }
     let dir = git_dir.to_path_buf();
     let name = opts.name.clone();
+    let stored_copies = opts.stored_copies;
     let cluster_name = base.cluster_name.clone();
     // The git writer owns the repository on a blocking thread; listers stream files to it.
     // `writer` takes the mirror lock (held until finish or drop) and refuses an existing name.
@@ -108,6 +109,9 @@ pub(super) async fn attempt_snapshot(
         tokio::task::spawn_blocking(move || -> Result<Option<crate::mirror::WrittenSnapshot>> {
             let mirror = Mirror::open_or_init(&dir)?;
             let mut w = mirror.writer(&name, &cluster_name)?;
+            if stored_copies {
+                w.keep_stored_copies();
+            }
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
                     WriteMsg::Add(files) => {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::mirror::{CommitId, validate_name};
 
 /// The newest manifest format this code reads and writes. Version 2: packs may be stored as
-/// zstd frames (`store::packcodec`); version 1 stores (plain git packs only) are read and
+/// zstd frames (`packcodec`); version 1 stores (plain git packs only) are read and
 /// upgraded on their next write, and a k8s-snap that only knows version 1 refuses a version 2
 /// store instead of misreading its packs. Version 3: snapshot entries may carry the `filter`
 /// of a partial snapshot; a manifest is written as version 3 only while it lists a partial

@@ -10,7 +10,6 @@
 mod local;
 pub mod manifest;
 mod memory;
-mod packcodec;
 pub mod recover;
 mod s3;
 pub mod sync;

@@ -93,7 +93,7 @@ async fn scan_packs(
             )));
             continue;
         }
-        let pack = match super::packcodec::decode(&bytes) {
+        let pack = match crate::packcodec::decode(&bytes) {
             Ok(p) => p,
             Err(e) => {
                 problems.push(problem(format!("cannot be decoded: {e}")));

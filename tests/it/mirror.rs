@@ -910,3 +910,133 @@ fn building_a_pack_refuses_a_corrupt_mirror_entry() {
         "{err}"
     );
 }
+
+/// [`write`], keeping stored copies of the new packs (as a snapshot that a push follows).
+fn write_with_copies(m: &Mirror, name: &str, ts: i64, files: &[(&str, &str)]) -> WrittenSnapshot {
+    let mut meta = meta(name, "prod", ts, "100");
+    meta.number_of_contents = files.len() as u64;
+    let mut w = m.writer(name, "prod").expect("writer");
+    w.keep_stored_copies();
+    for (p, c) in files {
+        w.add(p, c.as_bytes()).expect("add");
+    }
+    let yaml = serde_saphyr::to_string(&meta).expect("meta yaml");
+    w.add(SNAPSHOT_META_FILE, yaml.as_bytes())
+        .expect("add meta");
+    w.finish(&meta).expect("finish")
+}
+
+/// The stored copies in the mirror (`k8s-snap/stored/pack-<pack>.<sha256>.zst`).
+fn stored_copies(fx: &Fixture) -> Vec<std::path::PathBuf> {
+    let dir = fx.git_dir().join("k8s-snap").join("stored");
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    out.retain(|p| p.extension().is_some_and(|e| e == "zst"));
+    out.sort();
+    out
+}
+
+/// Each pack a snapshot that a push follows writes gets a stored copy (the store's encoding), which a push
+/// uploads as it is when the pack holds only objects the push needs; the rest is built as
+/// before. A damaged copy is not used, and gc removes the copies of the packs it repacked.
+#[test]
+fn snapshot_packs_keep_stored_copies_that_a_push_uploads() {
+    let fx = Fixture::new();
+    let mut m = fx.mirror();
+    // Without a push to follow, a snapshot keeps no copies.
+    write(&m, "s0", "prod", 5, &[(CM_A, "data: zero\n")]);
+    assert!(stored_copies(&fx).is_empty());
+    let s1 = write_with_copies(
+        &m,
+        "s1",
+        10,
+        &[
+            (CM_A, "data: a\n"),
+            (CM_B, "data: b\n"),
+            (NS, "kind: Namespace\n"),
+        ],
+    );
+    let copies = stored_copies(&fx);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let one = |m: &Mirror, include: &[&WrittenSnapshot], hide: &[&WrittenSnapshot]| {
+        let include: Vec<_> = include.iter().map(|s| s.commit.clone()).collect();
+        let hide: Vec<_> = hide.iter().map(|s| s.commit.clone()).collect();
+        let all = m
+            .build_pack_to(&include, &hide, Vec::new())
+            .unwrap()
+            .map_or(0, |(_, b)| b.objects);
+        (
+            m.build_push_packs(&include, &hide, Vec::new()).unwrap(),
+            all,
+        )
+    };
+
+    // The first push: the copy, as it is on disk, with the pack's own index.
+    let (parts, all) = one(&m, &[&s1], &[]);
+    assert_eq!(parts.copies.len(), 1);
+    assert!(parts.built.is_none());
+    let c = &parts.copies[0];
+    assert_eq!(c.objects, all);
+    assert_eq!(c.bytes, std::fs::read(&copies[0]).unwrap());
+    assert_eq!(&c.bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd frames");
+    let name = copies[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.ends_with(&format!(".{}.zst", c.sha256)), "{name}");
+    let pack = name.split('.').next().unwrap();
+    let idx_path = fx.git_dir().join(format!("objects/pack/{pack}.idx"));
+    assert_eq!(c.idx, std::fs::read(idx_path).unwrap());
+
+    // A second snapshot writes only what changed: its copy is the incremental push. (A copy a
+    // killed writer left half-written is removed when the next writer starts.)
+    let left = fx.git_dir().join("k8s-snap/stored/tmp_copy_killed");
+    std::fs::write(&left, b"half").unwrap();
+    let s2 = write_with_copies(
+        &m,
+        "s2",
+        20,
+        &[
+            (CM_A, "data: changed\n"),
+            (CM_B, "data: b\n"),
+            (NS, "kind: Namespace\n"),
+        ],
+    );
+    assert_eq!(stored_copies(&fx).len(), 2);
+    assert!(!left.exists());
+    let (parts, all) = one(&m, &[&s2], &[&s1]);
+    assert_eq!(parts.copies.len(), 1);
+    assert!(parts.built.is_none());
+    assert_eq!(parts.copies[0].objects, all);
+    // Pushed alone, s2 also needs objects of s1's pack, but not all of them (the old CM_A):
+    // those are built, s1's copy is not used.
+    let (parts, all) = one(&m, &[&s2], &[]);
+    assert_eq!(parts.copies.len(), 1);
+    let (_, built) = parts.built.expect("the objects shared with s1");
+    assert_eq!(parts.copies[0].objects + built.objects, all);
+    // Both at once: both copies, nothing built.
+    let (parts, all) = one(&m, &[&s1, &s2], &[]);
+    assert_eq!(parts.copies.len(), 2);
+    assert!(parts.built.is_none());
+    assert_eq!(parts.copies.iter().map(|c| c.objects).sum::<u64>(), all);
+
+    // A copy damaged on disk no longer matches its name: its objects are built instead.
+    for path in stored_copies(&fx) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let (parts, all) = one(&m, &[&s1, &s2], &[]);
+    assert!(parts.copies.is_empty());
+    assert_eq!(parts.built.expect("all objects built").1.objects, all);
+
+    // gc repacks everything into a new pack: the copies of the old packs go.
+    m.gc().unwrap();
+    assert!(stored_copies(&fx).is_empty(), "{:?}", stored_copies(&fx));
+    let (parts, all) = one(&m, &[&s1, &s2], &[]);
+    assert!(parts.copies.is_empty());
+    assert_eq!(parts.built.expect("all objects built").1.objects, all);
+}

@@ -65,6 +65,19 @@ async fn round_trip(backend: Backend) {
     let first_pack = &m1.packs[&s1.packs[0]];
     assert!(keys.contains(&format!("{prefix}{}", pack_key(&s1.packs[0]))));
     let first_bytes = first_pack.size + first_pack.idx_size;
+    // The push uploaded, as it is, the stored copy the snapshot made of its pack.
+    let copy = std::fs::read_dir(a.git_dir().join("k8s-snap").join("stored"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy()
+                .ends_with(&format!(".{}.zst", s1.packs[0]))
+        })
+        .expect("the pushed pack is the snapshot's stored copy");
+    assert_eq!(
+        remote.get(&pack_key(&s1.packs[0])).await.unwrap().bytes,
+        std::fs::read(copy).unwrap()
+    );
     // No credentials in the manifest or any stored object.
     for o in remote.list("k8s-snap/").await.unwrap() {
         let bytes = remote.get(&o.key).await.unwrap().bytes;

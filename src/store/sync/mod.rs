@@ -59,7 +59,7 @@ pub(super) fn build_stored_pack(
         context: "compressing a pack".into(),
         source: e,
     };
-    let encoder = super::packcodec::FrameEncoder::new().map_err(io)?;
+    let encoder = crate::packcodec::FrameEncoder::new().map_err(io)?;
     let Some((encoder, built)) = m.build_pack_to(include, hide, encoder)? else {
         return Ok(None);
     };
@@ -76,6 +76,64 @@ pub(super) fn build_stored_pack(
         idx: built.idx,
         objects: built.objects,
     }))
+}
+
+/// One pack a push uploads, in its stored form.
+pub(super) struct PushPack {
+    /// The sha256 of `pack`, hex: the pack's name in the store.
+    pub(super) sha: String,
+    /// The stored bytes (zstd frames of the git pack).
+    pub(super) pack: Vec<u8>,
+    /// Its index (version 2).
+    pub(super) idx: Vec<u8>,
+    /// Objects in it.
+    pub(super) objects: u64,
+}
+
+/// The packs holding every object reachable from `include` but not from `hide`, in their
+/// stored form: the stored copies of mirror packs that hold nothing else (made when a snapshot
+/// wrote them: uploaded as they are), and one pack built of the rest as
+/// [`build_stored_pack`] builds it.
+pub(super) fn build_push_packs(
+    m: &crate::mirror::Mirror,
+    include: &[CommitId],
+    hide: &[CommitId],
+) -> Result<Vec<PushPack>> {
+    let io = |e: std::io::Error| MirrorError::Io {
+        context: "compressing a pack".into(),
+        source: e,
+    };
+    let encoder = crate::packcodec::FrameEncoder::new().map_err(io)?;
+    let parts = m.build_push_packs(include, hide, encoder)?;
+    let mut out: Vec<PushPack> = parts
+        .copies
+        .into_iter()
+        .map(|c| PushPack {
+            sha: c.sha256,
+            pack: c.bytes,
+            idx: c.idx,
+            objects: c.objects,
+        })
+        .collect();
+    let copied = out.len();
+    if let Some((encoder, built)) = parts.built {
+        let pack = encoder.finish().map_err(io)?;
+        tracing::debug!(
+            objects = built.objects,
+            reused = built.reused,
+            pack_bytes = built.pack_len,
+            stored_bytes = pack.len(),
+            "pack built"
+        );
+        out.push(PushPack {
+            sha: sha256_hex(&pack),
+            pack,
+            idx: built.idx,
+            objects: built.objects,
+        });
+    }
+    tracing::debug!(copied, packs = out.len(), "packs to push");
+    Ok(out)
 }
 
 /// How many times a manifest compare-and-swap is retried after losing a race.
@@ -197,10 +255,24 @@ pub async fn read_manifest(store: &dyn ObjectStore) -> Result<(Manifest, Option<
 /// Returns the manifest as written (or as read, when nothing changed).
 pub(crate) async fn update_manifest(
     store: &dyn ObjectStore,
+    change: impl FnMut(&mut Manifest) -> Result<bool>,
+) -> Result<Manifest> {
+    update_manifest_from(store, None, change).await
+}
+
+/// [`update_manifest`], starting from a manifest the caller has just read (with its etag)
+/// instead of reading it again: if it changed meanwhile, the conditional write fails and the
+/// update goes on as usual from a fresh read.
+pub(crate) async fn update_manifest_from(
+    store: &dyn ObjectStore,
+    mut read: Option<(Manifest, Option<Etag>)>,
     mut change: impl FnMut(&mut Manifest) -> Result<bool>,
 ) -> Result<Manifest> {
     for attempt in 0..CAS_ATTEMPTS {
-        let (current, etag) = read_manifest(store).await?;
+        let (current, etag) = match read.take() {
+            Some(read) => read,
+            None => read_manifest(store).await?,
+        };
         let mut next = current.clone();
         if !change(&mut next)? {
             return Ok(current);

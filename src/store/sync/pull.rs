@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::{Result, SyncError, read_manifest};
 use crate::mirror::{MirrorError, ObjectSet, SharedMirror, StageError, StagedPack};
+use crate::packcodec::StreamDecoder;
 use crate::store::ObjectStore;
 use crate::store::manifest::{Manifest, SnapshotEntry, idx_key, pack_key};
-use crate::store::packcodec::StreamDecoder;
 
 /// Packs (or indexes) downloaded at once by a pull.
 const FETCH_PARALLELISM: usize = 4;

@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt as _;
 use serde::Serialize;
 
-use super::{Result, SyncError, read_manifest, sha256_hex, update_manifest};
+use super::{Result, SyncError, read_manifest, update_manifest, update_manifest_from};
 use crate::mirror::{CommitId, SharedMirror};
 use crate::store::ObjectStore;
 use crate::store::PutOutcome;
@@ -30,15 +31,16 @@ pub struct PushReport {
     pub pushed: Vec<String>,
     /// Snapshots the store already had.
     pub up_to_date: Vec<String>,
-    /// The new pack (sha256), if any.
-    pub pack: Option<String>,
-    /// Bytes of the new pack.
+    /// The new packs (sha256), sorted: the stored copies of the snapshots' own mirror packs
+    /// and at most one pack built of the other objects.
+    pub packs: Vec<String>,
+    /// Bytes of the new packs.
     pub pack_bytes: u64,
-    /// Bytes of its index.
+    /// Bytes of their indexes.
     pub idx_bytes: u64,
-    /// Objects in the new pack.
+    /// Objects in the new packs.
     pub objects: u64,
-    /// Whether the pack was uploaded by this push (false: the store had it).
+    /// Whether some pack was uploaded by this push (false: the store had them all).
     pub uploaded: bool,
     /// Partial snapshots the store already had, whose entry now records their filter
     /// (entries pushed by releases before filters were recorded lacked it).
@@ -74,7 +76,10 @@ async fn push_once(
     mirror: &SharedMirror,
     names: &[String],
 ) -> Result<PushReport> {
-    let local = mirror.run(|m| m.snapshots()).await?;
+    // The mirror's snapshots are read while the manifest downloads.
+    let (local, read) = tokio::join!(mirror.run(|m| m.snapshots()), read_manifest(store));
+    let local = local?;
+    let (manifest, etag) = read?;
     let selected: Vec<_> = if names.is_empty() {
         local
     } else {
@@ -88,7 +93,6 @@ async fn push_once(
         }
         v
     };
-    let (manifest, _) = read_manifest(store).await?;
     let mut report = PushReport::default();
     let mut to_push = Vec::new();
     let mut backfill = Vec::new();
@@ -138,7 +142,7 @@ async fn push_once(
         .map(|e| (e.commit.clone(), e.packs.clone()))
         .collect();
     let include: Vec<CommitId> = to_push.iter().map(|s| s.commit.clone()).collect();
-    let (deps, pack) = mirror
+    let (deps, packs) = mirror
         .run(move |m| -> Result<_> {
             let mut hide = Vec::new();
             let mut deps: BTreeSet<String> = BTreeSet::new();
@@ -148,59 +152,40 @@ async fn push_once(
                     deps.extend(packs);
                 }
             }
-            Ok((deps, super::build_stored_pack(m, &include, &hide)?))
+            Ok((deps, super::build_push_packs(m, &include, &hide)?))
         })
         .await?;
-    let mut new_pack = None;
-    if let Some(pack) = pack {
-        let sha = sha256_hex(&pack.pack);
-        let entry = PackEntry {
-            size: pack.pack.len() as u64,
-            idx_size: pack.idx.len() as u64,
-            objects: pack.objects,
-            created: jiff::Timestamp::now(),
-        };
-        report.pack_bytes = entry.size;
-        report.idx_bytes = entry.idx_size;
-        report.objects = entry.objects;
-        // The idx first, the pack last: a present pack implies a present idx.
-        for (key, bytes, expected) in [
-            (idx_key(&sha), pack.idx, entry.idx_size),
-            (pack_key(&sha), pack.pack, entry.size),
-        ] {
-            match store.put_if_absent(&key, bytes).await? {
-                PutOutcome::Created => report.uploaded = true,
-                PutOutcome::AlreadyExists => {
-                    let found = store.head(&key).await?.size;
-                    if found != expected {
-                        return Err(SyncError::PackMismatch {
-                            store: store.describe(),
-                            sha: sha.clone(),
-                            found,
-                            expected,
-                        });
-                    }
-                }
-            }
-        }
-        tracing::info!(pack = %sha, bytes = entry.size, objects = entry.objects, "pack uploaded");
-        report.pack = Some(sha.clone());
-        new_pack = Some((sha, entry));
+    // Each pack's idx first, then the pack: a present pack implies a present idx. A few packs
+    // at a time (a first snapshot of a large cluster leaves one per 10,000 objects).
+    let uploads = futures::stream::iter(packs.into_iter().map(|p| upload_pack(store, p)))
+        .buffer_unordered(UPLOADS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    let mut new_packs: Vec<(String, PackEntry)> = Vec::new();
+    for upload in uploads {
+        let (sha, entry, uploaded) = upload?;
+        report.pack_bytes += entry.size;
+        report.idx_bytes += entry.idx_size;
+        report.objects += entry.objects;
+        report.uploaded |= uploaded;
+        new_packs.push((sha, entry));
     }
+    new_packs.sort_by(|a, b| a.0.cmp(&b.0));
+    report.packs = new_packs.iter().map(|(sha, _)| sha.clone()).collect();
     #[cfg(feature = "failpoints")]
     if std::env::var(FAILPOINT_ENV).as_deref() == Ok("push-after-packs") {
         return Err(SyncError::Failpoint("push-after-packs".into()));
     }
     let mut packs: Vec<String> = deps.iter().cloned().collect();
-    if let Some((sha, _)) = &new_pack
-        && !deps.contains(sha)
-    {
-        packs.push(sha.clone());
+    for (sha, _) in &new_packs {
+        if !deps.contains(sha) {
+            packs.push(sha.clone());
+        }
     }
     packs.sort();
     let store_name = store.describe();
     let mut recorded = Vec::new();
-    update_manifest(store, |m| {
+    update_manifest_from(store, Some((manifest, etag)), |m| {
         let mut changed = false;
         for d in &deps {
             if !m.packs.contains_key(d) {
@@ -214,7 +199,7 @@ async fn push_once(
                 changed = true;
             }
         }
-        if let Some((sha, entry)) = &new_pack {
+        for (sha, entry) in &new_packs {
             if !m.packs.contains_key(sha) {
                 m.packs.insert(sha.clone(), entry.clone());
                 changed = true;
@@ -265,6 +250,51 @@ async fn push_once(
     report.pushed = to_push.into_iter().map(|s| s.name).collect();
     tracing::info!(pushed = ?report.pushed, "manifest updated");
     Ok(report)
+}
+
+/// Packs uploaded at the same time by one push.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// Uploads one pack (its idx first); returns its name, its manifest entry and whether this
+/// upload created it (false: the store had it, with the same sizes).
+async fn upload_pack(
+    store: &dyn ObjectStore,
+    pack: super::PushPack,
+) -> Result<(String, PackEntry, bool)> {
+    let super::PushPack {
+        sha,
+        pack,
+        idx,
+        objects,
+    } = pack;
+    let entry = PackEntry {
+        size: pack.len() as u64,
+        idx_size: idx.len() as u64,
+        objects,
+        created: jiff::Timestamp::now(),
+    };
+    let mut uploaded = false;
+    for (key, bytes, expected) in [
+        (idx_key(&sha), idx, entry.idx_size),
+        (pack_key(&sha), pack, entry.size),
+    ] {
+        match store.put_if_absent(&key, bytes).await? {
+            PutOutcome::Created => uploaded = true,
+            PutOutcome::AlreadyExists => {
+                let found = store.head(&key).await?.size;
+                if found != expected {
+                    return Err(SyncError::PackMismatch {
+                        store: store.describe(),
+                        sha: sha.clone(),
+                        found,
+                        expected,
+                    });
+                }
+            }
+        }
+    }
+    tracing::info!(pack = %sha, bytes = entry.size, objects = entry.objects, "pack uploaded");
+    Ok((sha, entry, uploaded))
 }
 
 /// A partial snapshot's name, commit and filter, for a store entry lacking the filter.

@@ -238,7 +238,7 @@ async fn fetch_pack(
     if actual != sha {
         return Err(format!("pack {sha} is corrupted: its sha256 is {actual}"));
     }
-    match crate::store::packcodec::decode(&bytes) {
+    match crate::packcodec::decode(&bytes) {
         Ok(std::borrow::Cow::Borrowed(_)) => Ok(bytes),
         Ok(std::borrow::Cow::Owned(pack)) => Ok(pack),
         Err(e) => Err(format!("pack {sha} cannot be decoded: {e}")),

@@ -1,5 +1,7 @@
 //! How a pack is stored: the git pack stream compressed with zstd, in independent frames of
-//! [`FRAME_BYTES`] compressed on two threads while the pack is still being built (docs/store.md).
+//! [`FRAME_BYTES`] compressed on two threads while the pack is still being built (docs/store.md),
+//! or, for a pack the mirror has just written, in one go by [`encode`] (the mirror keeps that
+//! copy beside the pack so that a push uploads it as it is).
 //!
 //! The mirror's packs hold undeltified objects, and neighbouring objects of a snapshot are
 //! alike (ConfigMaps of one namespace, Deployments of one application), so compressing the
@@ -9,7 +11,8 @@
 //! are plain git packs; readers tell them apart by their first bytes (`PACK` or the zstd
 //! magic), so both kinds are read everywhere.
 //!
-//! Owns: the encoding and decoding of stored packs. Must not touch: the store, the mirror.
+//! Owns: the encoding and decoding of stored packs. Must not touch: the store, the mirror (both
+//! call it: it sits below them).
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -47,6 +50,40 @@ pub(crate) fn decoded_limit(stored: u64) -> u64 {
 /// Whether stored pack bytes start like a zstd frame (else they are a plain git pack).
 pub(crate) fn is_compressed(head: &[u8]) -> bool {
     head.starts_with(&ZSTD_MAGIC)
+}
+
+/// Packs up to this size get [`SMALL_PACK_LEVEL`] from [`encode`]: a larger one is a first
+/// snapshot's, whose copy is made on the snapshot's own time.
+const SMALL_PACK_BYTES: usize = 1 << 20;
+
+/// Encodes a whole git pack of `len` bytes read from `pack` as the store keeps it (the same
+/// frames as [`FrameEncoder`]; level [`SMALL_PACK_LEVEL`] up to [`SMALL_PACK_BYTES`], else
+/// [`LEVEL`]), on the calling thread, holding one frame at a time.
+pub(crate) fn encode(mut pack: impl std::io::Read, len: u64) -> std::io::Result<Vec<u8>> {
+    let level = if len <= SMALL_PACK_BYTES as u64 {
+        SMALL_PACK_LEVEL
+    } else {
+        LEVEL
+    };
+    let mut out = Vec::with_capacity(usize::try_from(len / 8).unwrap_or(0) + 64);
+    let mut left = len;
+    while left > 0 {
+        let take = left.min(FRAME_BYTES as u64);
+        // A streaming encoder per frame: no frame-sized input or output buffer is held.
+        let mut encoder = zstd::stream::write::Encoder::new(&mut out, level)?;
+        encoder.set_pledged_src_size(Some(take))?;
+        encoder.include_contentsize(true)?;
+        let copied = std::io::copy(&mut std::io::Read::take(&mut pack, take), &mut encoder)?;
+        if copied != take {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the pack is shorter than its size",
+            ));
+        }
+        encoder.finish()?;
+        left -= take;
+    }
+    Ok(out)
 }
 
 /// Compressed frames with their sequence numbers.
@@ -295,6 +332,22 @@ mod tests {
             );
         }
         v
+    }
+
+    #[test]
+    fn a_whole_pack_encoded_at_once_round_trips() {
+        for n in [0usize, 10, 300_000] {
+            let pack = sample(n);
+            assert!(encode(pack.as_slice(), pack.len() as u64 + 1).is_err());
+            let stored = encode(pack.as_slice(), pack.len() as u64).unwrap();
+            assert!(is_compressed(&stored));
+            assert_eq!(decode(&stored).unwrap().as_ref(), pack.as_slice());
+            let mut dec = StreamDecoder::new(Vec::new(), stored.len() as u64);
+            for chunk in stored.chunks(4096) {
+                dec.feed(chunk).unwrap();
+            }
+            assert_eq!(dec.finish().unwrap(), pack);
+        }
     }
 
     #[test]
