@@ -12,17 +12,6 @@ use crate::support::{DataDir, RestoreCleanup, TestCluster, snapshot_namespace};
 /// Where ServiceAccount admission mounts the API token.
 const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-async fn minor(cluster: &TestCluster) -> u32 {
-    let v = cluster.get("/version").await;
-    let digits: String = v["minor"]
-        .as_str()
-        .unwrap_or_default()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().unwrap()
-}
-
 fn priority_class(name: &str, value: i64) -> Value {
     json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
         "metadata": {"name": name}, "value": value})
@@ -96,7 +85,7 @@ async fn bare_pods_are_admitted_by_the_target(source: &TestCluster, target: &Tes
         assert_eq!(secrets_and_token_mounts(admitted).1, [1], "{admitted}");
         assert_eq!(admitted["spec"]["priority"], priority, "{admitted}");
     }
-    if minor(source).await >= 23 {
+    if source.server_minor().await >= 23 {
         let debugged = source
             .merge_patch(
                 &format!("{pods}/p/ephemeralcontainers"),

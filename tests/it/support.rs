@@ -118,6 +118,18 @@ impl TestCluster {
         }
     }
 
+    /// The server's minor version, from `/version` (a real server may say `27+`).
+    pub async fn server_minor(&self) -> u32 {
+        let v = self.get("/version").await;
+        let digits: String = v["minor"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().expect("a minor version")
+    }
+
     pub fn is_real(&self) -> bool {
         self.emulator.is_none()
     }

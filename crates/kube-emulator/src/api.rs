@@ -911,15 +911,19 @@ impl State {
                     json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
                     &internal,
                 );
+                // The root CA publisher (feature gate `RootCAConfigMap`) is on by default
+                // from 1.20 only.
                 let cm = self.def("", "configmaps");
-                let _ = self.create(
+                let _ = (self.config.server_version.minor() >= 20).then(|| {
+                    self.create(
                     &cm,
                     name,
                     json!({"apiVersion": "v1", "kind": "ConfigMap",
                         "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
                         "data": {"ca.crt": EMULATOR_CA}}),
                     &internal,
-                );
+                )
+                });
             }
             ("", "pods") => {
                 if self.config.crd_delay.is_zero() {
