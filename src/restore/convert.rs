@@ -7,7 +7,7 @@
 //! | kind | from | to | changes |
 //! |---|---|---|---|
 //! | CronJob | `batch/v1beta1` | `batch/v1` | none |
-//! | PodDisruptionBudget | `policy/v1beta1` | `policy/v1` | none (an empty selector now selects every Pod) |
+//! | PodDisruptionBudget | `policy/v1beta1` ↔ `policy/v1` | the other | an empty selector (no Pods in v1beta1, every Pod in v1) becomes the other version's selector of the same Pods (`Exists` / `DoesNotExist` of `pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match`, as a server converts it) |
 //! | Ingress | `extensions/v1beta1`, `networking.k8s.io/v1beta1` | `networking.k8s.io/v1` | `backend` → `defaultBackend`, `serviceName`/`servicePort` → `service.name`/`service.port.number|name`, `pathType` defaults to `ImplementationSpecific` |
 //! | HorizontalPodAutoscaler | `autoscaling/v1`, `v2beta1`, `v2beta2` | `autoscaling/v2` | v1 CPU target → a Resource metric; v2beta1 `target*` fields → `target` |
 //! | CustomResourceDefinition | `apiextensions.k8s.io/v1beta1` | `v1` | top-level version/validation/subresources/columns → per version; `preserveUnknownFields` → `x-kubernetes-preserve-unknown-fields` |
@@ -250,17 +250,51 @@ fn convert_object(obj: &mut Value, kind: &str, from: &str, to: &str) -> Vec<Stri
         },
         "CustomResourceDefinition" if from.ends_with("/v1beta1") => crd_to_v1(obj, &mut notes),
         "EndpointSlice" if from.ends_with("/v1beta1") => endpointslice_to_v1(obj, &mut notes),
-        "PodDisruptionBudget"
-            if from.ends_with("/v1beta1")
-                && obj
-                    .pointer("/spec/selector")
-                    .is_some_and(|s| s.as_object().is_some_and(Map::is_empty)) =>
-        {
-            notes.push("an empty spec.selector now selects every Pod".into());
-        }
+        "PodDisruptionBudget" if from != to => pdb_selector(obj, from, to, &mut notes),
         _ => {}
     }
     notes
+}
+
+/// The label of the selectors that stand, in `policy/v1`, for `policy/v1beta1`'s empty
+/// selector (`Exists`: no Pods) and, in `v1beta1`, for `v1`'s (`DoesNotExist`: every Pod).
+const PDB_V1BETA1_LABEL: &str = "pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match";
+
+fn pdb_label_selector(operator: &str) -> Value {
+    json!({"matchExpressions": [{"key": PDB_V1BETA1_LABEL, "operator": operator}]})
+}
+
+/// A PodDisruptionBudget's empty selector selects no Pods in `policy/v1beta1` and every Pod in
+/// `policy/v1`: each becomes the selector of the same Pods in the other version (what a
+/// server from 1.21 serves for it there), so a converted budget protects what it protected.
+fn pdb_selector(obj: &mut Value, from: &str, to: &str, notes: &mut Vec<String>) {
+    let Some(sel) = obj.pointer_mut("/spec/selector") else {
+        return;
+    };
+    let empty = sel.as_object().is_some_and(Map::is_empty);
+    let (none_in_v1, all_in_v1beta1) = (
+        pdb_label_selector("Exists"),
+        pdb_label_selector("DoesNotExist"),
+    );
+    if from.ends_with("/v1beta1") && to.ends_with("/v1") {
+        if empty {
+            *sel = none_in_v1;
+            notes.push(format!(
+                "the empty spec.selector (no Pods in {from}) → Exists of {PDB_V1BETA1_LABEL}"
+            ));
+        } else if *sel == all_in_v1beta1 {
+            *sel = json!({});
+            notes.push("spec.selector (every Pod) → the empty selector".into());
+        }
+    } else if from.ends_with("/v1") && to.ends_with("/v1beta1") {
+        if empty {
+            *sel = all_in_v1beta1;
+            notes.push(format!("the empty spec.selector (every Pod in {from}) → DoesNotExist of {PDB_V1BETA1_LABEL}"));
+        } else if *sel == none_in_v1 {
+            *sel = json!({});
+            notes.push("spec.selector (no Pods) → the empty selector".into());
+        }
+    }
 }
 
 fn take(m: &mut Map<String, Value>, k: &str) -> Option<Value> {
@@ -539,6 +573,50 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
             has_status_subresource: true,
+        }
+    }
+
+    /// An empty selector selects no Pods in `policy/v1beta1` and every Pod in `policy/v1`: a
+    /// converted budget gets the other version's selector of the same Pods, both ways.
+    #[test]
+    fn pdb_selectors_keep_the_pods_they_select() {
+        let served = |version: &str| {
+            vec![res(
+                "policy",
+                version,
+                "poddisruptionbudgets",
+                "PodDisruptionBudget",
+            )]
+        };
+        let pdb = |v: &str, sel: Value| {
+            json!({"apiVersion": format!("policy/{v}"), "kind": "PodDisruptionBudget",
+                "spec": {"minAvailable": 1, "selector": sel}})
+        };
+        let none_v1 =
+            json!({"matchExpressions": [{"key": PDB_V1BETA1_LABEL, "operator": "Exists"}]});
+        let all_v1beta1 =
+            json!({"matchExpressions": [{"key": PDB_V1BETA1_LABEL, "operator": "DoesNotExist"}]});
+        let web = json!({"matchLabels": {"app": "web"}});
+        for (from, to, sel, want, noted) in [
+            ("v1beta1", "v1", json!({}), none_v1.clone(), true),
+            ("v1beta1", "v1", all_v1beta1.clone(), json!({}), true),
+            ("v1beta1", "v1", web.clone(), web.clone(), false),
+            ("v1", "v1beta1", json!({}), all_v1beta1.clone(), true),
+            ("v1", "v1beta1", none_v1.clone(), json!({}), true),
+            ("v1", "v1beta1", web.clone(), web.clone(), false),
+        ] {
+            let p = ContentPath::parse(&format!(
+                "/apis/policy/{from}/namespaces/a/poddisruptionbudgets/p"
+            ))
+            .unwrap();
+            let c = convert(&p, &pdb(from, sel.clone()), &served(to), true, None).unwrap();
+            assert_eq!(c.object, pdb(to, want), "{from} {sel} → {to}");
+            assert_eq!(
+                c.reason.contains(PDB_V1BETA1_LABEL) || c.reason.contains("the empty selector"),
+                noted,
+                "{}",
+                c.reason
+            );
         }
     }
 

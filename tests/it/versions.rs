@@ -503,6 +503,14 @@ async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
                 "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
         )
         .await;
+    // An empty selector selects no Pods in policy/v1beta1 (and every Pod in policy/v1).
+    source
+        .post(
+            &format!("/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets"),
+            &json!({"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": "none"},
+                "spec": {"maxUnavailable": 0, "selector": {}}}),
+        )
+        .await;
     source
         .post(
             "/apis/policy/v1beta1/podsecuritypolicies",
@@ -581,6 +589,16 @@ async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
         "/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/pdb"
     ));
     assert_eq!(pdb["reason"], "convert policy/v1beta1 → policy/v1");
+    let none = item(&format!(
+        "/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/none"
+    ));
+    assert!(
+        none["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the empty spec.selector (no Pods in policy/v1beta1)"),
+        "{none}"
+    );
     let psp = item("/apis/policy/v1beta1/podsecuritypolicies/restricted");
     assert_eq!(psp["action"], "unsupported", "{psp}");
     assert!(
@@ -621,6 +639,18 @@ async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
             "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/pdb"
         ))
         .await;
+    // Still no Pods: the selector a server keeps for v1beta1's empty one, not v1's (every Pod,
+    // which with maxUnavailable 0 would block every eviction in the namespace).
+    let none = target
+        .get(&format!(
+            "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/none"
+        ))
+        .await;
+    assert_eq!(
+        none["spec"]["selector"],
+        json!({"matchExpressions": [{"key": "pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match", "operator": "Exists"}]}),
+        "{none}"
+    );
     let crd = target
         .get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gizmos.example.com")
         .await;
@@ -641,6 +671,7 @@ async fn a_1_19_snapshot_restores_onto_latest_with_conversions() {
         format!("/apis/batch/v1/namespaces/{ns}/cronjobs/nightly"),
         format!("/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/web"),
         format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/pdb"),
+        format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/none"),
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gizmos.example.com".to_string(),
         format!("/api/v1/namespaces/{ns}"),
     ] {
@@ -729,6 +760,14 @@ async fn diff_pairs_an_object_stored_under_another_version_and_shows_an_exact_pa
 async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
     let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
     let target = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    // An empty selector selects every Pod in policy/v1 (and no Pods in policy/v1beta1).
+    source
+        .post(
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets",
+            &json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "all"},
+                "spec": {"minAvailable": 1, "selector": {}}}),
+        )
+        .await;
     let data = DataDir::new();
     data.run(Some(&source.kubeconfig), &["snapshot", "s", "--no-push"])
         .ok();
@@ -756,6 +795,14 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
     ] {
         assert_eq!(target.get(path).await["apiVersion"], api_version, "{path}");
     }
+    let all = target
+        .get("/apis/policy/v1beta1/namespaces/shop/poddisruptionbudgets/all")
+        .await;
+    assert_eq!(
+        all["spec"]["selector"],
+        json!({"matchExpressions": [{"key": "pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match", "operator": "DoesNotExist"}]}),
+        "still every Pod: {all}"
+    );
     // Planned again, by either method: everything exists, nothing differs.
     for extra in [&[][..], &["--server-side-diff"][..]] {
         let again = plan_json(&data, kb, pref, extra).await;

@@ -5,9 +5,13 @@
 //! Ingress (`extensions|networking.k8s.io/v1beta1` ↔ `networking.k8s.io/v1`: backends,
 //! `pathType`), HorizontalPodAutoscaler (`autoscaling/v1|v2beta1` ↔ `v2`/`v2beta2`: metrics),
 //! CustomResourceDefinition (`apiextensions.k8s.io/v1beta1` ↔ `v1`: per-version schemas),
-//! EndpointSlice (`discovery.k8s.io/v1beta1` ↔ `v1`: `topology` ↔ `zone`/`nodeName`).
-//! Every other kind (CronJob, PodDisruptionBudget, Lease, ..., custom resources without a
-//! conversion webhook) only changes `apiVersion`. Pure: no store, no catalogue.
+//! EndpointSlice (`discovery.k8s.io/v1beta1` ↔ `v1`: `topology` ↔ `zone`/`nodeName`),
+//! PodDisruptionBudget (`policy/v1beta1` ↔ `v1`: an empty selector selects no Pods in v1beta1
+//! and every Pod in v1, so each version's empty selector is served at the other as the
+//! selector of `pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match` that keeps its
+//! meaning — `pkg/apis/policy/{v1,v1beta1}/conversion.go` from 1.21).
+//! Every other kind (CronJob, Lease, ..., custom resources without a conversion webhook) only
+//! changes `apiVersion`. Pure: no store, no catalogue.
 
 use serde_json::{Map, Value, json};
 
@@ -43,6 +47,14 @@ pub(crate) fn convert(obj: &mut Value, kind: &str, from: &str, to: &str) {
                     endpointslice_down(obj);
                 }
             }
+            "PodDisruptionBudget" => {
+                if from.ends_with("/v1beta1") {
+                    pdb_up(obj);
+                }
+                if to.ends_with("/v1beta1") {
+                    pdb_down(obj);
+                }
+            }
             "CustomResourceDefinition" => {
                 if from.ends_with("/v1beta1") {
                     crd_up(obj);
@@ -56,6 +68,55 @@ pub(crate) fn convert(obj: &mut Value, kind: &str, from: &str, to: &str) {
     }
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(to));
+    }
+}
+
+/// The label whose selectors stand for v1beta1's empty selector in v1 and the reverse.
+const PDB_V1BETA1_LABEL: &str = "pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match";
+
+/// The selector `{matchExpressions: [{key: PDB_V1BETA1_LABEL, operator}]}`.
+fn pdb_label_selector(operator: &str) -> Value {
+    json!({"matchExpressions": [{"key": PDB_V1BETA1_LABEL, "operator": operator}]})
+}
+
+/// `policy/v1beta1` → `v1`: the empty selector (no Pods) becomes `Exists` of the label (no
+/// Pod has it), `DoesNotExist` of it (every Pod) becomes the empty selector; the label is
+/// stripped from any other selector.
+fn pdb_up(obj: &mut Value) {
+    let Some(sel) = obj.pointer_mut("/spec/selector") else {
+        return;
+    };
+    if sel.as_object().is_some_and(Map::is_empty) {
+        *sel = pdb_label_selector("Exists");
+    } else if *sel == pdb_label_selector("DoesNotExist") {
+        *sel = json!({});
+    } else {
+        strip_pdb_label(sel);
+    }
+}
+
+/// `policy/v1` → `v1beta1`: the reverse of [`pdb_up`].
+fn pdb_down(obj: &mut Value) {
+    let Some(sel) = obj.pointer_mut("/spec/selector") else {
+        return;
+    };
+    if *sel == pdb_label_selector("Exists") {
+        *sel = json!({});
+    } else if sel.as_object().is_some_and(Map::is_empty) {
+        *sel = pdb_label_selector("DoesNotExist");
+    }
+}
+
+/// Removes the label from a user's selector (`policy.StripPDBV1beta1Label`).
+fn strip_pdb_label(sel: &mut Value) {
+    if let Some(labels) = sel.get_mut("matchLabels").and_then(Value::as_object_mut) {
+        labels.remove(PDB_V1BETA1_LABEL);
+    }
+    if let Some(exprs) = sel
+        .get_mut("matchExpressions")
+        .and_then(Value::as_array_mut)
+    {
+        exprs.retain(|e| e["key"] != PDB_V1BETA1_LABEL);
     }
 }
 
@@ -516,6 +577,39 @@ fn crd_down(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pdb_empty_selectors_keep_their_meaning_across_versions() {
+        let pdb = |v: &str, sel: Value| json!({"apiVersion": v, "kind": "PodDisruptionBudget", "spec": {"selector": sel}});
+        let none = pdb_label_selector("Exists");
+        let all = pdb_label_selector("DoesNotExist");
+        for (stored, from, to, served) in [
+            (json!({}), "policy/v1beta1", "policy/v1", none.clone()),
+            (all.clone(), "policy/v1beta1", "policy/v1", json!({})),
+            (json!({}), "policy/v1", "policy/v1beta1", all.clone()),
+            (none.clone(), "policy/v1", "policy/v1beta1", json!({})),
+            (
+                json!({"matchLabels": {"app": "web"}}),
+                "policy/v1",
+                "policy/v1beta1",
+                json!({"matchLabels": {"app": "web"}}),
+            ),
+            (
+                json!({"matchLabels": {"app": "web", PDB_V1BETA1_LABEL: "x"}}),
+                "policy/v1beta1",
+                "policy/v1",
+                json!({"matchLabels": {"app": "web"}}),
+            ),
+        ] {
+            let mut obj = pdb(from, stored.clone());
+            convert(&mut obj, "PodDisruptionBudget", from, to);
+            assert_eq!(obj, pdb(to, served.clone()), "{stored} {from} → {to}");
+            if stored.get("matchLabels").is_none() {
+                convert(&mut obj, "PodDisruptionBudget", to, from);
+                assert_eq!(obj, pdb(from, stored), "and back");
+            }
+        }
+    }
 
     #[test]
     fn ingress_round_trip() {

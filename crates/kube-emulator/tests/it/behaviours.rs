@@ -900,6 +900,64 @@ async fn events_are_validated_at_the_version_they_are_sent_to() {
     api("v1beta1").create(&pp, &old).await.unwrap();
 }
 
+/// A PodDisruptionBudget's empty selector selects no Pods in `policy/v1beta1` and every Pod in
+/// `policy/v1`; a server serving both (1.21–1.24) serves each at the other version as the
+/// selector of the same Pods (`pkg/apis/policy/{v1,v1beta1}/conversion.go`).
+#[tokio::test]
+async fn pdb_empty_selectors_are_served_at_the_other_version_with_their_meaning() {
+    let emu = Emulator::builder()
+        .server_version(kube_emulator::ServerVersion::V1_22)
+        .start()
+        .await
+        .unwrap();
+    let c = emu.client().await;
+    let api = |version: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            c.clone(),
+            "default",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("policy", version, "PodDisruptionBudget"),
+                "poddisruptionbudgets",
+            ),
+        )
+    };
+    let pdb = |version: &str, name: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": format!("policy/{version}"), "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"minAvailable": 1, "selector": {}}
+        }))
+        .unwrap()
+    };
+    let label = "pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match";
+    let pp = PostParams::default();
+    api("v1beta1")
+        .create(&pp, &pdb("v1beta1", "none"))
+        .await
+        .unwrap();
+    api("v1").create(&pp, &pdb("v1", "all")).await.unwrap();
+    for (name, version, selector) in [
+        ("none", "v1beta1", json!({})),
+        (
+            "none",
+            "v1",
+            json!({"matchExpressions": [{"key": label, "operator": "Exists"}]}),
+        ),
+        ("all", "v1", json!({})),
+        (
+            "all",
+            "v1beta1",
+            json!({"matchExpressions": [{"key": label, "operator": "DoesNotExist"}]}),
+        ),
+    ] {
+        let got = api(version).get(name).await.unwrap();
+        assert_eq!(
+            got.data["spec"]["selector"], selector,
+            "{name} at {version}"
+        );
+    }
+}
+
 /// A PersistentVolumeClaim's spec is immutable after creation (a bound claim's requests
 /// excepted): an update changing it gets the real 422, one changing only metadata passes.
 #[tokio::test]
