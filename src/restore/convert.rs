@@ -9,7 +9,7 @@
 //! | CronJob | `batch/v1beta1` | `batch/v1` | none |
 //! | PodDisruptionBudget | `policy/v1beta1` ↔ `policy/v1` | the other | an empty selector (no Pods in v1beta1, every Pod in v1) becomes the other version's selector of the same Pods (`Exists` / `DoesNotExist` of `pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match`, as a server converts it) |
 //! | Ingress | `extensions/v1beta1`, `networking.k8s.io/v1beta1` | `networking.k8s.io/v1` | `backend` → `defaultBackend`, `serviceName`/`servicePort` → `service.name`/`service.port.number|name`, `pathType` defaults to `ImplementationSpecific` |
-//! | HorizontalPodAutoscaler | `autoscaling/v1`, `v2beta1`, `v2beta2` | `autoscaling/v2` | v1 CPU target → a Resource metric; v2beta1 `target*` fields → `target` |
+//! | HorizontalPodAutoscaler | `autoscaling/v1`, `v2beta1`, `v2beta2` ↔ `autoscaling/v2` | the served version that holds most (`v2`, `v2beta2`, `v2beta1`, `v1`), not the preferred one | v1 CPU target → a Resource metric; v2beta1 `target*` fields → `target` |
 //! | CustomResourceDefinition | `apiextensions.k8s.io/v1beta1` | `v1` | top-level version/validation/subresources/columns → per version; `preserveUnknownFields` → `x-kubernetes-preserve-unknown-fields` |
 //! | EndpointSlice | `discovery.k8s.io/v1beta1` | `v1` | `topology` → `deprecatedTopology` (zone → `zone`) |
 //! | Deployment, DaemonSet, ReplicaSet, StatefulSet | `extensions/v1beta1`, `apps/v1beta1|v1beta2` | `apps/v1` | none |
@@ -49,6 +49,11 @@ fn successors(group: &str, resource: &str) -> &'static [&'static str] {
         _ => &[],
     }
 }
+
+/// The versions of HorizontalPodAutoscaler from the one that holds most to the one that holds
+/// least: `autoscaling/v1` has only a CPU target (a 1.19 server prefers it, and drops the
+/// `metrics` of a `v2` object written at it), `v2beta2` has the schema of `v2`.
+const HPA_VERSIONS: [&str; 4] = ["v2", "v2beta2", "v2beta1", "v1"];
 
 /// Built-in kinds the table converts (any other built-in kind is `unsupported`).
 const CONVERTIBLE: &[&str] = &[
@@ -190,10 +195,20 @@ pub fn convert(
         if !CONVERTIBLE.contains(&kind) {
             return Err(format!("{} (no conversion of {kind})", elsewhere()));
         }
-        // The successor group first, then the target's preferred version.
+        // The successor group first; then, for a HorizontalPodAutoscaler, the version that
+        // holds most of it; then the target's preferred version.
         candidates
             .iter()
             .find(|r| r.group != path.group())
+            .or_else(|| {
+                (kind == "HorizontalPodAutoscaler")
+                    .then(|| {
+                        HPA_VERSIONS
+                            .iter()
+                            .find_map(|v| candidates.iter().find(|r| r.version == *v))
+                    })
+                    .flatten()
+            })
             .or_else(|| candidates.first())
             .copied()
     } else {
@@ -574,6 +589,35 @@ mod tests {
                 .to_vec(),
             has_status_subresource: true,
         }
+    }
+
+    /// An `autoscaling/v2` HorizontalPodAutoscaler goes to the served version that holds all of
+    /// it (`v2beta2` on a 1.19 server), not to the preferred `autoscaling/v1`.
+    #[test]
+    fn an_hpa_goes_to_the_version_that_holds_it() {
+        let served: Vec<_> = ["v1", "v2beta1", "v2beta2"]
+            .iter()
+            .map(|v| {
+                res(
+                    "autoscaling",
+                    v,
+                    "horizontalpodautoscalers",
+                    "HorizontalPodAutoscaler",
+                )
+            })
+            .collect();
+        let p = ContentPath::parse("/apis/autoscaling/v2/namespaces/a/horizontalpodautoscalers/h")
+            .unwrap();
+        let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "spec": {"maxReplicas": 5, "metrics": [{"type": "Resource", "resource": {"name": "memory",
+                "target": {"type": "Utilization", "averageUtilization": 60}}}]}});
+        let c = convert(&p, &hpa, &served, true, None).unwrap();
+        assert_eq!(c.reason, "convert autoscaling/v2 → autoscaling/v2beta2");
+        assert_eq!(c.object["spec"], hpa["spec"]);
+        assert_eq!(
+            c.target.as_str(),
+            "/apis/autoscaling/v2beta2/namespaces/a/horizontalpodautoscalers/h"
+        );
     }
 
     /// An empty selector selects no Pods in `policy/v1beta1` and every Pod in `policy/v1`: a

@@ -101,9 +101,25 @@ fn write(
     ts: i64,
     files: &[(&str, &str)],
 ) -> WrittenSnapshot {
+    write_keeping(m, name, cluster, ts, files, false)
+}
+
+/// [`write`], keeping stored copies of the new packs when `copies` (a snapshot that a push
+/// follows).
+fn write_keeping(
+    m: &Mirror,
+    name: &str,
+    cluster: &str,
+    ts: i64,
+    files: &[(&str, &str)],
+    copies: bool,
+) -> WrittenSnapshot {
     let mut meta = meta(name, cluster, ts, "100");
     meta.number_of_contents = files.len() as u64;
     let mut w = m.writer(name, cluster).expect("writer");
+    if copies {
+        w.keep_stored_copies();
+    }
     for (p, c) in files {
         w.add(p, c.as_bytes()).expect("add");
     }
@@ -911,19 +927,9 @@ fn building_a_pack_refuses_a_corrupt_mirror_entry() {
     );
 }
 
-/// [`write`], keeping stored copies of the new packs (as a snapshot that a push follows).
+/// [`write`] to cluster `prod`, keeping stored copies (as a snapshot that a push follows).
 fn write_with_copies(m: &Mirror, name: &str, ts: i64, files: &[(&str, &str)]) -> WrittenSnapshot {
-    let mut meta = meta(name, "prod", ts, "100");
-    meta.number_of_contents = files.len() as u64;
-    let mut w = m.writer(name, "prod").expect("writer");
-    w.keep_stored_copies();
-    for (p, c) in files {
-        w.add(p, c.as_bytes()).expect("add");
-    }
-    let yaml = serde_saphyr::to_string(&meta).expect("meta yaml");
-    w.add(SNAPSHOT_META_FILE, yaml.as_bytes())
-        .expect("add meta");
-    w.finish(&meta).expect("finish")
+    write_keeping(m, name, "prod", ts, files, true)
 }
 
 /// The stored copies in the mirror (`k8s-snap/stored/pack-<pack>.<sha256>.zst`).

@@ -755,7 +755,8 @@ async fn diff_pairs_an_object_stored_under_another_version_and_shows_an_exact_pa
 /// Onto an older server: a snapshot of the latest release's realistic cluster restores onto a
 /// v1.19 server with nothing failed, the kinds 1.19 serves only at older versions converted
 /// (a `batch/v1` CronJob to `batch/v1beta1`, a `policy/v1` PodDisruptionBudget to
-/// `policy/v1beta1`, an `autoscaling/v2` HorizontalPodAutoscaler to `autoscaling/v1`).
+/// `policy/v1beta1`, an `autoscaling/v2` HorizontalPodAutoscaler to `autoscaling/v2beta2`, the
+/// version that holds all of it, not the preferred `autoscaling/v1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
     let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
@@ -789,12 +790,21 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
             "policy/v1beta1",
         ),
         (
-            "/apis/autoscaling/v1/namespaces/shop/horizontalpodautoscalers/api",
-            "autoscaling/v1",
+            "/apis/autoscaling/v2beta2/namespaces/shop/horizontalpodautoscalers/api",
+            "autoscaling/v2beta2",
         ),
     ] {
         assert_eq!(target.get(path).await["apiVersion"], api_version, "{path}");
     }
+    // The autoscaler keeps its 70% CPU target (written at the preferred autoscaling/v1, whose
+    // spec has no `metrics`, it would get the default 80%).
+    let hpa = target
+        .get("/apis/autoscaling/v2beta2/namespaces/shop/horizontalpodautoscalers/api")
+        .await;
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70,
+        "{hpa}"
+    );
     let all = target
         .get("/apis/policy/v1beta1/namespaces/shop/poddisruptionbudgets/all")
         .await;

@@ -120,6 +120,25 @@ fn strip_pdb_label(sel: &mut Value) {
     }
 }
 
+/// Drops what the Go type of a built-in kind's version has no field for, as a real server's
+/// decoding does when an object is written at that version (silently before 1.25; from 1.25
+/// with a warning unless the client asks for strict field validation). Modelled where a newer
+/// version's fields would otherwise survive a write at an older one: HorizontalPodAutoscaler
+/// `autoscaling/v1`, whose spec has no `metrics` or `behavior`.
+pub(crate) fn drop_unknown_fields(group: &str, version: &str, obj: &mut Value) {
+    if (group, version) == ("autoscaling", "v1")
+        && obj["kind"] == "HorizontalPodAutoscaler"
+        && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        spec.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "scaleTargetRef" | "minReplicas" | "maxReplicas" | "targetCPUUtilizationPercentage"
+            )
+        });
+    }
+}
+
 fn take(m: &mut Map<String, Value>, k: &str) -> Option<Value> {
     m.remove(k).filter(|v| !v.is_null())
 }
@@ -577,6 +596,21 @@ fn crd_down(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_hpa_written_at_autoscaling_v1_loses_what_v1_has_no_field_for() {
+        let spec = json!({"scaleTargetRef": {"kind": "Deployment", "name": "api"}, "minReplicas": 1,
+            "maxReplicas": 5, "metrics": [{"type": "Resource"}], "behavior": {}});
+        let mut v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "spec": spec});
+        drop_unknown_fields("autoscaling", "v1", &mut v1);
+        assert_eq!(
+            v1["spec"],
+            json!({"scaleTargetRef": {"kind": "Deployment", "name": "api"}, "minReplicas": 1, "maxReplicas": 5})
+        );
+        let mut v2 = json!({"apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler", "spec": spec});
+        drop_unknown_fields("autoscaling", "v2beta2", &mut v2);
+        assert_eq!(v2["spec"], spec);
+    }
 
     #[test]
     fn pdb_empty_selectors_keep_their_meaning_across_versions() {

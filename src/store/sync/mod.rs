@@ -55,15 +55,28 @@ pub(super) fn build_stored_pack(
     include: &[CommitId],
     hide: &[CommitId],
 ) -> Result<Option<PackData>> {
-    let io = |e: std::io::Error| MirrorError::Io {
+    m.build_pack_to(include, hide, frame_encoder()?)?
+        .map(finish_stored)
+        .transpose()
+}
+
+/// The zstd frame encoder a built pack streams through.
+fn frame_encoder() -> Result<crate::packcodec::FrameEncoder> {
+    Ok(crate::packcodec::FrameEncoder::new().map_err(compressing)?)
+}
+
+fn compressing(e: std::io::Error) -> MirrorError {
+    MirrorError::Io {
         context: "compressing a pack".into(),
         source: e,
-    };
-    let encoder = crate::packcodec::FrameEncoder::new().map_err(io)?;
-    let Some((encoder, built)) = m.build_pack_to(include, hide, encoder)? else {
-        return Ok(None);
-    };
-    let pack = encoder.finish().map_err(io)?;
+    }
+}
+
+/// The stored bytes and index of a pack built through [`frame_encoder`].
+fn finish_stored(
+    (encoder, built): (crate::packcodec::FrameEncoder, crate::mirror::BuiltPack),
+) -> Result<PackData> {
+    let pack = encoder.finish().map_err(compressing)?;
     tracing::debug!(
         objects = built.objects,
         reused = built.reused,
@@ -71,11 +84,11 @@ pub(super) fn build_stored_pack(
         stored_bytes = pack.len(),
         "pack built"
     );
-    Ok(Some(PackData {
+    Ok(PackData {
         pack,
         idx: built.idx,
         objects: built.objects,
-    }))
+    })
 }
 
 /// One pack a push uploads, in its stored form.
@@ -99,12 +112,7 @@ pub(super) fn build_push_packs(
     include: &[CommitId],
     hide: &[CommitId],
 ) -> Result<Vec<PushPack>> {
-    let io = |e: std::io::Error| MirrorError::Io {
-        context: "compressing a pack".into(),
-        source: e,
-    };
-    let encoder = crate::packcodec::FrameEncoder::new().map_err(io)?;
-    let parts = m.build_push_packs(include, hide, encoder)?;
+    let parts = m.build_push_packs(include, hide, frame_encoder()?)?;
     let mut out: Vec<PushPack> = parts
         .copies
         .into_iter()
@@ -116,20 +124,13 @@ pub(super) fn build_push_packs(
         })
         .collect();
     let copied = out.len();
-    if let Some((encoder, built)) = parts.built {
-        let pack = encoder.finish().map_err(io)?;
-        tracing::debug!(
-            objects = built.objects,
-            reused = built.reused,
-            pack_bytes = built.pack_len,
-            stored_bytes = pack.len(),
-            "pack built"
-        );
+    if let Some(built) = parts.built {
+        let p = finish_stored(built)?;
         out.push(PushPack {
-            sha: sha256_hex(&pack),
-            pack,
-            idx: built.idx,
-            objects: built.objects,
+            sha: sha256_hex(&p.pack),
+            pack: p.pack,
+            idx: p.idx,
+            objects: p.objects,
         });
     }
     tracing::debug!(copied, packs = out.len(), "packs to push");
