@@ -6,7 +6,7 @@
 //!
 //! | kind | from | to | changes |
 //! |---|---|---|---|
-//! | CronJob | `batch/v1beta1` | `batch/v1` | none |
+//! | CronJob | `batch/v1beta1` ↔ `batch/v1` | the other | none; to `v1beta1`, `spec.timeZone` is dropped (it has none), noted in the plan |
 //! | PodDisruptionBudget | `policy/v1beta1` ↔ `policy/v1` | the other | an empty selector (no Pods in v1beta1, every Pod in v1) becomes the other version's selector of the same Pods (`Exists` / `DoesNotExist` of `pdb.kubernetes.io/deprecated-v1beta1-empty-selector-match`, as a server converts it) |
 //! | Ingress | `extensions/v1beta1`, `networking.k8s.io/v1beta1` | `networking.k8s.io/v1` | `backend` → `defaultBackend`, `serviceName`/`servicePort` → `service.name`/`service.port.number|name`, `pathType` defaults to `ImplementationSpecific` |
 //! | HorizontalPodAutoscaler | `autoscaling/v1`, `v2beta1`, `v2beta2` ↔ `autoscaling/v2` | the served version that holds most (`v2`, `v2beta2`, `v2beta1`, `v1`), not the preferred one | v1 CPU target → a Resource metric; v2beta1 `target*` fields → `target` |
@@ -266,6 +266,20 @@ fn convert_object(obj: &mut Value, kind: &str, from: &str, to: &str) -> Vec<Stri
         "CustomResourceDefinition" if from.ends_with("/v1beta1") => crd_to_v1(obj, &mut notes),
         "EndpointSlice" if from.ends_with("/v1beta1") => endpointslice_to_v1(obj, &mut notes),
         "PodDisruptionBudget" if from != to => pdb_selector(obj, from, to, &mut notes),
+        "CronJob" if to.ends_with("/v1beta1") => {
+            // batch/v1beta1 has no time zone: a server drops it, and the schedule then runs
+            // in its controller manager's time zone. Dropped here too (so that the object
+            // compares equal once restored), and said.
+            if let Some(tz) = obj
+                .get_mut("spec")
+                .and_then(Value::as_object_mut)
+                .and_then(|s| take(s, "timeZone"))
+            {
+                notes.push(format!(
+                    "spec.timeZone {tz} dropped ({to} has none: the schedule runs in the target controller manager's time zone)"
+                ));
+            }
+        }
         _ => {}
     }
     notes
@@ -589,6 +603,23 @@ mod tests {
                 .to_vec(),
             has_status_subresource: true,
         }
+    }
+
+    /// A `batch/v1` CronJob converted to `batch/v1beta1` loses its time zone, and says so.
+    #[test]
+    fn a_cronjob_to_v1beta1_drops_its_time_zone_and_says_so() {
+        let served = vec![res("batch", "v1beta1", "cronjobs", "CronJob")];
+        let p = ContentPath::parse("/apis/batch/v1/namespaces/a/cronjobs/c").unwrap();
+        let cj = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+            "spec": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin"}});
+        let c = convert(&p, &cj, &served, true, None).unwrap();
+        assert!(c.object["spec"].get("timeZone").is_none(), "{}", c.object);
+        assert_eq!(c.object["spec"]["schedule"], "0 3 * * *");
+        assert!(
+            c.reason.contains("spec.timeZone \"Europe/Berlin\" dropped"),
+            "{}",
+            c.reason
+        );
     }
 
     /// An `autoscaling/v2` HorizontalPodAutoscaler goes to the served version that holds all of

@@ -761,6 +761,12 @@ async fn diff_pairs_an_object_stored_under_another_version_and_shows_an_exact_pa
 async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
     let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
     let target = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
+    // A time zone, which batch/v1beta1 (all a 1.19 server serves of CronJobs) has no field for.
+    let mut zoned = cronjob("zoned", "batch/v1");
+    zoned["spec"]["timeZone"] = json!("Europe/Berlin");
+    source
+        .post("/apis/batch/v1/namespaces/shop/cronjobs", &zoned)
+        .await;
     // An empty selector selects every Pod in policy/v1 (and no Pods in policy/v1beta1).
     source
         .post(
@@ -778,6 +784,19 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
     let kb = target.kubeconfig.as_path();
     let plan = plan_json(&data, kb, pref, &[]).await;
     assert_eq!(plan["summary"]["unsupported"], 0, "{}", plan["summary"]);
+    let zoned = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"] == "/apis/batch/v1/namespaces/shop/cronjobs/zoned")
+        .expect("the zoned CronJob is planned");
+    assert!(
+        zoned["reason"]
+            .as_str()
+            .unwrap()
+            .contains("spec.timeZone \"Europe/Berlin\" dropped"),
+        "{zoned}"
+    );
     let status = restored(&data, kb, pref).await;
     assert!(status["numCreated"].as_u64().unwrap() > 20, "{status}");
     for (path, api_version) in [

@@ -419,7 +419,12 @@ impl State {
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
         Self::check_body(def, ns, &mut body, None)?;
-        crate::convert::drop_unknown_fields(&def.group, &def.version, &mut body);
+        crate::convert::drop_unknown_fields(
+            &def.group,
+            &def.version,
+            self.config.server_version.minor(),
+            &mut body,
+        );
         let ns = if def.namespaced { ns } else { "" };
         let mut name = str_of(&body, &["metadata", "name"]).to_string();
         if name.is_empty() {
@@ -1328,7 +1333,12 @@ impl State {
     ) -> Result<Value, ApiError> {
         let ns = if def.namespaced { ns } else { "" };
         Self::check_body(def, ns, &mut body, Some(name))?;
-        crate::convert::drop_unknown_fields(&def.group, &def.version, &mut body);
+        crate::convert::drop_unknown_fields(
+            &def.group,
+            &def.version,
+            self.config.server_version.minor(),
+            &mut body,
+        );
         let Some(cur) = self.store.get(&def.key(), ns, name) else {
             return Err(ApiError::not_found(def, name));
         };

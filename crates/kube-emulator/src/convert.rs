@@ -122,10 +122,19 @@ fn strip_pdb_label(sel: &mut Value) {
 
 /// Drops what the Go type of a built-in kind's version has no field for, as a real server's
 /// decoding does when an object is written at that version (silently before 1.25; from 1.25
-/// with a warning unless the client asks for strict field validation). Modelled where a newer
-/// version's fields would otherwise survive a write at an older one: HorizontalPodAutoscaler
-/// `autoscaling/v1`, whose spec has no `metrics` or `behavior`.
-pub(crate) fn drop_unknown_fields(group: &str, version: &str, obj: &mut Value) {
+/// with a warning unless the client asks for strict field validation), or clears a field its
+/// release's feature gates leave off (`dropDisabledFields`). Modelled where a newer version's
+/// fields would otherwise survive a write at an older one: HorizontalPodAutoscaler
+/// `autoscaling/v1`, whose spec has no `metrics` or `behavior`; CronJob `spec.timeZone`, not in
+/// `batch/v1beta1` and cleared before 1.25 (gate `CronJobTimeZone`, on by default from 1.25).
+pub(crate) fn drop_unknown_fields(group: &str, version: &str, minor: u32, obj: &mut Value) {
+    if group == "batch"
+        && (version == "v1beta1" || minor < 25)
+        && obj["kind"] == "CronJob"
+        && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        spec.remove("timeZone");
+    }
     if (group, version) == ("autoscaling", "v1")
         && obj["kind"] == "HorizontalPodAutoscaler"
         && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
@@ -602,14 +611,37 @@ mod tests {
         let spec = json!({"scaleTargetRef": {"kind": "Deployment", "name": "api"}, "minReplicas": 1,
             "maxReplicas": 5, "metrics": [{"type": "Resource"}], "behavior": {}});
         let mut v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "spec": spec});
-        drop_unknown_fields("autoscaling", "v1", &mut v1);
+        drop_unknown_fields("autoscaling", "v1", 19, &mut v1);
         assert_eq!(
             v1["spec"],
             json!({"scaleTargetRef": {"kind": "Deployment", "name": "api"}, "minReplicas": 1, "maxReplicas": 5})
         );
         let mut v2 = json!({"apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler", "spec": spec});
-        drop_unknown_fields("autoscaling", "v2beta2", &mut v2);
+        drop_unknown_fields("autoscaling", "v2beta2", 19, &mut v2);
         assert_eq!(v2["spec"], spec);
+    }
+
+    #[test]
+    fn a_cronjob_keeps_its_time_zone_only_at_batch_v1_from_1_25() {
+        let cj = |v: &str| {
+            json!({"apiVersion": v, "kind": "CronJob",
+            "spec": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin"}})
+        };
+        for (version, minor, kept) in [
+            ("v1", 25, true),
+            ("v1", 24, false),
+            ("v1beta1", 24, false),
+            ("v1", 30, true),
+        ] {
+            let mut obj = cj(&format!("batch/{version}"));
+            drop_unknown_fields("batch", version, minor, &mut obj);
+            assert_eq!(
+                obj["spec"].get("timeZone").is_some(),
+                kept,
+                "{version} {minor}"
+            );
+            assert_eq!(obj["spec"]["schedule"], "0 3 * * *");
+        }
     }
 
     #[test]
