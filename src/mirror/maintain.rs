@@ -296,15 +296,12 @@ pub(crate) fn remove_stale_temp_packs(git_dir: &Path) -> Result<u64> {
         return Ok(0);
     }
     let mut freed = 0;
-    let stored = super::stored::dir(git_dir);
-    let copies = if stored.is_dir() {
-        read_dir_names(&stored)?
-            .into_iter()
-            .filter(|(_, name)| name.starts_with(super::stored::TEMP_PREFIX))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let copies = super::stored::temp_copies(git_dir)
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            Some((p, name))
+        });
     for (path, name) in read_dir_names(&pack_dir)?.into_iter().chain(copies) {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;

@@ -214,10 +214,11 @@ impl PackSink {
         })
     }
 
-    /// Keeps a stored copy of each pack completed from now on (`stored`), for a push that
-    /// follows. Without the directory the sink goes on without copies (a push then builds).
-    pub(super) fn keep_stored_copies(&mut self, git_dir: &Path) {
-        let stored = super::stored::dir(git_dir);
+    /// Keeps a stored copy of each pack completed from now on (`stored`, in the directory of
+    /// `snapshot`), for a push that follows. Without the directory the sink goes on without
+    /// copies (a push then builds).
+    pub(super) fn keep_stored_copies(&mut self, git_dir: &Path, snapshot: &str) {
+        let stored = super::stored::snapshot_dir(git_dir, snapshot);
         self.stored = match std::fs::create_dir_all(&stored) {
             Ok(()) => Some(stored),
             Err(e) => {

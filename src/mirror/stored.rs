@@ -1,15 +1,20 @@
 //! Stored copies: each pack a snapshot writes is also kept as the store keeps packs (zstd
-//! frames, `packcodec`), in `<git dir>/k8s-snap/stored/pack-<pack checksum>.<sha256>.zst`, so
-//! that a push uploads it as it is instead of reading, checking and compressing the same
+//! frames, `packcodec`), in `<git dir>/k8s-snap/stored/<snapshot>/pack-<pack checksum>.<sha256>.zst`,
+//! so that a push uploads it as it is instead of reading, checking and compressing the same
 //! objects again (docs/decisions.md, "Pushes upload the copies a snapshot made").
 //!
 //! A copy is made by the thread that completes its pack (on the snapshot's time, mostly while
-//! the snapshot waits for the server) from the complete, synced pack file. A push uses a copy
-//! only when its pack and index are still in `objects/pack`, every object of that pack is one
-//! the push needs, and the copy's bytes still hash to the sha256 in its name; the objects of
-//! any other pack go into a pack built as before. So a copy can make a push faster, never
-//! different in what it stores: a missing, stale or damaged copy costs the old path's time.
-//! [`Mirror::gc`](super::Mirror::gc) removes copies whose pack it repacked.
+//! the snapshot waits for the server) from the complete, synced pack file. A push reads the
+//! copies of the snapshots it was asked for ([`Mirror::stored_copies`]: their pack and index
+//! still in `objects/pack`, the index naming that pack, the bytes hashing to the sha256 of the
+//! name) and starts uploading them before it knows what the store lacks; it then counts a copy
+//! when its pack holds any object the push needs ([`Mirror::build_push_packs`]; the others are
+//! duplicates gc repacks away), and the needed objects no copy holds go into a pack built as
+//! before. So a copy can make a push faster, never leave out what it must store: a missing,
+//! stale or damaged copy costs the old path's time, an unneeded one an unreferenced upload
+//! (store gc removes it). A snapshot's copies are removed once the store has it
+//! ([`Mirror::remove_stored_copies`]); [`Mirror::gc`](super::Mirror::gc) removes copies whose
+//! pack it repacked.
 //!
 //! Owns: the `k8s-snap/stored` directory of the mirror. Must not touch: `objects/` (it reads
 //! packs and indexes only), refs.
@@ -34,6 +39,51 @@ pub(super) const TEMP_PREFIX: &str = "tmp_copy_";
 /// The directory of the copies of the mirror at `git_dir`.
 pub(super) fn dir(git_dir: &Path) -> PathBuf {
     git_dir.join(STORED_DIR)
+}
+
+/// The directory of the copies of snapshot `snapshot` (a validated name) in the mirror at
+/// `git_dir`.
+pub(super) fn snapshot_dir(git_dir: &Path, snapshot: &str) -> PathBuf {
+    dir(git_dir).join(snapshot)
+}
+
+/// The snapshot directories under `stored` (names that are not valid snapshot names skipped).
+fn snapshot_dirs(stored: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(stored) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            super::validate_name("snapshot", &name).ok()?;
+            Some((name, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Temporary copies (of writers that died) anywhere under the stored directory of `git_dir`.
+pub(super) fn temp_copies(git_dir: &Path) -> Vec<PathBuf> {
+    let stored = dir(git_dir);
+    let mut dirs = vec![stored.clone()];
+    dirs.extend(snapshot_dirs(&stored).into_iter().map(|(_, d)| d));
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                && e.file_type().is_ok_and(|t| t.is_file())
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// A copy written to a temporary file, to be installed under its pack's name.
@@ -102,28 +152,57 @@ fn candidates(stored_dir: &Path) -> Vec<Candidate> {
     out
 }
 
-/// Removes copies whose pack is no longer in `objects/pack` and leftover temporary copies;
-/// returns how many files it removed.
+/// Removes copies whose pack is no longer in `objects/pack`, leftover temporary copies, any
+/// file outside a snapshot's directory (copies of an older layout) and directories left
+/// empty; returns how many files it removed.
 pub(super) fn prune(git_dir: &Path) -> std::io::Result<u64> {
     let stored = dir(git_dir);
     let pack_dir = git_dir.join("objects").join("pack");
     let mut removed = 0;
+    let remove = |path: &Path, removed: &mut u64| -> std::io::Result<()> {
+        match std::fs::remove_file(path) {
+            Ok(()) => *removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    };
     let Ok(entries) = std::fs::read_dir(&stored) else {
         return Ok(0);
     };
-    let live: Vec<PathBuf> = candidates(&stored)
-        .into_iter()
-        .filter(|c| pack_dir.join(format!("pack-{}.pack", c.pack)).exists())
-        .map(|c| c.path)
-        .collect();
+    let snapshots = snapshot_dirs(&stored);
     for entry in entries {
-        let path = entry?.path();
-        if !live.contains(&path) {
-            match std::fs::remove_file(&path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+        let entry = entry?;
+        let path = entry.path();
+        if !snapshots.iter().any(|(_, d)| d == &path) {
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+                removed += 1;
+            } else {
+                remove(&path, &mut removed)?;
             }
+        }
+    }
+    for (_, d) in snapshots {
+        let live: Vec<PathBuf> = candidates(&d)
+            .into_iter()
+            .filter(|c| pack_dir.join(format!("pack-{}.pack", c.pack)).exists())
+            .map(|c| c.path)
+            .collect();
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if !live.contains(&path) {
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                    removed += 1;
+                } else {
+                    remove(&path, &mut removed)?;
+                }
+            }
+        }
+        if live.is_empty() {
+            // Empty now (a writer that creates copies again re-creates it).
+            let _ = std::fs::remove_dir(&d);
         }
     }
     Ok(removed)
@@ -144,6 +223,10 @@ fn index_names_pack(idx: &[u8], pack: &str) -> bool {
 /// A mirror pack's stored copy, as a push uploads it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredCopy {
+    /// The snapshot that wrote the pack.
+    pub snapshot: String,
+    /// The pack's checksum, hex (`objects/pack/pack-<pack>.pack`).
+    pub pack: String,
     /// The copy's bytes (zstd frames of the pack).
     pub bytes: Vec<u8>,
     /// The sha256 of `bytes`, hex (checked when the copy was read).
@@ -157,6 +240,8 @@ pub struct StoredCopy {
 impl std::fmt::Debug for StoredCopy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredCopy")
+            .field("snapshot", &self.snapshot)
+            .field("pack", &self.pack)
             .field("sha256", &self.sha256)
             .field("bytes", &self.bytes.len())
             .field("idx", &self.idx.len())
@@ -168,32 +253,138 @@ impl std::fmt::Debug for StoredCopy {
 /// What a push uploads: whole mirror packs as their stored copies, and one pack built of the
 /// objects no copy holds.
 pub struct PushPacks<W> {
-    /// Stored copies of mirror packs whose every object the push needs.
-    pub copies: Vec<StoredCopy>,
+    /// The copies offered to [`Mirror::build_push_packs`] that hold objects the push needs
+    /// (their sha256), in the order offered.
+    pub copies: Vec<String>,
     /// The pack of the other objects (see [`Mirror::build_pack_to`]), if any.
     pub built: Option<(W, BuiltPack)>,
 }
 
 impl Mirror {
+    /// The stored copies of `snapshots` (of every snapshot with copies when empty), read and
+    /// checked: the pack and its index still in `objects/pack`, the index intact and naming the
+    /// pack, the bytes hashing to the sha256 of the copy's name. A copy that fails is skipped
+    /// with a warning (its objects are then packed again).
+    pub fn stored_copies(&self, snapshots: &[String]) -> Vec<StoredCopy> {
+        let mut out = Vec::new();
+        self.each_stored_copy(snapshots, |c| out.push(c));
+        out
+    }
+
+    /// [`Mirror::stored_copies`], handing each copy to `f` as soon as it is read and checked
+    /// (a push starts uploading the first while the next is read).
+    pub fn each_stored_copy(&self, snapshots: &[String], mut f: impl FnMut(StoredCopy)) {
+        let stored = dir(&self.git_dir);
+        let dirs: Vec<(String, PathBuf)> = if snapshots.is_empty() {
+            snapshot_dirs(&stored)
+        } else {
+            snapshots
+                .iter()
+                .filter(|n| super::validate_name("snapshot", n).is_ok())
+                .map(|n| (n.clone(), snapshot_dir(&self.git_dir, n)))
+                .collect()
+        };
+        let pack_dir = self.git_dir.join("objects").join("pack");
+        for (snapshot, d) in dirs {
+            for c in candidates(&d) {
+                if !pack_dir.join(format!("pack-{}.pack", c.pack)).exists() {
+                    continue;
+                }
+                let Ok(idx) = std::fs::read(pack_dir.join(format!("pack-{}.idx", c.pack))) else {
+                    continue;
+                };
+                let Some(n) = idx_object_count(&idx) else {
+                    continue;
+                };
+                if n == 0 {
+                    continue;
+                }
+                if !index_names_pack(&idx, &c.pack) {
+                    tracing::warn!(pack = %c.pack, "the index of a pack with a stored copy fails its checksum; its objects are packed again");
+                    continue;
+                }
+                let bytes = match std::fs::read(&c.path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(copy = %c.path.display(), error = %e, "a stored pack copy cannot be read; its objects are packed again");
+                        continue;
+                    }
+                };
+                if hex::encode(Sha256::digest(&bytes)) != c.sha256 {
+                    tracing::warn!(copy = %c.path.display(), "a stored pack copy does not match the sha256 of its name; its objects are packed again");
+                    continue;
+                }
+                f(StoredCopy {
+                    snapshot: snapshot.clone(),
+                    pack: c.pack,
+                    bytes,
+                    sha256: c.sha256,
+                    idx,
+                    objects: n as u64,
+                });
+            }
+        }
+    }
+
+    /// Removes the stored copies of `snapshots` (once the store has them: a later push to it
+    /// needs none of their objects).
+    pub fn remove_stored_copies(&self, snapshots: &[String]) -> Result<()> {
+        for name in snapshots {
+            if super::validate_name("snapshot", name).is_err() {
+                continue;
+            }
+            let d = snapshot_dir(&self.git_dir, name);
+            match std::fs::remove_dir_all(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(super::MirrorError::Io {
+                        context: format!("removing the stored copies in {}", d.display()),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The objects reachable from `include` but not from `hide` (as
-    /// [`Mirror::build_pack_to`]), as the stored copies of the mirror packs that hold only such
-    /// objects, plus one pack streamed into `out` with the rest.
+    /// [`Mirror::build_pack_to`]): the `offered` copies (`(sha256, index)` of
+    /// [`Mirror::stored_copies`]) that hold any of them, plus one pack streamed into `out` with
+    /// the rest. (The push has already started uploading the offered copies: using one that
+    /// also holds objects the store has costs duplicates, leaving it out an unreferenced
+    /// upload.)
     pub fn build_push_packs<W: std::io::Write>(
         &self,
         include: &[CommitId],
         hide: &[CommitId],
+        offered: &[(String, Vec<u8>)],
         out: W,
     ) -> Result<PushPacks<W>> {
         let started = std::time::Instant::now();
         let objects = self.objects_to_pack(include, hide)?;
         let walked = started.elapsed();
         let mut needed: OidSet = objects.iter().map(|(id, _)| key(id)).collect();
-        let copies = self.usable_copies(&mut needed);
+        let mut copies = Vec::new();
+        for (sha256, idx) in offered {
+            let Some(n) = idx_object_count(idx) else {
+                continue;
+            };
+            // A copy holding some object the push needs is used whole (the others are
+            // duplicates the store's gc repacks away); one holding none is left out.
+            if n == 0 || !idx_ids(idx, n).any(|id| needed.contains(&id)) {
+                continue;
+            }
+            for id in idx_ids(idx, n) {
+                needed.remove(&id);
+            }
+            copies.push(sha256.clone());
+        }
         tracing::debug!(
             objects = objects.len(),
+            offered = offered.len(),
             copies = copies.len(),
             walk_ms = walked.as_millis() as u64,
-            copies_ms = (started.elapsed() - walked).as_millis() as u64,
             "objects to push chosen"
         );
         let rest: Vec<(Oid, ObjectType)> = if copies.is_empty() {
@@ -206,53 +397,5 @@ impl Mirror {
         };
         let built = self.write_pack(rest, out)?;
         Ok(PushPacks { copies, built })
-    }
-
-    /// Reads the copies whose every object is in `needed` (removing those objects from it).
-    /// A copy that cannot be read or does not match its name is skipped with a warning.
-    fn usable_copies(&self, needed: &mut OidSet) -> Vec<StoredCopy> {
-        let pack_dir = self.git_dir.join("objects").join("pack");
-        let mut out = Vec::new();
-        for c in candidates(&dir(&self.git_dir)) {
-            if !pack_dir.join(format!("pack-{}.pack", c.pack)).exists() {
-                continue;
-            }
-            let Ok(idx) = std::fs::read(pack_dir.join(format!("pack-{}.idx", c.pack))) else {
-                continue;
-            };
-            let Some(n) = idx_object_count(&idx) else {
-                continue;
-            };
-            // Most copies hold objects the push does not need (older snapshots): the first id
-            // not needed ends the check, before the index's checksum is computed.
-            if n == 0 || !idx_ids(&idx, n).all(|id| needed.contains(&id)) {
-                continue;
-            }
-            if !index_names_pack(&idx, &c.pack) {
-                tracing::warn!(pack = %c.pack, "the index of a pack with a stored copy fails its checksum; its objects are packed again");
-                continue;
-            }
-            let bytes = match std::fs::read(&c.path) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(copy = %c.path.display(), error = %e, "a stored pack copy cannot be read; its objects are packed again");
-                    continue;
-                }
-            };
-            if hex::encode(Sha256::digest(&bytes)) != c.sha256 {
-                tracing::warn!(copy = %c.path.display(), "a stored pack copy does not match the sha256 of its name; its objects are packed again");
-                continue;
-            }
-            for id in idx_ids(&idx, n) {
-                needed.remove(&id);
-            }
-            out.push(StoredCopy {
-                bytes,
-                sha256: c.sha256,
-                idx,
-                objects: n as u64,
-            });
-        }
-        out
     }
 }

@@ -277,7 +277,8 @@ impl SnapshotWriter<'_> {
     /// by the threads completing the packs), so that a push that follows uploads it as it is
     /// (`stored`). Costs ~0.1 s of CPU per 70 MB of new objects; call it when a push follows.
     pub fn keep_stored_copies(&mut self) {
-        self.pack.keep_stored_copies(&self.mirror.git_dir);
+        self.pack
+            .keep_stored_copies(&self.mirror.git_dir, &self.name);
     }
 
     fn write_tree(&mut self, dir: Dir) -> Result<Oid> {

@@ -932,20 +932,26 @@ fn write_with_copies(m: &Mirror, name: &str, ts: i64, files: &[(&str, &str)]) ->
     write_keeping(m, name, "prod", ts, files, true)
 }
 
-/// The stored copies in the mirror (`k8s-snap/stored/pack-<pack>.<sha256>.zst`).
+/// The stored copies in the mirror (`k8s-snap/stored/<snapshot>/pack-<pack>.<sha256>.zst`).
 fn stored_copies(fx: &Fixture) -> Vec<std::path::PathBuf> {
     let dir = fx.git_dir().join("k8s-snap").join("stored");
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(dir).into_iter().flatten() {
+        let d = d.unwrap().path();
+        if d.is_dir() {
+            out.extend(std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
     out.retain(|p| p.extension().is_some_and(|e| e == "zst"));
     out.sort();
     out
 }
 
-/// Each pack a snapshot that a push follows writes gets a stored copy (the store's encoding), which a push
-/// uploads as it is when the pack holds only objects the push needs; the rest is built as
-/// before. A damaged copy is not used, and gc removes the copies of the packs it repacked.
+/// Each pack a snapshot that a push follows writes gets a stored copy (the store's encoding),
+/// in the snapshot's directory; a push reads the copies of the snapshots it pushes and uploads
+/// as it is each one whose pack holds only objects the push needs; the rest is built as
+/// before. A damaged copy is not read, a pushed snapshot's copies are removed, and gc removes
+/// the copies of the packs it repacked.
 #[test]
 fn snapshot_packs_keep_stored_copies_that_a_push_uploads() {
     let fx = Fixture::new();
@@ -965,25 +971,39 @@ fn snapshot_packs_keep_stored_copies_that_a_push_uploads() {
     );
     let copies = stored_copies(&fx);
     assert_eq!(copies.len(), 1, "{copies:?}");
-    let one = |m: &Mirror, include: &[&WrittenSnapshot], hide: &[&WrittenSnapshot]| {
+    assert!(copies[0].starts_with(fx.git_dir().join("k8s-snap/stored/s1")));
+    // The copies of the named snapshots (all when none is named), and the packs a push of
+    // `include` over `hide` would upload with them.
+    let offered = |m: &Mirror, names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        m.stored_copies(&names)
+    };
+    let one = |m: &Mirror,
+               copies: &[k8s_snap::mirror::StoredCopy],
+               include: &[&WrittenSnapshot],
+               hide: &[&WrittenSnapshot]| {
         let include: Vec<_> = include.iter().map(|s| s.commit.clone()).collect();
         let hide: Vec<_> = hide.iter().map(|s| s.commit.clone()).collect();
         let all = m
             .build_pack_to(&include, &hide, Vec::new())
             .unwrap()
             .map_or(0, |(_, b)| b.objects);
+        let offer: Vec<(String, Vec<u8>)> = copies
+            .iter()
+            .map(|c| (c.sha256.clone(), c.idx.clone()))
+            .collect();
         (
-            m.build_push_packs(&include, &hide, Vec::new()).unwrap(),
+            m.build_push_packs(&include, &hide, &offer, Vec::new())
+                .unwrap(),
             all,
         )
     };
 
     // The first push: the copy, as it is on disk, with the pack's own index.
-    let (parts, all) = one(&m, &[&s1], &[]);
-    assert_eq!(parts.copies.len(), 1);
-    assert!(parts.built.is_none());
-    let c = &parts.copies[0];
-    assert_eq!(c.objects, all);
+    let read = offered(&m, &["s1"]);
+    assert_eq!(read.len(), 1);
+    let c = &read[0];
+    assert_eq!(c.snapshot, "s1");
     assert_eq!(c.bytes, std::fs::read(&copies[0]).unwrap());
     assert_eq!(&c.bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd frames");
     let name = copies[0]
@@ -993,12 +1013,20 @@ fn snapshot_packs_keep_stored_copies_that_a_push_uploads() {
         .into_owned();
     assert!(name.ends_with(&format!(".{}.zst", c.sha256)), "{name}");
     let pack = name.split('.').next().unwrap();
+    assert_eq!(pack, format!("pack-{}", c.pack));
     let idx_path = fx.git_dir().join(format!("objects/pack/{pack}.idx"));
     assert_eq!(c.idx, std::fs::read(idx_path).unwrap());
+    let (parts, all) = one(&m, &read, &[&s1], &[]);
+    assert_eq!(parts.copies, vec![c.sha256.clone()]);
+    assert!(parts.built.is_none());
+    assert_eq!(c.objects, all);
+    // s0 has no copies.
+    assert!(offered(&m, &["s0"]).is_empty());
 
     // A second snapshot writes only what changed: its copy is the incremental push. (A copy a
     // killed writer left half-written is removed when the next writer starts.)
-    let left = fx.git_dir().join("k8s-snap/stored/tmp_copy_killed");
+    std::fs::create_dir_all(fx.git_dir().join("k8s-snap/stored/s2")).unwrap();
+    let left = fx.git_dir().join("k8s-snap/stored/s2/tmp_copy_killed");
     std::fs::write(&left, b"half").unwrap();
     let s2 = write_with_copies(
         &m,
@@ -1012,37 +1040,56 @@ fn snapshot_packs_keep_stored_copies_that_a_push_uploads() {
     );
     assert_eq!(stored_copies(&fx).len(), 2);
     assert!(!left.exists());
-    let (parts, all) = one(&m, &[&s2], &[&s1]);
+    let read2 = offered(&m, &["s2"]);
+    assert_eq!(read2.len(), 1);
+    let (parts, all) = one(&m, &read2, &[&s2], &[&s1]);
     assert_eq!(parts.copies.len(), 1);
     assert!(parts.built.is_none());
-    assert_eq!(parts.copies[0].objects, all);
-    // Pushed alone, s2 also needs objects of s1's pack, but not all of them (the old CM_A):
-    // those are built, s1's copy is not used.
-    let (parts, all) = one(&m, &[&s2], &[]);
-    assert_eq!(parts.copies.len(), 1);
+    assert_eq!(read2[0].objects, all);
+    // Pushed alone, s2 also needs objects of s1's pack, but not all of them (not the old
+    // CM_A): offered s2's copy only, those are built; offered both, both are used whole.
+    let (parts, all) = one(&m, &read2, &[&s2], &[]);
+    assert_eq!(parts.copies, vec![read2[0].sha256.clone()]);
     let (_, built) = parts.built.expect("the objects shared with s1");
-    assert_eq!(parts.copies[0].objects + built.objects, all);
-    // Both at once: both copies, nothing built.
-    let (parts, all) = one(&m, &[&s1, &s2], &[]);
+    assert_eq!(read2[0].objects + built.objects, all);
+    let both = offered(&m, &[]);
+    assert_eq!(both.len(), 2);
+    let (parts, all) = one(&m, &both, &[&s2], &[]);
     assert_eq!(parts.copies.len(), 2);
     assert!(parts.built.is_none());
-    assert_eq!(parts.copies.iter().map(|c| c.objects).sum::<u64>(), all);
+    assert!(
+        both.iter().map(|c| c.objects).sum::<u64>() > all,
+        "duplicates of s1's"
+    );
+    // A copy holding nothing the push needs is left out: s1's when s1 is hidden.
+    let (parts, _) = one(&m, &both, &[&s2], &[&s1]);
+    assert_eq!(parts.copies, vec![read2[0].sha256.clone()]);
+    assert!(parts.built.is_none());
+    // Both at once: both copies, nothing built.
+    let (parts, all) = one(&m, &both, &[&s1, &s2], &[]);
+    assert_eq!(parts.copies.len(), 2);
+    assert!(parts.built.is_none());
+    assert_eq!(both.iter().map(|c| c.objects).sum::<u64>(), all);
 
-    // A copy damaged on disk no longer matches its name: its objects are built instead.
+    // A copy damaged on disk no longer matches its name: it is not read.
     for path in stored_copies(&fx) {
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
     }
-    let (parts, all) = one(&m, &[&s1, &s2], &[]);
+    assert!(offered(&m, &[]).is_empty());
+    let (parts, all) = one(&m, &[], &[&s1, &s2], &[]);
     assert!(parts.copies.is_empty());
     assert_eq!(parts.built.expect("all objects built").1.objects, all);
+
+    // Once the store has s2, its copies go; s1's stay.
+    m.remove_stored_copies(&["s2".to_string()]).unwrap();
+    assert!(!fx.git_dir().join("k8s-snap/stored/s2").exists());
+    assert_eq!(stored_copies(&fx).len(), 1);
 
     // gc repacks everything into a new pack: the copies of the old packs go.
     m.gc().unwrap();
     assert!(stored_copies(&fx).is_empty(), "{:?}", stored_copies(&fx));
-    let (parts, all) = one(&m, &[&s1, &s2], &[]);
-    assert!(parts.copies.is_empty());
-    assert_eq!(parts.built.expect("all objects built").1.objects, all);
+    assert!(offered(&m, &[]).is_empty());
 }

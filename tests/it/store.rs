@@ -65,18 +65,16 @@ async fn round_trip(backend: Backend) {
     let first_pack = &m1.packs[&s1.packs[0]];
     assert!(keys.contains(&format!("{prefix}{}", pack_key(&s1.packs[0]))));
     let first_bytes = first_pack.size + first_pack.idx_size;
-    // The push uploaded, as it is, the stored copy the snapshot made of its pack.
-    let copy = std::fs::read_dir(a.git_dir().join("k8s-snap").join("stored"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.to_string_lossy()
-                .ends_with(&format!(".{}.zst", s1.packs[0]))
-        })
-        .expect("the pushed pack is the snapshot's stored copy");
-    assert_eq!(
-        remote.get(&pack_key(&s1.packs[0])).await.unwrap().bytes,
-        std::fs::read(copy).unwrap()
+    // The push uploaded, as it is, the stored copy the snapshot made of its pack (nothing was
+    // built), and removed the snapshot's copies once the store had it.
+    assert!(
+        out.stderr.contains("packs to push") && out.stderr.contains("copied=1 built=false"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !a.git_dir().join("k8s-snap/stored/s1").exists(),
+        "the copies of a pushed snapshot are removed"
     );
     // No credentials in the manifest or any stored object.
     for o in remote.list("k8s-snap/").await.unwrap() {
@@ -255,6 +253,48 @@ async fn concurrent_pushes_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pushes_file() {
     concurrent_pushes(Backend::File).await;
+}
+
+/// Two data dirs snapshot the same cluster into one store. The second one's push starts
+/// uploading its snapshot's stored copy before it knows the store already holds most of its
+/// objects: the copy is used whole (it holds objects the store lacks), so nothing is left
+/// unreferenced, the snapshot pulls back, and the store passes `verify --deep`. A push with
+/// nothing to push uploads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_of_the_same_cluster_leaves_no_orphans() {
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let store = TestStore::file();
+    let (a, b) = (DataDir::new(), DataDir::new());
+    store
+        .run(&a, kc, &["snapshot", "s1", "--cluster", "demo"])
+        .ok();
+    let out = store
+        .run(&b, kc, &["-vv", "snapshot", "s2", "--cluster", "demo"])
+        .ok();
+    assert!(out.stdout.contains("pushed s2"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("offered=1 copies=1") && out.stderr.contains("copied=1 built=false"),
+        "{}",
+        out.stderr
+    );
+    let remote = store.open().await;
+    let m = manifest(remote.as_ref()).await;
+    assert_eq!(m.packs.len(), 2, "{:?}", m.packs.keys());
+    let keys = remote.list("k8s-snap/packs/").await.unwrap();
+    assert_eq!(
+        keys.len(),
+        4,
+        "a pack and an index each, nothing unreferenced: {keys:?}"
+    );
+    let fresh = DataDir::new();
+    store.run(&fresh, None, &["pull", "s2"]).ok();
+    assert_eq!(tree_id(&fresh, "s2"), tree_id(&b, "s2"));
+    store.run(&fresh, None, &["verify", "--deep"]).ok();
+    // Up to date: nothing uploaded, nothing left behind.
+    let out = store.run(&b, None, &["push"]).ok();
+    assert!(out.stdout.contains("already up to date"), "{}", out.stdout);
+    assert_eq!(remote.list("k8s-snap/packs/").await.unwrap().len(), 4);
 }
 
 /// A push that dies after uploading its packs leaves a valid store; gc removes the orphans.

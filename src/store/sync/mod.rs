@@ -104,37 +104,34 @@ pub(super) struct PushPack {
 }
 
 /// The packs holding every object reachable from `include` but not from `hide`, in their
-/// stored form: the stored copies of mirror packs that hold nothing else (made when a snapshot
-/// wrote them: uploaded as they are), and one pack built of the rest as
-/// [`build_stored_pack`] builds it.
+/// stored form: of the `offered` stored copies (`(sha256, index)`), those whose pack holds
+/// nothing else (their sha256), and one pack built of the rest as [`build_stored_pack`]
+/// builds it.
 pub(super) fn build_push_packs(
     m: &crate::mirror::Mirror,
     include: &[CommitId],
     hide: &[CommitId],
-) -> Result<Vec<PushPack>> {
-    let parts = m.build_push_packs(include, hide, frame_encoder()?)?;
-    let mut out: Vec<PushPack> = parts
-        .copies
-        .into_iter()
-        .map(|c| PushPack {
-            sha: c.sha256,
-            pack: c.bytes,
-            idx: c.idx,
-            objects: c.objects,
-        })
-        .collect();
-    let copied = out.len();
-    if let Some(built) = parts.built {
-        let p = finish_stored(built)?;
-        out.push(PushPack {
-            sha: sha256_hex(&p.pack),
-            pack: p.pack,
-            idx: p.idx,
-            objects: p.objects,
-        });
-    }
-    tracing::debug!(copied, packs = out.len(), "packs to push");
-    Ok(out)
+    offered: &[(String, Vec<u8>)],
+) -> Result<(Vec<String>, Option<PushPack>)> {
+    let parts = m.build_push_packs(include, hide, offered, frame_encoder()?)?;
+    let built = match parts.built {
+        Some(built) => {
+            let p = finish_stored(built)?;
+            Some(PushPack {
+                sha: sha256_hex(&p.pack),
+                pack: p.pack,
+                idx: p.idx,
+                objects: p.objects,
+            })
+        }
+        None => None,
+    };
+    tracing::debug!(
+        copied = parts.copies.len(),
+        built = built.is_some(),
+        "packs to push"
+    );
+    Ok((parts.copies, built))
 }
 
 /// How many times a manifest compare-and-swap is retried after losing a race.

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt as _;
+use futures::future::Either;
 use serde::Serialize;
 
 use super::{Result, SyncError, read_manifest, update_manifest, update_manifest_from};
@@ -71,11 +72,244 @@ pub async fn push(
     }))
 }
 
+/// What a push decided once it had the store's manifest.
+enum Decided {
+    /// Nothing to upload: the report is final.
+    Done(PushReport),
+    /// Snapshots to add.
+    Push(Box<Planned>),
+}
+
+/// A push's snapshots to add, with what it uploads for them.
+struct Planned {
+    report: PushReport,
+    manifest: Manifest,
+    etag: Option<crate::store::Etag>,
+    to_push: Vec<crate::mirror::SnapshotInfo>,
+    backfill: Vec<Backfill>,
+    /// Store packs the new snapshots rely on.
+    deps: BTreeSet<String>,
+    /// The offered stored copies holding objects the push needs (sha256).
+    copies: Vec<String>,
+    /// The upload of the pack built of the other objects.
+    built: Option<(String, PackEntry, bool)>,
+}
+
+/// One push attempt. The stored copies of the snapshots asked for (those of every snapshot
+/// when `names` is empty) start uploading at once, while the manifest downloads and the objects
+/// to push are chosen: a snapshot's copies hold the objects that were new to the mirror when
+/// it was written, which the store almost never has. A copy holding no object the push needs
+/// is left unreferenced (store gc removes it); when nothing needs pushing, the uploads stop.
 async fn push_once(
     store: &dyn ObjectStore,
     mirror: &SharedMirror,
     names: &[String],
 ) -> Result<PushReport> {
+    let (offered_tx, offered_rx) = tokio::sync::oneshot::channel();
+    let wanted = names.to_vec();
+    let speculative =
+        async move {
+            // Each copy goes up as soon as it is read and checked; the list of all of them (with
+            // their indexes) goes to `decide` once the last one is read.
+            let (copy_tx, copy_rx) = tokio::sync::mpsc::unbounded_channel();
+            let reading = mirror.run(move |m| {
+                let mut offered: Vec<(String, Vec<u8>)> = Vec::new();
+                m.each_stored_copy(&wanted, |c| {
+                    offered.push((c.sha256.clone(), c.idx.clone()));
+                    let _ = copy_tx.send(c);
+                });
+                let _ = offered_tx.send(offered);
+                Ok::<_, SyncError>(())
+            });
+            let copies = futures::stream::unfold(copy_rx, |mut rx| async move {
+                rx.recv().await.map(|c| (c, rx))
+            });
+            let uploads = copies
+                .map(|c: crate::mirror::StoredCopy| async move {
+                    let sha = c.sha256.clone();
+                    let pack = super::PushPack {
+                        sha: c.sha256,
+                        pack: c.bytes,
+                        idx: c.idx,
+                        objects: c.objects,
+                    };
+                    (sha, upload_pack(store, pack).await)
+                })
+                .buffer_unordered(UPLOADS_IN_FLIGHT)
+                .collect::<Vec<_>>();
+            let (read, uploaded) = tokio::join!(reading, uploads);
+            if let Err(e) = read {
+                tracing::warn!(
+                    "reading the stored copies failed ({e}); the push builds the packs of the rest"
+                );
+            }
+            uploaded
+        };
+    let decide = decide(store, mirror, names, offered_rx);
+    futures::pin_mut!(speculative, decide);
+    // Nothing to push (or an error): the copy uploads in flight stop when this returns.
+    let (decided, uploaded) = match futures::future::select(decide, speculative).await {
+        Either::Left((decided, speculative)) => match decided? {
+            Decided::Push(planned) => (Decided::Push(planned), speculative.await),
+            done => (done, Vec::new()),
+        },
+        Either::Right((uploaded, decide)) => (decide.await?, uploaded),
+    };
+    let mut p = match decided {
+        Decided::Done(report) => {
+            forget_copies(mirror, &report.up_to_date).await;
+            return Ok(report);
+        }
+        Decided::Push(planned) => *planned,
+    };
+    let mut report = std::mem::take(&mut p.report);
+    let copies = std::mem::take(&mut p.copies);
+    let mut new_packs: Vec<(String, PackEntry)> = Vec::new();
+    let mut unneeded = 0usize;
+    for (sha, upload) in uploaded {
+        if !copies.contains(&sha) {
+            // Not counted: the store had all of its objects.
+            match upload {
+                Ok(_) => unneeded += 1,
+                Err(e) => {
+                    tracing::debug!(pack = %sha, "upload of an unneeded stored copy failed: {e}")
+                }
+            }
+            continue;
+        }
+        let (sha, entry, uploaded) = upload?;
+        report.uploaded |= uploaded;
+        new_packs.push((sha, entry));
+    }
+    if new_packs.len() != copies.len() {
+        return Err(SyncError::Mirror(crate::mirror::MirrorError::Io {
+            context: "pushing the stored copies".into(),
+            source: std::io::Error::other("a stored copy chosen for the push was not uploaded"),
+        }));
+    }
+    if unneeded > 0 {
+        tracing::info!(
+            packs = unneeded,
+            "stored copies uploaded but not needed (the store had all of their objects); gc removes them"
+        );
+    }
+    if let Some((sha, entry, uploaded)) = p.built.take() {
+        report.uploaded |= uploaded;
+        new_packs.push((sha, entry));
+    }
+    for (_, entry) in &new_packs {
+        report.pack_bytes += entry.size;
+        report.idx_bytes += entry.idx_size;
+        report.objects += entry.objects;
+    }
+
+    new_packs.sort_by(|a, b| a.0.cmp(&b.0));
+    report.packs = new_packs.iter().map(|(sha, _)| sha.clone()).collect();
+    #[cfg(feature = "failpoints")]
+    if std::env::var(FAILPOINT_ENV).as_deref() == Ok("push-after-packs") {
+        return Err(SyncError::Failpoint("push-after-packs".into()));
+    }
+    let deps = &p.deps;
+    let mut packs: Vec<String> = deps.iter().cloned().collect();
+    for (sha, _) in &new_packs {
+        if !deps.contains(sha) {
+            packs.push(sha.clone());
+        }
+    }
+    packs.sort();
+    let store_name = store.describe();
+    let mut recorded = Vec::new();
+    let (to_push, backfill) = (&p.to_push, &p.backfill);
+    update_manifest_from(store, Some((p.manifest, p.etag)), |m| {
+        let mut changed = false;
+        for d in deps {
+            if !m.packs.contains_key(d) {
+                // A pack our new pack relies on was garbage-collected meanwhile.
+                return Err(SyncError::Contention {
+                    store: store_name.clone(),
+                    attempts: 1,
+                });
+            }
+            if m.pending_delete.remove(d).is_some() {
+                changed = true;
+            }
+        }
+        for (sha, entry) in &new_packs {
+            if !m.packs.contains_key(sha) {
+                m.packs.insert(sha.clone(), entry.clone());
+                changed = true;
+            }
+            if m.pending_delete.remove(sha).is_some() {
+                changed = true;
+            }
+        }
+        for s in to_push {
+            match m.snapshots.get(&s.name) {
+                Some(e) if e.commit == s.commit => {}
+                Some(e) => {
+                    return Err(SyncError::Conflict {
+                        name: s.name.clone(),
+                        store: store_name.clone(),
+                        ours: s.commit.clone(),
+                        theirs: e.commit.clone(),
+                    });
+                }
+                None => {
+                    m.snapshots.insert(
+                        s.name.clone(),
+                        SnapshotEntry {
+                            commit: s.commit.clone(),
+                            cluster: s.meta.cluster_name.clone(),
+                            timestamp: s.meta.timestamp,
+                            resource_version: s.meta.resource_version.clone(),
+                            number_of_contents: s.meta.number_of_contents,
+                            available_until: s.meta.available_until,
+                            packs: packs.clone(),
+                            filter: s.meta.filter.clone(),
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+        // The closure runs again on the read-back check (and then changes nothing).
+        let set = set_filters(m, backfill);
+        if !set.is_empty() {
+            recorded = set;
+            changed = true;
+        }
+        Ok(changed)
+    })
+    .await?;
+    report.filters_recorded = recorded;
+    report.pushed = to_push.iter().map(|s| s.name.clone()).collect();
+    tracing::info!(pushed = ?report.pushed, "manifest updated");
+    let mut landed = report.pushed.clone();
+    landed.extend(report.up_to_date.iter().cloned());
+    forget_copies(mirror, &landed).await;
+    Ok(report)
+}
+
+/// Removes the stored copies of snapshots the store now has (a failure only costs disk space:
+/// a later push would upload them again, unreferenced).
+async fn forget_copies(mirror: &SharedMirror, snapshots: &[String]) {
+    if snapshots.is_empty() {
+        return;
+    }
+    let names = snapshots.to_vec();
+    if let Err(e) = mirror.run(move |m| m.remove_stored_copies(&names)).await {
+        tracing::warn!("removing the stored copies of pushed snapshots failed: {e}");
+    }
+}
+
+/// Reads the manifest and the mirror's snapshots, decides what to push and builds (and
+/// uploads) the pack of the objects no offered copy holds.
+async fn decide(
+    store: &dyn ObjectStore,
+    mirror: &SharedMirror,
+    names: &[String],
+    offered: tokio::sync::oneshot::Receiver<Vec<(String, Vec<u8>)>>,
+) -> Result<Decided> {
     // The mirror's snapshots are read while the manifest downloads.
     let (local, read) = tokio::join!(mirror.run(|m| m.snapshots()), read_manifest(store));
     let local = local?;
@@ -121,7 +355,7 @@ async fn push_once(
         if !backfill.is_empty() {
             report.filters_recorded = record_filters(store, &backfill).await?;
         }
-        return Ok(report);
+        return Ok(Decided::Done(report));
     }
     // Packs that are missing or truncated in the store (sizes from the manifest): a snapshot
     // needing one of them is not relied upon, so its objects go into the new pack again.
@@ -142,7 +376,8 @@ async fn push_once(
         .map(|e| (e.commit.clone(), e.packs.clone()))
         .collect();
     let include: Vec<CommitId> = to_push.iter().map(|s| s.commit.clone()).collect();
-    let (deps, packs) = mirror
+    let offered = offered.await.unwrap_or_default();
+    let (deps, (copies, built)) = mirror
         .run(move |m| -> Result<_> {
             let mut hide = Vec::new();
             let mut deps: BTreeSet<String> = BTreeSet::new();
@@ -152,104 +387,23 @@ async fn push_once(
                     deps.extend(packs);
                 }
             }
-            Ok((deps, super::build_push_packs(m, &include, &hide)?))
+            Ok((deps, super::build_push_packs(m, &include, &hide, &offered)?))
         })
         .await?;
-    // Each pack's idx first, then the pack: a present pack implies a present idx. A few packs
-    // at a time (a first snapshot of a large cluster leaves one per 10,000 objects).
-    let uploads = futures::stream::iter(packs.into_iter().map(|p| upload_pack(store, p)))
-        .buffer_unordered(UPLOADS_IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await;
-    let mut new_packs: Vec<(String, PackEntry)> = Vec::new();
-    for upload in uploads {
-        let (sha, entry, uploaded) = upload?;
-        report.pack_bytes += entry.size;
-        report.idx_bytes += entry.idx_size;
-        report.objects += entry.objects;
-        report.uploaded |= uploaded;
-        new_packs.push((sha, entry));
-    }
-    new_packs.sort_by(|a, b| a.0.cmp(&b.0));
-    report.packs = new_packs.iter().map(|(sha, _)| sha.clone()).collect();
-    #[cfg(feature = "failpoints")]
-    if std::env::var(FAILPOINT_ENV).as_deref() == Ok("push-after-packs") {
-        return Err(SyncError::Failpoint("push-after-packs".into()));
-    }
-    let mut packs: Vec<String> = deps.iter().cloned().collect();
-    for (sha, _) in &new_packs {
-        if !deps.contains(sha) {
-            packs.push(sha.clone());
-        }
-    }
-    packs.sort();
-    let store_name = store.describe();
-    let mut recorded = Vec::new();
-    update_manifest_from(store, Some((manifest, etag)), |m| {
-        let mut changed = false;
-        for d in &deps {
-            if !m.packs.contains_key(d) {
-                // A pack our new pack relies on was garbage-collected meanwhile.
-                return Err(SyncError::Contention {
-                    store: store_name.clone(),
-                    attempts: 1,
-                });
-            }
-            if m.pending_delete.remove(d).is_some() {
-                changed = true;
-            }
-        }
-        for (sha, entry) in &new_packs {
-            if !m.packs.contains_key(sha) {
-                m.packs.insert(sha.clone(), entry.clone());
-                changed = true;
-            }
-            if m.pending_delete.remove(sha).is_some() {
-                changed = true;
-            }
-        }
-        for s in &to_push {
-            match m.snapshots.get(&s.name) {
-                Some(e) if e.commit == s.commit => {}
-                Some(e) => {
-                    return Err(SyncError::Conflict {
-                        name: s.name.clone(),
-                        store: store_name.clone(),
-                        ours: s.commit.clone(),
-                        theirs: e.commit.clone(),
-                    });
-                }
-                None => {
-                    m.snapshots.insert(
-                        s.name.clone(),
-                        SnapshotEntry {
-                            commit: s.commit.clone(),
-                            cluster: s.meta.cluster_name.clone(),
-                            timestamp: s.meta.timestamp,
-                            resource_version: s.meta.resource_version.clone(),
-                            number_of_contents: s.meta.number_of_contents,
-                            available_until: s.meta.available_until,
-                            packs: packs.clone(),
-                            filter: s.meta.filter.clone(),
-                        },
-                    );
-                    changed = true;
-                }
-            }
-        }
-        // The closure runs again on the read-back check (and then changes nothing).
-        let set = set_filters(m, &backfill);
-        if !set.is_empty() {
-            recorded = set;
-            changed = true;
-        }
-        Ok(changed)
-    })
-    .await?;
-    report.filters_recorded = recorded;
-    report.pushed = to_push.into_iter().map(|s| s.name).collect();
-    tracing::info!(pushed = ?report.pushed, "manifest updated");
-    Ok(report)
+    let built = match built {
+        Some(pack) => Some(upload_pack(store, pack).await?),
+        None => None,
+    };
+    Ok(Decided::Push(Box::new(Planned {
+        report,
+        manifest,
+        etag,
+        to_push,
+        backfill,
+        deps,
+        copies,
+        built,
+    })))
 }
 
 /// Packs uploaded at the same time by one push.
