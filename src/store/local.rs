@@ -172,9 +172,15 @@ impl LocalDirStore {
                 } else {
                     format!("{base}/{name}")
                 };
-                let meta = entry
-                    .metadata()
-                    .map_err(self.io(format!("reading {}", entry.path().display())))?;
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Removed since the directory was read (another writer's temp file): it is
+                    // not there to list.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(self.io(format!("reading {}", entry.path().display()))(e));
+                    }
+                };
                 if meta.is_dir() {
                     stack.push((entry.path(), key));
                 } else if meta.is_file() && key.starts_with(prefix) && key != LOCK_FILE {
@@ -267,5 +273,43 @@ impl ObjectStore for LocalDirStore {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
         let key = key.to_owned();
         Box::pin(blocking(self, move |s| s.delete_sync(&key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A LIST while writers create and remove their temp files (another push's uploads, in
+    /// this process or another) lists what exists and never fails on a file that vanished
+    /// between reading the directory and reading its size.
+    #[test]
+    fn list_tolerates_files_vanishing_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::new(dir.path().to_path_buf());
+        store
+            .put_if_absent_sync("k8s-snap/packs/a.pack", b"a")
+            .unwrap();
+        let packs = dir.path().join("k8s-snap/packs");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let p = packs.join(format!(".tmp-{i}"));
+                    std::fs::write(&p, b"x").unwrap();
+                    std::fs::remove_file(&p).unwrap();
+                    i += 1;
+                }
+            });
+            for _ in 0..3000 {
+                let listed = store.list_sync("k8s-snap/packs/");
+                let listed = listed
+                    .inspect_err(|_| stop.store(true, std::sync::atomic::Ordering::Relaxed))
+                    .unwrap();
+                assert!(listed.iter().any(|o| o.key == "k8s-snap/packs/a.pack"));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 }
