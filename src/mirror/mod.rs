@@ -52,7 +52,7 @@ pub use packbuild::BuiltPack;
 pub use parallel::MapResult;
 pub use recover::choose_packs;
 pub use shared::SharedMirror;
-pub use stored::{PushPacks, StoredCopy};
+pub use stored::{PushPacks, StoredCopy, each_stored_copy};
 pub use transfer::{
     ObjectSet, PackData, StageError, StagedPack, check_pack_index, install_pack_files,
 };

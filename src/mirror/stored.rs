@@ -267,63 +267,11 @@ impl Mirror {
     /// with a warning (its objects are then packed again).
     pub fn stored_copies(&self, snapshots: &[String]) -> Vec<StoredCopy> {
         let mut out = Vec::new();
-        self.each_stored_copy(snapshots, |c| out.push(c));
+        each_stored_copy(&self.git_dir, snapshots, |c| {
+            out.push(c);
+            true
+        });
         out
-    }
-
-    /// [`Mirror::stored_copies`], handing each copy to `f` as soon as it is read and checked
-    /// (a push starts uploading the first while the next is read).
-    pub fn each_stored_copy(&self, snapshots: &[String], mut f: impl FnMut(StoredCopy)) {
-        let stored = dir(&self.git_dir);
-        let dirs: Vec<(String, PathBuf)> = if snapshots.is_empty() {
-            snapshot_dirs(&stored)
-        } else {
-            snapshots
-                .iter()
-                .filter(|n| super::validate_name("snapshot", n).is_ok())
-                .map(|n| (n.clone(), snapshot_dir(&self.git_dir, n)))
-                .collect()
-        };
-        let pack_dir = self.git_dir.join("objects").join("pack");
-        for (snapshot, d) in dirs {
-            for c in candidates(&d) {
-                if !pack_dir.join(format!("pack-{}.pack", c.pack)).exists() {
-                    continue;
-                }
-                let Ok(idx) = std::fs::read(pack_dir.join(format!("pack-{}.idx", c.pack))) else {
-                    continue;
-                };
-                let Some(n) = idx_object_count(&idx) else {
-                    continue;
-                };
-                if n == 0 {
-                    continue;
-                }
-                if !index_names_pack(&idx, &c.pack) {
-                    tracing::warn!(pack = %c.pack, "the index of a pack with a stored copy fails its checksum; its objects are packed again");
-                    continue;
-                }
-                let bytes = match std::fs::read(&c.path) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(copy = %c.path.display(), error = %e, "a stored pack copy cannot be read; its objects are packed again");
-                        continue;
-                    }
-                };
-                if hex::encode(Sha256::digest(&bytes)) != c.sha256 {
-                    tracing::warn!(copy = %c.path.display(), "a stored pack copy does not match the sha256 of its name; its objects are packed again");
-                    continue;
-                }
-                f(StoredCopy {
-                    snapshot: snapshot.clone(),
-                    pack: c.pack,
-                    bytes,
-                    sha256: c.sha256,
-                    idx,
-                    objects: n as u64,
-                });
-            }
-        }
     }
 
     /// Removes the stored copies of `snapshots` (once the store has them: a later push to it
@@ -397,5 +345,68 @@ impl Mirror {
         };
         let built = self.write_pack(rest, out)?;
         Ok(PushPacks { copies, built })
+    }
+}
+
+/// [`Mirror::stored_copies`] of the mirror at `git_dir`, handing each copy to `f` as soon as it
+/// is read and checked (a push uploads the first while the next is read) until `f` returns
+/// false. Reads files only: no repository handle, no lock.
+pub fn each_stored_copy(
+    git_dir: &Path,
+    snapshots: &[String],
+    mut f: impl FnMut(StoredCopy) -> bool,
+) {
+    let stored = dir(git_dir);
+    let dirs: Vec<(String, PathBuf)> = if snapshots.is_empty() {
+        snapshot_dirs(&stored)
+    } else {
+        snapshots
+            .iter()
+            .filter(|n| super::validate_name("snapshot", n).is_ok())
+            .map(|n| (n.clone(), snapshot_dir(git_dir, n)))
+            .collect()
+    };
+    let pack_dir = git_dir.join("objects").join("pack");
+    for (snapshot, d) in dirs {
+        for c in candidates(&d) {
+            if !pack_dir.join(format!("pack-{}.pack", c.pack)).exists() {
+                continue;
+            }
+            let Ok(idx) = std::fs::read(pack_dir.join(format!("pack-{}.idx", c.pack))) else {
+                continue;
+            };
+            let Some(n) = idx_object_count(&idx) else {
+                continue;
+            };
+            if n == 0 {
+                continue;
+            }
+            if !index_names_pack(&idx, &c.pack) {
+                tracing::warn!(pack = %c.pack, "the index of a pack with a stored copy fails its checksum; its objects are packed again");
+                continue;
+            }
+            let bytes = match std::fs::read(&c.path) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(copy = %c.path.display(), error = %e, "a stored pack copy cannot be read; its objects are packed again");
+                    continue;
+                }
+            };
+            if hex::encode(Sha256::digest(&bytes)) != c.sha256 {
+                tracing::warn!(copy = %c.path.display(), "a stored pack copy does not match the sha256 of its name; its objects are packed again");
+                continue;
+            }
+            let go_on = f(StoredCopy {
+                snapshot: snapshot.clone(),
+                pack: c.pack,
+                bytes,
+                sha256: c.sha256,
+                idx,
+                objects: n as u64,
+            });
+            if !go_on {
+                return;
+            }
+        }
     }
 }

@@ -106,45 +106,7 @@ async fn push_once(
     names: &[String],
 ) -> Result<PushReport> {
     let (offered_tx, offered_rx) = tokio::sync::oneshot::channel();
-    let wanted = names.to_vec();
-    let speculative =
-        async move {
-            // Each copy goes up as soon as it is read and checked; the list of all of them (with
-            // their indexes) goes to `decide` once the last one is read.
-            let (copy_tx, copy_rx) = tokio::sync::mpsc::unbounded_channel();
-            let reading = mirror.run(move |m| {
-                let mut offered: Vec<(String, Vec<u8>)> = Vec::new();
-                m.each_stored_copy(&wanted, |c| {
-                    offered.push((c.sha256.clone(), c.idx.clone()));
-                    let _ = copy_tx.send(c);
-                });
-                let _ = offered_tx.send(offered);
-                Ok::<_, SyncError>(())
-            });
-            let copies = futures::stream::unfold(copy_rx, |mut rx| async move {
-                rx.recv().await.map(|c| (c, rx))
-            });
-            let uploads = copies
-                .map(|c: crate::mirror::StoredCopy| async move {
-                    let sha = c.sha256.clone();
-                    let pack = super::PushPack {
-                        sha: c.sha256,
-                        pack: c.bytes,
-                        idx: c.idx,
-                        objects: c.objects,
-                    };
-                    (sha, upload_pack(store, pack).await)
-                })
-                .buffer_unordered(UPLOADS_IN_FLIGHT)
-                .collect::<Vec<_>>();
-            let (read, uploaded) = tokio::join!(reading, uploads);
-            if let Err(e) = read {
-                tracing::warn!(
-                    "reading the stored copies failed ({e}); the push builds the packs of the rest"
-                );
-            }
-            uploaded
-        };
+    let speculative = upload_copies(store, mirror.git_dir().to_path_buf(), names, offered_tx);
     let decide = decide(store, mirror, names, offered_rx);
     futures::pin_mut!(speculative, decide);
     // Nothing to push (or an error): the copy uploads in flight stop when this returns.
@@ -300,6 +262,56 @@ async fn forget_copies(mirror: &SharedMirror, snapshots: &[String]) {
     if let Err(e) = mirror.run(move |m| m.remove_stored_copies(&names)).await {
         tracing::warn!("removing the stored copies of pushed snapshots failed: {e}");
     }
+}
+
+/// An upload of a stored copy: its sha256 and the outcome of [`upload_pack`].
+type CopyUpload = (String, Result<(String, PackEntry, bool)>);
+
+/// Uploads the stored copies of `names` (all when empty) in the mirror at `git_dir`, each as
+/// soon as it is read and checked, a few read ahead of the uploads and no more (memory stays
+/// bounded however many there are); sends `(sha256, index)` of every copy to `offered` once
+/// the last one is read. The copies are plain files: reading them takes no lock on the mirror,
+/// so the push chooses its objects meanwhile.
+async fn upload_copies(
+    store: &dyn ObjectStore,
+    git_dir: std::path::PathBuf,
+    names: &[String],
+    offered: tokio::sync::oneshot::Sender<Vec<(String, Vec<u8>)>>,
+) -> Vec<CopyUpload> {
+    let (copy_tx, copy_rx) = tokio::sync::mpsc::channel(UPLOADS_IN_FLIGHT);
+    let wanted = names.to_vec();
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut read: Vec<(String, Vec<u8>)> = Vec::new();
+        crate::mirror::each_stored_copy(&git_dir, &wanted, |c| {
+            read.push((c.sha256.clone(), c.idx.clone()));
+            copy_tx.blocking_send(c).is_ok()
+        });
+        let _ = offered.send(read);
+    });
+    let copies =
+        futures::stream::unfold(
+            copy_rx,
+            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+        );
+    let uploads = copies
+        .map(|c: crate::mirror::StoredCopy| async move {
+            let pack = super::PushPack {
+                sha: c.sha256.clone(),
+                pack: c.bytes,
+                idx: c.idx,
+                objects: c.objects,
+            };
+            (c.sha256, upload_pack(store, pack).await)
+        })
+        .buffer_unordered(UPLOADS_IN_FLIGHT)
+        .collect::<Vec<_>>();
+    let (read, uploaded) = tokio::join!(reading, uploads);
+    if let Err(e) = read {
+        tracing::warn!(
+            "reading the stored copies failed ({e}); the push builds the packs of the rest"
+        );
+    }
+    uploaded
 }
 
 /// Reads the manifest and the mirror's snapshots, decides what to push and builds (and
