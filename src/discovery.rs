@@ -135,6 +135,21 @@ pub struct Discovered {
 }
 
 impl Discovered {
+    /// The server's minor release (`22` of `v1.22.3-gke.100`), when `gitVersion` says.
+    pub fn server_minor(&self) -> Option<u32> {
+        let rest = self.server_version.strip_prefix('v')?;
+        let mut parts = rest.split('.');
+        if parts.next()? != "1" {
+            return None;
+        }
+        let minor: String = parts
+            .next()?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        minor.parse().ok()
+    }
+
     /// The resources a snapshot reads. A resource of a [`DEPRECATED_GROUPS`] group that
     /// another group also serves (same plural and kind: the same objects) is left out, so
     /// those objects are stored once, under the non-deprecated group.
@@ -341,6 +356,24 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_minor_reads_git_versions() {
+        let of = |v: &str| {
+            Discovered {
+                server_version: v.into(),
+                resources: Vec::new(),
+                unavailable: Vec::new(),
+            }
+            .server_minor()
+        };
+        assert_eq!(of("v1.22.3"), Some(22));
+        assert_eq!(of("v1.24.17-gke.100"), Some(24));
+        assert_eq!(of("v1.27+"), Some(27));
+        assert_eq!(of("v2.1.0"), None);
+        assert_eq!(of("1.22"), None);
+        assert_eq!(of(""), None);
+    }
 
     fn info(group: &str, resource: &str, verbs: &[&str]) -> ApiResourceInfo {
         ApiResourceInfo {

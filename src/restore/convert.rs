@@ -17,6 +17,9 @@
 //! | PodSecurityPolicy | `extensions/v1beta1` | `policy/v1beta1` | none |
 //! | same-schema renames: PriorityClass, Lease, StorageClass, CSIDriver, CSINode, CSIStorageCapacity, VolumeAttachment, RuntimeClass, IngressClass, Role, ClusterRole, RoleBinding, ClusterRoleBinding, Mutating/ValidatingWebhookConfiguration, APIService, FlowSchema, PriorityLevelConfiguration, CertificateSigningRequest, Event | any served version of the same group | the target's preferred version | none |
 //!
+//! And, converted or not, what the target's release does to an object ([`release_note`]): a
+//! `batch/v1` CronJob's `spec.timeZone` onto a 1.21–1.24 server, which clears it.
+//!
 //! Custom resources go to any version the target's CRD serves when the CRD has no conversion
 //! webhook (only `apiVersion` changes, as a server with `strategy: None` does); with a
 //! webhook, and for every other kind, the object is `unsupported` with a reason naming what
@@ -251,6 +254,29 @@ pub fn convert(
         object: obj,
         reason,
     })
+}
+
+/// What the target's release will do to an object written at the version it is restored at,
+/// that the plan should say before it is created: a `batch/v1` CronJob's `spec.timeZone` is
+/// cleared by servers 1.21–1.24 (gate `CronJobTimeZone`: absent before 1.24, alpha and off by
+/// default in 1.24, on from 1.25), and the schedule then runs in the controller manager's time
+/// zone. `None` when nothing happens or the release is unknown.
+pub fn release_note(
+    target: &ContentPath,
+    object: &Value,
+    server_minor: Option<u32>,
+) -> Option<String> {
+    let minor = server_minor?;
+    if target.api_version() != "batch/v1"
+        || target.resource() != "cronjobs"
+        || !(21..=24).contains(&minor)
+    {
+        return None;
+    }
+    let tz = object.pointer("/spec/timeZone")?;
+    Some(format!(
+        "spec.timeZone {tz} will be dropped by the target (Kubernetes 1.{minor} clears it unless the CronJobTimeZone feature gate is on; the schedule then runs in the controller manager's time zone)"
+    ))
 }
 
 /// Converts an object's schema between two versions of its kind; returns what changed.
@@ -603,6 +629,34 @@ mod tests {
                 .to_vec(),
             has_status_subresource: true,
         }
+    }
+
+    /// A `batch/v1` CronJob's time zone is said to be dropped by 1.21–1.24 servers only, and
+    /// only when it has one.
+    #[test]
+    fn a_cronjob_time_zone_is_noted_for_the_releases_that_clear_it() {
+        let p = ContentPath::parse("/apis/batch/v1/namespaces/a/cronjobs/c").unwrap();
+        let zoned = json!({"spec": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin"}});
+        for (minor, said) in [
+            (20, false),
+            (21, true),
+            (24, true),
+            (25, false),
+            (32, false),
+        ] {
+            let note = release_note(&p, &zoned, Some(minor));
+            assert_eq!(note.is_some(), said, "1.{minor}: {note:?}");
+        }
+        let note = release_note(&p, &zoned, Some(22)).unwrap();
+        assert!(
+            note.contains("\"Europe/Berlin\"") && note.contains("1.22"),
+            "{note}"
+        );
+        assert!(release_note(&p, &zoned, None).is_none());
+        let plain = json!({"spec": {"schedule": "0 3 * * *"}});
+        assert!(release_note(&p, &plain, Some(22)).is_none());
+        let beta = ContentPath::parse("/apis/batch/v1beta1/namespaces/a/cronjobs/c").unwrap();
+        assert!(release_note(&beta, &zoned, Some(22)).is_none());
     }
 
     /// A `batch/v1` CronJob converted to `batch/v1beta1` loses its time zone, and says so.

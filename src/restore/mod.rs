@@ -389,6 +389,18 @@ async fn plan_with_discovery(
         }
     }
 
+    // What the target's release will do to objects as they are written (converted or not).
+    let server_minor = discovered.server_minor();
+    let mut release_notes: HashMap<usize, String> = HashMap::new();
+    for (i, (path, s)) in selected.iter().enumerate() {
+        if let Selection::Restore { object, .. } = s
+            && path.resource() == "cronjobs"
+            && let Some(note) = convert::release_note(path, &object.value(), server_minor)
+        {
+            release_notes.insert(i, note);
+        }
+    }
+
     // The live objects of every restorable path: one LIST per resource, compared as it comes.
     // The tree objects move into the listing tasks (so the ones found equal on the target are
     // freed there, in parallel) and come back by index.
@@ -443,6 +455,16 @@ async fn plan_with_discovery(
             item.reason = Some(match item.reason.take() {
                 Some(r) => format!("{reason}; {r}"),
                 None => reason,
+            });
+        }
+    }
+    for (i, note) in release_notes {
+        if let Some(item) = plan.items.get_mut(i)
+            && matches!(item.action, Action::Create | Action::Update)
+        {
+            item.reason = Some(match item.reason.take() {
+                Some(r) => format!("{r}; {note}"),
+                None => note,
             });
         }
     }

@@ -840,6 +840,53 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
     }
 }
 
+/// Onto a 1.22 server, which serves CronJobs at `batch/v1` but clears their `spec.timeZone`
+/// (gate CronJobTimeZone, on from 1.25): the plan says so before the CronJob is created, and
+/// only for the one that has a time zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_onto_1_22_says_a_cronjob_time_zone_will_be_dropped() {
+    let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
+    let target = TestCluster::emulated_at(ServerVersion::V1_22, Fixture::Empty).await;
+    let mut zoned = cronjob("zoned", "batch/v1");
+    zoned["spec"]["timeZone"] = json!("Europe/Berlin");
+    source
+        .post("/apis/batch/v1/namespaces/shop/cronjobs", &zoned)
+        .await;
+    let data = DataDir::new();
+    data.run(Some(&source.kubeconfig), &["snapshot", "s", "--no-push"])
+        .ok();
+    let pref_path = data.path().join("pref.yaml");
+    std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
+    let pref = pref_path.to_str().unwrap();
+    let kb = target.kubeconfig.as_path();
+    let plan = plan_json(&data, kb, pref, &[]).await;
+    let item = |name: &str| {
+        plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == format!("/apis/batch/v1/namespaces/shop/cronjobs/{name}"))
+            .unwrap_or_else(|| panic!("{name} is planned: {plan}"))
+            .clone()
+    };
+    let zoned = item("zoned");
+    assert_eq!(zoned["action"], "create", "{zoned}");
+    assert!(
+        zoned["reason"].as_str().unwrap_or_default().contains(
+            "spec.timeZone \"Europe/Berlin\" will be dropped by the target (Kubernetes 1.22"
+        ),
+        "{zoned}"
+    );
+    let plain = item("nightly-report");
+    assert!(plain.get("reason").is_none(), "{plain}");
+    // As said: created without it.
+    restored(&data, kb, pref).await;
+    let live = target
+        .get("/apis/batch/v1/namespaces/shop/cronjobs/zoned")
+        .await;
+    assert!(live["spec"].get("timeZone").is_none(), "{live}");
+}
+
 /// A Pod restored without its ServiceAccount (a selective restore) is refused by the target's
 /// ServiceAccount admission; the restore names the Pod and the missing account, and creates it
 /// once the account comes along.
