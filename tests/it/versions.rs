@@ -752,6 +752,40 @@ async fn diff_pairs_an_object_stored_under_another_version_and_shows_an_exact_pa
     );
 }
 
+/// The latest release's realistic cluster with one more CronJob, `shop/zoned`, that has a
+/// time zone.
+async fn latest_with_zoned_cronjob() -> TestCluster {
+    let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
+    let mut zoned = cronjob("zoned", "batch/v1");
+    zoned["spec"]["timeZone"] = json!("Europe/Berlin");
+    source
+        .post("/apis/batch/v1/namespaces/shop/cronjobs", &zoned)
+        .await;
+    source
+}
+
+/// Snapshot `s` of `source` in a new data dir, and a preference file leaving system objects
+/// out (its path).
+fn snapshotted_excluding_system(source: &TestCluster) -> (DataDir, String) {
+    let data = DataDir::new();
+    data.run(Some(&source.kubeconfig), &["snapshot", "s", "--no-push"])
+        .ok();
+    let pref_path = data.path().join("pref.yaml");
+    std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
+    let pref = pref_path.to_str().unwrap().to_owned();
+    (data, pref)
+}
+
+/// The plan item of `path` (`plan -o json`).
+fn planned<'a>(plan: &'a Value, path: &str) -> &'a Value {
+    plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"] == path)
+        .unwrap_or_else(|| panic!("{path} is planned: {plan}"))
+}
+
 /// Onto an older server: a snapshot of the latest release's realistic cluster restores onto a
 /// v1.19 server with nothing failed, the kinds 1.19 serves only at older versions converted
 /// (a `batch/v1` CronJob to `batch/v1beta1`, a `policy/v1` PodDisruptionBudget to
@@ -759,14 +793,9 @@ async fn diff_pairs_an_object_stored_under_another_version_and_shows_an_exact_pa
 /// version that holds all of it, not the preferred `autoscaling/v1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
-    let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
-    let target = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
     // A time zone, which batch/v1beta1 (all a 1.19 server serves of CronJobs) has no field for.
-    let mut zoned = cronjob("zoned", "batch/v1");
-    zoned["spec"]["timeZone"] = json!("Europe/Berlin");
-    source
-        .post("/apis/batch/v1/namespaces/shop/cronjobs", &zoned)
-        .await;
+    let source = latest_with_zoned_cronjob().await;
+    let target = TestCluster::emulated_at(ServerVersion::V1_19, Fixture::Empty).await;
     // An empty selector selects every Pod in policy/v1 (and no Pods in policy/v1beta1).
     source
         .post(
@@ -775,21 +804,12 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
                 "spec": {"minAvailable": 1, "selector": {}}}),
         )
         .await;
-    let data = DataDir::new();
-    data.run(Some(&source.kubeconfig), &["snapshot", "s", "--no-push"])
-        .ok();
-    let pref_path = data.path().join("pref.yaml");
-    std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
-    let pref = pref_path.to_str().unwrap();
+    let (data, pref) = snapshotted_excluding_system(&source);
+    let pref = pref.as_str();
     let kb = target.kubeconfig.as_path();
     let plan = plan_json(&data, kb, pref, &[]).await;
     assert_eq!(plan["summary"]["unsupported"], 0, "{}", plan["summary"]);
-    let zoned = plan["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["path"] == "/apis/batch/v1/namespaces/shop/cronjobs/zoned")
-        .expect("the zoned CronJob is planned");
+    let zoned = planned(&plan, "/apis/batch/v1/namespaces/shop/cronjobs/zoned");
     assert!(
         zoned["reason"]
             .as_str()
@@ -845,31 +865,13 @@ async fn a_latest_snapshot_restores_onto_1_19_with_conversions() {
 /// only for the one that has a time zone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_onto_1_22_says_a_cronjob_time_zone_will_be_dropped() {
-    let source = TestCluster::emulated_at(ServerVersion::Latest, Fixture::Realistic).await;
+    let source = latest_with_zoned_cronjob().await;
     let target = TestCluster::emulated_at(ServerVersion::V1_22, Fixture::Empty).await;
-    let mut zoned = cronjob("zoned", "batch/v1");
-    zoned["spec"]["timeZone"] = json!("Europe/Berlin");
-    source
-        .post("/apis/batch/v1/namespaces/shop/cronjobs", &zoned)
-        .await;
-    let data = DataDir::new();
-    data.run(Some(&source.kubeconfig), &["snapshot", "s", "--no-push"])
-        .ok();
-    let pref_path = data.path().join("pref.yaml");
-    std::fs::write(&pref_path, EXCLUDE_SYSTEM).unwrap();
-    let pref = pref_path.to_str().unwrap();
+    let (data, pref) = snapshotted_excluding_system(&source);
+    let pref = pref.as_str();
     let kb = target.kubeconfig.as_path();
     let plan = plan_json(&data, kb, pref, &[]).await;
-    let item = |name: &str| {
-        plan["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["path"] == format!("/apis/batch/v1/namespaces/shop/cronjobs/{name}"))
-            .unwrap_or_else(|| panic!("{name} is planned: {plan}"))
-            .clone()
-    };
-    let zoned = item("zoned");
+    let zoned = planned(&plan, "/apis/batch/v1/namespaces/shop/cronjobs/zoned");
     assert_eq!(zoned["action"], "create", "{zoned}");
     assert!(
         zoned["reason"].as_str().unwrap_or_default().contains(
@@ -877,7 +879,10 @@ async fn a_plan_onto_1_22_says_a_cronjob_time_zone_will_be_dropped() {
         ),
         "{zoned}"
     );
-    let plain = item("nightly-report");
+    let plain = planned(
+        &plan,
+        "/apis/batch/v1/namespaces/shop/cronjobs/nightly-report",
+    );
     assert!(plain.get("reason").is_none(), "{plain}");
     // As said: created without it.
     restored(&data, kb, pref).await;
