@@ -387,6 +387,8 @@ pub fn each_stored_copy(
             }
             let bytes = match std::fs::read(&c.path) {
                 Ok(b) => b,
+                // Removed meanwhile (its snapshot was pushed, or gc ran): nothing to say.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     tracing::warn!(copy = %c.path.display(), error = %e, "a stored pack copy cannot be read; its objects are packed again");
                     continue;
