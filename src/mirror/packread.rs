@@ -340,7 +340,7 @@ pub(super) fn parse_entry(raw: &[u8]) -> std::result::Result<Entry<'_>, String> 
 
 /// The content of a zlib stream made only of stored deflate blocks holding `size` bytes
 /// (borrowed when it is one block), or `None` if the stream is anything else.
-fn stored_blocks(stream: &[u8], size: usize) -> Option<Cow<'_, [u8]>> {
+pub(super) fn stored_blocks(stream: &[u8], size: usize) -> Option<Cow<'_, [u8]>> {
     if stream.len() < 2 || stream[0] & 0x0f != 8 || stream[1] & 0x20 != 0 {
         return None;
     }
@@ -531,7 +531,7 @@ pub(super) fn idx_object_count(bytes: &[u8]) -> Option<usize> {
 }
 
 /// The CRC-32 the v2 index of `n` objects records for the raw entry of its `i`-th object.
-fn idx_crc32(idx: &[u8], n: usize, i: usize) -> u32 {
+pub(super) fn idx_crc32(idx: &[u8], n: usize, i: usize) -> u32 {
     let at = IDX_FANOUT_END + n * 20 + i * 4;
     idx.get(at..at + 4)
         .and_then(|b| b.try_into().ok())
@@ -540,7 +540,7 @@ fn idx_crc32(idx: &[u8], n: usize, i: usize) -> u32 {
 
 /// The pack offset of the `i`-th object of a v2 index with `n` objects (0 when the index
 /// points into a 64-bit table it does not have: such an entry is then never found valid).
-fn idx_offset(idx: &[u8], n: usize, i: usize) -> u64 {
+pub(super) fn idx_offset(idx: &[u8], n: usize, i: usize) -> u64 {
     let at = IDX_FANOUT_END + n * 24 + i * 4;
     let small = u32::from_be_bytes([idx[at], idx[at + 1], idx[at + 2], idx[at + 3]]);
     if small & 0x8000_0000 == 0 {

@@ -133,92 +133,306 @@ pub(crate) fn key_of(id: &Oid) -> [u8; 20] {
 #[derive(Default)]
 pub(crate) struct BodySet {
     hasher: std::hash::RandomState,
-    seen: HashSet<([u8; 20], u64)>,
+    seen: BodyKeys,
 }
 
+/// Keys of [`BodySet`], hashed by their path hash (already random).
+type BodyKeys = HashSet<([u8; 20], u64), BuildHasherDefault<OidHasher>>;
+
 impl BodySet {
-    /// The key of (id, path).
-    fn key(&self, id: &Oid, path: &str) -> ([u8; 20], u64) {
+    /// The key of (id, `dir` + `name`), without building the path.
+    fn key(&self, id: &[u8; 20], dir: &str, name: &str) -> ([u8; 20], u64) {
         use std::hash::BuildHasher as _;
-        (key(id), self.hasher.hash_one(path))
+        let mut h = self.hasher.build_hasher();
+        h.write(dir.as_bytes());
+        h.write(name.as_bytes());
+        h.write_u8(0xff);
+        (*id, h.finish())
+    }
+}
+
+/// The mirror's packs opened for reading bodies, once a body has to be read.
+pub(super) struct LazyPackFiles<'a> {
+    git_dir: &'a Path,
+    files: Option<PackFiles>,
+}
+
+impl<'a> LazyPackFiles<'a> {
+    pub(super) fn new(git_dir: &'a Path) -> LazyPackFiles<'a> {
+        LazyPackFiles {
+            git_dir,
+            files: None,
+        }
+    }
+
+    fn get(&mut self) -> Result<&PackFiles> {
+        match &mut self.files {
+            Some(f) => Ok(f),
+            slot => Ok(slot.insert(PackFiles::open(self.git_dir)?)),
+        }
+    }
+}
+
+/// What the object files of one directory name, but their names: read once from the
+/// directory's path (the shape of a content path does not depend on its last segment).
+struct DirPaths<'k> {
+    api_version: String,
+    namespace: Option<String>,
+    kind: Option<&'k str>,
+}
+
+impl<'k> DirPaths<'k> {
+    /// `None` when `dir` holds no valid content paths (each file's own parse then says why).
+    fn of(dir: &str, kinds: &Kinds<'k>) -> Option<DirPaths<'k>> {
+        let path = crate::tree::ContentPath::from_file_path(&format!("{dir}x.yaml")).ok()?;
+        Some(DirPaths {
+            api_version: path.api_version(),
+            namespace: path.namespace().map(str::to_owned),
+            kind: kinds.of(&path),
+        })
     }
 }
 
 impl Mirror {
-    /// Checks that every object file of the commit's tree holds the object its path names
-    /// (name, namespace, apiVersion, and kind from `.k8s-snap/resources.yaml`): a tree from a
-    /// store is untrusted. Files already checked at the same path (`bodies`) are skipped.
+    /// One walk of a commit's tree from a store (untrusted): complete (`Ok(false)` at the first
+    /// missing object), every path one k8s-snap could have written, and every object file holding
+    /// the object its path names (name, namespace, apiVersion, and kind from
+    /// `.k8s-snap/resources.yaml`), so that a restore creates exactly the objects its plan names.
     ///
-    /// Bodies are read straight from the pack files ([`PackFiles`]: one positioned read of an
-    /// undeltified entry, its content hashed against the blob id) on two threads; an object
-    /// that is a delta or in no readable pack is read through libgit2.
-    fn check_bodies(
+    /// Objects hashed when their pack was scanned (`scanned`) are walked and checked in memory:
+    /// trees from their content, bodies by the identity they claim. Anything else is read through
+    /// libgit2 (trees, which it hashes) or from the pack files (bodies, hashed here).
+    ///
+    /// `verified` holds trees already known complete with valid names (a tree is checked once
+    /// whatever its path); `bodies` the (id, path) pairs whose bodies were checked: both grow
+    /// only when the whole commit passes.
+    fn check_pulled(
         &self,
         commit: &CommitId,
+        verified: &mut OidSet,
+        present: &OidSet,
         bodies: &mut BodySet,
-        files: &PackFiles,
-    ) -> Result<()> {
-        let resources: Vec<crate::tree::ResourceEntry> = self
-            .read_file(commit, crate::tree::meta::RESOURCES_FILE)?
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| crate::tree::from_yaml_str(&t).ok())
-            .unwrap_or_default();
-        // group -> (version, resource) -> kind: looked up without building a key per file.
-        let mut kinds: std::collections::HashMap<
-            &str,
-            std::collections::HashMap<(&str, &str), String>,
-        > = std::collections::HashMap::new();
-        for r in resources.iter().map(|e| &e.api) {
-            kinds
-                .entry(r.group.as_str())
-                .or_default()
-                .insert((r.version.as_str(), r.resource.as_str()), r.kind.clone());
-        }
-        let tree = self
+        files: &mut LazyPackFiles<'_>,
+        scanned: &super::Scanned,
+    ) -> Result<bool> {
+        let odb = self
             .repo
-            .find_commit(commit.oid())
-            .and_then(|c| c.tree())
-            .ctx(|| format!("reading the tree of commit {commit}"))?;
-        // Our own walk (libgit2's `tree.walk` cost ~4 µs an entry): a subtree already checked at
-        // the same path (shared with a snapshot checked before) is skipped whole.
-        // Keys join `bodies` only once the whole tree passed: a subtree that failed for one
-        // snapshot is checked again for the next.
-        let mut new: HashSet<([u8; 20], u64)> = HashSet::new();
-        let mut fresh = |id: &Oid, path: &str| {
-            let k = bodies.key(id, path);
-            !bodies.seen.contains(&k) && new.insert(k)
+            .odb()
+            .ctx(|| "opening the object database".into())?;
+        let commit_key = key(&commit.oid());
+        let root = match scanned.commits.get(&commit_key) {
+            Some(data) => commit_tree(data).ok_or_else(|| MirrorError::Io {
+                context: format!("reading commit {commit}"),
+                source: std::io::Error::other("a commit without a tree"),
+            })?,
+            None => {
+                if !odb.exists(commit.oid()) {
+                    return Ok(false);
+                }
+                let c = self
+                    .repo
+                    .find_commit(commit.oid())
+                    .ctx(|| format!("reading commit {commit}"))?;
+                key(&c.tree_id())
+            }
         };
-        let mut todo: Vec<(String, Oid)> = Vec::new();
-        let mut stack: Vec<(Oid, String)> = vec![(tree.id(), String::new())];
-        while let Some((id, prefix)) = stack.pop() {
-            let tree = self
-                .repo
-                .find_tree(id)
-                .ctx(|| format!("reading tree {id} of commit {commit}"))?;
-            for entry in tree.iter() {
-                let Ok(name) = entry.name() else {
-                    continue;
+        // The kinds, read first so that bodies are checked during the walk; an error reading
+        // them is reported only if the walk finds the tree complete (a missing object is not
+        // an error but an incomplete snapshot).
+        let (resources, resources_error) =
+            match self.read_file(commit, crate::tree::meta::RESOURCES_FILE) {
+                Ok(bytes) => (
+                    bytes
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|t| {
+                            crate::tree::from_yaml_str::<Vec<crate::tree::ResourceEntry>>(&t).ok()
+                        })
+                        .unwrap_or_default(),
+                    None,
+                ),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+        let kinds = Kinds::new(&resources);
+        // Trees whose entries were checked in this walk (names, presence).
+        let mut seen = OidSet::default();
+        let mut new_bodies = BodyKeys::default();
+        // The first object file whose body disagrees with its path (reported once the tree is
+        // known complete), and the bodies to read.
+        let mut mismatch: Option<MirrorError> = None;
+        let mut reads: Vec<(String, Oid)> = Vec::new();
+        let mut claimed = 0usize;
+        // (tree, its path with a trailing '/', whether its object files are checked).
+        let mut stack: Vec<([u8; 20], String, bool)> = vec![(root, String::new(), true)];
+        while let Some((tree_id, prefix, with_bodies)) = stack.pop() {
+            let first = !verified.contains(&tree_id) && seen.insert(tree_id);
+            let owned;
+            let data: &[u8] = match scanned.trees.get(&tree_id) {
+                Some(d) => d,
+                None => {
+                    let oid = Oid::from_bytes(&tree_id).ctx(|| "reading a tree id".into())?;
+                    if !present.contains(&tree_id) && !odb.exists(oid) {
+                        return Ok(false);
+                    }
+                    let obj = odb
+                        .read(oid)
+                        .ctx(|| format!("reading tree {oid} of commit {commit}"))?;
+                    if obj.kind() != ObjectType::Tree {
+                        return Ok(false);
+                    }
+                    owned = obj.data().to_vec();
+                    &owned
+                }
+            };
+            // What this directory's object files name, computed at the first one.
+            let api_dir =
+                with_bodies && (prefix.starts_with("api/") || prefix.starts_with("apis/"));
+            let mut dir: Option<Option<DirPaths<'_>>> = None;
+            for entry in TreeEntries(data) {
+                let (mode, name, id) = entry.map_err(|reason| MirrorError::Io {
+                    context: format!("reading tree {} of commit {commit}", hex_lower(&tree_id)),
+                    source: std::io::Error::other(reason),
+                })?;
+                let name = match std::str::from_utf8(name) {
+                    Ok(s) => std::borrow::Cow::Borrowed(s),
+                    Err(_) => String::from_utf8_lossy(name),
                 };
-                match entry.kind() {
-                    Some(ObjectType::Tree) => {
-                        if prefix.is_empty() && name.starts_with(".k8s-snap") {
+                if first {
+                    if name.contains('/') {
+                        return Err(MirrorError::InvalidPath {
+                            path: name.into_owned(),
+                            reason: "a tree entry name contains '/'".into(),
+                        });
+                    }
+                    super::validate_path(&name)?;
+                }
+                match mode & 0o170_000 {
+                    0o040_000 => {
+                        let bodies_below =
+                            with_bodies && !(prefix.is_empty() && name.starts_with(".k8s-snap"));
+                        let dir = format!("{prefix}{name}/");
+                        let unseen = !verified.contains(&id) && !seen.contains(&id);
+                        let fresh_bodies = bodies_below && {
+                            let k = bodies.key(&id, &dir, "");
+                            !bodies.seen.contains(&k) && new_bodies.insert(k)
+                        };
+                        if unseen || fresh_bodies {
+                            stack.push((id, dir, fresh_bodies));
+                        }
+                    }
+                    0o100_000 | 0o120_000 => {
+                        let found = scanned.blobs.get(&id);
+                        if first
+                            && found.is_none()
+                            && !present.contains(&id)
+                            && !verified.contains(&id)
+                            && !seen.contains(&id)
+                        {
+                            let oid = Oid::from_bytes(&id).ctx(|| "reading a blob id".into())?;
+                            if !odb.exists(oid) {
+                                return Ok(false);
+                            }
+                            seen.insert(id);
+                        }
+                        if !api_dir || mismatch.is_some() {
                             continue;
                         }
-                        let dir = format!("{prefix}{name}/");
-                        if fresh(&entry.id(), &dir) {
-                            stack.push((entry.id(), dir));
+                        let Some(stem) = name.strip_suffix(crate::tree::OBJECT_FILE_SUFFIX) else {
+                            continue;
+                        };
+                        let k = bodies.key(&id, &prefix, &name);
+                        if bodies.seen.contains(&k) || !new_bodies.insert(k) {
+                            continue;
+                        }
+                        let paths = dir.get_or_insert_with(|| DirPaths::of(&prefix, &kinds));
+                        let claim = match found {
+                            Some(Some(c)) => Some(c),
+                            _ => None,
+                        };
+                        match (paths, claim) {
+                            (Some(paths), Some(claim))
+                                if crate::tree::validate_name(stem).is_ok() =>
+                            {
+                                claimed += 1;
+                                let expected = crate::tree::identity::Expected {
+                                    name: stem,
+                                    namespace: paths.namespace.as_deref(),
+                                    api_version: &paths.api_version,
+                                    kind: paths.kind,
+                                };
+                                if let Err(reason) = expected.compare(claim.view()) {
+                                    mismatch = Some(MirrorError::InvalidPath {
+                                        path: format!("{prefix}{name}"),
+                                        reason,
+                                    });
+                                }
+                            }
+                            (_, Some(claim)) => {
+                                // The path itself is invalid: its own parse says why.
+                                let file = format!("{prefix}{name}");
+                                let checked = content_path(&file).and_then(|path| {
+                                    crate::tree::identity::compare_identity(
+                                        &path,
+                                        claim.view(),
+                                        kinds.of(&path),
+                                    )
+                                    .map_err(|reason| {
+                                        MirrorError::InvalidPath {
+                                            path: file.clone(),
+                                            reason,
+                                        }
+                                    })
+                                });
+                                if let Err(e) = checked {
+                                    mismatch = Some(e);
+                                }
+                            }
+                            (_, None) => reads.push((
+                                format!("{prefix}{name}"),
+                                Oid::from_bytes(&id).ctx(|| "reading a blob id".into())?,
+                            )),
                         }
                     }
-                    Some(ObjectType::Blob) => {
-                        let file = format!("{prefix}{name}");
-                        if crate::tree::is_object_file(&file) && fresh(&entry.id(), &file) {
-                            todo.push((file, entry.id()));
-                        }
-                    }
-                    _ => {}
+                    // A submodule, or a mode git does not know: never written by k8s-snap.
+                    _ => return Ok(false),
                 }
             }
         }
+        // Complete, with valid names: now what the bodies said.
+        if let Some(e) = resources_error {
+            return Err(e);
+        }
+        if let Some(e) = mismatch {
+            return Err(e);
+        }
+        tracing::debug!(
+            %commit,
+            claimed,
+            read = reads.len(),
+            "object files checked against their paths"
+        );
+        if !reads.is_empty() {
+            self.check_files(commit, &kinds, reads, files.get()?)?;
+        }
+        if verified.is_empty() {
+            *verified = seen;
+        } else {
+            verified.extend(seen);
+        }
+        bodies.seen.extend(new_bodies);
+        Ok(true)
+    }
+
+    /// Reads each object file (hashing it against its id) and checks its body against its path:
+    /// straight from the pack files ([`PackFiles`]: one positioned read of an undeltified
+    /// entry) on two threads; an object that is a delta or in no readable pack is read through
+    /// libgit2.
+    fn check_files(
+        &self,
+        commit: &CommitId,
+        kinds: &Kinds<'_>,
+        todo: Vec<(String, Oid)>,
+        files: &PackFiles,
+    ) -> Result<()> {
         let git_dir: &Path = &self.git_dir;
         // Entries in pack order, so that each thread reads its packs front to back.
         let mut todo: Vec<(Option<Location>, String, Oid)> = todo
@@ -235,16 +449,8 @@ impl Mirror {
             let mut window = WindowReader::new(files);
             let mut repo: Option<Repository> = None;
             for (at, file, id) in part {
-                let path = crate::tree::ContentPath::from_file_path(file).map_err(|e| {
-                    MirrorError::InvalidPath {
-                        path: file.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                let kind = kinds
-                    .get(path.group())
-                    .and_then(|m| m.get(&(path.version(), path.resource())))
-                    .map(String::as_str);
+                let path = content_path(file)?;
+                let kind = kinds.of(&path);
                 let mut checked = None;
                 if let Some(at) = at {
                     let raw = window.entry(*at)?;
@@ -283,7 +489,7 @@ impl Mirror {
             }
             Ok(())
         };
-        let result = if todo.len() < 2_000 {
+        if todo.len() < 2_000 {
             check(&todo)
         } else {
             let (a, b) = todo.split_at(todo.len() / 2);
@@ -298,10 +504,110 @@ impl Mirror {
                 });
                 mine.and(theirs)
             })
-        };
-        result?;
-        bodies.seen.extend(new);
-        Ok(())
+        }
+    }
+}
+
+/// The content path of an object file, or the error naming it.
+fn content_path(file: &str) -> Result<crate::tree::ContentPath> {
+    crate::tree::ContentPath::from_file_path(file).map_err(|e| MirrorError::InvalidPath {
+        path: file.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The kinds `.k8s-snap/resources.yaml` names: group -> (version, resource) -> kind, looked up
+/// without building a key per file.
+struct Kinds<'r>(
+    std::collections::HashMap<&'r str, std::collections::HashMap<(&'r str, &'r str), &'r str>>,
+);
+
+impl<'r> Kinds<'r> {
+    fn new(resources: &'r [crate::tree::ResourceEntry]) -> Kinds<'r> {
+        let mut kinds: std::collections::HashMap<_, std::collections::HashMap<_, _>> =
+            std::collections::HashMap::new();
+        for r in resources.iter().map(|e| &e.api) {
+            kinds
+                .entry(r.group.as_str())
+                .or_default()
+                .insert((r.version.as_str(), r.resource.as_str()), r.kind.as_str());
+        }
+        Kinds(kinds)
+    }
+
+    fn of(&self, path: &crate::tree::ContentPath) -> Option<&'r str> {
+        self.0
+            .get(path.group())
+            .and_then(|m| m.get(&(path.version(), path.resource())))
+            .copied()
+    }
+}
+
+/// The tree a commit's content names (its first line, `tree <hex>`).
+fn commit_tree(data: &[u8]) -> Option<[u8; 20]> {
+    let hex = data.strip_prefix(b"tree ")?.get(..40)?;
+    if data.get(45) != Some(&b'\n') {
+        return None;
+    }
+    let mut id = [0u8; 20];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        id[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(id)
+}
+
+/// The entries of a tree's content: (mode, name, id); an error names what is malformed.
+struct TreeEntries<'a>(&'a [u8]);
+
+impl<'a> Iterator for TreeEntries<'a> {
+    type Item = std::result::Result<(u32, &'a [u8], [u8; 20]), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let parsed = (|| {
+            let space = self
+                .0
+                .iter()
+                .position(|&b| b == b' ')
+                .ok_or("an entry without a mode")?;
+            let mode_text = &self.0[..space];
+            if mode_text.is_empty() || mode_text.len() > 7 {
+                return Err("an entry with a malformed mode");
+            }
+            let mut mode = 0u32;
+            for &c in mode_text {
+                if !(b'0'..=b'7').contains(&c) {
+                    return Err("an entry with a malformed mode");
+                }
+                mode = mode * 8 + u32::from(c - b'0');
+            }
+            let rest = &self.0[space + 1..];
+            let nul = rest
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or("an entry without a name")?;
+            let name = &rest[..nul];
+            if name.is_empty() {
+                return Err("an entry with an empty name");
+            }
+            let id_bytes = rest.get(nul + 1..nul + 21).ok_or("a truncated entry")?;
+            let mut id = [0u8; 20];
+            id.copy_from_slice(id_bytes);
+            Ok((mode, name, id, space + 1 + nul + 21))
+        })();
+        match parsed {
+            Ok((mode, name, id, len)) => {
+                self.0 = &self.0[len..];
+                Some(Ok((mode, name, id)))
+            }
+            Err(e) => {
+                self.0 = &[];
+                Some(Err(e))
+            }
+        }
     }
 }
 
@@ -527,6 +833,8 @@ pub struct StagedPack {
     len: u64,
     header: Vec<u8>,
     tail: [u8; 20],
+    /// The objects hashed as they were written.
+    scanner: super::packscan::PackScanner,
 }
 
 impl std::fmt::Debug for StagedPack {
@@ -551,6 +859,7 @@ impl StagedPack {
             len: 0,
             header: Vec::with_capacity(12),
             tail: [0; 20],
+            scanner: super::packscan::PackScanner::new(),
         })
     }
 
@@ -580,6 +889,7 @@ impl StagedPack {
             self.tail[20 - bytes.len()..].copy_from_slice(bytes);
         }
         self.len += bytes.len() as u64;
+        self.scanner.feed(bytes);
         Ok(())
     }
 
@@ -592,7 +902,14 @@ impl StagedPack {
 
     /// Checks the pack against its downloaded index like [`install_pack_files`] and installs
     /// both; the caller checked the pack's hash. Call [`Mirror::refresh_objects`] afterwards.
-    pub fn install(self, idx: &[u8]) -> std::result::Result<ObjectSet, StageError> {
+    ///
+    /// When every entry was hashed as it streamed in (a pack this project wrote), the index must
+    /// also list exactly those ids at their offsets; the objects come back as [`Scanned`], so
+    /// the pull checks them without reading them again.
+    pub fn install(
+        mut self,
+        idx: &[u8],
+    ) -> std::result::Result<(ObjectSet, Option<super::Scanned>), StageError> {
         if self.len < 32 {
             return Err(StageError::BadIndex(
                 Box::new(self),
@@ -603,6 +920,13 @@ impl StagedPack {
             Ok(o) => o,
             Err(e) => return Err(StageError::BadIndex(Box::new(self), e)),
         };
+        let scanner = std::mem::take(&mut self.scanner);
+        let scanned = match scanner.finish(idx) {
+            Ok(s) => s,
+            Err(reason) => {
+                return Err(StageError::BadIndex(Box::new(self), install_error(&reason)));
+            }
+        };
         let base = format!("pack-{}", hex_lower(&self.tail));
         let path = self.pack_dir.join(format!("{base}.pack"));
         if !path.exists() {
@@ -612,7 +936,7 @@ impl StagedPack {
             .map_err(StageError::Failed)?;
         }
         write_idx(&self.pack_dir, &base, idx).map_err(StageError::Failed)?;
-        Ok(objects)
+        Ok((objects, scanned))
     }
 }
 
@@ -810,25 +1134,27 @@ impl Mirror {
         items: &[(String, CommitId)],
         present: &ObjectSet,
     ) -> Vec<Result<bool>> {
-        self.create_tags(items, present, false)
+        self.create_tags(items, present, None)
     }
 
     /// [`Mirror::create_snapshot_tags_with`] for trees from a store (untrusted): also checks
-    /// that every object file holds the object its path names (see `check_bodies`), so that a
-    /// restore creates exactly the objects its plan names.
+    /// that every object file holds the object its path names (see `check_pulled`), so that a
+    /// restore creates exactly the objects its plan names. `scanned` holds the objects hashed
+    /// as their packs were downloaded.
     pub(crate) fn create_snapshot_tags_checked(
         &self,
         items: &[(String, CommitId)],
         present: &ObjectSet,
+        scanned: &super::Scanned,
     ) -> Vec<Result<bool>> {
-        self.create_tags(items, present, true)
+        self.create_tags(items, present, Some(scanned))
     }
 
     fn create_tags(
         &self,
         items: &[(String, CommitId)],
         present: &ObjectSet,
-        check_bodies: bool,
+        scanned: Option<&super::Scanned>,
     ) -> Vec<Result<bool>> {
         // One failure before any snapshot was looked at fails each of them with it.
         let all_failed = |context: &str, e: MirrorError| -> Vec<Result<bool>> {
@@ -850,14 +1176,7 @@ impl Mirror {
         let mut verified = OidSet::default();
         let mut bodies = BodySet::default();
         // The packs as they are now (pulled packs installed), for reading bodies.
-        let files = if check_bodies {
-            match PackFiles::open(&self.git_dir) {
-                Ok(f) => Some(f),
-                Err(e) => return all_failed("opening the mirror's packs", e),
-            }
-        } else {
-            None
-        };
+        let mut files = LazyPackFiles::new(&self.git_dir);
         let mut clusters = std::collections::BTreeSet::new();
         let mut out = Vec::with_capacity(items.len());
         for (name, commit) in items {
@@ -866,7 +1185,7 @@ impl Mirror {
                 commit,
                 &mut verified,
                 &present.0,
-                files.as_ref().map(|f| (&mut bodies, f)),
+                scanned.map(|s| (&mut bodies, &mut files, s)),
             );
             if let Ok(Some(cluster)) = &r {
                 clusters.insert(cluster.clone());
@@ -888,7 +1207,7 @@ impl Mirror {
         commit: &CommitId,
         verified: &mut OidSet,
         present: &OidSet,
-        bodies: Option<(&mut BodySet, &PackFiles)>,
+        checked: Option<(&mut BodySet, &mut LazyPackFiles<'_>, &super::Scanned)>,
     ) -> Result<Option<String>> {
         validate_name("snapshot", name)?;
         if let Some(existing) = self.snapshot(name)? {
@@ -901,14 +1220,18 @@ impl Mirror {
         }
         // Complete, and every path one k8s-snap could have written.
         let started = std::time::Instant::now();
-        if !self.scan(commit, true, verified, present)? {
+        let complete = match checked {
+            Some((bodies, files, scanned)) => {
+                let r = self.check_pulled(commit, verified, present, bodies, files, scanned)?;
+                tracing::debug!(snapshot = name, elapsed = ?started.elapsed(), "tree and bodies checked");
+                r
+            }
+            None => self.scan(commit, true, verified, present)?,
+        };
+        if !complete {
             return Err(MirrorError::ObjectNotFound {
                 id: format!("{commit} (snapshot {name:?} is incomplete)"),
             });
-        }
-        if let Some((bodies, files)) = bodies {
-            self.check_bodies(commit, bodies, files)?;
-            tracing::debug!(snapshot = name, elapsed = ?started.elapsed(), "tree and bodies checked");
         }
         let bytes =
             self.read_file(commit, SNAPSHOT_META_FILE)?

@@ -3,8 +3,10 @@
 //! store is untrusted, and a body that disagrees with its path would make `restore` create
 //! another object than the plan shows.
 //!
-//! Pure code. The header of canonical YAML is read with a quick line scan; anything else falls
-//! back to the YAML parser.
+//! Pure code. Bodies are read exactly as the restore reads them: canonical YAML by the canonical
+//! reader (without building the document), anything else by the general parser. A cheaper line
+//! scan of the header was not exact: a multi-line quoted scalar could hide a `name:` line that
+//! the parser reads as part of another value.
 
 use serde_json::Value;
 
@@ -23,10 +25,11 @@ pub struct Identity {
     pub namespace: Option<String>,
 }
 
-/// Reads the identity of an object file's body (`None`: not a YAML mapping).
+/// Reads the identity of an object file's body (`None`: not a YAML mapping): exactly what the
+/// restore reads of it ([`super::from_yaml`]).
 pub fn read_identity(body: &[u8]) -> Option<Identity> {
     let text = std::str::from_utf8(body).ok()?;
-    quick_scan(text).or_else(|| {
+    super::yaml_fast::identity(text).or_else(|| {
         let v = super::from_yaml(text).ok()?;
         let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
         let meta = v.get("metadata");
@@ -39,107 +42,106 @@ pub fn read_identity(body: &[u8]) -> Option<Identity> {
     })
 }
 
-/// Canonical YAML: top-level keys unindented, metadata's children indented by two spaces,
-/// plain or quoted scalars. `None` when the text does not look like that.
-fn quick_scan(text: &str) -> Option<Identity> {
-    let mut id = Identity::default();
-    let mut in_meta = false;
-    let mut seen_meta = false;
-    // A key given twice is an error of the parser (duplicate keys), never "the last one wins".
-    let set = |slot: &mut Option<String>, value: &str| -> Option<()> {
-        if slot.is_some() {
-            return None;
-        }
-        *slot = Some(scalar(value)?);
-        Some(())
-    };
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("  ") {
-            if in_meta && !rest.starts_with(' ') {
-                let (key, value) = rest.split_once(':')?;
-                match key {
-                    "name" => set(&mut id.name, value)?,
-                    "namespace" => set(&mut id.namespace, value)?,
-                    _ => {}
-                }
-            }
-            continue;
-        }
-        if line.starts_with(' ') || line.starts_with('#') || line.starts_with('-') {
-            return None;
-        }
-        let (key, value) = line.split_once(':')?;
-        if !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            return None;
-        }
-        in_meta = key == "metadata";
-        match key {
-            "apiVersion" => set(&mut id.api_version, value)?,
-            "kind" => set(&mut id.kind, value)?,
-            "metadata" if !value.trim().is_empty() || seen_meta => return None,
-            "metadata" => seen_meta = true,
-            _ => {}
-        }
-    }
-    // Anything missing: let the parser have the last word.
-    (id.name.is_some() && id.api_version.is_some() && id.kind.is_some()).then_some(id)
-}
-
-/// A plain, double-quoted or single-quoted one-line scalar; `None` for anything else.
-fn scalar(value: &str) -> Option<String> {
-    let v = value.trim();
-    if v.starts_with('"') {
-        return serde_json::from_str::<String>(v).ok();
-    }
-    if let Some(inner) = v.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        return Some(inner.replace("''", "'"));
-    }
-    if v.is_empty() || v.starts_with(['&', '*', '!', '|', '>', '{', '[']) || v.contains(" #") {
-        return None;
-    }
-    Some(v.to_owned())
-}
-
 /// Checks that the body at `path` is the object the path names: same name, namespace (none for
 /// cluster-scoped paths), apiVersion, and `kind` when known. The reason names the field.
 pub fn check_identity(path: &ContentPath, body: &[u8], kind: Option<&str>) -> Result<(), String> {
     let id = read_identity(body).ok_or_else(|| "the body is not a YAML mapping".to_owned())?;
-    let differs = |field: &str, body: Option<&str>, want: &str| {
-        format!(
-            "the body's {field} is {} but the path names {want:?}",
-            body.map_or("missing".to_owned(), |b| format!("{b:?}"))
-        )
-    };
-    if id.name.as_deref() != Some(path.name()) {
-        return Err(differs("metadata.name", id.name.as_deref(), path.name()));
+    compare_identity(path, id.view(), kind)
+}
+
+/// The identity of a body in canonical form, read by the canonical reader without building the
+/// document (`None`: not UTF-8, or not canonical: then [`read_identity`] has the last word).
+pub fn quick_identity(body: &[u8]) -> Option<Identity> {
+    super::yaml_fast::identity(std::str::from_utf8(body).ok()?)
+}
+
+/// An [`Identity`] borrowed (from an [`Identity`] or a compact copy of one).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityView<'a> {
+    /// The body's `apiVersion`.
+    pub api_version: Option<&'a str>,
+    /// The body's `kind`.
+    pub kind: Option<&'a str>,
+    /// The body's `metadata.name`.
+    pub name: Option<&'a str>,
+    /// The body's `metadata.namespace`.
+    pub namespace: Option<&'a str>,
+}
+
+impl Identity {
+    /// The identity, borrowed.
+    pub fn view(&self) -> IdentityView<'_> {
+        IdentityView {
+            api_version: self.api_version.as_deref(),
+            kind: self.kind.as_deref(),
+            name: self.name.as_deref(),
+            namespace: self.namespace.as_deref(),
+        }
     }
-    let namespace = id.namespace.as_deref().filter(|n| !n.is_empty());
-    if namespace != path.namespace() {
-        return Err(match path.namespace() {
-            Some(ns) => differs("metadata.namespace", namespace, ns),
-            None => format!(
-                "the body's metadata.namespace is {:?} but the path names a cluster-scoped object",
-                namespace.unwrap_or_default()
-            ),
-        });
+}
+
+/// [`check_identity`] for an identity already read from the body.
+pub fn compare_identity(
+    path: &ContentPath,
+    id: IdentityView<'_>,
+    kind: Option<&str>,
+) -> Result<(), String> {
+    Expected {
+        name: path.name(),
+        namespace: path.namespace(),
+        api_version: &path.api_version(),
+        kind,
     }
-    let api_version = path.api_version();
-    if id.api_version.as_deref() != Some(api_version.as_str()) {
-        return Err(differs(
-            "apiVersion",
-            id.api_version.as_deref(),
-            &api_version,
-        ));
+    .compare(id)
+}
+
+/// What a path names, for [`Expected::compare`]: its object's name, namespace (`None` for a
+/// cluster-scoped path), apiVersion, and kind when known.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The object's name.
+    pub name: &'a str,
+    /// Its namespace; `None` for a cluster-scoped path.
+    pub namespace: Option<&'a str>,
+    /// `group/version`, or the version for the core group.
+    pub api_version: &'a str,
+    /// The kind, when known.
+    pub kind: Option<&'a str>,
+}
+
+impl Expected<'_> {
+    /// Checks an identity read from a body against what the path names; the reason names the
+    /// field.
+    pub fn compare(&self, id: IdentityView<'_>) -> Result<(), String> {
+        let differs = |field: &str, body: Option<&str>, want: &str| {
+            format!(
+                "the body's {field} is {} but the path names {want:?}",
+                body.map_or("missing".to_owned(), |b| format!("{b:?}"))
+            )
+        };
+        if id.name != Some(self.name) {
+            return Err(differs("metadata.name", id.name, self.name));
+        }
+        let namespace = id.namespace.filter(|n| !n.is_empty());
+        if namespace != self.namespace {
+            return Err(match self.namespace {
+                Some(ns) => differs("metadata.namespace", namespace, ns),
+                None => format!(
+                    "the body's metadata.namespace is {:?} but the path names a cluster-scoped object",
+                    namespace.unwrap_or_default()
+                ),
+            });
+        }
+        if id.api_version != Some(self.api_version) {
+            return Err(differs("apiVersion", id.api_version, self.api_version));
+        }
+        if let Some(kind) = self.kind
+            && id.kind != Some(kind)
+        {
+            return Err(differs("kind", id.kind, kind));
+        }
+        Ok(())
     }
-    if let Some(kind) = kind
-        && id.kind.as_deref() != Some(kind)
-    {
-        return Err(differs("kind", id.kind.as_deref(), kind));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -152,12 +154,18 @@ mod tests {
 
     #[test]
     fn a_key_given_twice_is_left_to_the_parser() {
+        // After the head: the parser refuses the document, so a restore never reads "other".
+        let late = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: ns\nmetadata:\n  name: other\n";
+        assert!(crate::tree::from_yaml(late).is_err());
+        assert_eq!(
+            quick_identity(late.as_bytes()).unwrap().name.as_deref(),
+            Some("cm")
+        );
         for body in [
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: ns\nmetadata:\n  name: other\n",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  name: other\n",
             "apiVersion: v1\nkind: ConfigMap\nkind: Secret\nmetadata:\n  name: cm\n",
         ] {
-            assert_eq!(quick_scan(body), None, "{body}");
+            assert_eq!(quick_identity(body.as_bytes()), None, "{body}");
             // The parser refuses duplicate keys: the body is not an identity at all.
             assert_eq!(read_identity(body.as_bytes()), None, "{body}");
         }
@@ -203,5 +211,49 @@ mod tests {
             Ok(())
         );
         assert!(check_identity(&path("/api/v1/namespaces/a"), b"[1]", None).is_err());
+    }
+
+    #[test]
+    fn a_name_line_inside_a_multi_line_scalar_is_not_the_name() {
+        // The parser reads these `name: victim` lines as part of a quoted scalar spanning lines,
+        // and the name as "other" (from a quoted key): the check must see "other".
+        let victim = path("/api/v1/namespaces/ns/configmaps/victim");
+        for body in [
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  annotations: \"x\n  name: victim\n  y: z\"\n  \"name\": other\n  namespace: ns\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  annotations:\n    a: \"x\n  name: victim\n  y: z\"\n  \"name\": other\n  namespace: ns\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  annotations:\n    a: 'x\n  name: victim\n  y: z'\n  \"name\": other\n  namespace: ns\n",
+        ] {
+            let parsed = crate::tree::from_yaml(body).unwrap();
+            assert_eq!(parsed["metadata"]["name"], "other", "{body}");
+            assert_eq!(quick_identity(body.as_bytes()), None, "{body}");
+            let err = check_identity(&victim, body.as_bytes(), None).unwrap_err();
+            assert!(err.contains("\"other\""), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_canonical_reader_gives_what_the_parser_gives() {
+        for body in [
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: ns\ndata:\n  a: |\n    x\n\n    y\n",
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  finalizers:\n  - a\n  name: sa\n  namespace: ns\nsecrets:\n- name: t\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  labels:\n    name: x\n  name: \"123\"\n",
+            "apiVersion: 1\nkind: Namespace\nmetadata:\n  name: n\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {}\n",
+        ] {
+            // Canonical (the canonical reader reads it), or read by the general parser.
+            let canonical = !body.starts_with("apiVersion: 1");
+            assert_eq!(
+                quick_identity(body.as_bytes()).is_some(),
+                canonical,
+                "{body}"
+            );
+            let fast = read_identity(body.as_bytes()).expect(body);
+            let v = crate::tree::from_yaml(body).unwrap();
+            let s = |v: &Value| v.as_str().map(str::to_owned);
+            assert_eq!(fast.api_version, s(&v["apiVersion"]), "{body}");
+            assert_eq!(fast.kind, s(&v["kind"]), "{body}");
+            assert_eq!(fast.name, s(&v["metadata"]["name"]), "{body}");
+            assert_eq!(fast.namespace, s(&v["metadata"]["namespace"]), "{body}");
+        }
     }
 }

@@ -50,6 +50,119 @@ pub(super) fn to_json(s: &str, out: &mut Vec<u8>) -> Option<()> {
     read(s, &mut sink)
 }
 
+/// The identity fields of a YAML document whose head is canonical: exactly what [`parse`]'s
+/// value (or the general parser's) holds at `apiVersion`, `kind`, `metadata.name` and
+/// `metadata.namespace` (strings only), read without building the value and without reading
+/// past the root entries that hold them (the rest is left to whoever parses the document: if
+/// the parser refuses it, nobody reads an identity from it). `None` when the head is not
+/// canonical (the general parser decides).
+pub(super) fn identity(s: &str) -> Option<super::identity::Identity> {
+    let mut sink = IdentitySink::default();
+    read(s, &mut sink)?;
+    Some(sink.id)
+}
+
+/// Keeps the identity fields only. A duplicate of one of those keys refuses the document, as
+/// the value path does; other duplicates make the value path refuse it too, so no identity
+/// read here ever differs from the value's.
+#[derive(Default)]
+struct IdentitySink {
+    /// Open containers: `Some((kind of mapping, what its current key is))`, `None` for a
+    /// sequence.
+    stack: Vec<Option<(MapKind, Slot)>>,
+    id: super::identity::Identity,
+    /// Identity keys met so far: apiVersion, kind, metadata, name, namespace.
+    met: [bool; 5],
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum MapKind {
+    Root,
+    Metadata,
+    Other,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Slot {
+    Ignored,
+    ApiVersion,
+    Kind,
+    Metadata,
+    Name,
+    Namespace,
+}
+
+impl Sink for IdentitySink {
+    fn begin_map(&mut self) {
+        let kind = match self.stack.last() {
+            None => MapKind::Root,
+            Some(Some((MapKind::Root, Slot::Metadata))) => MapKind::Metadata,
+            Some(_) => MapKind::Other,
+        };
+        self.stack.push(Some((kind, Slot::Ignored)));
+    }
+
+    fn key(&mut self, key: Cow<'_, str>) -> Option<()> {
+        let Some(Some((kind, slot))) = self.stack.last_mut() else {
+            return None;
+        };
+        let (next, flag) = match (*kind, key.as_ref()) {
+            (MapKind::Root, "apiVersion") => (Slot::ApiVersion, 0),
+            (MapKind::Root, "kind") => (Slot::Kind, 1),
+            (MapKind::Root, "metadata") => (Slot::Metadata, 2),
+            (MapKind::Metadata, "name") => (Slot::Name, 3),
+            (MapKind::Metadata, "namespace") => (Slot::Namespace, 4),
+            _ => {
+                *slot = Slot::Ignored;
+                return Some(());
+            }
+        };
+        if std::mem::replace(&mut self.met[flag], true) {
+            return None;
+        }
+        *slot = next;
+        Some(())
+    }
+
+    fn end_map(&mut self) -> Option<()> {
+        self.stack.pop();
+        Some(())
+    }
+
+    fn begin_seq(&mut self) {
+        self.stack.push(None);
+    }
+
+    fn end_seq(&mut self) {
+        self.stack.pop();
+    }
+
+    fn scalar(&mut self, v: Scalar<'_>) {
+        let Some(Some((_, slot))) = self.stack.last() else {
+            return;
+        };
+        let Scalar::Str(text) = v else {
+            return;
+        };
+        let field = match slot {
+            Slot::ApiVersion => &mut self.id.api_version,
+            Slot::Kind => &mut self.id.kind,
+            Slot::Name => &mut self.id.name,
+            Slot::Namespace => &mut self.id.namespace,
+            Slot::Metadata | Slot::Ignored => return,
+        };
+        *field = Some(text.into_owned());
+    }
+
+    fn enough(&self) -> bool {
+        // apiVersion, kind and the whole of metadata read: nothing after them can change what
+        // the parser reads there. A later duplicate of one of those keys, or anything else the
+        // parser refuses, makes it refuse the whole document, so a restore never reads another
+        // identity from it than this one.
+        self.met[..3].iter().all(|m| *m)
+    }
+}
+
 fn read<S: Sink>(s: &str, sink: &mut S) -> Option<()> {
     if s.len() > MAX_BYTES || !s.ends_with('\n') {
         return None;
@@ -60,12 +173,13 @@ fn read<S: Sink>(s: &str, sink: &mut S) -> Option<()> {
         pos: 0,
         nodes: 0,
         sink,
+        stopped: false,
     };
     if r.line_indent() != 0 || r.b.starts_with(b"- ") {
         return None;
     }
     r.map(0, 0)?;
-    (r.pos == r.b.len()).then_some(())
+    (r.stopped || r.pos == r.b.len()).then_some(())
 }
 
 /// A scalar as read.
@@ -89,6 +203,11 @@ trait Sink {
     fn begin_seq(&mut self);
     fn end_seq(&mut self);
     fn scalar(&mut self, v: Scalar<'_>);
+    /// Whether the root entries read so far are all the sink needs: the reader then stops at
+    /// the next root key (see [`identity`]).
+    fn enough(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the `serde_json::Value`.
@@ -342,6 +461,8 @@ struct Reader<'a, 's, S> {
     /// Nodes read so far.
     nodes: usize,
     sink: &'s mut S,
+    /// Stopped early, at a root key, because the sink had enough.
+    stopped: bool,
 }
 
 impl<'a, S: Sink> Reader<'a, '_, S> {
@@ -414,6 +535,13 @@ impl<'a, S: Sink> Reader<'a, '_, S> {
                 return None;
             }
             self.pos += indent;
+            if depth == 0 && self.sink.enough() {
+                // What follows is another root entry: a key, at column 0 (nothing before it is
+                // left open: every scalar read is on one line or a literal block).
+                self.key()?;
+                self.stopped = true;
+                return Some(());
+            }
         }
         self.sink.end_map()
     }

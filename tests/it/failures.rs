@@ -573,22 +573,21 @@ fn git_with_index(data: &DataDir, index: &std::path::Path, args: &[&str]) -> Str
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
-    let cluster = TestCluster::source().await;
-    let store = TestStore::file();
-    let data = DataDir::new();
+/// Snapshots the source cluster into `data` as "s1", then tags "evil" (and "evil2", sharing
+/// its tree but the metadata file) whose one ConfigMap file holds `edit(name, body)` instead of
+/// its body, and pushes both. Returns the file's path.
+fn push_tampered(
+    store: &TestStore,
+    data: &DataDir,
+    kubeconfig: &std::path::Path,
+    edit: impl Fn(&str, &str) -> String,
+) -> String {
     store
-        .run(
-            &data,
-            Some(&cluster.kubeconfig),
-            &["snapshot", "s1", "--no-push"],
-        )
+        .run(data, Some(kubeconfig), &["snapshot", "s1", "--no-push"])
         .ok();
-    // A tampered snapshot "evil": one ConfigMap file whose body names another object.
     let index = data.path().join("tamper-index");
-    git_with_index(&data, &index, &["read-tree", "snapshots/s1"]);
-    let files = git_with_index(&data, &index, &["ls-files"]);
+    git_with_index(data, &index, &["read-tree", "snapshots/s1"]);
+    let files = git_with_index(data, &index, &["ls-files"]);
     let victim = files
         .lines()
         .find(|f| f.contains("/configmaps/"))
@@ -599,7 +598,7 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
         .ok()
         .stdout;
     let name = victim.rsplit('/').next().unwrap().trim_end_matches(".yaml");
-    let tampered = body.replacen(&format!("  name: {name}\n"), "  name: other-name\n", 1);
+    let tampered = edit(name, &body);
     assert_ne!(tampered, body);
     let meta = data
         .git(&["show", "snapshots/s1:.k8s-snap/snapshot.yaml"])
@@ -610,13 +609,9 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
     let stage = |path: &str, text: String| {
         let file = data.path().join("blob");
         std::fs::write(&file, text).unwrap();
-        let blob = git_with_index(
-            &data,
-            &index,
-            &["hash-object", "-w", file.to_str().unwrap()],
-        );
+        let blob = git_with_index(data, &index, &["hash-object", "-w", file.to_str().unwrap()]);
         git_with_index(
-            &data,
+            data,
             &index,
             &[
                 "update-index",
@@ -627,10 +622,10 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
     };
     // Tags the index's tree as snapshot `name`.
     let tag = |name: &str| {
-        let tree = git_with_index(&data, &index, &["write-tree"]);
-        let commit = git_with_index(&data, &index, &["commit-tree", &tree, "-m", name]);
+        let tree = git_with_index(data, &index, &["write-tree"]);
+        let commit = git_with_index(data, &index, &["commit-tree", &tree, "-m", name]);
         git_with_index(
-            &data,
+            data,
             &index,
             &[
                 "update-ref",
@@ -651,12 +646,17 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
         .replacen("name: evil\n", "name: evil2\n", 1);
     stage(".k8s-snap/snapshot.yaml", meta2);
     tag("evil2");
-    store.run(&data, None, &["push", "evil", "evil2"]).ok();
+    store.run(data, None, &["push", "evil", "evil2"]).ok();
+    victim
+}
 
+/// Pulls "evil" then everything into fresh data dirs: refused, naming the file and the field,
+/// and nothing tagged.
+fn assert_tampered_refused(store: &TestStore, victim: &str, field: &str) {
     let fresh = DataDir::new();
     let run = store.run(&fresh, None, &["pull", "evil"]).exit_code(1);
     assert!(
-        run.stderr.contains(&victim) && run.stderr.contains("metadata.name"),
+        run.stderr.contains(victim) && run.stderr.contains(field),
         "names the file and the field: {}",
         run.stderr
     );
@@ -676,6 +676,35 @@ async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
             run.stderr
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_refuses_a_tree_whose_path_and_body_disagree() {
+    let cluster = TestCluster::source().await;
+    let store = TestStore::file();
+    let data = DataDir::new();
+    let victim = push_tampered(&store, &data, &cluster.kubeconfig, |name, body| {
+        body.replacen(&format!("  name: {name}\n"), "  name: other-name\n", 1)
+    });
+    assert_tampered_refused(&store, &victim, "metadata.name");
+}
+
+/// The body is read as the restore reads it: a `name:` line inside a quoted scalar that spans
+/// lines is not the name (the parser reads the quoted key below it), however canonical the
+/// lines around it look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_reads_a_body_as_the_restore_does() {
+    let cluster = TestCluster::source().await;
+    let store = TestStore::file();
+    let data = DataDir::new();
+    let victim = push_tampered(&store, &data, &cluster.kubeconfig, |name, body| {
+        body.replacen(
+            &format!("  name: {name}\n"),
+            &format!("  annotations-x: \"x\n  name: {name}\n  y: z\"\n  \"name\": other-name\n"),
+            1,
+        )
+    });
+    assert_tampered_refused(&store, &victim, "\"other-name\"");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -673,6 +673,53 @@ async fn corrupt_index_pack_and_grace_period() {
     assert_eq!(list_json(&store, &a).len(), 0);
 }
 
+/// A well-formed index from the store that gives two objects each other's place in the pack
+/// (its checksums recomputed) is not trusted: every object was hashed as the pack streamed in,
+/// so the pull sees the index lie, re-indexes the pack itself, and the snapshot arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_that_misplaces_objects_is_not_trusted() {
+    use sha1::{Digest, Sha1};
+    let cluster = TestCluster::source().await;
+    let kc = Some(cluster.kubeconfig.as_path());
+    let store = TestStore::file();
+    let a = DataDir::new();
+    store.run(&a, kc, &["snapshot", "s1"]).ok();
+    let remote = store.open().await;
+    let m = manifest(remote.as_ref()).await;
+    let sha = m.snapshots["s1"].packs[0].clone();
+    let idx_key = k8s_snap::store::manifest::idx_key(&sha);
+    let idx = remote.get(&idx_key).await.unwrap();
+    let mut lying = idx.bytes.clone();
+    let n = u32::from_be_bytes(lying[1028..1032].try_into().unwrap()) as usize;
+    assert!(n >= 2);
+    // Swap the offsets (and CRC-32s) of the first two objects.
+    for table in [8 + 1024 + n * 20, 8 + 1024 + n * 24] {
+        let (x, y) = (table, table + 4);
+        for i in 0..4 {
+            lying.swap(x + i, y + i);
+        }
+    }
+    let end = lying.len() - 20;
+    let sum = Sha1::digest(&lying[..end]);
+    lying[end..].copy_from_slice(&sum);
+    assert_ne!(lying, idx.bytes);
+    remote
+        .put_if_match(&idx_key, lying, Some(&idx.etag))
+        .await
+        .unwrap();
+    let b = DataDir::new();
+    let run = store
+        .run_env(&b, None, &["pull", "s1"], &[("RUST_LOG", "warn")])
+        .ok();
+    assert!(
+        run.stderr.contains("another place") && run.stderr.contains("re-indexing"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tree_id(&b, "s1"), tree_id(&a, "s1"));
+    b.git(&["fsck", "--strict"]).ok();
+}
+
 /// Deleting a snapshot whose objects a newer one no longer uses leaves mostly dead packs;
 /// `gc` repacks the survivors into one pack (above the threshold) and frees the old ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

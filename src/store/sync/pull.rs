@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Result, SyncError, read_manifest};
-use crate::mirror::{MirrorError, ObjectSet, SharedMirror, StageError, StagedPack};
+use crate::mirror::{MirrorError, ObjectSet, Scanned, SharedMirror, StageError, StagedPack};
 use crate::packcodec::StreamDecoder;
 use crate::store::ObjectStore;
 use crate::store::manifest::{Manifest, SnapshotEntry, idx_key, pack_key};
@@ -185,7 +185,11 @@ pub async fn pull(
                     let idx_bytes = idx.len() as u64;
                     let bytes = stored_len(manifest_ref, &sha) + idx_bytes;
                     match tokio::task::spawn_blocking(move || staged.install(&idx)).await {
-                        Ok(Ok(objects)) => Fetched::Installed { bytes, objects },
+                        Ok(Ok((objects, scanned))) => Fetched::Installed {
+                            bytes,
+                            objects,
+                            scanned,
+                        },
                         Ok(Err(StageError::BadIndex(staged, e))) => {
                             tracing::warn!(pack = %sha, "index from the store unusable ({e}); re-indexing");
                             Fetched::Unindexed {
@@ -209,16 +213,24 @@ pub async fn pull(
         })
         .buffer_unordered(FETCH_PARALLELISM);
     let mut present = ObjectSet::default();
+    let mut scanned = Scanned::default();
     let mut installed = 0usize;
     let mut unindexed = Vec::new();
     while let Some((sha, outcome)) = downloads.next().await {
         tracing::debug!(elapsed = ?started.elapsed(), pack = %sha, "pull: pack downloaded");
         match outcome {
-            Fetched::Installed { bytes, objects } => {
+            Fetched::Installed {
+                bytes,
+                objects,
+                scanned: found,
+            } => {
                 report.packs_downloaded += 1;
                 report.bytes_downloaded += bytes;
                 installed += 1;
                 present.extend(objects);
+                if let Some(found) = found {
+                    scanned.extend(found);
+                }
             }
             Fetched::Unindexed { staged, idx_bytes } => {
                 report.packs_downloaded += 1;
@@ -248,7 +260,11 @@ pub async fn pull(
         })
         .await?;
     bad_packs.extend(indexed_bad);
-    tracing::debug!(elapsed = ?started.elapsed(), "pull: packs installed");
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        scanned = scanned.len(),
+        "pull: packs installed"
+    );
     let mut ready = Vec::new();
     for (name, entry) in to_pull {
         let bad: Vec<&String> = entry
@@ -265,7 +281,7 @@ pub async fn pull(
     }
     let (ready, results) = mirror
         .run(move |m| -> Result<_> {
-            let results = m.create_snapshot_tags_checked(&ready, &present);
+            let results = m.create_snapshot_tags_checked(&ready, &present, &scanned);
             Ok((ready, results))
         })
         .await?;
@@ -288,8 +304,13 @@ fn stored_len(manifest: &Manifest, sha: &str) -> u64 {
 
 /// A downloaded pack, as [`pull`] handles it.
 enum Fetched {
-    /// Checked and written into the mirror with its index, which lists `objects`.
-    Installed { bytes: u64, objects: ObjectSet },
+    /// Checked and written into the mirror with its index, which lists `objects`; `scanned`
+    /// when every object was hashed as it streamed in.
+    Installed {
+        bytes: u64,
+        objects: ObjectSet,
+        scanned: Option<Scanned>,
+    },
     /// Checked, but its index was missing or unusable: to index locally.
     Unindexed { staged: StagedPack, idx_bytes: u64 },
     /// Missing, truncated or corrupted (the reason names the pack).

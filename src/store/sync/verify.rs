@@ -180,6 +180,7 @@ async fn deep_verify(
                     .create_snapshot_tags_checked(
                         std::slice::from_ref(&item),
                         &ObjectSet::default(),
+                        &crate::mirror::Scanned::default(),
                     )
                     .pop()
                     .unwrap_or(Ok(false));
