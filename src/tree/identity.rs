@@ -256,4 +256,83 @@ mod tests {
             assert_eq!(fast.namespace, s(&v["metadata"]["namespace"]), "{body}");
         }
     }
+
+    /// Lines of documents that are canonical or nearly so: identity keys at their places or
+    /// not, quoted scalars that close or span lines, literal blocks, sequences, duplicates.
+    fn line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let indent = prop_oneof![Just(""), Just("  "), Just("    "), Just("   ")];
+        let key = prop_oneof![
+            Just("apiVersion"),
+            Just("kind"),
+            Just("metadata"),
+            Just("name"),
+            Just("namespace"),
+            Just("\"name\""),
+            Just("labels"),
+            Just("a"),
+            Just("- name"),
+            Just("-"),
+        ];
+        let value = prop_oneof![
+            Just(""),
+            Just(" v1"),
+            Just(" victim"),
+            Just(" other"),
+            Just(" \"x"),
+            Just(" y\""),
+            Just(" 'x"),
+            Just(" \"q\""),
+            Just(" |"),
+            Just(" 7"),
+            Just(" {}"),
+            Just(" [a]"),
+            Just(" &x a"),
+            Just(" *x"),
+        ];
+        (
+            indent,
+            key,
+            prop_oneof![Just(":"), Just(""), Just(" :")],
+            value,
+        )
+            .prop_map(|(i, k, c, v)| format!("{i}{k}{c}{v}\n"))
+    }
+
+    fn parsed_identity(v: &Value) -> Identity {
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let meta = v.get("metadata");
+        Identity {
+            api_version: s(v.get("apiVersion")),
+            kind: s(v.get("kind")),
+            name: s(meta.and_then(|m| m.get("name"))),
+            namespace: s(meta.and_then(|m| m.get("namespace"))),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Whatever the canonical reader claims is what the parser reads (when the parser
+        /// reads the document at all), and `read_identity` is the parser's reading.
+        #[test]
+        fn the_identity_read_is_the_parsers(
+            named: bool,
+            head in proptest::collection::vec(line(), 0..4),
+            lines in proptest::collection::vec(line(), 0..10),
+        ) {
+            let body = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n{}{}{}",
+                if named { "  name: victim\n" } else { "" },
+                head.concat(),
+                lines.concat()
+            );
+            if let Ok(v) = crate::tree::from_yaml(&body) {
+                let parsed = parsed_identity(&v);
+                if let Some(fast) = quick_identity(body.as_bytes()) {
+                    proptest::prop_assert_eq!(&fast, &parsed, "{}", body);
+                }
+                proptest::prop_assert_eq!(read_identity(body.as_bytes()), Some(parsed), "{}", body);
+            }
+        }
+    }
 }
