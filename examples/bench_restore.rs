@@ -366,7 +366,12 @@ async fn child(
     // the snapshot is in the mirror: reading its tree, then planning and applying. The raw
     // POSTs start with their bodies in memory.
     let (started, cpu) = (Instant::now(), cpu_seconds());
-    let snapshot = restore::load_snapshot(&git_dir, SNAPSHOT)?;
+    // As `restore::prepare` does: the target's discovery starts, then the tree is read on a
+    // blocking thread while it runs.
+    let discovering = restore::Discovering::start(&cluster);
+    let dir = git_dir.clone();
+    let snapshot =
+        tokio::task::spawn_blocking(move || restore::load_snapshot(&dir, SNAPSHOT)).await??;
     let load_seconds = started.elapsed().as_secs_f64();
     let pref = Preference::default();
     let opts = RestoreOptions {
@@ -375,6 +380,8 @@ async fn child(
     };
     match mode {
         "raw-create" => {
+            // The baseline sends no discovery: stop it before anything is timed.
+            drop(discovering);
             // The same bodies the restore would send, namespaces first (they must exist).
             let selections = restore::select(snapshot.objects, &pref, &RuleOptions::default());
             let mut bodies: Vec<(Stage, String, Vec<u8>)> = Vec::new();
@@ -428,7 +435,8 @@ async fn child(
             })
         }
         "restore" => {
-            let (_plan, report) = restore::restore(&cluster, snapshot, &pref, &opts).await?;
+            let (_plan, report) =
+                restore::restore_with(&cluster, snapshot, discovering, &pref, &opts).await?;
             Ok(ChildReport {
                 seconds: started.elapsed().as_secs_f64(),
                 cpu_seconds: cpu_seconds() - cpu,
@@ -444,7 +452,7 @@ async fn child(
                 server_side_diff: mode == "plan-ssd",
                 ..opts
             };
-            let plan = restore::plan(&cluster, snapshot, &pref, &opts).await?;
+            let plan = restore::plan_with(&cluster, snapshot, discovering, &pref, &opts).await?;
             Ok(ChildReport {
                 seconds: started.elapsed().as_secs_f64(),
                 cpu_seconds: cpu_seconds() - cpu,

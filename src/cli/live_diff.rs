@@ -79,7 +79,7 @@ async fn diff_live(
         }
         None => Preference::default(),
     };
-    let (snapshot, cluster) =
+    let (snapshot, cluster, discovering) =
         super::restore::load_and_connect(global, &args.a, args.live.identity.as_deref(), &pref)
             .await?;
     let threads = usize::from(args.live.threads);
@@ -97,7 +97,7 @@ async fn diff_live(
         ..Default::default()
     };
     let planning = async {
-        restore::plan(&cluster, snapshot, &pref, &opts)
+        restore::plan_with(&cluster, snapshot, discovering, &pref, &opts)
             .await
             .with_context(|| format!("comparing snapshot {name:?} with the live cluster"))
     };

@@ -148,7 +148,7 @@ pub struct RestoreArgs {
 async fn prepare(
     global: &GlobalArgs,
     common: &CommonArgs,
-) -> anyhow::Result<(Preference, LoadedSnapshot, Cluster)> {
+) -> anyhow::Result<(Preference, LoadedSnapshot, Cluster, restore::Discovering)> {
     let pref = match &common.preference {
         Some(file) => {
             let text = std::fs::read_to_string(file)
@@ -158,9 +158,9 @@ async fn prepare(
         None => Preference::default(),
     };
     let pref = with_selection_flags(pref, common)?;
-    let (snapshot, cluster) =
+    let (snapshot, cluster, discovering) =
         load_and_connect(global, &common.snapshot, common.identity.as_deref(), &pref).await?;
-    Ok((pref, snapshot, cluster))
+    Ok((pref, snapshot, cluster, discovering))
 }
 
 /// Connects to the target and loads the snapshot (pulled from the store when only there),
@@ -170,7 +170,7 @@ pub(super) async fn load_and_connect(
     name: &str,
     identity: Option<&std::path::Path>,
     pref: &Preference,
-) -> anyhow::Result<(LoadedSnapshot, Cluster)> {
+) -> anyhow::Result<(LoadedSnapshot, Cluster, restore::Discovering)> {
     let git_dir = global.mirror_dir()?;
     let name = name.to_string();
     k8s_snap::mirror::validate_name("snapshot", &name)?;
@@ -179,12 +179,13 @@ pub(super) async fn load_and_connect(
     // Only in the store (another machine took it): `prepare` pulls it first.
     let store = super::store::open_store(global).await?;
     let prepared = restore::prepare(&git_dir, &name, Some(store.as_ref()), &cluster, pref).await?;
+    let discovering = prepared.discovering;
     let mut snapshot = prepared.snapshot;
     let opened = snapshot.open_sealed(identities.as_ref())?;
     if opened > 0 {
         tracing::info!(snapshot = %name, values = opened, "encrypted Secret values opened");
     }
-    Ok((snapshot, cluster))
+    Ok((snapshot, cluster, discovering))
 }
 
 fn options(common: &CommonArgs) -> RestoreOptions {
@@ -196,7 +197,7 @@ fn options(common: &CommonArgs) -> RestoreOptions {
 }
 
 pub async fn plan(global: &GlobalArgs, args: PlanArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let (pref, snapshot, cluster) = prepare(global, &args.common).await?;
+    let (pref, snapshot, cluster, discovering) = prepare(global, &args.common).await?;
     let opts = RestoreOptions {
         diff: args.diff,
         show_secrets: args.show_secrets,
@@ -217,7 +218,7 @@ pub async fn plan(global: &GlobalArgs, args: PlanArgs, out: &mut dyn Write) -> a
         )?),
         None => None,
     };
-    let plan = restore::plan(&cluster, snapshot, &pref, &opts)
+    let plan = restore::plan_with(&cluster, snapshot, discovering, &pref, &opts)
         .await
         .with_context(|| format!("planning the restore of {name:?}"))?;
     if let (Some(file), Some(target)) = (&args.out, target) {
@@ -348,13 +349,13 @@ pub async fn run(
     args: RestoreArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    let (pref, snapshot, cluster) = prepare(global, &args.common).await?;
+    let (pref, snapshot, cluster, discovering) = prepare(global, &args.common).await?;
     let opts = RestoreOptions {
         wait_timeout: std::time::Duration::from_secs(args.wait_timeout),
         ..options(&args.common)
     };
     let name = snapshot.name.clone();
-    let plan = restore::plan(&cluster, snapshot, &pref, &opts)
+    let plan = restore::plan_with(&cluster, snapshot, discovering, &pref, &opts)
         .await
         .with_context(|| format!("restore of {name:?}: planning failed; nothing was created"))?;
     let status = if args.dry_run {
@@ -436,7 +437,7 @@ pub async fn apply(
     let file = PlanFile::parse(&text, &origin)?;
     // The plan's preference selects and maps the snapshot's objects as when it was made.
     let pref = file.preference(&origin)?;
-    let (snapshot, cluster) =
+    let (snapshot, cluster, _discovering) =
         load_and_connect(global, &file.snapshot.name, args.identity.as_deref(), &pref).await?;
     let base = RestoreOptions {
         threads: usize::from(args.threads),

@@ -348,11 +348,11 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         None => None,
     };
     let store_ref = store.as_ref().map(|s| s as &dyn crate::store::ObjectStore);
-    let mut loaded =
+    let (mut loaded, discovering) =
         match crate::restore::prepare(job.git_dir, &snapshot, store_ref, job.target, &preference)
             .await
         {
-            Ok(prepared) => prepared.snapshot,
+            Ok(prepared) => (prepared.snapshot, prepared.discovering),
             Err(e) if e.is_unknown_snapshot() => {
                 return Err(WorkError::SnapshotFileNotFound(Box::new(e)));
             }
@@ -377,9 +377,10 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         .await?;
         return Ok(applied.report.status);
     }
-    let (_plan, report) = crate::restore::restore(
+    let (_plan, report) = crate::restore::restore_with(
         job.target,
         loaded,
+        discovering,
         &preference,
         &crate::restore::RestoreOptions::default(),
     )

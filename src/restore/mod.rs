@@ -242,6 +242,50 @@ fn crd_served_resources(
     out
 }
 
+/// The target's discovery, started before the snapshot's tree is read so that the two overlap
+/// (a plan needs both), and awaited by [`plan_with`]. Dropping it stops its requests.
+#[derive(Debug)]
+pub struct Discovering {
+    task: tokio::task::JoinHandle<Result<Discovered, DiscoveryError>>,
+    server: String,
+}
+
+impl Discovering {
+    /// Starts discovering every API resource `cluster` serves, on its own task.
+    pub fn start(cluster: &Cluster) -> Discovering {
+        let target = cluster.clone();
+        Discovering {
+            task: tokio::spawn(
+                async move { discovery::discover(&target, Versions::All, 8).await }
+                    .in_current_span(),
+            ),
+            server: cluster.server().to_string(),
+        }
+    }
+
+    async fn finish(mut self) -> Result<Discovered, RestoreError> {
+        match (&mut self.task).await {
+            Ok(d) => Ok(d?),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => Err(RestoreError::Discovery(Box::new(DiscoveryError::Request {
+                    what: "the target's API groups".into(),
+                    source: ClusterError::Unreachable {
+                        server: self.server.clone(),
+                        message: format!("discovery task: {e}"),
+                    },
+                }))),
+            },
+        }
+    }
+}
+
+impl Drop for Discovering {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Plans a restore of `snapshot` onto `cluster`: discovery, one LIST per resource concerned
 /// (compared page by page), then the pure planning of [`build_plan`]. Read-only (a server-side
 /// dry run, if asked, writes nothing either). Consumes the snapshot: the restored objects move
@@ -252,6 +296,18 @@ pub async fn plan(
     pref: &Preference,
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
+    plan_with(cluster, snapshot, Discovering::start(cluster), pref, opts).await
+}
+
+/// [`plan`] with the target's discovery already started (by [`prepare()`], while it read the
+/// snapshot's tree).
+pub async fn plan_with(
+    cluster: &Cluster,
+    snapshot: LoadedSnapshot,
+    discovering: Discovering,
+    pref: &Preference,
+    opts: &RestoreOptions,
+) -> Result<Plan, RestoreError> {
     let span = tracing::info_span!("plan", snapshot = %snapshot.name, server = %cluster.server());
     // Never plan (let alone restore) ciphertext as Secret values: fail before any request.
     snapshot.ensure_opened()?;
@@ -259,34 +315,13 @@ pub async fn plan(
         let started = std::time::Instant::now();
         // Discovery (network) runs on its own task while the rules (pure CPU) run here: on a
         // small machine the two overlap instead of adding up.
-        let discovering = {
-            let cluster = cluster.clone();
-            tokio::spawn(
-                async move { discovery::discover(&cluster, Versions::All, 8).await }
-                    .in_current_span(),
-            )
-        };
         let rule_opts = RuleOptions {
             preserve_nodeports: opts.preserve_nodeports,
         };
         let sealed = snapshot.sealed_fields();
         let selected = select(snapshot.objects, pref, &rule_opts);
         tracing::debug!(elapsed = ?started.elapsed(), "rules applied");
-        let discovered = match discovering.await {
-            Ok(d) => d?,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(e) => {
-                    return Err(RestoreError::Discovery(Box::new(DiscoveryError::Request {
-                        what: "the target's API groups".into(),
-                        source: ClusterError::Unreachable {
-                            server: cluster.server().to_string(),
-                            message: format!("discovery task: {e}"),
-                        },
-                    })));
-                }
-            },
-        };
+        let discovered = discovering.finish().await?;
         tracing::debug!(elapsed = ?started.elapsed(), "discovery done");
         plan_with_discovery(cluster, &discovered, selected, pref, opts, sealed).await
     }
@@ -692,8 +727,19 @@ pub async fn restore(
     pref: &Preference,
     opts: &RestoreOptions,
 ) -> Result<(Plan, ApplyReport), RestoreError> {
+    restore_with(cluster, snapshot, Discovering::start(cluster), pref, opts).await
+}
+
+/// [`restore()`] with the target's discovery already started (see [`plan_with`]).
+pub async fn restore_with(
+    cluster: &Cluster,
+    snapshot: LoadedSnapshot,
+    discovering: Discovering,
+    pref: &Preference,
+    opts: &RestoreOptions,
+) -> Result<(Plan, ApplyReport), RestoreError> {
     let name = snapshot.name.clone();
-    let plan = plan(cluster, snapshot, pref, opts).await?;
+    let plan = plan_with(cluster, snapshot, discovering, pref, opts).await?;
     let report = apply_plan(cluster, &name, &plan, opts).await;
     tracing::info!(
         snapshot = %name,

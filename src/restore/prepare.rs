@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::preference::Preference;
 use super::subset::{self, SubsetError};
-use super::{LoadedSnapshot, RestoreError, load_snapshot};
+use super::{Discovering, LoadedSnapshot, RestoreError, load_snapshot};
 use crate::cluster::{Cluster, ClusterError, RetryPolicy};
 use crate::mirror::{MirrorError, SharedMirror};
 use crate::store::ObjectStore;
@@ -92,6 +92,9 @@ pub struct Prepared {
     pub snapshot: LoadedSnapshot,
     /// Whether the snapshot was pulled from the store (it was not in the mirror).
     pub pulled: bool,
+    /// The target's discovery, started while the tree was read: pass it to
+    /// [`super::plan_with`] or [`super::restore_with`].
+    pub discovering: Discovering,
 }
 
 /// Prepares the restore of snapshot `name` from the mirror at `git_dir` onto `target`:
@@ -128,6 +131,8 @@ pub async fn prepare(
             tracing::info!(snapshot = %name, store = %store.describe(), "pulled from the store");
         }
     }
+    // Discovery of the target (network) overlaps the tree's read (CPU, disk).
+    let discovering = Discovering::start(target);
     let (dir, owned) = (git_dir.to_path_buf(), name.to_owned());
     let loaded = tokio::task::spawn_blocking(move || load_snapshot(&dir, &owned))
         .await
@@ -157,5 +162,9 @@ pub async fn prepare(
         .get_json::<serde_json::Value>("/version")
         .await
         .map_err(|source| PrepareError::Unreachable { source })?;
-    Ok(Prepared { snapshot, pulled })
+    Ok(Prepared {
+        snapshot,
+        pulled,
+        discovering,
+    })
 }

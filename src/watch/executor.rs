@@ -118,10 +118,15 @@ impl EngineExecutor {
         if opened > 0 {
             tracing::info!(request = %request.name, values = opened, "encrypted values opened");
         }
-        let (plan, report) =
-            crate::restore::restore(&cluster, snapshot, &preference, &self.options)
-                .await
-                .map_err(|e| e.to_string())?;
+        let (plan, report) = crate::restore::restore_with(
+            &cluster,
+            snapshot,
+            prepared.discovering,
+            &preference,
+            &self.options,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         for w in &report.warnings {
             tracing::warn!(request = %request.name, "{w}");
         }
