@@ -291,7 +291,7 @@ fn kind_of(type_code: u8) -> std::result::Result<Option<ObjectType>, String> {
 }
 
 /// An entry header's type code, the object size it gives, and the header's length.
-fn entry_header(raw: &[u8]) -> std::result::Result<(u8, u64, usize), String> {
+pub(super) fn entry_header(raw: &[u8]) -> std::result::Result<(u8, u64, usize), String> {
     let mut i = 0usize;
     let first = *raw.first().ok_or("an empty entry")?;
     let type_code = (first >> 4) & 7;

@@ -227,8 +227,10 @@ impl PackScanner {
     fn entry(&mut self, raw: &[u8]) {
         let offset = self.offset;
         self.offset += raw.len() as u64;
-        let parsed = entry_header(raw).and_then(|(code, size, at)| {
+        let parsed = super::packread::entry_header(raw).and_then(|(code, size, at)| {
             let kind = kind_of(code).ok_or_else(|| format!("an entry of type {code}"))?;
+            let size =
+                usize::try_from(size).map_err(|_| "an entry larger than memory".to_owned())?;
             let data = super::packread::stored_blocks(&raw[at..], size)
                 .ok_or_else(|| format!("a corrupt entry at offset {offset}"))?;
             Ok((kind, data))
@@ -317,28 +319,6 @@ fn kind_of(code: u8) -> Option<ObjectType> {
         4 => Some(ObjectType::Tag),
         _ => None,
     }
-}
-
-/// The type code, size and header length of an entry (`Err` when the header is incomplete
-/// or overflows).
-fn entry_header(raw: &[u8]) -> Result<(u8, usize, usize), String> {
-    let first = *raw.first().ok_or("an empty entry")?;
-    let code = (first >> 4) & 0x07;
-    let mut size = u64::from(first & 0x0f);
-    let mut shift = 4u32;
-    let mut i = 0usize;
-    let mut byte = first;
-    while byte & 0x80 != 0 {
-        i += 1;
-        byte = *raw.get(i).ok_or("a truncated entry header")?;
-        if shift > 57 {
-            return Err("an entry size that overflows".into());
-        }
-        size |= u64::from(byte & 0x7f) << shift;
-        shift += 7;
-    }
-    let size = usize::try_from(size).map_err(|_| "an entry larger than memory".to_owned())?;
-    Ok((code, size, i + 1))
 }
 
 /// How far the entry at the start of `raw` extends: its header, a zlib header, stored deflate

@@ -194,6 +194,18 @@ impl<'k> DirPaths<'k> {
 }
 
 impl Mirror {
+    /// The tree of `commit`, or `None` when the object database does not have the commit.
+    fn commit_tree_id(&self, odb: &git2::Odb<'_>, commit: &CommitId) -> Result<Option<Oid>> {
+        if !odb.exists(commit.oid()) {
+            return Ok(None);
+        }
+        let c = self
+            .repo
+            .find_commit(commit.oid())
+            .ctx(|| format!("reading commit {commit}"))?;
+        Ok(Some(c.tree_id()))
+    }
+
     /// One walk of a commit's tree from a store (untrusted): complete (`Ok(false)` at the first
     /// missing object), every path one k8s-snap could have written, and every object file holding
     /// the object its path names (name, namespace, apiVersion, and kind from
@@ -225,16 +237,10 @@ impl Mirror {
                 context: format!("reading commit {commit}"),
                 source: std::io::Error::other("a commit without a tree"),
             })?,
-            None => {
-                if !odb.exists(commit.oid()) {
-                    return Ok(false);
-                }
-                let c = self
-                    .repo
-                    .find_commit(commit.oid())
-                    .ctx(|| format!("reading commit {commit}"))?;
-                key(&c.tree_id())
-            }
+            None => match self.commit_tree_id(&odb, commit)? {
+                Some(tree) => key(&tree),
+                None => return Ok(false),
+            },
         };
         // The kinds, read first so that bodies are checked during the walk; an error reading
         // them is reported only if the walk finds the tree complete (a missing object is not
@@ -1058,19 +1064,15 @@ impl Mirror {
             .repo
             .odb()
             .ctx(|| "opening the object database".into())?;
-        if !odb.exists(commit.oid()) {
+        let Some(root) = self.commit_tree_id(&odb, commit)? else {
             return Ok(false);
-        }
-        let c = self
-            .repo
-            .find_commit(commit.oid())
-            .ctx(|| format!("reading commit {commit}"))?;
+        };
         let mut seen = OidSet::default();
         // A path is valid when each of its segments is, so a tree is checked once whatever its
         // path.
         let mut stack: Vec<Oid> = Vec::new();
-        if !verified.contains(&key(&c.tree_id())) && seen.insert(key(&c.tree_id())) {
-            stack.push(c.tree_id());
+        if !verified.contains(&key(&root)) && seen.insert(key(&root)) {
+            stack.push(root);
         }
         let ctx = Walk {
             commit,
