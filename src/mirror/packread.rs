@@ -279,7 +279,8 @@ pub(super) fn entry_kind(raw: &[u8]) -> std::result::Result<Option<ObjectType>, 
     kind_of(type_code)
 }
 
-fn kind_of(type_code: u8) -> std::result::Result<Option<ObjectType>, String> {
+/// The kind of a whole object's entry type code; `None` for a delta.
+pub(super) fn kind_of(type_code: u8) -> std::result::Result<Option<ObjectType>, String> {
     Ok(Some(match type_code {
         1 => ObjectType::Commit,
         2 => ObjectType::Tree,

@@ -228,7 +228,7 @@ impl PackScanner {
         let offset = self.offset;
         self.offset += raw.len() as u64;
         let parsed = super::packread::entry_header(raw).and_then(|(code, size, at)| {
-            let kind = kind_of(code).ok_or_else(|| format!("an entry of type {code}"))?;
+            let kind = super::packread::kind_of(code)?.ok_or("a delta entry")?;
             let size =
                 usize::try_from(size).map_err(|_| "an entry larger than memory".to_owned())?;
             let data = super::packread::stored_blocks(&raw[at..], size)
@@ -291,7 +291,7 @@ impl PackScanner {
             if *id != listed {
                 return Err(format!(
                     "the index lists object {} that the pack does not hold",
-                    hex(&listed)
+                    hex::encode(listed)
                 ));
             }
             if super::packread::idx_offset(idx, n, i) != *offset
@@ -299,25 +299,11 @@ impl PackScanner {
             {
                 return Err(format!(
                     "the index gives object {} another place in the pack",
-                    hex(id)
+                    hex::encode(id)
                 ));
             }
         }
         Ok(Some(self.found))
-    }
-}
-
-fn hex(id: &[u8; 20]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn kind_of(code: u8) -> Option<ObjectType> {
-    match code {
-        1 => Some(ObjectType::Commit),
-        2 => Some(ObjectType::Tree),
-        3 => Some(ObjectType::Blob),
-        4 => Some(ObjectType::Tag),
-        _ => None,
     }
 }
 
@@ -332,12 +318,10 @@ fn span(raw: &[u8]) -> Span {
             Span::Need(raw.len() + 1)
         };
     };
-    let code = (raw[0] >> 4) & 0x07;
-    if kind_of(code).is_none() {
-        return Span::Unsupported(match code {
-            6 | 7 => "a delta entry".into(),
-            _ => format!("an entry of type {code}"),
-        });
+    match super::packread::kind_of((raw[0] >> 4) & 0x07) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Span::Unsupported("a delta entry".into()),
+        Err(reason) => return Span::Unsupported(reason),
     }
     let zlib = last + 1;
     let Some(head) = raw.get(zlib..zlib + 2) else {
