@@ -285,8 +285,8 @@ impl Mirror {
                     if obj.kind() != ObjectType::Tree {
                         return Ok(false);
                     }
-                    owned = obj.data().to_vec();
-                    &owned
+                    owned = obj;
+                    owned.data()
                 }
             };
             // What this directory's object files name, computed at the first one.
@@ -551,15 +551,12 @@ impl<'r> Kinds<'r> {
 
 /// The tree a commit's content names (its first line, `tree <hex>`).
 fn commit_tree(data: &[u8]) -> Option<[u8; 20]> {
-    let hex = data.strip_prefix(b"tree ")?.get(..40)?;
+    let text = data.strip_prefix(b"tree ")?.get(..40)?;
     if data.get(45) != Some(&b'\n') {
         return None;
     }
     let mut id = [0u8; 20];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        id[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
+    hex::decode_to_slice(text, &mut id).ok()?;
     Some(id)
 }
 
