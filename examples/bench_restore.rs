@@ -8,8 +8,10 @@
 //! `empty` emulator served from this process. The restore and the plan are timed from the start
 //! of the call with the snapshot in the mirror: reading its tree (reported as a part), then
 //! planning and applying, what `k8s-snap restore` pays; the raw POSTs start with their bodies in
-//! memory. Each child also reports its CPU time (user + system), steadier than wall time on a
-//! shared machine. `--load-only` times just the tree read. The threads comparison
+//! memory. The raw POSTs and the restores alternate, and so do the raw LISTs and the plans, so
+//! that both sides of a ratio meet the machine in the same state; each side is the best of
+//! `--repeat` runs. Each child also reports its CPU time (user + system), steadier than wall
+//! time on a shared machine. `--load-only` times just the tree read. The threads comparison
 //! injects a per-POST latency into the emulator (a fault rule) to model a real API server's
 //! round trip; the output says so. The last line is `restore/raw-create ratio: X.XX`.
 
@@ -195,13 +197,33 @@ async fn parent(
     // fresh empty target.
     let best = |a: ChildReport, b: ChildReport| if b.seconds < a.seconds { b } else { a };
 
-    // 1. Raw POSTs of the restorable objects into an empty target.
+    // 1. Raw POSTs of the restorable objects into an empty target, and 2. the restore (plan +
+    //    staged apply with waits) into another empty target: the runs alternate (raw,
+    //    restore, raw, restore, ...), so that both sides see the machine in the same state
+    //    (a shared machine drifts over a run; three raw runs then three restores let the drift
+    //    count for one side).
     let mut raw: Option<ChildReport> = None;
-    for i in 0..if plan_only { 0 } else { repeat } {
-        let (b1, kc1) = empty_target(tmp.path(), &format!("raw-{i}")).await?;
-        let r = run_child("raw-create", &kc1, threads)?;
-        b1.shutdown().await;
-        raw = Some(match raw {
+    let mut rs: Option<ChildReport> = None;
+    let mut populated = None;
+    for i in 0..repeat {
+        if !plan_only {
+            let (b1, kc1) = empty_target(tmp.path(), &format!("raw-{i}")).await?;
+            let r = run_child("raw-create", &kc1, threads)?;
+            b1.shutdown().await;
+            raw = Some(match raw {
+                Some(prev) => best(prev, r),
+                None => r,
+            });
+        }
+        let (b2, kc2) = empty_target(tmp.path(), &format!("restore-{i}")).await?;
+        let r = run_child("restore", &kc2, threads)?;
+        if r.failed > 0 {
+            bail!("the restore had {} failures", r.failed);
+        }
+        if let Some((old, _)) = populated.replace((b2, kc2)) {
+            kube_emulator::EmulatorHandle::shutdown(old).await;
+        }
+        rs = Some(match rs {
             Some(prev) => best(prev, r),
             None => r,
         });
@@ -215,24 +237,6 @@ async fn parent(
             raw.objects as f64 / raw.seconds,
             raw.cpu_seconds
         );
-    }
-
-    // 2. The restore (plan + staged apply with waits) into another empty target.
-    let mut rs: Option<ChildReport> = None;
-    let mut populated = None;
-    for i in 0..repeat {
-        let (b2, kc2) = empty_target(tmp.path(), &format!("restore-{i}")).await?;
-        let r = run_child("restore", &kc2, threads)?;
-        if r.failed > 0 {
-            bail!("the restore had {} failures", r.failed);
-        }
-        if let Some((old, _)) = populated.replace((b2, kc2)) {
-            kube_emulator::EmulatorHandle::shutdown(old).await;
-        }
-        rs = Some(match rs {
-            Some(prev) => best(prev, r),
-            None => r,
-        });
     }
     let rs = rs.context("--repeat must be at least 1")?;
     let (b2, kc2) = populated.context("a populated target")?;
