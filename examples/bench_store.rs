@@ -24,6 +24,10 @@
     reason = "examples and benchmarks print their results and stop on setup errors"
 )]
 
+/// The allocator of the `k8s-snap` binary, so that times are what it pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/mod.rs"]
 mod common;
 
