@@ -737,7 +737,13 @@ fn integer(s: &str) -> Option<Number> {
 
 /// Text the emitter writes raw in a literal block: no special characters (tabs aside).
 fn literal_text_ok(s: &str) -> bool {
-    if s.bytes().all(|c| (0x20..0x7f).contains(&c) || c == b'\t') {
+    // Printable ASCII and tabs, tested 32 bytes at a time without an early exit inside a block
+    // (so that the compiler tests a block with vector instructions).
+    let printable = |c: u8| (0x20..0x7f).contains(&c) || c == b'\t';
+    if s.as_bytes()
+        .chunks(32)
+        .all(|block| block.iter().fold(true, |ok, &c| ok & printable(c)))
+    {
         return true;
     }
     s.chars()
@@ -794,6 +800,16 @@ fn double_quoted(line: &str) -> Option<(String, usize)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    proptest::proptest! {
+        /// The block-wise test of literal text decides as the character-wise definition, for
+        /// texts spanning several 32-byte blocks.
+        #[test]
+        fn literal_text_ok_matches_its_definition(s in "[a \t~\u{7f}\u{1}]{0,100}|[a \t\n\u{7f}\u{85}\u{1}~é\u{2028}]{0,100}") {
+            let defined = s.chars().all(|c| c == '\t' || (!is_special_char(c) && c != '\n'));
+            proptest::prop_assert_eq!(literal_text_ok(&s), defined, "{:?}", s);
+        }
+    }
 
     fn general(s: &str) -> Option<Value> {
         super::super::yaml::from_yaml_general(s).ok()
