@@ -84,6 +84,18 @@ pub(super) struct Location {
     pub(super) crc32: u32,
 }
 
+impl Location {
+    /// Whether `other` is in the same pack.
+    pub(super) fn same_pack(&self, other: &Location) -> bool {
+        self.pack == other.pack
+    }
+
+    /// The offset just after the entry.
+    pub(super) fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
 /// An entry read from a pack.
 #[derive(Debug)]
 pub(super) enum Entry<'a> {
@@ -200,6 +212,31 @@ impl PackFiles {
             offset,
             len: end - offset,
             crc32: idx_crc32(&p.idx, p.count, i),
+        })
+    }
+
+    /// Reads the bytes of a pack from the start of the entry `first` to the end of the entry
+    /// `last` (both in that pack, `last` ending after `first` starts) into `buf`, in one
+    /// positioned read.
+    pub(super) fn read_span(
+        &self,
+        first: Location,
+        last: Location,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let p = &self.packs[first.pack];
+        let len = last
+            .end()
+            .checked_sub(first.offset)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| MirrorError::Io {
+                context: format!("reading {}", p.path.display()),
+                source: std::io::Error::other("entries out of order"),
+            })?;
+        buf.clear();
+        buf.resize(len, 0);
+        io_ctx(p.file.read_exact_at(buf, first.offset), || {
+            format!("reading {} at offset {}", p.path.display(), first.offset)
         })
     }
 
