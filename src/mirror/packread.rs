@@ -224,33 +224,29 @@ impl PackFiles {
         last: Location,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        let p = &self.packs[first.pack];
-        let len = last
-            .end()
-            .checked_sub(first.offset)
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| MirrorError::Io {
-                context: format!("reading {}", p.path.display()),
-                source: std::io::Error::other("entries out of order"),
-            })?;
-        buf.clear();
-        buf.resize(len, 0);
-        io_ctx(p.file.read_exact_at(buf, first.offset), || {
-            format!("reading {} at offset {}", p.path.display(), first.offset)
-        })
+        let len = last.end().checked_sub(first.offset);
+        self.read_at(first.pack, first.offset, len, buf)
     }
 
     /// Reads the raw bytes of an entry (header and zlib stream) into `buf`.
     pub(super) fn read_raw(&self, at: Location, buf: &mut Vec<u8>) -> Result<()> {
-        let p = &self.packs[at.pack];
-        let len = usize::try_from(at.len).map_err(|_| MirrorError::Io {
-            context: format!("reading {}", p.path.display()),
-            source: std::io::Error::other("an entry larger than memory"),
-        })?;
+        self.read_at(at.pack, at.offset, Some(at.len), buf)
+    }
+
+    /// Reads `len` bytes of pack `pack` at `offset` into `buf` (`None`: entries out of order).
+    fn read_at(&self, pack: usize, offset: u64, len: Option<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        let p = &self.packs[pack];
+        let len = len
+            .ok_or("entries out of order")
+            .and_then(|n| usize::try_from(n).map_err(|_| "an entry larger than memory"))
+            .map_err(|reason| MirrorError::Io {
+                context: format!("reading {}", p.path.display()),
+                source: std::io::Error::other(reason),
+            })?;
         buf.clear();
         buf.resize(len, 0);
-        io_ctx(p.file.read_exact_at(buf, at.offset), || {
-            format!("reading {} at offset {}", p.path.display(), at.offset)
+        io_ctx(p.file.read_exact_at(buf, offset), || {
+            format!("reading {} at offset {offset}", p.path.display())
         })
     }
 }
