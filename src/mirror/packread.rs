@@ -84,18 +84,6 @@ pub(super) struct Location {
     pub(super) crc32: u32,
 }
 
-impl Location {
-    /// Whether `other` is in the same pack.
-    pub(super) fn same_pack(&self, other: &Location) -> bool {
-        self.pack == other.pack
-    }
-
-    /// The offset just after the entry.
-    pub(super) fn end(&self) -> u64 {
-        self.offset.saturating_add(self.len)
-    }
-}
-
 /// An entry read from a pack.
 #[derive(Debug)]
 pub(super) enum Entry<'a> {
@@ -215,38 +203,17 @@ impl PackFiles {
         })
     }
 
-    /// Reads the bytes of a pack from the start of the entry `first` to the end of the entry
-    /// `last` (both in that pack, `last` ending after `first` starts) into `buf`, in one
-    /// positioned read.
-    pub(super) fn read_span(
-        &self,
-        first: Location,
-        last: Location,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        let len = last.end().checked_sub(first.offset);
-        self.read_at(first.pack, first.offset, len, buf)
-    }
-
     /// Reads the raw bytes of an entry (header and zlib stream) into `buf`.
     pub(super) fn read_raw(&self, at: Location, buf: &mut Vec<u8>) -> Result<()> {
-        self.read_at(at.pack, at.offset, Some(at.len), buf)
-    }
-
-    /// Reads `len` bytes of pack `pack` at `offset` into `buf` (`None`: entries out of order).
-    fn read_at(&self, pack: usize, offset: u64, len: Option<u64>, buf: &mut Vec<u8>) -> Result<()> {
-        let p = &self.packs[pack];
-        let len = len
-            .ok_or("entries out of order")
-            .and_then(|n| usize::try_from(n).map_err(|_| "an entry larger than memory"))
-            .map_err(|reason| MirrorError::Io {
-                context: format!("reading {}", p.path.display()),
-                source: std::io::Error::other(reason),
-            })?;
+        let p = &self.packs[at.pack];
+        let len = usize::try_from(at.len).map_err(|_| MirrorError::Io {
+            context: format!("reading {}", p.path.display()),
+            source: std::io::Error::other("an entry larger than memory"),
+        })?;
         buf.clear();
         buf.resize(len, 0);
-        io_ctx(p.file.read_exact_at(buf, offset), || {
-            format!("reading {} at offset {offset}", p.path.display())
+        io_ctx(p.file.read_exact_at(buf, at.offset), || {
+            format!("reading {} at offset {}", p.path.display(), at.offset)
         })
     }
 }
@@ -261,16 +228,25 @@ pub(super) struct WindowReader<'f> {
     pack: usize,
     start: u64,
     buf: Vec<u8>,
+    /// Bytes a read takes at most (more for an entry longer than that).
+    window: u64,
 }
 
 impl<'f> WindowReader<'f> {
-    /// A reader with an empty window.
+    /// A reader with an empty window of [`WINDOW`] bytes.
     pub(super) fn new(files: &'f PackFiles) -> WindowReader<'f> {
+        WindowReader::with_window(files, WINDOW)
+    }
+
+    /// A reader whose reads take at most `window` bytes (a caller that visits a few entries
+    /// lying together reads just those).
+    pub(super) fn with_window(files: &'f PackFiles, window: u64) -> WindowReader<'f> {
         WindowReader {
             files,
             pack: usize::MAX,
             start: 0,
             buf: Vec::new(),
+            window,
         }
     }
 
@@ -283,7 +259,7 @@ impl<'f> WindowReader<'f> {
         if !inside {
             let p = &self.files.packs[at.pack];
             let data_end = p.bounds.last().copied().unwrap_or(end).max(end);
-            let len = (data_end - at.offset).min(WINDOW).max(at.len);
+            let len = (data_end - at.offset).min(self.window).max(at.len);
             let len = usize::try_from(len).map_err(|_| MirrorError::Io {
                 context: format!("reading {}", p.path.display()),
                 source: std::io::Error::other("an entry larger than memory"),

@@ -7,8 +7,9 @@
 //! that reading and parsing use every core. Results come back in git tree order. A blob that
 //! is an undeltified entry of a pack (snapshot packs, pulled store packs) is read straight from
 //! the pack file (`packread`: its content hashed against its id with the CPU's SHA extensions
-//! instead of libgit2's slower collision-detecting SHA-1), the entries of a chunk in one
-//! positioned read when they lie together in one pack, as a snapshot writes them.
+//! instead of libgit2's slower collision-detecting SHA-1), the entries of a chunk through a
+//! window of their size (`packread::WindowReader`): one positioned read when they lie together
+//! in one pack, as a snapshot writes them.
 //!
 //! Owns: that fan-out. Must not touch: what the files mean (the caller's function), writing.
 
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use git2::{ObjectType, Oid, Repository};
 
-use super::packread::{Entry, Location, PackFiles, parse_entry};
+use super::packread::{Entry, Location, PackFiles, WindowReader, parse_entry};
 use super::{CommitId, GitContext, Mirror, MirrorError, Result, names};
 
 /// Files per unit of work handed to a thread.
@@ -64,30 +65,17 @@ impl Mirror {
         let packs = PackFiles::open(&self.git_dir)?;
         let read_chunk = |repo: &Repository, chunk: &[(String, Oid)]| -> Result<MapResult<T, E>> {
             let mut out = Vec::with_capacity(chunk.len());
-            let mut raw = Vec::new();
             let located: Vec<Option<Location>> =
                 chunk.iter().map(|(_, oid)| packs.locate(*oid)).collect();
             // A chunk's entries lie together in one pack when a snapshot wrote them (in tree
-            // order): one positioned read for all of them instead of one per entry.
-            let mut window = Vec::new();
-            let span = chunk_span(&located);
-            if let Some((first, last)) = span {
-                packs.read_span(first, last, &mut window)?;
-            }
+            // order): a window of their size reads them in one positioned read instead of one
+            // per entry.
+            let size = located.iter().flatten().map(|at| at.len).sum::<u64>();
+            let mut window = WindowReader::with_window(&packs, size);
             for ((path, oid), at) in chunk.iter().zip(&located) {
                 let mut fast = None;
                 if let Some(at) = *at {
-                    let in_window = span.and_then(|(first, _)| {
-                        let from = usize::try_from(at.offset.checked_sub(first.offset)?).ok()?;
-                        window.get(from..from.checked_add(usize::try_from(at.len).ok()?)?)
-                    });
-                    let bytes = match in_window {
-                        Some(bytes) => bytes,
-                        None => {
-                            packs.read_raw(at, &mut raw)?;
-                            &raw
-                        }
-                    };
+                    let bytes = window.entry(at)?;
                     if let Ok(entry) = parse_entry(bytes)
                         && entry.verified(ObjectType::Blob, *oid)
                         && let Entry::Whole { data, .. } = entry
@@ -191,32 +179,3 @@ impl Mirror {
         Ok(Ok(out))
     }
 }
-
-/// The first and last entries of `located` when all of them are in one pack and read
-/// together wastes little: the bytes from the first to the end of the last are at most twice
-/// the entries' own bytes plus [`SPAN_SLACK`].
-fn chunk_span(located: &[Option<Location>]) -> Option<(Location, Location)> {
-    let mut first: Option<Location> = None;
-    let mut last: Option<Location> = None;
-    let mut bytes = 0u64;
-    for at in located {
-        let at = (*at)?;
-        if first.is_some_and(|f| !f.same_pack(&at)) {
-            return None;
-        }
-        bytes = bytes.saturating_add(at.len);
-        if first.is_none_or(|f| at.offset < f.offset) {
-            first = Some(at);
-        }
-        if last.is_none_or(|l| at.end() > l.end()) {
-            last = Some(at);
-        }
-    }
-    let (first, last) = (first?, last?);
-    let span = last.end().checked_sub(first.offset)?;
-    (located.len() > 1 && span <= bytes.saturating_mul(2).saturating_add(SPAN_SLACK))
-        .then_some((first, last))
-}
-
-/// Bytes between a chunk's entries that a read of the whole chunk may also read.
-const SPAN_SLACK: u64 = 64 << 10;
