@@ -437,7 +437,7 @@ pub async fn apply(
     let file = PlanFile::parse(&text, &origin)?;
     // The plan's preference selects and maps the snapshot's objects as when it was made.
     let pref = file.preference(&origin)?;
-    let (snapshot, cluster, _discovering) =
+    let (snapshot, cluster, discovering) =
         load_and_connect(global, &file.snapshot.name, args.identity.as_deref(), &pref).await?;
     let base = RestoreOptions {
         threads: usize::from(args.threads),
@@ -445,10 +445,17 @@ pub async fn apply(
         ..Default::default()
     };
     let name = snapshot.name.clone();
-    let applied =
-        plan_file::apply_reviewed(&cluster, snapshot, &file, &origin, args.allow_stale, &base)
-            .await
-            .with_context(|| format!("apply {origin}"))?;
+    let applied = plan_file::apply_reviewed(
+        &cluster,
+        snapshot,
+        discovering,
+        &file,
+        &origin,
+        args.allow_stale,
+        &base,
+    )
+    .await
+    .with_context(|| format!("apply {origin}"))?;
     for line in &applied.stale {
         tracing::warn!("changed since the plan was made (--allow-stale): {line}");
     }

@@ -368,6 +368,7 @@ pub(crate) async fn run_restore(job: RestoreJob<'_>) -> Result<RestoreStatus, Wo
         let applied = crate::restore::plan_file::apply_reviewed(
             job.target,
             loaded,
+            discovering,
             file,
             origin,
             false,

@@ -377,12 +377,14 @@ pub struct ReviewedApply {
 }
 
 /// Applies the plan file `file` (`origin` names it) of `snapshot` onto `cluster`: plans again
-/// with the file's preference and options, and writes only when the snapshot's commit, the
+/// with the file's preference and options (`discovering`: the target's discovery, started by
+/// [`super::prepare()`] while it read the tree), and writes only when the snapshot's commit, the
 /// target and every decision are unchanged — else returns [`ReviewedError::Stale`] naming what
 /// changed, having written nothing. `allow_stale` applies the fresh plan instead.
 pub async fn apply_reviewed(
     cluster: &Cluster,
     snapshot: LoadedSnapshot,
+    discovering: super::Discovering,
     file: &PlanFile,
     origin: &str,
     allow_stale: bool,
@@ -401,7 +403,7 @@ pub async fn apply_reviewed(
         .map_err(|e| ReviewedError::Target(Box::new(e)))?;
     let name = snapshot.name.clone();
     let commit = snapshot.commit.clone();
-    let fresh = super::plan(cluster, snapshot, &pref, &opts).await?;
+    let fresh = super::plan_with(cluster, snapshot, discovering, &pref, &opts).await?;
     let stale = stale_lines(file, &commit, &target, &fresh);
     if !stale.is_empty() && !allow_stale {
         return Err(ReviewedError::Stale(stale));
