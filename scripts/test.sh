@@ -15,6 +15,24 @@ if ! python3 -c 'import moto.server, flask' >/dev/null 2>&1; then
   pip_install || pip_install --user || pip_install --user --break-system-packages
 fi
 
+# The style gates first (they fail in seconds to minutes, before the long runs): formatting,
+# clippy with warnings as errors, and the API docs with their intra-doc links checked. A
+# toolchain without rustfmt/clippy skips that gate with a message instead of failing.
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "== cargo fmt --check =="
+  cargo fmt --all --check
+else
+  echo "== cargo fmt --check: skipped (rustfmt is not installed) =="
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  echo "== cargo clippy (warnings are errors) =="
+  cargo clippy --workspace --locked --all-targets --features k8s-snap/failpoints -- -D warnings
+else
+  echo "== cargo clippy: skipped (clippy is not installed) =="
+fi
+echo "== cargo doc (broken or private intra-doc links are errors) =="
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --locked --no-deps --features k8s-snap/failpoints
+
 # `failpoints`: the test-only fault injection the crash tests need (off in release builds).
 echo "== cargo test (workspace) =="
 cargo test --workspace --locked --all-targets --no-fail-fast --features k8s-snap/failpoints

@@ -115,7 +115,7 @@ impl ApiResourceInfo {
 pub enum Versions {
     /// The server-preferred resources (snapshots): each group's preferred version, plus the
     /// resources served only in other versions at their highest-priority version
-    /// ([`preferred_resources`]).
+    /// (`preferred_resources`).
     Preferred,
     /// Every served version (restores: a snapshot may hold an older version).
     All,

@@ -259,7 +259,7 @@ pub struct RestoreSpec {
 
 impl RestoreSpec {
     /// The Snapshot to restore: `snapshotName` or `backupName` (see
-    /// [`crate::restore::snapshot_name_of`]); the error names the field at fault.
+    /// `restore::snapshot_name_of`); the error names the field at fault.
     pub fn snapshot(&self) -> Result<&str, crate::restore::SnapshotNameError> {
         crate::restore::snapshot_name_of(&self.snapshot_name, &self.backup_name)
     }
@@ -592,7 +592,7 @@ pub fn set_finished(
     }
 }
 
-/// Cuts a status list to [`STATUS_LIST_MAX`]; returns whether it was cut.
+/// Cuts a status list to `STATUS_LIST_MAX`; returns whether it was cut.
 pub fn cap_list(list: &mut Option<Vec<String>>) -> bool {
     match list {
         Some(l) if l.len() > STATUS_LIST_MAX => {

@@ -3,7 +3,7 @@
 //! (168h) and deletion of expired Restore CRs. A Restore that cannot start (no snapshot name,
 //! an unknown ObjectstoreConfig or RestorePreference, a missing Secret, a malformed
 //! kubeconfig) is `Failed` at once with a reason naming the spec field and a Warning Event.
-//! The restore itself is [`super::work::run_restore`].
+//! The restore itself is `work::run_restore`.
 //!
 //! Owns: Restore status transitions, capping its lists. Must not touch: the target cluster
 //! directly, the store.

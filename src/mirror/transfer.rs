@@ -698,7 +698,7 @@ impl Walk<'_> {
 /// The index is checked structurally first: version 2, its own SHA-1 trailer, the pack
 /// checksum it records equal to the pack's trailer, the object count equal to the pack
 /// header's, and its object ids sorted and unique. Object contents stay protected by libgit2's
-/// hash verification on every read; [`Mirror::index_pack`] is the full check.
+/// hash verification on every read; `Mirror::index_pack` is the full check.
 pub fn install_pack_files(git_dir: &Path, pack: &[u8], idx: &[u8]) -> Result<ObjectSet> {
     if pack.len() < 32 {
         return Err(install_error("not a git pack"));
@@ -907,7 +907,7 @@ impl StagedPack {
     /// both; the caller checked the pack's hash. Call [`Mirror::refresh_objects`] afterwards.
     ///
     /// When every entry was hashed as it streamed in (a pack this project wrote), the index must
-    /// also list exactly those ids at their offsets; the objects come back as [`Scanned`], so
+    /// also list exactly those ids at their offsets; the objects come back as `Scanned`, so
     /// the pull checks them without reading them again.
     pub fn install(
         mut self,

@@ -299,7 +299,7 @@ pub async fn plan(
     plan_with(cluster, snapshot, Discovering::start(cluster), pref, opts).await
 }
 
-/// [`plan`] with the target's discovery already started (by [`prepare()`], while it read the
+/// [`plan()`] with the target's discovery already started (by [`prepare()`], while it read the
 /// snapshot's tree).
 pub async fn plan_with(
     cluster: &Cluster,

@@ -1048,7 +1048,7 @@ pub(crate) fn unsupported_reason(path: &ContentPath) -> String {
 }
 
 /// Whether `live` has every key of `tree` with the same value, recursively for maps and for
-/// arrays of the same length, and no more keys in the maps compared exactly (see [`Ctx`]):
+/// arrays of the same length, and no more keys in the maps compared exactly (see `Ctx`):
 /// the allocation-free form of `prune_to(live, tree) == *tree`.
 pub fn covers(live: &Value, tree: &Value) -> bool {
     match live {

@@ -3,7 +3,7 @@
 //! matching objects, nothing implicit), `--create-namespaces` (the Namespace of every kept
 //! object, from the snapshot or a bare one), then the namespace mapping
 //! ([`super::mapping`]) — and, after planning, the report of objects whose Namespace is
-//! neither on the target nor restored ([`mark_missing_namespaces`]).
+//! neither on the target nor restored (`mark_missing_namespaces`).
 //!
 //! Owns: those steps, their order and their errors. Must not touch: git, the rules (which
 //! run after, on the transformed objects), applying.

@@ -1,5 +1,5 @@
 //! Surviving the loss of `manifest.json`: finding the snapshots the store's packs hold
-//! ([`scan_packs`]), rebuilding the manifest from them ([`recover`], `k8s-snap recover`), and
+//! (`scan_packs`), rebuilding the manifest from them ([`recover`], `k8s-snap recover`), and
 //! telling which packs hold snapshots the manifest does not name ([`unreferenced`], used by
 //! `verify` and `gc` so that gc never deletes a pack holding a snapshot the manifest lost).
 //!

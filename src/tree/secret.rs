@@ -239,7 +239,7 @@ pub fn mask_yaml_fields(text: &str, extra: &[Vec<String>]) -> String {
     mask_yaml_pair_fields(text, "", "", "", extra).0
 }
 
-/// [`mask_pair_fields`] of a Secret on two YAML texts, re-emitted as canonical YAML.
+/// `mask_pair_fields` of a Secret on two YAML texts, re-emitted as canonical YAML.
 pub fn mask_yaml_pair(a: &str, b: &str, label_a: &str, label_b: &str) -> (String, String) {
     mask_yaml_pair_fields(a, b, label_a, label_b, &[])
 }

@@ -17,7 +17,7 @@ pub struct DeleteReport {
     pub not_found: Vec<String>,
 }
 
-/// Removes snapshots from the store's manifest (their packs are freed by [`gc`]).
+/// Removes snapshots from the store's manifest (their packs are freed by [`gc`](super::gc())).
 pub async fn delete(store: &dyn ObjectStore, names: &[String]) -> Result<DeleteReport> {
     let mut report: Option<DeleteReport> = None;
     update_manifest(store, |m| {

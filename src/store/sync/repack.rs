@@ -32,7 +32,7 @@ pub struct RepackReport {
 /// Repacks when the packs the store's snapshots need are mostly dead: if the live objects of
 /// the store snapshots present in the mirror are fewer than `(1 - threshold)` of the objects
 /// in the packs those snapshots list, uploads one new pack of exactly their objects and
-/// points them at it (CAS). The old packs then become unneeded and [`gc`] removes them after
+/// points them at it (CAS). The old packs then become unneeded and [`gc`](super::gc()) removes them after
 /// the grace period. `Ok(None)` when nothing was worth repacking.
 pub async fn repack(
     store: &dyn ObjectStore,
