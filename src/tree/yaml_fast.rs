@@ -342,8 +342,7 @@ impl JsonSink<'_> {
     }
 
     fn string(&mut self, s: &str) {
-        // Cannot fail: writing to a Vec.
-        let _ = serde_json::to_writer(&mut *self.out, s);
+        json_string(self.out, s);
     }
 
     /// [`Self::string`] of a plain scalar or key, which has no control characters: only
@@ -735,6 +734,75 @@ fn integer(s: &str) -> Option<Number> {
     }
 }
 
+/// Bytes [`json_string`] copies at once when none of them needs an escape.
+const COPY_BLOCK: usize = 16;
+
+/// Writes `s` as a JSON string, byte for byte what `serde_json::to_writer` writes of it: `"`
+/// and `\` escaped, `\b \t \n \f \r` short, other control characters as `\u00XX`, everything
+/// else (DEL and non-ASCII too) as is. Blocks of bytes that need no escape are tested with
+/// comparisons only (vector instructions) and copied whole; literal texts are mostly such
+/// blocks, with a newline to escape every line.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // Bytes before `i` are written, or are plain ones from `start` on.
+    let (mut start, mut i) = (0, 0);
+    let plain = |b: u8| (b >= 0x20) & (b != b'"') & (b != b'\\');
+    while i < bytes.len() {
+        // The block from `i`; at the end of a longer text the block that ends it (overlapping
+        // bytes before `i`: when one of them needs an escape, the bytes from `i` are tested one
+        // by one); a shorter text padded with a plain byte.
+        let len = (bytes.len() - i).min(COPY_BLOCK);
+        let mut padded = [b'a'; COPY_BLOCK];
+        let at = i.min(bytes.len().saturating_sub(COPY_BLOCK));
+        let block: &[u8; COPY_BLOCK] = match bytes.get(at..at + COPY_BLOCK) {
+            Some(block) => block.try_into().unwrap_or(&padded),
+            None => {
+                padded[..len].copy_from_slice(&bytes[i..]);
+                &padded
+            }
+        };
+        if block.iter().fold(true, |ok, &b| ok & plain(b)) {
+            i += len;
+            continue;
+        }
+        // Some byte of the block needs an escape: write up to the first one, and its escape.
+        let Some((at, b)) = (i..i + len)
+            .map(|k| (k, bytes[k]))
+            .find(|&(_, b)| !plain(b))
+        else {
+            i += len;
+            continue;
+        };
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            _ => b'u',
+        };
+        out.extend_from_slice(&bytes[start..at]);
+        out.extend_from_slice(&[b'\\', short]);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        }
+        i = at + 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
 /// Text the emitter writes raw in a literal block: no special characters (tabs aside).
 fn literal_text_ok(s: &str) -> bool {
     // Printable ASCII and tabs, tested 32 bytes at a time without an early exit inside a block
@@ -808,6 +876,18 @@ mod tests {
         fn literal_text_ok_matches_its_definition(s in "[a \t~\u{7f}\u{1}]{0,100}|[a \t\n\u{7f}\u{85}\u{1}~é\u{2028}]{0,100}") {
             let defined = s.chars().all(|c| c == '\t' || (!is_special_char(c) && c != '\n'));
             proptest::prop_assert_eq!(literal_text_ok(&s), defined, "{:?}", s);
+        }
+
+        /// `json_string` writes what serde_json writes: texts with escapes here and there
+        /// across blocks, and any text at all.
+        #[test]
+        fn json_string_is_serde_json(
+            s in "([a-z =:/-]{0,40}[\"\\\\\n\t\r\u{8}\u{c}\u{0}\u{1f}\u{7f}é€\u{2028}]?){0,6}|\\PC{0,80}|.{0,80}",
+        ) {
+            let mut ours = Vec::new();
+            json_string(&mut ours, &s);
+            let theirs = serde_json::to_vec(&s).expect("a string serialises");
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
         }
     }
 
