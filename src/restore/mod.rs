@@ -339,7 +339,7 @@ async fn plan_with_discovery(
 ) -> Result<Plan, RestoreError> {
     let started = std::time::Instant::now();
     let after_crd = crd_served_resources(&selected);
-    let index: HashMap<(&str, &str, &str), &ApiResourceInfo> = discovered
+    let index: live::FastMap<(&str, &str, &str), &ApiResourceInfo> = discovered
         .resources
         .iter()
         .map(|r| {
@@ -449,7 +449,7 @@ async fn plan_with_discovery(
             if let Some(r) = lookup(path).filter(|r| r.supports("create") && r.supports("list")) {
                 wanted
                     .entry((&r.group, &r.version, &r.resource))
-                    .or_insert_with(|| (r, HashMap::new()))
+                    .or_insert_with(|| (r, live::TreeObjects::default()))
                     .1
                     .insert(
                         path.as_str().to_string(),

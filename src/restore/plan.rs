@@ -661,10 +661,10 @@ impl<'de> serde::de::Visitor<'de> for Covers<'_> {
 
 /// Builds the plan from the rules' selections (see [`super::rules::select`]), what the target
 /// serves, and the live objects of the paths concerned (keyed by content path).
-pub fn build_plan(
+pub fn build_plan<S: std::hash::BuildHasher>(
     selected: Vec<(ContentPath, Selection)>,
     served: &dyn Fn(&ContentPath) -> Served,
-    live: &HashMap<String, LiveObject>,
+    live: &HashMap<String, LiveObject, S>,
     pref: &Preference,
     opts: &PlanOptions,
 ) -> Plan {
