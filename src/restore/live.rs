@@ -28,12 +28,6 @@ struct ListPage {
 }
 
 #[derive(serde::Deserialize)]
-struct ItemMeta<'a> {
-    #[serde(borrow)]
-    metadata: ItemNames<'a>,
-}
-
-#[derive(serde::Deserialize)]
 struct ItemNames<'a> {
     #[serde(borrow, default)]
     name: Option<std::borrow::Cow<'a, str>>,
@@ -168,6 +162,56 @@ async fn list_resource(
     Ok(LiveRead { live, objects })
 }
 
+/// The names in a LIST item's `metadata`, read from its text up to the end of the `metadata`
+/// only. A real server writes a built-in object's `metadata` first (a custom resource's after
+/// `apiVersion` and `kind`), so the bulk of the item (`data`, `spec`, `status`) is scanned
+/// once, by the comparison, not here too. `None` for an item that is not an object or has no
+/// `metadata` object; the first `metadata` counts.
+fn item_names(text: &str) -> Option<ItemNames<'_>> {
+    use serde::de::{Deserializer as _, Error as _, IgnoredAny, MapAccess, Visitor};
+
+    /// Whether a key is `metadata` (escaped or not), without keeping it.
+    struct IsMetadata(bool);
+    impl<'de> serde::Deserialize<'de> for IsMetadata {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Key;
+            impl Visitor<'_> for Key {
+                type Value = IsMetadata;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E>(self, key: &str) -> Result<IsMetadata, E> {
+                    Ok(IsMetadata(key == "metadata"))
+                }
+            }
+            d.deserialize_identifier(Key)
+        }
+    }
+
+    struct Item<'a, 'o>(&'o mut Option<ItemNames<'a>>);
+    impl<'de> Visitor<'de> for Item<'de, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list item")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(IsMetadata(metadata)) = map.next_key()? {
+                if metadata {
+                    *self.0 = Some(map.next_value()?);
+                    // What follows is not needed: this error only ends the parse.
+                    return Err(A::Error::custom("metadata read"));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut names = None;
+    let _ = serde_json::Deserializer::from_str(text).deserialize_map(Item(&mut names));
+    names
+}
+
 fn compare_page(
     cluster: &Cluster,
     resource: &ApiResourceInfo,
@@ -180,19 +224,14 @@ fn compare_page(
     let mut key = resource.group_version_path();
     let prefix_len = key.len();
     for item in items {
-        let Ok(meta) = serde_json::from_str::<ItemMeta<'_>>(item.get()) else {
+        let Some(meta) = item_names(item.get()) else {
             continue;
         };
-        let Some(name) = meta.metadata.name.as_deref() else {
+        let Some(name) = meta.name.as_deref() else {
             continue;
         };
         key.truncate(prefix_len);
-        if let Some(ns) = meta
-            .metadata
-            .namespace
-            .as_deref()
-            .filter(|_| resource.namespaced)
-        {
+        if let Some(ns) = meta.namespace.as_deref().filter(|_| resource.namespaced) {
             key.push_str("/namespaces/");
             key.push_str(ns);
         }
@@ -211,11 +250,7 @@ fn compare_page(
                     drop(std::mem::take(&mut *tree));
                 }
                 LiveObject {
-                    resource_version: meta
-                        .metadata
-                        .resource_version
-                        .as_deref()
-                        .map(str::to_string),
+                    resource_version: meta.resource_version.as_deref().map(str::to_string),
                     differing: None,
                 }
             }
@@ -231,4 +266,54 @@ fn compare_page(
         out.push((key.clone(), compared));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::item_names;
+
+    type Names = (Option<String>, Option<String>, Option<String>);
+
+    fn names(text: &str) -> Option<Names> {
+        item_names(text).map(|n| {
+            (
+                n.name.map(Into::into),
+                n.namespace.map(Into::into),
+                n.resource_version.map(Into::into),
+            )
+        })
+    }
+
+    #[test]
+    fn item_names_are_read_up_to_the_metadata() {
+        let want = Some((Some("a".into()), Some("ns".into()), Some("7".into())));
+        // A built-in item as a real server writes it: the metadata first, and nothing after it
+        // is read (here the rest is not even complete).
+        assert_eq!(
+            names(
+                r#"{"metadata":{"name":"a","namespace":"ns","resourceVersion":"7"},"data":{"x":"#
+            ),
+            want
+        );
+        // After the bulk of the item (keys in order), with quotes and braces in its strings.
+        assert_eq!(
+            names(
+                r#"{"apiVersion":"v1","data":{"k":"v \" }, \"metadata\": {"},"kind":"ConfigMap","metadata":{"resourceVersion":"7","namespace":"ns","name":"a","labels":{"x":"y"}}}"#
+            ),
+            want
+        );
+        // Escaped keys and values.
+        assert_eq!(
+            names(
+                r#"{"metad\u0061ta":{"n\u0061me":"\u0061","namespace":"ns","resourceVersion":"7"}}"#
+            ),
+            want
+        );
+        // No name (the caller skips such an item), no metadata, not an object.
+        assert_eq!(names(r#"{"metadata":{}}"#), Some((None, None, None)));
+        assert_eq!(names(r#"{"data":{"metadata":{"name":"a"}}}"#), None);
+        assert_eq!(names(r#"{"metadata":"a"}"#), None);
+        assert_eq!(names("[]"), None);
+        assert_eq!(names("null"), None);
+    }
 }

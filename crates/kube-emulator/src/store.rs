@@ -14,10 +14,16 @@ use tokio::sync::broadcast;
 use crate::catalog::ResKey;
 use crate::selector::{FieldSelector, LabelSelector};
 
-/// One stored object: its JSON (with `apiVersion` and `kind` first) and its labels.
+/// One stored object: its JSON in the order a real API server writes it, and its labels.
+///
+/// A real server encodes a built-in kind from its Go struct: `kind`, `apiVersion`, `metadata`,
+/// then the type's own fields (`spec`, `data`, ..., `status`); a custom resource as a map, in
+/// key order (`apiVersion`, ..., `kind`, `metadata`, ...). Here: built-in kinds as `kind`,
+/// `apiVersion`, `metadata`, then the other fields in key order; custom resources as
+/// `apiVersion`, `kind`, then the other fields in key order.
 #[derive(Debug)]
 pub(crate) struct Stored {
-    /// `{"apiVersion":..,"kind":..,<rest>}`.
+    /// `{<type>,<rest>}`: the type is `apiVersion` and `kind` in either order.
     pub bytes: Bytes,
     /// Offset of `<rest>` (starts with `,` or is `}`) so list items can omit the type.
     pub rest: usize,
@@ -27,15 +33,32 @@ pub(crate) struct Stored {
 impl Stored {
     pub fn from_value(v: &Value) -> Stored {
         let mut out = Vec::with_capacity(256);
+        let group = v["apiVersion"]
+            .as_str()
+            .and_then(|av| av.split_once('/'))
+            .map_or("", |(group, _)| group);
+        let built_in = crate::catalog::is_builtin_group(group);
         out.push(b'{');
-        out.extend_from_slice(b"\"apiVersion\":");
-        let _ = serde_json::to_writer(&mut out, &v["apiVersion"]);
-        out.extend_from_slice(b",\"kind\":");
-        let _ = serde_json::to_writer(&mut out, &v["kind"]);
+        if built_in {
+            out.extend_from_slice(b"\"kind\":");
+            let _ = serde_json::to_writer(&mut out, &v["kind"]);
+            out.extend_from_slice(b",\"apiVersion\":");
+            let _ = serde_json::to_writer(&mut out, &v["apiVersion"]);
+        } else {
+            out.extend_from_slice(b"\"apiVersion\":");
+            let _ = serde_json::to_writer(&mut out, &v["apiVersion"]);
+            out.extend_from_slice(b",\"kind\":");
+            let _ = serde_json::to_writer(&mut out, &v["kind"]);
+        }
         let rest = out.len();
+        let first = if built_in { v.get("metadata") } else { None };
+        if let Some(metadata) = first {
+            out.extend_from_slice(b",\"metadata\":");
+            let _ = serde_json::to_writer(&mut out, metadata);
+        }
         if let Some(map) = v.as_object() {
             for (k, val) in map {
-                if k == "apiVersion" || k == "kind" {
+                if k == "apiVersion" || k == "kind" || (first.is_some() && k == "metadata") {
                     continue;
                 }
                 out.push(b',');

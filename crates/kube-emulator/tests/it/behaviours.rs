@@ -112,6 +112,44 @@ fn http_get(path: &str) -> axum::http::Request<Vec<u8>> {
         .expect("valid request")
 }
 
+/// A real server writes a built-in object from its Go struct: `kind`, `apiVersion`,
+/// `metadata`, then the type's fields; a list item of it without the type (clients, ours
+/// included, find the metadata before the bulk of the object).
+#[tokio::test]
+async fn built_in_objects_are_written_in_a_real_servers_field_order() {
+    let emu = start().await;
+    let c = emu.client().await;
+    let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "order", "namespace": "default"}, "data": {"a": "b"}}))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let got = c
+        .request_text(http_get("/api/v1/namespaces/default/configmaps/order"))
+        .await
+        .unwrap();
+    assert!(
+        got.starts_with(r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"#),
+        "{got}"
+    );
+    assert!(got.contains(r#"},"data":{"a":"b"}"#), "{got}");
+    let list = c
+        .request_text(http_get(
+            "/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name%3Dorder",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        list.starts_with(r#"{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"#),
+        "{list}"
+    );
+    assert!(list.contains(r#""items":[{"metadata":{"#), "{list}");
+    assert!(!list.contains(r#""kind":"ConfigMap","#), "{list}");
+    emu.shutdown().await;
+}
+
 #[tokio::test]
 async fn new_namespaces_get_a_default_service_account_and_legacy_token_secrets() {
     let emu = Emulator::builder()
