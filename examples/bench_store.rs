@@ -1,6 +1,6 @@
 //! Benchmark: pushing and pulling snapshots through the object store.
 //!
-//! `cargo run --release --example bench_store -- --objects 50000 [--store moto|dir] [--no-git-repack]`
+//! `cargo run --release --example bench_store -- --objects 50000 [--store moto|dir] [--no-git-repack] [--pull-repeat N]`
 //!
 //! Runs the emulator (fixture `scale:N`) in this process and, by default, a real moto S3 server
 //! process on loopback (`--store dir` uses a local directory store instead). Measures:
@@ -114,6 +114,9 @@ fn main() -> anyhow::Result<()> {
     let backend = arg(&args, "--store").unwrap_or_else(|| "moto".into());
     // `git repack -adf` of 500k objects takes minutes: leave the size comparison out.
     let git_repack = !args.iter().any(|a| a == "--no-git-repack");
+    let pull_repeat: usize = arg(&args, "--pull-repeat")
+        .unwrap_or_else(|| "0".into())
+        .parse()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -124,7 +127,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(objects, &backend, git_repack))
+    rt.block_on(run(objects, &backend, git_repack, pull_repeat))
 }
 
 /// Bytes of the pack `git repack -adf` makes of a copy of the mirror.
@@ -192,7 +195,12 @@ async fn take(cluster: &Cluster, data: &Path, name: &str) -> anyhow::Result<f64>
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn run(objects: usize, backend: &str, git_repack: bool) -> anyhow::Result<()> {
+async fn run(
+    objects: usize,
+    backend: &str,
+    git_repack: bool,
+    pull_repeat: usize,
+) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let emulator = kube_emulator::Emulator::builder()
         .fixture(kube_emulator::Fixture::Scale(objects))
@@ -452,6 +460,17 @@ async fn run(objects: usize, backend: &str, git_repack: bool) -> anyhow::Result<
         "local work of a pull (the same pull from a directory store): {local_secs:.3}s (cpu {local_cpu:.2}s); pull/(raw download + local work) ratio: {:.2}",
         pull_secs / (raw_secs + local_secs)
     );
+    // `--pull-repeat N`: the local pull again N times into fresh mirrors (to profile it).
+    for i in 0..pull_repeat {
+        let m = SharedMirror::open_or_init(&tmp.path().join(format!("r{i}")).join("mirror.git"))
+            .await?;
+        let started = Instant::now();
+        let again = sync::pull(&dir_store, &m, &[]).await?;
+        if again.pulled.len() != 2 {
+            bail!("repeated pull failed: {:?}", again.failed);
+        }
+        println!("local pull again: {:.3}s", started.elapsed().as_secs_f64());
+    }
     emulator.shutdown().await;
     println!(
         "incremental push: {:.2}% of full",

@@ -27,7 +27,7 @@ mod sealed;
 pub mod status;
 pub mod subset;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -440,25 +440,42 @@ async fn plan_with_discovery(
     // The tree objects move into the listing tasks (so the ones found equal on the target are
     // freed there, in parallel) and come back by index.
     let live = {
-        let mut wanted: BTreeMap<(&str, &str, &str), (&ApiResourceInfo, live::TreeObjects)> =
-            BTreeMap::new();
+        // One slot per resource listed, in the order first met. Selections come in tree
+        // order, so the objects of one resource come in runs: the resource is looked up once
+        // a run, not once an object (string compares were ~2% of a plan's CPU samples).
+        let mut slots: Vec<(&ApiResourceInfo, live::TreeObjects)> = Vec::new();
+        let mut slot_of: live::FastMap<(&str, &str, &str), usize> = live::FastMap::default();
+        let mut run: Option<((&str, &str, &str), Option<usize>)> = None;
         for (i, (path, s)) in selected.iter_mut().enumerate() {
             let Selection::Restore { object, .. } = s else {
                 continue;
             };
-            if let Some(r) = lookup(path).filter(|r| r.supports("create") && r.supports("list")) {
-                wanted
-                    .entry((&r.group, &r.version, &r.resource))
-                    .or_insert_with(|| (r, live::TreeObjects::default()))
-                    .1
-                    .insert(
-                        path.as_str().to_string(),
-                        (i, std::sync::Mutex::new(std::mem::take(object))),
-                    );
+            let path: &ContentPath = path;
+            let gvr = (path.group(), path.version(), path.resource());
+            let slot = match run {
+                Some((last, slot)) if last == gvr => slot,
+                _ => {
+                    let slot = lookup(path)
+                        .filter(|r| r.supports("create") && r.supports("list"))
+                        .map(|r| {
+                            *slot_of.entry(gvr).or_insert_with(|| {
+                                slots.push((r, live::TreeObjects::default()));
+                                slots.len() - 1
+                            })
+                        });
+                    run = Some((gvr, slot));
+                    slot
+                }
+            };
+            if let Some((_, objects)) = slot.and_then(|n| slots.get_mut(n)) {
+                objects.insert(
+                    path.as_str().to_string(),
+                    (i, std::sync::Mutex::new(std::mem::take(object))),
+                );
             }
         }
-        let wanted = wanted
-            .into_values()
+        let wanted = slots
+            .into_iter()
             .map(|(r, objects)| (r.clone(), objects))
             .collect();
         let read = live::read_live(cluster, wanted, opts.threads.max(4), opts.server_side_diff)
