@@ -74,7 +74,7 @@ impl Claimed {
 }
 
 /// What the scan of one or more packs found; every object in it was hashed to its id.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Scanned {
     /// Blob id -> the identity its body claims (`None`: not canonical YAML, read it again).
     pub(super) blobs: IdMap<Option<Claimed>>,
@@ -125,6 +125,112 @@ pub(super) struct PackScanner {
     /// Id, offset and CRC-32 of each entry, in pack order.
     entries: Vec<([u8; 20], u64, u32)>,
     found: Scanned,
+}
+
+/// Bytes handed to a scan thread at a time.
+const SCAN_BATCH: usize = 1 << 20;
+
+/// Batches a scan thread may have waiting (bounds the memory a slow scan holds).
+const SCAN_QUEUE: usize = 4;
+
+/// A [`PackScanner`] fed on the caller's thread, or on a thread of its own: a pull of one big
+/// pack (nothing else to download beside it) then hashes and reads its entries while the
+/// caller decodes the download and writes it to disk, on two cores instead of one.
+#[derive(Debug)]
+pub(super) enum ScanFeed {
+    /// Fed on the caller's thread.
+    Inline(PackScanner),
+    /// Fed in batches to a thread of its own.
+    Thread(ScanThread),
+}
+
+/// The feeding end of a scan thread. Dropping it ends the thread once it has scanned what it
+/// was sent (no more than [`SCAN_QUEUE`] batches).
+#[derive(Debug)]
+pub(super) struct ScanThread {
+    pending: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    handle: Option<std::thread::JoinHandle<PackScanner>>,
+}
+
+impl Default for ScanFeed {
+    fn default() -> Self {
+        ScanFeed::Inline(PackScanner::new())
+    }
+}
+
+impl ScanFeed {
+    /// A scan of a pack that starts with the next bytes fed; on its own thread if `aside`
+    /// (inline if the thread cannot be started).
+    pub(super) fn new(aside: bool) -> ScanFeed {
+        if !aside {
+            return ScanFeed::default();
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SCAN_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("k8s-snap-pack-scan".into())
+            .spawn(move || {
+                let mut scanner = PackScanner::new();
+                for batch in rx {
+                    scanner.feed(&batch);
+                }
+                scanner
+            });
+        match spawned {
+            Ok(handle) => ScanFeed::Thread(ScanThread {
+                pending: Vec::with_capacity(SCAN_BATCH),
+                tx: Some(tx),
+                handle: Some(handle),
+            }),
+            Err(e) => {
+                tracing::debug!("no thread for the pack scan ({e}): scanning inline");
+                ScanFeed::default()
+            }
+        }
+    }
+
+    /// Feeds the next bytes of the pack.
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            ScanFeed::Inline(scanner) => scanner.feed(bytes),
+            ScanFeed::Thread(t) => {
+                t.pending.extend_from_slice(bytes);
+                if t.pending.len() >= SCAN_BATCH {
+                    t.send();
+                }
+            }
+        }
+    }
+
+    /// [`PackScanner::finish`], once the scan thread (if any) has scanned every byte fed.
+    pub(super) fn finish(self, idx: &[u8]) -> Result<Option<Scanned>, String> {
+        match self {
+            ScanFeed::Inline(scanner) => scanner.finish(idx),
+            ScanFeed::Thread(mut t) => {
+                t.send();
+                t.tx = None;
+                match t.handle.take().map(std::thread::JoinHandle::join) {
+                    Some(Ok(scanner)) => scanner.finish(idx),
+                    // Only a panic ends the thread early: nothing is vouched for, and the pull
+                    // checks the pack by reading it, as for a pack a scan cannot read.
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+impl ScanThread {
+    fn send(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(SCAN_BATCH));
+        // A send fails only if the thread is gone (it panicked): `finish` then says so.
+        if self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_err()) {
+            self.tx = None;
+        }
+    }
 }
 
 /// How far one entry at the start of a buffer extends.
@@ -384,6 +490,35 @@ mod tests {
             s.feed(c);
         }
         s
+    }
+
+    #[test]
+    fn a_scan_on_its_own_thread_finds_what_an_inline_scan_finds() {
+        // Over a batch, so that batches and the last partial one are both sent.
+        let objects: Vec<_> = (0..60)
+            .map(|i| (ObjectType::Blob, blob(&format!("obj-{i:03}"))))
+            .collect();
+        let (_, other) = pack(&objects[..2]);
+        let (pack, idx) = pack(&objects);
+        assert!(pack.len() > SCAN_BATCH);
+        let inline = scan(&pack, 70_000).finish(&idx).unwrap().unwrap();
+        for chunk in [1000, 70_000, pack.len()] {
+            let mut feed = ScanFeed::new(true);
+            assert!(matches!(feed, ScanFeed::Thread(_)));
+            for c in pack.chunks(chunk) {
+                feed.feed(c);
+            }
+            let aside = feed.finish(&idx).unwrap().unwrap();
+            assert_eq!(aside, inline, "chunks of {chunk}");
+            assert_eq!(aside.blobs.len(), 60);
+        }
+        // A wrong index is refused the same way, and a feed dropped early ends its thread.
+        let mut feed = ScanFeed::new(true);
+        feed.feed(&pack);
+        assert!(feed.finish(&other).is_err());
+        let mut dropped = ScanFeed::new(true);
+        dropped.feed(&pack[..pack.len() / 2]);
+        drop(dropped);
     }
 
     #[test]

@@ -837,7 +837,7 @@ pub struct StagedPack {
     header: Vec<u8>,
     tail: [u8; 20],
     /// The objects hashed as they were written.
-    scanner: super::packscan::PackScanner,
+    scanner: super::packscan::ScanFeed,
 }
 
 impl std::fmt::Debug for StagedPack {
@@ -850,8 +850,10 @@ impl std::fmt::Debug for StagedPack {
 }
 
 impl StagedPack {
-    /// A new empty staging file in `git_dir/objects/pack`.
-    pub fn create(git_dir: &Path) -> Result<StagedPack> {
+    /// A new empty staging file in `git_dir/objects/pack`. With `scan_aside`, the entries are
+    /// hashed on a thread of their own while the caller writes (for a pack downloaded alone,
+    /// so that the pull uses a second core).
+    pub fn create(git_dir: &Path, scan_aside: bool) -> Result<StagedPack> {
         let pack_dir = pack_dir_of(git_dir)?;
         let file = io_ctx(tempfile::NamedTempFile::new_in(&pack_dir), || {
             format!("creating a temp file in {}", pack_dir.display())
@@ -862,7 +864,7 @@ impl StagedPack {
             len: 0,
             header: Vec::with_capacity(12),
             tail: [0; 20],
-            scanner: super::packscan::PackScanner::new(),
+            scanner: super::packscan::ScanFeed::new(scan_aside),
         })
     }
 

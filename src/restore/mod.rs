@@ -444,8 +444,9 @@ async fn plan_with_discovery(
         // order, so the objects of one resource come in runs: the resource is looked up once
         // a run, not once an object (string compares were ~2% of a plan's CPU samples).
         let mut slots: Vec<(&ApiResourceInfo, live::TreeObjects)> = Vec::new();
-        let mut slot_of: live::FastMap<(&str, &str, &str), usize> = live::FastMap::default();
-        let mut run: Option<((&str, &str, &str), Option<usize>)> = None;
+        type Gvr<'a> = (&'a str, &'a str, &'a str);
+        let mut slot_of: live::FastMap<Gvr<'_>, usize> = live::FastMap::default();
+        let mut run: Option<(Gvr<'_>, Option<usize>)> = None;
         for (i, (path, s)) in selected.iter_mut().enumerate() {
             let Selection::Restore { object, .. } = s else {
                 continue;

@@ -22,6 +22,9 @@ use crate::store::manifest::{Manifest, SnapshotEntry, idx_key, pack_key};
 /// Packs (or indexes) downloaded at once by a pull.
 const FETCH_PARALLELISM: usize = 4;
 
+/// Stored bytes from which a pack downloaded alone is hashed on a thread of its own.
+const SCAN_ASIDE_MIN: u64 = 1 << 20;
+
 /// What [`pull`] did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -156,19 +159,25 @@ pub async fn pull(
     };
     // Stage 2: download packs (hashed while they stream) with their indexes a few at a time;
     // each verified pack is checked against its index and written into the mirror on a
-    // blocking thread while the other downloads go on.
+    // blocking thread while the other downloads go on. With fewer packs than cores, a big
+    // pack's entries are hashed on a thread of their own beside its decoding and writing
+    // (one pack of 500k objects: 3.5 s on one core otherwise).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let alone = cores > 1 && needed.len() < cores;
+    let scan_aside = |sha: &str| alone && stored_len(manifest_ref, sha) >= SCAN_ASIDE_MIN;
     let indexes_ref = &indexes;
     let git_dir = mirror.git_dir().to_path_buf();
     let git_dir_ref = &git_dir;
     let mut downloads = stream::iter(needed)
         .map(|sha| async move {
+            let aside = scan_aside(&sha);
             let (pack, idx) = match indexes_ref.get(&sha) {
                 Some(idx) => (
-                    fetch_pack_staged(store, manifest_ref, &sha, git_dir_ref).await,
+                    fetch_pack_staged(store, manifest_ref, &sha, git_dir_ref, aside).await,
                     idx.clone(),
                 ),
                 None => futures::join!(
-                    fetch_pack_staged(store, manifest_ref, &sha, git_dir_ref),
+                    fetch_pack_staged(store, manifest_ref, &sha, git_dir_ref, aside),
                     async { fetch_idx(store, manifest_ref, &sha).await.map_err(Arc::new) }
                 ),
             };
@@ -386,6 +395,7 @@ async fn fetch_pack_staged(
     manifest: &Manifest,
     sha: &str,
     git_dir: &std::path::Path,
+    scan_aside: bool,
 ) -> std::result::Result<StagedPack, PackError> {
     let sha_owned = || sha.to_string();
     let Some(entry) = manifest.packs.get(sha) else {
@@ -395,7 +405,7 @@ async fn fetch_pack_staged(
         sha: sha_owned(),
         source,
     };
-    let staged = StagedPack::create(git_dir).map_err(mirror_err)?;
+    let staged = StagedPack::create(git_dir, scan_aside).map_err(mirror_err)?;
     let (tx, rx) = std::sync::mpsc::channel::<bytes::Bytes>();
     let stored_size = entry.size;
     let writer = tokio::task::spawn_blocking(move || {
@@ -560,7 +570,7 @@ mod tests {
             },
         );
         let pack_dir = dir.path().join("objects").join("pack");
-        let fetch = || fetch_pack_staged(&store, &m, &sha, dir.path());
+        let fetch = || fetch_pack_staged(&store, &m, &sha, dir.path(), false);
         store.overwrite(&pack_key(&sha), good.clone());
         let staged = fetch().await.unwrap();
         assert_eq!(staged.len(), good.len() as u64);
