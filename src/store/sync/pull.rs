@@ -387,7 +387,8 @@ pub(super) enum PackError {
 }
 
 /// Downloads a pack straight into a [`StagedPack`] of the mirror at `git_dir`: a blocking
-/// thread hashes and writes each chunk while the next ones arrive. Checks the size (never
+/// thread hashes and writes each chunk while the next ones arrive (with `scan_aside`, the
+/// entries are checked on a thread of their own). Checks the size (never
 /// writing more than the manifest says) and the sha256 against the manifest; a reason naming
 /// the pack otherwise (the staging file is then deleted).
 async fn fetch_pack_staged(
